@@ -1,0 +1,123 @@
+"""Migration folder -> Airflow DAGs. Pure: parsing a DAG never opens a database connection."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from airflow.sdk import DAG, Param, TaskGroup, task
+
+from airmigrate import settings
+from airmigrate.airflow import tasks
+from airmigrate.errors import SpecError
+from airmigrate.spec import Migration, discover, load_migration
+
+START = datetime(2024, 1, 1)
+DEFAULT_ARGS = {"owner": "airmigrate", "retries": 2, "retry_delay": timedelta(seconds=15),
+                "retry_exponential_backoff": True}
+
+
+def build_dag(migration: Migration) -> DAG:
+    """preflight -> backup -> schema_change -> backfill (plan, mapped shards) -> validate -> cleanup."""
+    spec, folder = migration.spec, str(migration.folder.resolve())
+    with DAG(
+        dag_id=migration.id,
+        description=spec.description.strip().splitlines()[0][:200],
+        doc_md=_doc(migration),
+        schedule=spec.schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["airmigrate", spec.table],
+        params={
+            "batch_size": Param(spec.batch_size, type="integer", minimum=1, maximum=2_000_000,
+                                description="Rows per backfill batch"),
+            "shards": Param(spec.shards, type="integer", minimum=1, maximum=64,
+                            description="Parallel backfill tasks"),
+            "dry_run": Param(False, type="boolean", description="Only check and print the SQL; change nothing"),
+            "retry_failed": Param(False, type="boolean", description="Run the failed batches of the last run again"),
+        },
+    ) as dag:
+        pre = _task("preflight", tasks.preflight_task)(folder)
+        bak = _task("backup", tasks.backup_task)(folder)
+        ddl = _task("schema_change", tasks.schema_change_task)(folder)
+        with TaskGroup("backfill", tooltip="Key-range batches, resumable; shards share the batch table"):
+            plan = _task("plan", tasks.plan_backfill_task)(folder)
+            shards = _task("shard", tasks.backfill_shard_task, retries=3).partial(migration_dir=folder).expand(
+                shard=plan)
+        val = _task("validate", tasks.validate_task, retries=0)(folder)
+        clean = _task("cleanup", tasks.cleanup_task)(folder)
+        pre >> bak >> ddl >> plan
+        shards >> val >> clean
+    return dag
+
+
+def build_rollback_dag(migration: Migration) -> DAG:
+    """preflight -> down -> restore: the down SQL, then the overwritten values from the snapshot."""
+    folder = str(migration.folder.resolve())
+    with DAG(
+        dag_id=migration.rollback_dag_id,
+        description=f"Roll back {migration.id}",
+        doc_md=f"Rollback of **{migration.id}**: runs `{migration.spec.down}`, then restores the values the "
+               "backfill overwrote from the snapshot taken by the backup stage.\n\n" + _doc(migration),
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["airmigrate", "rollback"],
+    ) as dag:
+        pre = _task("preflight", tasks.rollback_preflight_task)(folder)
+        down = _task("down", tasks.down_task)(folder)
+        restore = _task("restore", tasks.restore_task)(folder)
+        pre >> down >> restore
+    return dag
+
+
+def build_all(migrations_dir: Path | None = None, expectations_dir: Path | None = None) -> tuple[dict, list[str]]:
+    """Every folder's two DAGs, plus the error messages of the folders that did not parse."""
+    dags, errors = {}, []
+    exp_dir = expectations_dir or settings.expectations_dir()
+    for folder in discover(migrations_dir or settings.migrations_dir()):
+        try:
+            migration = load_migration(folder, exp_dir)
+        except SpecError as exc:
+            errors.append(str(exc))
+            continue
+        for dag in (build_dag(migration), build_rollback_dag(migration)):
+            dags[dag.dag_id] = dag
+    return dags, errors
+
+
+def _task(task_id: str, fn, **kwargs):
+    return task(fn, task_id=task_id, **kwargs)
+
+
+def _doc(migration: Migration) -> str:
+    spec = migration.spec
+    parts = [f"# {migration.id}", spec.description.strip(), "",
+             f"* table: `{spec.table}`, key `{spec.key}`, batches of {spec.batch_size:,} rows, {spec.shards} shards",
+             f"* connection: `{spec.connection_id}`; lock_timeout {spec.lock_timeout_ms} ms",
+             f"* checksum: `{migration.checksum[:16]}`", "", "## up", f"```sql\n{migration.up_sql.strip()}\n```"]
+    if migration.backfill_sql:
+        parts += ["## backfill (per batch)", f"```sql\n{migration.backfill_sql.strip()}\n```"]
+    elif migration.transform_file:
+        parts += ["## backfill", f"pandas transform `{migration.transform_file.name}`"]
+    if migration.cleanup_sql:
+        parts += ["## cleanup", f"```sql\n{migration.cleanup_sql.strip()}\n```"]
+    parts += ["## down", f"```sql\n{migration.down_sql.strip()}\n```"]
+    return "\n".join(parts)
+
+
+def raise_spec_errors(migrations_dir: Path | None = None) -> None:
+    """Raise one SpecError listing every folder that does not parse (Airflow shows it as an import error)."""
+    errors = []
+    for folder in discover(migrations_dir or settings.migrations_dir()):
+        try:
+            load_migration(folder, settings.expectations_dir())
+        except SpecError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise SpecError("migrations", f"{len(errors)} folder(s)", "\n" + "\n".join(errors),
+                        "correct the files named above; the other migrations' DAGs still load")

@@ -1,0 +1,150 @@
+"""Airflow task callables: resolve the target and the run, call the stage, map errors to retry or fail.
+
+A :class:`~airmigrate.errors.TransientError` becomes an ``AirflowException`` (Airflow retries);
+any other airmigrate error becomes ``AirflowFailException`` (no retry: it would fail the same way)
+and the run is marked failed in ``airmigrate.runs`` with the message.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from airflow.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from airflow.sdk import BaseHook, get_current_context
+
+from airmigrate import settings, state
+from airmigrate.db import Target, connect, is_transient
+from airmigrate.errors import AirmigrateError, PreflightError
+from airmigrate.spec import Migration, load_migration
+from airmigrate.stages import backfill, backup, cleanup, preflight, rollback, schema_change, validate
+
+log = logging.getLogger(__name__)
+
+
+def target_for(migration: Migration) -> Target:
+    """The target database from the migration's Airflow connection (AIRFLOW_CONN_* works too)."""
+    return target_from_connection(BaseHook.get_connection(migration.spec.connection_id))
+
+
+def target_from_connection(conn) -> Target:
+    """Airflow Connection -> Target (host may be a Unix socket directory)."""
+    return Target(host=conn.host or "127.0.0.1", port=int(conn.port or 5432), user=conn.login or "postgres",
+                  password=conn.password or None, dbname=conn.schema or "postgres")
+
+
+def _load(migration_dir: str) -> Migration:
+    return load_migration(migration_dir, settings.expectations_dir())
+
+
+def _params() -> dict:
+    return dict(get_current_context()["params"])
+
+
+def stage_task(direction: str = "up"):
+    """Decorator: load migration + target + current run, run the stage, translate errors."""
+
+    def wrap(fn):
+        def run(migration_dir: str, shard: int | None = None):
+            migration = _load(migration_dir)
+            target = target_for(migration)
+            try:
+                return fn(target, migration) if shard is None else fn(target, migration, shard)
+            except AirflowSkipException:
+                raise
+            except Exception as exc:
+                if is_transient(exc):
+                    raise AirflowException(f"{type(exc).__name__}: {exc} (transient: Airflow retries)") from exc
+                if isinstance(exc, AirmigrateError) and not isinstance(exc, PreflightError):
+                    _mark_failed(target, migration, direction, exc)
+                raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+        run.__name__, run.__qualname__, run.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        return run  # not functools.wraps: Airflow would bind arguments against the stage's own signature
+
+    return wrap
+
+
+def _mark_failed(target: Target, migration: Migration, direction: str, exc: Exception) -> None:
+    try:
+        with connect(target, autocommit=True) as conn:
+            run_id = state.active_run(conn, migration.id, direction)
+            if run_id:
+                state.finish_run(conn, run_id, "failed", str(exc)[:2000])
+    except Exception:  # recording is best effort; the task fails with the original error regardless
+        log.exception("could not record the failure in airmigrate.runs")
+
+
+def current_run(target: Target, migration: Migration, direction: str = "up") -> int:
+    with connect(target, autocommit=True) as conn:
+        run_id = state.active_run(conn, migration.id, direction)
+    if run_id is None:
+        raise PreflightError(f"no active {direction} run of {migration.id}: the preflight task starts one; "
+                             "clear the whole DAG run rather than a single task")
+    return run_id
+
+
+def _skip_if_dry_run(migration: Migration, what: str) -> None:
+    if _params().get("dry_run"):
+        raise AirflowSkipException(f"dry_run: {what} of {migration.id} not executed")
+
+
+@stage_task()
+def preflight_task(target, migration):
+    params = _params()
+    if params.get("dry_run"):
+        return preflight.preflight(target, migration, dry_run=True)
+    return preflight.preflight(target, migration, get_current_context()["dag_run"].run_id)
+
+
+@stage_task()
+def backup_task(target, migration):
+    if _params().get("dry_run"):
+        log.info("dry_run: the SQL this migration would run:\n-- up\n%s\n-- backfill\n%s\n-- cleanup\n%s",
+                 migration.up_sql, migration.backfill_sql or f"(pandas {migration.transform_file})",
+                 migration.cleanup_sql or "(none)")
+    _skip_if_dry_run(migration, "backup and every later stage")
+    return backup.backup(target, migration, current_run(target, migration))
+
+
+@stage_task()
+def schema_change_task(target, migration):
+    return schema_change.schema_change(target, migration, current_run(target, migration))
+
+
+@stage_task()
+def plan_backfill_task(target, migration):
+    params = _params()
+    backfill.plan_batches(target, migration, current_run(target, migration), params.get("batch_size"))
+    return list(range(int(params.get("shards") or migration.spec.shards)))
+
+
+@stage_task()
+def backfill_shard_task(target, migration, shard: int):
+    params = _params()
+    return backfill.run_shard(target, migration, current_run(target, migration), shard,
+                              retry_failed=bool(params.get("retry_failed")))
+
+
+@stage_task()
+def validate_task(target, migration):
+    return validate.validate(target, migration, current_run(target, migration))
+
+
+@stage_task()
+def cleanup_task(target, migration):
+    return cleanup.cleanup(target, migration, current_run(target, migration))
+
+
+@stage_task("down")
+def rollback_preflight_task(target, migration):
+    return rollback.preflight_rollback(target, migration, get_current_context()["dag_run"].run_id)
+
+
+@stage_task("down")
+def down_task(target, migration):
+    return rollback.down(target, migration, current_run(target, migration, "down"))
+
+
+@stage_task("down")
+def restore_task(target, migration):
+    return rollback.restore(target, migration, current_run(target, migration, "down"))

@@ -1,0 +1,212 @@
+"""Connections to the target database and the safe DDL executor.
+
+Every identifier goes through ``psycopg.sql``; credentials never reach a log line,
+an error message or a file (see :meth:`Target.describe`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import pglast
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from airmigrate.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+LOCK_NOT_AVAILABLE = "55P03"
+TRANSIENT_SQLSTATES = {LOCK_NOT_AVAILABLE, "40001", "40P01", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the migration runs. Built from an Airflow connection or a URL."""
+
+    host: str = "127.0.0.1"
+    port: int = 5432
+    user: str = "postgres"
+    password: str | None = field(default=None, repr=False)
+    dbname: str = "postgres"
+
+    @classmethod
+    def from_url(cls, url: str) -> "Target":
+        params = conninfo_to_dict(url)
+        return cls(
+            host=params.get("host") or "127.0.0.1",
+            port=int(params.get("port") or 5432),
+            user=params.get("user") or "postgres",
+            password=params.get("password"),
+            dbname=params.get("dbname") or "postgres",
+        )
+
+    def with_dbname(self, dbname: str) -> "Target":
+        return Target(self.host, self.port, self.user, self.password, dbname)
+
+    def conninfo(self) -> str:
+        return make_conninfo(host=self.host, port=self.port, user=self.user, dbname=self.dbname,
+                             password=self.password or None, application_name="airmigrate")
+
+    def url(self) -> str:
+        """postgresql:// URL (socket directories go into ?host=)."""
+        auth = quote(self.user, safe="") + (":" + quote(self.password, safe="") if self.password else "")
+        if self.host.startswith("/"):
+            return f"postgresql://{auth}@/{quote(self.dbname)}?host={quote(self.host, safe='')}&port={self.port}"
+        return f"postgresql://{auth}@{self.host}:{self.port}/{quote(self.dbname)}"
+
+    def airflow_uri(self) -> str:
+        """AIRFLOW_CONN_* form: a socket directory goes URL-encoded into the host part."""
+        auth = quote(self.user, safe="") + (":" + quote(self.password, safe="") if self.password else "")
+        return f"postgresql://{auth}@{quote(self.host, safe='')}:{self.port}/{quote(self.dbname)}"
+
+    def libpq_env(self) -> dict[str, str]:
+        """Environment for client tools (pg_dump): the password travels here, never on a command line."""
+        env = {"PGHOST": self.host, "PGPORT": str(self.port), "PGUSER": self.user, "PGDATABASE": self.dbname}
+        if self.password:
+            env["PGPASSWORD"] = self.password
+        return env
+
+    def describe(self) -> str:
+        """Safe to log: no password."""
+        return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+
+def connect(target: Target, autocommit: bool = False) -> psycopg.Connection:
+    try:
+        return psycopg.connect(target.conninfo(), autocommit=autocommit, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise TransientError(f"cannot connect to {target.describe()}: {_first_line(exc)}") from None
+
+
+def qualified(schema: str, table: str) -> sql.Identifier:
+    return sql.Identifier(schema, table)
+
+
+def split_statements(text: str) -> list[str]:
+    """Split a SQL file into statements with PostgreSQL's own parser (pglast)."""
+    return [s.strip() for s in pglast.split(text) if s.strip()]
+
+
+def needs_autocommit(statement: str) -> bool:
+    """True for statements PostgreSQL refuses inside a transaction block (CONCURRENTLY, VACUUM, ...)."""
+    node = pglast.parse_sql(statement)[0].stmt
+    name = type(node).__name__
+    if name in {"IndexStmt", "DropStmt", "ReindexStmt"}:
+        if getattr(node, "concurrent", False):
+            return True
+        params = getattr(node, "params", None) or ()
+        return any(getattr(p, "defname", "") == "concurrently" for p in params)
+    return name in {"VacuumStmt", "CreatedbStmt", "DropdbStmt", "AlterSystemStmt", "CreateTableSpaceStmt"}
+
+
+def group_statements(statements: list[str]) -> list[tuple[bool, list[str]]]:
+    """Group consecutive transactional statements; each autocommit statement stands alone."""
+    groups: list[tuple[bool, list[str]]] = []
+    for stmt in statements:
+        auto = needs_autocommit(stmt)
+        if auto or not groups or groups[-1][0]:
+            groups.append((auto, [stmt]))
+        else:
+            groups[-1][1].append(stmt)
+    return groups
+
+
+def set_timeouts(cur, lock_timeout_ms: int, statement_timeout_ms: int, local: bool) -> None:
+    scope = sql.SQL("LOCAL ") if local else sql.SQL("")
+    cur.execute(sql.SQL("SET {}lock_timeout = {}").format(scope, sql.Literal(f"{lock_timeout_ms}ms")))
+    cur.execute(sql.SQL("SET {}statement_timeout = {}").format(scope, sql.Literal(f"{statement_timeout_ms}ms")))
+
+
+def run_ddl(target: Target, sql_text: str, *, lock_timeout_ms: int = 500, statement_timeout_ms: int = 600_000,
+            attempts: int = 8, table: tuple[str, str] | None = None) -> list[str]:
+    """Run a SQL file safely: every statement under lock_timeout/statement_timeout, transactional
+    statements together in one transaction, CONCURRENTLY ones alone in autocommit; a lock
+    timeout (55P03) is retried with exponential backoff and jitter. Returns the statements run."""
+    statements = split_statements(sql_text)
+    for autocommit, group in group_statements(statements):
+        run_group(target, group, autocommit, lock_timeout_ms=lock_timeout_ms,
+                  statement_timeout_ms=statement_timeout_ms, attempts=attempts, table=table)
+    return statements
+
+
+def run_group(target: Target, group: list[str], autocommit: bool, *, lock_timeout_ms: int,
+              statement_timeout_ms: int, attempts: int, table: tuple[str, str] | None) -> None:
+    """One transaction (or one autocommit statement), retried on lock timeout with backoff and jitter."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with connect(target, autocommit=True) as conn:
+                if autocommit:
+                    set_timeouts(conn, lock_timeout_ms, statement_timeout_ms, local=False)
+                    for stmt in group:
+                        _execute_logged(conn, stmt)
+                else:
+                    with conn.transaction():
+                        set_timeouts(conn, lock_timeout_ms, statement_timeout_ms, local=True)
+                        for stmt in group:
+                            _execute_logged(conn, stmt)
+            return
+        except psycopg.errors.LockNotAvailable as exc:
+            if autocommit:
+                _drop_invalid_indexes(target, table)
+            if attempt == attempts:
+                raise TransientError(
+                    f"lock_timeout ({lock_timeout_ms} ms) hit {attempts} times on: {group[0][:120]}; "
+                    "a long transaction holds a conflicting lock. Airflow will retry; or end that transaction"
+                ) from exc
+            delay = min(30.0, 0.2 * 2 ** attempt) * random.uniform(0.5, 1.5)
+            log.warning("lock timeout on attempt %d/%d (%s); lock holders: %s; retrying in %.1fs",
+                        attempt, attempts, _first_line(exc), _lock_holders(target, table), delay)
+            time.sleep(delay)
+
+
+def _execute_logged(conn, stmt: str) -> None:
+    log.info("SQL> %s", stmt)
+    conn.execute(stmt)
+
+
+def _lock_holders(target: Target, table: tuple[str, str] | None) -> str:
+    """Who holds locks on the table (pid, age, query) so the log says what to end."""
+    if table is None:
+        return "unknown (no table given)"
+    query = sql.SQL(
+        "SELECT a.pid, now() - a.xact_start AS age, left(a.query, 80) FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.relation = to_regclass({}) "
+        "AND a.pid <> pg_backend_pid() AND l.granted"
+    ).format(sql.Literal(f'"{table[0]}"."{table[1]}"'))
+    try:
+        with connect(target, autocommit=True) as conn:
+            rows = conn.execute(query).fetchall()
+    except Exception as exc:  # only diagnostics: never hide the original error
+        return f"(could not read pg_locks: {_first_line(exc)})"
+    return "; ".join(f"pid {pid} for {age}: {q}" for pid, age, q in rows) or "none any more"
+
+
+def _drop_invalid_indexes(target: Target, table: tuple[str, str] | None) -> None:
+    """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index behind; drop it before the retry."""
+    if table is None:
+        return
+    find = sql.SQL(
+        "SELECT n.nspname, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid AND i.indrelid = to_regclass({})"
+    ).format(sql.Literal(f'"{table[0]}"."{table[1]}"'))
+    with connect(target, autocommit=True) as conn:
+        for schema, name in conn.execute(find).fetchall():
+            log.warning("dropping invalid index %s.%s left by a failed concurrent build", schema, name)
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name)))
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TransientError):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    return isinstance(exc, psycopg.OperationalError) or (sqlstate in TRANSIENT_SQLSTATES)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,0 +1,36 @@
+"""Where things live, from environment variables with project-local defaults.
+
+Read at call time (not import time) so tests and the CLI can point one process at
+other folders.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(os.environ.get("AIRMIGRATE_HOME", Path.cwd()))
+
+
+def project_root() -> Path:
+    return Path(os.environ.get("AIRMIGRATE_HOME", PROJECT_ROOT))
+
+
+def migrations_dir(default: Path | None = None) -> Path:
+    return Path(os.environ.get("AIRMIGRATE_MIGRATIONS_DIR", default or project_root() / "migrations"))
+
+
+def expectations_dir(default: Path | None = None) -> Path:
+    return Path(os.environ.get("AIRMIGRATE_EXPECTATIONS_DIR", default or project_root() / "expectations"))
+
+
+def var_dir() -> Path:
+    return Path(os.environ.get("AIRMIGRATE_VAR_DIR", project_root() / "var"))
+
+
+def backup_dir() -> Path:
+    return Path(os.environ.get("AIRMIGRATE_BACKUP_DIR", var_dir() / "backups"))
+
+
+def data_docs_dir() -> Path:
+    return Path(os.environ.get("AIRMIGRATE_DATA_DOCS_DIR", var_dir() / "data_docs"))

@@ -1,0 +1,262 @@
+"""Reads a migration folder into a frozen, typed :class:`Migration`.
+
+No database and no Airflow here: this runs while the dag-processor parses DAG files,
+so it must be fast and side-effect free. Every error is a :class:`SpecError` naming
+the file, the field and the fix, so a bad folder shows up in Airflow as an import
+error a user can act on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from airmigrate.errors import SpecError
+
+SPEC_FILE = "migration.yaml"
+FOLDER_NAME = re.compile(r"^[0-9]{4}_[a-z0-9_]+$")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+CRON_OR_PRESET = re.compile(r"^(@(once|hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$")
+
+Identifier = Annotated[str, Field(pattern=IDENTIFIER.pattern, description="A plain PostgreSQL identifier")]
+
+
+class BackfillSpec(BaseModel):
+    """How existing rows get their new values: a SQL statement or a pandas transform, one key range per batch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sql: str | None = Field(
+        None,
+        description="File with one UPDATE statement restricted to the batch with %(lo)s and %(hi)s "
+        "(inclusive key bounds). It must be safe to re-run.",
+    )
+    transform: str | None = Field(
+        None, description="Python file defining transform(df) -> df, applied to each batch with pandas."
+    )
+    reads: list[Identifier] = Field(default_factory=list, description="Columns the pandas transform reads.")
+    columns: list[Identifier] = Field(
+        ..., min_length=1, description="Columns the backfill writes; existing ones are snapshotted for rollback."
+    )
+    max_attempts: int = Field(3, ge=1, le=20, description="Attempts per batch before it is marked failed.")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self):
+        if (self.sql is None) == (self.transform is None):
+            raise ValueError("give exactly one of `sql` or `transform`")
+        if self.transform and not self.reads:
+            raise ValueError("a `transform` needs `reads`: the columns passed to it")
+        return self
+
+
+class MigrationSpec(BaseModel):
+    """The contents of ``migration.yaml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str | None = Field(None, description="Must equal the folder name when given.")
+    description: str = Field(..., min_length=1, description="What the migration does; shown as the DAG's docs.")
+    table: str = Field(..., description="The table the migration changes: name or schema.name.")
+    key: Identifier = Field("id", description="Batching key: the primary key column (integer, text or uuid).")
+    connection_id: str = Field("airmigrate_target", description="Airflow connection of the target database.")
+    up: str = Field("up.sql", description="SQL file run by the schema_change stage.")
+    down: str = Field("down.sql", description="SQL file run by the rollback DAG.")
+    cleanup: str | None = Field(None, description="SQL file run by the cleanup (contract) stage.")
+    backfill: BackfillSpec | None = None
+    expectations: str | None = Field(
+        None, description="Expectation suite file in the expectations folder; default <id>.json."
+    )
+    batch_size: int = Field(10_000, ge=1, le=2_000_000, description="Rows per backfill batch.")
+    shards: int = Field(2, ge=1, le=64, description="Parallel backfill tasks (mapped Airflow tasks).")
+    lock_timeout_ms: int = Field(500, ge=10, le=600_000, description="lock_timeout for every DDL statement.")
+    statement_timeout_ms: int = Field(
+        600_000, ge=100, description="statement_timeout for every DDL statement and backfill batch."
+    )
+    ddl_attempts: int = Field(8, ge=1, le=50, description="Attempts per DDL group on lock timeout (55P03).")
+    schedule: str | None = Field(None, description="Cron expression to run in an off-peak window; none = manual.")
+
+    @field_validator("table")
+    @classmethod
+    def _table_name(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(parts) > 2 or not all(IDENTIFIER.match(p) for p in parts):
+            raise ValueError("must be `table` or `schema.table`, plain identifiers")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is not None and not CRON_OR_PRESET.match(value.strip()):
+            raise ValueError("must be a 5-field cron expression or a preset such as @daily")
+        return value
+
+    @property
+    def schema_name(self) -> str:
+        return self.table.split(".")[0] if "." in self.table else "public"
+
+    @property
+    def table_name(self) -> str:
+        return self.table.split(".")[-1]
+
+
+FIXES = {
+    "missing": "add the field to {file}",
+    "extra_forbidden": "remove it or correct its spelling; allowed fields are listed in migration.schema.json",
+    "string_pattern_mismatch": "use a plain PostgreSQL identifier (letters, digits, _)",
+}
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A parsed migration folder: the spec plus the texts of its files and their checksum."""
+
+    id: str
+    folder: Path
+    spec: MigrationSpec
+    up_sql: str
+    down_sql: str
+    cleanup_sql: str | None
+    backfill_sql: str | None
+    transform_file: Path | None
+    expectations_file: Path | None
+    checksum: str
+
+    @property
+    def rollback_dag_id(self) -> str:
+        return f"{self.id}__rollback"
+
+
+def load_migration(folder: Path | str, expectations_dir: Path | str | None = None) -> Migration:
+    """Parse and validate one migration folder; raise SpecError naming file, field and fix."""
+    folder = Path(folder)
+    spec_path = folder / SPEC_FILE
+    if not FOLDER_NAME.match(folder.name):
+        raise SpecError(folder, "folder name", f"'{folder.name}' is not NNNN_slug",
+                        "rename the folder like 0003_add_orders_index (4 digits, lowercase slug)")
+    if not spec_path.is_file():
+        raise SpecError(spec_path, "(file)", "missing", f"create {SPEC_FILE} in the folder (see README)")
+    spec = _parse_spec(spec_path)
+    if spec.id is not None and spec.id != folder.name:
+        raise SpecError(spec_path, "id", f"'{spec.id}' differs from the folder name '{folder.name}'",
+                        f"set `id: {folder.name}` or drop the field")
+    texts = {
+        "up": _read_sql(folder, spec.up, "up", required=True),
+        "down": _read_sql(folder, spec.down, "down", required=True),
+        "cleanup": _read_sql(folder, spec.cleanup, "cleanup") if spec.cleanup else None,
+        "backfill.sql": None,
+    }
+    transform_file = None
+    if spec.backfill and spec.backfill.sql:
+        texts["backfill.sql"] = _read_sql(folder, spec.backfill.sql, "backfill.sql", required=True)
+        _check_backfill_placeholders(folder / spec.backfill.sql, texts["backfill.sql"])
+    if spec.backfill and spec.backfill.transform:
+        transform_file = _require_file(folder, spec.backfill.transform, "backfill.transform")
+    expectations_file = _expectations_file(spec_path, spec, folder.name, expectations_dir)
+    return Migration(
+        id=folder.name,
+        folder=folder,
+        spec=spec,
+        up_sql=texts["up"],
+        down_sql=texts["down"],
+        cleanup_sql=texts["cleanup"],
+        backfill_sql=texts["backfill.sql"],
+        transform_file=transform_file,
+        expectations_file=expectations_file,
+        checksum=_checksum(folder, expectations_file),
+    )
+
+
+def discover(migrations_dir: Path | str) -> list[Path]:
+    """Migration folders in id order (every subfolder holding a migration.yaml, or looking like NNNN_*)."""
+    root = Path(migrations_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def json_schema() -> dict:
+    """JSON Schema of migration.yaml, for editors (yaml-language-server) and docs."""
+    schema = MigrationSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "airmigrate migration.yaml"
+    return schema
+
+
+def _parse_spec(spec_path: Path) -> MigrationSpec:
+    try:
+        raw = yaml.safe_load(spec_path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(yaml)"
+        raise SpecError(spec_path, where, f"not valid YAML ({getattr(exc, 'problem', exc)})",
+                        "fix the YAML syntax (indentation, quotes, colons)") from None
+    if not isinstance(raw, dict):
+        raise SpecError(spec_path, "(document)", "must be a mapping of fields",
+                        "write `field: value` lines: description, table, key, ...")
+    try:
+        return MigrationSpec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(document)"
+        fix = FIXES.get(err["type"], "see the field's description in migration.schema.json").format(file=spec_path.name)
+        raise SpecError(spec_path, field, err["msg"].removeprefix("Value error, "), fix) from None
+
+
+def _require_file(folder: Path, name: str, field: str) -> Path:
+    path = (folder / name).resolve()
+    if folder.resolve() not in path.parents:
+        raise SpecError(folder / SPEC_FILE, field, f"'{name}' points outside the migration folder",
+                        "name a file inside the folder")
+    if not path.is_file():
+        raise SpecError(folder / SPEC_FILE, field, f"file '{name}' does not exist",
+                        f"create {folder / name} or correct the file name")
+    return path
+
+
+def _read_sql(folder: Path, name: str, field: str, required: bool = False) -> str:
+    text = _require_file(folder, name, field).read_text()
+    if required and not text.strip():
+        raise SpecError(folder / name, field, "the SQL file is empty", "write the SQL statements it should run")
+    return text
+
+
+def _check_backfill_placeholders(path: Path, text: str) -> None:
+    for placeholder in ("%(lo)s", "%(hi)s"):
+        if placeholder not in text:
+            raise SpecError(path, "backfill.sql", f"no {placeholder} placeholder",
+                            "restrict the UPDATE to one batch: WHERE <key> BETWEEN %(lo)s AND %(hi)s")
+
+
+def _expectations_file(spec_path: Path, spec: MigrationSpec, migration_id: str,
+                       expectations_dir: Path | str | None) -> Path | None:
+    if expectations_dir is None:
+        return None
+    path = Path(expectations_dir) / (spec.expectations or f"{migration_id}.json")
+    if spec.expectations and not path.is_file():
+        raise SpecError(spec_path, "expectations", f"'{path}' does not exist",
+                        "create the suite file or correct the name")
+    if path.is_file():
+        try:
+            json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise SpecError(path, f"line {exc.lineno}", f"not valid JSON ({exc.msg})", "fix the JSON syntax") from None
+        return path
+    return None
+
+
+def _checksum(folder: Path, expectations_file: Path | None) -> str:
+    """sha256 over every file of the migration (and its suite): a changed applied migration is detected."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    if expectations_file:
+        files.append(expectations_file)
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()

@@ -1,0 +1,23 @@
+"""cleanup (contract): the migration's cleanup SQL, then the history row marked applied."""
+
+from __future__ import annotations
+
+import logging
+
+from airmigrate import state
+from airmigrate.db import Target, connect
+from airmigrate.spec import Migration
+from airmigrate.stages.schema_change import apply_sql
+
+log = logging.getLogger(__name__)
+
+
+def cleanup(target: Target, migration: Migration, run_id: int) -> dict:
+    """Runs only after validation passed. The rollback snapshot is kept: rollback still needs it."""
+    apply_sql(target, migration, run_id, "cleanup", migration.cleanup_sql)
+    with connect(target, autocommit=True) as conn, conn.transaction():
+        state.mark_applied(conn, migration.id)
+        state.finish_run(conn, run_id, "succeeded")
+        hist = state.history(conn, migration.id)
+    log.info("%s applied in %.1fs by %s", migration.id, hist["duration_s"] or 0, hist["applied_by"])
+    return {"status": "applied", "duration_s": hist["duration_s"], "applied_by": hist["applied_by"]}

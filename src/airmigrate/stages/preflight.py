@@ -1,0 +1,78 @@
+"""preflight: is the target ready, and is this migration allowed to (re)start?"""
+
+from __future__ import annotations
+
+import logging
+
+from psycopg import sql
+
+from airmigrate import state
+from airmigrate.db import Target, connect
+from airmigrate.errors import PreflightError
+from airmigrate.spec import Migration
+
+log = logging.getLogger(__name__)
+
+
+def preflight(target: Target, migration: Migration, dag_run_id: str | None = None, dry_run: bool = False) -> dict:
+    """Check reachability, table and key, history (not applied, files unchanged), then open or resume the run.
+    A dry run checks only and writes nothing."""
+    spec = migration.spec
+    with connect(target, autocommit=True) as conn:
+        if not dry_run:
+            state.ensure_schema(conn)
+        estimated_rows = check_table(conn, spec.schema_name, spec.table_name, spec.key)
+        check_history(conn, migration)
+        if dry_run:
+            log.info("dry_run: checks passed; %s has ~%s rows; nothing written", spec.table, f"{estimated_rows:,}")
+            return {"dry_run": True, "estimated_rows": estimated_rows}
+        run_id, resumed = state.begin_run(conn, migration.id, "up", dag_run_id)
+        if not resumed:
+            state.start_history(conn, migration.id, migration.checksum)
+        version = conn.info.server_version
+    log.info("target %s (PostgreSQL %d): %s has ~%s rows; run %d %s", target.describe(), version, spec.table,
+             f"{estimated_rows:,}", run_id, "resumed" if resumed else "started")
+    return {"run_id": run_id, "resumed": resumed, "estimated_rows": estimated_rows, "server_version": version}
+
+
+def check_table(conn, schema: str, table: str, key: str) -> int:
+    """The table exists and `key` is a unique NOT NULL key; returns the planner's row estimate (never count(*))."""
+    name = f"{schema}.{table}"
+    row = conn.execute(
+        "SELECT c.oid, greatest(c.reltuples, 0)::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')", (schema, table)).fetchone()
+    if row is None:
+        raise PreflightError(f"table {name} does not exist in the target database; "
+                             "check `table` in migration.yaml and the connection it uses")
+    oid, estimate = row
+    unique = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+        "AND a.attnum = i.indkey[0] WHERE i.indrelid = %s AND i.indisunique AND i.indnatts = 1 "
+        "AND a.attname = %s AND a.attnotnull)", (oid, key)).fetchone()[0]
+    if not unique:
+        raise PreflightError(f"{name}.{key} is not a primary key or unique NOT NULL column; batches need one. "
+                             "Set `key` in migration.yaml to such a column")
+    if estimate == 0:  # never analyzed: reltuples is -1 (clamped to 0); an index-only estimate is cheap
+        estimate = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1000000) s").format(
+            sql.Identifier(schema, table))).fetchone()[0]
+    return int(estimate)
+
+
+def check_history(conn, migration: Migration) -> None:
+    """Refuse an applied migration, and say so differently when its files changed since (Flyway's checksum rule)."""
+    if conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is None:
+        return
+    hist = state.history(conn, migration.id)
+    if hist is None or hist["status"] not in ("applied",):
+        if hist and hist["checksum"] != migration.checksum:
+            log.warning("%s: files changed since the unfinished run started; resuming with the new files",
+                        migration.id)
+        return
+    if hist["checksum"] != migration.checksum:
+        raise PreflightError(
+            f"{migration.id} was applied on {hist['applied_at']:%Y-%m-%d %H:%M} by {hist['applied_by']}, and its "
+            f"files have changed since (checksum {hist['checksum'][:12]} -> {migration.checksum[:12]}). "
+            "Restore the applied files and put the change in a new migration folder")
+    raise PreflightError(
+        f"{migration.id} is already applied (on {hist['applied_at']:%Y-%m-%d %H:%M} by {hist['applied_by']}); "
+        f"nothing to do. To apply it again, run the DAG {migration.rollback_dag_id} first")

@@ -1,0 +1,184 @@
+"""State tables in the target database (schema ``airmigrate``).
+
+The database enforces the rules: CHECK constraints on statuses and a partial unique
+index that allows one active run per migration and direction. A backfill batch's
+status row is updated in the same transaction as its data, so a crash can neither
+lose nor double-count a batch.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+SCHEMA_DDL = """
+CREATE SCHEMA IF NOT EXISTS airmigrate;
+CREATE TABLE IF NOT EXISTS airmigrate.history (
+    migration_id   text PRIMARY KEY,
+    checksum       text NOT NULL,
+    status         text NOT NULL CHECK (status IN ('running', 'applied', 'failed', 'rolled_back')),
+    backup_path    text,
+    snapshot_table text,
+    started_at     timestamptz NOT NULL DEFAULT now(),
+    applied_at     timestamptz,
+    applied_by     text,
+    duration_s     double precision,
+    rolled_back_at timestamptz,
+    rolled_back_by text
+);
+CREATE TABLE IF NOT EXISTS airmigrate.runs (
+    run_id           bigserial PRIMARY KEY,
+    migration_id     text NOT NULL,
+    direction        text NOT NULL CHECK (direction IN ('up', 'down')),
+    dag_run_id       text,
+    status           text NOT NULL CHECK (status IN ('pending', 'running', 'paused', 'succeeded', 'failed', 'rolled_back')),
+    completed_stages text[] NOT NULL DEFAULT '{}',
+    facts            jsonb NOT NULL DEFAULT '{}',
+    started_at       timestamptz NOT NULL DEFAULT now(),
+    finished_at      timestamptz,
+    error            text
+);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active_per_migration
+    ON airmigrate.runs (migration_id, direction) WHERE status IN ('pending', 'running', 'paused', 'failed');
+CREATE TABLE IF NOT EXISTS airmigrate.batches (
+    run_id      bigint NOT NULL REFERENCES airmigrate.runs ON DELETE CASCADE,
+    batch_no    integer NOT NULL,
+    lo          text NOT NULL,
+    hi          text NOT NULL,
+    status      text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'succeeded', 'failed')),
+    rows        bigint,
+    attempts    integer NOT NULL DEFAULT 0,
+    last_error  text,
+    worker      text,
+    started_at  timestamptz,
+    finished_at timestamptz,
+    PRIMARY KEY (run_id, batch_no)
+);
+"""
+
+ACTIVE = ("pending", "running", "paused", "failed")
+
+
+def who() -> str:
+    """Who ran it: the Airflow run's owner when set, else the OS user."""
+    return os.environ.get("AIRMIGRATE_USER") or getpass.getuser()
+
+
+def ensure_schema(conn) -> None:
+    """Create the state tables once; an advisory lock keeps parallel shards from racing."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('airmigrate.schema'))")
+        conn.execute(SCHEMA_DDL)
+
+
+def history(conn, migration_id: str) -> dict | None:
+    cur = conn.execute(
+        "SELECT migration_id, checksum, status, backup_path, snapshot_table, applied_at, applied_by, duration_s "
+        "FROM airmigrate.history WHERE migration_id = %s", (migration_id,))
+    row = cur.fetchone()
+    return dict(zip([c.name for c in cur.description], row)) if row else None
+
+
+def begin_run(conn, migration_id: str, direction: str, dag_run_id: str | None) -> tuple[int, bool]:
+    """Adopt the unfinished run of this migration (resume) or start a new one. Returns (run_id, resumed)."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT run_id FROM airmigrate.runs WHERE migration_id = %s AND direction = %s "
+            "AND status = ANY(%s) FOR UPDATE", (migration_id, direction, list(ACTIVE))).fetchone()
+        if row:
+            conn.execute("UPDATE airmigrate.runs SET status = 'running', dag_run_id = %s, error = NULL "
+                         "WHERE run_id = %s", (dag_run_id, row[0]))
+            return row[0], True
+        run_id = conn.execute(
+            "INSERT INTO airmigrate.runs (migration_id, direction, dag_run_id, status) "
+            "VALUES (%s, %s, %s, 'running') RETURNING run_id", (migration_id, direction, dag_run_id)).fetchone()[0]
+        return run_id, False
+
+
+def active_run(conn, migration_id: str, direction: str = "up") -> int | None:
+    row = conn.execute(
+        "SELECT run_id FROM airmigrate.runs WHERE migration_id = %s AND direction = %s AND status = ANY(%s)",
+        (migration_id, direction, list(ACTIVE))).fetchone()
+    return row[0] if row else None
+
+
+def latest_run(conn, migration_id: str, direction: str = "up") -> dict | None:
+    cur = conn.execute(
+        "SELECT run_id, status, completed_stages, facts, started_at, finished_at, error FROM airmigrate.runs "
+        "WHERE migration_id = %s AND direction = %s ORDER BY run_id DESC LIMIT 1", (migration_id, direction))
+    row = cur.fetchone()
+    return dict(zip([c.name for c in cur.description], row)) if row else None
+
+
+def stage_done(conn, run_id: int, stage: str) -> bool:
+    row = conn.execute("SELECT %s = ANY(completed_stages) FROM airmigrate.runs WHERE run_id = %s",
+                       (stage, run_id)).fetchone()
+    return bool(row and row[0])
+
+
+def mark_stage_done(conn, run_id: int, stage: str, **facts) -> None:
+    """Record a finished stage (and facts for the report) so a resumed run skips it."""
+    conn.execute(
+        "UPDATE airmigrate.runs SET completed_stages = array_append(completed_stages, %s), facts = facts || %s "
+        "WHERE run_id = %s AND NOT (%s = ANY(completed_stages))",
+        (stage, Jsonb(json.loads(json.dumps(facts, default=str))), run_id, stage))
+
+
+def add_facts(conn, run_id: int, **facts) -> None:
+    conn.execute("UPDATE airmigrate.runs SET facts = facts || %s WHERE run_id = %s",
+                 (Jsonb(json.loads(json.dumps(facts, default=str))), run_id))
+
+
+def finish_run(conn, run_id: int, status: str, error: str | None = None) -> None:
+    conn.execute("UPDATE airmigrate.runs SET status = %s, finished_at = now(), error = %s WHERE run_id = %s",
+                 (status, error, run_id))
+
+
+def start_history(conn, migration_id: str, checksum: str) -> None:
+    conn.execute(
+        "INSERT INTO airmigrate.history (migration_id, checksum, status) VALUES (%s, %s, 'running') "
+        "ON CONFLICT (migration_id) DO UPDATE SET checksum = EXCLUDED.checksum, status = 'running', "
+        "started_at = now(), applied_at = NULL, rolled_back_at = NULL, rolled_back_by = NULL",
+        (migration_id, checksum))
+
+
+def record_backup(conn, migration_id: str, backup_path: str | None, snapshot_table: str | None) -> None:
+    conn.execute("UPDATE airmigrate.history SET backup_path = %s, snapshot_table = %s WHERE migration_id = %s",
+                 (backup_path, snapshot_table, migration_id))
+
+
+def mark_applied(conn, migration_id: str) -> None:
+    conn.execute(
+        "UPDATE airmigrate.history SET status = 'applied', applied_at = now(), applied_by = %s, "
+        "duration_s = extract(epoch FROM now() - started_at) WHERE migration_id = %s", (who(), migration_id))
+
+
+def mark_rolled_back(conn, migration_id: str) -> None:
+    conn.execute(
+        "UPDATE airmigrate.history SET status = 'rolled_back', rolled_back_at = now(), rolled_back_by = %s "
+        "WHERE migration_id = %s", (who(), migration_id))
+
+
+def batch_summary(conn, run_id: int) -> dict:
+    """Batches by status, rows done and wall time of the backfill: the numbers for status and the report."""
+    row = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'failed'), "
+        "count(*) FILTER (WHERE status = 'pending'), coalesce(sum(rows) FILTER (WHERE status = 'succeeded'), 0), "
+        "extract(epoch FROM max(finished_at) - min(started_at)) FROM airmigrate.batches WHERE run_id = %s",
+        (run_id,)).fetchone()
+    keys = ("total", "succeeded", "failed", "pending", "rows", "seconds")
+    return dict(zip(keys, row))
+
+
+def failed_batches(conn, run_id: int) -> list[tuple]:
+    return conn.execute(
+        "SELECT batch_no, lo, hi, attempts, last_error FROM airmigrate.batches "
+        "WHERE run_id = %s AND status = 'failed' ORDER BY batch_no", (run_id,)).fetchall()
+
+
+def identifier(name: str) -> sql.Identifier:
+    return sql.Identifier(name)
