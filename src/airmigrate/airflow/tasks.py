@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from airflow.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from airflow.sdk import BaseHook, get_current_context
 
 from airmigrate import settings, state
