@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     demo = sub.add_parser("demo", help="seed a demo database and run the example migrations end to end")
     demo.add_argument("--rows", type=int, default=int(os.environ.get("AIRMIGRATE_DEMO_ROWS", 1_000_000)))
+    demo.add_argument("--verbose", action="store_true", help="show Airflow's task logs (progress per batch)")
     demo.set_defaults(func=cmd_demo)
     status = sub.add_parser("status", help="where a migration stands, from the state tables")
     status.add_argument("migration")
@@ -73,6 +74,8 @@ def cmd_demo(args) -> int:
     devdb.seed_users(target, args.rows)
     print(f"seeded {args.rows:,} users into {target.describe()} in {time.monotonic() - t0:.1f}s\n")
     os.environ["AIRFLOW_CONN_AIRMIGRATE_TARGET"] = target.airflow_uri()
+    if not args.verbose:
+        os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     prepare_airflow_env()
     worst = 0
     for migration_id in EXAMPLES:

