@@ -49,6 +49,16 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="where a migration stands, from the state tables")
     status.add_argument("migration")
     status.set_defaults(func=cmd_status)
+    lint = sub.add_parser("lint", help="lint migration folders or SQL files (squawk + airmigrate rules); "
+                                       "exit 0 clean, 1 findings, 2 usage error")
+    lint.add_argument("paths", nargs="*", help="migration folders, migrations/ itself, or .sql files")
+    lint.add_argument("--pg-version", default="15.0", help="PostgreSQL version of the target (default 15.0)")
+    lint.set_defaults(func=cmd_lint)
+    plan = sub.add_parser("plan", help="each statement with its lock and effect, rows, batches and ETA")
+    plan.add_argument("migration")
+    plan.add_argument("--sql", action="store_true", help="print exactly the SQL that will run instead")
+    plan.add_argument("--offline", action="store_true", help="do not connect to the target (no estimates)")
+    plan.set_defaults(func=cmd_plan)
     schema = sub.add_parser("schema", help="print the JSON Schema of migration.yaml")
     schema.set_defaults(func=cmd_schema)
     env = sub.add_parser("target", help="start the demo target (embedded unless AIRMIGRATE_TARGET_URL) and print "
@@ -106,6 +116,48 @@ def cmd_status(args) -> int:
                 print(f"  failed batch {batch_no} [{lo}..{hi}] after {attempts} attempts: {error}")
             if run["error"]:
                 print(f"  error: {run['error']}")
+    return 0
+
+
+def cmd_lint(args) -> int:
+    from airmigrate.lint import lint_file, lint_migration
+    from airmigrate.spec import SPEC_FILE, discover, load_migration
+
+    paths = [Path(p) for p in args.paths] or [settings.migrations_dir()]
+    findings = []
+    for path in paths:
+        if not path.exists():
+            print(f"error: {path}: no such file or folder", file=sys.stderr)
+            return 2
+        if path.is_file():
+            role = path.stem if path.stem in ("up", "down", "backfill", "cleanup") else "up"
+            findings += lint_file(path, role, args.pg_version)
+            continue
+        folders = [path] if (path / SPEC_FILE).exists() else discover(path)
+        for folder in folders:
+            findings += lint_migration(load_migration(folder, settings.expectations_dir()), args.pg_version)
+    for finding in findings:
+        print(finding)
+    open_findings = [f for f in findings if not f.acknowledged]
+    print(f"{len(findings)} finding(s), {len(open_findings)} not acknowledged")
+    return 1 if open_findings else 0
+
+
+def cmd_plan(args) -> int:
+    from airmigrate import plan
+    from airmigrate.db import connect
+    from airmigrate.spec import load_migration
+
+    migration = load_migration(settings.migrations_dir() / args.migration, settings.expectations_dir())
+    if args.sql:
+        print(plan.render_sql(migration), end="")
+        return 0
+    est = None
+    if not args.offline:
+        prepare_airflow_env()
+        with connect(_configured_target(), autocommit=True) as conn:
+            est = plan.estimate(conn, migration)
+    print(plan.render(migration, plan.static_plan(migration), est))
     return 0
 
 
