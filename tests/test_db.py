@@ -41,7 +41,8 @@ def test_lock_timeout_is_retried_until_the_lock_is_free(fresh_db, caplog):
             table=("public", "users"))
     holder.join()
     assert time.monotonic() - started >= 1.0
-    assert "lock timeout on attempt 1" in caplog.text and "pid" in caplog.text
+    assert "lock timeout on attempt 1" in caplog.text
+    assert "idle in transaction, transaction open" in caplog.text and "LOCK TABLE users" in caplog.text
     with connect(fresh_db) as conn:
         assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE column_name = 'c'").fetchone()[0]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -139,8 +140,10 @@ def run_group(target: Target, group: list[str], autocommit: bool, *, lock_timeou
               statement_timeout_ms: int, attempts: int, table: tuple[str, str] | None) -> None:
     """One transaction (or one autocommit statement), retried on lock timeout with backoff and jitter."""
     for attempt in range(1, attempts + 1):
+        probe = None
         try:
             with connect(target, autocommit=True) as conn:
+                probe = BlockerProbe(target, conn.info.backend_pid, lock_timeout_ms / 2000)
                 if autocommit:
                     set_timeouts(conn, lock_timeout_ms, statement_timeout_ms, local=False)
                     for stmt in group:
@@ -154,15 +157,49 @@ def run_group(target: Target, group: list[str], autocommit: bool, *, lock_timeou
         except psycopg.errors.LockNotAvailable as exc:
             if autocommit:
                 _drop_invalid_indexes(target, table)
+            blockers = probe.result() if probe else None
             if attempt == attempts:
                 raise TransientError(
-                    f"lock_timeout ({lock_timeout_ms} ms) hit {attempts} times on: {group[0][:120]}; "
-                    "a long transaction holds a conflicting lock. Airflow will retry; or end that transaction"
+                    f"lock_timeout ({lock_timeout_ms} ms) hit {attempts} times on: {group[0][:120]}; blocked by "
+                    f"{blockers or _lock_holders(target, table)}. Airflow will retry; or end that transaction"
                 ) from exc
             delay = min(30.0, 0.2 * 2 ** attempt) * random.uniform(0.5, 1.5)
-            log.warning("lock timeout on attempt %d/%d (%s); lock holders: %s; retrying in %.1fs",
-                        attempt, attempts, _first_line(exc), _lock_holders(target, table), delay)
+            log.warning("lock timeout on attempt %d/%d (%s); blocked by: %s; retrying in %.1fs",
+                        attempt, attempts, _first_line(exc), blockers or _lock_holders(target, table), delay)
             time.sleep(delay)
+        finally:
+            if probe:
+                probe.cancel()
+
+
+class BlockerProbe:
+    """Half-way through lock_timeout, ask PostgreSQL who blocks our backend (pg_blocking_pids),
+    with their query and transaction age, so the log names what to end."""
+
+    QUERY = ("SELECT pid, now() - xact_start, state, left(query, 100) FROM pg_stat_activity "
+             "WHERE pid = ANY(pg_blocking_pids(%s))")
+
+    def __init__(self, target: Target, pid: int, delay_s: float):
+        self._target, self._pid, self._found = target, pid, None
+        self._timer = threading.Timer(delay_s, self._probe)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _probe(self) -> None:
+        try:
+            with connect(self._target, autocommit=True) as conn:
+                rows = conn.execute(self.QUERY, (self._pid,)).fetchall()
+            self._found = "; ".join(f"pid {pid} ({state}, transaction open {age}): {query}"
+                                    for pid, age, state, query in rows) or None
+        except Exception as exc:  # diagnostics only
+            self._found = f"(could not ask pg_blocking_pids: {_first_line(exc)})"
+
+    def result(self) -> str | None:
+        self._timer.join(timeout=2)
+        return self._found
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 def _execute_logged(conn, stmt: str) -> None:
