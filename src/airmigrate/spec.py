@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from airmigrate.errors import SpecError
+from airmigrate.operations import Operation
 
 SPEC_FILE = "migration.yaml"
 FOLDER_NAME = re.compile(r"^[0-9]{4}_[a-z0-9_]+$")
@@ -56,6 +57,15 @@ class BackfillSpec(BaseModel):
         return self
 
 
+class Acknowledgement(BaseModel):
+    """A lint rule this migration breaks on purpose, and why (reviewed like code)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rule: str = Field(..., description="The rule name, as `airmigrate lint` prints it")
+    reason: str = Field(..., min_length=10, description="Why it is safe here (at least a sentence)")
+
+
 class MigrationSpec(BaseModel):
     """The contents of ``migration.yaml``."""
 
@@ -66,8 +76,15 @@ class MigrationSpec(BaseModel):
     table: str = Field(..., description="The table the migration changes: name or schema.name.")
     key: Identifier = Field("id", description="Batching key: the primary key column (integer, text or uuid).")
     connection_id: str = Field("airmigrate_target", description="Airflow connection of the target database.")
-    up: str = Field("up.sql", description="SQL file run by the schema_change stage.")
-    down: str = Field("down.sql", description="SQL file run by the rollback DAG.")
+    up: str | None = Field(None, description="SQL file run by the schema_change stage (default up.sql; "
+                                              "optional when `operations` are given).")
+    down: str | None = Field(None, description="SQL file run by the rollback DAG (default down.sql; optional "
+                                                "when `operations` are given).")
+    operations: list[Operation] = Field(default_factory=list, description="Zero-downtime patterns to apply, in order")
+    acknowledge: list[Acknowledgement] = Field(default_factory=list,
+                                               description="Lint rules this migration breaks on purpose, with reasons")
+    approval: bool | None = Field(None, description="Wait for a human approval in Airflow before the contract "
+                                                     "(cleanup) step; default: on when it drops anything")
     cleanup: str | None = Field(None, description="SQL file run by the cleanup (contract) stage.")
     backfill: BackfillSpec | None = None
     expectations: str | None = Field(
@@ -147,8 +164,8 @@ def load_migration(folder: Path | str, expectations_dir: Path | str | None = Non
         raise SpecError(spec_path, "id", f"'{spec.id}' differs from the folder name '{folder.name}'",
                         f"set `id: {folder.name}` or drop the field")
     texts = {
-        "up": _read_sql(folder, spec.up, "up", required=True),
-        "down": _read_sql(folder, spec.down, "down", required=True),
+        "up": _sql_file(folder, spec.up, "up", optional=bool(spec.operations)),
+        "down": _sql_file(folder, spec.down, "down", optional=bool(spec.operations)),
         "cleanup": _read_sql(folder, spec.cleanup, "cleanup") if spec.cleanup else None,
         "backfill.sql": None,
     }
@@ -218,6 +235,14 @@ def _require_file(folder: Path, name: str, field: str) -> Path:
         raise SpecError(folder / SPEC_FILE, field, f"file '{name}' does not exist",
                         f"create {folder / name} or correct the file name")
     return path
+
+
+def _sql_file(folder: Path, named: str | None, field: str, optional: bool) -> str:
+    """up/down: the named file, else `<field>.sql` when present; required unless operations generate the SQL."""
+    name = named or f"{field}.sql"
+    if named is None and optional and not (folder / name).is_file():
+        return ""
+    return _read_sql(folder, name, field, required=not optional)
 
 
 def _read_sql(folder: Path, name: str, field: str, required: bool = False) -> str:

@@ -23,6 +23,7 @@ from airmigrate import state
 from airmigrate.db import Target, connect, set_timeouts
 from airmigrate.errors import BackfillError, SpecError
 from airmigrate.spec import Migration
+from airmigrate.stages.generated import runtime_steps
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,10 @@ log = logging.getLogger(__name__)
 def plan_batches(target: Target, migration: Migration, run_id: int, batch_size: int | None = None) -> int:
     """Write the run's batch rows once (a resumed run keeps its plan). Returns the number of batches."""
     spec = migration.spec
-    if spec.backfill is None:
-        return 0
     size = batch_size or spec.batch_size
     with connect(target, autocommit=True) as conn, conn.transaction():
+        if not has_backfill(conn, migration):
+            return 0
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (run_id,))
         planned = conn.execute("SELECT count(*) FROM airmigrate.batches WHERE run_id = %s", (run_id,)).fetchone()[0]
         if planned:
@@ -68,9 +69,11 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
               max_failed_share: float = 0.5) -> dict:
     """Claim and run batches until none is left; raise BackfillError listing the failed ranges at the end."""
     spec = migration.spec
-    if spec.backfill is None:
-        return {"batches": 0, "rows": 0}
-    apply_batch = _batch_function(migration)
+    with connect(target, autocommit=True) as conn:
+        if not has_backfill(conn, migration):
+            return {"batches": 0, "rows": 0}
+        generated = runtime_steps(conn, migration).backfill
+    apply_batch = _batch_function(migration, generated)
     worker = f"{socket.gethostname()}:{os.getpid()}:shard{shard}"
     done_rows = done_batches = 0
     started = time.monotonic()
@@ -123,7 +126,8 @@ def _claim_and_run(conn, migration: Migration, run_id: int, worker: str, apply_b
     except Exception as exc:  # the user's SQL or transform failed on this batch: count it, go on with others
         if batch_no is None:
             raise
-        return _record_failure(conn, run_id, batch_no, lo, hi, attempts, spec.backfill.max_attempts, exc, worker)
+        return _record_failure(conn, run_id, batch_no, lo, hi, attempts, spec.backfill.max_attempts if spec.backfill else 3,
+                               exc, worker)
 
 
 def _record_failure(conn, run_id, batch_no, lo, hi, attempts, max_attempts, exc, worker) -> dict:
@@ -170,21 +174,29 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def _batch_function(migration: Migration):
-    """The per-batch change: the user's UPDATE, or the pandas round trip through transform.py."""
-    if migration.backfill_sql is not None:
-        statement = migration.backfill_sql.strip().rstrip(";")
+def _escape_percent(statement: str) -> str:
+    """Generated SQL carries user expressions (LIKE 'a%'): double every % but the batch placeholders."""
+    return statement.replace("%", "%%").replace("%%(lo)s", "%(lo)s").replace("%%(hi)s", "%(hi)s")
 
-        def apply_sql(conn, lo, hi) -> int:
-            return conn.execute(statement, {"lo": lo, "hi": hi}).rowcount
 
-        return apply_sql
-    transform = load_transform(migration.transform_file)
+def has_backfill(conn, migration: Migration) -> bool:
+    return migration.spec.backfill is not None or bool(runtime_steps(conn, migration).backfill)
 
-    def apply_pandas(conn, lo, hi) -> int:
-        return apply_transform(conn, migration, transform, lo, hi)
 
-    return apply_pandas
+def _batch_function(migration: Migration, generated: list[str]):
+    """The per-batch change: the user's UPDATE or the pandas round trip through transform.py, then the
+    statements the declared operations generate. Returns rows written."""
+    statements = [migration.backfill_sql.strip().rstrip(";")] if migration.backfill_sql is not None else []
+    statements += [_escape_percent(statement) for statement in generated]
+    transform = load_transform(migration.transform_file) if migration.transform_file else None
+
+    def apply_batch(conn, lo, hi) -> int:
+        rows = apply_transform(conn, migration, transform, lo, hi) if transform else 0
+        for statement in statements:
+            rows += conn.execute(statement, {"lo": lo, "hi": hi}).rowcount
+        return rows
+
+    return apply_batch
 
 
 def load_transform(path: Path):

@@ -15,6 +15,7 @@ from airmigrate import settings, state
 from airmigrate.db import Target, connect
 from airmigrate.errors import AirmigrateError
 from airmigrate.spec import Migration
+from airmigrate.stages.generated import SNAPSHOT_PREFIX, runtime_steps
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +75,16 @@ def pg_dump_binary() -> str:
 
 
 def snapshot_table_name(migration: Migration) -> str:
-    return f"snapshot_{migration.id}"[:63]
+    return f"{SNAPSHOT_PREFIX}{migration.id}"[:63]
 
 
 def snapshot_overwritten_columns(conn, migration: Migration) -> str | None:
-    """Copy (key, old values) of the backfilled columns that already exist; new columns need no snapshot."""
+    """Copy (key, old values) of existing columns the backfill overwrites or the contract drops;
+    new columns need no snapshot."""
     spec = migration.spec
-    if spec.backfill is None:
-        return None
-    existing = [c for c in spec.backfill.columns if column_exists(conn, spec.schema_name, spec.table_name, c)]
+    steps = runtime_steps(conn, migration)
+    written = (spec.backfill.columns if spec.backfill else []) + steps.backfill_columns + steps.dropped_columns
+    existing = [c for c in dict.fromkeys(written) if column_exists(conn, spec.schema_name, spec.table_name, c)]
     if not existing:
         return None
     name = snapshot_table_name(migration)

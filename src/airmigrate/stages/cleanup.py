@@ -7,14 +7,18 @@ import logging
 from airmigrate import state
 from airmigrate.db import Target, connect
 from airmigrate.spec import Migration
+from airmigrate.stages.generated import join_sql, runtime_steps
 from airmigrate.stages.schema_change import apply_sql
 
 log = logging.getLogger(__name__)
 
 
 def cleanup(target: Target, migration: Migration, run_id: int) -> dict:
-    """Runs only after validation passed. The rollback snapshot is kept: rollback still needs it."""
-    apply_sql(target, migration, run_id, "cleanup", migration.cleanup_sql)
+    """The operations' contract steps, then cleanup.sql; runs only after validation passed (and approval,
+    when the DAG asks for it). The rollback snapshot is kept: rollback still needs it."""
+    with connect(target, autocommit=True) as conn:
+        contract = runtime_steps(conn, migration).contract
+    apply_sql(target, migration, run_id, "cleanup", join_sql(migration.cleanup_sql, contract))
     with connect(target, autocommit=True) as conn, conn.transaction():
         state.mark_applied(conn, migration.id)
         state.finish_run(conn, run_id, "succeeded")

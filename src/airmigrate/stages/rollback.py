@@ -11,6 +11,7 @@ from airmigrate.db import Target, connect, set_timeouts
 from airmigrate.errors import PreflightError
 from airmigrate.spec import Migration
 from airmigrate.stages.backfill import key_ranges
+from airmigrate.stages.generated import join_sql, runtime_steps
 from airmigrate.stages.schema_change import apply_sql
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,10 @@ def preflight_rollback(target: Target, migration: Migration, dag_run_id: str | N
 
 
 def down(target: Target, migration: Migration, run_id: int) -> list[str]:
-    return apply_sql(target, migration, run_id, "down", migration.down_sql)
+    """The operations' down steps (in reverse order), then down.sql."""
+    with connect(target, autocommit=True) as conn:
+        steps = runtime_steps(conn, migration).down
+    return apply_sql(target, migration, run_id, "down", join_sql(migration.down_sql, steps))
 
 
 def restore(target: Target, migration: Migration, run_id: int, batch_size: int | None = None) -> dict:

@@ -7,12 +7,16 @@ import logging
 from airmigrate import db, state
 from airmigrate.db import Target, connect
 from airmigrate.spec import Migration
+from airmigrate.stages.generated import join_sql, runtime_steps
 
 log = logging.getLogger(__name__)
 
 
 def schema_change(target: Target, migration: Migration, run_id: int) -> list[str]:
-    return apply_sql(target, migration, run_id, "schema_change", migration.up_sql)
+    """up.sql, then the expand steps of the declared operations."""
+    with connect(target, autocommit=True) as conn:
+        expand = runtime_steps(conn, migration).expand
+    return apply_sql(target, migration, run_id, "schema_change", join_sql(migration.up_sql, expand))
 
 
 def apply_sql(target: Target, migration: Migration, run_id: int, stage: str, sql_text: str | None) -> list[str]:

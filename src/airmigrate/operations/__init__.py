@@ -1,0 +1,59 @@
+"""Zero-downtime patterns declared in migration.yaml (`operations:`), one module each.
+
+Each module holds the operation's pydantic model and ``steps(op, ctx) -> Steps``: the SQL of
+its expand, per-batch backfill, contract and down phases. The stages run those steps through
+the same executor, lint and state tracking as raw SQL files.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+from pydantic import Field
+
+from airmigrate.operations import (add_check, add_column, add_foreign_key, add_index, add_unique, change_column_type,
+                                   drop_column, drop_table, rename_column, split_table)
+from airmigrate.operations.base import OpContext, Steps
+
+MODULES = {
+    "add_column": add_column, "rename_column": rename_column, "split_table": split_table,
+    "change_column_type": change_column_type, "add_index": add_index, "add_foreign_key": add_foreign_key,
+    "add_check": add_check, "add_unique": add_unique, "drop_column": drop_column, "drop_table": drop_table,
+}
+
+Operation = Annotated[Union[
+    add_column.AddColumn, rename_column.RenameColumn, split_table.SplitTable,
+    change_column_type.ChangeColumnType, add_index.AddIndex, add_foreign_key.AddForeignKey,
+    add_check.AddCheck, add_unique.AddUnique, drop_column.DropColumn, drop_table.DropTable,
+], Field(discriminator="op")]
+
+
+def steps_for(op, ctx: OpContext) -> Steps:
+    return MODULES[op.op].steps(op, ctx)
+
+
+def combined(operations, make_context) -> Steps:
+    """All operations' steps in declaration order (down in reverse order)."""
+    parts = [steps_for(op, make_context(i)) for i, op in enumerate(operations)]
+    return Steps(
+        expand=[sql for p in parts for sql in p.expand],
+        backfill=[sql for p in parts for sql in p.backfill],
+        contract=[sql for p in parts for sql in p.contract],
+        down=[sql for p in reversed(parts) for sql in p.down],
+        backfill_columns=[c for p in parts for c in p.backfill_columns],
+        dropped_columns=[c for p in parts for c in p.dropped_columns],
+        destructive=any(p.destructive for p in parts),
+    )
+
+
+__all__ = ["Operation", "OpContext", "Steps", "steps_for", "combined", "for_migration", "MODULES"]
+
+
+def for_migration(migration, column_types: dict[str, str] | None = None) -> Steps:
+    """The migration's operations as steps; without column types (lint, plan, docs) types read as `text`."""
+    spec = migration.spec
+
+    def context(index: int) -> OpContext:
+        return OpContext(migration.id, index, spec.schema_name, spec.table_name, spec.key, column_types or {})
+
+    return combined(spec.operations, context)

@@ -1,0 +1,53 @@
+"""split_table: move columns to a new table keyed like the old one, kept in sync by a trigger.
+
+Expand creates the new table and an AFTER trigger on the old one mirroring inserts, updates
+and deletes; batches copy existing rows (INSERT ... ON CONFLICT DO UPDATE, safe to re-run);
+contract drops the trigger and the moved columns from the old table.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from psycopg import sql
+from pydantic import BaseModel, ConfigDict, Field
+
+from airmigrate.operations.base import NAME, OpContext, Steps, batch_range, create_trigger, drop_trigger, ident, s, \
+    trigger_function
+
+
+class SplitTable(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    op: Literal["split_table"]
+    new_table: str = Field(..., pattern=NAME)
+    columns: list[str] = Field(..., min_length=1)
+
+
+def steps(op: SplitTable, ctx: OpContext) -> Steps:
+    tbl, new, key = ctx.qualified, ident(ctx.schema, op.new_table), ident(ctx.key)
+    cols = [ident(c) for c in op.columns]
+    col_list = sql.SQL(", ").join(cols)
+    defs = sql.SQL(", ").join(sql.SQL("{} " + ctx.type_of(c)).format(ident(c)) for c in op.columns)
+    sets = sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in cols)
+    new_vals = sql.SQL(", ").join(sql.SQL("NEW.{}").format(c) for c in [key, *cols])
+    body = s("BEGIN "
+             "IF TG_OP = 'DELETE' THEN DELETE FROM {n} WHERE {k} = OLD.{k}; RETURN OLD; END IF; "
+             "INSERT INTO {n} ({k}, {cl}) VALUES ({nv}) ON CONFLICT ({k}) DO UPDATE SET {sets}; "
+             "RETURN NEW; END", n=new, k=key, cl=col_list, nv=new_vals, sets=sets)
+    expand = [s("CREATE TABLE IF NOT EXISTS {n} ({k} " + ctx.type_of(ctx.key) + " PRIMARY KEY, {defs})",
+                n=new, k=key, defs=defs),
+              trigger_function(ctx, body),
+              create_trigger(ctx, "AFTER INSERT OR UPDATE OR DELETE")]
+    backfill = [s("INSERT INTO {n} ({k}, {cl}) SELECT {k}, {cl} FROM {t} WHERE " + batch_range(ctx) +
+                  " ON CONFLICT ({k}) DO UPDATE SET {sets}", n=new, k=key, cl=col_list, t=tbl, sets=sets)]
+    contract = drop_trigger(ctx) + [
+        s("ALTER TABLE {t} DROP COLUMN IF EXISTS {c}", t=tbl, c=c) for c in cols]
+    # Down: put the columns back if the contract dropped them, copy the newest values home, drop the new table.
+    down = drop_trigger(ctx) + [
+        s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} " + ctx.type_of(name), t=tbl, c=ident(name))
+        for name in op.columns] + [
+        s("UPDATE {t} AS o SET {sets} FROM {n} AS x WHERE o.{k} = x.{k} AND ({diff})", t=tbl, n=new, k=key,
+          sets=sql.SQL(", ").join(sql.SQL("{c} = x.{c}").format(c=c) for c in cols),
+          diff=sql.SQL(" OR ").join(sql.SQL("o.{c} IS DISTINCT FROM x.{c}").format(c=c) for c in cols)),
+        s("DROP TABLE IF EXISTS {n}", n=new)]
+    return Steps(expand=expand, backfill=backfill, contract=contract, down=down, destructive=True)
