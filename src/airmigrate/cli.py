@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a migration's DAG locally through Airflow (dag.test) and report")
     run.add_argument("migration", help="migration folder name, e.g. 0001_add_user_email_verified")
     run.add_argument("--rollback", action="store_true", help="run the rollback DAG instead")
+    run.add_argument("--approve", action="store_true",
+                     help="approve the destructive contract step up front (else the run waits for the UI)")
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                      help="DAG param, e.g. batch_size=5000 or dry_run=true (repeatable)")
     run.set_defaults(func=cmd_run)
@@ -71,7 +73,10 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_run(args) -> int:
     prepare_airflow_env()
     target = _configured_target()
-    return run_and_report(args.migration, target, rollback=args.rollback, conf=_params(args.param))
+    conf = _params(args.param)
+    if args.approve:
+        conf["approve_contract"] = True
+    return run_and_report(args.migration, target, rollback=args.rollback, conf=conf)
 
 
 def cmd_demo(args) -> int:

@@ -27,6 +27,10 @@ SQUAWK_EXCLUDED = (
     "prefer-bigint-over-int", "prefer-bigint-over-smallint", "prefer-identity", "prefer-text-field",
 )
 
+DROPS_ALLOWED = {"ban-drop-column", "ban-drop-table", "ban-drop-function", "ban-drop-constraint", "ban-drop-trigger"}
+# The generated contract swaps a column only after the sync trigger kept both names equal.
+GENERATED_ALLOWED = {"renaming-column"}
+
 RECIPES = {
     "require-concurrent-index-creation": "CREATE INDEX CONCURRENTLY (airmigrate runs it outside a transaction)",
     "require-concurrent-index-deletion": "DROP INDEX CONCURRENTLY",
@@ -160,16 +164,15 @@ def _describe(node) -> str:
 
 
 def lint_file(path: Path, role: str, pg_version: str = "15.0", acknowledged: dict[str, str] | None = None,
-              text: str | None = None) -> list[Finding]:
+              text: str | None = None, generated: bool = False) -> list[Finding]:
     """All findings of one SQL file, marked with the migration's acknowledgement where it has one."""
     text = bound_placeholders(path.read_text() if text is None else text)
     findings = own_rules(path, text, role)
     if not any(f.rule == "syntax-error" for f in findings):
         squawked = run_squawk(path, text, pg_version)
-        if role == "cleanup":  # drops are what the contract step is for
-            squawked = [f for f in squawked if f.rule not in ("ban-drop-column", "ban-drop-table")]
-        if role == "down":  # a rollback undoes the expand step: dropping what it added is its job
-            squawked = [f for f in squawked if f.rule not in ("ban-drop-column", "ban-drop-table")]
+        if role in ("cleanup", "down"):  # dropping is what contract and rollback are for
+            allowed = DROPS_ALLOWED | (GENERATED_ALLOWED if generated else set())
+            squawked = [f for f in squawked if f.rule not in allowed]
         findings += squawked
     acknowledged = acknowledged or {}
     return [Finding(f.file, f.line, f.rule, f.message, f.recipe, acknowledged.get(f.rule))
@@ -180,7 +183,9 @@ def lint_migration(migration, pg_version: str = "15.0") -> list[Finding]:
     """Every SQL file of a parsed migration."""
     spec = migration.spec
     acknowledged = {a.rule: a.reason for a in getattr(spec, "acknowledge", ()) or ()}
-    files = [(spec.up, "up"), (spec.down, "down")]
+    files = [(name, role) for name, role in ((spec.up, "up"), (spec.down, "down"))
+             if name or (migration.folder / f"{role}.sql").is_file()]
+    files = [(name or f"{role}.sql", role) for name, role in files]
     if spec.cleanup:
         files.append((spec.cleanup, "cleanup"))
     if spec.backfill and spec.backfill.sql:
@@ -188,6 +193,14 @@ def lint_migration(migration, pg_version: str = "15.0") -> list[Finding]:
     findings = []
     for name, role in files:
         findings += lint_file(migration.folder / name, role, pg_version, acknowledged)
+    from airmigrate.operations import for_migration
+
+    steps = for_migration(migration)
+    for role, statements in (("up", steps.expand), ("cleanup", steps.contract), ("down", steps.down)):
+        if statements:
+            label = migration.folder / f"migration.yaml (operations, {role})"
+            findings += lint_file(label, role, pg_version, acknowledged, text=";\n".join(statements) + ";\n",
+                                  generated=True)
     return findings
 
 

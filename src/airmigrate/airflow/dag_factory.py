@@ -9,6 +9,7 @@ from airflow.sdk import DAG, Param, TaskGroup, task
 
 from airmigrate import settings
 from airmigrate.airflow import tasks
+from airmigrate.airflow.approval import approval_task, needs_approval
 from airmigrate.errors import SpecError
 from airmigrate.spec import Migration, discover, load_migration
 
@@ -37,6 +38,8 @@ def build_dag(migration: Migration) -> DAG:
                             description="Parallel backfill tasks"),
             "dry_run": Param(False, type="boolean", description="Only check and print the SQL; change nothing"),
             "retry_failed": Param(False, type="boolean", description="Run the failed batches of the last run again"),
+            "approve_contract": Param(False, type="boolean",
+                                      description="Approve the destructive contract step up front (no UI prompt)"),
         },
     ) as dag:
         pre = _task("preflight", tasks.preflight_task)(folder)
@@ -49,7 +52,10 @@ def build_dag(migration: Migration) -> DAG:
         val = _task("validate", tasks.validate_task, retries=0)(folder)
         clean = _task("cleanup", tasks.cleanup_task)(folder)
         pre >> bak >> ddl >> plan
-        shards >> val >> clean
+        if needs_approval(migration):
+            shards >> val >> approval_task(migration) >> clean
+        else:
+            shards >> val >> clean
     return dag
 
 

@@ -74,6 +74,16 @@ def _mark_failed(target: Target, migration: Migration, direction: str, exc: Exce
         log.exception("could not record the failure in airmigrate.runs")
 
 
+def pause_run(migration_id: str) -> None:
+    """Approval rejected: keep the run open as `paused` (expanded schema stays); a new trigger resumes it."""
+    migration = _load(str(settings.migrations_dir() / migration_id))
+    with connect(target_for(migration), autocommit=True) as conn:
+        run_id = state.active_run(conn, migration.id)
+        if run_id:
+            conn.execute("UPDATE airmigrate.runs SET status = 'paused' WHERE run_id = %s", (run_id,))
+    log.info("contract rejected: %s stays expanded; trigger the DAG again to be asked again", migration_id)
+
+
 def current_run(target: Target, migration: Migration, direction: str = "up") -> int:
     with connect(target, autocommit=True) as conn:
         run_id = state.active_run(conn, migration.id, direction)

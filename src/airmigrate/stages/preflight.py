@@ -9,6 +9,7 @@ from psycopg import sql
 from airmigrate import state
 from airmigrate.db import Target, connect
 from airmigrate.errors import PreflightError
+from airmigrate.lint import lint_migration, unacknowledged
 from airmigrate.spec import Migration
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ def preflight(target: Target, migration: Migration, dag_run_id: str | None = Non
             state.ensure_schema(conn)
         estimated_rows = check_table(conn, spec.schema_name, spec.table_name, spec.key)
         check_history(conn, migration)
+        check_lint(migration, conn.info.server_version)
         if dry_run:
             log.info("dry_run: checks passed; %s has ~%s rows; nothing written", spec.table, f"{estimated_rows:,}")
             return {"dry_run": True, "estimated_rows": estimated_rows}
@@ -33,6 +35,21 @@ def preflight(target: Target, migration: Migration, dag_run_id: str | None = Non
     log.info("target %s (PostgreSQL %d): %s has ~%s rows; run %d %s", target.describe(), version, spec.table,
              f"{estimated_rows:,}", run_id, "resumed" if resumed else "started")
     return {"run_id": run_id, "resumed": resumed, "estimated_rows": estimated_rows, "server_version": version}
+
+
+def check_lint(migration: Migration, server_version: int) -> None:
+    """Refuse unsafe SQL (squawk + our rules) unless migration.yaml acknowledges the rule with a reason."""
+    version = f"{server_version // 10000}.{server_version % 10000}"
+    findings = lint_migration(migration, version)
+    for finding in findings:
+        if finding.acknowledged:
+            log.warning("acknowledged lint finding: %s", finding)
+    refused = unacknowledged(findings)
+    if refused:
+        raise PreflightError(
+            f"{len(refused)} unsafe statement(s) in {migration.id}:\n" + "\n".join(str(f) for f in refused)
+            + "\nUse the safe recipe, or acknowledge the rule in migration.yaml: "
+              "acknowledge: [{rule: <rule>, reason: <why it is safe here>}]")
 
 
 def check_table(conn, schema: str, table: str, key: str) -> int:

@@ -1,0 +1,57 @@
+"""The human approval before the contract (destructive) step, with Airflow 3.3's ApprovalOperator.
+
+The task parks in `awaiting_input`; Approve lets cleanup run, Reject skips it and leaves the
+expanded schema working (the run stays open as `paused`: trigger the DAG again to be asked
+again). A trigger param `approve_contract=true` approves up front, for `airmigrate run --approve`
+and for unattended scheduled runs that were reviewed in advance.
+"""
+
+from __future__ import annotations
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+from airmigrate import operations
+from airmigrate.lint import _is_destructive
+from airmigrate.spec import Migration
+
+
+def needs_approval(migration: Migration) -> bool:
+    """spec.approval when set; otherwise on when the contract drops anything (operations or cleanup.sql)."""
+    if migration.spec.approval is not None:
+        return migration.spec.approval
+    if operations.for_migration(migration).destructive:
+        return True
+    import pglast
+
+    statements = pglast.parse_sql(migration.cleanup_sql) if migration.cleanup_sql else ()
+    return any(_is_destructive(raw.stmt) for raw in statements)
+
+
+class ContractApproval(ApprovalOperator):
+    """ApprovalOperator that can be pre-approved by the run's `approve_contract` param."""
+
+    def execute(self, context):
+        if context["params"].get("approve_contract"):
+            self.log.info("approve_contract=true in the run's params: contract approved up front")
+            return {"chosen_options": [self.APPROVE], "params_input": {}}
+        self.log.info("waiting for approval of the contract step in the Airflow UI (Approve / Reject)")
+        return super().execute(context)
+
+    def execute_complete(self, context, event):
+        result = super().execute_complete(context, event)
+        if result["chosen_options"][0] != self.APPROVE:
+            from airmigrate.airflow.tasks import pause_run
+
+            pause_run(context["dag"].dag_id)
+        return result
+
+
+def approval_task(migration: Migration) -> ContractApproval:
+    return ContractApproval(
+        task_id="approve_contract",
+        subject=f"Run the contract step of {migration.id}?",
+        body=(f"Validation passed. The contract step of **{migration.id}** is destructive:\n\n```sql\n"
+              + "\n".join(operations.for_migration(migration).contract + [migration.cleanup_sql or ""]).strip()
+              + "\n```\n\nApprove to run it; Reject to keep the expanded schema (nothing is dropped)."),
+        retries=0,
+    )
