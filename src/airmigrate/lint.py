@@ -28,8 +28,9 @@ SQUAWK_EXCLUDED = (
 )
 
 DROPS_ALLOWED = {"ban-drop-column", "ban-drop-table", "ban-drop-function", "ban-drop-constraint", "ban-drop-trigger"}
-# The generated contract swaps a column only after the sync trigger kept both names equal.
-GENERATED_ALLOWED = {"renaming-column"}
+# The generated contract swaps a column only after the sync trigger kept both names equal, and retires
+# a dropped table into the airmigrate schema (rename + SET SCHEMA) instead of dropping it.
+GENERATED_ALLOWED = {"renaming-column", "renaming-table", "ban-set-schema"}
 
 RECIPES = {
     "require-concurrent-index-creation": "CREATE INDEX CONCURRENTLY (airmigrate runs it outside a transaction)",

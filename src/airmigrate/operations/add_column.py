@@ -3,7 +3,8 @@
 Expand adds the column (a constant default is instant since PostgreSQL 11). With `backfill`,
 a BEFORE trigger computes it for rows the application writes meanwhile, and the batches fill
 the rest. Contract with `not_null`: CHECK (col IS NOT NULL) NOT VALID -> VALIDATE (no write
-lock) -> SET NOT NULL (uses the valid check, no scan) -> drop the check; then the trigger goes.
+lock) -> SET NOT NULL (uses the valid check, no scan) -> drop the check; then the trigger goes,
+so from the contract on the application writes the column itself (or relies on `default`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ def steps(op: AddColumn, ctx: OpContext) -> Steps:
         expand += [trigger_function(ctx, body), create_trigger(ctx, "BEFORE INSERT OR UPDATE")]
         backfill = [s("UPDATE {t} SET {c} = " + op.backfill + " WHERE " + batch_range(ctx) +
                       " AND {c} IS DISTINCT FROM (" + op.backfill + ")", t=tbl, c=col)]
-        contract += drop_trigger(ctx)
     if op.not_null:
         check = ident(f"{op.column}_not_null"[:63])
         contract += [
@@ -58,5 +58,7 @@ def steps(op: AddColumn, ctx: OpContext) -> Steps:
             s("ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL", t=tbl, c=col),
             s("ALTER TABLE {t} DROP CONSTRAINT {k}", t=tbl, k=check),
         ]
+    if op.backfill:  # last: until here the trigger fills the column for an application that does not yet
+        contract += drop_trigger(ctx)
     down = drop_trigger(ctx) + [s("ALTER TABLE {t} DROP COLUMN IF EXISTS {c}", t=tbl, c=col)]
     return Steps(expand=expand, backfill=backfill, contract=contract, down=down)

@@ -38,8 +38,11 @@ def steps(op: SplitTable, ctx: OpContext) -> Steps:
                 n=new, k=key, defs=defs),
               trigger_function(ctx, body),
               create_trigger(ctx, "AFTER INSERT OR UPDATE OR DELETE")]
+    # FOR SHARE: a concurrent update of a source row waits for this batch, so its trigger copy lands after
+    # ours; without it the batch could write back a value read before that update (a lost update).
     backfill = [s("INSERT INTO {n} ({k}, {cl}) SELECT {k}, {cl} FROM {t} WHERE " + batch_range(ctx) +
-                  " ON CONFLICT ({k}) DO UPDATE SET {sets}", n=new, k=key, cl=col_list, t=tbl, sets=sets)]
+                  " FOR SHARE ON CONFLICT ({k}) DO UPDATE SET {sets}", n=new, k=key, cl=col_list, t=tbl,
+                  sets=sets)]
     contract = drop_trigger(ctx) + [
         s("ALTER TABLE {t} DROP COLUMN IF EXISTS {c}", t=tbl, c=c) for c in cols]
     # Down: put the columns back if the contract dropped them, copy the newest values home, drop the new table.

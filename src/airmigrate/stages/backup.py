@@ -15,7 +15,7 @@ from airmigrate import settings, state
 from airmigrate.db import Target, connect
 from airmigrate.errors import AirmigrateError
 from airmigrate.spec import Migration
-from airmigrate.stages.generated import SNAPSHOT_PREFIX, runtime_steps
+from airmigrate.stages.generated import SNAPSHOT_PREFIX, column_types, runtime_steps
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,9 @@ def backup(target: Target, migration: Migration, run_id: int) -> dict:
         path = dump_table(target, migration)
         snapshot = snapshot_overwritten_columns(conn, migration)
         state.record_backup(conn, migration.id, str(path), snapshot)
-        state.mark_stage_done(conn, run_id, "backup", backup_path=str(path), snapshot_table=snapshot)
+        types = column_types(conn, migration.spec.schema_name, migration.spec.table_name)
+        state.mark_stage_done(conn, run_id, "backup", backup_path=str(path), snapshot_table=snapshot,
+                              column_types=types)
     return {"backup_path": str(path), "snapshot_table": snapshot}
 
 

@@ -19,13 +19,23 @@ def column_types(conn, schema: str, table: str) -> dict[str, str]:
 
 
 def runtime_steps(conn, migration: Migration) -> Steps:
-    """Steps with real column types: the table's, plus the snapshot's for columns a contract dropped."""
+    """Steps with the column types the table had before the migration changed it (recorded by the backup
+    stage), so a rollback after the contract still knows a dropped or retyped column's original type."""
     if not migration.spec.operations:
         return Steps()
     spec = migration.spec
-    types = column_types(conn, "airmigrate", f"{SNAPSHOT_PREFIX}{migration.id}"[:63])
-    types.update(column_types(conn, spec.schema_name, spec.table_name))
+    types = column_types(conn, spec.schema_name, spec.table_name)
+    types.update(recorded_column_types(conn, migration.id))
     return operations.for_migration(migration, types)
+
+
+def recorded_column_types(conn, migration_id: str) -> dict[str, str]:
+    if conn.execute("SELECT to_regclass('airmigrate.runs')").fetchone()[0] is None:
+        return {}
+    row = conn.execute("SELECT facts -> 'column_types' FROM airmigrate.runs WHERE migration_id = %s "
+                       "AND direction = 'up' AND facts ? 'column_types' ORDER BY run_id DESC LIMIT 1",
+                       (migration_id,)).fetchone()
+    return row[0] if row and row[0] else {}
 
 
 def join_sql(text: str | None, statements: list[str]) -> str:
