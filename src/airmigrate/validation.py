@@ -92,7 +92,8 @@ def describe_failure(result) -> str:
     """One line a person can act on: the expectation, its column/query, and what was found."""
     config = result.expectation_config
     kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
-    what = kwargs.get("column") or kwargs.get("description") or kwargs.get("unexpected_rows_query") or kwargs
+    what = (getattr(config, "description", None) or kwargs.get("description") or kwargs.get("column")
+            or kwargs.get("unexpected_rows_query") or kwargs)
     found = result.result or {}
     if found.get("unexpected_count") is not None:
         detail = f"{found['unexpected_count']:,} unexpected rows ({found.get('unexpected_percent') or 0:.2f}%)"
