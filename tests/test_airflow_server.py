@@ -3,8 +3,10 @@ triggered over the REST API as the UI does, and the plugin's status page behind 
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -15,6 +17,9 @@ from airmigrate.db import connect
 
 pytestmark = [pytest.mark.airflow_server, pytest.mark.xdist_group("airflow_server")]
 DAG_ID = "0001_add_user_email_verified"
+APPROVAL_DAG = "0110_drop_last_login"
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +31,13 @@ def target(pg_server, template_db):
 
 @pytest.fixture(scope="module")
 def airflow(target, tmp_path_factory):
+    """The project's migrations plus one whose contract needs approval."""
+    migrations = tmp_path_factory.mktemp("migrations")
+    for folder in [*ROOT.joinpath("migrations").iterdir(), FIXTURES / "migrations" / APPROVAL_DAG]:
+        shutil.copytree(folder, migrations / folder.name)
     server = LocalAirflow(tmp_path_factory.mktemp("airflow-server"), target.airflow_uri(),
-                          components=("api-server", "scheduler", "dag-processor"))
+                          components=("api-server", "scheduler", "dag-processor"),
+                          extra_env={"AIRMIGRATE_MIGRATIONS_DIR": str(migrations)})
     server.start(timeout=240)
     yield server
     server.stop()
@@ -48,20 +58,46 @@ def log_tail(airflow, lines=60):
     return "\n".join(f"== {p}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) for p in logs[-6:])
 
 
-def test_trigger_through_the_rest_api_as_the_ui_does(airflow, target):
-    wait_for(lambda: airflow.api("GET", f"/api/v2/dags/{DAG_ID}").status_code == 200, 120,
-             "the dag-processor did not register the DAG")
-    assert airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
-    response = airflow.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns",
-                           json={"logical_date": None, "conf": {"batch_size": 5000}})
+def trigger(airflow, dag_id, conf=None) -> str:
+    """What the UI's Trigger button does: unpause, then POST a run with the params form as conf."""
+    wait_for(lambda: airflow.api("GET", f"/api/v2/dags/{dag_id}").status_code == 200, 120,
+             f"the dag-processor did not register {dag_id}")
+    assert airflow.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+    response = airflow.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
     assert response.status_code == 200, response.text
-    run_id = response.json()["dag_run_id"]
+    return response.json()["dag_run_id"]
 
+
+def wait_finished(airflow, dag_id, run_id) -> str:
     def finished():
-        state = airflow.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json()["state"]
+        state = airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
         return state if state in ("success", "failed") else None
 
-    state = wait_for(finished, 300, "the DAG run did not finish")
+    return wait_for(finished, 300, f"{dag_id} run did not finish")
+
+
+def task_state(airflow, dag_id, run_id, task_id):
+    return airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}").json().get("state")
+
+
+def answer_approval(airflow, dag_id, run_id, option):
+    wait_for(lambda: task_state(airflow, dag_id, run_id, "approve_contract") == "awaiting_input", 240,
+             "the approval task did not park in awaiting_input")
+    time.sleep(4)  # answering within ~0.5 s of parking races the scheduler
+    response = airflow.api("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve_contract/-1/"
+                                    "hitlDetails", json={"chosen_options": [option], "params_input": {}})
+    assert response.status_code == 200, response.text
+
+
+def last_login_exists(target):
+    with connect(target) as conn:
+        return conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' "
+                            "AND column_name = 'last_login_at'").fetchone()[0] == 1
+
+
+def test_trigger_through_the_rest_api_as_the_ui_does(airflow, target):
+    run_id = trigger(airflow, DAG_ID, {"batch_size": 5000})
+    state = wait_finished(airflow, DAG_ID, run_id)
     assert state == "success", log_tail(airflow)
     tasks = airflow.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
     assert {t["task_id"] for t in tasks} >= {"preflight", "backup", "schema_change", "backfill.plan",
@@ -80,3 +116,22 @@ def test_status_page_needs_airflow_auth(airflow):
     response = airflow.api("GET", "/airmigrate/status")
     assert response.status_code == 200
     assert {entry["id"] for entry in response.json()} >= {DAG_ID, "0002_normalize_user_phone"}
+
+
+def test_contract_waits_for_approval_reject_keeps_expanded_approve_contracts(airflow, target):
+    run_id = trigger(airflow, APPROVAL_DAG)
+    answer_approval(airflow, APPROVAL_DAG, run_id, "Reject")
+    assert wait_finished(airflow, APPROVAL_DAG, run_id) == "success", log_tail(airflow)
+    assert task_state(airflow, APPROVAL_DAG, run_id, "cleanup") == "skipped"
+    assert last_login_exists(target), "a rejected contract drops nothing"
+    with connect(target) as conn:
+        assert conn.execute("SELECT status FROM airmigrate.runs WHERE migration_id = %s ORDER BY run_id DESC",
+                            (APPROVAL_DAG,)).fetchone()[0] == "paused"
+
+    run_id = trigger(airflow, APPROVAL_DAG)  # resumes the paused run: asked again
+    answer_approval(airflow, APPROVAL_DAG, run_id, "Approve")
+    assert wait_finished(airflow, APPROVAL_DAG, run_id) == "success", log_tail(airflow)
+    assert not last_login_exists(target)
+    with connect(target) as conn:
+        assert conn.execute("SELECT status FROM airmigrate.history WHERE migration_id = %s",
+                            (APPROVAL_DAG,)).fetchone()[0] == "applied"

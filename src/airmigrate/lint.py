@@ -10,6 +10,7 @@ written reason (``acknowledge:`` in migration.yaml); anything else refuses the m
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,9 @@ RECIPES = {
 }
 
 
+PLACEHOLDER = re.compile(r"(?<!')%\((lo|hi)\)s(?!')")
+
+
 @dataclass(frozen=True)
 class Finding:
     file: str
@@ -77,8 +81,8 @@ def squawk_binary() -> str:
 
 
 def bound_placeholders(text: str) -> str:
-    """Replace psycopg placeholders with literals of the same line so parsers accept the file."""
-    return text.replace("%(lo)s", "0").replace("%(hi)s", "0").replace("%%", "%")
+    """Quote psycopg placeholders into string literals (same line) so parsers accept the file; idempotent."""
+    return PLACEHOLDER.sub(r"'%(\1)s'", text.replace("%%", "%"))
 
 
 def run_squawk(path: Path, text: str, pg_version: str) -> list[Finding]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pglast
 
-from airmigrate import db
+from airmigrate import db, operations
 from airmigrate.lint import bound_placeholders
 from airmigrate.spec import Migration
 
@@ -103,14 +103,14 @@ def _volatile_default(column) -> bool:
 
 def static_plan(migration: Migration) -> list[PlannedStatement]:
     """Every statement in run order, with the lock it takes and whether it scans or rewrites."""
-    parts = [("schema_change", migration.up_sql)]
-    if migration.backfill_sql:
-        parts.append(("backfill (per batch)", migration.backfill_sql))
-    parts.append(("cleanup", migration.cleanup_sql or ""))
+    steps = operations.for_migration(migration)
+    parts = [("schema_change", db.split_statements(migration.up_sql) + steps.expand),
+             ("backfill (per batch)", db.split_statements(bound_placeholders(migration.backfill_sql or ""))
+              + [bound_placeholders(s) for s in steps.backfill]),
+             ("cleanup", steps.contract + db.split_statements(migration.cleanup_sql or ""))]
     planned = []
-    for stage, text in parts:
-        for statement in db.split_statements(bound_placeholders(text)) if stage.startswith("backfill") \
-                else db.split_statements(text):
+    for stage, statements in parts:
+        for statement in statements:
             lock, effect = classify(statement)
             planned.append(PlannedStatement(stage, statement, lock, effect, not db.needs_autocommit(statement)))
     return planned
@@ -154,17 +154,20 @@ def render(migration: Migration, planned: list[PlannedStatement], est: dict | No
 def render_sql(migration: Migration) -> str:
     """Exactly the SQL that will run, with its timeouts and transaction boundaries (like Alembic --sql)."""
     spec = migration.spec
+    steps = operations.for_migration(migration)
     out = [f"-- {migration.id}: SQL as airmigrate runs it"]
-    for stage, text in (("schema_change", migration.up_sql), ("cleanup", migration.cleanup_sql or "")):
+    for stage, statements in (("schema_change", db.split_statements(migration.up_sql) + steps.expand),
+                              ("cleanup", steps.contract + db.split_statements(migration.cleanup_sql or ""))):
         out.append(f"\n-- stage {stage}")
-        for autocommit, group in db.group_statements(db.split_statements(text)):
+        for autocommit, group in db.group_statements(statements):
             timeouts = [f"SET {'' if autocommit else 'LOCAL '}lock_timeout = '{spec.lock_timeout_ms}ms';",
                         f"SET {'' if autocommit else 'LOCAL '}statement_timeout = '{spec.statement_timeout_ms}ms';"]
             body = [s + ";" for s in group]
             out += (timeouts + body) if autocommit else (["BEGIN;"] + timeouts + body + ["COMMIT;"])
-        if stage == "schema_change" and migration.backfill_sql:
+        backfill = ([migration.backfill_sql.strip().rstrip(";")] if migration.backfill_sql else []) + steps.backfill
+        if stage == "schema_change" and backfill:
             out.append("\n-- stage backfill: once per batch, each in its own transaction with its state row")
-            out += ["BEGIN;", migration.backfill_sql.strip().rstrip(";") + ";", "COMMIT;"]
+            out += ["BEGIN;"] + [b + ";" for b in backfill] + ["COMMIT;"]
     return "\n".join(out) + "\n"
 
 

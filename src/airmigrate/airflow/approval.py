@@ -38,12 +38,11 @@ class ContractApproval(ApprovalOperator):
         return super().execute(context)
 
     def execute_complete(self, context, event):
-        result = super().execute_complete(context, event)
-        if result["chosen_options"][0] != self.APPROVE:
+        if self.REJECT in ((event or {}).get("chosen_options") or ()):
             from airmigrate.airflow.tasks import pause_run
 
-            pause_run(context["dag"].dag_id)
-        return result
+            pause_run(context["dag"].dag_id)  # before super(): it skips cleanup by raising
+        return super().execute_complete(context, event)
 
 
 def approval_task(migration: Migration) -> ContractApproval:

@@ -11,6 +11,7 @@ from airmigrate import settings
 from airmigrate.airflow import tasks
 from airmigrate.airflow.approval import approval_task, needs_approval
 from airmigrate.errors import SpecError
+from airmigrate.plan import render, static_plan
 from airmigrate.spec import Migration, discover, load_migration
 
 START = datetime(2024, 1, 1)
@@ -113,6 +114,8 @@ def _doc(migration: Migration) -> str:
     if migration.cleanup_sql:
         parts += ["## cleanup", f"```sql\n{migration.cleanup_sql.strip()}\n```"]
     parts += ["## down", f"```sql\n{migration.down_sql.strip()}\n```"]
+    parts += ["## plan (locks and effects)", f"```\n{render(migration, static_plan(migration))}\n```",
+              "`airmigrate plan " + migration.id + "` adds rows, batches and an ETA from the target."]
     return "\n".join(parts)
 
 

@@ -40,7 +40,7 @@ class LocalAirflow:
         self.components, self.processes = components, []
         self.password = secrets.token_urlsafe(12)
         root = settings.project_root()
-        self.env = {**os.environ, **(extra_env or {}),
+        self.env = {**os.environ,
                     "AIRFLOW_HOME": str(self.home),
                     "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
                     "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
@@ -55,7 +55,8 @@ class LocalAirflow:
                     "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
                     "AIRFLOW_CONN_AIRMIGRATE_TARGET": target_uri,
                     "AIRMIGRATE_MIGRATIONS_DIR": str(settings.migrations_dir()),
-                    "AIRMIGRATE_EXPECTATIONS_DIR": str(settings.expectations_dir())}
+                    "AIRMIGRATE_EXPECTATIONS_DIR": str(settings.expectations_dir()),
+                    **(extra_env or {})}
         self.env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)
 
     def start(self, timeout: float = 180) -> "LocalAirflow":
