@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import psycopg
@@ -27,15 +28,35 @@ SLACK_S = 0.75
 
 @dataclass
 class Application:
-    """Updates and inserts rows through the columns that exist in the current phase, recording every write."""
+    """Updates and inserts rows, recording every write. `columns` are the extra columns this release writes
+    (name -> SQL expression over %(name)s, the full_name it writes); a test swaps them to ship a new release."""
 
     target: object
-    writes_name_length: bool = False  # the new application version, deployed before the contract
+    columns: dict = field(default_factory=lambda: {"phone": "'+1 555 0100'", "last_login_at": "now()"})
     stop: threading.Event = field(default_factory=threading.Event)
     errors: list = field(default_factory=list)
     max_wait: float = 0.0
     writes: dict = field(default_factory=dict)  # id -> full_name written last
     inserted: list = field(default_factory=list)
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def write(self, conn, n: int, row_id: int) -> None:
+        columns = dict(self.columns)  # one release per statement
+        names = "".join(f", {c}" for c in columns)
+        values = "".join(f", {v}" for v in columns.values())
+        if n % 5 == 0:
+            name = f"App User {n}"
+            new_id = conn.execute(
+                f"INSERT INTO users (email, full_name, country, email_confirmed_at{names}) "
+                f"VALUES (%(email)s, %(name)s, 'US', now(){values}) RETURNING id",
+                {"email": f"app{n}.{self.tag}@example.com", "name": name}).fetchone()[0]
+            self.inserted.append(new_id)
+            self.writes[new_id] = name
+        else:
+            name = f"Name {n}"
+            sets = "".join(f", {c} = {v}" for c, v in columns.items())
+            conn.execute(f"UPDATE users SET full_name = %(name)s{sets} WHERE id = %(id)s", {"name": name, "id": row_id})
+            self.writes[row_id] = name
 
     def run(self):
         rng = random.Random(7)
@@ -43,24 +64,9 @@ class Application:
             n = 0
             while not self.stop.is_set():
                 n += 1
-                row_id = rng.randint(1, 30_000)
                 started = time.monotonic()
                 try:
-                    name = f"App User {n}" if n % 5 == 0 else f"Name {n}"
-                    extra = ", name_length" if self.writes_name_length else ""
-                    if n % 5 == 0:
-                        new_id = conn.execute(
-                            "INSERT INTO users (email, full_name, phone, country, email_confirmed_at, last_login_at"
-                            + extra + ") VALUES (%s, %s, '+1 555 0100', 'US', now(), now()"
-                            + (", length(%s)" if extra else "") + ") RETURNING id",
-                            (f"app{n}@example.com", name, *([name] if extra else []))).fetchone()[0]
-                        self.inserted.append(new_id)
-                        self.writes[new_id] = name
-                    else:
-                        conn.execute("UPDATE users SET full_name = %s, last_login_at = now(), phone = %s"
-                                     + (", name_length = length(%s)" if extra else "") + " WHERE id = %s",
-                                     (name, f"+1 555 {n % 10000:04d}", *([name] if extra else []), row_id))
-                        self.writes[row_id] = name
+                    self.write(conn, n, rng.randint(1, 30_000))
                 except psycopg.Error as exc:
                     self.errors.append(f"{type(exc).__name__}: {exc}")
                 self.max_wait = max(self.max_wait, time.monotonic() - started)
@@ -127,87 +133,85 @@ def assert_writes_kept(target, app: Application):
     assert {i: names.get(i) for i in app.writes} == app.writes
 
 
-def test_add_column_with_backfill_trigger_and_not_null(fresh_db, tmp_path):
-    """Expand, backfill and rollback under the old application; then again, and the contract under the new
-    release (which writes the column itself: after the contract the trigger is gone and the column NOT NULL)."""
-    op = {"op": "add_column", "column": "name_length", "type": "integer", "backfill": "length(full_name)",
-          "not_null": True}
-    migration = make_migration(tmp_path, op)
-    stale = "SELECT count(*) FROM users WHERE name_length IS DISTINCT FROM length(full_name)"
-    with Application(fresh_db) as app:
-        apply_all(fresh_db, migration)
-        time.sleep(0.3)  # application writes after the backfill: the trigger keeps them right
-        assert q(fresh_db, stale) == [(0,)]
-        roll_back(fresh_db, migration)
-        assert "name_length" not in columns(fresh_db)
-        run_id = apply_all(fresh_db, migration)
-        assert q(fresh_db, stale) == [(0,)]
-        app.writes_name_length = True  # the release that writes the new column ships before the contract
+def lifecycle(target, migration, after_backfill=None, new_release=None) -> Application:
+    """Under a writing application: expand + backfill, check, roll back (before the contract: the usual
+    rollback), apply again, ship the new release (if the contract needs one), contract."""
+    with Application(target) as app:
+        apply_all(target, migration)
+        time.sleep(0.3)  # writes after the backfill: the sync triggers keep them right
+        if after_backfill:
+            after_backfill()
+        roll_back(target, migration)
+        run_id = apply_all(target, migration)
         time.sleep(0.2)
-        cleanup.cleanup(fresh_db, migration, run_id)
+        if after_backfill:
+            after_backfill()
+        if new_release:
+            app.columns = new_release
+            time.sleep(0.2)
+        cleanup.cleanup(target, migration, run_id)
         time.sleep(0.2)
     assert_app_healthy(app)
-    assert_writes_kept(fresh_db, app)
-    assert q(fresh_db, stale) == [(0,)]
+    assert_writes_kept(target, app)
+    return app
+
+
+def test_add_column_with_backfill_trigger_and_not_null(fresh_db, tmp_path):
+    migration = make_migration(tmp_path, {"op": "add_column", "column": "name_length", "type": "integer",
+                                          "backfill": "length(full_name)", "not_null": True})
+    stale = "SELECT count(*) FROM users WHERE name_length IS DISTINCT FROM length(full_name)"
+    lifecycle(fresh_db, migration, after_backfill=lambda: assertions(fresh_db, {stale: 0}),
+              new_release={"phone": "'+1 555 0100'", "name_length": "length(%(name)s)"})
+    assertions(fresh_db, {stale: 0, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'am_sync_%%'": 0})
     assert q(fresh_db, "SELECT is_nullable FROM information_schema.columns WHERE column_name = 'name_length'") \
         == [("NO",)]
-    assert q(fresh_db, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'am_sync_%%'") == [(0,)]
+    roll_back(fresh_db, migration)  # after the contract: back to the old release's schema
+    assert "name_length" not in columns(fresh_db)
 
 
 def test_rename_column_keeps_both_names_in_sync_then_contracts(fresh_db, tmp_path):
     migration = make_migration(tmp_path, {"op": "rename_column", "column": "phone", "to": "phone_number"})
-    with Application(fresh_db) as app:
-        run_id = apply_all(fresh_db, migration)
-        time.sleep(0.3)
-        assert q(fresh_db, "SELECT count(*) FROM users WHERE phone IS DISTINCT FROM phone_number") == [(0,)]
-    assert_app_healthy(app)
-    with connect(fresh_db, autocommit=True) as conn:  # a new application version writes the new name
-        conn.execute("UPDATE users SET phone_number = '+44 1' WHERE id = 7")
-        assert conn.execute("SELECT phone FROM users WHERE id = 7").fetchone()[0] == "+44 1"
-    cleanup.cleanup(fresh_db, migration, run_id)
+    in_sync = {"SELECT count(*) FROM users WHERE phone IS DISTINCT FROM phone_number": 0}
+    lifecycle(fresh_db, migration, after_backfill=lambda: assertions(fresh_db, in_sync),
+              new_release={"phone_number": "'+44 20 0000'"})
     cols = columns(fresh_db)
     assert "phone" not in cols and "phone_number" in cols
+    latest = dict(q(fresh_db, "SELECT id, phone_number FROM users"))
     roll_back(fresh_db, migration)
     cols = columns(fresh_db)
     assert "phone" in cols and "phone_number" not in cols
-    assert q(fresh_db, "SELECT phone FROM users WHERE id = 7") == [("+44 1",)]
+    assert dict(q(fresh_db, "SELECT id, phone FROM users")) == latest
 
 
 def test_change_column_type_converts_and_swaps(fresh_db, tmp_path):
     migration = make_migration(tmp_path, {"op": "change_column_type", "column": "country", "type": "varchar(8)",
                                           "using": "lower(country)"})
-    before = dict(q(fresh_db, "SELECT id, country FROM users"))
-    with Application(fresh_db) as app:
-        run_id = apply_all(fresh_db, migration)
-        time.sleep(0.2)
-        inserted_while_synced = list(app.inserted)
-        cleanup.cleanup(fresh_db, migration, run_id)
-    assert_app_healthy(app)
-    assert_writes_kept(fresh_db, app)
+    converted = {"SELECT count(*) FROM users WHERE country__new IS DISTINCT FROM lower(country)": 0}
+    lifecycle(fresh_db, migration, after_backfill=lambda: assertions(fresh_db, converted))
     assert columns(fresh_db)["country"] == "character varying"
-    after = dict(q(fresh_db, "SELECT id, country FROM users"))
-    wrong = {i: (before[i], after[i]) for i in before if after[i] != before[i].strip().lower()}
-    assert wrong == {}
-    assert inserted_while_synced and all(after[i] == "us" for i in inserted_while_synced)
+    assertions(fresh_db, {"SELECT count(*) FROM users WHERE id <= 30000 AND country <> lower(country)": 0})
+    roll_back(fresh_db, migration)
+    assert columns(fresh_db)["country"] == "character"
 
 
 def test_split_table_mirrors_inserts_updates_deletes(fresh_db, tmp_path):
     migration = make_migration(tmp_path, {"op": "split_table", "new_table": "user_logins",
                                           "columns": ["last_login_at"]}, approval=False)
-    with Application(fresh_db) as app:
-        run_id = apply_all(fresh_db, migration)
-        time.sleep(0.3)
-    assert_app_healthy(app)
-    with connect(fresh_db, autocommit=True) as conn:
-        conn.execute("DELETE FROM users WHERE id = 11")
-    mismatch = ("SELECT count(*) FROM users u FULL JOIN user_logins l USING (id) "
-                "WHERE u.id IS NULL OR l.id IS NULL OR u.last_login_at IS DISTINCT FROM l.last_login_at")
-    assert q(fresh_db, mismatch) == [(0,)]
-    expected = dict(q(fresh_db, "SELECT id, last_login_at FROM users"))
-    cleanup.cleanup(fresh_db, migration, run_id)
+    mirrored = {"SELECT count(*) FROM users u FULL JOIN user_logins l USING (id) WHERE u.id IS NULL "
+                "OR l.id IS NULL OR u.last_login_at IS DISTINCT FROM l.last_login_at": 0}
+
+    def delete_then_compare():
+        with connect(fresh_db, autocommit=True) as conn:
+            conn.execute("DELETE FROM users WHERE id = (SELECT min(id) FROM users WHERE id > 100)")
+        assertions(fresh_db, mirrored)
+
+    lifecycle(fresh_db, migration, after_backfill=delete_then_compare, new_release={"phone": "'+1 555 0100'"})
     assert "last_login_at" not in columns(fresh_db)
+    expected = dict(q(fresh_db, "SELECT id, last_login_at FROM user_logins"))
     roll_back(fresh_db, migration)
-    assert dict(q(fresh_db, "SELECT id, last_login_at FROM users")) == expected
+    restored = dict(q(fresh_db, "SELECT id, last_login_at FROM users"))
+    assert {i: restored[i] for i in expected} == expected
+    assert all(value is None for i, value in restored.items() if i not in expected)  # the new release's rows
     assert q(fresh_db, "SELECT to_regclass('public.user_logins')") == [(None,)]
 
 
@@ -227,25 +231,26 @@ def test_index_and_constraints_are_built_without_blocking(fresh_db, tmp_path, op
         conn.execute("CREATE TABLE countries (code char(2) PRIMARY KEY)")
         conn.execute("INSERT INTO countries SELECT DISTINCT country FROM users")
     migration = make_migration(tmp_path, operation)
-    with Application(fresh_db) as app:
-        run_id = apply_all(fresh_db, migration)
-        cleanup.cleanup(fresh_db, migration, run_id)
-    assert_app_healthy(app)
-    assert_writes_kept(fresh_db, app)
+    lifecycle(fresh_db, migration)
     assert q(fresh_db, check) == [(True,)]
-    roll_back(fresh_db, migration)
+    with Application(fresh_db) as app:
+        roll_back(fresh_db, migration)
+    assert_app_healthy(app)
     assert q(fresh_db, check) == []
 
 
 def test_drop_column_only_in_contract_and_restored_by_rollback(fresh_db, tmp_path):
     before = dict(q(fresh_db, "SELECT id, created_at FROM users"))
     migration = make_migration(tmp_path, {"op": "drop_column", "column": "created_at"}, approval=False)
-    run_id = apply_all(fresh_db, migration)
-    assert "created_at" in columns(fresh_db), "expand must not drop"
-    cleanup.cleanup(fresh_db, migration, run_id)
-    assert "created_at" not in columns(fresh_db)
-    roll_back(fresh_db, migration)
-    assert dict(q(fresh_db, "SELECT id, created_at FROM users")) == before
+    with Application(fresh_db) as app:
+        run_id = apply_all(fresh_db, migration)
+        assert "created_at" in columns(fresh_db), "expand must not drop"
+        cleanup.cleanup(fresh_db, migration, run_id)
+        assert "created_at" not in columns(fresh_db)
+        roll_back(fresh_db, migration)
+    assert_app_healthy(app)
+    after = dict(q(fresh_db, "SELECT id, created_at FROM users"))
+    assert {i: after[i] for i in before} == before
 
 
 def test_drop_table_is_retired_and_restored(fresh_db, tmp_path):
@@ -253,8 +258,15 @@ def test_drop_table_is_retired_and_restored(fresh_db, tmp_path):
         conn.execute("CREATE TABLE legacy_sessions (id bigint PRIMARY KEY, token text)")
         conn.execute("INSERT INTO legacy_sessions SELECT g, md5(g::text) FROM generate_series(1, 100) g")
     migration = make_migration(tmp_path, {"op": "drop_table", "table": "legacy_sessions"}, approval=False)
-    run_id = apply_all(fresh_db, migration)
-    cleanup.cleanup(fresh_db, migration, run_id)
-    assert q(fresh_db, "SELECT to_regclass('public.legacy_sessions')") == [(None,)]
-    roll_back(fresh_db, migration)
+    with Application(fresh_db) as app:
+        run_id = apply_all(fresh_db, migration)
+        cleanup.cleanup(fresh_db, migration, run_id)
+        assert q(fresh_db, "SELECT to_regclass('public.legacy_sessions')") == [(None,)]
+        roll_back(fresh_db, migration)
+    assert_app_healthy(app)
     assert q(fresh_db, "SELECT count(*) FROM legacy_sessions") == [(100,)]
+
+
+def assertions(target, expected: dict) -> None:
+    for query, value in expected.items():
+        assert q(target, query) == [(value,)], query
