@@ -59,3 +59,22 @@ def test_lock_timeout_gives_up_with_a_transient_error_and_changes_nothing(fresh_
     with connect(fresh_db) as conn:
         assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE column_name IN ('d', 'e')"
                             ).fetchone()[0] == 0
+
+
+def test_invalid_index_from_a_failed_concurrent_build_is_rebuilt(fresh_db):
+    with connect(fresh_db, autocommit=True) as conn:
+        conn.execute("UPDATE users SET country = 'XX' WHERE id IN (1, 2)")
+        conn.execute("ALTER TABLE users ADD COLUMN code text")
+        conn.execute("UPDATE users SET code = 'c' || id")
+        conn.execute("UPDATE users SET code = 'dup' WHERE id IN (1, 2)")
+    statement = "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS uq_code ON users (code)"
+    with pytest.raises(Exception, match="could not create unique index"):
+        run_ddl(fresh_db, statement, table=("public", "users"))
+    with connect(fresh_db, autocommit=True) as conn:
+        assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'uq_code'::regclass").fetchone() \
+            == (False,)
+        conn.execute("UPDATE users SET code = 'c2' WHERE id = 2")  # the cause fixed
+    run_ddl(fresh_db, statement, table=("public", "users"))
+    with connect(fresh_db) as conn:
+        assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'uq_code'::regclass").fetchone() \
+            == (True,)

@@ -139,6 +139,8 @@ def run_ddl(target: Target, sql_text: str, *, lock_timeout_ms: int = 500, statem
 def run_group(target: Target, group: list[str], autocommit: bool, *, lock_timeout_ms: int,
               statement_timeout_ms: int, attempts: int, table: tuple[str, str] | None) -> None:
     """One transaction (or one autocommit statement), retried on lock timeout with backoff and jitter."""
+    if autocommit:
+        _drop_invalid_leftovers(target, group)
     for attempt in range(1, attempts + 1):
         probe = None
         try:
@@ -235,6 +237,23 @@ def _drop_invalid_indexes(target: Target, table: tuple[str, str] | None) -> None
     with connect(target, autocommit=True) as conn:
         for schema, name in conn.execute(find).fetchall():
             log.warning("dropping invalid index %s.%s left by a failed concurrent build", schema, name)
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name)))
+
+
+def _drop_invalid_leftovers(target: Target, group: list[str]) -> None:
+    """An index a failed CREATE INDEX CONCURRENTLY left INVALID would make `IF NOT EXISTS` skip the rebuild
+    and leave a useless index: drop it first. Only indexes these statements name: another session's build
+    in progress is also INVALID and must not be touched."""
+    names = [node.idxname for node in (pglast.parse_sql(s)[0].stmt for s in group)
+             if type(node).__name__ == "IndexStmt" and node.idxname]
+    if not names:
+        return
+    query = ("SELECT n.nspname, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid AND c.relname = ANY(%s) "
+             "AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = c.oid)")
+    with connect(target, autocommit=True) as conn:
+        for schema, name in conn.execute(query, (names,)).fetchall():
+            log.warning("dropping invalid index %s.%s left by an earlier failed build", schema, name)
             conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name)))
 
 
