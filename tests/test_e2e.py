@@ -54,7 +54,7 @@ def test_0001_applies_then_rolls_back_to_an_identical_table(fresh_db):
         batches = state.batch_summary(conn, run["run_id"])
     assert hist["status"] == "applied" and hist["checksum"] == migration.checksum and hist["applied_by"]
     assert run["status"] == "succeeded" and run["facts"]["validation"] == "passed"
-    assert batches["total"] == 10 and batches["succeeded"] == 10  # 30,000 rows / 3,000
+    assert batches["total"] == batches["succeeded"] >= 4 and batches["failed"] == 0  # ~30,000 rows, 3,000 to start
     backup = Path(hist["backup_path"])
     assert backup.is_file() and stat.S_IMODE(backup.stat().st_mode) == 0o600
     assert backup.read_bytes()[:5] == b"PGDMP"  # pg_dump custom format

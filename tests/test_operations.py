@@ -97,7 +97,7 @@ def apply_all(target, migration):
     run_id = preflight.preflight(target, migration)["run_id"]
     backup.backup(target, migration, run_id)
     schema_change.schema_change(target, migration, run_id)
-    backfill.plan_batches(target, migration, run_id)
+    backfill.start_backfill(target, migration, run_id)
     shards = [threading.Thread(target=backfill.run_shard, args=(target, migration, run_id, i)) for i in range(2)]
     for shard in shards:
         shard.start()

@@ -37,7 +37,7 @@ def test_killed_backfill_resumes_without_redoing_committed_batches(fresh_db):
     migration = load_migration(SLOW)
     run_id = preflight.preflight(fresh_db, migration)["run_id"]
     schema_change.schema_change(fresh_db, migration, run_id)
-    assert backfill.plan_batches(fresh_db, migration, run_id) == 15  # 30,000 rows / 2,000
+    assert backfill.start_backfill(fresh_db, migration, run_id) == 15  # ~30,000 rows / 2,000
 
     worker = subprocess.Popen([sys.executable, "-c", WORKER, fresh_db.url(), str(SLOW), str(run_id)])
     deadline = time.monotonic() + 60
@@ -76,7 +76,7 @@ def test_failed_batch_is_recorded_and_retried_alone(fresh_db, tmp_path):
         (folder / name).write_text((SLOW / name).read_text())
     (folder / "migration.yaml").write_text(
         "description: fails on one id\ntable: users\nbatch_size: 5000\nshards: 1\n"
-        "backfill: {sql: backfill.sql, columns: [email_verified], max_attempts: 2}\n")
+        "backfill: {sql: backfill.sql, columns: [email_verified], max_attempts: 2, adaptive: false}\n")
     (folder / "backfill.sql").write_text(
         "UPDATE users SET email_verified = CASE WHEN id = 12345 AND NOT EXISTS (SELECT 1 FROM pg_class WHERE "
         "relname = 'cure') THEN (1 / (id - 12345))::int = 1 ELSE email_confirmed_at IS NOT NULL END "
@@ -84,7 +84,7 @@ def test_failed_batch_is_recorded_and_retried_alone(fresh_db, tmp_path):
     migration = load_migration(folder)
     run_id = preflight.preflight(fresh_db, migration)["run_id"]
     schema_change.schema_change(fresh_db, migration, run_id)
-    backfill.plan_batches(fresh_db, migration, run_id)
+    backfill.start_backfill(fresh_db, migration, run_id)
 
     import pytest
     from airmigrate.errors import BackfillError

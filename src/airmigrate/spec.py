@@ -29,6 +29,18 @@ CRON_OR_PRESET = re.compile(r"^(@(once|hourly|daily|weekly|monthly|yearly)|(\S+\
 Identifier = Annotated[str, Field(pattern=IDENTIFIER.pattern, description="A plain PostgreSQL identifier")]
 
 
+class Throttle(BaseModel):
+    """Database health limits checked before each batch; a breach pauses the shard with backoff."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_replication_lag_s: float | None = Field(1.5, description="Pause while a replica lags more (gh-ost: 1.5 s)")
+    max_transaction_age_s: float | None = Field(300, description="Pause while another transaction is older")
+    max_lock_waiters: int | None = Field(5, description="Pause while more sessions wait for locks")
+    pause_during_autovacuum: bool = Field(True, description="Pause while autovacuum works on the table")
+    max_pause_s: float = Field(30, gt=0, description="Longest single pause (exponential backoff up to this)")
+
+
 class BackfillSpec(BaseModel):
     """How existing rows get their new values: a SQL statement or a pandas transform, one key range per batch."""
 
@@ -47,6 +59,28 @@ class BackfillSpec(BaseModel):
         ..., min_length=1, description="Columns the backfill writes; existing ones are snapshotted for rollback."
     )
     max_attempts: int = Field(3, ge=1, le=20, description="Attempts per batch before it is marked failed.")
+    max_failed_share: float = Field(0.5, gt=0, le=1, description="Stop early when this share of batches failed.")
+    target_batch_seconds: float = Field(0.2, gt=0, le=60, description="Batch size adapts to take about this long.")
+    min_batch_size: int = Field(1000, ge=1, description="Adaptive batch size never goes below this.")
+    max_batch_size: int = Field(2_000_000, ge=1, description="Adaptive batch size never goes above this.")
+    adaptive: bool = Field(True, description="Adapt the batch size to target_batch_seconds (else fixed).")
+    sleep_between_batches_ms: int = Field(0, ge=0, le=60_000, description="Pause after every batch (throttling).")
+    throttle: "Throttle | None" = Field(None, description="Health checks before each batch; any breach pauses.")
+    sync: dict[str, str] = Field(default_factory=dict,
+                                 description="column: expression. A trigger applies it to rows the application "
+                                             "writes during the migration (installed before the first batch, "
+                                             "removed at cleanup), so derived values never go stale.")
+
+    @field_validator("sync")
+    @classmethod
+    def _sync(cls, value: dict[str, str]) -> dict[str, str]:
+        from airmigrate.operations.base import check_expression
+
+        for column, expression in value.items():
+            if not IDENTIFIER.match(column):
+                raise ValueError(f"sync: '{column}' is not a plain column name")
+            check_expression(expression)
+        return value
 
     @model_validator(mode="after")
     def _exactly_one_source(self):
@@ -66,6 +100,9 @@ class Acknowledgement(BaseModel):
     reason: str = Field(..., min_length=10, description="Why it is safe here (at least a sentence)")
 
 
+BackfillSpec.model_rebuild()
+
+
 class MigrationSpec(BaseModel):
     """The contents of ``migration.yaml``."""
 
@@ -74,7 +111,9 @@ class MigrationSpec(BaseModel):
     id: str | None = Field(None, description="Must equal the folder name when given.")
     description: str = Field(..., min_length=1, description="What the migration does; shown as the DAG's docs.")
     table: str = Field(..., description="The table the migration changes: name or schema.name.")
-    key: Identifier = Field("id", description="Batching key: the primary key column (integer, text or uuid).")
+    key: Identifier | list[Identifier] = Field(
+        "id", description="Batching key: primary key or unique NOT NULL column(s): integer, text, uuid, or a "
+                          "list for a composite key")
     connection_id: str = Field("airmigrate_target", description="Airflow connection of the target database.")
     up: str | None = Field(None, description="SQL file run by the schema_change stage (default up.sql; "
                                               "optional when `operations` are given).")
@@ -113,6 +152,16 @@ class MigrationSpec(BaseModel):
         if value is not None and not CRON_OR_PRESET.match(value.strip()):
             raise ValueError("must be a 5-field cron expression or a preset such as @daily")
         return value
+
+    @model_validator(mode="after")
+    def _composite_key_limits(self):
+        if isinstance(self.key, list) and (self.operations or (self.backfill and self.backfill.transform)):
+            raise ValueError("operations and pandas transforms need a single-column `key`")
+        return self
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return tuple(self.key) if isinstance(self.key, list) else (self.key,)
 
     @property
     def schema_name(self) -> str:
@@ -172,7 +221,7 @@ def load_migration(folder: Path | str, expectations_dir: Path | str | None = Non
     transform_file = None
     if spec.backfill and spec.backfill.sql:
         texts["backfill.sql"] = _read_sql(folder, spec.backfill.sql, "backfill.sql", required=True)
-        _check_backfill_placeholders(folder / spec.backfill.sql, texts["backfill.sql"])
+        _check_backfill_placeholders(folder / spec.backfill.sql, texts["backfill.sql"], spec.key_columns)
     if spec.backfill and spec.backfill.transform:
         transform_file = _require_file(folder, spec.backfill.transform, "backfill.transform")
     expectations_file = _expectations_file(spec_path, spec, folder.name, expectations_dir)
@@ -252,11 +301,17 @@ def _read_sql(folder: Path, name: str, field: str, required: bool = False) -> st
     return text
 
 
-def _check_backfill_placeholders(path: Path, text: str) -> None:
-    for placeholder in ("%(lo)s", "%(hi)s"):
+def _check_backfill_placeholders(path: Path, text: str, key_columns: tuple[str, ...]) -> None:
+    if len(key_columns) == 1:
+        needed, example = ["%(lo)s", "%(hi)s"], f"WHERE {key_columns[0]} BETWEEN %(lo)s AND %(hi)s"
+    else:
+        needed = [f"%({b}_{i})s" for b in ("lo", "hi") for i in range(len(key_columns))]
+        example = (f"WHERE ({', '.join(key_columns)}) BETWEEN ({', '.join(needed[:len(key_columns)])}) "
+                   f"AND ({', '.join(needed[len(key_columns):])})")
+    for placeholder in needed:
         if placeholder not in text:
             raise SpecError(path, "backfill.sql", f"no {placeholder} placeholder",
-                            "restrict the UPDATE to one batch: WHERE <key> BETWEEN %(lo)s AND %(hi)s")
+                            f"restrict the UPDATE to one batch: {example}")
 
 
 def _expectations_file(spec_path: Path, spec: MigrationSpec, migration_id: str,

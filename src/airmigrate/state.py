@@ -49,7 +49,9 @@ CREATE TABLE IF NOT EXISTS airmigrate.batches (
     batch_no    integer NOT NULL,
     lo          text NOT NULL,
     hi          text NOT NULL,
-    status      text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'succeeded', 'failed')),
+    status      text NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'split')),
+    size        integer NOT NULL DEFAULT 0,
     rows        bigint,
     attempts    integer NOT NULL DEFAULT 0,
     last_error  text,
@@ -57,6 +59,15 @@ CREATE TABLE IF NOT EXISTS airmigrate.batches (
     started_at  timestamptz,
     finished_at timestamptz,
     PRIMARY KEY (run_id, batch_no)
+);
+CREATE TABLE IF NOT EXISTS airmigrate.cursors (
+    run_id         bigint PRIMARY KEY REFERENCES airmigrate.runs ON DELETE CASCADE,
+    position       text,
+    exhausted      boolean NOT NULL DEFAULT false,
+    next_batch_no  integer NOT NULL DEFAULT 0,
+    batch_size     integer NOT NULL CHECK (batch_size > 0),
+    estimated_rows bigint NOT NULL DEFAULT 0,
+    started_at     timestamptz NOT NULL DEFAULT now()
 );
 """
 
@@ -168,8 +179,8 @@ def batch_summary(conn, run_id: int) -> dict:
     row = conn.execute(
         "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'failed'), "
         "count(*) FILTER (WHERE status = 'pending'), coalesce(sum(rows) FILTER (WHERE status = 'succeeded'), 0), "
-        "extract(epoch FROM max(finished_at) - min(started_at)) FROM airmigrate.batches WHERE run_id = %s",
-        (run_id,)).fetchone()
+        "extract(epoch FROM max(finished_at) - min(started_at)) FROM airmigrate.batches WHERE run_id = %s "
+        "AND status <> 'split'", (run_id,)).fetchone()
     keys = ("total", "succeeded", "failed", "pending", "rows", "seconds")
     return dict(zip(keys, row))
 

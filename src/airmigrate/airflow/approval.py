@@ -8,6 +8,8 @@ and for unattended scheduled runs that were reviewed in advance.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
 from airmigrate import operations
@@ -52,5 +54,8 @@ def approval_task(migration: Migration) -> ContractApproval:
         body=(f"Validation passed. The contract step of **{migration.id}** is destructive:\n\n```sql\n"
               + "\n".join(operations.for_migration(migration).contract + [migration.cleanup_sql or ""]).strip()
               + "\n```\n\nApprove to run it; Reject to keep the expanded schema (nothing is dropped)."),
-        retries=0,
+        # Airflow 3.3 can mark a just-parked task failed when the answer beats the executor's event
+        # (seen under load): a retry parks it again and asks again instead of failing the run.
+        retries=2,
+        retry_delay=timedelta(seconds=5),
     )

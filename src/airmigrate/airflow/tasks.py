@@ -124,7 +124,7 @@ def schema_change_task(target, migration):
 @stage_task()
 def plan_backfill_task(target, migration):
     params = _params()
-    backfill.plan_batches(target, migration, current_run(target, migration), params.get("batch_size"))
+    backfill.start_backfill(target, migration, current_run(target, migration), params.get("batch_size"))
     return list(range(int(params.get("shards") or migration.spec.shards)))
 
 

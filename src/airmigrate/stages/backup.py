@@ -94,10 +94,10 @@ def snapshot_overwritten_columns(conn, migration: Migration) -> str | None:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("airmigrate", name)))
         conn.execute(sql.SQL("CREATE TABLE {} AS SELECT {} FROM {}").format(
             sql.Identifier("airmigrate", name),
-            sql.SQL(", ").join(sql.Identifier(c) for c in [spec.key, *existing]),
+            sql.SQL(", ").join(sql.Identifier(c) for c in [*spec.key_columns, *existing]),
             sql.Identifier(spec.schema_name, spec.table_name)))
         conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
-            sql.Identifier("airmigrate", name), sql.Identifier(spec.key)))
+            sql.Identifier("airmigrate", name), sql.SQL(", ").join(map(sql.Identifier, spec.key_columns))))
     log.info("snapshot of %s(%s) for rollback in airmigrate.%s", spec.table, ", ".join(existing), name)
     return name
 

@@ -7,6 +7,7 @@ import logging
 from airmigrate import state
 from airmigrate.db import Target, connect
 from airmigrate.spec import Migration
+from airmigrate.stages.backfill import drop_sync_trigger
 from airmigrate.stages.generated import join_sql, runtime_steps
 from airmigrate.stages.schema_change import apply_sql
 
@@ -17,6 +18,7 @@ def cleanup(target: Target, migration: Migration, run_id: int) -> dict:
     """The operations' contract steps, then cleanup.sql; runs only after validation passed (and approval,
     when the DAG asks for it). The rollback snapshot is kept: rollback still needs it."""
     with connect(target, autocommit=True) as conn:
+        drop_sync_trigger(conn, migration)
         contract = runtime_steps(conn, migration).contract
     apply_sql(target, migration, run_id, "cleanup", join_sql(migration.cleanup_sql, contract))
     with connect(target, autocommit=True) as conn, conn.transaction():

@@ -22,7 +22,7 @@ def preflight(target: Target, migration: Migration, dag_run_id: str | None = Non
     with connect(target, autocommit=True) as conn:
         if not dry_run:
             state.ensure_schema(conn)
-        estimated_rows = check_table(conn, spec.schema_name, spec.table_name, spec.key)
+        estimated_rows = check_table(conn, spec.schema_name, spec.table_name, spec.key_columns)
         check_history(conn, migration)
         check_lint(migration, conn.info.server_version)
         if dry_run:
@@ -52,8 +52,9 @@ def check_lint(migration: Migration, server_version: int) -> None:
               "acknowledge: [{rule: <rule>, reason: <why it is safe here>}]")
 
 
-def check_table(conn, schema: str, table: str, key: str) -> int:
-    """The table exists and `key` is a unique NOT NULL key; returns the planner's row estimate (never count(*))."""
+def check_table(conn, schema: str, table: str, key: tuple[str, ...]) -> int:
+    """The table exists and `key` is a unique NOT NULL key (a valid, non-partial unique index on exactly
+    those columns, all NOT NULL); returns the planner's row estimate (never count(*))."""
     name = f"{schema}.{table}"
     row = conn.execute(
         "SELECT c.oid, greatest(c.reltuples, 0)::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -63,12 +64,15 @@ def check_table(conn, schema: str, table: str, key: str) -> int:
                              "check `table` in migration.yaml and the connection it uses")
     oid, estimate = row
     unique = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-        "AND a.attnum = i.indkey[0] WHERE i.indrelid = %s AND i.indisunique AND i.indnatts = 1 "
-        "AND a.attname = %s AND a.attnotnull)", (oid, key)).fetchone()[0]
+        "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = %(oid)s AND i.indisunique AND i.indisvalid "
+        "AND i.indpred IS NULL AND i.indnatts = cardinality(%(key)s::text[]) AND (SELECT array_agg(a.attname::text "
+        "ORDER BY a.attname) FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+        "AND a.attnotnull) = (SELECT array_agg(k ORDER BY k) FROM unnest(%(key)s::text[]) k))",
+        {"oid": oid, "key": list(key)}).fetchone()[0]
     if not unique:
-        raise PreflightError(f"{name}.{key} is not a primary key or unique NOT NULL column; batches need one. "
-                             "Set `key` in migration.yaml to such a column")
+        raise PreflightError(
+            f"{name} ({', '.join(key)}) is not a primary key or unique NOT NULL key; batches need one. Set `key` "
+            "in migration.yaml to such column(s), or add a unique index on NOT NULL column(s) first")
     if estimate == 0:  # never analyzed: reltuples is -1 (clamped to 0); an index-only estimate is cheap
         estimate = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1000000) s").format(
             sql.Identifier(schema, table))).fetchone()[0]

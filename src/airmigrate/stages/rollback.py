@@ -10,7 +10,8 @@ from airmigrate import state
 from airmigrate.db import Target, connect, set_timeouts
 from airmigrate.errors import PreflightError
 from airmigrate.spec import Migration
-from airmigrate.stages.backfill import key_ranges
+from airmigrate.stages.backfill import drop_sync_trigger, key_of
+from airmigrate.stages.backfill.keys import Key
 from airmigrate.stages.generated import join_sql, runtime_steps
 from airmigrate.stages.schema_change import apply_sql
 
@@ -34,6 +35,7 @@ def preflight_rollback(target: Target, migration: Migration, dag_run_id: str | N
 def down(target: Target, migration: Migration, run_id: int) -> list[str]:
     """The operations' down steps (in reverse order), then down.sql."""
     with connect(target, autocommit=True) as conn:
+        drop_sync_trigger(conn, migration)
         steps = runtime_steps(conn, migration).down
     return apply_sql(target, migration, run_id, "down", join_sql(migration.down_sql, steps))
 
@@ -61,18 +63,23 @@ def restore(target: Target, migration: Migration, run_id: int, batch_size: int |
 def restore_snapshot(conn, migration: Migration, snapshot: str, batch_size: int) -> int:
     spec = migration.spec
     snap = sql.Identifier("airmigrate", snapshot)
+    keys = spec.key_columns
     columns = [r[0] for r in conn.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = 'airmigrate' AND table_name = %s "
-        "AND column_name <> %s ORDER BY ordinal_position", (snapshot, spec.key)).fetchall()]
-    update = sql.SQL("UPDATE {t} AS t SET {sets} FROM {s} AS s WHERE t.{k} = s.{k} AND s.{k} BETWEEN %s AND %s "
+        "AND column_name <> ALL(%s) ORDER BY ordinal_position", (snapshot, list(keys))).fetchall()]
+    placeholders = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(keys)))
+    update = sql.SQL("UPDATE {t} AS t SET {sets} FROM {s} AS s WHERE {join} AND ({skeys}) BETWEEN {p} AND {p} "
                      "AND ({changed})").format(
-        t=sql.Identifier(spec.schema_name, spec.table_name), s=snap, k=sql.Identifier(spec.key),
+        t=sql.Identifier(spec.schema_name, spec.table_name), s=snap, p=placeholders,
+        join=sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in keys),
+        skeys=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(k)) for k in keys),
         sets=sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in columns),
         changed=sql.SQL(" OR ").join(sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c))
                                      for c in columns))
     total = 0
-    for lo, hi in list(key_ranges(conn, "airmigrate", snapshot, spec.key, batch_size)):
+    snapshot_key = Key("airmigrate", snapshot, spec.key_columns)
+    for lo, hi in list(snapshot_key.ranges(conn, batch_size)):
         with conn.transaction():
             set_timeouts(conn, spec.lock_timeout_ms * 10, spec.statement_timeout_ms, local=True)
-            total += conn.execute(update, (lo, hi)).rowcount
+            total += conn.execute(update, [*snapshot_key.decode(lo), *snapshot_key.decode(hi)]).rowcount
     return total

@@ -1,0 +1,345 @@
+"""backfill: key-range batches created on the fly, claimed by any number of workers, each batch one
+transaction together with its state row.
+
+A cursor row per run (``airmigrate.cursors``) hands out the next range: its `size` keys found by
+walking the key's index (never count(*), so sparse keys still give even batches and planning a
+billion rows costs nothing up front). Creating a batch is one short transaction; working it is
+another, which claims the row with ``FOR UPDATE SKIP LOCKED`` and keeps that lock while it changes
+the data, so the data change and ``status = 'succeeded'`` commit together: a killed worker leaves
+its batch pending and nothing half-done, and no batch is ever done twice.
+
+The batch size adapts to a target duration (:mod:`.tuning`); a batch that hits statement_timeout
+is split in half; health checks pause a shard; failed batches are retried, then recorded with their
+range and error while the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import psycopg
+from psycopg import sql
+
+from airmigrate import state
+from airmigrate.db import Target, connect, set_timeouts
+from airmigrate.errors import BackfillError, SpecError
+from airmigrate.spec import BackfillSpec, Migration
+from airmigrate.stages.backfill.keys import Key
+from airmigrate.stages.backfill.transform import apply_transform, load_transform
+from airmigrate.stages.backfill.tuning import BatchSizer, wait_until_healthy
+from airmigrate.stages.generated import runtime_steps
+
+log = logging.getLogger(__name__)
+
+__all__ = ["start_backfill", "run_shard", "has_backfill", "key_of", "load_transform", "drop_sync_trigger"]
+
+
+def settings_of(migration: Migration) -> BackfillSpec:
+    """The backfill's tuning: the spec's, or the defaults for backfills that operations generate."""
+    return migration.spec.backfill or BackfillSpec.model_construct(columns=[], reads=[])
+
+
+def key_of(migration: Migration) -> Key:
+    spec = migration.spec
+    return Key(spec.schema_name, spec.table_name, spec.key_columns)
+
+
+def has_backfill(conn, migration: Migration) -> bool:
+    return migration.spec.backfill is not None or bool(runtime_steps(conn, migration).backfill)
+
+
+# -- start --------------------------------------------------------------------------------------------
+
+def start_backfill(target: Target, migration: Migration, run_id: int, batch_size: int | None = None) -> int:
+    """Open the run's cursor (once; a resumed run keeps its position) and install the sync trigger.
+    Returns the estimated number of batches."""
+    spec = migration.spec
+    size = batch_size or spec.batch_size
+    with connect(target, autocommit=True) as conn:
+        if not has_backfill(conn, migration):
+            return 0
+        install_sync_trigger(conn, migration)
+        estimated = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                                 (f'"{spec.schema_name}"."{spec.table_name}"',)).fetchone()[0]
+        conn.execute("INSERT INTO airmigrate.cursors (run_id, batch_size, estimated_rows) VALUES (%s, %s, %s) "
+                     "ON CONFLICT (run_id) DO NOTHING", (run_id, size, estimated))
+    log.info("backfill of %s by %s: ~%s rows, batches of %d rows to start with", spec.table,
+             ", ".join(spec.key_columns), f"{estimated:,}", size)
+    return -(-estimated // size)
+
+
+def sync_trigger_name(migration: Migration) -> str:
+    return f"am_derive_{migration.id}"[:63]
+
+
+def install_sync_trigger(conn, migration: Migration) -> None:
+    """Before the first batch: keep derived columns right for rows the application writes meanwhile."""
+    sync = settings_of(migration).sync
+    if not sync:
+        return
+    from airmigrate.operations.base import on_record
+
+    spec, name = migration.spec, sync_trigger_name(migration)
+    sets = " ".join(sql.SQL("NEW.{} := {};").format(sql.Identifier(c), sql.SQL(on_record(e))).as_string(None)
+                    for c, e in sync.items())
+    with conn.transaction():
+        conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}").format(
+            sql.Identifier("airmigrate", name), sql.Literal(f"BEGIN {sets} RETURN NEW; END")))
+        conn.execute(sql.SQL("CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW "
+                             "EXECUTE FUNCTION {}()").format(sql.Identifier(name),
+                                                             sql.Identifier(spec.schema_name, spec.table_name),
+                                                             sql.Identifier("airmigrate", name)))
+    log.info("sync trigger %s keeps %s derived for rows written during the migration", name, ", ".join(sync))
+
+
+def drop_sync_trigger(conn, migration: Migration) -> None:
+    """At cleanup and rollback."""
+    if not settings_of(migration).sync:
+        return
+    spec, name = migration.spec, sync_trigger_name(migration)
+    conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+        sql.Identifier(name), sql.Identifier(spec.schema_name, spec.table_name)))
+    conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier("airmigrate", name)))
+
+
+# -- work ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Batch:
+    batch_no: int
+    lo: str
+    hi: str
+    size: int
+    attempts: int
+    rows: int | None = None
+    seconds: float = 0.0
+    outcome: str = "succeeded"  # succeeded | retry | failed | split
+
+
+def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0, retry_failed: bool = False,
+              metrics: Callable[[str, float], None] | None = None,
+              should_stop: Callable[[], bool] = lambda: False) -> dict:
+    """Claim and run batches until none is left (or `should_stop`, e.g. the off-peak window closed);
+    raise BackfillError listing the failed ranges at the end."""
+    settings, key = settings_of(migration), key_of(migration)
+    worker = f"{socket.gethostname()}:{os.getpid()}:shard{shard}"
+    metrics = metrics or (lambda name, value: None)
+    done_rows = done_batches = 0
+    started = time.monotonic()
+    with connect(target) as conn:
+        if not has_backfill(conn, migration):
+            conn.commit()
+            return {"batches": 0, "rows": 0}
+        apply_batch = batch_function(migration, runtime_steps(conn, migration).backfill, key)
+        if retry_failed:
+            requeue_failed(conn, run_id)
+        sizer = BatchSizer(current_size(conn, run_id), settings.target_batch_seconds, settings.min_batch_size,
+                           settings.max_batch_size, settings.adaptive)
+        while not should_stop():
+            wait_until_healthy(conn, settings.throttle, f'"{key.schema}"."{key.table}"', shard, should_stop)
+            batch = claim_and_run(conn, migration, run_id, worker, apply_batch)
+            if batch is None:
+                if not create_next_batch(conn, key, run_id, sizer.size):
+                    break
+                continue
+            if batch.outcome == "succeeded":
+                done_rows, done_batches = done_rows + batch.rows, done_batches + 1
+                remember_size(conn, run_id, sizer.observe(batch.size, batch.seconds))
+                log_progress(conn, run_id, shard, batch, done_rows, time.monotonic() - started, sizer.size)
+                metrics("rows", batch.rows)
+                metrics("batches", 1)
+                metrics("batch_seconds", batch.seconds)
+            elif batch.outcome == "split":
+                remember_size(conn, run_id, sizer.halve())
+            if failed_share(conn, run_id) > settings.max_failed_share:
+                log.error("more than %.0f%% of batches failed: stopping early", settings.max_failed_share * 100)
+                break
+            if settings.sleep_between_batches_ms:
+                time.sleep(settings.sleep_between_batches_ms / 1000)
+        summary = state.batch_summary(conn, run_id)
+        failed = state.failed_batches(conn, run_id)
+        conn.commit()
+    elapsed = time.monotonic() - started
+    log.info("shard %d done: %d batches, %s rows in %.1fs (%s rows/s); run: %d/%d batches succeeded, %d failed",
+             shard, done_batches, f"{done_rows:,}", elapsed, f"{done_rows / max(elapsed, 1e-9):,.0f}",
+             summary["succeeded"], summary["total"], summary["failed"])
+    if failed:
+        lines = "; ".join(f"batch {b} [{lo}..{hi}] after {a} attempts: {err}" for b, lo, hi, a, err in failed[:10])
+        raise BackfillError(f"{len(failed)} batch(es) failed: {lines}. Fix the cause, then clear this task or "
+                            "trigger the DAG with retry_failed=true: only the failed batches run again", failed)
+    return {"batches": done_batches, "rows": done_rows, "seconds": elapsed, "stopped": should_stop()}
+
+
+def create_next_batch(conn, key: Key, run_id: int, size: int) -> bool:
+    """One short transaction on the cursor row: the next range becomes a pending batch. False when done."""
+    with conn.transaction():
+        cursor = conn.execute("SELECT position, exhausted, next_batch_no FROM airmigrate.cursors WHERE run_id = %s "
+                              "FOR UPDATE", (run_id,)).fetchone()
+        if cursor is None:
+            raise BackfillError(f"run {run_id} has no backfill cursor: the backfill.plan task opens it; clear the "
+                                "whole backfill group")
+        position, exhausted, batch_no = cursor
+        if exhausted:
+            return False
+        bounds = key.next_range(conn, position, size)
+        if bounds is None:
+            conn.execute("UPDATE airmigrate.cursors SET exhausted = true WHERE run_id = %s", (run_id,))
+            return False
+        conn.execute("INSERT INTO airmigrate.batches (run_id, batch_no, lo, hi, size) VALUES (%s, %s, %s, %s, %s)",
+                     (run_id, batch_no, bounds[0], bounds[1], size))
+        conn.execute("UPDATE airmigrate.cursors SET position = %s, next_batch_no = next_batch_no + 1 "
+                     "WHERE run_id = %s", (bounds[1], run_id))
+    return True
+
+
+def claim_and_run(conn, migration: Migration, run_id: int, worker: str, apply_batch) -> Batch | None:
+    """One transaction: claim a pending batch (SKIP LOCKED), change its rows, mark it succeeded."""
+    spec, batch = migration.spec, None
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT batch_no, lo, hi, size, attempts FROM airmigrate.batches WHERE run_id = %s "
+                "AND status = 'pending' ORDER BY batch_no LIMIT 1 FOR UPDATE SKIP LOCKED", (run_id,)).fetchone()
+            if row is None:
+                return None
+            batch = Batch(*row)
+            set_timeouts(conn, spec.lock_timeout_ms * 10, spec.statement_timeout_ms, local=True)
+            t0 = time.monotonic()
+            batch.rows = apply_batch(conn, batch.lo, batch.hi)
+            batch.seconds = time.monotonic() - t0
+            conn.execute(
+                "UPDATE airmigrate.batches SET status = 'succeeded', rows = %s, attempts = attempts + 1, worker = %s, "
+                "last_error = NULL, started_at = now() - make_interval(secs => %s), finished_at = now() "
+                "WHERE run_id = %s AND batch_no = %s", (batch.rows, worker, batch.seconds, run_id, batch.batch_no))
+        return batch
+    except psycopg.errors.QueryCanceled as exc:  # statement_timeout (before OperationalError: a subclass)
+        if batch is None:
+            raise
+        return split_batch(conn, migration, run_id, batch, worker, exc)
+    except psycopg.errors.LockNotAvailable as exc:  # rows held by the application: try this batch later
+        if batch is None:
+            raise
+        return record_failure(conn, run_id, batch, settings_of(migration).max_attempts, exc, worker)
+    except (psycopg.OperationalError, SpecError):
+        raise  # connection lost or a broken transform: the batch rolled back; the task fails, a retry resumes
+    except Exception as exc:  # the user's SQL or transform failed on this batch: count it, go on with others
+        if batch is None:
+            raise
+        return record_failure(conn, run_id, batch, settings_of(migration).max_attempts, exc, worker)
+
+
+def split_batch(conn, migration: Migration, run_id: int, batch: Batch, worker: str, exc) -> Batch:
+    """statement_timeout: replace the batch by its two halves (GitLab's rule); a single row cannot split."""
+    halves = key_of(migration).split(conn, batch.lo, batch.hi)
+    conn.commit()
+    if halves is None:
+        return record_failure(conn, run_id, batch, settings_of(migration).max_attempts, exc, worker)
+    with conn.transaction():
+        first = conn.execute("UPDATE airmigrate.cursors SET next_batch_no = next_batch_no + 2 WHERE run_id = %s "
+                             "RETURNING next_batch_no - 2", (run_id,)).fetchone()[0]
+        conn.execute("UPDATE airmigrate.batches SET status = 'split', attempts = attempts + 1, last_error = %s, "
+                     "worker = %s WHERE run_id = %s AND batch_no = %s",
+                     (f"split after: {_first_line(exc)}", worker, run_id, batch.batch_no))
+        for offset, (lo, hi) in enumerate(halves):
+            conn.execute("INSERT INTO airmigrate.batches (run_id, batch_no, lo, hi, size) VALUES (%s, %s, %s, %s, %s)",
+                         (run_id, first + offset, lo, hi, max(1, batch.size // 2)))
+    log.warning("batch %d [%s..%s] hit statement_timeout: split into batches %d and %d", batch.batch_no, batch.lo,
+                batch.hi, first, first + 1)
+    batch.outcome = "split"
+    return batch
+
+
+def record_failure(conn, run_id: int, batch: Batch, max_attempts: int, exc, worker: str) -> Batch:
+    """The batch's data change rolled back; count the attempt and keep it pending until max_attempts."""
+    error = _first_line(exc)[:500]
+    batch.outcome = "failed" if batch.attempts + 1 >= max_attempts else "retry"
+    with conn.transaction():
+        conn.execute("UPDATE airmigrate.batches SET attempts = attempts + 1, status = %s, last_error = %s, "
+                     "worker = %s WHERE run_id = %s AND batch_no = %s",
+                     ("failed" if batch.outcome == "failed" else "pending", error, worker, run_id, batch.batch_no))
+    log.warning("batch %d [%s..%s] attempt %d/%d failed: %s", batch.batch_no, batch.lo, batch.hi,
+                batch.attempts + 1, max_attempts, error)
+    if batch.outcome == "retry":
+        time.sleep(min(10.0, 0.5 * 2 ** batch.attempts))
+    return batch
+
+
+def requeue_failed(conn, run_id: int) -> None:
+    with conn.transaction():
+        n = conn.execute("UPDATE airmigrate.batches SET status = 'pending', attempts = 0 WHERE run_id = %s "
+                         "AND status = 'failed'", (run_id,)).rowcount
+    log.info("retry_failed: %d failed batch(es) queued again", n)
+
+
+def current_size(conn, run_id: int) -> int:
+    row = conn.execute("SELECT batch_size FROM airmigrate.cursors WHERE run_id = %s", (run_id,)).fetchone()
+    conn.commit()
+    if row is None:
+        raise BackfillError(f"run {run_id} has no backfill cursor: the backfill.plan task opens it; clear the "
+                            "whole backfill group")
+    return row[0]
+
+
+def remember_size(conn, run_id: int, size: int) -> None:
+    """Share the tuned size with the other shards (and a resumed run)."""
+    with conn.transaction():
+        conn.execute("UPDATE airmigrate.cursors SET batch_size = %s WHERE run_id = %s AND batch_size <> %s",
+                     (size, run_id, size))
+
+
+def failed_share(conn, run_id: int) -> float:
+    total, failed = conn.execute("SELECT count(*), count(*) FILTER (WHERE status = 'failed') FROM airmigrate.batches "
+                                 "WHERE run_id = %s AND status <> 'split'", (run_id,)).fetchone()
+    conn.commit()
+    return failed / total if total else 0.0
+
+
+def log_progress(conn, run_id: int, shard: int, batch: Batch, shard_rows: int, elapsed: float, next_size: int):
+    """rows, rows/s, percent done and ETA: progress by keys covered against the planner's row estimate."""
+    covered, estimated, run_seconds = conn.execute(
+        "SELECT coalesce(sum(b.size) FILTER (WHERE b.status = 'succeeded'), 0), max(c.estimated_rows), "
+        "extract(epoch FROM now() - max(c.started_at)) FROM airmigrate.batches b JOIN airmigrate.cursors c "
+        "USING (run_id) WHERE run_id = %s", (run_id,)).fetchone()
+    conn.commit()
+    percent = min(99.9, 100 * covered / estimated) if estimated else 0.0
+    rate = covered / max(float(run_seconds or 0), 1e-9)
+    eta = max(estimated - covered, 0) / rate if rate else 0
+    log.info("batch %d [%s..%s]: %s rows in %.2fs | shard %d: %s rows, %s rows/s | run: %.0f%% done, ETA %s | "
+             "next batch %s keys", batch.batch_no, batch.lo, batch.hi, f"{batch.rows:,}", batch.seconds, shard,
+             f"{shard_rows:,}", f"{shard_rows / max(elapsed, 1e-9):,.0f}", percent, _duration(eta), f"{next_size:,}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _escape_percent(statement: str) -> str:
+    """Generated SQL carries user expressions (LIKE 'a%'): double every % but the batch placeholders."""
+    return statement.replace("%", "%%").replace("%%(lo)s", "%(lo)s").replace("%%(hi)s", "%(hi)s")
+
+
+def batch_function(migration: Migration, generated: list[str], key: Key):
+    """The per-batch change: the user's UPDATE or the pandas round trip through transform.py, then the
+    statements the declared operations generate. Returns rows written."""
+    statements = [migration.backfill_sql.strip().rstrip(";")] if migration.backfill_sql is not None else []
+    statements += [_escape_percent(statement) for statement in generated]
+    transform = load_transform(migration.transform_file) if migration.transform_file else None
+
+    def apply_batch(conn, lo, hi) -> int:
+        rows = apply_transform(conn, migration, transform, lo, hi) if transform else 0
+        params = key.params(lo, hi)
+        for statement in statements:
+            rows += conn.execute(statement, params).rowcount
+        return rows
+
+    return apply_batch

@@ -1,0 +1,102 @@
+"""Key ranges by walking the key's index: even batches on sparse keys, no count(*), any key type.
+
+A key is one column (integer, bigint, uuid, text, ...) or several (composite, compared as a row,
+lexicographically, which a btree index on those columns serves). Key values travel as text and
+PostgreSQL casts them back to the column type; a composite position is stored as a JSON array.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from psycopg import sql
+
+
+@dataclass(frozen=True)
+class Key:
+    schema: str
+    table: str
+    columns: tuple[str, ...]
+
+    @property
+    def composite(self) -> bool:
+        return len(self.columns) > 1
+
+    # -- encoding of positions in the state table ---------------------------------------------------
+    def encode(self, values) -> str:
+        return json.dumps(list(values)) if self.composite else values[0]
+
+    def decode(self, text: str) -> list[str]:
+        return json.loads(text) if self.composite else [text]
+
+    def params(self, lo: str, hi: str) -> dict:
+        """Placeholders for the user's SQL: %(lo)s / %(hi)s, or %(lo_0)s, %(lo_1)s ... for a composite key."""
+        if not self.composite:
+            return {"lo": lo, "hi": hi}
+        params = {f"lo_{i}": v for i, v in enumerate(self.decode(lo))}
+        params.update({f"hi_{i}": v for i, v in enumerate(self.decode(hi))})
+        return params
+
+    # -- SQL pieces -----------------------------------------------------------------------------------
+    def _table(self):
+        return sql.Identifier(self.schema, self.table)
+
+    def _row(self):
+        cols = sql.SQL(", ").join(map(sql.Identifier, self.columns))
+        return sql.SQL("({})").format(cols) if self.composite else cols
+
+    def _values(self):
+        return sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(self.columns))) \
+            if self.composite else sql.Placeholder()
+
+    def _select(self):
+        return sql.SQL(", ").join(sql.SQL("{}::text AS {}").format(sql.Identifier(c), sql.Identifier(f"k{i}"))
+                                  for i, c in enumerate(self.columns))
+
+    def _order(self, descending: bool = False):
+        direction = sql.SQL(" DESC" if descending else "")
+        return sql.SQL(", ").join(sql.SQL("{}{}").format(sql.Identifier(c), direction) for c in self.columns)
+
+    def _first(self, conn, where, params, offset: int = 0, descending: bool = False):
+        query = sql.SQL("SELECT {sel} FROM {t} {where} ORDER BY {order} OFFSET %s LIMIT 1").format(
+            sel=self._select(), t=self._table(), where=where, order=self._order(descending))
+        row = conn.execute(query, [*params, offset]).fetchone()
+        return self.encode(list(row)) if row else None
+
+    def _after(self, position: str | None):
+        if position is None:
+            return sql.SQL(""), []
+        return sql.SQL("WHERE {} > {}").format(self._row(), self._values()), self.decode(position)
+
+    # -- ranges ---------------------------------------------------------------------------------------
+    def next_range(self, conn, after: str | None, size: int) -> tuple[str, str] | None:
+        """The next `size` keys after `after` as inclusive (lo, hi); None when no key is left."""
+        where, params = self._after(after)
+        lo = self._first(conn, where, params)
+        if lo is None:
+            return None
+        hi = self._first(conn, where, params, offset=size - 1) or self._first(conn, where, params, descending=True)
+        return lo, hi
+
+    def count(self, conn, lo: str, hi: str) -> int:
+        query = sql.SQL("SELECT count(*) FROM {t} WHERE {row} BETWEEN {v} AND {v}").format(
+            t=self._table(), row=self._row(), v=self._values())
+        return conn.execute(query, [*self.decode(lo), *self.decode(hi)]).fetchone()[0]
+
+    def split(self, conn, lo: str, hi: str) -> tuple[tuple[str, str], tuple[str, str]] | None:
+        """Two halves of a range (by rows, through the index); None when it holds fewer than two rows."""
+        rows = self.count(conn, lo, hi)
+        if rows < 2:
+            return None
+        where = sql.SQL("WHERE {row} >= {v}").format(row=self._row(), v=self._values())
+        mid = self._first(conn, where, self.decode(lo), offset=rows // 2 - 1)
+        upper = self.next_range(conn, mid, 1)
+        return (lo, mid), (upper[0], hi)
+
+    def ranges(self, conn, size: int):
+        """Every range of `size` keys, in order (used to restore a snapshot in batches)."""
+        position = None
+        while (bounds := self.next_range(conn, position, size)) is not None:
+            yield bounds
+            position = bounds[1]

@@ -1,0 +1,57 @@
+"""The pandas path: read a batch, transform it with the migration's transform.py, write it back set-based.
+
+Results go back with COPY into a temporary table and one ``UPDATE ... FROM`` per batch, never row by
+row (design measurement: 68-76k rows/s, 58% of it in the UPDATE).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from psycopg import sql
+
+from airmigrate.errors import SpecError
+from airmigrate.spec import Migration
+
+
+def load_transform(path: Path):
+    """Import transform(df) -> df from the migration's transform.py."""
+    module_spec = importlib.util.spec_from_file_location(f"airmigrate_transform_{path.parent.name}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not callable(getattr(module, "transform", None)):
+        raise SpecError(path, "transform", "no function transform(df) defined",
+                        "define `def transform(df: pandas.DataFrame) -> pandas.DataFrame` in the file")
+    return module.transform
+
+
+def apply_transform(conn, migration: Migration, transform, lo: str, hi: str) -> int:
+    """Read the batch into pandas, transform it, COPY the result into a temp table, one UPDATE ... FROM."""
+    import pandas as pd
+
+    spec, bf = migration.spec, migration.spec.backfill
+    tbl, key = sql.Identifier(spec.schema_name, spec.table_name), sql.Identifier(spec.key)
+    read_cols = [spec.key, *[c for c in bf.reads if c != spec.key]]
+    cur = conn.execute(sql.SQL("SELECT {} FROM {} WHERE {} BETWEEN %s AND %s").format(
+        sql.SQL(", ").join(map(sql.Identifier, read_cols)), tbl, key), (lo, hi))
+    frame = pd.DataFrame(cur.fetchall(), columns=read_cols)
+    if frame.empty:
+        return 0
+    result = transform(frame)
+    missing = [c for c in [spec.key, *bf.columns] if c not in result.columns]
+    if missing:
+        raise SpecError(migration.transform_file, "transform", f"the returned DataFrame lacks columns {missing}",
+                        f"return the key '{spec.key}' and every column in backfill.columns")
+    out_cols = [spec.key, *bf.columns]
+    conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS airmigrate_batch ON COMMIT DELETE ROWS AS "
+                         "SELECT {} FROM {} LIMIT 0").format(sql.SQL(", ").join(map(sql.Identifier, out_cols)), tbl))
+    with conn.cursor().copy(sql.SQL("COPY airmigrate_batch ({}) FROM STDIN").format(
+            sql.SQL(", ").join(map(sql.Identifier, out_cols)))) as copy:
+        for values in result[out_cols].astype(object).where(result[out_cols].notna(), None).itertuples(index=False):
+            copy.write_row(values)
+    changed = sql.SQL(" OR ").join(
+        sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c)) for c in bf.columns)
+    return conn.execute(sql.SQL("UPDATE {} AS t SET {} FROM airmigrate_batch s WHERE t.{k} = s.{k} AND ({})").format(
+        tbl, sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in bf.columns),
+        changed, k=key)).rowcount
