@@ -56,7 +56,7 @@ RECIPES = {
 }
 
 
-PLACEHOLDER = re.compile(r"(?<!')%\((lo|hi)\)s(?!')")
+PLACEHOLDER = re.compile(r"(?<!')%\(((?:lo|hi)(?:_\d+)?)\)s(?!')")
 
 
 @dataclass(frozen=True)
