@@ -117,6 +117,11 @@ def cmd_status(args) -> int:
             print(f"  run {run['run_id']}: {run['status']}, stages done: {', '.join(run['completed_stages']) or '-'}")
             print(f"  batches: {summary['succeeded']}/{summary['total']} done, {summary['failed']} failed, "
                   f"{summary['pending']} pending; {summary['rows']:,} rows written")
+            progress = state.backfill_progress(conn, run["run_id"])
+            if progress:
+                print(f"  backfill: {progress['percent']:.0f}% of ~{progress['estimated']:,} rows covered, "
+                      f"{progress['rate']:,.0f} rows/s, ETA {progress['eta_s'] / 60:.1f} min"
+                      + (" (all ranges handed out)" if progress["exhausted"] else ""))
             for batch_no, lo, hi, attempts, error in state.failed_batches(conn, run["run_id"]):
                 print(f"  failed batch {batch_no} [{lo}..{hi}] after {attempts} attempts: {error}")
             if run["error"]:

@@ -130,9 +130,25 @@ def plan_backfill_task(target, migration):
 
 @stage_task()
 def backfill_shard_task(target, migration, shard: int):
-    params = _params()
+    """A cleared (re-run) shard task also retries the batches that failed: `clear` is the retry button."""
+    context = get_current_context()
+    rerun = context["ti"].try_number > 1
     return backfill.run_shard(target, migration, current_run(target, migration), shard,
-                              retry_failed=bool(params.get("retry_failed")))
+                              retry_failed=bool(context["params"].get("retry_failed")) or rerun,
+                              metrics=_airflow_metrics(migration.id))
+
+
+def _airflow_metrics(migration_id: str):
+    """Rows and batches as Airflow Stats counters, batch durations as timers (StatsD/OTel when configured)."""
+    from airflow.sdk.observability.stats import Stats
+
+    def emit(name: str, value: float) -> None:
+        if name == "batch_seconds":
+            Stats.timing(f"airmigrate.batch_duration.{migration_id}", value * 1000)
+        else:
+            Stats.incr(f"airmigrate.{name}.{migration_id}", count=int(value))
+
+    return emit
 
 
 @stage_task()
