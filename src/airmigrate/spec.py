@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from airmigrate.errors import SpecError
 from airmigrate.operations import Operation
+from airmigrate.window import Window
 
 SPEC_FILE = "migration.yaml"
 FOLDER_NAME = re.compile(r"^[0-9]{4}_[a-z0-9_]+$")
@@ -137,6 +138,8 @@ class MigrationSpec(BaseModel):
     )
     ddl_attempts: int = Field(8, ge=1, le=50, description="Attempts per DDL group on lock timeout (55P03).")
     schedule: str | None = Field(None, description="Cron expression to run in an off-peak window; none = manual.")
+    window: Window | None = Field(None, description="Off-peak window: outside it the backfill finishes the batch "
+                                                    "in hand and waits (without a worker slot) for the next one")
 
     @field_validator("table")
     @classmethod

