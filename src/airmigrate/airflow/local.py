@@ -40,7 +40,8 @@ class LocalAirflow:
         self.components, self.processes = components, []
         self.password = secrets.token_urlsafe(12)
         root = settings.project_root()
-        self.env = {**os.environ,
+        inherited = {k: v for k, v in os.environ.items() if k != "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"}
+        self.env = {**inherited,
                     "AIRFLOW_HOME": str(self.home),
                     "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
                     "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
@@ -57,7 +58,6 @@ class LocalAirflow:
                     "AIRMIGRATE_MIGRATIONS_DIR": str(settings.migrations_dir()),
                     "AIRMIGRATE_EXPECTATIONS_DIR": str(settings.expectations_dir()),
                     **(extra_env or {})}
-        self.env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)
 
     def start(self, timeout: float = 180) -> "LocalAirflow":
         self.home.mkdir(parents=True, exist_ok=True)
@@ -67,13 +67,18 @@ class LocalAirflow:
         logs = self.home / "logs"
         logs.mkdir(exist_ok=True)
         for component in self.components:
-            args = [sys.executable, "-m", "airflow", component] + (["--port", str(self.port)]
-                                                                   if component == "api-server" else [])
-            out = open(logs / f"{component}.out", "ab")
-            self.processes.append(subprocess.Popen(args, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                                   start_new_session=True))
+            args = [component] + (["--port", str(self.port)] if component == "api-server" else [])
+            self.spawn(component, args)
         self.wait_healthy(timeout)
         return self
+
+    def spawn(self, name: str, args: list[str], env: dict | None = None) -> subprocess.Popen:
+        """One more Airflow process in its own process group (e.g. a Celery worker), stopped with the rest."""
+        out = open(self.home / "logs" / f"{name}.out", "ab")
+        process = subprocess.Popen([sys.executable, "-m", "airflow", *args], env={**self.env, **(env or {})},
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes.append(process)
+        return process
 
     def _write_password(self) -> None:
         """A known admin password (SimpleAuthManager reads it from this file), private to the user."""
@@ -85,7 +90,7 @@ class LocalAirflow:
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            dead = [p.args[3] for p in self.processes if p.poll() is not None]
+            dead = [" ".join(p.args[3:5]) for p in self.processes if p.poll() is not None]
             if dead:
                 raise RuntimeError(f"Airflow {dead} exited; see {self.home / 'logs'}")
             try:

@@ -127,7 +127,7 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
     """Claim and run batches until none is left (or `should_stop`, e.g. the off-peak window closed);
     raise BackfillError listing the failed ranges at the end."""
     settings, key = settings_of(migration), key_of(migration)
-    worker = f"{socket.gethostname()}:{os.getpid()}:shard{shard}"
+    worker = f"{os.environ.get('AIRMIGRATE_WORKER_NAME') or socket.gethostname()}:{os.getpid()}:shard{shard}"
     metrics = metrics or (lambda name, value: None)
     done_rows = done_batches = 0
     started = time.monotonic()
