@@ -97,13 +97,31 @@ def test_table_without_a_unique_key_is_refused(fresh_db, tmp_path):
 
 
 def test_concurrent_workers_update_every_key_exactly_once(fresh_db, tmp_path):
+    """Four workers, and the application updating the same table meanwhile: every key once, no write lost."""
     migration = write_migration(tmp_path, adaptive=False)
     run_id = prepare(fresh_db, migration, batch_size=700)
+    stop, written = threading.Event(), {}
+
+    def application():
+        rng = random.Random(5)
+        with connect(fresh_db, autocommit=True) as conn:
+            while not stop.is_set():
+                row_id, name = rng.randint(1, 30_000), f"app {len(written)}"
+                conn.execute("UPDATE users SET full_name = %s WHERE id = %s", (name, row_id))
+                written[row_id] = name
+
+    app = threading.Thread(target=application)
+    app.start()
     workers = [threading.Thread(target=backfill.run_shard, args=(fresh_db, migration, run_id, i)) for i in range(4)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
+    stop.set()
+    app.join()
+    with connect(fresh_db) as conn:
+        names = dict(conn.execute("SELECT id, full_name FROM users WHERE id = ANY(%s)", (list(written),)).fetchall())
+    assert len(written) > 20 and names == written
     assert scalar(fresh_db, "SELECT count(*) FROM users WHERE touched <> 1") == 0
     done = batches(fresh_db, run_id)
     assert len(done) == 43 and {b[4] for b in done} == {"succeeded"} and {b[5] for b in done} == {1}

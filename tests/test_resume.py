@@ -10,10 +10,11 @@ import textwrap
 import time
 from pathlib import Path
 
-from airmigrate import state
+from airmigrate import devdb, state
 from airmigrate.db import connect
 from airmigrate.spec import load_migration
 from airmigrate.stages import backfill, preflight, schema_change
+from conftest import table_checksum
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SLOW = FIXTURES / "migrations" / "0103_slow_backfill"
@@ -33,7 +34,7 @@ def succeeded_batches(target, run_id):
                                  "AND status = 'succeeded'", (run_id,)).fetchall())
 
 
-def test_killed_backfill_resumes_without_redoing_committed_batches(fresh_db):
+def test_killed_backfill_resumes_without_redoing_committed_batches(fresh_db, pg_server, template_db):
     migration = load_migration(SLOW)
     run_id = preflight.preflight(fresh_db, migration)["run_id"]
     schema_change.schema_change(fresh_db, migration, run_id)
@@ -65,6 +66,16 @@ def test_killed_backfill_resumes_without_redoing_committed_batches(fresh_db):
                             "(email_confirmed_at IS NOT NULL)").fetchone()[0] == 0
         assert state.batch_summary(conn, run_id)["rows"] == conn.execute(
             "SELECT count(*) FROM users WHERE email_confirmed_at IS NOT NULL").fetchone()[0]
+
+    uninterrupted = devdb.recreate_database(pg_server, f"{fresh_db.dbname}_ref", template=template_db)
+    try:
+        ref_run = preflight.preflight(uninterrupted, migration)["run_id"]
+        schema_change.schema_change(uninterrupted, migration, ref_run)
+        backfill.start_backfill(uninterrupted, migration, ref_run)
+        backfill.run_shard(uninterrupted, migration, ref_run)
+        assert table_checksum(fresh_db) == table_checksum(uninterrupted)
+    finally:
+        devdb.drop_database(pg_server, uninterrupted.dbname)
 
 
 def test_failed_batch_is_recorded_and_retried_alone(fresh_db, tmp_path):
