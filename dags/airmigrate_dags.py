@@ -4,7 +4,14 @@ Folders that do not parse are reported by airmigrate_errors.py, so they show as 
 error there without keeping the good migrations from loading.
 """
 
-from airmigrate.airflow.dag_factory import build_all
+import os
+from pathlib import Path
+
+# The project this file belongs to: default home of migrations/, expectations/ and var/ for the
+# dag-processor and for the task processes (both parse this file), whatever their working directory.
+os.environ.setdefault("AIRMIGRATE_HOME", str(Path(__file__).resolve().parent.parent))
+
+from airmigrate.airflow.dag_factory import build_all  # noqa: E402
 
 dags, _errors = build_all()
 globals().update(dags)

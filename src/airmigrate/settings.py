@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(os.environ.get("AIRMIGRATE_HOME", Path.cwd()))
-
-
 def project_root() -> Path:
-    return Path(os.environ.get("AIRMIGRATE_HOME", PROJECT_ROOT))
+    """AIRMIGRATE_HOME (the DAG files set it to their project), else the working directory."""
+    return Path(os.environ.get("AIRMIGRATE_HOME") or Path.cwd())
 
 
 def migrations_dir(default: Path | None = None) -> Path:
