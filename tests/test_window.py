@@ -4,7 +4,6 @@ the next, and the shard task rescheduled (no worker slot held) until its window 
 from __future__ import annotations
 
 import shutil
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 

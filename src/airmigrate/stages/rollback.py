@@ -10,7 +10,7 @@ from airmigrate import state
 from airmigrate.db import Target, connect, set_timeouts
 from airmigrate.errors import PreflightError
 from airmigrate.spec import Migration
-from airmigrate.stages.backfill import drop_sync_trigger, key_of
+from airmigrate.stages.backfill import drop_sync_trigger
 from airmigrate.stages.backfill.keys import Key
 from airmigrate.stages.generated import join_sql, runtime_steps
 from airmigrate.stages.schema_change import apply_sql
