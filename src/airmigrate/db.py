@@ -85,10 +85,6 @@ def connect(target: Target, autocommit: bool = False) -> psycopg.Connection:
         raise TransientError(f"cannot connect to {target.describe()}: {_first_line(exc)}") from None
 
 
-def qualified(schema: str, table: str) -> sql.Identifier:
-    return sql.Identifier(schema, table)
-
-
 def split_statements(text: str) -> list[str]:
     """Split a SQL file into statements with PostgreSQL's own parser (pglast)."""
     return [s.strip() for s in pglast.split(text) if s.strip()]

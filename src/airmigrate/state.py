@@ -12,7 +12,6 @@ import getpass
 import json
 import os
 
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
 SCHEMA_DDL = """
@@ -212,6 +211,3 @@ def failed_batches(conn, run_id: int) -> list[tuple]:
         "SELECT batch_no, lo, hi, attempts, last_error FROM airmigrate.batches "
         "WHERE run_id = %s AND status = 'failed' ORDER BY batch_no", (run_id,)).fetchall()
 
-
-def identifier(name: str) -> sql.Identifier:
-    return sql.Identifier(name)
