@@ -156,9 +156,8 @@ def cmd_lint(args) -> int:
 def cmd_plan(args) -> int:
     from airmigrate import plan
     from airmigrate.db import connect
-    from airmigrate.spec import load_migration
 
-    migration = load_migration(settings.migrations_dir() / args.migration, settings.expectations_dir())
+    migration = load_named(args.migration)
     if args.sql:
         print(plan.render_sql(migration), end="")
         return 0
@@ -188,14 +187,25 @@ def cmd_target(args) -> int:
 
 def run_and_report(migration_id: str, target: Target, rollback: bool = False, conf: dict | None = None) -> int:
     from airmigrate.airflow.runner import report, run_dag
-    from airmigrate.spec import load_migration
 
-    migration = load_migration(settings.migrations_dir() / migration_id, settings.expectations_dir())
+    migration = load_named(migration_id)
     dag_id = migration.rollback_dag_id if rollback else migration.id
     print(f"running {dag_id} through Airflow (dag.test) ...", flush=True)
     dagrun = run_dag(dag_id, conf)
     print(report(dagrun, migration, target, rollback=rollback), flush=True)
     return 0 if str(dagrun.state) == "success" else 1
+
+
+def load_named(migration_id: str):
+    """The migration folder of that name, or an error listing the ones there are."""
+    from airmigrate.spec import discover, load_migration
+
+    folder = settings.migrations_dir() / migration_id
+    if not folder.is_dir():
+        known = ", ".join(p.name for p in discover(settings.migrations_dir())) or "none"
+        raise AirmigrateError(f"no migration '{migration_id}' in {settings.migrations_dir()} (there are: {known}); "
+                              "give a folder name, or set AIRMIGRATE_MIGRATIONS_DIR")
+    return load_migration(folder, settings.expectations_dir())
 
 
 def prepare_airflow_env() -> None:
