@@ -157,6 +157,11 @@ def main() -> None:
                            port=int(os.environ.get("AIRMIGRATE_AIRFLOW_PORT", 8080)))
     print(f"starting Airflow (api-server, scheduler, dag-processor, triggerer) for {target.describe()} ...",
           flush=True)
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt  # also for SIGTERM, and SIGINT when started in the background
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     airflow.start()
     print(f"\nAirflow UI: {airflow.url}\nlogin: admin / {airflow.password}\n"
           f"logs: {airflow.home / 'logs'}\nCtrl-C stops it.", flush=True)
