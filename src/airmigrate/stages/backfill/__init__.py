@@ -36,6 +36,8 @@ from airmigrate.stages.generated import runtime_steps
 
 log = logging.getLogger(__name__)
 
+PROGRESS_EVERY_S = 2.0  # the run-wide %/ETA (a query over the batch table) is refreshed at most this often
+
 __all__ = ["start_backfill", "run_shard", "has_backfill", "key_of", "load_transform", "drop_sync_trigger"]
 
 
@@ -131,6 +133,7 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
     metrics = metrics or (lambda name, value: None)
     done_rows = done_batches = 0
     started = time.monotonic()
+    progress = Progress(run_id)
     with connect(target) as conn:
         if not has_backfill(conn, migration):
             conn.commit()
@@ -149,14 +152,16 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
                 continue
             if batch.outcome == "succeeded":
                 done_rows, done_batches = done_rows + batch.rows, done_batches + 1
-                remember_size(conn, run_id, sizer.observe(batch.size, batch.seconds))
-                log_progress(conn, run_id, shard, batch, done_rows, time.monotonic() - started, sizer.size)
+                previous = sizer.size
+                if abs(sizer.observe(batch.size, batch.seconds) - previous) > previous * 0.05:
+                    remember_size(conn, run_id, sizer.size)
+                progress.log(conn, shard, batch, done_rows, time.monotonic() - started, sizer.size)
                 metrics("rows", batch.rows)
                 metrics("batches", 1)
                 metrics("batch_seconds", batch.seconds)
             elif batch.outcome == "split":
                 remember_size(conn, run_id, sizer.halve())
-            if failed_share(conn, run_id) > settings.max_failed_share:
+            elif batch.outcome == "failed" and failed_share(conn, run_id) > settings.max_failed_share:
                 log.error("more than %.0f%% of batches failed: stopping early", settings.max_failed_share * 100)
                 break
             if settings.sleep_between_batches_ms:
@@ -299,19 +304,31 @@ def failed_share(conn, run_id: int) -> float:
     return failed / total if total else 0.0
 
 
-def log_progress(conn, run_id: int, shard: int, batch: Batch, shard_rows: int, elapsed: float, next_size: int):
-    """rows, rows/s, percent done and ETA: progress by keys covered against the planner's row estimate."""
-    covered, estimated, run_seconds = conn.execute(
-        "SELECT coalesce(sum(b.size) FILTER (WHERE b.status = 'succeeded'), 0), max(c.estimated_rows), "
-        "extract(epoch FROM now() - max(c.started_at)) FROM airmigrate.batches b JOIN airmigrate.cursors c "
-        "USING (run_id) WHERE run_id = %s", (run_id,)).fetchone()
-    conn.commit()
-    percent = min(99.9, 100 * covered / estimated) if estimated else 0.0
-    rate = covered / max(float(run_seconds or 0), 1e-9)
-    eta = max(estimated - covered, 0) / rate if rate else 0
-    log.info("batch %d [%s..%s]: %s rows in %.2fs | shard %d: %s rows, %s rows/s | run: %.0f%% done, ETA %s | "
-             "next batch %s keys", batch.batch_no, batch.lo, batch.hi, f"{batch.rows:,}", batch.seconds, shard,
-             f"{shard_rows:,}", f"{shard_rows / max(elapsed, 1e-9):,.0f}", percent, _duration(eta), f"{next_size:,}")
+class Progress:
+    """One log line per batch: its rows and time, the shard's rows/s, and the run's percent done and ETA
+    (keys covered against the planner's row estimate, from the state tables, refreshed every few seconds)."""
+
+    def __init__(self, run_id: int):
+        self.run_id, self.refreshed, self.percent, self.eta = run_id, 0.0, 0.0, 0.0
+
+    def refresh(self, conn) -> None:
+        covered, estimated, run_seconds = conn.execute(
+            "SELECT coalesce(sum(b.size) FILTER (WHERE b.status = 'succeeded'), 0), max(c.estimated_rows), "
+            "extract(epoch FROM now() - max(c.started_at)) FROM airmigrate.batches b JOIN airmigrate.cursors c "
+            "USING (run_id) WHERE run_id = %s", (self.run_id,)).fetchone()
+        conn.commit()
+        self.percent = min(99.9, 100 * covered / estimated) if estimated else 0.0
+        rate = covered / max(float(run_seconds or 0), 1e-9)
+        self.eta = max(estimated - covered, 0) / rate if rate else 0
+        self.refreshed = time.monotonic()
+
+    def log(self, conn, shard: int, batch: Batch, shard_rows: int, elapsed: float, next_size: int) -> None:
+        if time.monotonic() - self.refreshed >= PROGRESS_EVERY_S:
+            self.refresh(conn)
+        log.info("batch %d [%s..%s]: %s rows in %.2fs | shard %d: %s rows, %s rows/s | run: %.0f%% done, ETA %s | "
+                 "next batch %s keys", batch.batch_no, batch.lo, batch.hi, f"{batch.rows:,}", batch.seconds, shard,
+                 f"{shard_rows:,}", f"{shard_rows / max(elapsed, 1e-9):,.0f}", self.percent, _duration(self.eta),
+                 f"{next_size:,}")
 
 
 def _duration(seconds: float) -> str:
