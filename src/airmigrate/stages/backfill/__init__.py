@@ -218,9 +218,10 @@ def claim_and_run(conn, migration: Migration, run_id: int, worker: str, apply_ba
             batch.rows = apply_batch(conn, batch.lo, batch.hi)
             batch.seconds = time.monotonic() - t0
             conn.execute(
+                # now() is the transaction's start, i.e. the claim; clock_timestamp() is the real end
                 "UPDATE airmigrate.batches SET status = 'succeeded', rows = %s, attempts = attempts + 1, worker = %s, "
-                "last_error = NULL, started_at = now() - make_interval(secs => %s), finished_at = now() "
-                "WHERE run_id = %s AND batch_no = %s", (batch.rows, worker, batch.seconds, run_id, batch.batch_no))
+                "last_error = NULL, started_at = now(), finished_at = clock_timestamp() "
+                "WHERE run_id = %s AND batch_no = %s", (batch.rows, worker, run_id, batch.batch_no))
         return batch
     except psycopg.errors.QueryCanceled as exc:  # statement_timeout (before OperationalError: a subclass)
         if batch is None:
