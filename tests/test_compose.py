@@ -5,7 +5,10 @@ so the binary is called directly)."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import compose
@@ -20,24 +23,31 @@ def compose_config(path: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+def services() -> dict:
+    """The services as Compose resolves them (anchors merged, ${VAR:-default} interpolated)."""
+    result = compose_config(ROOT / "docker-compose.yml", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["services"]
+
+
 def test_file_is_valid():
     result = compose_config(ROOT / "docker-compose.yml", "-q")
     assert result.returncode == 0, result.stderr
 
 
 def test_stack_shape():
-    config = json.loads(compose_config(ROOT / "docker-compose.yml", "--format", "json").stdout)
-    services = config["services"]
-    assert set(services) == AIRFLOW_SERVICES | {"metadata-db", "target-db"}
-    assert any(p["target"] == 8080 and p["published"] == "8080" for p in services["api-server"]["ports"])
+    stack = services()
+    assert set(stack) == AIRFLOW_SERVICES | {"metadata-db", "target-db"}
+    assert any(p["target"] == 8080 and p["published"] == "8080" for p in stack["api-server"]["ports"])
     for name in AIRFLOW_SERVICES:
-        service = services[name]
+        service = stack[name]
         mounts = {v["target"] for v in service["volumes"]}
         assert {"/opt/airmigrate/dags", "/opt/airmigrate/plugins", "/opt/airmigrate/migrations"} <= mounts
         assert service["environment"]["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
         assert service["environment"]["AIRFLOW_CONN_AIRMIGRATE_TARGET"].endswith("@target-db:5432/airmigrate")
-    assert services["scheduler"]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
-    assert [services[s]["command"][1] for s in ("api-server", "scheduler", "dag-processor", "triggerer")] == \
+    assert stack["scheduler"]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    assert stack["scheduler"]["depends_on"]["metadata-db"]["condition"] == "service_healthy"
+    assert [stack[s]["command"][1] for s in ("api-server", "scheduler", "dag-processor", "triggerer")] == \
         ["api-server", "scheduler", "dag-processor", "triggerer"]
 
 
@@ -49,3 +59,55 @@ def test_a_broken_file_is_refused(tmp_path):
                                    "      condition: service_healthy", 1))
     result = compose_config(broken, "-q")
     assert result.returncode != 0 and "no-such-service" in result.stderr
+
+
+def test_airflow_services_share_what_tasks_need():
+    """One image, one JWT secret (the scheduler signs task tokens the api-server checks), one var volume."""
+    stack = services()
+    airflow = [stack[name] for name in AIRFLOW_SERVICES]
+    assert len({s["image"] for s in airflow}) == 1
+    assert len({s["environment"]["AIRFLOW__API_AUTH__JWT_SECRET"] for s in airflow}) == 1
+    for service in airflow:
+        env = service["environment"]
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://api-server:8080/execution/"
+        assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"].startswith("/opt/airmigrate/var/")
+        var = [v for v in service["volumes"] if v["target"] == "/opt/airmigrate/var"]
+        assert var and var[0]["type"] == "volume" and var[0]["source"] == "airmigrate-var"
+
+
+def test_airflow_init_writes_the_admin_password(tmp_path):
+    """Run airflow-init's script as Compose resolved it, with a stub `airflow`: the file it leaves is the one
+    SimpleAuthManager reads, so the login given in the compose file's header is true."""
+    init = services()["airflow-init"]
+    assert init["command"][:2] == ["bash", "-ec"]
+    assert re.search(r"^airflow db migrate$", init["command"][2], re.M)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "airflow-calls"
+    (bin_dir / "airflow").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "airflow").chmod(0o755)
+    (bin_dir / "python").symlink_to(sys.executable)
+    password_file = tmp_path / "passwords.json"
+    password = "s3cr'et\"$x"
+    env = {**os.environ, **init["environment"], "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
+           "AIRFLOW_ADMIN_PASSWORD": password}
+    result = subprocess.run(init["command"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert calls.read_text() == "db migrate\n"
+    assert json.loads(password_file.read_text()) == {"admin": password}
+    assert "admin:admin" in init["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(",")
+    assert init["environment"]["AIRFLOW_ADMIN_PASSWORD"] == os.environ.get("AIRFLOW_ADMIN_PASSWORD", "admin")
+
+
+def test_dockerfile_builds_from_what_the_repo_has():
+    """No Docker engine here: check the base image and that every COPY source exists in the build context."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    assert "FROM apache/airflow:3.3.2-python3.11" in lines
+    sources = [arg for line in lines if line.startswith("COPY ")
+               for arg in line.split()[1:-1] if not arg.startswith("--")]
+    assert {"requirements.lock", "pyproject.toml"} <= set(sources)
+    for source in sources:
+        assert (ROOT / source).exists(), source
+    assert "apache-airflow==3.3.2" in (ROOT / "requirements.lock").read_text().splitlines()
+    assert "/opt/airmigrate/var" in (ROOT / "Dockerfile").read_text()  # the named volume's mount point
