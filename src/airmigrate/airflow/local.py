@@ -53,7 +53,6 @@ class LocalAirflow:
                     "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
                     "AIRFLOW__API__PORT": str(self.port),
                     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-                    "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
                     "AIRFLOW_CONN_AIRMIGRATE_TARGET": target_uri,
                     "AIRMIGRATE_MIGRATIONS_DIR": str(settings.migrations_dir()),
                     "AIRMIGRATE_EXPECTATIONS_DIR": str(settings.expectations_dir()),
