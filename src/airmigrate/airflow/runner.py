@@ -8,6 +8,7 @@ and airmigrate's state tables.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from airmigrate import settings, state
@@ -19,6 +20,8 @@ def run_dag(dag_id: str, conf: dict | None = None, dags_folder: Path | None = No
     """dag.test() the DAG from the configured dags folder; returns the finished DagRun."""
     from airflow.dag_processing.dagbag import DagBag
 
+    # dag.test() imports Starlette's test client, which warns about its own httpx use: noise for our users
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     folder = Path(dags_folder or os.environ.get("AIRFLOW__CORE__DAGS_FOLDER") or settings.project_root() / "dags")
     bag = DagBag(dag_folder=str(folder))
     dag = bag.dags.get(dag_id)
