@@ -34,6 +34,8 @@ from airmigrate import devdb  # noqa: E402
 from airmigrate.db import Target, connect  # noqa: E402
 
 BENCH_DB = "airmigrate_bench"
+LABELS = {"a": "plain UPDATE", "k": "keyset loop by hand", "b": "airmigrate backfill",
+          "c": "airmigrate, throttled", "d": "airmigrate, pandas"}
 SCENARIOS = {"b": ("9001_bench_backfill", "b_new"), "c": ("9002_bench_throttled", "c_new"),
              "d": ("9003_bench_pandas", "d_new")}
 
@@ -97,8 +99,10 @@ def initialise(target: Target, scale: int) -> int:
 
 
 def vacuum(target: Target):
+    """Rewrite the table packed, as pgbench -i left it for (a): every scenario starts from the same state
+    instead of the dead space (or free space for HOT updates) the previous one left."""
     with connect(target, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE pgbench_accounts")
+        conn.execute("VACUUM FULL ANALYZE pgbench_accounts")
 
 
 def plain_update(target: Target) -> tuple[float, float]:
@@ -163,6 +167,7 @@ def main() -> None:
     parser.add_argument("--target-url", default=os.environ.get("AIRMIGRATE_BENCH_URL"),
                         help="server to use (default: 127.0.0.1:5432 if it answers, else the embedded one)")
     parser.add_argument("--only", default="kbcd", help="scenarios to run besides (a), e.g. --only b")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the Airflow home with the task logs")
     args = parser.parse_args()
     server = Target.from_url(args.target_url) if args.target_url else _default_server()
     target = devdb.recreate_database(server, BENCH_DB)
@@ -182,31 +187,29 @@ def main() -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "last.json").write_text(json.dumps(results, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
+    if args.keep_logs:
+        print(f"Airflow task logs: {work / 'airflow' / 'logs'}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     devdb.drop_database(server, BENCH_DB)
 
 
 def run_scenarios(args, target: Target, rows: int, work: Path, airflow, results: dict) -> None:
+    """(a) first, then the chosen ones, each on a freshly vacuumed table; the application runs throughout."""
+    changes = {"a": lambda: plain_update(target), "k": lambda: keyset_loop(target)}
+    changes.update({name: (lambda m=migration: through_the_dag(airflow, target, m))
+                    for name, (migration, _column) in SCENARIOS.items()})
     with Application(target, work) as app:
         t0 = time.time()
         time.sleep(10)
         results["baseline"] = app.window(t0, time.time())
         print(f"baseline application: {results['baseline']}", flush=True)
-        start, end = plain_update(target)
-        results["a"] = {"seconds": end - start, "rows_per_s": rows / (end - start), "app": app.window(start, end)}
-        print(f"(a) plain UPDATE: {results['a']}", flush=True)
-        if "k" in args.only:
-            vacuum(target)
-            start, end = keyset_loop(target)
-            results["k"] = {"seconds": end - start, "rows_per_s": rows / (end - start), "app": app.window(start, end)}
-            print(f"(k) hand-written keyset loop: {results['k']}", flush=True)
-        for name, (migration, _column) in SCENARIOS.items():
-            if name not in args.only:
-                continue
-            vacuum(target)
-            start, end = through_the_dag(airflow, target, migration)
+        for name in ["a", *[n for n in "kbcd" if n in args.only]]:
+            if name != "a":
+                vacuum(target)
+            start, end = changes[name]()
             results[name] = {"seconds": end - start, "rows_per_s": rows / (end - start), "app": app.window(start, end)}
-            print(f"({name}) {migration}: {results[name]}", flush=True)
+            print(f"({name}) {LABELS[name]}: {results[name]}", flush=True)
 
 
 def _default_server() -> Target:
@@ -225,15 +228,13 @@ def print_table(r: dict) -> None:
           f"{'max ms':>8} {'0-tps s':>8}")
     print(f"{'application alone':28} {'':>10} {'':>7} {base['tps']:>9.0f} {1:>9.2f} {base['p99_ms']:>8.1f} {1:>9.2f} "
           f"{base['max_ms']:>8.1f} {base['zero_tps_s']:>8}")
-    labels = {"a": "(a) plain UPDATE", "k": "(k) keyset loop by hand", "b": "(b) airmigrate backfill", "c": "(c) airmigrate, throttled",
-              "d": "(d) airmigrate, pandas"}
-    for key, label in labels.items():
+    for key, label in LABELS.items():
         if key not in r:
             continue
         row, app = r[key], r[key]["app"]
         ratio = row.get("ratio_to_a", 1.0)
         p99 = app["p99_ms"] or float("nan")
-        print(f"{label:28} {row['rows_per_s']:>10,.0f} {ratio:>7.2f} {app['tps']:>9.0f} {app['tps'] / base['tps']:>9.2f} "
+        print(f"{'(' + key + ') ' + label:28} {row['rows_per_s']:>10,.0f} {ratio:>7.2f} {app['tps']:>9.0f} {app['tps'] / base['tps']:>9.2f} "
               f"{p99:>8.1f} {p99 / base['p99_ms']:>9.2f} {app['max_ms'] or float('nan'):>8.0f} {app['zero_tps_s']:>8}")
 
 

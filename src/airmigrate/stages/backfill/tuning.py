@@ -15,6 +15,9 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 GROWTH, SHRINK, SMOOTHING = 1.2, 0.5, 0.3
+# A breach is often a blip (a few lock waiters for a moment): pause briefly first, then back off x2 up to
+# max_pause_s, so a short spike costs a quarter second and a long problem is still checked rarely.
+FIRST_PAUSE_S = 0.25
 
 
 @dataclass
@@ -74,12 +77,12 @@ def health_problem(conn, throttle, table: str) -> str | None:
 
 def wait_until_healthy(conn, throttle, table: str, shard: int, should_stop=lambda: False) -> float:
     """Pause with exponential backoff while the database is unhealthy; returns seconds paused."""
-    paused, delay = 0.0, 1.0
+    paused, delay = 0.0, min(FIRST_PAUSE_S, throttle.max_pause_s) if throttle else FIRST_PAUSE_S
     while (problem := health_problem(conn, throttle, table)) is not None and not should_stop():
-        log.warning("shard %d paused %.0fs: %s", shard, delay, problem)
+        log.warning("shard %d paused %.2fs: %s", shard, delay, problem)
         time.sleep(delay)
         paused += delay
         delay = min(delay * 2, throttle.max_pause_s)
     if paused:
-        log.info("shard %d resumes after %.0fs of pauses", shard, paused)
+        log.info("shard %d resumes after %.2fs of pauses", shard, paused)
     return paused
