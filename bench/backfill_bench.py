@@ -4,7 +4,7 @@
 
 On pgbench-initialised data (scale 50 = 5M rows in pgbench_accounts), in one run:
   (a) one plain UPDATE of a new column (the baseline every ratio is against)
-  (b) airmigrate's backfill through the DAG (`airmigrate run`, dag.test)
+  (b) airmigrate's backfill through the DAG, triggered on a running Airflow over its REST API
   (c) the same with throttling on
   (d) the pandas path
   (k) a hand-written keyset loop of 10,000-row batches, no Airflow, no state (the issue's reference
