@@ -18,6 +18,7 @@ from airmigrate.db import connect
 pytestmark = [pytest.mark.airflow_server, pytest.mark.xdist_group("airflow_server")]
 DAG_ID = "0001_add_user_email_verified"
 APPROVAL_DAG = "0110_drop_last_login"
+FRAGILE_DAG = "0111_fragile_backfill"
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -31,9 +32,10 @@ def target(pg_server, template_db):
 
 @pytest.fixture(scope="module")
 def airflow(target, tmp_path_factory):
-    """The project's migrations plus one whose contract needs approval."""
+    """The project's migrations plus one whose contract needs approval and one with a failing batch."""
     migrations = tmp_path_factory.mktemp("migrations")
-    for folder in [*ROOT.joinpath("migrations").iterdir(), FIXTURES / "migrations" / APPROVAL_DAG]:
+    fixtures = [FIXTURES / "migrations" / name for name in (APPROVAL_DAG, FRAGILE_DAG)]
+    for folder in [*ROOT.joinpath("migrations").iterdir(), *fixtures]:
         shutil.copytree(folder, migrations / folder.name)
     server = LocalAirflow(tmp_path_factory.mktemp("airflow-server"), target.airflow_uri(),
                           components=("api-server", "scheduler", "dag-processor"),
@@ -145,3 +147,37 @@ def test_contract_waits_for_approval_reject_keeps_expanded_approve_contracts(air
     with connect(target) as conn:
         assert conn.execute("SELECT status FROM airmigrate.history WHERE migration_id = %s",
                             (APPROVAL_DAG,)).fetchone()[0] == "applied"
+
+
+def test_clearing_the_failed_shard_task_retries_only_its_failed_batch(airflow, target):
+    """The retry button: a batch fails its attempts, the run fails naming it; once the cause is fixed, clearing
+    the shard task in the UI (the same REST call) runs that batch again and nothing else, and the run goes on."""
+    run_id = trigger(airflow, FRAGILE_DAG)
+    assert wait_finished(airflow, FRAGILE_DAG, run_id) == "failed", log_tail(airflow)
+    tasks = airflow.api("GET", f"/api/v2/dags/{FRAGILE_DAG}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
+    assert {t["task_id"]: t["state"] for t in tasks}["backfill.shard"] == "failed"
+    assert task_state(airflow, FRAGILE_DAG, run_id, "cleanup") == "upstream_failed"
+    query = ("SELECT b.lo::int, b.status, b.attempts, b.finished_at FROM airmigrate.batches b JOIN airmigrate.runs r USING (run_id) "
+             "WHERE r.migration_id = %s ORDER BY b.lo::int")
+    with connect(target) as conn:
+        before = conn.execute(query, (FRAGILE_DAG,)).fetchall()
+        conn.execute("CREATE TABLE cure ()")
+        conn.commit()
+    assert [(lo, status, attempts) for lo, status, attempts, _ in before if status != "succeeded"] == \
+        [(10001, "failed", 2)]
+
+    response = airflow.api("POST", f"/api/v2/dags/{FRAGILE_DAG}/clearTaskInstances",
+                           json={"dry_run": False, "dag_run_id": run_id, "task_ids": ["backfill.shard"],
+                                 "only_failed": True, "include_downstream": True})
+    assert response.status_code == 200, response.text
+    wait_for(lambda: airflow.api("GET", f"/api/v2/dags/{FRAGILE_DAG}/dagRuns/{run_id}").json()["state"] == "success",
+             240, "the cleared run did not succeed: " + log_tail(airflow))
+    with connect(target) as conn:
+        after = conn.execute(query, (FRAGILE_DAG,)).fetchall()
+        assert conn.execute("SELECT count(*) FROM users WHERE fragile_verified IS DISTINCT FROM "
+                            "(email_confirmed_at IS NOT NULL)").fetchone()[0] == 0
+        assert conn.execute("SELECT status FROM airmigrate.history WHERE migration_id = %s",
+                            (FRAGILE_DAG,)).fetchone()[0] == "applied"
+    redone = [(lo, status, attempts) for (lo, status, attempts, end), old in zip(after, before) if end != old[3]]
+    assert redone == [(10001, "succeeded", 1)]  # a fresh budget of max_attempts, one used
+    assert [row[:2] for row in after] == [(row[0], "succeeded") for row in before]
