@@ -53,6 +53,7 @@ class Application:
     def __init__(self, target: Target, workdir: Path):
         self.target, self.workdir, self.stop_flag = target, workdir, threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.cpu = CpuSampler(self.stop_flag)
 
     def _loop(self):
         env = {**os.environ, **self.target.libpq_env()}
@@ -64,6 +65,7 @@ class Application:
 
     def __enter__(self):
         self.thread.start()
+        self.cpu.start()
         time.sleep(1)
         return self
 
@@ -88,7 +90,30 @@ class Application:
         latencies.sort()
         return {"tps": len(latencies) / seconds,
                 "p99_ms": latencies[int(len(latencies) * 0.99)] if latencies else None,
-                "max_ms": latencies[-1] if latencies else None, "zero_tps_s": zero}
+                "max_ms": latencies[-1] if latencies else None, "zero_tps_s": zero,
+                "idle_cpu": self.cpu.idle_share(start, end)}
+
+
+class CpuSampler(threading.Thread):
+    """The machine's idle CPU share over a window (from /proc/stat every 0.5 s; None elsewhere): it tells
+    whether the application and the change compete for cores, which decides what any backfill can reach."""
+
+    def __init__(self, stop_flag: threading.Event):
+        super().__init__(daemon=True)
+        self.stop_flag, self.samples = stop_flag, []
+
+    def run(self):
+        while not self.stop_flag.is_set() and Path("/proc/stat").exists():
+            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+            self.samples.append((time.time(), sum(fields), fields[3] + fields[4]))  # idle + iowait
+            time.sleep(0.5)
+
+    def idle_share(self, start: float, end: float) -> float | None:
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return None
+        (_, total0, idle0), (_, total1, idle1) = inside[0], inside[-1]
+        return (idle1 - idle0) / max(total1 - total0, 1)
 
 
 def initialise(target: Target, scale: int) -> int:
@@ -225,9 +250,9 @@ def print_table(r: dict) -> None:
     base = r["baseline"]
     print(f"\n{r['rows']:,} rows (pgbench scale {r['scale']}) on {r['server']}; application: pgbench TPC-B, 4 clients")
     print(f"{'':28} {'rows/s':>10} {'x (a)':>7} {'app tps':>9} {'tps/base':>9} {'p99 ms':>8} {'p99/base':>9} "
-          f"{'max ms':>8} {'0-tps s':>8}")
+          f"{'max ms':>8} {'0-tps s':>8} {'idle cpu':>9}")
     print(f"{'application alone':28} {'':>10} {'':>7} {base['tps']:>9.0f} {1:>9.2f} {base['p99_ms']:>8.1f} {1:>9.2f} "
-          f"{base['max_ms']:>8.1f} {base['zero_tps_s']:>8}")
+          f"{base['max_ms']:>8.1f} {base['zero_tps_s']:>8} {_percent(base['idle_cpu']):>9}")
     for key, label in LABELS.items():
         if key not in r:
             continue
@@ -235,7 +260,12 @@ def print_table(r: dict) -> None:
         ratio = row.get("ratio_to_a", 1.0)
         p99 = app["p99_ms"] or float("nan")
         print(f"{'(' + key + ') ' + label:28} {row['rows_per_s']:>10,.0f} {ratio:>7.2f} {app['tps']:>9.0f} {app['tps'] / base['tps']:>9.2f} "
-              f"{p99:>8.1f} {p99 / base['p99_ms']:>9.2f} {app['max_ms'] or float('nan'):>8.0f} {app['zero_tps_s']:>8}")
+              f"{p99:>8.1f} {p99 / base['p99_ms']:>9.2f} {app['max_ms'] or float('nan'):>8.0f} {app['zero_tps_s']:>8} "
+              f"{_percent(app['idle_cpu']):>9}")
+
+
+def _percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.0%}"
 
 
 if __name__ == "__main__":
