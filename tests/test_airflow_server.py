@@ -3,7 +3,11 @@ triggered over the REST API as the UI does, and the plugin's status page behind 
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -165,6 +169,11 @@ def test_clearing_the_failed_shard_task_retries_only_its_failed_batch(airflow, t
         conn.commit()
     assert [(lo, status, attempts) for lo, status, attempts, _ in before if status != "succeeded"] == \
         [(10001, "failed", 2)]
+    status = subprocess.run([sys.executable, "-m", "airmigrate.cli", "status", FRAGILE_DAG], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "AIRMIGRATE_TARGET_URL": target.url()})
+    assert status.returncode == 0, status.stderr
+    assert "5/6 done, 1 failed, 0 pending" in status.stdout
+    assert re.search(r"failed batch \d+ \[10001\.\.15000\] after 2 attempts: division by zero", status.stdout)
 
     response = airflow.api("POST", f"/api/v2/dags/{FRAGILE_DAG}/clearTaskInstances",
                            json={"dry_run": False, "dag_run_id": run_id, "task_ids": ["backfill.shard"],
