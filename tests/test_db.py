@@ -24,6 +24,15 @@ def test_concurrent_statements_run_alone_the_rest_grouped():
     assert groups[2][1][0] == "COMMENT ON COLUMN users.a IS 'x; y'"
 
 
+def test_validate_constraint_runs_in_a_transaction_of_its_own():
+    """NOT VALID, then VALIDATE alone: the scan must not run under ADD CONSTRAINT's ACCESS EXCLUSIVE lock."""
+    groups = group_statements(split_statements(
+        "ALTER TABLE users ADD CONSTRAINT c CHECK (id > 0) NOT VALID; ALTER TABLE users VALIDATE CONSTRAINT c; "
+        "ALTER TABLE users ALTER COLUMN id SET NOT NULL; ALTER TABLE users DROP CONSTRAINT c;"))
+    assert [(auto, [s.split()[3] for s in stmts]) for auto, stmts in groups] == \
+        [(False, ["ADD"]), (False, ["VALIDATE"]), (False, ["ALTER", "DROP"])]
+
+
 def hold_lock(target, seconds, ready):
     with connect(target) as conn:
         conn.execute("LOCK TABLE users IN ACCESS SHARE MODE")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import pglast
+from pglast.enums import AlterTableType
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -102,15 +103,27 @@ def needs_autocommit(statement: str) -> bool:
     return name in {"VacuumStmt", "CreatedbStmt", "DropdbStmt", "AlterSystemStmt", "CreateTableSpaceStmt"}
 
 
+def validates_constraint(statement: str) -> bool:
+    """ALTER TABLE ... VALIDATE CONSTRAINT: a full scan under SHARE UPDATE EXCLUSIVE (writes go on), but only
+    in a transaction of its own; beside the ADD CONSTRAINT ... NOT VALID before it, the scan would run under
+    that statement's ACCESS EXCLUSIVE lock and block every read and write of the table."""
+    node = pglast.parse_sql(statement)[0].stmt
+    return type(node).__name__ == "AlterTableStmt" and any(
+        cmd.subtype == AlterTableType.AT_ValidateConstraint for cmd in node.cmds or ())
+
+
 def group_statements(statements: list[str]) -> list[tuple[bool, list[str]]]:
-    """Group consecutive transactional statements; each autocommit statement stands alone."""
+    """Group consecutive transactional statements; each autocommit statement stands alone, and so does each
+    VALIDATE CONSTRAINT (in its own transaction, see :func:`validates_constraint`)."""
     groups: list[tuple[bool, list[str]]] = []
+    joinable = False  # may the next transactional statement join the last group?
     for stmt in statements:
-        auto = needs_autocommit(stmt)
-        if auto or not groups or groups[-1][0]:
+        auto, alone = needs_autocommit(stmt), validates_constraint(stmt)
+        if auto or alone or not joinable:
             groups.append((auto, [stmt]))
         else:
             groups[-1][1].append(stmt)
+        joinable = not (auto or alone)
     return groups
 
 
