@@ -60,6 +60,16 @@ def test_lint_exit_codes(tmp_path):
     assert airmigrate("lint", str(tmp_path / "nope")).returncode == 2
 
 
+def test_a_folder_that_does_not_load_is_still_linted_and_named(tmp_path):
+    """A syntax error: the folder's spec error on stderr, its SQL files' findings with the right line, exit 1."""
+    folder = unsafe_migration(tmp_path)
+    (folder / "up.sql").write_text("-- two lines\nALTER TABLE users ADD COLUM x int;\n")
+    result = airmigrate("lint", str(tmp_path))
+    assert result.returncode == 1
+    assert f"{folder}/up.sql: up: line 2: syntax error" in result.stderr
+    assert f"{folder}/up.sql:2: syntax-error" in result.stdout and "1 folder(s) that do not load" in result.stdout
+
+
 def test_acknowledged_rules_pass_with_their_reason(tmp_path):
     rules = ["require-concurrent-index-creation", "adding-not-nullable-field", "unbatched-update",
              "destructive-in-expand", "ban-drop-column", "prefer-bigint-over-int"]

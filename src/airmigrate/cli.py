@@ -17,7 +17,7 @@ from pathlib import Path
 
 from airmigrate import settings
 from airmigrate.db import Target
-from airmigrate.errors import AirmigrateError
+from airmigrate.errors import AirmigrateError, SpecError
 
 DEMO_DB = "airmigrate_demo"
 EXAMPLES = ("0001_add_user_email_verified", "0002_normalize_user_phone")
@@ -133,24 +133,33 @@ def cmd_lint(args) -> int:
     from airmigrate.lint import lint_file, lint_migration
     from airmigrate.spec import SPEC_FILE, discover, load_migration
 
+    def lint_sql_file(path: Path):
+        return lint_file(path, path.stem if path.stem in ("up", "down", "backfill", "cleanup") else "up",
+                         args.pg_version)
+
     paths = [Path(p) for p in args.paths] or [settings.migrations_dir()]
-    findings = []
+    findings, broken = [], 0
     for path in paths:
         if not path.exists():
             print(f"error: {path}: no such file or folder", file=sys.stderr)
             return 2
         if path.is_file():
-            role = path.stem if path.stem in ("up", "down", "backfill", "cleanup") else "up"
-            findings += lint_file(path, role, args.pg_version)
+            findings += lint_sql_file(path)
             continue
         folders = [path] if (path / SPEC_FILE).exists() else discover(path)
         for folder in folders:
-            findings += lint_migration(load_migration(folder, settings.expectations_dir()), args.pg_version)
+            try:
+                findings += lint_migration(load_migration(folder, settings.expectations_dir()), args.pg_version)
+            except SpecError as exc:  # still lint its SQL files one by one: every finding at once
+                print(f"error: {exc}", file=sys.stderr)
+                broken += 1
+                findings += [f for sql_file in sorted(folder.glob("*.sql")) for f in lint_sql_file(sql_file)]
     for finding in findings:
         print(finding)
     open_findings = [f for f in findings if not f.acknowledged]
-    print(f"{len(findings)} finding(s), {len(open_findings)} not acknowledged")
-    return 1 if open_findings else 0
+    print(f"{len(findings)} finding(s), {len(open_findings)} not acknowledged"
+          + (f", {broken} folder(s) that do not load" if broken else ""))
+    return 1 if open_findings or broken else 0
 
 
 def cmd_plan(args) -> int:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pglast
 
+from airmigrate.spec import parse_error_line
+
 # Rules squawk checks that airmigrate already guarantees (timeouts, re-runnability) or that are style.
 SQUAWK_EXCLUDED = (
     "require-lock-timeout",         # the executor sets lock_timeout on every statement
@@ -130,8 +132,7 @@ def own_rules(path: Path, text: str, role: str) -> list[Finding]:
     try:
         statements = list(statements_with_lines(text))
     except pglast.parser.ParseError as exc:
-        line = text.count("\n", 0, exc.location) + 1 if getattr(exc, "location", None) else 1
-        return [Finding(str(path), line, "syntax-error", str(exc).split("\n")[0], RECIPES["syntax-error"])]
+        return [Finding(str(path), parse_error_line(text, exc), "syntax-error", str(exc).split("\n")[0], RECIPES["syntax-error"])]
 
     def add(line, rule, message):
         findings.append(Finding(str(path), line, rule, message, RECIPES[rule]))

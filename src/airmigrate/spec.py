@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import pglast
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -301,7 +302,26 @@ def _read_sql(folder: Path, name: str, field: str, required: bool = False) -> st
     text = _require_file(folder, name, field).read_text()
     if required and not text.strip():
         raise SpecError(folder / name, field, "the SQL file is empty", "write the SQL statements it should run")
+    _check_syntax(folder / name, text, field)
     return text
+
+
+def parse_error_line(text: str, exc: pglast.parser.ParseError) -> int:
+    """1-based line of a pglast ParseError (its second argument is the character index)."""
+    index = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
+    return text.count("\n", 0, index) + 1
+
+
+def _check_syntax(path: Path, text: str, field: str) -> None:
+    """PostgreSQL's own parser over the file (batch placeholders read as NULL), so a typo stops this folder
+    here, with its line, instead of failing at run time or in the middle of building every DAG."""
+    parsable = re.sub(r"%\(\w+\)s", "NULL", text).replace("%%", "%")
+    try:
+        pglast.parse_sql(parsable)
+    except pglast.parser.ParseError as exc:
+        message = re.sub(r", at index \d+", "", str(exc).splitlines()[0])
+        raise SpecError(path, field, f"line {parse_error_line(parsable, exc)}: {message}",
+                        "correct the SQL (`airmigrate lint` lists every finding)") from None
 
 
 def _check_backfill_placeholders(path: Path, text: str, key_columns: tuple[str, ...]) -> None:

@@ -76,7 +76,8 @@ def check_type(value: str) -> str:
     except pglast.parser.ParseError as exc:
         raise ValueError(f"'{value}' is not a PostgreSQL type ({exc})") from None
     target = stmts[0].stmt.targetList if len(stmts) == 1 else None
-    if not target or len(target) != 1 or type(target[0].val).__name__ != "TypeCast":
+    # an alias means words followed the type ("int int" parses as NULL::int AS int)
+    if not target or len(target) != 1 or type(target[0].val).__name__ != "TypeCast" or target[0].name:
         raise ValueError(f"'{value}' must be one type name")
     return value
 
