@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from airmigrate.db import connect
+
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "airmigrate.cli"]
 
 
-def airmigrate(target, *args):
-    env = {**os.environ, "AIRMIGRATE_TARGET_URL": target.url()}
+def airmigrate(target, *args, **extra_env):
+    env = {**os.environ, "AIRMIGRATE_TARGET_URL": target.url(), **extra_env}
     env.pop("AIRFLOW_CONN_AIRMIGRATE_TARGET", None)
     return subprocess.run([*CLI, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
@@ -27,6 +29,8 @@ def test_run_rollback_status_and_exit_codes(fresh_db):
     again = airmigrate(fresh_db, "run", "0001_add_user_email_verified")
     assert again.returncode == 1
     assert "is already applied" in again.stdout + again.stderr
+    assert "this run changed nothing in the target (the preflight" in again.stdout
+    assert "validation: passed" not in again.stdout  # the earlier run's results are not this one's
 
     status = airmigrate(fresh_db, "status", "0001_add_user_email_verified")
     assert status.returncode == 0 and "applied" in status.stdout
@@ -44,3 +48,19 @@ def test_unknown_migration_and_missing_target_are_clear_errors(fresh_db):
     missing = subprocess.run([*CLI, "run", "0001_add_user_email_verified"], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "AIRFLOW_CONN_AIRMIGRATE_TARGET" in missing.stderr
+
+
+def test_status_before_any_run_and_of_an_unknown_name(fresh_db):
+    never = airmigrate(fresh_db, "status", "0001_add_user_email_verified")
+    assert never.returncode == 0 and "never run on" in never.stdout, never.stderr
+    unknown = airmigrate(fresh_db, "status", "0999_nope")
+    assert unknown.returncode == 2 and "0001_add_user_email_verified" in unknown.stderr
+
+
+def test_run_of_a_migration_awaiting_approval_needs_approve_up_front(fresh_db):
+    """dag.test() has no UI to answer the approval: refuse at once (changing nothing) instead of waiting forever."""
+    fixtures = str(Path(__file__).resolve().parent / "fixtures" / "migrations")
+    refused = airmigrate(fresh_db, "run", "0110_drop_last_login", AIRMIGRATE_MIGRATIONS_DIR=fixtures)
+    assert refused.returncode == 2 and "re-run with --approve" in refused.stderr
+    with connect(fresh_db) as conn:
+        assert conn.execute("SELECT to_regclass('airmigrate.runs')").fetchone()[0] is None

@@ -7,6 +7,7 @@ Airflow reads its configuration when first imported, so the environment is prepa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -96,6 +97,10 @@ def cmd_demo(args) -> int:
     for migration_id in EXAMPLES:
         worst = max(worst, run_and_report(migration_id, target))
         print()
+    # the CLI's AIRMIGRATE_TARGET_URL names the database itself (the demo's names the server)
+    url = dataclasses.replace(target, password=None).url()
+    print(f"look closer: AIRMIGRATE_TARGET_URL='{url}' .venv/bin/airmigrate status {EXAMPLES[0]}"
+          + ("   (put your password into the URL)" if target.password else ""))
     return worst
 
 
@@ -103,9 +108,13 @@ def cmd_status(args) -> int:
     from airmigrate import state
     from airmigrate.db import connect
 
+    load_named(args.migration)  # an unknown name gets the list of the ones there are
     prepare_airflow_env()
     target = _configured_target()
     with connect(target, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is None:
+            print(f"{args.migration}: never run on {target.describe()} (no airmigrate state there)")
+            return 0
         hist = state.history(conn, args.migration)
         run = state.latest_run(conn, args.migration)
         if hist is None and run is None:
@@ -197,7 +206,14 @@ def cmd_target(args) -> int:
 def run_and_report(migration_id: str, target: Target, rollback: bool = False, conf: dict | None = None) -> int:
     from airmigrate.airflow.runner import report, run_dag
 
+    from airmigrate.airflow.approval import needs_approval
+
     migration = load_named(migration_id)
+    conf = conf or {}
+    if not rollback and needs_approval(migration) and not (conf.get("approve_contract") or conf.get("dry_run")):
+        raise AirmigrateError(f"{migration.id}'s contract step waits for a human approval (it drops something), "
+                              "and a local run has no UI to answer it: re-run with --approve to approve it up front, "
+                              "or trigger the DAG from the Airflow UI (`make airflow`). Nothing was run")
     dag_id = migration.rollback_dag_id if rollback else migration.id
     print(f"running {dag_id} through Airflow (dag.test) ...", flush=True)
     dagrun = run_dag(dag_id, conf)

@@ -66,6 +66,10 @@ def report(dagrun, migration: Migration, target: Target, rollback: bool = False)
             return "\n".join(lines + ["  (no airmigrate state in the target yet)"])
         run = state.latest_run(conn, migration.id, "down" if rollback else "up")
         hist = state.history(conn, migration.id)
+        if run is None or run["dag_run_id"] != dagrun.run_id:  # what the state tables hold is an earlier run's
+            why = "dry run" if (dagrun.conf or {}).get("dry_run") else "the preflight task's log above says why"
+            return "\n".join(lines + [f"  this run changed nothing in the target ({why})"]
+                             + ([f"  history: {hist['status']}"] if hist else []))
         up_run = run if not rollback else state.latest_run(conn, migration.id, "up")
         batches = state.batch_summary(conn, up_run["run_id"]) if up_run else None
     facts = (run or {}).get("facts", {})
