@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # pytest workers: 2 on this 2-core machine (tests wait on PostgreSQL and Airflow more than on CPU)
 TEST_WORKERS ?= 2
 
-.PHONY: setup demo test airflow lint-compose clean
+.PHONY: setup demo test airflow clean
 
 setup: $(STAMP)
 

@@ -182,7 +182,13 @@ def cmd_plan(args) -> int:
     est = None
     if not args.offline:
         prepare_airflow_env()
-        with connect(_configured_target(), autocommit=True) as conn:
+        try:
+            target = _configured_target()
+            conn = connect(target, autocommit=True)
+        except AirmigrateError as exc:
+            raise AirmigrateError(f"{exc}; or `airmigrate plan {migration.id} --offline` plans without the "
+                                  "target (no rows, batches or ETA)") from None
+        with conn:
             est = plan.estimate(conn, migration)
     print(plan.render(migration, plan.static_plan(migration), est))
     return 0
