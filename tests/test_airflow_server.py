@@ -169,8 +169,10 @@ def test_clearing_the_failed_shard_task_retries_only_its_failed_batch(airflow, t
         conn.commit()
     assert [(lo, status, attempts) for lo, status, attempts, _ in before if status != "succeeded"] == \
         [(10001, "failed", 2)]
+    env = {**os.environ, "AIRMIGRATE_TARGET_URL": target.url(),
+           "AIRMIGRATE_MIGRATIONS_DIR": airflow.env["AIRMIGRATE_MIGRATIONS_DIR"]}
     status = subprocess.run([sys.executable, "-m", "airmigrate.cli", "status", FRAGILE_DAG], capture_output=True,
-                            text=True, timeout=120, env={**os.environ, "AIRMIGRATE_TARGET_URL": target.url()})
+                            text=True, timeout=120, env=env)
     assert status.returncode == 0, status.stderr
     assert "5/6 done, 1 failed, 0 pending" in status.stdout
     assert re.search(r"failed batch \d+ \[10001\.\.15000\] after 2 attempts: division by zero", status.stdout)

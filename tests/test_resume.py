@@ -52,7 +52,8 @@ def test_killed_backfill_resumes_without_redoing_committed_batches(fresh_db, pg_
     with connect(fresh_db) as conn:  # nothing half-done: rows of unfinished batches are untouched
         statuses = dict(conn.execute("SELECT status, count(*) FROM airmigrate.batches WHERE run_id = %s "
                                      "GROUP BY status", (run_id,)).fetchall())
-        assert set(statuses) == {"succeeded", "pending"}
+        # the batch in hand rolled back to pending, or (a kill between two batches) none was created yet
+        assert set(statuses) <= {"succeeded", "pending"} and statuses.get("pending", 0) <= 1
 
     result = backfill.run_shard(fresh_db, migration, run_id)
     assert result["batches"] == 15 - len(before)
