@@ -259,7 +259,8 @@ def print_table(r: dict) -> None:
         row, app = r[key], r[key]["app"]
         ratio = row.get("ratio_to_a", 1.0)
         p99 = app["p99_ms"] or float("nan")
-        print(f"{'(' + key + ') ' + label:28} {row['rows_per_s']:>10,.0f} {ratio:>7.2f} {app['tps']:>9.0f} {app['tps'] / base['tps']:>9.2f} "
+        print(f"{'(' + key + ') ' + label:28} {row['rows_per_s']:>10,.0f} {ratio:>7.2f} {app['tps']:>9.0f} "
+              f"{app['tps'] / base['tps']:>9.2f} "
               f"{p99:>8.1f} {p99 / base['p99_ms']:>9.2f} {app['max_ms'] or float('nan'):>8.0f} {app['zero_tps_s']:>8} "
               f"{_percent(app['idle_cpu']):>9}")
 

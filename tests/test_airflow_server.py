@@ -161,7 +161,8 @@ def test_clearing_the_failed_shard_task_retries_only_its_failed_batch(airflow, t
     tasks = airflow.api("GET", f"/api/v2/dags/{FRAGILE_DAG}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
     assert {t["task_id"]: t["state"] for t in tasks}["backfill.shard"] == "failed"
     assert task_state(airflow, FRAGILE_DAG, run_id, "cleanup") == "upstream_failed"
-    query = ("SELECT b.lo::int, b.status, b.attempts, b.finished_at FROM airmigrate.batches b JOIN airmigrate.runs r USING (run_id) "
+    query = ("SELECT b.lo::int, b.status, b.attempts, b.finished_at FROM airmigrate.batches b "
+             "JOIN airmigrate.runs r USING (run_id) "
              "WHERE r.migration_id = %s ORDER BY b.lo::int")
     with connect(target) as conn:
         before = conn.execute(query, (FRAGILE_DAG,)).fetchall()

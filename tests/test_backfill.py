@@ -285,7 +285,8 @@ def test_metrics_count_every_row_and_batch(fresh_db, tmp_path):
 def test_more_than_the_failed_share_stops_early(fresh_db, tmp_path, caplog):
     """Every batch fails: the shard stops after the share is exceeded instead of failing the whole table."""
     migration = write_migration(tmp_path, adaptive=False, max_attempts=1, max_failed_share=0.5,
-                                backfill_sql="UPDATE users SET touched = 1 / (id - id) WHERE id BETWEEN %(lo)s AND %(hi)s")
+                                backfill_sql="UPDATE users SET touched = 1 / (id - id) "
+                                             "WHERE id BETWEEN %(lo)s AND %(hi)s")
     run_id = prepare(fresh_db, migration)
     from airmigrate.errors import BackfillError
 

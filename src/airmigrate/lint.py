@@ -132,7 +132,8 @@ def own_rules(path: Path, text: str, role: str) -> list[Finding]:
     try:
         statements = list(statements_with_lines(text))
     except pglast.parser.ParseError as exc:
-        return [Finding(str(path), parse_error_line(text, exc), "syntax-error", str(exc).split("\n")[0], RECIPES["syntax-error"])]
+        return [Finding(str(path), parse_error_line(text, exc), "syntax-error", str(exc).split("\n")[0],
+                        RECIPES["syntax-error"])]
 
     def add(line, rule, message):
         findings.append(Finding(str(path), line, rule, message, RECIPES[rule]))

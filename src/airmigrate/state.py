@@ -118,7 +118,8 @@ def active_run(conn, migration_id: str, direction: str = "up") -> int | None:
 
 def latest_run(conn, migration_id: str, direction: str = "up") -> dict | None:
     cur = conn.execute(
-        "SELECT run_id, dag_run_id, status, completed_stages, facts, started_at, finished_at, error FROM airmigrate.runs "
+        "SELECT run_id, dag_run_id, status, completed_stages, facts, started_at, finished_at, error "
+        "FROM airmigrate.runs "
         "WHERE migration_id = %s AND direction = %s ORDER BY run_id DESC LIMIT 1", (migration_id, direction))
     row = cur.fetchone()
     return dict(zip([c.name for c in cur.description], row)) if row else None
