@@ -10,7 +10,6 @@ written reason (``acknowledge:`` in migration.yaml); anything else refuses the m
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pglast
 
-from airmigrate.spec import parse_error_line
+from airmigrate.spec import bound_placeholders, parse_error_line
 
 # Rules squawk checks that airmigrate already guarantees (timeouts, re-runnability) or that are style.
 SQUAWK_EXCLUDED = (
@@ -58,7 +57,6 @@ RECIPES = {
 }
 
 
-PLACEHOLDER = re.compile(r"(?<!')%\(((?:lo|hi)(?:_\d+)?)\)s(?!')")
 
 
 @dataclass(frozen=True)
@@ -80,11 +78,6 @@ def squawk_binary() -> str:
     if not Path(found).exists():
         raise FileNotFoundError("squawk not found: install the squawk-cli package (make setup does)")
     return found
-
-
-def bound_placeholders(text: str) -> str:
-    """Quote psycopg placeholders into string literals (same line) so parsers accept the file; idempotent."""
-    return PLACEHOLDER.sub(r"'%(\1)s'", text.replace("%%", "%"))
 
 
 def run_squawk(path: Path, text: str, pg_version: str) -> list[Finding]:

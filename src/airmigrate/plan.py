@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import pglast
 
 from airmigrate import db, operations
-from airmigrate.lint import bound_placeholders
-from airmigrate.spec import Migration
+from airmigrate.spec import Migration, bound_placeholders
 
 # Lock taken by ALTER TABLE subcommands (PostgreSQL docs, "ALTER TABLE"), and whether they read or rewrite.
 ALTER_LOCKS = {

@@ -306,6 +306,14 @@ def _read_sql(folder: Path, name: str, field: str, required: bool = False) -> st
     return text
 
 
+PLACEHOLDER = re.compile(r"(?<!')%\(((?:lo|hi)(?:_\d+)?)\)s(?!')")
+
+
+def bound_placeholders(text: str) -> str:
+    """Quote psycopg placeholders into string literals (same line) so parsers accept the file; idempotent."""
+    return PLACEHOLDER.sub(r"'%(\1)s'", text.replace("%%", "%"))
+
+
 def parse_error_line(text: str, exc: pglast.parser.ParseError) -> int:
     """1-based line of a pglast ParseError (its second argument is the character index)."""
     index = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
@@ -313,9 +321,9 @@ def parse_error_line(text: str, exc: pglast.parser.ParseError) -> int:
 
 
 def _check_syntax(path: Path, text: str, field: str) -> None:
-    """PostgreSQL's own parser over the file (batch placeholders read as NULL), so a typo stops this folder
+    """PostgreSQL's own parser over the file (batch placeholders read as literals), so a typo stops this folder
     here, with its line, instead of failing at run time or in the middle of building every DAG."""
-    parsable = re.sub(r"%\(\w+\)s", "NULL", text).replace("%%", "%")
+    parsable = bound_placeholders(text)
     try:
         pglast.parse_sql(parsable)
     except pglast.parser.ParseError as exc:
