@@ -120,6 +120,19 @@ def test_plan_sql_is_exactly_what_runs():
     assert "SET lock_timeout = '500ms';\nSET statement_timeout" in text
 
 
+def test_plan_of_the_pandas_path_shows_the_sql_each_batch_runs():
+    """The same statements apply_transform executes; placeholders shown as they run, not quoted."""
+    from airmigrate.stages.backfill.transform import transform_statements
+
+    migration = load_migration(ROOT / "migrations" / "0002_normalize_user_phone")
+    text = plan.render_sql(migration)
+    for statement in transform_statements(migration).values():
+        assert statement.as_string() + ";" in text
+    backfill = [p for p in plan.static_plan(migration) if p.stage.startswith("backfill")]
+    assert [p.sql.split()[0] for p in backfill] == ["SELECT", "CREATE", "COPY", "UPDATE"]
+    assert "BETWEEN %(lo)s AND %(hi)s" in backfill[-1].sql and not any(p.blocks_writes for p in backfill)
+
+
 def test_plan_estimates_rows_batches_and_eta(fresh_db):
     migration = load_migration(ROOT / "migrations" / "0001_add_user_email_verified")
     with connect(fresh_db) as conn:

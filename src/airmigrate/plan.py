@@ -7,6 +7,7 @@ runs' batches) need the target and are added by ``airmigrate plan``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pglast
@@ -53,6 +54,10 @@ def classify(statement: str) -> tuple[str, str]:
         return "ROW EXCLUSIVE", "" if getattr(node, "whereClause", None) is not None or kind == "InsertStmt" else "scan"
     if kind in ("RenameStmt", "TruncateStmt", "ClusterStmt", "LockStmt"):
         return "ACCESS EXCLUSIVE", "rewrite" if kind in ("TruncateStmt", "ClusterStmt") else ""
+    if kind in ("SelectStmt", "CreateTableAsStmt"):  # reads (the pandas path's batch read, its temp table)
+        return "ACCESS SHARE", ""
+    if kind == "CopyStmt":
+        return "ROW EXCLUSIVE", ""
     if kind == "CreateTrigStmt":
         return "SHARE ROW EXCLUSIVE", ""
     if kind in ("CreateStmt", "CreateFunctionStmt", "CommentStmt", "ViewStmt", "CreateSeqStmt", "VariableSetStmt"):
@@ -104,14 +109,15 @@ def static_plan(migration: Migration) -> list[PlannedStatement]:
     """Every statement in run order, with the lock it takes and whether it scans or rewrites."""
     steps = operations.for_migration(migration)
     parts = [("schema_change", db.split_statements(migration.up_sql) + steps.expand),
-             ("backfill (per batch)", db.split_statements(bound_placeholders(migration.backfill_sql or ""))
-              + [bound_placeholders(s) for s in steps.backfill]),
+             ("backfill (per batch)", [_unbound(s) for s in db.split_statements(bound_placeholders(
+                 "\n;".join(_backfill_sql(migration, steps))))]),
              ("cleanup", steps.contract + db.split_statements(migration.cleanup_sql or ""))]
     planned = []
     for stage, statements in parts:
         for statement in statements:
             lock, effect = classify(statement)
-            planned.append(PlannedStatement(stage, statement, lock, effect, not db.needs_autocommit(statement)))
+            planned.append(PlannedStatement(stage, statement, lock, effect,
+                                            not db.needs_autocommit(bound_placeholders(statement))))
     return planned
 
 
@@ -123,14 +129,16 @@ def estimate(conn, migration: Migration) -> dict:
     rows = rows[0] if rows else 0
     measured = None
     if conn.execute("SELECT to_regclass('airmigrate.batches')").fetchone()[0]:
+        # this migration's own recent batches when it has any (a re-plan after a rollback), else the target's
         measured = conn.execute(
             "SELECT sum(rows) / nullif(sum(extract(epoch FROM finished_at - started_at)), 0) FROM "
-            "(SELECT rows, started_at, finished_at FROM airmigrate.batches WHERE status = 'succeeded' "
-            "AND rows > 0 ORDER BY finished_at DESC LIMIT 200) recent").fetchone()[0]
-    batches = -(-rows // spec.batch_size) if spec.backfill else 0
+            "(SELECT b.rows, b.started_at, b.finished_at FROM airmigrate.batches b JOIN airmigrate.runs r "
+            "USING (run_id) WHERE b.status = 'succeeded' AND b.rows > 0 "
+            "ORDER BY r.migration_id = %s DESC, b.finished_at DESC LIMIT 200) recent", (migration.id,)).fetchone()[0]
+    backfills = bool(spec.backfill or operations.for_migration(migration).backfill)
+    batches = -(-rows // spec.batch_size) if backfills else 0
     rate = float(measured) * spec.shards if measured else None
-    return {"rows": rows, "batches": batches, "rows_per_s": rate,
-            "eta_s": (rows / rate) if rate and spec.backfill else None}
+    return {"rows": rows, "batches": batches, "rows_per_s": rate, "eta_s": (rows / rate) if rate and backfills else None}
 
 
 def render(migration: Migration, planned: list[PlannedStatement], est: dict | None = None) -> str:
@@ -163,11 +171,27 @@ def render_sql(migration: Migration) -> str:
                         f"SET {'' if autocommit else 'LOCAL '}statement_timeout = '{spec.statement_timeout_ms}ms';"]
             body = [s + ";" for s in group]
             out += (timeouts + body) if autocommit else (["BEGIN;"] + timeouts + body + ["COMMIT;"])
-        backfill = ([migration.backfill_sql.strip().rstrip(";")] if migration.backfill_sql else []) + steps.backfill
-        if stage == "schema_change" and backfill:
+        if stage == "schema_change" and (backfill := _backfill_sql(migration, steps)):
             out.append("\n-- stage backfill: once per batch, each in its own transaction with its state row")
             out += ["BEGIN;"] + [b + ";" for b in backfill] + ["COMMIT;"]
     return "\n".join(out) + "\n"
+
+
+def _unbound(statement: str) -> str:
+    """Back from the quoted form the parser needed to the placeholders that run (for display)."""
+    return re.sub(r"'(%\((?:lo|hi)(?:_\d+)?\)s)'", r"\1", statement)
+
+
+def _backfill_sql(migration: Migration, steps) -> list[str]:
+    """The per-batch statements: the user's UPDATE, or the pandas path's SQL around transform(df)."""
+    if migration.transform_file:
+        from airmigrate.stages.backfill.transform import transform_statements
+
+        pandas = {name: statement.as_string() for name, statement in transform_statements(migration).items()}
+        return [pandas["read"], f"-- transform(df) from {migration.transform_file.name}, in the worker\n{pandas['temp']}",
+                pandas["copy"], f"-- (the transformed rows, streamed by COPY)\n{pandas['update']}"] + steps.backfill
+    user = [migration.backfill_sql.strip().rstrip(";")] if migration.backfill_sql else []
+    return user + steps.backfill
 
 
 def _one_line(statement: str) -> str:

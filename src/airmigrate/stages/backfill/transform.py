@@ -26,37 +26,50 @@ def load_transform(path: Path):
     return module.transform
 
 
+def transform_statements(migration: Migration) -> dict[str, sql.Composed]:
+    """The SQL of the pandas path, per batch in this order: read, temp table, copy, update (bounds %(lo)s and
+    %(hi)s). One place, so `airmigrate plan --sql` prints exactly what runs."""
+    spec, bf = migration.spec, migration.spec.backfill
+    tbl, key = sql.Identifier(spec.schema_name, spec.table_name), sql.Identifier(spec.key)
+    read_cols = [spec.key, *[c for c in bf.reads if c != spec.key]]
+    out_cols = sql.SQL(", ").join(map(sql.Identifier, [spec.key, *bf.columns]))
+    changed = sql.SQL(" OR ").join(
+        sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c)) for c in bf.columns)
+    return {
+        "read": sql.SQL("SELECT {} FROM {} WHERE {} BETWEEN %(lo)s AND %(hi)s").format(
+            sql.SQL(", ").join(map(sql.Identifier, read_cols)), tbl, key),
+        "temp": sql.SQL("CREATE TEMP TABLE IF NOT EXISTS airmigrate_batch ON COMMIT DELETE ROWS AS "
+                        "SELECT {} FROM {} LIMIT 0").format(out_cols, tbl),
+        "copy": sql.SQL("COPY airmigrate_batch ({}) FROM STDIN").format(out_cols),
+        # The range on t lets the planner scan the batch's slice of the key index once and merge-join it with
+        # the temp table (no statistics), instead of one index lookup per row: ~2.5x faster on 20k-row batches.
+        "update": sql.SQL("UPDATE {} AS t SET {} FROM airmigrate_batch s WHERE t.{k} = s.{k} "
+                          "AND t.{k} BETWEEN %(lo)s AND %(hi)s AND ({})").format(
+            tbl, sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in bf.columns),
+            changed, k=key),
+    }
+
+
 def apply_transform(conn, migration: Migration, transform, lo: str, hi: str) -> int:
     """Read the batch into pandas, transform it, COPY the result into a temp table, one UPDATE ... FROM."""
     import pandas as pd
 
     spec, bf = migration.spec, migration.spec.backfill
-    tbl, key = sql.Identifier(spec.schema_name, spec.table_name), sql.Identifier(spec.key)
-    read_cols = [spec.key, *[c for c in bf.reads if c != spec.key]]
-    cur = conn.execute(sql.SQL("SELECT {} FROM {} WHERE {} BETWEEN %s AND %s").format(
-        sql.SQL(", ").join(map(sql.Identifier, read_cols)), tbl, key), (lo, hi))
-    frame = pd.DataFrame(cur.fetchall(), columns=read_cols)
+    statements, bounds = transform_statements(migration), {"lo": lo, "hi": hi}
+    cur = conn.execute(statements["read"], bounds)
+    frame = pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
     if frame.empty:
         return 0
     result = transform(frame)
-    missing = [c for c in [spec.key, *bf.columns] if c not in result.columns]
+    out_cols = [spec.key, *bf.columns]
+    missing = [c for c in out_cols if c not in result.columns]
     if missing:
         raise SpecError(migration.transform_file, "transform", f"the returned DataFrame lacks columns {missing}",
                         f"return the key '{spec.key}' and every column in backfill.columns")
-    out_cols = [spec.key, *bf.columns]
-    conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS airmigrate_batch ON COMMIT DELETE ROWS AS "
-                         "SELECT {} FROM {} LIMIT 0").format(sql.SQL(", ").join(map(sql.Identifier, out_cols)), tbl))
-    with conn.cursor().copy(sql.SQL("COPY airmigrate_batch ({}) FROM STDIN").format(
-            sql.SQL(", ").join(map(sql.Identifier, out_cols)))) as copy:
+    conn.execute(statements["temp"])
+    with conn.cursor().copy(statements["copy"]) as copy:
         # column by column to Python objects (NaN/NaT -> NULL), then rows: ~4x faster than itertuples
         columns = [result[c].astype(object).where(result[c].notna(), None).tolist() for c in out_cols]
         for values in zip(*columns):
             copy.write_row(values)
-    changed = sql.SQL(" OR ").join(
-        sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c)) for c in bf.columns)
-    # The range on t lets the planner scan the batch's slice of the key index once and merge-join it with
-    # the temp table (no statistics), instead of one index lookup per row: ~2.5x faster on 20k-row batches.
-    return conn.execute(sql.SQL("UPDATE {} AS t SET {} FROM airmigrate_batch s WHERE t.{k} = s.{k} "
-                                "AND t.{k} BETWEEN %s AND %s AND ({})").format(
-        tbl, sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in bf.columns),
-        changed, k=key), (lo, hi)).rowcount
+    return conn.execute(statements["update"], bounds).rowcount
