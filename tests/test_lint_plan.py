@@ -133,6 +133,18 @@ def test_plan_of_the_pandas_path_shows_the_sql_each_batch_runs():
     assert "BETWEEN %(lo)s AND %(hi)s" in backfill[-1].sql and not any(p.blocks_writes for p in backfill)
 
 
+def test_set_not_null_after_a_validated_check_is_not_flagged():
+    """PostgreSQL 12+ skips SET NOT NULL's scan when a validated CHECK (col IS NOT NULL) proves it."""
+    proofs = plan.NotNullProofs()
+    steps = ["ALTER TABLE users ALTER COLUMN email SET NOT NULL",
+             "ALTER TABLE users ADD CONSTRAINT nn CHECK (email IS NOT NULL) NOT VALID",
+             "ALTER TABLE users ALTER COLUMN email SET NOT NULL",  # proven by nothing yet: not validated
+             "ALTER TABLE users VALIDATE CONSTRAINT nn",
+             "ALTER TABLE users ALTER COLUMN email SET NOT NULL",
+             "ALTER TABLE users ALTER COLUMN phone SET NOT NULL"]
+    assert [proofs.skips_scan(s) for s in steps] == [False, False, False, False, True, False]
+
+
 def test_plan_estimates_rows_batches_and_eta(fresh_db):
     migration = load_migration(ROOT / "migrations" / "0001_add_user_email_verified")
     with connect(fresh_db) as conn:

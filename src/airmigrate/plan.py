@@ -105,6 +105,33 @@ def _volatile_default(column) -> bool:
     return False
 
 
+class NotNullProofs:
+    """SET NOT NULL scans the table unless a validated CHECK (col IS NOT NULL) proves it (PostgreSQL 12+): the
+    recipe add_column's contract follows. Fed the statements in run order, it tells which SET NOT NULL is free."""
+
+    def __init__(self):
+        self.checks: dict[str, str] = {}   # constraint name -> column it proves NOT NULL once validated
+        self.validated: set[str] = set()
+
+    def skips_scan(self, statement: str) -> bool:
+        node = pglast.parse_sql(bound_placeholders(statement))[0].stmt
+        if type(node).__name__ != "AlterTableStmt":
+            return False
+        free = False
+        for cmd in node.cmds or ():
+            kind = cmd.subtype.name
+            if kind == "AT_AddConstraint" and cmd.def_.contype.name == "CONSTR_CHECK":
+                expr = cmd.def_.raw_expr
+                if type(expr).__name__ == "NullTest" and expr.nulltesttype.name == "IS_NOT_NULL" \
+                        and type(expr.arg).__name__ == "ColumnRef":
+                    self.checks[cmd.def_.conname] = expr.arg.fields[-1].sval
+            elif kind == "AT_ValidateConstraint" and cmd.name in self.checks:
+                self.validated.add(self.checks[cmd.name])
+            elif kind == "AT_SetNotNull":
+                free = cmd.name in self.validated
+        return free
+
+
 def static_plan(migration: Migration) -> list[PlannedStatement]:
     """Every statement in run order, with the lock it takes and whether it scans or rewrites."""
     steps = operations.for_migration(migration)
@@ -112,10 +139,12 @@ def static_plan(migration: Migration) -> list[PlannedStatement]:
              ("backfill (per batch)", [_unbound(s) for s in db.split_statements(bound_placeholders(
                  "\n;".join(_backfill_sql(migration, steps))))]),
              ("cleanup", steps.contract + db.split_statements(migration.cleanup_sql or ""))]
-    planned = []
+    planned, proven = [], NotNullProofs()
     for stage, statements in parts:
         for statement in statements:
             lock, effect = classify(statement)
+            if proven.skips_scan(statement):
+                effect = ""
             planned.append(PlannedStatement(stage, statement, lock, effect,
                                             not db.needs_autocommit(bound_placeholders(statement))))
     return planned
