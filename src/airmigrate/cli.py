@@ -128,9 +128,12 @@ def cmd_status(args) -> int:
                   f"{summary['pending']} pending; {summary['rows']:,} rows written")
             progress = state.backfill_progress(conn, run["run_id"])
             if progress:
+                finished = progress["exhausted"] and not summary["pending"]
                 print(f"  backfill: {progress['percent']:.0f}% of ~{progress['estimated']:,} rows covered, "
-                      f"{progress['rate']:,.0f} rows/s, ETA {progress['eta_s'] / 60:.1f} min"
-                      + (" (all ranges handed out)" if progress["exhausted"] else ""))
+                      f"{progress['rate']:,.0f} rows/s, "
+                      + ("all ranges handed out, none pending" if finished else
+                         f"ETA {progress['eta_s'] / 60:.1f} min"
+                         + (" (all ranges handed out)" if progress["exhausted"] else "")))
             for batch_no, lo, hi, attempts, error in state.failed_batches(conn, run["run_id"]):
                 print(f"  failed batch {batch_no} [{lo}..{hi}] after {attempts} attempts: {error}")
             if run["error"]:
