@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from airmigrate import settings
@@ -27,6 +28,8 @@ EXAMPLES = ("0001_add_user_email_verified", "0002_normalize_user_phone")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # platformdirs (via a dependency) warns when a root shell has no XDG_RUNTIME_DIR: noise in our output
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     try:
         return args.func(args)
     except AirmigrateError as exc:
