@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pglast
 
-from airmigrate.spec import bound_placeholders, parse_error_line
+from airmigrate.spec import bound_placeholders, parse_error_at
 
 # Rules squawk checks that airmigrate already guarantees (timeouts, re-runnability) or that are style.
 SQUAWK_EXCLUDED = (
@@ -125,8 +125,8 @@ def own_rules(path: Path, text: str, role: str) -> list[Finding]:
     try:
         statements = list(statements_with_lines(text))
     except pglast.parser.ParseError as exc:
-        return [Finding(str(path), parse_error_line(text, exc), "syntax-error", str(exc).split("\n")[0],
-                        RECIPES["syntax-error"])]
+        line, message = parse_error_at(text, exc)
+        return [Finding(str(path), line, "syntax-error", message, RECIPES["syntax-error"])]
 
     def add(line, rule, message):
         findings.append(Finding(str(path), line, rule, message, RECIPES[rule]))

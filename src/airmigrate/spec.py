@@ -314,10 +314,11 @@ def bound_placeholders(text: str) -> str:
     return PLACEHOLDER.sub(r"'%(\1)s'", text.replace("%%", "%"))
 
 
-def parse_error_line(text: str, exc: pglast.parser.ParseError) -> int:
-    """1-based line of a pglast ParseError (its second argument is the character index)."""
+def parse_error_at(text: str, exc: pglast.parser.ParseError) -> tuple[int, str]:
+    """(1-based line, message without the character index) of a pglast ParseError, whose second argument is
+    the character index: lines are what a user can find in the file."""
     index = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
-    return text.count("\n", 0, index) + 1
+    return text.count("\n", 0, index) + 1, re.sub(r", at index \d+", "", str(exc).splitlines()[0])
 
 
 def _check_syntax(path: Path, text: str, field: str) -> None:
@@ -327,8 +328,8 @@ def _check_syntax(path: Path, text: str, field: str) -> None:
     try:
         pglast.parse_sql(parsable)
     except pglast.parser.ParseError as exc:
-        message = re.sub(r", at index \d+", "", str(exc).splitlines()[0])
-        raise SpecError(path, field, f"line {parse_error_line(parsable, exc)}: {message}",
+        line, message = parse_error_at(parsable, exc)
+        raise SpecError(path, field, f"line {line}: {message}",
                         "correct the SQL (`airmigrate lint` lists every finding)") from None
 
 
