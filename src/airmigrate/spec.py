@@ -8,9 +8,11 @@ error a user can act on.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -26,9 +28,84 @@ from airmigrate.window import Window
 SPEC_FILE = "migration.yaml"
 FOLDER_NAME = re.compile(r"^[0-9]{4}_[a-z0-9_]+$")
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-CRON_OR_PRESET = re.compile(r"^(@(once|hourly|daily|weekly|monthly|yearly)|(\S+\s+){4}\S+)$")
+# Airflow's cron presets (airflow.utils.dates.cron_presets) plus @once; @continuous makes no sense for a migration
+CRON_PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *",
+                "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *"}
+CRON_FIELDS = (("minute", "0-59"), ("hour", "0-23"), ("day of month", "1-31"), ("month", "1-12 or jan-dec"),
+               ("day of week", "0-6 or sun-sat"))
+CRON_FIX = ("write 5 fields, minute (0-59) hour (0-23) day-of-month (1-31) month (1-12) day-of-week (0-6, 0 = "
+            "Sunday), e.g. \"0 2 * * *\" for 02:00 every day, or a preset: @once, " + ", ".join(CRON_PRESETS))
+
+IDENTIFIER_RULE = ("letters (a-z, A-Z), digits, _ and $ only, starting with a letter or _, at most 63 characters "
+                   "(PostgreSQL's limit); lowercase is best, since unquoted SQL folds names to lowercase")
+IDENTIFIER_WHY = ("such a name needs no quotes, so migration.yaml, your SQL files and the generated SQL all mean the "
+                  "same object; an object whose real name needs quotes must be renamed in the database first")
 
 Identifier = Annotated[str, Field(pattern=IDENTIFIER.pattern, description="A plain PostgreSQL identifier")]
+
+
+class FieldProblem(ValueError):
+    """A validator's complaint that carries its own fix (read by _parse_spec)."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(problem)
+        self.fix = fix
+
+
+def identifier_problem(value: str) -> str | None:
+    """Why `value` is not a plain identifier (IDENTIFIER), in words; None when it is one."""
+    if IDENTIFIER.match(value):
+        return None
+    if not value:
+        return "is empty"
+    bad = [c for c in dict.fromkeys(value) if not re.match(r"[A-Za-z0-9_$]", c)]
+    if bad:
+        names = {" ": "a space", "\t": "a tab", ".": "a dot", "-": "a hyphen", '"': "a double quote",
+                 "'": "a quote", ";": "a semicolon"}
+        return "contains " + ", ".join(names.get(c, f"'{c}'") for c in bad)
+    if not re.match(r"[A-Za-z_]", value[0]):
+        return f"starts with '{value[0]}'"
+    return f"is {len(value)} characters long"
+
+
+def identifier_fix(value: str) -> str:
+    suggestion = re.sub(r"[^A-Za-z0-9_$]+", "_", value).strip("_").lower() or "name"
+    if not re.match(r"[A-Za-z_]", suggestion[0]):
+        suggestion = "_" + suggestion
+    return f"use a plain PostgreSQL identifier such as {suggestion[:63]}: {IDENTIFIER_RULE}. Why: {IDENTIFIER_WHY}"
+
+
+def check_cron(value: str) -> str:
+    """`value` as Airflow will read it: a preset or a 5-field cron that croniter (Airflow's cron library) accepts;
+    the problem names the field that is out of range."""
+    from croniter import CroniterBadCronError, CroniterBadDateError, croniter
+
+    expression = value.strip()
+    if expression.startswith("@"):
+        try:  # Airflow's presets, else croniter's own aliases (@midnight, @annually), as Airflow reads them
+            if expression != "@once":
+                croniter(CRON_PRESETS.get(expression, expression))
+        except (CroniterBadCronError, ValueError):
+            raise FieldProblem(f"'{value}' is not a preset Airflow knows", CRON_FIX) from None
+        return value
+    fields = expression.split()
+    if len(fields) != 5:
+        raise FieldProblem(f"'{value}' has {len(fields)} field(s), not the 5 of a cron expression", CRON_FIX)
+    try:
+        croniter(expression).get_next()
+    except (CroniterBadCronError, CroniterBadDateError, ValueError) as exc:
+        for i, ((name, allowed), text) in enumerate(zip(CRON_FIELDS, fields)):
+            alone = " ".join(text if j == i else "*" for j in range(5))
+            try:
+                croniter(alone)
+            except (CroniterBadCronError, ValueError):
+                raise FieldProblem(f"'{value}': the {name} field '{text}' is not valid (allowed: {allowed})",
+                                   CRON_FIX) from None
+        if isinstance(exc, CroniterBadDateError):
+            raise FieldProblem(f"'{value}' matches no date at all (its day of month never occurs in its month)",
+                               CRON_FIX) from None
+        raise FieldProblem(f"'{value}' is not a cron expression Airflow can schedule ({exc})", CRON_FIX) from None
+    return value
 
 
 class Throttle(BaseModel):
@@ -76,13 +153,13 @@ class BackfillSpec(BaseModel):
     @field_validator("sync")
     @classmethod
     def _sync(cls, value: dict[str, str]) -> dict[str, str]:
+        """Store each expression as pglast rendered it: the trigger runs what was checked, never the raw text."""
         from airmigrate.operations.base import check_expression
 
-        for column, expression in value.items():
+        for column in value:
             if not IDENTIFIER.match(column):
                 raise ValueError(f"sync: '{column}' is not a plain column name")
-            check_expression(expression)
-        return value
+        return {column: check_expression(expression) for column, expression in value.items()}
 
     @model_validator(mode="after")
     def _exactly_one_source(self):
@@ -146,16 +223,20 @@ class MigrationSpec(BaseModel):
     @classmethod
     def _table_name(cls, value: str) -> str:
         parts = value.split(".")
-        if len(parts) > 2 or not all(IDENTIFIER.match(p) for p in parts):
-            raise ValueError("must be `table` or `schema.table`, plain identifiers")
+        if len(parts) > 2:
+            raise FieldProblem(f"'{value}' has {len(parts)} dot-separated parts",
+                               "write `table` or `schema.table` (one dot at most), plain identifiers: "
+                               + IDENTIFIER_RULE)
+        for part, role in zip(parts, ("schema", "table") if len(parts) == 2 else ("table",)):
+            if (problem := identifier_problem(part)) is not None:
+                raise FieldProblem(f"the {role} name '{part}' {problem}, so it is not a plain identifier",
+                                   identifier_fix(part))
         return value
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str | None) -> str | None:
-        if value is not None and not CRON_OR_PRESET.match(value.strip()):
-            raise ValueError("must be a 5-field cron expression or a preset such as @daily")
-        return value
+        return value if value is None else check_cron(value)
 
     @model_validator(mode="after")
     def _composite_key_limits(self):
@@ -179,7 +260,7 @@ class MigrationSpec(BaseModel):
 FIXES = {
     "missing": "add the field to {file}",
     "extra_forbidden": "remove it or correct its spelling; allowed fields are listed in migration.schema.json",
-    "string_pattern_mismatch": "use a plain PostgreSQL identifier (letters, digits, _)",
+    "string_pattern_mismatch": f"use a plain PostgreSQL identifier: {IDENTIFIER_RULE}",
 }
 
 
@@ -216,6 +297,7 @@ def load_migration(folder: Path | str, expectations_dir: Path | str | None = Non
     if spec.id is not None and spec.id != folder.name:
         raise SpecError(spec_path, "id", f"'{spec.id}' differs from the folder name '{folder.name}'",
                         f"set `id: {folder.name}` or drop the field")
+    _check_no_duplicates(spec_path, spec)
     texts = {
         "up": _sql_file(folder, spec.up, "up", optional=bool(spec.operations)),
         "down": _sql_file(folder, spec.down, "down", optional=bool(spec.operations)),
@@ -228,6 +310,7 @@ def load_migration(folder: Path | str, expectations_dir: Path | str | None = Non
         _check_backfill_placeholders(folder / spec.backfill.sql, texts["backfill.sql"], spec.key_columns)
     if spec.backfill and spec.backfill.transform:
         transform_file = _require_file(folder, spec.backfill.transform, "backfill.transform")
+        check_transform_file(transform_file, folder / spec.backfill.transform)
     expectations_file = _expectations_file(spec_path, spec, folder.name, expectations_dir)
     return Migration(
         id=folder.name,
@@ -273,10 +356,165 @@ def _parse_spec(spec_path: Path) -> MigrationSpec:
     try:
         return MigrationSpec.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(document)"
+        err = _first_error(exc.errors())
+        # drop the labels pydantic gives union branches ('constrained-str', 'list[constrained-str]'): not fields
+        field = ".".join(str(p) for p in err["loc"] if not isinstance(p, str) or re.fullmatch(r"\w+", p))
+        problem = err["msg"].removeprefix("Value error, ")
         fix = FIXES.get(err["type"], "see the field's description in migration.schema.json").format(file=spec_path.name)
-        raise SpecError(spec_path, field, err["msg"].removeprefix("Value error, "), fix) from None
+        reason = (err.get("ctx") or {}).get("error")
+        if isinstance(reason, FieldProblem):
+            fix = reason.fix
+        elif err["type"] == "string_pattern_mismatch" and isinstance(err.get("input"), str) \
+                and err["ctx"]["pattern"] in (IDENTIFIER.pattern, QUALIFIED_NAME):
+            problem, fix = _name_problem(err["input"], dotted=err["ctx"]["pattern"] == QUALIFIED_NAME)
+        raise SpecError(spec_path, field or "(document)", problem, fix) from None
+
+
+QUALIFIED_NAME = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$"  # add_foreign_key.references_table
+
+
+def _first_error(errors: list[dict]) -> dict:
+    """The error to show: for a field declared as a union (`key`: name or list of names), the branch matching
+    the value's type, not "Input should be a valid list" for a name."""
+    first = errors[0]
+    labels = [i for i, p in enumerate(first["loc"]) if isinstance(p, str) and not re.fullmatch(r"\w+", p)]
+    if not labels:
+        return first
+    union = first["loc"][:labels[0]]
+    branches = [e for e in errors if e["loc"][:len(union)] == union]
+    return next((e for e in branches if not e["type"].endswith("_type")), first)
+
+
+def _name_problem(value: str, dotted: bool = False) -> tuple[str, str]:
+    """(problem, fix) for a value that is not a plain identifier (or, `dotted`, schema.name)."""
+    parts = value.split(".") if dotted and value.count(".") == 1 else [value]
+    for part in parts:
+        if (problem := identifier_problem(part)) is not None:
+            subject = f"'{value}'" if part == value else f"'{part}' in '{value}'"
+            return f"{subject} {problem}, so it is not a plain identifier", identifier_fix(part)
+    return f"'{value}' is not a plain identifier", identifier_fix(value)
+
+
+# what each operation changes: columns of the migration's table, other tables, index/constraint names
+_COLUMN_FIELDS = {"add_column": ("column",), "rename_column": ("column", "to"), "change_column_type": ("column",),
+                  "drop_column": ("column",), "split_table": ("columns",)}
+_TABLE_FIELDS = {"split_table": ("new_table",), "drop_table": ("table",)}
+_NAME_FIELDS = {"add_index": ("name",), "add_unique": ("name",), "add_check": ("name",), "add_foreign_key": ("name",)}
+
+
+def _repeated(values: list[str]) -> tuple[int, int] | None:
+    """(first index, repeat index) of the first value listed twice."""
+    seen: dict[str, int] = {}
+    for i, value in enumerate(values):
+        if value in seen:
+            return seen[value], i
+        seen[value] = i
+    return None
+
+
+def _check_no_duplicates(spec_path: Path, spec: MigrationSpec) -> None:
+    """A column changed by two operations, an index or constraint name used twice, a key or backfill column
+    listed twice: each would half-run (the second statement fails, or silently does nothing, after the first
+    one changed the table), so the folder is refused here."""
+    for field, values in (("key", spec.key if isinstance(spec.key, list) else []),
+                          ("backfill.columns", spec.backfill.columns if spec.backfill else []),
+                          ("backfill.reads", spec.backfill.reads if spec.backfill else [])):
+        if (pair := _repeated(values)) is not None:
+            first, again = pair
+            raise SpecError(spec_path, f"{field}[{again}]", f"'{values[again]}' is listed twice "
+                            f"({field}[{first}] too)", f"list each column once: [{', '.join(dict.fromkeys(values))}]")
+    for kinds, what in ((_COLUMN_FIELDS, "column"), (_TABLE_FIELDS, "table"), (_NAME_FIELDS, "name")):
+        owner: dict[str, tuple[int, str]] = {}
+        for i, op in enumerate(spec.operations):
+            for field in kinds.get(op.op, ()):
+                values = getattr(op, field)
+                for j, value in enumerate(values if isinstance(values, list) else [values]):
+                    where = f"operations[{i}].{field}" + (f"[{j}]" if isinstance(values, list) else "")
+                    if value in owner:
+                        _refuse_duplicate(spec_path, what, value, where, i, op.op, *owner[value])
+                    owner[value] = (i, op.op)
+
+
+def _refuse_duplicate(spec_path: Path, what: str, value: str, where: str, index: int, op: str, first_index: int,
+                      first_op: str) -> None:
+    earlier = f"operations[{first_index}] ({first_op})"
+    if what == "name":
+        raise SpecError(spec_path, where, f"the name '{value}' is already used by {earlier}; PostgreSQL would refuse "
+                        "the second one after the first was created", f"give each index and constraint its own "
+                        f"name, e.g. {value[:61]}_2")
+    if what == "table":
+        raise SpecError(spec_path, where, f"table '{value}' is already changed by {earlier}",
+                        "change each table in one operation; put a further change in a new migration folder")
+    if first_index == index:
+        raise SpecError(spec_path, where, f"column '{value}' is named twice in this {op}",
+                        "name each column once")
+    fix = (f"keep one {op} for '{value}' with its final definition" if op == first_op else
+           f"change '{value}' in one operation only; put the {op} in a new migration folder, "
+           "run after this one is applied")
+    raise SpecError(spec_path, where, f"column '{value}' is already changed by {earlier}; two operations on one "
+                    "column in one migration conflict (the second runs against the first one's half-done "
+                    "expand)", fix)
+
+
+def check_transform_file(path: Path, shown: Path | None = None) -> None:
+    """transform.py compiles and defines a top-level `def transform(df)` callable with one argument; read with
+    `ast`, never imported, so parsing DAGs runs no user code."""
+    shown = shown or path
+    fix = ("define it at the top level of the file: `def transform(df):` taking the batch as a pandas DataFrame "
+           "and returning one with the key and every column in backfill.columns")
+    try:
+        with warnings.catch_warnings():  # e.g. SyntaxWarning for an invalid escape: the worker will say it
+            warnings.simplefilter("ignore")
+            tree = ast.parse(path.read_text(), filename=str(shown))
+    except SyntaxError as exc:
+        raise SpecError(shown, "backfill.transform", f"line {exc.lineno}: Python syntax error: {exc.msg}",
+                        "correct the Python syntax (`python -m py_compile` shows the same error)") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SpecError(shown, "backfill.transform", f"not a Python source file ({exc})",
+                        "save it as UTF-8 Python source") from None
+    defs = [node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.name == "transform"]
+    if not defs:
+        nested = next((n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                       and n.name == "transform"), None)
+        others = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+        bound = next((n for n in tree.body if "transform" in _bound_names(n)), None)
+        problem = "no top-level function `transform`"
+        if nested:
+            problem += f" (line {nested.lineno} defines one inside a class, function or block)"
+        elif bound:
+            problem += (f" (line {bound.lineno} binds the name without `def`, which cannot be checked without "
+                        "running the file)")
+        elif others:
+            problem += f"; the file defines {', '.join(others)}"
+        raise SpecError(shown, "backfill.transform", problem, fix)
+    node = defs[-1]
+    if isinstance(node, ast.AsyncFunctionDef):
+        raise SpecError(shown, "backfill.transform", f"line {node.lineno}: `transform` is `async def`", fix)
+    args = node.args
+    positional = [*args.posonlyargs, *args.args]
+    required = len(positional) - len(args.defaults)
+    required_kw = [a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is None]
+    signature = f"def transform({ast.unparse(args)})"
+    if not (positional or args.vararg):
+        problem = "takes no argument"
+    elif required > 1:
+        problem = f"needs {required} arguments"
+    elif required_kw:
+        problem = f"needs the keyword argument(s) {', '.join(required_kw)}"
+    else:
+        return
+    raise SpecError(shown, "backfill.transform", f"line {node.lineno}: `{signature}` {problem}; airmigrate calls "
+                    "transform(df) with one DataFrame per batch", "give it exactly one parameter: `def transform(df):`")
+
+
+def _bound_names(node: ast.stmt) -> set[str]:
+    """Names a top-level assignment or import binds."""
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in node.names}
+    targets = node.targets if isinstance(node, ast.Assign) else \
+        [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+    return {x.id for target in targets for x in ast.walk(target) if isinstance(x, ast.Name)}
 
 
 def _require_file(folder: Path, name: str, field: str) -> Path:
@@ -359,6 +597,8 @@ def _expectations_file(spec_path: Path, spec: MigrationSpec, migration_id: str,
             json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise SpecError(path, f"line {exc.lineno}", f"not valid JSON ({exc.msg})", "fix the JSON syntax") from None
+        from airmigrate.expectation_registry import check_suite_file  # shape + GX expectation types, no GX import
+        check_suite_file(path)
         return path
     return None
 

@@ -63,6 +63,15 @@ def check_table(conn, schema: str, table: str, key: tuple[str, ...]) -> int:
         raise PreflightError(f"table {name} does not exist in the target database; "
                              "check `table` in migration.yaml and the connection it uses")
     oid, estimate = row
+    columns = [r[0] for r in conn.execute(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped "
+        "ORDER BY attnum", (oid,))]
+    missing = [k for k in key if k not in columns]
+    if missing:
+        keys = candidate_keys(conn, oid)
+        raise PreflightError(
+            f"{name} has no column {', '.join(missing)} (its columns: {', '.join(columns) or 'none'}); `key` in "
+            f"migration.yaml (default id) names the batching key. Set `key` to {_keys_hint(keys)}")
     unique = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = %(oid)s AND i.indisunique AND i.indisvalid "
         "AND i.indpred IS NULL AND i.indnatts = cardinality(%(key)s::text[]) AND (SELECT array_agg(a.attname::text "
@@ -70,13 +79,36 @@ def check_table(conn, schema: str, table: str, key: tuple[str, ...]) -> int:
         "AND a.attnotnull) = (SELECT array_agg(k ORDER BY k) FROM unnest(%(key)s::text[]) k))",
         {"oid": oid, "key": list(key)}).fetchone()[0]
     if not unique:
+        keys = candidate_keys(conn, oid)
         raise PreflightError(
             f"{name} ({', '.join(key)}) is not a primary key or unique NOT NULL key; batches need one. Set `key` "
-            "in migration.yaml to such column(s), or add a unique index on NOT NULL column(s) first")
+            f"in migration.yaml to {_keys_hint(keys)}")
     if estimate == 0:  # never analyzed: reltuples is -1 (clamped to 0); an index-only estimate is cheap
         estimate = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1000000) s").format(
             sql.Identifier(schema, table))).fetchone()[0]
     return int(estimate)
+
+
+def candidate_keys(conn, oid: int) -> list[list[str]]:
+    """The table's usable batching keys: columns of each valid, non-partial unique index whose columns are all
+    NOT NULL (primary key first)."""
+    rows = conn.execute(
+        "SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index i "
+        "CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "WHERE k.ord <= i.indnkeyatts AND i.indrelid = %s AND i.indisunique AND i.indisvalid "
+        "AND i.indpred IS NULL AND i.indexprs IS NULL "
+        "GROUP BY i.indexrelid, i.indisprimary HAVING bool_and(a.attnotnull) "
+        "ORDER BY i.indisprimary DESC, count(*), i.indexrelid", (oid,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def _keys_hint(keys: list[list[str]]) -> str:
+    if not keys:
+        return ("a primary key or unique NOT NULL column(s); the table has none: add a unique index on NOT NULL "
+                "column(s) first (CREATE UNIQUE INDEX CONCURRENTLY)")
+    shown = [k[0] if len(k) == 1 else "[" + ", ".join(k) + "]" for k in keys]
+    return "one of its primary or unique NOT NULL keys: " + "; ".join(f"key: {k}" for k in shown)
 
 
 def check_history(conn, migration: Migration) -> None:
