@@ -3,6 +3,12 @@
 A suite file in ``expectations/`` is GX 1.x's own ExpectationSuite JSON. It runs through GX's
 PostgreSQL datasource on a whole-table batch, so every expectation executes as SQL aggregates in
 the database (no table pull), and Data Docs are written to a local folder.
+
+Names are case-sensitive, as in PostgreSQL with quoted identifiers: the batch is a query asset over
+``SELECT * FROM "Schema"."Table"`` built with psycopg.sql (a GX table asset lower-cases unquoted
+schema and table names, so ``AppData.UserAccounts`` would read ``appdata.useraccounts``), and the
+columns an expectation names are checked against the table's own, exactly (GX matches column names
+case-insensitively and can pick ``email`` for ``Email``).
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airmigrate.errors import SpecError
+from airmigrate.errors import SpecError, ValidationFailed
 
 log = logging.getLogger(__name__)
 URL_VARIABLE = "AIRMIGRATE_GX_CONNECTION_URL"
+COLUMN_KWARGS = ("column", "column_A", "column_B", "column_list")
 
 
 @dataclass(frozen=True)
@@ -27,8 +34,8 @@ class ValidationOutcome:
     data_docs_index: Path | None = None
 
 
-def load_suite_file(path: Path) -> dict:
-    """Read a suite file and check its shape, naming the file and the field on error."""
+def load_suite_file(path: Path, check_types: bool = True) -> dict:
+    """Read a suite file and check its shape and expectation types, naming the file and the field on error."""
     path = Path(path)
     try:
         suite = json.loads(path.read_text())
@@ -44,6 +51,10 @@ def load_suite_file(path: Path) -> dict:
         if not isinstance(expectation.get("kwargs", {}), dict):
             raise SpecError(path, f"expectations[{i}].kwargs", "not an object", 'write "kwargs": {"column": ...}')
     suite.setdefault("name", path.stem)
+    if check_types:
+        from airmigrate.expectation_registry import check_expectation_types
+
+        check_expectation_types(path, suite)
     return suite
 
 
@@ -53,12 +64,34 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def run_suite(url: str, table: str, suite_path: Path, data_docs_dir: Path, schema: str = "public") -> ValidationOutcome:
-    """Validate the table with the suite; Data Docs go to data_docs_dir/index.html."""
+    """Validate schema.table (exact, case-sensitive names) with the suite; Data Docs go to data_docs_dir/index.html.
+
+    Every expectation in the file is evaluated or reported failed: an outcome never passes with fewer results
+    than the suite has expectations.
+    """
     import great_expectations as gx
     from great_expectations.core.expectation_suite import ExpectationSuite
     from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
+    suite_path = Path(suite_path)
     suite_dict = load_suite_file(suite_path)
+    expectations = []
+    for i, expectation in enumerate(suite_dict["expectations"]):
+        try:  # one by one: ExpectationSuite(expectations=[...]) logs and drops what it cannot build
+            expectations.append(ExpectationConfiguration(**expectation).to_domain_obj())
+        except Exception as exc:  # unknown type, missing or wrong kwargs
+            raise SpecError(suite_path, f"expectations[{i}]", f"Great Expectations refused it ({_one_line(exc)})",
+                            "use the expectation types and kwargs of Great Expectations 1.x") from None
+    query, qualified, columns = _table_query(url, schema, table)
+    checked, failed = [], []
+    for expectation in expectations:
+        problem = _column_problem(expectation, columns, qualified)
+        if problem:
+            failed.append(problem)
+        else:
+            checked.append(expectation)
+
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     data_docs_dir = Path(data_docs_dir)
@@ -72,14 +105,12 @@ def run_suite(url: str, table: str, suite_path: Path, data_docs_dir: Path, schem
     # Data Docs, and socket URLs (no host part) pass GX's URL check.
     os.environ[URL_VARIABLE] = sqlalchemy_url(url)
     source = context.data_sources.add_postgres("target", connection_string="${" + URL_VARIABLE + "}")
-    batch = source.add_table_asset(table, table_name=table, schema_name=schema).add_batch_definition_whole_table(
-        "whole_table")
-    try:
-        suite = context.suites.add(ExpectationSuite(name=suite_dict["name"],
-                                                    expectations=suite_dict["expectations"]))
-    except Exception as exc:  # GX rejects unknown expectation types or kwargs
-        raise SpecError(suite_path, "expectations", f"Great Expectations refused the suite ({exc})",
-                        "use expectation types and kwargs of Great Expectations 1.x") from None
+    batch = source.add_query_asset(qualified, query=query).add_batch_definition_whole_table("whole_table")
+    suite = context.suites.add(ExpectationSuite(name=suite_dict["name"], expectations=checked))
+    if len(suite.expectations) != len(checked):
+        raise SpecError(suite_path, "expectations", f"Great Expectations kept {len(suite.expectations)} of "
+                        f"{len(checked)} expectations",
+                        "use the expectation types and kwargs of Great Expectations 1.x")
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="migration", data=batch,
                                                                             suite=suite))
     checkpoint = context.checkpoints.add(gx.Checkpoint(
@@ -87,10 +118,67 @@ def run_suite(url: str, table: str, suite_path: Path, data_docs_dir: Path, schem
         actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["airmigrate"])]))
     result = checkpoint.run()
     results = [r for run in result.run_results.values() for r in run.results]
+    failed += [describe_failure(r) for r in results if not r.success]
+    if len(results) != len(checked):
+        failed.append(f"Great Expectations evaluated {len(results)} of the {len(checked)} expectations it was given "
+                      f"({len(suite_dict['expectations'])} in {suite_path.name}): the rest did not run")
     index = data_docs_dir / "index.html"
-    return ValidationOutcome(success=bool(result.success), evaluated=len(results),
-                             failed=[describe_failure(r) for r in results if not r.success],
+    return ValidationOutcome(success=bool(result.success) and not failed,
+                             evaluated=len(results) + len(expectations) - len(checked), failed=failed,
                              data_docs_index=index if index.exists() else None)
+
+
+def _table_query(url: str, schema: str, table: str) -> tuple[str, str, list[str]]:
+    """(SELECT * FROM "schema"."table", its quoted name, its columns in order); the names are used exactly."""
+    from psycopg import sql
+
+    from airmigrate.db import Target, connect
+
+    with connect(Target.from_url(url), autocommit=True) as conn:
+        name = sql.Identifier(schema, table)
+        qualified = name.as_string(conn)
+        columns = [row[0] for row in conn.execute(
+            "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            (schema, table)).fetchall()]
+        if not columns:
+            exists = conn.execute("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                  "WHERE n.nspname = %s AND c.relname = %s", (schema, table)).fetchone()
+            if exists is None:
+                raise ValidationFailed(f"table {qualified} does not exist (names are case-sensitive): nothing to "
+                                       "validate. Check `table:` in migration.yaml against the database")
+        return sql.SQL("SELECT * FROM {}").format(name).as_string(conn), qualified, columns
+
+
+def _column_problem(expectation, columns: list[str], qualified: str) -> str | None:
+    """Why GX cannot validate the columns this expectation names exactly, or None.
+
+    GX resolves a column name case-insensitively against the table's columns (first match wins), so a name
+    that is not exactly a column, or one that differs from another column only in case, would silently
+    validate some other column.
+    """
+    kwargs = expectation.configuration.kwargs
+    if expectation.expectation_type.startswith("expect_table_"):
+        return None  # column_list/column_set there are the expected values, compared by the expectation itself
+    names = [kwargs[k] for k in COLUMN_KWARGS[:3] if isinstance(kwargs.get(k), str)]
+    names += [n for n in kwargs.get("column_list") or [] if isinstance(n, str)]
+    for name in names:
+        same = [c for c in columns if c.casefold() == name.casefold() and c != name]
+        if name not in columns:
+            hint = f'; did you mean "{same[0]}"? Column names are case-sensitive' if same else ""
+            return f'{expectation.expectation_type} [{name}]: column "{name}" does not exist in {qualified}{hint}'
+        if same:
+            return (f'{expectation.expectation_type} [{name}]: {qualified} also has the column "{same[0]}", which '
+                    "Great Expectations cannot tell apart from it (it matches column names case-insensitively); "
+                    "rename one, or check it with an unexpected_rows_expectation quoting the column")
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message on one line (pydantic spreads the field and the reason over several)."""
+    text = " ".join(str(getattr(exc, "message", None) or exc).split())
+    return (text[:297] + "...") if len(text) > 300 else text or type(exc).__name__
 
 
 def describe_failure(result) -> str:
