@@ -40,8 +40,11 @@ def combined(operations, make_context) -> Steps:
         backfill=[sql for p in parts for sql in p.backfill],
         contract=[sql for p in parts for sql in p.contract],
         down=[sql for p in reversed(parts) for sql in p.down],
+        down_backfill=[sql for p in reversed(parts) for sql in p.down_backfill],
+        down_contract=[sql for p in reversed(parts) for sql in p.down_contract],
         backfill_columns=[c for p in parts for c in p.backfill_columns],
         dropped_columns=[c for p in parts for c in p.dropped_columns],
+        self_restored=[c for p in parts for c in p.self_restored],
         destructive=any(p.destructive for p in parts),
     )
 
@@ -49,11 +52,13 @@ def combined(operations, make_context) -> Steps:
 __all__ = ["Operation", "OpContext", "Steps", "steps_for", "combined", "for_migration", "MODULES"]
 
 
-def for_migration(migration, column_types: dict[str, str] | None = None) -> Steps:
+def for_migration(migration, column_types: dict[str, str] | None = None,
+                  live_columns: frozenset[str] | None = None) -> Steps:
     """The migration's operations as steps; without column types (lint, plan, docs) types read as `text`."""
     spec = migration.spec
 
     def context(index: int) -> OpContext:
-        return OpContext(migration.id, index, spec.schema_name, spec.table_name, spec.key, column_types or {})
+        return OpContext(migration.id, index, spec.schema_name, spec.table_name, spec.key, column_types or {},
+                         live_columns)
 
     return combined(spec.operations, context)

@@ -17,6 +17,12 @@ from psycopg import sql
 
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$"
+SNAPSHOT_PREFIX = "snapshot_"
+
+
+def snapshot_name(migration_id: str) -> str:
+    """The table (in schema airmigrate) where the backup stage keeps (key, old values) for the rollback."""
+    return f"{SNAPSHOT_PREFIX}{migration_id}"[:63]
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,9 @@ class OpContext:
     table: str
     key: str
     column_types: dict[str, str] = field(default_factory=dict)
+    # The table's columns when the rollback started (None without a target: plan, lint, docs). A rollback
+    # picks its path from it once (before or after the contract) and keeps it while it runs.
+    live_columns: frozenset[str] | None = None
 
     @property
     def qualified(self) -> sql.Identifier:
@@ -42,6 +51,11 @@ class OpContext:
             raise ValueError(f"column {self.table}.{column} does not exist in the target")
         return self.column_types[column]
 
+    def contracted(self, column_of_expanded_shape: str) -> bool:
+        """Did the contract run? The expanded shape's column (e.g. `col__new`) is gone once it did. Without
+        a target the answer is yes: the plan then shows the longer rollback path, the one to be ready for."""
+        return self.live_columns is None or column_of_expanded_shape not in self.live_columns
+
     def name(self, kind: str) -> str:
         """A per-migration object name (trigger, function), at most 63 bytes."""
         return f"am_{kind}_{self.migration_id}_{self.index}"[:63]
@@ -49,14 +63,21 @@ class OpContext:
 
 @dataclass(frozen=True)
 class Steps:
-    """SQL per phase. `backfill` statements run once per batch with %(lo)s / %(hi)s bound."""
+    """SQL per phase. `backfill` and `down_backfill` statements run once per batch with %(lo)s / %(hi)s bound.
+
+    A rollback is three phases like the way up: `down` (short DDL: drop triggers, re-add columns, install a
+    reverse sync trigger), `down_backfill` (data copied back in batches by the same engine as the backfill),
+    `down_contract` (short DDL: swap names, drop what the migration created)."""
 
     expand: list[str] = field(default_factory=list)
     backfill: list[str] = field(default_factory=list)
     contract: list[str] = field(default_factory=list)
     down: list[str] = field(default_factory=list)
+    down_backfill: list[str] = field(default_factory=list)
+    down_contract: list[str] = field(default_factory=list)
     backfill_columns: list[str] = field(default_factory=list)   # written by the backfill: snapshotted
     dropped_columns: list[str] = field(default_factory=list)    # dropped by the contract: snapshotted
+    self_restored: list[str] = field(default_factory=list)      # snapshotted, but put back by down_backfill
     destructive: bool = False                                   # contract drops something: approval by default
 
 
@@ -70,28 +91,54 @@ def ident(*names: str) -> sql.Identifier:
 
 
 def check_type(value: str) -> str:
-    """Exactly one PostgreSQL type name (e.g. `bigint`, `numeric(12,2)`, `text[]`)."""
-    try:
-        stmts = pglast.parse_sql(f"SELECT NULL::{value}")
-    except pglast.parser.ParseError as exc:
-        raise ValueError(f"'{value}' is not a PostgreSQL type ({exc})") from None
-    target = stmts[0].stmt.targetList if len(stmts) == 1 else None
+    """Exactly one PostgreSQL type name (e.g. `bigint`, `numeric(12,2)`, `text[]`), returned as pglast renders it.
+
+    The rendering, not the user's text, is what gets spliced into DDL: a trailing `-- comment` or any
+    other leftover text cannot survive it, so `type: "text -- x"` cannot swallow the DEFAULT after it."""
+    stmt = _parse_one(f"SELECT NULL::{value}", value, "a PostgreSQL type")
+    target = stmt.targetList or ()
     # an alias means words followed the type ("int int" parses as NULL::int AS int)
-    if not target or len(target) != 1 or type(target[0].val).__name__ != "TypeCast" or target[0].name:
+    if len(target) != 1 or not isinstance(target[0].val, ast.TypeCast) or target[0].name:
         raise ValueError(f"'{value}' must be one type name")
-    return value
+    rendered = RawStream()(target[0].val.typeName)
+    _same_meaning(stmt, f"SELECT NULL::{rendered}", value)
+    return rendered
 
 
 def check_expression(value: str) -> str:
-    """Exactly one SQL expression over the row's columns (no statement separators, no subquery tricks)."""
-    try:
-        stmts = pglast.parse_sql(f"SELECT {value}")
-    except pglast.parser.ParseError as exc:
-        raise ValueError(f"'{value}' is not a SQL expression ({exc})") from None
-    select = stmts[0].stmt if len(stmts) == 1 else None
-    if select is None or len(select.targetList or ()) != 1 or select.fromClause or select.whereClause:
+    """Exactly one SQL expression over the row's columns, returned as pglast renders it.
+
+    Generated statements splice the rendering, never the raw text: a trailing `-- comment` in a
+    backfill would otherwise comment out the batch's `WHERE key BETWEEN %(lo)s AND %(hi)s`."""
+    stmt = _parse_one(f"SELECT {value}", value, "a SQL expression")
+    if len(stmt.targetList or ()) != 1:
         raise ValueError(f"'{value}' must be one expression")
-    return value
+    rendered = RawStream()(stmt.targetList[0].val)
+    # anything the rendering dropped (an alias, FROM, WHERE, ORDER BY, LIMIT ...) makes the trees differ
+    _same_meaning(stmt, f"SELECT {rendered}", value, "must be one expression")
+    return rendered
+
+
+def _parse_one(text: str, value: str, what: str):
+    """The single SELECT `text` parses to; a second statement (after a `;`) is refused."""
+    try:
+        stmts = pglast.parse_sql(text)
+    except pglast.parser.ParseError as exc:
+        raise ValueError(f"'{value}' is not {what} ({exc})") from None
+    if len(stmts) != 1 or not isinstance(stmts[0].stmt, ast.SelectStmt):
+        raise ValueError(f"'{value}' must be exactly one {what.split(' ', 1)[1]}")
+    return stmts[0].stmt
+
+
+def _same_meaning(original, rendered_sql: str, value: str, problem: str = "does not survive re-rendering") -> None:
+    """The rendering must parse back to the very tree the user's text gave (locations aside): what runs is
+    what was checked, and a rendering quirk can never change the meaning silently."""
+    try:
+        again = pglast.parse_sql(rendered_sql)
+    except pglast.parser.ParseError:
+        again = None
+    if not again or len(again) != 1 or again[0].stmt != original:
+        raise ValueError(f"'{value}' {problem}")
 
 
 class _QualifyWithRecord(visitors.Visitor):

@@ -13,7 +13,8 @@ from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from airmigrate.operations.base import (NAME, OpContext, Steps, batch_range, check_expression, check_type,
-                                        create_trigger, drop_trigger, ident, on_record, s, trigger_function)
+                                        create_trigger, drop_trigger, ident, on_record, s, snapshot_name,
+                                        trigger_function)
 
 
 class ChangeColumnType(BaseModel):
@@ -48,10 +49,38 @@ def steps(op: ChangeColumnType, ctx: OpContext) -> Steps:
         s("ALTER TABLE {t} RENAME COLUMN {n} TO {o}", t=tbl, n=new, o=old),
         s("ALTER TABLE {t} DROP COLUMN {r}", t=tbl, r=retired),
     ]
-    down = drop_trigger(ctx) + [s(
-        "DO $am$ BEGIN IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = {sch} AND "
-        "table_name = {tn} AND column_name = {nc}) THEN ALTER TABLE {t} DROP COLUMN {n}; "
-        "ELSE ALTER TABLE {t} ALTER COLUMN {o} TYPE " + ctx.type_of(op.column) + "; END IF; END $am$",
-        sch=sql.Literal(ctx.schema), tn=sql.Literal(ctx.table), nc=sql.Literal(f"{op.column}__new"[:63]),
-        t=tbl, n=new, o=old)]
-    return Steps(expand=expand, backfill=backfill, contract=contract, down=down, destructive=True)
+    down, down_backfill, down_contract = rollback_steps(op, ctx, old, new)
+    return Steps(expand=expand, backfill=backfill, contract=contract, down=down, down_backfill=down_backfill,
+                 down_contract=down_contract, dropped_columns=[op.column], self_restored=[op.column],
+                 destructive=True)
+
+
+def rollback_steps(op: ChangeColumnType, ctx: OpContext, old, new) -> tuple[list[str], list[str], list[str]]:
+    """Before the contract: drop `<col>__new` (instant). After it, the way up in reverse, never a rewrite:
+    `<col>__old` of the original type, a trigger casting back what the application writes meanwhile,
+    batches filling the rest (the snapshot's original value where the row existed before the migration,
+    else the cast; a slot the trigger filled holds a newer write and is left alone), then the names swap
+    in one short transaction."""
+    tbl = ctx.qualified
+    if not ctx.contracted(f"{op.column}__new"[:63]):
+        return drop_trigger(ctx) + [s("ALTER TABLE {t} DROP COLUMN IF EXISTS {n}", t=tbl, n=new)], [], []
+    original = ctx.type_of(op.column)
+    back, retired = ident(f"{op.column}__old"[:63]), ident(f"{op.column}__rollback"[:63])
+    down = drop_trigger(ctx) + [
+        s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {b} " + original, t=tbl, b=back),
+        # only a value the application writes now is cast back; a row it merely touches keeps its slot for
+        # the batch, which puts the original value (from the snapshot) there
+        trigger_function(ctx, s("BEGIN IF TG_OP = 'INSERT' OR NEW.{o} IS DISTINCT FROM OLD.{o} THEN NEW.{b} := NEW.{o}::"
+                                + original + "; END IF; RETURN NEW; END", b=back, o=old), kind="back"),
+        create_trigger(ctx, "BEFORE INSERT OR UPDATE", kind="back")]
+    key, snap = ident(ctx.key), ident("airmigrate", snapshot_name(ctx.migration_id))
+    down_backfill = [s(
+        "UPDATE {t} AS t SET {b} = v.value FROM (SELECT x.{k}, CASE WHEN s.{k} IS NULL THEN x.{o}::" + original +
+        " ELSE s.{o} END AS value FROM {t} AS x LEFT JOIN {snap} AS s ON s.{k} = x.{k} WHERE " +
+        batch_range(ctx, "x") + ") AS v WHERE t.{k} = v.{k} AND " + batch_range(ctx, "t") +
+        " AND t.{b} IS NULL AND v.value IS NOT NULL", t=tbl, b=back, k=key, o=old, snap=snap)]
+    down_contract = drop_trigger(ctx, kind="back") + [
+        s("ALTER TABLE {t} RENAME COLUMN {o} TO {r}", t=tbl, o=old, r=retired),
+        s("ALTER TABLE {t} RENAME COLUMN {b} TO {o}", t=tbl, b=back, o=old),
+        s("ALTER TABLE {t} DROP COLUMN {r}", t=tbl, r=retired)]
+    return down, down_backfill, down_contract

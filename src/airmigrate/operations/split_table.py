@@ -45,12 +45,32 @@ def steps(op: SplitTable, ctx: OpContext) -> Steps:
                   sets=sets)]
     contract = drop_trigger(ctx) + [
         s("ALTER TABLE {t} DROP COLUMN IF EXISTS {c}", t=tbl, c=c) for c in cols]
-    # Down: put the columns back if the contract dropped them, copy the newest values home, drop the new table.
+    down, down_backfill, down_contract = rollback_steps(op, ctx)
+    return Steps(expand=expand, backfill=backfill, contract=contract, down=down, down_backfill=down_backfill,
+                 down_contract=down_contract, destructive=True)
+
+
+def rollback_steps(op: SplitTable, ctx: OpContext) -> tuple[list[str], list[str], list[str]]:
+    """The columns come back empty (instant), a trigger on the new table mirrors the application's writes
+    home, batches copy the rest back, and only then the new table goes: no step holds a lock for longer
+    than a short DDL."""
+    tbl, new, key = ctx.qualified, ident(ctx.schema, op.new_table), ident(ctx.key)
+    cols = [ident(c) for c in op.columns]
+    back_fn, back_trg = ident("airmigrate", ctx.name("back")), ident(ctx.name("back"))
+    mirror = s("BEGIN UPDATE {t} SET {sets} WHERE {k} = NEW.{k} AND ({diff}); RETURN NEW; END", t=tbl, k=key,
+               sets=sql.SQL(", ").join(sql.SQL("{c} = NEW.{c}").format(c=c) for c in cols),
+               diff=sql.SQL(" OR ").join(sql.SQL("{c} IS DISTINCT FROM NEW.{c}").format(c=c) for c in cols))
     down = drop_trigger(ctx) + [
         s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} " + ctx.type_of(name), t=tbl, c=ident(name))
         for name in op.columns] + [
-        s("UPDATE {t} AS o SET {sets} FROM {n} AS x WHERE o.{k} = x.{k} AND ({diff})", t=tbl, n=new, k=key,
-          sets=sql.SQL(", ").join(sql.SQL("{c} = x.{c}").format(c=c) for c in cols),
-          diff=sql.SQL(" OR ").join(sql.SQL("o.{c} IS DISTINCT FROM x.{c}").format(c=c) for c in cols)),
-        s("DROP TABLE IF EXISTS {n}", n=new)]
-    return Steps(expand=expand, backfill=backfill, contract=contract, down=down, destructive=True)
+        s("CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS {body}", fn=back_fn,
+          body=sql.Literal(mirror)),
+        s("CREATE OR REPLACE TRIGGER {trg} AFTER INSERT OR UPDATE ON {n} FOR EACH ROW EXECUTE FUNCTION {fn}()",
+          trg=back_trg, n=new, fn=back_fn)]
+    down_backfill = [s(
+        "UPDATE {t} AS o SET {sets} FROM {n} AS x WHERE o.{k} = x.{k} AND " + batch_range(ctx, "o") +
+        " AND ({diff})", t=tbl, n=new, k=key,
+        sets=sql.SQL(", ").join(sql.SQL("{c} = x.{c}").format(c=c) for c in cols),
+        diff=sql.SQL(" OR ").join(sql.SQL("o.{c} IS DISTINCT FROM x.{c}").format(c=c) for c in cols))]
+    down_contract = [s("DROP TABLE IF EXISTS {n}", n=new), s("DROP FUNCTION IF EXISTS {fn}()", fn=back_fn)]
+    return down, down_backfill, down_contract
