@@ -37,7 +37,10 @@ def test_stage_order_params_and_docs(dagbag, migration_id):
     assert migration_id in dag.doc_md and "```sql" in dag.doc_md
     assert type(dag.get_task("backfill.shard")).__name__.endswith("MappedOperator")
     rollback = dagbag.get_dag(f"{migration_id}__rollback")
-    assert [t.task_id for t in rollback.topological_sort()] == ["preflight", "down", "restore"]
+    gate = ["approve_rollback"]  # both examples drop the column they added
+    assert [t.task_id for t in rollback.topological_sort()] == [
+        "preflight", *gate, "down", "restore.plan", "restore.shard", "finish"]
+    assert {"batch_size", "shards", "dry_run", "retry_failed", "approve_rollback"} <= set(rollback.params.keys())
 
 
 def test_parsing_opens_no_database_connection(monkeypatch):

@@ -62,7 +62,7 @@ def test_0001_applies_then_rolls_back_to_an_identical_table(fresh_db):
     assert "backfill.shard x2" in text and "validation: passed" in text and str(backup) in text
     assert fresh_db.password is None or fresh_db.password not in text
 
-    dagrun = run_dag("0001_add_user_email_verified__rollback")
+    dagrun = run_dag("0001_add_user_email_verified__rollback", {"approve_rollback": True})
     assert str(dagrun.state) == "success"
     assert not column_exists(fresh_db, "email_verified")
     assert not index_exists(fresh_db, "idx_users_email_verified")
@@ -134,8 +134,10 @@ def test_failed_validation_stops_before_cleanup(fresh_db, fixture_migrations):
     migration = load_migration(FIXTURES / "migrations" / "0102_wrong_backfill", FIXTURES / "expectations")
     with connect(fresh_db) as conn:
         run = state.latest_run(conn, migration.id)
-        assert state.history(conn, migration.id)["status"] == "running"
+        hist = state.history(conn, migration.id)
+    assert hist["status"] == "failed" and "expectations failed" in hist["error"]  # never a stale `running`
     assert run["status"] == "failed" and "expectations failed" in run["error"]
+    assert "airmigrate run 0102_wrong_backfill --rollback" in run["error"]  # the schema is expanded: how back
     assert "unexpected_rows_expectation" in run["error"] or "email_verified" in run["error"]
     text = report(dagrun, migration, fresh_db)
     assert "validation: failed" in text and "cleanup" in text

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS airmigrate.history (
     rolled_back_at timestamptz,
     rolled_back_by text
 );
+ALTER TABLE airmigrate.history ADD COLUMN IF NOT EXISTS error text;
 CREATE TABLE IF NOT EXISTS airmigrate.runs (
     run_id           bigserial PRIMARY KEY,
     migration_id     text NOT NULL,
@@ -87,8 +88,8 @@ def ensure_schema(conn) -> None:
 
 def history(conn, migration_id: str) -> dict | None:
     cur = conn.execute(
-        "SELECT migration_id, checksum, status, backup_path, snapshot_table, applied_at, applied_by, duration_s "
-        "FROM airmigrate.history WHERE migration_id = %s", (migration_id,))
+        "SELECT migration_id, checksum, status, backup_path, snapshot_table, applied_at, applied_by, duration_s, "
+        "error FROM airmigrate.history WHERE migration_id = %s", (migration_id,))
     row = cur.fetchone()
     return dict(zip([c.name for c in cur.description], row)) if row else None
 
@@ -153,13 +154,19 @@ def start_history(conn, migration_id: str, checksum: str) -> None:
     conn.execute(
         "INSERT INTO airmigrate.history (migration_id, checksum, status) VALUES (%s, %s, 'running') "
         "ON CONFLICT (migration_id) DO UPDATE SET checksum = EXCLUDED.checksum, status = 'running', "
-        "started_at = now(), applied_at = NULL, rolled_back_at = NULL, rolled_back_by = NULL",
+        "started_at = now(), applied_at = NULL, rolled_back_at = NULL, rolled_back_by = NULL, error = NULL",
         (migration_id, checksum))
 
 
 def record_backup(conn, migration_id: str, backup_path: str | None, snapshot_table: str | None) -> None:
     conn.execute("UPDATE airmigrate.history SET backup_path = %s, snapshot_table = %s WHERE migration_id = %s",
                  (backup_path, snapshot_table, migration_id))
+
+
+def mark_history_failed(conn, migration_id: str, error: str) -> None:
+    """A run that stopped half-way: the history says failed, with the error, never a stale `running`."""
+    conn.execute("UPDATE airmigrate.history SET status = 'failed', error = %s WHERE migration_id = %s "
+                 "AND status = 'running'", (error, migration_id))
 
 
 def mark_applied(conn, migration_id: str) -> None:

@@ -29,21 +29,41 @@ def needs_approval(migration: Migration) -> bool:
     return any(_is_destructive(raw.stmt) for raw in statements)
 
 
+def needs_rollback_approval(migration: Migration) -> bool:
+    """The rollback drops a column or a table (what the migration created, or down.sql's DROPs): the same
+    human gate as a destructive contract. spec.approval: false turns both off."""
+    if migration.spec.approval is not None:
+        return migration.spec.approval
+    import pglast
+
+    steps = operations.for_migration(migration)  # no target: the longer (after-contract) path
+    statements = [*steps.down, *steps.down_contract, migration.down_sql or ""]
+    return any(_is_destructive(raw.stmt) for text in statements if text.strip() for raw in pglast.parse_sql(text))
+
+
 class ContractApproval(ApprovalOperator):
-    """ApprovalOperator that can be pre-approved by the run's `approve_contract` param."""
+    """ApprovalOperator that can be pre-approved by a run param (`approve_contract`, `approve_rollback`)."""
+
+    def __init__(self, *, approve_param: str = "approve_contract", direction: str = "up", **kwargs):
+        super().__init__(**kwargs)
+        self.approve_param, self.direction = approve_param, direction
 
     def execute(self, context):
-        if context["params"].get("approve_contract"):
-            self.log.info("approve_contract=true in the run's params: contract approved up front")
+        if context["params"].get("dry_run"):
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException("dry_run: nothing to approve, nothing will run")
+        if context["params"].get(self.approve_param):
+            self.log.info("%s=true in the run's params: approved up front", self.approve_param)
             return {"chosen_options": [self.APPROVE], "params_input": {}}
-        self.log.info("waiting for approval of the contract step in the Airflow UI (Approve / Reject)")
+        self.log.info("waiting for approval in the Airflow UI (Approve / Reject)")
         return super().execute(context)
 
     def execute_complete(self, context, event):
         if self.REJECT in ((event or {}).get("chosen_options") or ()):
             from airmigrate.airflow.tasks import pause_run
 
-            pause_run(context["dag"].dag_id)  # before super(): it skips cleanup by raising
+            pause_run(context["dag"].dag_id.removesuffix("__rollback"), self.direction)  # before super(): it skips
         return super().execute_complete(context, event)
 
 
@@ -56,6 +76,21 @@ def approval_task(migration: Migration) -> ContractApproval:
               + "\n```\n\nApprove to run it; Reject to keep the expanded schema (nothing is dropped)."),
         # Airflow 3.3 can mark a just-parked task failed when the answer beats the executor's event
         # (seen under load): a retry parks it again and asks again instead of failing the run.
+        retries=2,
+        retry_delay=timedelta(seconds=5),
+    )
+
+
+def rollback_approval_task(migration: Migration) -> ContractApproval:
+    steps = operations.for_migration(migration)
+    return ContractApproval(
+        task_id="approve_rollback",
+        approve_param="approve_rollback",
+        direction="down",
+        subject=f"Roll back {migration.id}? It drops what the migration created",
+        body=(f"The rollback of **{migration.id}** drops a column or a table:\n\n```sql\n"
+              + ";\n".join([migration.down_sql.strip()] + steps.down + steps.down_contract).strip()
+              + "\n```\n\nApprove to run it; Reject to leave the schema as it is (nothing is changed)."),
         retries=2,
         retry_delay=timedelta(seconds=5),
     )

@@ -9,7 +9,8 @@ from airflow.sdk import DAG, Param, TaskGroup, task
 
 from airmigrate import settings
 from airmigrate.airflow import tasks
-from airmigrate.airflow.approval import approval_task, needs_approval
+from airmigrate.airflow.approval import (approval_task, needs_approval, needs_rollback_approval,
+                                        rollback_approval_task)
 from airmigrate.errors import SpecError
 from airmigrate.plan import render, static_plan
 from airmigrate.spec import Migration, discover, load_migration
@@ -61,24 +62,45 @@ def build_dag(migration: Migration) -> DAG:
 
 
 def build_rollback_dag(migration: Migration) -> DAG:
-    """preflight -> down -> restore: the down SQL, then the overwritten values from the snapshot."""
-    folder = str(migration.folder.resolve())
+    """preflight -> [approve_rollback] -> down -> restore (plan, mapped shards) -> finish: the way up in
+    reverse, with data copied back by the batched engine between two short DDL steps."""
+    spec, folder = migration.spec, str(migration.folder.resolve())
     with DAG(
         dag_id=migration.rollback_dag_id,
-        description=f"Roll back {migration.id}",
-        doc_md=f"Rollback of **{migration.id}**: runs `{migration.spec.down}`, then restores the values the "
-               "backfill overwrote from the snapshot taken by the backup stage.\n\n" + _doc(migration),
+        description=f"Roll back {migration.id}: short DDL, data copied back in batches, short DDL",
+        doc_md=f"Rollback of **{migration.id}**: `{spec.down}` and the operations' down DDL in short "
+               "transactions, then the data copied back and the values the backfill overwrote restored in "
+               "key-range batches (resumable, throttled), then the last short DDL. `dry_run` prints the SQL "
+               "and changes nothing.\n\n" + _doc(migration),
         schedule=None,
         start_date=START,
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
         tags=["airmigrate", "rollback"],
+        params={
+            "batch_size": Param(spec.batch_size, type="integer", minimum=1, maximum=2_000_000,
+                                description="Rows per copy-back batch"),
+            "shards": Param(spec.shards, type="integer", minimum=1, maximum=64, description="Parallel copy-back tasks"),
+            "dry_run": Param(False, type="boolean", description="Only check and print the rollback's SQL; change nothing"),
+            "retry_failed": Param(False, type="boolean", description="Run the failed copy-back batches again"),
+            "approve_rollback": Param(False, type="boolean",
+                                      description="Approve a rollback that drops a column or table up front"),
+        },
     ) as dag:
         pre = _task("preflight", tasks.rollback_preflight_task)(folder)
         down = _task("down", tasks.down_task)(folder)
-        restore = _task("restore", tasks.restore_task)(folder)
-        pre >> down >> restore
+        with TaskGroup("restore", tooltip="Data copied back in key-range batches, resumable"):
+            plan = _task("plan", tasks.restore_plan_task)(folder)
+            shards = _task("shard", tasks.restore_shard_task, retries=3).partial(migration_dir=folder).expand(
+                shard=plan)
+        finish = _task("finish", tasks.finish_rollback_task)(folder)
+        if needs_rollback_approval(migration):
+            pre >> rollback_approval_task(migration) >> down
+        else:
+            pre >> down
+        down >> plan
+        shards >> finish
     return dag
 
 

@@ -88,7 +88,7 @@ def report(dagrun, migration: Migration, target: Target, rollback: bool = False)
                      f"{('airmigrate.' + hist['snapshot_table']) if hist['snapshot_table'] else 'none needed'}")
         lines.append(f"  history: {hist['status']}")
     if rollback and "restored_rows" in facts:
-        lines.append(f"  restored from snapshot: {facts['restored_rows']:,} rows")
+        lines.append(f"  copied back / restored from the snapshot in batches: {facts['restored_rows']:,} rows")
     if run and run.get("error"):
         lines.append(f"  error: {run['error']}")
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from airflow.sdk import BaseHook, get_current_context
 
 from airmigrate import settings, state
 from airmigrate.db import Target, connect, is_transient
-from airmigrate.errors import AirmigrateError, PreflightError
+from airmigrate.errors import PreflightError
 from airmigrate.spec import Migration, load_migration
 from airmigrate.stages import backfill, backup, cleanup, preflight, rollback, schema_change, validate
 
@@ -54,11 +54,12 @@ def stage_task(direction: str = "up"):
             except (AirflowSkipException, AirflowRescheduleException):
                 raise
             except Exception as exc:
-                if is_transient(exc):
+                if is_transient(exc) and not _last_try():
                     raise AirflowException(f"{type(exc).__name__}: {exc} (transient: Airflow retries)") from exc
-                if isinstance(exc, AirmigrateError) and not isinstance(exc, PreflightError):
-                    _mark_failed(target, migration, direction, exc)
-                raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+                message = f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, PreflightError):
+                    message = _mark_failed(target, migration, direction, message) or message
+                raise AirflowFailException(message) from exc
 
         run.__name__, run.__qualname__, run.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
         return run  # not functools.wraps: Airflow would bind arguments against the stage's own signature
@@ -66,21 +67,48 @@ def stage_task(direction: str = "up"):
     return wrap
 
 
-def _mark_failed(target: Target, migration: Migration, direction: str, exc: Exception) -> None:
+def _last_try() -> bool:
+    """Is this the task's last attempt (so a transient error will not be retried any more)?"""
+    try:
+        ti = get_current_context()["ti"]
+        return ti.try_number > (ti.max_tries or 0)
+    except Exception:  # outside a task (tests calling the wrapper directly)
+        return False
+
+
+def _mark_failed(target: Target, migration: Migration, direction: str, message: str) -> str | None:
+    """The run and the history say failed, with the error and, once the schema was touched, how to roll
+    back. Returns the message with that hint added (None when nothing was recorded)."""
     try:
         with connect(target, autocommit=True) as conn:
             run_id = state.active_run(conn, migration.id, direction)
-            if run_id:
-                state.finish_run(conn, run_id, "failed", str(exc)[:2000])
+            if not run_id:
+                return None
+            if direction == "up" and _schema_touched(conn, run_id):
+                message += (f". The schema is expanded: fix the cause and clear the failed task (it resumes), or "
+                            f"roll back with `airmigrate run {migration.id} --rollback` / the DAG "
+                            f"{migration.rollback_dag_id}")
+            with conn.transaction():
+                state.finish_run(conn, run_id, "failed", message[:2000])
+                if direction == "up":
+                    state.mark_history_failed(conn, migration.id, message[:2000])
+            return message
     except Exception:  # recording is best effort; the task fails with the original error regardless
         log.exception("could not record the failure in airmigrate.runs")
+    return None
 
 
-def pause_run(migration_id: str) -> None:
+def _schema_touched(conn, run_id: int) -> bool:
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM unnest(completed_stages) s WHERE s LIKE 'schema_change%%') "
+                       "FROM airmigrate.runs WHERE run_id = %s", (run_id,)).fetchone()
+    return bool(row and row[0])
+
+
+def pause_run(migration_id: str, direction: str = "up") -> None:
     """Approval rejected: keep the run open as `paused` (expanded schema stays); a new trigger resumes it."""
     migration = _load(str(settings.migrations_dir() / migration_id))
     with connect(target_for(migration), autocommit=True) as conn:
-        run_id = state.active_run(conn, migration.id)
+        run_id = state.active_run(conn, migration.id, direction)
         if run_id:
             conn.execute("UPDATE airmigrate.runs SET status = 'paused' WHERE run_id = %s", (run_id,))
     log.info("contract rejected: %s stays expanded; trigger the DAG again to be asked again", migration_id)
@@ -186,15 +214,38 @@ def _record_who_triggered() -> None:
 
 @stage_task("down")
 def rollback_preflight_task(target, migration):
+    if _params().get("dry_run"):
+        return rollback.preflight_rollback(target, migration, dry_run=True)
     return rollback.preflight_rollback(target, migration, get_current_context()["dag_run"].run_id)
 
 
 @stage_task("down")
 def down_task(target, migration):
+    _skip_if_dry_run(migration, "the rollback")
     return rollback.down(target, migration, current_run(target, migration, "down"))
 
 
 @stage_task("down")
-def restore_task(target, migration):
+def restore_plan_task(target, migration):
+    """The copy-back's cursor, and one mapped shard per `shards` param (like the backfill's plan task)."""
+    params = _params()
+    _skip_if_dry_run(migration, "the copy-back")
+    rollback.start_restore(target, migration, current_run(target, migration, "down"), params.get("batch_size"))
+    return list(range(int(params.get("shards") or migration.spec.shards)))
+
+
+@stage_task("down")
+def restore_shard_task(target, migration, shard: int):
+    """A cleared (re-run) shard also retries the failed batches, as on the way up. No off-peak window: a
+    rollback runs when it is needed."""
+    context = get_current_context()
+    return rollback.restore_shard(target, migration, current_run(target, migration, "down"), shard,
+                                  retry_failed=bool(context["params"].get("retry_failed"))
+                                  or context["ti"].try_number > 1)
+
+
+@stage_task("down")
+def finish_rollback_task(target, migration):
+    _skip_if_dry_run(migration, "the rollback")
     _record_who_triggered()
-    return rollback.restore(target, migration, current_run(target, migration, "down"))
+    return rollback.finish(target, migration, current_run(target, migration, "down"))

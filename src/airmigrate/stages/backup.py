@@ -15,7 +15,8 @@ from airmigrate import settings, state
 from airmigrate.db import Target, connect
 from airmigrate.errors import AirmigrateError
 from airmigrate.spec import Migration
-from airmigrate.stages.generated import SNAPSHOT_PREFIX, column_types, runtime_steps
+from airmigrate.operations.base import snapshot_name
+from airmigrate.stages.generated import column_types, runtime_steps
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def pg_dump_binary() -> str:
 
 
 def snapshot_table_name(migration: Migration) -> str:
-    return f"{SNAPSHOT_PREFIX}{migration.id}"[:63]
+    return snapshot_name(migration.id)
 
 
 def snapshot_overwritten_columns(conn, migration: Migration) -> str | None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from psycopg import sql
+
 from airmigrate import operations
 from airmigrate.operations import Steps
+from airmigrate.operations.base import SNAPSHOT_PREFIX  # noqa: F401  (re-exported)
 from airmigrate.spec import Migration
-
-SNAPSHOT_PREFIX = "snapshot_"
 
 
 def column_types(conn, schema: str, table: str) -> dict[str, str]:
@@ -18,15 +19,67 @@ def column_types(conn, schema: str, table: str) -> dict[str, str]:
     return dict(rows)
 
 
-def runtime_steps(conn, migration: Migration) -> Steps:
+def runtime_steps(conn, migration: Migration, live_columns: frozenset[str] | None = None) -> Steps:
     """Steps with the column types the table had before the migration changed it (recorded by the backup
-    stage), so a rollback after the contract still knows a dropped or retyped column's original type."""
+    stage), so a rollback after the contract still knows a dropped or retyped column's original type.
+    `live_columns` (a rollback's view of the table) picks each operation's rollback path."""
     if not migration.spec.operations:
         return Steps()
     spec = migration.spec
     types = column_types(conn, spec.schema_name, spec.table_name)
     types.update(recorded_column_types(conn, migration.id))
-    return operations.for_migration(migration, types)
+    return operations.for_migration(migration, types, live_columns)
+
+
+def rollback_steps(conn, migration: Migration, run_id: int) -> Steps:
+    """The rollback run's steps, from the table's shape recorded when that run started: its down, batches
+    and down_contract phases must agree even though the down phase changes the table in between."""
+    row = conn.execute("SELECT facts -> 'live_columns' FROM airmigrate.runs WHERE run_id = %s", (run_id,)).fetchone()
+    live = frozenset(row[0]) if row and row[0] is not None else None
+    return runtime_steps(conn, migration, live)
+
+
+def restore_statement(migration: Migration, snapshot: str, columns: list[str]) -> str | None:
+    """Per batch: put the snapshot's values of `columns` back where they differ (the key range bounded on
+    both sides, like every batch)."""
+    if not columns:
+        return None
+    keys = migration.spec.key_columns
+    if len(keys) == 1:
+        bounds = sql.SQL("t.{k} BETWEEN %(lo)s AND %(hi)s").format(k=sql.Identifier(keys[0]))
+    else:
+        row = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in keys)
+        lo = sql.SQL(", ").join(sql.SQL(f"%(lo_{i})s") for i in range(len(keys)))
+        hi = sql.SQL(", ").join(sql.SQL(f"%(hi_{i})s") for i in range(len(keys)))
+        bounds = sql.SQL("({}) BETWEEN ({}) AND ({})").format(row, lo, hi)
+    return sql.SQL("UPDATE {t} AS t SET {sets} FROM {s} AS s WHERE {join} AND {bounds} AND ({changed})").format(
+        t=sql.Identifier(migration.spec.schema_name, migration.spec.table_name),
+        s=sql.Identifier("airmigrate", snapshot), bounds=bounds,
+        join=sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in keys),
+        sets=sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in columns),
+        changed=sql.SQL(" OR ").join(sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c))
+                                     for c in columns)).as_string(None)
+
+
+def snapshot_columns(conn, migration: Migration, snapshot: str | None) -> list[str]:
+    """The value columns of the rollback snapshot (empty when there is none)."""
+    if not snapshot:
+        return []
+    return [r[0] for r in conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'airmigrate' AND table_name = %s "
+        "AND column_name <> ALL(%s) ORDER BY ordinal_position",
+        (snapshot, list(migration.spec.key_columns))).fetchall()]
+
+
+def down_batch_statements(conn, migration: Migration, run_id: int) -> list[str]:
+    """What a rollback's batches run: the operations' copy-back, then the snapshot's overwritten values."""
+    steps = rollback_steps(conn, migration, run_id)
+    row = conn.execute("SELECT snapshot_table FROM airmigrate.history WHERE migration_id = %s",
+                       (migration.id,)).fetchone()
+    snapshot = row[0] if row else None
+    restore = restore_statement(migration, snapshot, [c for c in snapshot_columns(conn, migration, snapshot)
+                                                      if c not in steps.self_restored]) if snapshot else None
+    return steps.down_backfill + ([restore] if restore else [])
 
 
 def recorded_column_types(conn, migration_id: str) -> dict[str, str]:

@@ -1,85 +1,132 @@
-"""rollback: the down SQL, then the values the backfill overwrote restored from the snapshot."""
+"""rollback: the way up in reverse, and as safe: short DDL, data copied back in batches, short DDL.
+
+A rollback runs exactly when production is already in trouble, so it must never hold a lock longer
+than a short DDL statement. Three phases, like expand / backfill / contract:
+
+- ``down``: down.sql and the operations' down DDL (drop triggers, re-add columns empty, install a
+  reverse sync trigger), each group in its own short transaction under lock_timeout with retries;
+- the copy-back: the operations' copy-back statements and the snapshot restore of overwritten values,
+  run by the backfill engine (key-range batches, resumable, throttled, failed batches retried);
+- ``finish``: the operations' last DDL (swap names back, drop what the migration created), then the
+  history marked rolled back and the snapshot dropped.
+
+The table's shape when the rollback starts (before or after the contract) picks each operation's path;
+it is recorded in the run, so a resumed rollback keeps the path it started on.
+"""
 
 from __future__ import annotations
 
 import logging
 
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from airmigrate import state
-from airmigrate.db import Target, connect, set_timeouts
+from airmigrate.db import Target, connect
 from airmigrate.errors import PreflightError
 from airmigrate.spec import Migration
-from airmigrate.stages.backfill import drop_sync_trigger
-from airmigrate.stages.backfill.keys import Key
-from airmigrate.stages.generated import join_sql, runtime_steps
+from airmigrate.stages import backfill
+from airmigrate.stages.generated import column_types, down_batch_statements, join_sql, rollback_steps
 from airmigrate.stages.schema_change import apply_sql
 
 log = logging.getLogger(__name__)
 
 
-def preflight_rollback(target: Target, migration: Migration, dag_run_id: str | None = None) -> dict:
-    """Only a migration that ran (applied, or failed half-way) can be rolled back."""
+def preflight_rollback(target: Target, migration: Migration, dag_run_id: str | None = None,
+                       dry_run: bool = False) -> dict:
+    """Only a migration that ran (applied, or failed half-way) can be rolled back. A dry run prints the SQL
+    the rollback would run and starts nothing."""
+    spec = migration.spec
     with connect(target, autocommit=True) as conn:
         state.ensure_schema(conn)
         hist = state.history(conn, migration.id)
         if hist is None or hist["status"] == "rolled_back":
             raise PreflightError(f"{migration.id} is not applied on {target.describe()} "
                                  f"({'never ran' if hist is None else 'already rolled back'}); nothing to roll back")
+        if dry_run:
+            live = frozenset(column_types(conn, spec.schema_name, spec.table_name))
+            text = rollback_sql(conn, migration, live)
+            log.info("dry_run: the rollback of %s would run:\n%s", migration.id, text)
+            return {"dry_run": True, "sql": text}
         run_id, resumed = state.begin_run(conn, migration.id, "down", dag_run_id)
+        record_table_shape(conn, migration, run_id)
     log.info("rolling back %s (status %s), run %d %s", migration.id, hist["status"], run_id,
              "resumed" if resumed else "started")
     return {"run_id": run_id, "resumed": resumed, "snapshot_table": hist["snapshot_table"]}
 
 
+def record_table_shape(conn, migration: Migration, run_id: int) -> None:
+    """Once per rollback run: the columns the table has now decide each operation's rollback path."""
+    spec = migration.spec
+    live = sorted(column_types(conn, spec.schema_name, spec.table_name))
+    conn.execute("UPDATE airmigrate.runs SET facts = facts || jsonb_build_object('live_columns', %s::jsonb) "
+                 "WHERE run_id = %s AND NOT facts ? 'live_columns'", (Jsonb(live), run_id))
+
+
+def rollback_sql(conn, migration: Migration, live: frozenset[str]) -> str:
+    """The rollback's SQL by phase, as it would run now (for dry runs, the plan and the report)."""
+    from airmigrate.stages.generated import runtime_steps
+
+    steps = runtime_steps(conn, migration, live)
+    parts = ["-- down (short DDL, each group under lock_timeout with retries)",
+             join_sql(migration.down_sql, steps.down).strip() or "(nothing)"]
+    parts += ["-- copy-back, per key-range batch", ";\n".join(steps.down_backfill) or "(only the snapshot restore, "
+              "when the backup kept overwritten values)"]
+    parts += ["-- finish (short DDL)", ";\n".join(steps.down_contract) or "(nothing)"]
+    return "\n".join(parts)
+
+
 def down(target: Target, migration: Migration, run_id: int) -> list[str]:
-    """The operations' down steps (in reverse order), then down.sql."""
+    """down.sql and the operations' down DDL (in reverse order): short transactions only."""
     with connect(target, autocommit=True) as conn:
-        drop_sync_trigger(conn, migration)
-        steps = runtime_steps(conn, migration).down
+        backfill.drop_sync_trigger(conn, migration)
+        steps = rollback_steps(conn, migration, run_id).down
     return apply_sql(target, migration, run_id, "down", join_sql(migration.down_sql, steps))
 
 
-def restore(target: Target, migration: Migration, run_id: int, batch_size: int | None = None) -> dict:
-    """Write the snapshot's old values back in key-range batches, then mark the history rolled back."""
-    spec = migration.spec
+def start_restore(target: Target, migration: Migration, run_id: int, batch_size: int | None = None) -> int:
+    """Open the copy-back's cursor (the backfill engine's, for this rollback run). Returns estimated batches."""
+    return backfill.start_backfill(target, migration, run_id, batch_size, direction="down")
+
+
+def restore_shard(target: Target, migration: Migration, run_id: int, shard: int = 0, retry_failed: bool = False,
+                  should_stop=lambda: False) -> dict:
+    """One worker of the copy-back: claims batches like a backfill shard."""
+    return backfill.run_shard(target, migration, run_id, shard, retry_failed=retry_failed, should_stop=should_stop,
+                              direction="down")
+
+
+def finish(target: Target, migration: Migration, run_id: int) -> dict:
+    """The last short DDL, then the history marked rolled back and the snapshot dropped (in one transaction)."""
     with connect(target, autocommit=True) as conn:
+        pending = conn.execute("SELECT count(*) FILTER (WHERE status IN ('pending', 'running', 'failed')), "
+                               "coalesce(sum(rows) FILTER (WHERE status = 'succeeded'), 0) FROM airmigrate.batches "
+                               "WHERE run_id = %s", (run_id,)).fetchone()
+        if pending[0]:
+            raise PreflightError(f"the copy-back of {migration.id} has {pending[0]} unfinished batch(es): clear the "
+                                 "restore tasks (or trigger the rollback with retry_failed=true) before finishing")
+        steps = rollback_steps(conn, migration, run_id)
+    apply_sql(target, migration, run_id, "down_contract", join_sql(None, steps.down_contract))
+    restored = int(pending[1])
+    with connect(target, autocommit=True) as conn, conn.transaction():
         snapshot = state.history(conn, migration.id)["snapshot_table"]
-        restored = 0
-        if snapshot and not state.stage_done(conn, run_id, "restore"):
-            restored = restore_snapshot(conn, migration, snapshot, batch_size or spec.batch_size)
-        with conn.transaction():
-            state.mark_stage_done(conn, run_id, "restore", restored_rows=restored)
-            state.mark_rolled_back(conn, migration.id)
-            conn.execute("UPDATE airmigrate.runs SET status = 'rolled_back', finished_at = coalesce(finished_at, now()) "
-                         "WHERE migration_id = %s AND direction = 'up' AND status <> 'rolled_back'", (migration.id,))
-            state.finish_run(conn, run_id, "succeeded")
-            if snapshot:
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("airmigrate", snapshot)))
-    log.info("%s rolled back; %s rows restored from the snapshot", migration.id, f"{restored:,}")
+        state.mark_stage_done(conn, run_id, "restore", restored_rows=restored)
+        state.mark_rolled_back(conn, migration.id)
+        conn.execute("UPDATE airmigrate.runs SET status = 'rolled_back', finished_at = coalesce(finished_at, now()) "
+                     "WHERE migration_id = %s AND direction = 'up' AND status <> 'rolled_back'", (migration.id,))
+        state.finish_run(conn, run_id, "succeeded")
+        if snapshot:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("airmigrate", snapshot)))
+    log.info("%s rolled back; %s rows copied back or restored in batches", migration.id, f"{restored:,}")
     return {"status": "rolled_back", "restored_rows": restored}
 
 
-def restore_snapshot(conn, migration: Migration, snapshot: str, batch_size: int) -> int:
-    spec = migration.spec
-    snap = sql.Identifier("airmigrate", snapshot)
-    keys = spec.key_columns
-    columns = [r[0] for r in conn.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'airmigrate' AND table_name = %s "
-        "AND column_name <> ALL(%s) ORDER BY ordinal_position", (snapshot, list(keys))).fetchall()]
-    placeholders = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(keys)))
-    update = sql.SQL("UPDATE {t} AS t SET {sets} FROM {s} AS s WHERE {join} AND ({skeys}) BETWEEN {p} AND {p} "
-                     "AND ({changed})").format(
-        t=sql.Identifier(spec.schema_name, spec.table_name), s=snap, p=placeholders,
-        join=sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in keys),
-        skeys=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(k)) for k in keys),
-        sets=sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in columns),
-        changed=sql.SQL(" OR ").join(sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c))
-                                     for c in columns))
-    total = 0
-    snapshot_key = Key("airmigrate", snapshot, spec.key_columns)
-    for lo, hi in list(snapshot_key.ranges(conn, batch_size)):
-        with conn.transaction():
-            set_timeouts(conn, spec.lock_timeout_ms * 10, spec.statement_timeout_ms, local=True)
-            total += conn.execute(update, [*snapshot_key.decode(lo), *snapshot_key.decode(hi)]).rowcount
-    return total
+def restore(target: Target, migration: Migration, run_id: int, batch_size: int | None = None) -> dict:
+    """Copy-back and finish in this process (one shard): what the rollback DAG's tasks do, for the CLI and tests."""
+    start_restore(target, migration, run_id, batch_size)
+    restore_shard(target, migration, run_id)
+    return finish(target, migration, run_id)
+
+
+__all__ = ["preflight_rollback", "down", "start_restore", "restore_shard", "finish", "restore", "rollback_sql",
+           "down_batch_statements"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from airmigrate.spec import BackfillSpec, Migration
 from airmigrate.stages.backfill.keys import Key
 from airmigrate.stages.backfill.transform import apply_transform, load_transform
 from airmigrate.stages.backfill.tuning import BatchSizer, wait_until_healthy
-from airmigrate.stages.generated import runtime_steps
+from airmigrate.stages.generated import down_batch_statements, runtime_steps
 
 log = logging.getLogger(__name__)
 
@@ -51,26 +52,39 @@ def key_of(migration: Migration) -> Key:
     return Key(spec.schema_name, spec.table_name, spec.key_columns)
 
 
-def has_backfill(conn, migration: Migration) -> bool:
+def has_backfill(conn, migration: Migration, direction: str = "up", run_id: int | None = None) -> bool:
+    if direction == "down":
+        return bool(down_batch_statements(conn, migration, run_id))
     return migration.spec.backfill is not None or bool(runtime_steps(conn, migration).backfill)
+
+
+def batch_statements(conn, migration: Migration, direction: str, run_id: int) -> list[str]:
+    """The generated per-batch statements: the operations' backfill on the way up, their copy-back and the
+    snapshot restore on the way down (the rollback uses this same engine)."""
+    if direction == "down":
+        return down_batch_statements(conn, migration, run_id)
+    return runtime_steps(conn, migration).backfill
 
 
 # -- start --------------------------------------------------------------------------------------------
 
-def start_backfill(target: Target, migration: Migration, run_id: int, batch_size: int | None = None) -> int:
+def start_backfill(target: Target, migration: Migration, run_id: int, batch_size: int | None = None,
+                   direction: str = "up") -> int:
     """Open the run's cursor (once; a resumed run keeps its position) and install the sync trigger.
     Returns the estimated number of batches."""
     spec = migration.spec
     size = batch_size or spec.batch_size
     with connect(target, autocommit=True) as conn:
-        if not has_backfill(conn, migration):
+        if not has_backfill(conn, migration, direction, run_id):
             return 0
-        install_sync_trigger(conn, migration)
+        if direction == "up":
+            install_sync_trigger(conn, migration)
         estimated = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
                                  (f'"{spec.schema_name}"."{spec.table_name}"',)).fetchone()[0]
         conn.execute("INSERT INTO airmigrate.cursors (run_id, batch_size, estimated_rows) VALUES (%s, %s, %s) "
                      "ON CONFLICT (run_id) DO NOTHING", (run_id, size, estimated))
-    log.info("backfill of %s by %s: ~%s rows, batches of %d rows to start with", spec.table,
+    log.info("%s of %s by %s: ~%s rows, batches of %d rows to start with",
+             "backfill" if direction == "up" else "rollback copy-back", spec.table,
              ", ".join(spec.key_columns), f"{estimated:,}", size)
     return -(-estimated // size)
 
@@ -125,7 +139,7 @@ class Batch:
 
 def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0, retry_failed: bool = False,
               metrics: Callable[[str, float], None] | None = None,
-              should_stop: Callable[[], bool] = lambda: False) -> dict:
+              should_stop: Callable[[], bool] = lambda: False, direction: str = "up") -> dict:
     """Claim and run batches until none is left (or `should_stop`, e.g. the off-peak window closed);
     raise BackfillError listing the failed ranges at the end."""
     settings, key = settings_of(migration), key_of(migration)
@@ -135,10 +149,11 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
     started = time.monotonic()
     progress = Progress(run_id)
     with connect(target) as conn:
-        if not has_backfill(conn, migration):
+        if not has_backfill(conn, migration, direction, run_id):
             conn.commit()
             return {"batches": 0, "rows": 0}
-        apply_batch = batch_function(migration, runtime_steps(conn, migration).backfill, key)
+        apply_batch = batch_function(migration, batch_statements(conn, migration, direction, run_id), key,
+                                     with_user_code=direction == "up")
         if retry_failed:
             requeue_failed(conn, run_id)
         sizer = BatchSizer(current_size(conn, run_id), settings.target_batch_seconds, settings.min_batch_size,
@@ -343,15 +358,17 @@ def _first_line(exc: BaseException) -> str:
 
 def _escape_percent(statement: str) -> str:
     """Generated SQL carries user expressions (LIKE 'a%'): double every % but the batch placeholders."""
-    return statement.replace("%", "%%").replace("%%(lo)s", "%(lo)s").replace("%%(hi)s", "%(hi)s")
+    return re.sub(r"%%\((lo|hi)(_\d+)?\)s", r"%(\1\2)s", statement.replace("%", "%%"))
 
 
-def batch_function(migration: Migration, generated: list[str], key: Key):
+def batch_function(migration: Migration, generated: list[str], key: Key, with_user_code: bool = True):
     """The per-batch change: the user's UPDATE or the pandas round trip through transform.py, then the
-    statements the declared operations generate. Returns rows written."""
-    statements = [migration.backfill_sql.strip().rstrip(";")] if migration.backfill_sql is not None else []
+    statements the declared operations generate. Returns rows written. A rollback's batches run only
+    generated statements (`with_user_code=False`)."""
+    user_sql = migration.backfill_sql if with_user_code else None
+    statements = [user_sql.strip().rstrip(";")] if user_sql is not None else []
     statements += [_escape_percent(statement) for statement in generated]
-    transform = load_transform(migration.transform_file) if migration.transform_file else None
+    transform = load_transform(migration.transform_file) if with_user_code and migration.transform_file else None
 
     def apply_batch(conn, lo, hi) -> int:
         rows = apply_transform(conn, migration, transform, lo, hi) if transform else 0
