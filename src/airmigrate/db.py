@@ -147,21 +147,27 @@ def run_ddl(target: Target, sql_text: str, *, lock_timeout_ms: int = 500, statem
 
 def run_group(target: Target, group: list[str], autocommit: bool, *, lock_timeout_ms: int,
               statement_timeout_ms: int, attempts: int, table: tuple[str, str] | None) -> None:
-    """One transaction (or one autocommit statement), retried on lock timeout with backoff and jitter."""
+    """One transaction (or one autocommit statement), retried on lock timeout with backoff and jitter.
+
+    Behind an autovacuum the retry waits a little longer than deadlock_timeout: an autovacuum only gives
+    its lock up to a waiter that has waited that long, so retrying under a shorter lock_timeout would
+    never get through. Behind an anti-wraparound vacuum (which never gives up) we wait, without queueing
+    a lock, until it has finished."""
     if autocommit:
         _drop_invalid_leftovers(target, group)
+    timeout_ms = lock_timeout_ms
     for attempt in range(1, attempts + 1):
         probe = None
         try:
             with connect(target, autocommit=True) as conn:
-                probe = BlockerProbe(target, conn.info.backend_pid, lock_timeout_ms / 2000)
+                probe = BlockerProbe(target, conn.info.backend_pid, timeout_ms / 2000)
                 if autocommit:
-                    set_timeouts(conn, lock_timeout_ms, statement_timeout_ms, local=False)
+                    set_timeouts(conn, timeout_ms, statement_timeout_ms, local=False)
                     for stmt in group:
                         _execute_logged(conn, stmt)
                 else:
                     with conn.transaction():
-                        set_timeouts(conn, lock_timeout_ms, statement_timeout_ms, local=True)
+                        set_timeouts(conn, timeout_ms, statement_timeout_ms, local=True)
                         for stmt in group:
                             _execute_logged(conn, stmt)
             return
@@ -169,29 +175,66 @@ def run_group(target: Target, group: list[str], autocommit: bool, *, lock_timeou
             if autocommit:
                 _drop_invalid_indexes(target, table)
             blockers = probe.result() if probe else None
+            described = probe.described() if probe else None
             if attempt == attempts:
                 raise TransientError(
-                    f"lock_timeout ({lock_timeout_ms} ms) hit {attempts} times on: {group[0][:120]}; blocked by "
-                    f"{blockers or _lock_holders(target, table)}. Airflow will retry; or end that transaction"
+                    f"lock_timeout ({timeout_ms} ms) hit {attempts} times on: {group[0][:120]}; blocked by "
+                    f"{described or _lock_holders(target, table)}. Airflow will retry; or end that transaction"
                 ) from exc
+            timeout_ms = _next_lock_timeout(target, blockers or [], lock_timeout_ms, statement_timeout_ms, table)
             delay = min(30.0, 0.2 * 2 ** attempt) * random.uniform(0.5, 1.5)
-            log.warning("lock timeout on attempt %d/%d (%s); blocked by: %s; retrying in %.1fs",
-                        attempt, attempts, _first_line(exc), blockers or _lock_holders(target, table), delay)
+            log.warning("lock timeout on attempt %d/%d (%s); blocked by: %s; retrying in %.1fs with lock_timeout "
+                        "%d ms", attempt, attempts, _first_line(exc), described or _lock_holders(target, table),
+                        delay, timeout_ms)
             time.sleep(delay)
         finally:
             if probe:
                 probe.cancel()
 
 
+def _next_lock_timeout(target: Target, blockers: list[dict], lock_timeout_ms: int, statement_timeout_ms: int,
+                       table: tuple[str, str] | None = None) -> int:
+    """The lock_timeout for the next attempt, from who blocked this one (see :func:`run_group`)."""
+    wraparound = [b for b in blockers if b["wraparound"]]
+    if wraparound:
+        wait_until_gone(target, [b["pid"] for b in wraparound], statement_timeout_ms / 1000, table)
+        return lock_timeout_ms
+    if any(b["autovacuum"] for b in blockers):
+        with connect(target, autocommit=True) as conn:
+            deadlock_ms = conn.execute("SELECT setting::int FROM pg_settings WHERE name = 'deadlock_timeout'"
+                                       ).fetchone()[0]
+        return max(lock_timeout_ms, deadlock_ms + 250)
+    return lock_timeout_ms
+
+
+def wait_until_gone(target: Target, pids: list[int], limit_s: float, table: tuple[str, str] | None = None) -> None:
+    """Poll (holding no lock) until these backends hold no lock on the table any more (or have ended, when no
+    table is known: a worker moves on to other tables), at most limit_s."""
+    log.warning("blocked by an anti-wraparound autovacuum (pid %s), which never yields and must not be cancelled: "
+                "waiting for it to finish", ", ".join(map(str, pids)))
+    query = ("SELECT count(*) FROM pg_locks WHERE pid = ANY(%s) AND relation = to_regclass(%s)" if table else
+             "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)")
+    params = (pids, f'"{table[0]}"."{table[1]}"') if table else (pids,)
+    deadline = time.monotonic() + limit_s
+    with connect(target, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if not conn.execute(query, params).fetchone()[0]:
+                return
+            time.sleep(1.0)
+
+
 class BlockerProbe:
     """Half-way through lock_timeout, ask PostgreSQL who blocks our backend (pg_blocking_pids),
-    with their query and transaction age, so the log names what to end."""
+    with their query and transaction age, so the log names what to end (and the retry knows whether
+    an autovacuum is in the way)."""
 
-    QUERY = ("SELECT pid, now() - xact_start, state, left(query, 100) FROM pg_stat_activity "
-             "WHERE pid = ANY(pg_blocking_pids(%s))")
+    # the wraparound flag is read from the whole query text: a long table name pushes it past any cut
+    QUERY = ("SELECT pid, now() - xact_start, state, left(query, 100), backend_type = 'autovacuum worker', "
+             "backend_type = 'autovacuum worker' AND query LIKE '%%(to prevent wraparound)' "
+             "FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(%s))")
 
     def __init__(self, target: Target, pid: int, delay_s: float):
-        self._target, self._pid, self._found = target, pid, None
+        self._target, self._pid, self._found, self._error = target, pid, None, None
         self._timer = threading.Timer(delay_s, self._probe)
         self._timer.daemon = True
         self._timer.start()
@@ -200,14 +243,21 @@ class BlockerProbe:
         try:
             with connect(self._target, autocommit=True) as conn:
                 rows = conn.execute(self.QUERY, (self._pid,)).fetchall()
-            self._found = "; ".join(f"pid {pid} ({state}, transaction open {age}): {query}"
-                                    for pid, age, state, query in rows) or None
+            self._found = [{"pid": pid, "age": age, "state": state, "query": query or "", "autovacuum": bool(av),
+                            "wraparound": bool(wrap)} for pid, age, state, query, av, wrap in rows]
         except Exception as exc:  # diagnostics only
-            self._found = f"(could not ask pg_blocking_pids: {_first_line(exc)})"
+            self._error = f"(could not ask pg_blocking_pids: {_first_line(exc)})"
 
-    def result(self) -> str | None:
+    def result(self) -> list[dict] | None:
         self._timer.join(timeout=2)
         return self._found
+
+    def described(self) -> str | None:
+        """The blockers as a log line: pid, state, transaction age, query."""
+        if self._error:
+            return self._error
+        return "; ".join(f"pid {b['pid']} ({b['state']}, transaction open {b['age']}): {b['query']}"
+                         for b in self._found or []) or None
 
     def cancel(self) -> None:
         self._timer.cancel()
