@@ -603,10 +603,23 @@ def _expectations_file(spec_path: Path, spec: MigrationSpec, migration_id: str,
     return None
 
 
+def file_checksums(migration: "Migration") -> dict[str, str]:
+    """sha256 per file (folder-relative names; the suite as `expectations/<name>`): the history keeps them so
+    a drift report can say which file changed."""
+    files = {str(p.relative_to(migration.folder)): p for p in _migration_files(migration.folder)}
+    if migration.expectations_file:
+        files[f"expectations/{migration.expectations_file.name}"] = migration.expectations_file
+    return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in sorted(files.items())}
+
+
+def _migration_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
 def _checksum(folder: Path, expectations_file: Path | None) -> str:
     """sha256 over every file of the migration (and its suite): a changed applied migration is detected."""
     digest = hashlib.sha256()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files = _migration_files(folder)
     if expectations_file:
         files.append(expectations_file)
     for path in files:

@@ -19,7 +19,7 @@ CREATE SCHEMA IF NOT EXISTS airmigrate;
 CREATE TABLE IF NOT EXISTS airmigrate.history (
     migration_id   text PRIMARY KEY,
     checksum       text NOT NULL,
-    status         text NOT NULL CHECK (status IN ('running', 'applied', 'failed', 'rolled_back')),
+    status         text NOT NULL,  -- running, applied, expanded, failed, rolled_back (see the upgrade below)
     backup_path    text,
     snapshot_table text,
     started_at     timestamptz NOT NULL DEFAULT now(),
@@ -29,7 +29,17 @@ CREATE TABLE IF NOT EXISTS airmigrate.history (
     rolled_back_at timestamptz,
     rolled_back_by text
 );
-ALTER TABLE airmigrate.history ADD COLUMN IF NOT EXISTS error text;
+-- upgrades of state tables an earlier version made (only when needed: ALTER TABLE takes a lock even when it
+-- would change nothing)
+DO $upgrade$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'airmigrate.history'::regclass AND attname = 'files')
+    THEN
+        ALTER TABLE airmigrate.history ADD COLUMN IF NOT EXISTS error text, ADD COLUMN files jsonb,
+            DROP CONSTRAINT IF EXISTS history_status_check;
+        ALTER TABLE airmigrate.history ADD CONSTRAINT history_status_check
+            CHECK (status IN ('running', 'applied', 'expanded', 'failed', 'rolled_back'));
+    END IF;
+END $upgrade$;
 CREATE TABLE IF NOT EXISTS airmigrate.runs (
     run_id           bigserial PRIMARY KEY,
     migration_id     text NOT NULL,
@@ -89,7 +99,7 @@ def ensure_schema(conn) -> None:
 def history(conn, migration_id: str) -> dict | None:
     cur = conn.execute(
         "SELECT migration_id, checksum, status, backup_path, snapshot_table, applied_at, applied_by, duration_s, "
-        "error FROM airmigrate.history WHERE migration_id = %s", (migration_id,))
+        "error, files FROM airmigrate.history WHERE migration_id = %s", (migration_id,))
     row = cur.fetchone()
     return dict(zip([c.name for c in cur.description], row)) if row else None
 
@@ -150,12 +160,33 @@ def finish_run(conn, run_id: int, status: str, error: str | None = None) -> None
                  (status, error, run_id))
 
 
-def start_history(conn, migration_id: str, checksum: str) -> None:
+def start_history(conn, migration_id: str, checksum: str, files: dict[str, str] | None = None) -> None:
+    """A run starts: status running, the checksum (and each file's, for drift reports) of what runs."""
     conn.execute(
-        "INSERT INTO airmigrate.history (migration_id, checksum, status) VALUES (%s, %s, 'running') "
+        "INSERT INTO airmigrate.history (migration_id, checksum, status, files) VALUES (%s, %s, 'running', %s) "
         "ON CONFLICT (migration_id) DO UPDATE SET checksum = EXCLUDED.checksum, status = 'running', "
-        "started_at = now(), applied_at = NULL, rolled_back_at = NULL, rolled_back_by = NULL, error = NULL",
-        (migration_id, checksum))
+        "files = EXCLUDED.files, started_at = now(), applied_at = NULL, rolled_back_at = NULL, "
+        "rolled_back_by = NULL, error = NULL",
+        (migration_id, checksum, Jsonb(files) if files is not None else None))
+
+
+def mark_expanded(conn, migration_id: str) -> None:
+    """Expand, backfill and validation done; the contract waits (`airmigrate complete`, or trigger again)."""
+    conn.execute("UPDATE airmigrate.history SET status = 'expanded', error = NULL WHERE migration_id = %s",
+                 (migration_id,))
+
+
+def all_history(conn) -> list[dict]:
+    """Every history row with its latest up run's rows backfilled: what `airmigrate history` lists."""
+    if conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is None:
+        return []
+    cur = conn.execute(
+        "SELECT h.migration_id, h.checksum, h.status, h.files, h.error, h.started_at, h.applied_at, h.applied_by, "
+        "h.duration_s, h.rolled_back_at, h.rolled_back_by, "
+        "(SELECT coalesce(sum(b.rows), 0) FROM airmigrate.batches b WHERE b.status = 'succeeded' AND b.run_id = "
+        " (SELECT max(r.run_id) FROM airmigrate.runs r WHERE r.migration_id = h.migration_id AND r.direction = 'up')"
+        ") AS rows_backfilled FROM airmigrate.history h ORDER BY h.migration_id")
+    return [dict(zip([c.name for c in cur.description], row)) for row in cur.fetchall()]
 
 
 def record_backup(conn, migration_id: str, backup_path: str | None, snapshot_table: str | None) -> None:
@@ -166,7 +197,7 @@ def record_backup(conn, migration_id: str, backup_path: str | None, snapshot_tab
 def mark_history_failed(conn, migration_id: str, error: str) -> None:
     """A run that stopped half-way: the history says failed, with the error, never a stale `running`."""
     conn.execute("UPDATE airmigrate.history SET status = 'failed', error = %s WHERE migration_id = %s "
-                 "AND status = 'running'", (error, migration_id))
+                 "AND status IN ('running', 'expanded')", (error, migration_id))
 
 
 def mark_applied(conn, migration_id: str) -> None:

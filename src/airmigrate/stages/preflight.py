@@ -10,7 +10,7 @@ from airmigrate import state
 from airmigrate.db import Target, connect
 from airmigrate.errors import PreflightError
 from airmigrate.lint import lint_migration, unacknowledged
-from airmigrate.spec import Migration
+from airmigrate.spec import Migration, file_checksums
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def preflight(target: Target, migration: Migration, dag_run_id: str | None = Non
             return {"dry_run": True, "estimated_rows": estimated_rows}
         run_id, resumed = state.begin_run(conn, migration.id, "up", dag_run_id)
         if not resumed:
-            state.start_history(conn, migration.id, migration.checksum)
+            state.start_history(conn, migration.id, migration.checksum, file_checksums(migration))
         version = conn.info.server_version
     log.info("target %s (PostgreSQL %d): %s has ~%s rows; run %d %s", target.describe(), version, spec.table,
              f"{estimated_rows:,}", run_id, "resumed" if resumed else "started")
