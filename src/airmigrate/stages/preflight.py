@@ -9,8 +9,10 @@ from psycopg import sql
 from airmigrate import state
 from airmigrate.db import Target, connect
 from airmigrate.errors import PreflightError
+from airmigrate.lifecycle.order import check_order
 from airmigrate.lint import lint_migration, unacknowledged
 from airmigrate.spec import Migration, file_checksums
+from airmigrate.stages.references import check_references
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,8 @@ def preflight(target: Target, migration: Migration, dag_run_id: str | None = Non
             state.ensure_schema(conn)
         estimated_rows = check_table(conn, spec.schema_name, spec.table_name, spec.key_columns)
         check_history(conn, migration)
+        check_order(conn, migration)
+        check_references(conn, migration)
         check_lint(migration, conn.info.server_version)
         if dry_run:
             log.info("dry_run: checks passed; %s has ~%s rows; nothing written", spec.table, f"{estimated_rows:,}")
