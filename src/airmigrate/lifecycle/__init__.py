@@ -1,0 +1,1 @@
+"""The team's migration history: scaffold, order, history, migrate."""
