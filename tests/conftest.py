@@ -150,20 +150,28 @@ def airflow_metadata(pg_server: Target):
 
 @pytest.fixture(scope="session")
 def template_db(pg_server: Target) -> str:
-    """A seeded users table, created once per server and cloned by every test (advisory lock across workers)."""
-    with connect(pg_server, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(hashtext('airmigrate-test-template'))")
+    """A seeded users table, created once per server and cloned by every test."""
+    return seeded_template(pg_server, TEMPLATE_DB, TEMPLATE_ROWS, TEMPLATE_VERSION)
+
+
+def seeded_template(server: Target, name: str, rows: int, version: str) -> str:
+    """A database with `rows` seeded users, made once per server and version (an advisory lock keeps parallel
+    workers from building it twice), for ``CREATE DATABASE ... TEMPLATE``."""
+    with connect(server, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"airmigrate-test-{name}",))
         try:
             row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-                               (TEMPLATE_DB,)).fetchone()
-            if row is None or row[0] != TEMPLATE_VERSION:
-                target = devdb.recreate_database(pg_server, TEMPLATE_DB)
-                devdb.seed_users(target, TEMPLATE_ROWS)
-                conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                    sql.Identifier(TEMPLATE_DB), sql.Literal(TEMPLATE_VERSION)))
+                               (name,)).fetchone()
+            if row is None or row[0] != version:
+                target = devdb.recreate_database(server, name)
+                devdb.seed_users(target, rows)
+                with connect(target, autocommit=True) as seeded:
+                    seeded.execute("VACUUM ANALYZE users")
+                conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name),
+                                                                             sql.Literal(version)))
         finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtext('airmigrate-test-template'))")
-    return TEMPLATE_DB
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (f"airmigrate-test-{name}",))
+    return name
 
 
 @pytest.fixture

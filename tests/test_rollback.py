@@ -24,6 +24,7 @@ from airmigrate import devdb
 from airmigrate.db import connect
 from airmigrate.spec import load_migration
 from airmigrate.stages import backfill, backup, cleanup, preflight, rollback, schema_change
+from conftest import seeded_template
 
 ROWS = 1_000_000
 LOCK_TIMEOUT_MS = 500
@@ -35,22 +36,8 @@ pytestmark = pytest.mark.xdist_group("million")  # one template build, and the c
 
 @pytest.fixture(scope="module")
 def million_template(pg_server):
-    """A template database with 1,000,000 users, built once per server (advisory lock across workers)."""
-    with connect(pg_server, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(hashtext('airmigrate-test-million'))")
-        try:
-            row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-                               (MILLION_DB,)).fetchone()
-            if row is None or row[0] != MILLION_VERSION:
-                target = devdb.recreate_database(pg_server, MILLION_DB)
-                devdb.seed_users(target, ROWS)
-                with connect(target, autocommit=True) as seeded:
-                    seeded.execute("VACUUM ANALYZE users")
-                conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                    sql.Identifier(MILLION_DB), sql.Literal(MILLION_VERSION)))
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtext('airmigrate-test-million'))")
-    return MILLION_DB
+    """A template database with 1,000,000 users, built once per server."""
+    return seeded_template(pg_server, MILLION_DB, ROWS, MILLION_VERSION)
 
 
 @pytest.fixture
