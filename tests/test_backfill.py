@@ -19,7 +19,8 @@ from airmigrate.spec import load_migration
 from airmigrate.stages import backfill, backup, cleanup, preflight, schema_change
 
 
-def write_migration(tmp_path, table="users", key="id", backfill_sql=None, up=None, **backfill_extra):
+def write_migration(tmp_path, table="users", key="id", backfill_sql=None, up=None, columns=("touched",),
+                    **backfill_extra):
     folder = tmp_path / "0070_backfill"
     folder.mkdir(exist_ok=True)
     key_cols = key if isinstance(key, list) else [key]
@@ -34,7 +35,7 @@ def write_migration(tmp_path, table="users", key="id", backfill_sql=None, up=Non
     (folder / "up.sql").write_text(up or f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS touched int DEFAULT 0;")
     (folder / "down.sql").write_text(f"ALTER TABLE {table} DROP COLUMN IF EXISTS touched;")
     spec = {"description": "backfill test", "table": table, "key": key, "batch_size": 500, "shards": 1,
-            "backfill": {"sql": "backfill.sql", "columns": ["touched"], **backfill_extra}}
+            "backfill": {"sql": "backfill.sql", "columns": list(columns), **backfill_extra}}
     (folder / "migration.yaml").write_text(yaml.safe_dump(spec))
     return load_migration(folder)
 
@@ -232,7 +233,7 @@ def test_a_postgresql_restart_mid_backfill_is_survived_with_an_identical_result(
     slow = ("WITH pause AS (SELECT pg_sleep(0.05)) UPDATE users SET email_verified = (email_confirmed_at IS NOT NULL) "
             "FROM pause WHERE id BETWEEN %(lo)s AND %(hi)s AND email_verified IS DISTINCT FROM "
             "(email_confirmed_at IS NOT NULL)")
-    migration = write_migration(tmp_path, backfill_sql=slow, adaptive=False,
+    migration = write_migration(tmp_path, backfill_sql=slow, adaptive=False, columns=["email_verified"],
                                 up="ALTER TABLE users ADD COLUMN IF NOT EXISTS email_verified boolean;")
     run_id = prepare(target, migration, batch_size=1000)
 
