@@ -218,6 +218,22 @@ class MigrationSpec(BaseModel):
     schedule: str | None = Field(None, description="Cron expression to run in an off-peak window; none = manual.")
     window: Window | None = Field(None, description="Off-peak window: outside it the backfill finishes the batch "
                                                     "in hand and waits (without a worker slot) for the next one")
+    out_of_order: bool = Field(False, description="Allow this migration to start while an earlier folder (by folder "
+                                                  "order) is not applied yet; default: refused until every earlier "
+                                                  "one is applied (or expanded)")
+    depends_on: list[Annotated[str, Field(pattern=FOLDER_NAME.pattern)]] = Field(
+        default_factory=list, description="Migration folders (e.g. 0003_add_orders_status) that must be applied (or "
+                                          "expanded) before this one starts; a rollback of one of them waits for "
+                                          "this one to be rolled back first")
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _depends_on(cls, value):
+        for i, entry in enumerate(value if isinstance(value, list) else []):
+            if isinstance(entry, str) and not FOLDER_NAME.match(entry):
+                raise FieldProblem(f"depends_on[{i}]: '{entry}' is not a migration folder name (NNNN_slug)",
+                                   "name the folder exactly, e.g. 0003_add_orders_status (4 digits, lowercase slug)")
+        return value
 
     @field_validator("table")
     @classmethod
@@ -298,6 +314,13 @@ def load_migration(folder: Path | str, expectations_dir: Path | str | None = Non
         raise SpecError(spec_path, "id", f"'{spec.id}' differs from the folder name '{folder.name}'",
                         f"set `id: {folder.name}` or drop the field")
     _check_no_duplicates(spec_path, spec)
+    for i, dependency in enumerate(spec.depends_on):
+        if dependency == folder.name:
+            raise SpecError(spec_path, f"depends_on[{i}]", "names this migration itself",
+                            "remove it; list the migrations that must be applied before this one")
+        if dependency in spec.depends_on[:i]:
+            raise SpecError(spec_path, f"depends_on[{i}]", f"'{dependency}' is listed twice",
+                            "list each migration once")
     texts = {
         "up": _sql_file(folder, spec.up, "up", optional=bool(spec.operations)),
         "down": _sql_file(folder, spec.down, "down", optional=bool(spec.operations)),

@@ -43,6 +43,9 @@ def preflight_rollback(target: Target, migration: Migration, dag_run_id: str | N
         if hist is None or hist["status"] == "rolled_back":
             raise PreflightError(f"{migration.id} is not applied on {target.describe()} "
                                  f"({'never ran' if hist is None else 'already rolled back'}); nothing to roll back")
+        from airmigrate.lifecycle.order import check_dependents  # a later migration relying on this one
+
+        check_dependents(conn, migration, dry_run=dry_run)
         if dry_run:
             live = frozenset(column_types(conn, spec.schema_name, spec.table_name))
             text = rollback_sql(conn, migration, live)
