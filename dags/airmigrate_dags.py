@@ -1,4 +1,5 @@
-"""One DAG and one rollback DAG per folder under migrations/ (AIRMIGRATE_MIGRATIONS_DIR).
+"""One DAG and one rollback DAG per folder under migrations/ (AIRMIGRATE_MIGRATIONS_DIR), and
+airmigrate__migrate, which triggers every migration's DAG in folder order (`airmigrate migrate`).
 
 Folders that do not parse are reported by airmigrate_errors.py, so they show as an import
 error there without keeping the good migrations from loading.

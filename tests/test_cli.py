@@ -27,16 +27,22 @@ def test_run_rollback_status_and_exit_codes(fresh_db):
     assert re.search(r"backfill: 18,000 rows written in \d+ batches \(0 failed, 0 pending\)", done.stdout)
 
     again = airmigrate(fresh_db, "run", "0001_add_user_email_verified")
-    assert again.returncode == 1
-    assert "is already applied" in again.stdout + again.stderr
-    assert "this run changed nothing in the target (the preflight" in again.stdout
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]  # applied means done: a green no-op
+    assert "this run changed nothing in the target (already applied: nothing to do" in again.stdout
     assert "validation: passed" not in again.stdout  # the earlier run's results are not this one's
 
     status = airmigrate(fresh_db, "status", "0001_add_user_email_verified")
     assert status.returncode == 0 and "applied" in status.stdout
     assert re.search(r"batches: (\d+)/\1 done, 0 failed, 0 pending; 18,000 rows written", status.stdout)
 
-    back = airmigrate(fresh_db, "run", "0001_add_user_email_verified", "--rollback")
+    refused = airmigrate(fresh_db, "run", "0001_add_user_email_verified", "--rollback")
+    assert refused.returncode == 2 and "drops a column or a table" in refused.stderr and "--approve" in refused.stderr
+
+    dry = airmigrate(fresh_db, "run", "0001_add_user_email_verified", "--rollback", "--param", "dry_run=true")
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    assert "history: applied" in dry.stdout  # nothing rolled back
+
+    back = airmigrate(fresh_db, "run", "0001_add_user_email_verified", "--rollback", "--approve")
     assert back.returncode == 0 and "history: rolled_back" in back.stdout
 
 

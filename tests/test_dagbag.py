@@ -24,7 +24,7 @@ def test_no_import_errors(dagbag):
 
 def test_one_dag_and_one_rollback_dag_per_folder(dagbag):
     assert len(MIGRATIONS) >= 2
-    assert set(dagbag.dag_ids) == {*MIGRATIONS, *(f"{m}__rollback" for m in MIGRATIONS)}
+    assert set(dagbag.dag_ids) == {*MIGRATIONS, *(f"{m}__rollback" for m in MIGRATIONS), "airmigrate__migrate"}
 
 
 @pytest.mark.parametrize("migration_id", MIGRATIONS)
@@ -32,8 +32,8 @@ def test_stage_order_params_and_docs(dagbag, migration_id):
     dag = dagbag.get_dag(migration_id)
     assert [t.task_id for t in dag.topological_sort()] == UP_ORDER
     assert dag.max_active_runs == 1
-    assert {"batch_size", "shards", "dry_run", "retry_failed"} <= set(dag.params.keys())
-    assert dag.params["dry_run"] is False
+    assert {"batch_size", "shards", "dry_run", "retry_failed", "until"} <= set(dag.params.keys())
+    assert dag.params["dry_run"] is False and dag.params["until"] == "contract"
     assert migration_id in dag.doc_md and "```sql" in dag.doc_md
     assert type(dag.get_task("backfill.shard")).__name__.endswith("MappedOperator")
     rollback = dagbag.get_dag(f"{migration_id}__rollback")

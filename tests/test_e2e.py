@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from airmigrate import state
-from airmigrate.airflow.runner import report, run_dag
+from airmigrate.airflow.runner import report, run_dag, task_rows
 from airmigrate.db import connect
 from airmigrate.spec import load_migration
 from conftest import table_checksum
@@ -72,6 +72,9 @@ def test_0001_applies_then_rolls_back_to_an_identical_table(fresh_db):
 
 
 def test_0002_pandas_transform_normalises_phones(fresh_db):
+    from airmigrate.lifecycle.migrate import baseline
+
+    baseline(fresh_db, "0001_add_user_email_verified")  # folder order: 0001 first (recorded, not run: not this test)
     dagrun = run_dag("0002_normalize_user_phone")
     assert str(dagrun.state) == "success"
     with connect(fresh_db) as conn:
@@ -96,10 +99,13 @@ def test_dry_run_changes_nothing(fresh_db):
     assert scalar(fresh_db, "SELECT to_regclass('airmigrate.history') IS NULL")
 
 
-def test_applied_migration_is_refused_and_a_changed_one_is_named(fresh_db, tmp_path, monkeypatch):
+def test_applied_migration_is_done_and_a_changed_one_is_named(fresh_db, tmp_path, monkeypatch):
     assert str(run_dag("0001_add_user_email_verified").state) == "success"
-    dagrun = run_dag("0001_add_user_email_verified")
-    assert str(dagrun.state) == "failed"
+    dagrun = run_dag("0001_add_user_email_verified")  # applied, unchanged: a green run that does nothing
+    assert str(dagrun.state) == "success"
+    states = {task_id: task_state for task_id, task_state, _, _ in task_rows("0001_add_user_email_verified",
+                                                                                dagrun.run_id)}
+    assert states["preflight"] == "success" and states["schema_change"] == "skipped"
     with connect(fresh_db) as conn:
         assert state.history(conn, "0001_add_user_email_verified")["status"] == "applied"
 

@@ -801,14 +801,21 @@ def render(migration: Migration, planned: list[PlannedStatement], est: dict | No
             else "no throughput measured on this target yet"
         lines.append(f"rows ~{est['rows']:,} (pg_class.reltuples); {est['batches']:,} batches of "
                      f"{spec.batch_size:,} on {spec.shards} shards; backfill ETA: {eta}")
+    from airmigrate.lifecycle.migrate import render_app_versions  # expand now, contract later: when to deploy what
+
+    lines += render_app_versions(migration)
     return "\n".join(lines)
 
 
-def render_sql(migration: Migration) -> str:
-    """Exactly the SQL that will run, with its timeouts and transaction boundaries (like Alembic --sql)."""
+def render_sql(migration: Migration, conn=None) -> str:
+    """Exactly the SQL that will run, with its timeouts and transaction boundaries (like Alembic --sql). With
+    ``conn`` (the target) the generated statements carry the column types read from it, as at run time;
+    without it they show `text` where the type comes from the target."""
     spec = migration.spec
-    steps = operations.for_migration(migration)
-    out = [f"-- {migration.id}: SQL as airmigrate runs it"]
+    steps = _steps(migration, conn)
+    out = [f"-- {migration.id}: SQL as airmigrate runs it"
+           + ("" if conn is not None or not spec.operations else
+              " (offline: generated columns whose type comes from the target show `text`)")]
     for stage, statements in (("schema_change", db.split_statements(migration.up_sql) + steps.expand),
                               ("cleanup", steps.contract + db.split_statements(migration.cleanup_sql or ""))):
         out.append(f"\n-- stage {stage}")
@@ -820,6 +827,86 @@ def render_sql(migration: Migration) -> str:
         if stage == "schema_change" and (backfill := _backfill_sql(migration, steps)):
             out.append("\n-- stage backfill: once per batch, each in its own transaction with its state row")
             out += ["BEGIN;"] + [b + ";" for b in backfill] + ["COMMIT;"]
+    return "\n".join(out) + "\n"
+
+
+def _steps(migration: Migration, conn=None, live_columns: frozenset[str] | None = None):
+    """The operations' steps: resolved against the target like the stages do, or static without it."""
+    if conn is None:
+        return operations.for_migration(migration)
+    from airmigrate.stages.generated import runtime_steps
+
+    return runtime_steps(conn, migration, live_columns)
+
+
+def rollback_phases(migration: Migration, conn=None) -> list[tuple[str, list[str]]]:
+    """The rollback DAG's statements by phase, as stages.rollback runs them: down DDL, the per-batch copy-back
+    (the operations' copy-back, then the snapshot restore of overwritten values), the finishing DDL. With
+    ``conn`` the table's shape now picks each operation's path (before or after the contract); without it the
+    longer, after-the-contract path is shown."""
+    from airmigrate.stages.generated import column_types, restore_statement, snapshot_columns
+
+    spec = migration.spec
+    live = frozenset(column_types(conn, spec.schema_name, spec.table_name)) if conn is not None else None
+    steps = _steps(migration, conn, live)
+    copy_back = list(steps.down_backfill)
+    if conn is not None and conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is not None:
+        row = conn.execute("SELECT snapshot_table FROM airmigrate.history WHERE migration_id = %s",
+                           (migration.id,)).fetchone()
+        snapshot = row[0] if row else None
+        restore = restore_statement(migration, snapshot, [c for c in snapshot_columns(conn, migration, snapshot)
+                                                          if c not in steps.self_restored]) if snapshot else None
+        copy_back += [restore] if restore else []
+    elif spec.backfill or steps.backfill_columns or steps.dropped_columns:
+        from airmigrate.operations.base import snapshot_name
+
+        columns = [c for c in [*(spec.backfill.columns if spec.backfill else []), *steps.backfill_columns,
+                               *steps.dropped_columns] if c not in steps.self_restored]
+        restore = restore_statement(migration, snapshot_name(migration.id), list(dict.fromkeys(columns)))
+        copy_back += [restore] if restore else []
+    return [("down", db.split_statements(migration.down_sql or "") + steps.down),
+            ("copy-back (per batch)", copy_back),
+            ("finish", list(steps.down_contract))]
+
+
+def render_rollback(migration: Migration, conn=None, sql: bool = False) -> str:
+    """The rollback plan: each phase's statements with the lock each takes (``sql``: as a runnable script with
+    its timeouts and transaction boundaries, the locks as comments)."""
+    spec = migration.spec
+    note = "" if conn is not None else " (offline: the path after the contract is shown; types show `text`)"
+    out = [f"-- rollback of {migration.id} ({migration.rollback_dag_id}){note}" if sql else
+           f"rollback plan for {migration.id} ({migration.rollback_dag_id}) on {spec.table}{note}"]
+    number = 0
+    for phase, statements in rollback_phases(migration, conn):
+        batch = phase.startswith("copy-back")
+        out.append(f"\n-- phase {phase}" if sql else f"phase {phase}:")
+        if not statements:
+            out.append("-- (nothing)" if sql else "       (nothing)")
+            continue
+        groups = [(False, statements)] if batch else db.group_statements(statements)
+        for autocommit, group in groups:
+            if sql:
+                prefix = "" if autocommit else "LOCAL "
+                out += ([] if autocommit else ["BEGIN;"]) + (
+                    [] if batch else [f"SET {prefix}lock_timeout = '{spec.lock_timeout_ms}ms';",
+                                      f"SET {prefix}statement_timeout = '{spec.statement_timeout_ms}ms';"])
+            for statement in group:
+                analysis = analyze(statement, conn)
+                effect = {"scan": "scans the table", "rewrite": "REWRITES the table", "": "no scan"}[analysis.effect]
+                lock = f"lock {analysis.lock}; {effect}"
+                also = [str(x) for x in _elsewhere(analysis, spec.table_name) + analysis.notes]
+                if sql:
+                    out += [f"-- {lock}"] + [f"--   also: {x}" for x in also] + [statement + ";"]
+                else:
+                    number += 1
+                    where = "each batch its own transaction" if batch else \
+                        ("own transaction (autocommit)" if autocommit else "transaction")
+                    warn = "  <-- blocks writes while it runs" if analysis.lock in WRITE_BLOCKING and \
+                        analysis.effect else ""
+                    out.append(f"{number:>3}. [{phase}] {_one_line(statement)}\n       {lock}; {where}{warn}")
+                    out += [f"       also: {x}" for x in also]
+            if sql and not autocommit:
+                out.append("COMMIT;")
     return "\n".join(out) + "\n"
 
 

@@ -53,9 +53,20 @@ class ContractApproval(ApprovalOperator):
             from airflow.sdk.exceptions import AirflowSkipException
 
             raise AirflowSkipException("dry_run: nothing to approve, nothing will run")
+        if self.direction == "up" and context["params"].get("until") == "expand":
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException("until=expand: the contract waits for `airmigrate complete`; nothing to approve")
         if context["params"].get(self.approve_param):
             self.log.info("%s=true in the run's params: approved up front", self.approve_param)
             return {"chosen_options": [self.APPROVE], "params_input": {}}
+        if getattr(context["dag_run"], "triggering_user_name", None) == "dag_test":
+            # dag.test() (airmigrate run, tests) has no UI and never times the question out: it would wait forever
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"this step waits for a human approval, which a local dag.test() run cannot "
+                                       f"give: pass {self.approve_param}=true (airmigrate run --approve) or trigger "
+                                       "the DAG from the Airflow UI")
         self.log.info("waiting for approval in the Airflow UI (Approve / Reject)")
         return super().execute(context)
 

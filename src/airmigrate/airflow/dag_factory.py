@@ -42,6 +42,9 @@ def build_dag(migration: Migration) -> DAG:
             "retry_failed": Param(False, type="boolean", description="Run the failed batches of the last run again"),
             "approve_contract": Param(False, type="boolean",
                                       description="Approve the destructive contract step up front (no UI prompt)"),
+            "until": Param("contract", type="string", enum=["contract", "expand"],
+                           description="expand: stop after validate (history `expanded`, the contract waits for "
+                                       "`airmigrate complete` or a trigger with contract); contract: the whole way"),
         },
     ) as dag:
         pre = _task("preflight", tasks.preflight_task)(folder)
@@ -104,18 +107,80 @@ def build_rollback_dag(migration: Migration) -> DAG:
     return dag
 
 
+MIGRATE_DAG_ID = "airmigrate__migrate"
+
+
+def build_migrate_dag(migrations: list[Migration], stopped_at: str | None = None) -> DAG:
+    """airmigrate__migrate: one TriggerDagRunOperator per migration, chained in folder order. Each waits for its
+    migration's own run (own logs, own UI), the first failure stops the chain, and an applied migration's run
+    is a quick green no-op (its preflight says so and every later task skips)."""
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+    doc = ["# airmigrate__migrate", "Every migration in folder order, each as its own DAG run; the chain stops at the "
+           "first failure. Applied migrations finish at once (nothing to do). Same as `airmigrate migrate`.", ""]
+    doc += [f"{i}. `{m.id}`" for i, m in enumerate(migrations, 1)]
+    if stopped_at:
+        doc += ["", f"**Stops before {stopped_at}**: its folder does not load (see the import errors)."]
+    with DAG(
+        dag_id=MIGRATE_DAG_ID,
+        description="Every pending migration in order, each through its own DAG",
+        doc_md="\n".join(doc),
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args={"owner": "airmigrate", "retries": 0},
+        tags=["airmigrate"],
+        render_template_as_native_obj=True,  # the conf's booleans stay booleans
+        params={"approve_contract": Param(False, type="boolean",
+                                          description="Approve destructive contract steps up front (no UI prompt)")},
+    ) as dag:
+        previous = None
+        for migration in migrations:
+            trigger = TriggerDagRunOperator(
+                task_id=migration.id,
+                trigger_dag_id=migration.id,
+                conf={"approve_contract": "{{ params.approve_contract }}"},
+                logical_date=None,
+                reset_dag_run=False,
+                wait_for_completion=True,
+                poke_interval=10,
+                allowed_states=["success"],
+                failed_states=["failed"],
+                deferrable=_deferrable(),
+            )
+            if previous is not None:
+                previous >> trigger
+            previous = trigger
+    return dag
+
+
+def _deferrable() -> bool:
+    """Wait in the triggerer (no worker slot held while a migration runs). The approval gates need a triggerer
+    anyway; AIRMIGRATE_DEFERRABLE=false waits in a worker for setups without one."""
+    import os
+
+    return os.environ.get("AIRMIGRATE_DEFERRABLE", "true").lower() not in ("0", "false", "no")
+
+
 def build_all(migrations_dir: Path | None = None, expectations_dir: Path | None = None) -> tuple[dict, list[str]]:
-    """Every folder's two DAGs, plus the error messages of the folders that did not parse."""
-    dags, errors = {}, []
+    """Every folder's two DAGs and the migrate DAG, plus the error messages of the folders that did not parse.
+    The migrate chain ends before the first folder that does not parse: what follows it must not run first."""
+    dags, errors, chain, stopped_at = {}, [], [], None
     exp_dir = expectations_dir or settings.expectations_dir()
     for folder in discover(migrations_dir or settings.migrations_dir()):
         try:
             migration = load_migration(folder, exp_dir)
         except SpecError as exc:
             errors.append(str(exc))
+            stopped_at = stopped_at or folder.name
             continue
         for dag in (build_dag(migration), build_rollback_dag(migration)):
             dags[dag.dag_id] = dag
+        if stopped_at is None:
+            chain.append(migration)
+    if chain:
+        dags[MIGRATE_DAG_ID] = build_migrate_dag(chain, stopped_at)
     return dags, errors
 
 

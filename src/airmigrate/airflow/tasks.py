@@ -128,6 +128,19 @@ def _skip_if_dry_run(migration: Migration, what: str) -> None:
         raise AirflowSkipException(f"dry_run: {what} of {migration.id} not executed")
 
 
+def _skip_if_applied(migration: Migration, what: str) -> None:
+    """Applied means done: the preflight task found the migration applied with unchanged files and returned
+    {"already_applied": True}; every later task skips, so the run is green and changes nothing."""
+    marker = get_current_context()["ti"].xcom_pull(task_ids="preflight")
+    if isinstance(marker, dict) and marker.get("already_applied"):
+        raise AirflowSkipException(f"{migration.id} is already applied: {what} skipped, nothing to do")
+
+
+def _until_expand() -> bool:
+    """The run's `until` param: "expand" stops after validate (the contract waits for `airmigrate complete`)."""
+    return _params().get("until") == "expand"
+
+
 @stage_task()
 def preflight_task(target, migration):
     params = _params()
@@ -143,16 +156,19 @@ def backup_task(target, migration):
                  migration.up_sql, migration.backfill_sql or f"(pandas {migration.transform_file})",
                  migration.cleanup_sql or "(none)")
     _skip_if_dry_run(migration, "backup and every later stage")
+    _skip_if_applied(migration, "backup")
     return backup.backup(target, migration, current_run(target, migration))
 
 
 @stage_task()
 def schema_change_task(target, migration):
+    _skip_if_applied(migration, "schema_change")
     return schema_change.schema_change(target, migration, current_run(target, migration))
 
 
 @stage_task()
 def plan_backfill_task(target, migration):
+    _skip_if_applied(migration, "the backfill")
     params = _params()
     backfill.start_backfill(target, migration, current_run(target, migration), params.get("batch_size"))
     return list(range(int(params.get("shards") or migration.spec.shards)))
@@ -196,19 +212,38 @@ def _airflow_metrics(migration_id: str):
 
 @stage_task()
 def validate_task(target, migration):
-    return validate.validate(target, migration, current_run(target, migration))
+    """With until=expand, a passed validation ends the way up for now: history `expanded`, the run `paused`
+    (open: the next trigger, e.g. `airmigrate complete`, resumes it and runs the contract)."""
+    _skip_if_applied(migration, "validate")
+    run_id = current_run(target, migration)
+    result = validate.validate(target, migration, run_id)
+    if _until_expand():
+        with connect(target, autocommit=True) as conn, conn.transaction():
+            state.mark_expanded(conn, migration.id)
+            conn.execute("UPDATE airmigrate.runs SET status = 'paused' WHERE run_id = %s", (run_id,))
+        log.info("until=expand: %s is expanded and validated; the contract waits: `airmigrate complete %s` "
+                 "(or trigger the DAG with until=contract) once the new application version is deployed",
+                 migration.id, migration.id)
+    return result
 
 
 @stage_task()
 def cleanup_task(target, migration):
+    _skip_if_applied(migration, "cleanup")
+    if _until_expand():
+        raise AirflowSkipException(f"until=expand: the contract of {migration.id} waits for `airmigrate complete "
+                                   f"{migration.id}`")
     _record_who_triggered()
     return cleanup.cleanup(target, migration, current_run(target, migration))
 
 
 def _record_who_triggered() -> None:
-    """The history's applied_by / rolled_back_by: the Airflow user who triggered the run, when known."""
+    """The history's applied_by / rolled_back_by: the Airflow user who triggered the run, when known.
+
+    dag.test() (`airmigrate run`, `airflow dags test`) names its runs' user "dag_test": no person, so it is
+    ignored and state.who() falls back to AIRMIGRATE_USER or the OS user who ran the command."""
     user = getattr(get_current_context()["dag_run"], "triggering_user_name", None)
-    if user:
+    if user and user != "dag_test":  # what airflow.sdk's DAG.test() puts into DagRun.triggering_user_name
         os.environ["AIRMIGRATE_USER"] = user
 
 

@@ -24,8 +24,12 @@ def preflight(target: Target, migration: Migration, dag_run_id: str | None = Non
     with connect(target, autocommit=True) as conn:
         if not dry_run:
             state.ensure_schema(conn)
+        applied = check_history(conn, migration)  # before the table check: a contract may have dropped it
+        if applied:
+            log.info("%s already applied on %s by %s; nothing to do", migration.id,
+                     f"{applied['applied_at']:%Y-%m-%d %H:%M}" if applied["applied_at"] else "?", applied["applied_by"])
+            return {"already_applied": True, "applied_at": applied["applied_at"], "applied_by": applied["applied_by"]}
         estimated_rows = check_table(conn, spec.schema_name, spec.table_name, spec.key_columns)
-        check_history(conn, migration)
         check_order(conn, migration)
         check_references(conn, migration)
         check_lint(migration, conn.info.server_version)
@@ -115,21 +119,28 @@ def _keys_hint(keys: list[list[str]]) -> str:
     return "one of its primary or unique NOT NULL keys: " + "; ".join(f"key: {k}" for k in shown)
 
 
-def check_history(conn, migration: Migration) -> None:
-    """Refuse an applied migration, and say so differently when its files changed since (Flyway's checksum rule)."""
+def check_history(conn, migration: Migration) -> dict | None:
+    """Applied means done: an applied migration whose files are unchanged returns its history row (the caller
+    does nothing); one whose files changed since is refused, naming the files (Flyway's checksum rule).
+    None when the migration is to run (no history, rolled back) or to resume (running, failed, expanded)."""
     if conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is None:
-        return
+        return None
     hist = state.history(conn, migration.id)
     if hist is None or hist["status"] not in ("applied",):
         if hist and hist["checksum"] != migration.checksum:
             log.warning("%s: files changed since the unfinished run started; resuming with the new files",
                         migration.id)
-        return
-    if hist["checksum"] != migration.checksum:
-        raise PreflightError(
-            f"{migration.id} was applied on {hist['applied_at']:%Y-%m-%d %H:%M} by {hist['applied_by']}, and its "
-            f"files have changed since (checksum {hist['checksum'][:12]} -> {migration.checksum[:12]}). "
-            "Restore the applied files and put the change in a new migration folder")
+        return None
+    if hist["checksum"] == migration.checksum:
+        return hist
+    changed = ""
+    if hist.get("files"):
+        now, then = file_checksums(migration), hist["files"]
+        names = sorted(n for n in set(now) | set(then) if now.get(n) != then.get(n))
+        changed = " (" + ", ".join(f"{n} {'added' if n not in then else 'removed' if n not in now else 'changed'}"
+                                   for n in names) + ")" if names else ""
+    when = f"{hist['applied_at']:%Y-%m-%d %H:%M}" if hist["applied_at"] else "an unknown date"
     raise PreflightError(
-        f"{migration.id} is already applied (on {hist['applied_at']:%Y-%m-%d %H:%M} by {hist['applied_by']}); "
-        f"nothing to do. To apply it again, run the DAG {migration.rollback_dag_id} first")
+        f"{migration.id} was applied on {when} by {hist['applied_by']}, and its files have changed since"
+        f"{changed} (checksum {hist['checksum'][:12]} -> {migration.checksum[:12]}). "
+        "Restore the applied files and put the change in a new migration folder")

@@ -1,0 +1,250 @@
+"""Bring a target up to date, adopt an existing schema, and say which application versions work when.
+
+- ``airmigrate migrate [--to <id>]``: every pending migration in folder order, each through its own DAG
+  (the same path as ``airmigrate run``), stopping at the first failure; one summary at the end.
+- ``airmigrate baseline --to <id>``: record migrations as applied without running them.
+- ``airmigrate complete <id>``: the contract of an expanded migration (``run --until expand`` earlier).
+- :func:`app_versions`: per phase (expand, after contract), which application versions work.
+
+Pending means: no history row, rolled back, or unfinished (running, failed: resumed where it stopped).
+An applied migration with unchanged files is done; one whose files changed is refused up front. An
+``expanded`` migration is left as it is: its contract waits for ``airmigrate complete`` after the new
+application version is deployed (``migrate`` never contracts behind the team's back); the later ones run,
+as the order rule allows (an expanded migration counts as done: both shapes are there).
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from psycopg.types.json import Jsonb
+
+from airmigrate import settings, state
+from airmigrate.db import Target, connect
+from airmigrate.errors import AirmigrateError
+from airmigrate.spec import Migration, discover, file_checksums, load_migration
+
+RUN, RESUME, APPLIED, EXPANDED = "run", "resume", "applied", "expanded"
+
+
+def load_all(migrations_dir: Path | None = None, expectations_dir: Path | None = None) -> list[Migration]:
+    """Every migration in folder order; a folder that does not load stops everything (SpecError)."""
+    exp_dir = expectations_dir or settings.expectations_dir()
+    return [load_migration(folder, exp_dir) for folder in discover(migrations_dir or settings.migrations_dir())]
+
+
+def up_to(migrations: list[Migration], to: str | None) -> list[Migration]:
+    """The migrations up to and including `to` (all without it)."""
+    if to is None:
+        return migrations
+    ids = [m.id for m in migrations]
+    if to not in ids:
+        raise AirmigrateError(f"--to {to}: no such migration in {settings.migrations_dir()} "
+                              f"(there are: {', '.join(ids) or 'none'})")
+    return migrations[:ids.index(to) + 1]
+
+
+def pending(conn, migrations: list[Migration]) -> list[tuple[Migration, str, dict | None]]:
+    """(migration, action, history) per migration: run, resume, applied (unchanged) or expanded. A changed
+    applied migration raises the preflight's PreflightError naming the files."""
+    from airmigrate.stages.preflight import check_history
+
+    has_state = conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is not None
+    out = []
+    for migration in migrations:
+        hist = state.history(conn, migration.id) if has_state else None
+        if hist is None or hist["status"] == "rolled_back":
+            out.append((migration, RUN, hist))
+        elif hist["status"] == "applied":
+            check_history(conn, migration)  # unchanged, or PreflightError
+            out.append((migration, APPLIED, hist))
+        elif hist["status"] == "expanded":
+            out.append((migration, EXPANDED, hist))
+        else:  # running, failed: its open run resumes where it stopped
+            out.append((migration, RESUME, hist))
+    return out
+
+
+def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = None, approve: bool = False,
+            out: Callable[[str], None] = print) -> int:
+    """Run every pending migration (up to `to`) in order with `run(migration_id, conf) -> exit code`, stop at
+    the first failure, print one summary. 0 when everything up to `to` is applied (or expanded, its contract
+    deliberately waiting), else 1. Refusals before
+    anything ran (a folder that does not load, a changed applied migration, an approval not given) raise."""
+    from airmigrate.airflow.approval import needs_approval
+
+    migrations = up_to(load_all(), to)
+    with connect(target, autocommit=True) as conn:
+        todo = pending(conn, migrations)
+    gated = [m.id for m, action, _ in todo if action in (RUN, RESUME) and needs_approval(m)]
+    if gated and not approve:
+        raise AirmigrateError(f"{', '.join(gated)}: the contract step waits for a human approval (it drops "
+                              "something), and a local run has no UI to answer it: re-run with --approve to approve "
+                              "it up front, or trigger airmigrate__migrate from the Airflow UI. Nothing was run")
+    conf = {"approve_contract": True} if approve else {}
+    results: list[tuple[str, str, float | None, str]] = []
+    stopped = False
+    for migration, action, hist in todo:
+        if stopped:
+            results.append((migration.id, "not run", None, ""))
+            continue
+        if action == APPLIED:
+            results.append((migration.id, "already applied", None, f"on {_when(hist)} by {hist['applied_by']}"))
+            continue
+        if action == EXPANDED:
+            results.append((migration.id, "expanded", None,
+                            f"its contract waits: deploy the new application version, then `airmigrate complete "
+                            f"{migration.id}`"))
+            continue
+        out(f"\n== {migration.id} ({'resumed' if action == RESUME else 'pending'})")
+        t0 = time.monotonic()
+        code = run(migration.id, dict(conf))
+        seconds = time.monotonic() - t0
+        with connect(target, autocommit=True) as conn:
+            hist = state.history(conn, migration.id)
+        status = hist["status"] if hist else "not started"
+        if code == 0 and status == "applied":
+            results.append((migration.id, "applied", seconds, ""))
+        else:
+            error = ((hist or {}).get("error") or "see its report above").strip().splitlines()[0][:160]
+            results.append((migration.id, "failed" if code else status, seconds, error))
+            stopped = True
+    _summary(target, results, out)
+    return 0 if all(r[1] in ("applied", "already applied", "expanded") for r in results) else 1
+
+
+def _summary(target: Target, results, out) -> None:
+    width = max([len(r[0]) for r in results] + [9])
+    out(f"\nmigrate on {target.describe()}:")
+    out(f"  {'migration':<{width}}  {'result':<15} {'duration':>9}")
+    for migration_id, result, seconds, note in results:
+        duration = f"{seconds:8.1f}s" if seconds is not None else f"{'-':>9}"
+        out(f"  {migration_id:<{width}}  {result:<15} {duration}" + (f"  {note}" if note else ""))
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r[1]] = counts.get(r[1], 0) + 1
+    if not results:
+        out("  no migrations")
+    elif all(r[1] == "already applied" for r in results):
+        out("all already applied: nothing to do")
+    else:
+        out(("nothing to run: " if all(r[1] in ("already applied", "expanded") for r in results) else "")
+            + "; ".join(f"{n} {what}" for what, n in counts.items()))
+
+
+def _when(hist: dict) -> str:
+    return f"{hist['applied_at']:%Y-%m-%d %H:%M}" if hist.get("applied_at") else "an unknown date"
+
+
+def baseline(target: Target, to: str) -> list[str]:
+    """Record every migration up to and including `to` as applied without running it (adopting airmigrate on a
+    schema that already has these changes). Refused when any of them has history other than rolled_back or
+    an open run. Returns the ids recorded."""
+    migrations = up_to(load_all(), to)
+    by = f"baseline by {getpass.getuser()}"
+    with connect(target, autocommit=True) as conn:
+        state.ensure_schema(conn)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('airmigrate.baseline'))")
+            ids = [m.id for m in migrations]
+            taken = conn.execute(
+                "SELECT migration_id, status FROM airmigrate.history WHERE migration_id = ANY(%s) "
+                "AND status <> 'rolled_back' ORDER BY migration_id", (ids,)).fetchall()
+            busy = conn.execute(
+                "SELECT DISTINCT migration_id FROM airmigrate.runs WHERE migration_id = ANY(%s) AND status = ANY(%s) "
+                "ORDER BY migration_id", (ids, list(state.ACTIVE))).fetchall()
+            if taken or busy:
+                what = [f"{mid} ({status})" for mid, status in taken]
+                what += [f"{mid} (open run)" for (mid,) in busy if mid not in {t[0] for t in taken}]
+                raise AirmigrateError(f"baseline --to {to}: {', '.join(what)} already in the history of "
+                                      f"{target.describe()}; baseline only records migrations that never ran there "
+                                      "(or were rolled back). Nothing was recorded")
+            for migration in migrations:
+                cur = conn.execute(
+                    "INSERT INTO airmigrate.history AS h (migration_id, checksum, status, files, started_at, "
+                    "applied_at, applied_by, duration_s) VALUES (%s, %s, 'applied', %s, now(), now(), %s, 0) "
+                    "ON CONFLICT (migration_id) DO UPDATE SET checksum = EXCLUDED.checksum, status = 'applied', "
+                    "files = EXCLUDED.files, started_at = now(), applied_at = now(), applied_by = EXCLUDED.applied_by, "
+                    "duration_s = 0, error = NULL, backup_path = NULL, snapshot_table = NULL, rolled_back_at = NULL, "
+                    "rolled_back_by = NULL WHERE h.status = 'rolled_back'",
+                    (migration.id, migration.checksum, Jsonb(file_checksums(migration)), by))
+                if cur.rowcount != 1:
+                    raise AirmigrateError(f"baseline: {migration.id} got a history row meanwhile; nothing recorded")
+    return ids
+
+
+def check_expanded(target: Target, migration: Migration) -> None:
+    """`complete` runs the contract of an expanded migration only."""
+    with connect(target, autocommit=True) as conn:
+        has_state = conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is not None
+        hist = state.history(conn, migration.id) if has_state else None
+    if hist is None or hist["status"] != "expanded":
+        now = hist["status"] if hist else "never run"
+        raise AirmigrateError(f"{migration.id} is {now} on {target.describe()}, not expanded: `complete` runs the "
+                              f"contract of a migration run with `--until expand`. Use `airmigrate run {migration.id}`"
+                              " (or `migrate`) for the whole way. Nothing was run")
+
+
+# --- which application versions work in which phase -------------------------------------------------
+
+OLD_AND_NEW, NEW_ONLY = "old and new", "new only"
+
+
+def app_versions(migration: Migration) -> tuple[str, str, list[str]]:
+    """(expand, after contract, reasons): which application versions work once the expand ran (the sync
+    triggers keep both shapes) and once the contract ran. `old` is the release before this migration, `new`
+    the one that uses it."""
+    expand, contract, why = OLD_AND_NEW, OLD_AND_NEW, []
+    for op in migration.spec.operations:
+        kind = op.op
+        reason = None
+        if kind == "add_column":
+            if op.backfill:
+                reason = (f"add_column {op.column}: the trigger computing it is dropped, the application writes it "
+                          + ("(NOT NULL)" if op.not_null else "itself"))
+            elif op.not_null and not op.default:
+                reason = f"add_column {op.column}: NOT NULL without a default, inserts must set it"
+        elif kind == "rename_column":
+            reason = f"rename_column {op.column} -> {op.to}: {op.column} and the sync trigger are dropped"
+        elif kind == "change_column_type":
+            reason = f"change_column_type {op.column}: becomes {op.type}, the converting trigger is dropped"
+        elif kind == "split_table":
+            reason = (f"split_table: {', '.join(op.columns)} leave {migration.spec.table} for {op.new_table}, "
+                      "the mirroring trigger is dropped")
+        elif kind == "drop_column":
+            reason = f"drop_column {op.column}: no release may read or write it any more"
+        elif kind == "drop_table":
+            reason = f"drop_table {op.table}: no release may use it any more"
+        elif kind in ("add_check", "add_unique", "add_foreign_key"):
+            why.append(f"{kind} {getattr(op, 'name', '')}: validated at expand: both versions must write rows "
+                       "that satisfy it")
+        if reason:
+            contract = NEW_ONLY
+            why.append(reason)
+    if migration.cleanup_sql and migration.cleanup_sql.strip():
+        import pglast
+
+        from airmigrate.lint import _is_destructive
+
+        if any(_is_destructive(raw.stmt) for raw in pglast.parse_sql(migration.cleanup_sql)):
+            contract = NEW_ONLY
+            why.append("cleanup.sql drops something")
+        else:
+            why.append("cleanup.sql: check by hand what it changes for the old version")
+    return expand, contract, why
+
+
+def render_app_versions(migration: Migration) -> list[str]:
+    """The short section `airmigrate plan` prints."""
+    expand, contract, why = app_versions(migration)
+    lines = ["application versions that work, per phase (old = the release before this migration):",
+             f"  {'expand (schema_change, backfill, validate):':<46}{expand}",
+             f"  {'after contract (cleanup):':<46}{contract}"]
+    lines += [f"    {w}" for w in why]
+    if contract == NEW_ONLY:
+        lines.append(f"  deploy the new release between the two: `airmigrate run {migration.id} --until expand`, "
+                     f"deploy, then `airmigrate complete {migration.id}`")
+    return lines

@@ -1,0 +1,207 @@
+"""`airmigrate migrate / baseline / complete`, `run --until expand`, applied-means-done, and airmigrate__migrate:
+real PostgreSQL, real Airflow (dag.test in-process or the CLI as a subprocess)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+
+from airmigrate import state
+from airmigrate.db import connect
+from airmigrate.errors import PreflightError
+from airmigrate.lifecycle.migrate import app_versions, render_app_versions
+from airmigrate.spec import load_migration
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CLI = [sys.executable, "-m", "airmigrate.cli"]
+MIGRATIONS = sorted(p.name for p in (ROOT / "migrations").iterdir() if p.is_dir())
+EMAIL, PHONE = "0001_add_user_email_verified", "0002_normalize_user_phone"
+
+
+def airmigrate(target, *args, **extra_env):
+    env = {**os.environ, "AIRMIGRATE_TARGET_URL": target.url(), **extra_env}
+    env.pop("AIRFLOW_CONN_AIRMIGRATE_TARGET", None)
+    env.pop("AIRMIGRATE_USER", None)
+    return subprocess.run([*CLI, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def out(done) -> str:
+    return done.stdout[-4000:] + done.stderr[-4000:]
+
+
+def history(target) -> dict[str, dict]:
+    with connect(target, autocommit=True) as conn:
+        return {h["migration_id"]: h for h in state.all_history(conn)}
+
+
+def column_exists(target, column: str) -> bool:
+    with connect(target) as conn:
+        return conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' "
+                            "AND column_name = %s", (column,)).fetchone()[0] == 1
+
+
+def summary_line(output: str, migration_id: str) -> str:
+    return next(line for line in output.splitlines() if line.strip().startswith(migration_id))
+
+
+def test_migrate_runs_every_pending_migration_in_order_then_has_nothing_to_do(fresh_db):
+    done = airmigrate(fresh_db, "migrate")
+    assert done.returncode == 0, out(done)
+    assert done.stdout.index(f"== {EMAIL}") < done.stdout.index(f"== {PHONE}")  # folder order
+    assert re.search(rf"{EMAIL}\s+applied\s+\d+\.\d+s", done.stdout)
+    assert re.search(rf"{PHONE}\s+applied\s+\d+\.\d+s", done.stdout)
+    hist = history(fresh_db)
+    assert hist[EMAIL]["status"] == hist[PHONE]["status"] == "applied"
+    assert hist[EMAIL]["applied_at"] < hist[PHONE]["started_at"]
+
+    again = airmigrate(fresh_db, "migrate")
+    assert again.returncode == 0, out(again)
+    assert "running" not in again.stdout  # no DAG ran at all
+    assert "already applied" in summary_line(again.stdout, EMAIL)
+    assert "already applied" in summary_line(again.stdout, PHONE)
+    assert "all already applied: nothing to do" in again.stdout
+
+
+def test_migrate_to_stops_after_that_migration(fresh_db):
+    done = airmigrate(fresh_db, "migrate", "--to", EMAIL)
+    assert done.returncode == 0, out(done)
+    assert f"== {PHONE}" not in done.stdout and PHONE not in done.stdout.split("migrate on")[-1]
+    assert set(history(fresh_db)) == {EMAIL}
+    unknown = airmigrate(fresh_db, "migrate", "--to", "0999_nope")
+    assert unknown.returncode == 2 and "no such migration" in unknown.stderr
+
+
+def test_migrate_stops_at_the_first_failure(fresh_db, tmp_path):
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    shutil.copytree(ROOT / "migrations" / EMAIL, migrations / EMAIL)
+    for name in ("0102_wrong_backfill", "0103_slow_backfill"):  # validation fails; would run after it
+        shutil.copytree(FIXTURES / "migrations" / name, migrations / name)
+    env = {"AIRMIGRATE_MIGRATIONS_DIR": str(migrations), "AIRMIGRATE_EXPECTATIONS_DIR": str(FIXTURES / "expectations")}
+
+    refused = airmigrate(fresh_db, "migrate", **env)  # 0102's cleanup drops a column: approval needed up front
+    assert refused.returncode == 2 and "0102_wrong_backfill" in refused.stderr and "--approve" in refused.stderr
+    assert history(fresh_db) == {}
+
+    done = airmigrate(fresh_db, "migrate", "--approve", **env)
+    assert done.returncode == 1, out(done)
+    assert re.search(rf"{EMAIL}\s+applied", done.stdout)
+    failed = summary_line(done.stdout.split("migrate on")[-1], "0102_wrong_backfill")
+    assert "failed" in failed and "expectations failed" in failed
+    assert "not run" in summary_line(done.stdout.split("migrate on")[-1], "0103_slow_backfill")
+    hist = history(fresh_db)
+    assert hist[EMAIL]["status"] == "applied" and hist["0102_wrong_backfill"]["status"] == "failed"
+    assert "0103_slow_backfill" not in hist
+
+
+def test_baseline_records_applied_without_running(fresh_db):
+    done = airmigrate(fresh_db, "baseline", "--to", PHONE)
+    assert done.returncode == 0, out(done)
+    hist = history(fresh_db)
+    for migration_id in (EMAIL, PHONE):
+        migration = load_migration(ROOT / "migrations" / migration_id, ROOT / "expectations")
+        assert hist[migration_id]["status"] == "applied"
+        assert hist[migration_id]["applied_by"] == f"baseline by {getpass.getuser()}"
+        assert hist[migration_id]["checksum"] == migration.checksum and hist[migration_id]["files"]
+    assert not column_exists(fresh_db, "email_verified")  # nothing ran
+
+    again = airmigrate(fresh_db, "baseline", "--to", EMAIL)
+    assert again.returncode == 2 and f"{EMAIL} (applied)" in again.stderr
+
+    migrate = airmigrate(fresh_db, "migrate")
+    assert migrate.returncode == 0 and "all already applied: nothing to do" in migrate.stdout, out(migrate)
+
+
+def test_applied_unchanged_run_is_a_green_no_op_and_a_changed_one_is_refused(fresh_db, tmp_path):
+    from airmigrate.airflow.runner import report, run_dag, task_rows
+    from airmigrate.stages.preflight import check_history, preflight
+
+    assert str(run_dag(EMAIL).state) == "success"
+    dagrun = run_dag(EMAIL)
+    assert str(dagrun.state) == "success"
+    rows = {task_id: task_state for task_id, task_state, _, _ in task_rows(EMAIL, dagrun.run_id)}
+    assert rows.pop("preflight") == "success"
+    assert set(rows) >= {"backup", "schema_change", "backfill.plan", "validate", "cleanup"}
+    assert set(rows.values()) == {"skipped"}, rows
+    migration = load_migration(ROOT / "migrations" / EMAIL, ROOT / "expectations")
+    assert "already applied: nothing to do" in report(dagrun, migration, fresh_db)
+    assert preflight(fresh_db, migration)["already_applied"] is True
+
+    edited = tmp_path / "migrations"
+    shutil.copytree(ROOT / "migrations", edited)
+    (edited / EMAIL / "backfill.sql").write_text((edited / EMAIL / "backfill.sql").read_text() + "\n-- edited\n")
+    changed = load_migration(edited / EMAIL, ROOT / "expectations")
+    with connect(fresh_db, autocommit=True) as conn, pytest.raises(PreflightError) as err:
+        check_history(conn, changed)
+    assert "files have changed since (backfill.sql changed)" in str(err.value)
+
+
+def test_until_expand_then_complete(fresh_db, tmp_path):
+    migration_id = "0110_drop_last_login"  # its contract drops users.last_login_at (and asks for approval)
+    shutil.copytree(FIXTURES / "migrations" / migration_id, tmp_path / "migrations" / migration_id)
+    env = {"AIRMIGRATE_MIGRATIONS_DIR": str(tmp_path / "migrations"),
+           "AIRMIGRATE_EXPECTATIONS_DIR": str(FIXTURES / "expectations")}
+
+    early = airmigrate(fresh_db, "complete", migration_id, "--approve", **env)
+    assert early.returncode == 2 and "not expanded" in early.stderr
+
+    expand = airmigrate(fresh_db, "run", migration_id, "--until", "expand", **env)  # no approval: no contract
+    assert expand.returncode == 0, out(expand)
+    assert re.search(r"approve_contract\s+skipped", expand.stdout) and re.search(r"cleanup\s+skipped", expand.stdout)
+    assert "history: expanded" in expand.stdout and f"airmigrate complete {migration_id}" in expand.stdout
+    assert column_exists(fresh_db, "last_login_at")  # the contract did not run
+    with connect(fresh_db, autocommit=True) as conn:
+        assert state.history(conn, migration_id)["status"] == "expanded"
+        run = state.latest_run(conn, migration_id)
+        assert run["status"] == "paused" and "validate" in run["completed_stages"]
+
+    left = airmigrate(fresh_db, "migrate", "--approve", **env)  # migrate never contracts behind the team's back
+    assert left.returncode == 0, out(left)
+    assert "expanded" in summary_line(left.stdout, migration_id) and "running" not in left.stdout
+    assert column_exists(fresh_db, "last_login_at")
+
+    unapproved = airmigrate(fresh_db, "complete", migration_id, **env)
+    assert unapproved.returncode == 2 and "--approve" in unapproved.stderr
+
+    done = airmigrate(fresh_db, "complete", migration_id, "--approve", **env)
+    assert done.returncode == 0, out(done)
+    assert re.search(r"cleanup\s+success", done.stdout) and "history: applied" in done.stdout
+    assert not column_exists(fresh_db, "last_login_at")
+    with connect(fresh_db, autocommit=True) as conn:
+        assert state.history(conn, migration_id)["status"] == "applied"
+        resumed = state.latest_run(conn, migration_id)
+        assert resumed["run_id"] == run["run_id"] and resumed["status"] == "succeeded"  # the same run, resumed
+
+
+def test_migrate_dag_triggers_each_migration_in_order():
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    dag = bag.dags["airmigrate__migrate"]
+    tasks = dag.topological_sort()
+    assert [t.task_id for t in tasks] == MIGRATIONS
+    for previous, task in zip(tasks, tasks[1:]):
+        assert task.upstream_task_ids == {previous.task_id}
+    for task in tasks:
+        assert type(task).__name__ == "TriggerDagRunOperator"
+        assert task.trigger_dag_id == task.task_id and task.wait_for_completion and task.poke_interval == 10
+        assert [str(s.value) for s in task.failed_states] == ["failed"] and task.logical_date is None
+        assert task.deferrable is True and task.reset_dag_run is False
+    assert dag.params["approve_contract"] is False and dag.max_active_runs == 1
+
+
+def test_plan_says_which_application_versions_work_per_phase():
+    email = load_migration(ROOT / "migrations" / EMAIL, ROOT / "expectations")
+    assert app_versions(email)[:2] == ("old and new", "old and new")
+    drop = load_migration(FIXTURES / "migrations" / "0110_drop_last_login", FIXTURES / "expectations")
+    expand, contract, why = app_versions(drop)
+    assert (expand, contract) == ("old and new", "new only") and "drop_column last_login_at" in why[0]
+    assert "--until expand" in "\n".join(render_app_versions(drop))
