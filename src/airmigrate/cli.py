@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -25,7 +26,25 @@ DEMO_DB = "airmigrate_demo"
 EXAMPLES = ("0001_add_user_email_verified", "0002_normalize_user_phone")
 
 
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE, e.g. `... | head`
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command; its output may go into a pipe that closes early (`airmigrate status x | head -4`)."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here rather than at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader is gone: stop quietly, like a SIGPIPE-killed program. stdout now points at /dev/null
+        # so the interpreter's final flush of the unwritten rest does not fail (and print) again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # platformdirs (via a dependency) warns when a root shell has no XDG_RUNTIME_DIR: noise in our output
@@ -44,17 +63,45 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("migration", help="migration folder name, e.g. 0001_add_user_email_verified")
     run.add_argument("--rollback", action="store_true", help="run the rollback DAG instead")
     run.add_argument("--approve", action="store_true",
-                     help="approve the destructive contract step up front (else the run waits for the UI)")
+                     help="approve the destructive contract step (or a rollback that drops a column or "
+                          "table) up front (else the run waits for the UI)")
+    run.add_argument("--cascade", action="store_true",
+                     help="with --rollback: first roll back the migrations that depend on this one (depends_on, "
+                          "or touching the same columns, indexes, tables), latest first, stopping at a failure")
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                      help="DAG param, e.g. batch_size=5000 or dry_run=true (repeatable)")
+    run.add_argument("--verbose", action="store_true",
+                     help="stream Airflow's task logs to the console (default: a short summary, the logs in a file "
+                          "under var/logs/<dag_id>/ that the summary names)")
+    run.add_argument("--until", choices=("contract", "expand"),
+                     help="expand: stop after validate (history `expanded`; the contract waits for `airmigrate "
+                          "complete`); contract (default): the whole way")
     run.set_defaults(func=cmd_run)
+    migrate = sub.add_parser("migrate", help="run every pending migration in folder order (each through its DAG), "
+                                             "stop at the first failure, print a summary; exit 0 all applied, 1 not")
+    migrate.add_argument("--to", metavar="ID", help="stop after this migration (inclusive)")
+    migrate.add_argument("--approve", action="store_true", help="approve destructive contract steps up front")
+    migrate.set_defaults(func=cmd_migrate)
+    baseline = sub.add_parser("baseline", help="record every migration up to --to as applied without running it "
+                                               "(adopting airmigrate on an existing schema)")
+    baseline.add_argument("--to", metavar="ID", required=True, help="the last migration the schema already has")
+    baseline.set_defaults(func=cmd_baseline)
+    complete = sub.add_parser("complete", help="run the contract of a migration run with --until expand (after the "
+                                               "new application version is deployed)")
+    complete.add_argument("migration")
+    complete.add_argument("--approve", action="store_true", help="approve a destructive contract step up front")
+    complete.set_defaults(func=cmd_complete)
     demo = sub.add_parser("demo", help="seed a demo database and run the example migrations end to end")
     demo.add_argument("--rows", type=int, default=int(os.environ.get("AIRMIGRATE_DEMO_ROWS", 1_000_000)))
     demo.add_argument("--verbose", action="store_true", help="show Airflow's task logs (progress per batch)")
     demo.set_defaults(func=cmd_demo)
-    status = sub.add_parser("status", help="where a migration stands, from the state tables")
-    status.add_argument("migration")
+    status = sub.add_parser("status", help="where a migration stands, from the state tables (without one: "
+                                           "the history of all, like `airmigrate history`)")
+    status.add_argument("migration", nargs="?")
     status.set_defaults(func=cmd_status)
+    history = sub.add_parser("history", help="every migration with its state in the target, applied at/by, duration, "
+                                             "rows; exit 1 when an applied one changed or a run failed")
+    history.set_defaults(func=cmd_history)
     lint = sub.add_parser("lint", help="lint migration folders or SQL files (squawk + airmigrate rules); "
                                        "exit 0 clean, 1 findings, 2 usage error")
     lint.add_argument("paths", nargs="*", help="migration folders, migrations/ itself, or .sql files")
@@ -62,9 +109,23 @@ def _parser() -> argparse.ArgumentParser:
     lint.set_defaults(func=cmd_lint)
     plan = sub.add_parser("plan", help="each statement with its lock and effect, rows, batches and ETA")
     plan.add_argument("migration")
-    plan.add_argument("--sql", action="store_true", help="print exactly the SQL that will run instead")
+    plan.add_argument("--sql", action="store_true", help="print exactly the SQL that will run instead (column "
+                                                         "types read from the target unless --offline)")
+    plan.add_argument("--rollback", action="store_true", help="plan the rollback DAG instead: down DDL, the "
+                                                              "per-batch copy-back, finish, each with its lock")
     plan.add_argument("--offline", action="store_true", help="do not connect to the target (no estimates)")
     plan.set_defaults(func=cmd_plan)
+    from airmigrate.lifecycle.scaffold import OPS
+
+    new = sub.add_parser("new", help="create the next migration folder and its expectations, lint-clean as made")
+    new.add_argument("slug", help="lowercase words joined by _, e.g. add_orders_status (the number is chosen)")
+    new.add_argument("--op", choices=OPS, default="sql", help="an operation, or sql (default): up/backfill/down.sql")
+    new.add_argument("--table", help="the table it changes (needed for an operation)")
+    new.add_argument("--column", help="the column the operation (or the sql template) changes")
+    new.add_argument("--type", help="the column type for add_column, change_column_type, sql (default text)")
+    new.add_argument("--to", help="the new name for rename_column")
+    new.add_argument("--key", default="id", help="batching key column (default id)")
+    new.set_defaults(func=cmd_new)
     schema = sub.add_parser("schema", help="print the JSON Schema of migration.yaml")
     schema.set_defaults(func=cmd_schema)
     env = sub.add_parser("target", help="start the demo target (embedded unless AIRMIGRATE_TARGET_URL) and print "
@@ -75,12 +136,69 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
+    OUTPUT["verbose"] = args.verbose
     prepare_airflow_env()
     target = _configured_target()
     conf = _params(args.param)
     if args.approve:
-        conf["approve_contract"] = True
+        conf["approve_rollback" if args.rollback else "approve_contract"] = True
+    if args.until and not args.rollback:
+        conf["until"] = args.until
+    if args.cascade and not args.rollback:
+        raise AirmigrateError("--cascade goes with --rollback: `airmigrate run <id> --rollback --cascade`")
+    if args.cascade:  # the dependents first, latest first, each like a rollback of its own; stop at a failure
+        from airmigrate.airflow.approval import needs_rollback_approval
+        from airmigrate.db import connect
+        from airmigrate.lifecycle.order import cascade
+
+        migration = load_named(args.migration)
+        with connect(target, autocommit=True) as conn:
+            first = cascade(conn, migration)
+        waiting = [m.id for m in [*first, migration] if needs_rollback_approval(m)]
+        if waiting and not (conf.get("approve_rollback") or conf.get("dry_run")):
+            raise AirmigrateError(f"the rollback of {', '.join(waiting)} drops a column or a table and waits for a "
+                                  "human approval, which a local run cannot give: look at it with --param "
+                                  "dry_run=true, then re-run with --approve. Nothing was run")
+        if first:
+            print(f"cascade: rolling back {', '.join(m.id for m in first)} first, then {migration.id}", flush=True)
+        for dependent in first:
+            code = run_and_report(dependent.id, target, rollback=True, conf=dict(conf))
+            if code:
+                print(f"cascade stopped: the rollback of {dependent.id} failed; {migration.id} was not rolled back",
+                      file=sys.stderr, flush=True)
+                return code
     return run_and_report(args.migration, target, rollback=args.rollback, conf=conf)
+
+
+def cmd_migrate(args) -> int:
+    from airmigrate.lifecycle.migrate import migrate
+
+    prepare_airflow_env()
+    target = _configured_target()
+    return migrate(target, lambda migration_id, conf: run_and_report(migration_id, target, conf=conf),
+                   to=args.to, approve=args.approve)
+
+
+def cmd_baseline(args) -> int:
+    from airmigrate.lifecycle.migrate import baseline
+
+    prepare_airflow_env()
+    target = _configured_target()
+    ids = baseline(target, args.to)
+    for migration_id in ids:
+        print(f"{migration_id}: recorded as applied (not run)")
+    print(f"baseline: {len(ids)} migration(s) recorded as applied on {target.describe()}")
+    return 0
+
+
+def cmd_complete(args) -> int:
+    from airmigrate.lifecycle.migrate import check_expanded
+
+    prepare_airflow_env()
+    target = _configured_target()
+    check_expanded(target, load_named(args.migration))
+    conf = {"until": "contract", **({"approve_contract": True} if args.approve else {})}
+    return run_and_report(args.migration, target, conf=conf)
 
 
 def cmd_demo(args) -> int:
@@ -93,8 +211,7 @@ def cmd_demo(args) -> int:
     devdb.seed_users(target, args.rows)
     print(f"seeded {args.rows:,} users into {target.describe()} in {time.monotonic() - t0:.1f}s\n")
     os.environ["AIRFLOW_CONN_AIRMIGRATE_TARGET"] = target.airflow_uri()
-    if not args.verbose:
-        os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    OUTPUT["verbose"] = args.verbose  # without it, each run's task logs go to a file its summary names
     prepare_airflow_env()
     worst = 0
     for migration_id in EXAMPLES:
@@ -111,6 +228,8 @@ def cmd_status(args) -> int:
     from airmigrate import state
     from airmigrate.db import connect
 
+    if args.migration is None:
+        return cmd_history(args)
     load_named(args.migration)  # an unknown name gets the list of the ones there are
     prepare_airflow_env()
     target = _configured_target()
@@ -131,17 +250,50 @@ def cmd_status(args) -> int:
                   f"{summary['pending']} pending; {summary['rows']:,} rows written")
             progress = state.backfill_progress(conn, run["run_id"])
             if progress:
-                finished = progress["exhausted"] and not summary["pending"]
-                print(f"  backfill: {progress['percent']:.0f}% of ~{progress['estimated']:,} rows covered, "
-                      f"{progress['rate']:,.0f} rows/s, "
-                      + ("all ranges handed out, none pending" if finished else
-                         f"ETA {progress['eta_s'] / 60:.1f} min"
-                         + (" (all ranges handed out)" if progress["exhausted"] else "")))
+                print("  backfill: " + _progress_line(progress, summary))
             for batch_no, lo, hi, attempts, error in state.failed_batches(conn, run["run_id"]):
                 print(f"  failed batch {batch_no} [{lo}..{hi}] after {attempts} attempts: {error}")
+            if summary["failed"]:
+                print(f"  retry the failed batches: trigger {args.migration} with retry_failed=true, or clear its "
+                      "backfill.shard task in the Airflow UI")
             if run["error"]:
                 print(f"  error: {run['error']}")
     return 0
+
+
+def cmd_history(args) -> int:
+    """Every migration folder in order (and applied ones whose folder is gone) with its state in the target.
+    Exit 1 when an applied migration changed since, its folder is missing, a run failed or a folder does not
+    load (like `flyway validate`): CI can gate on it."""
+    from airmigrate.db import connect
+    from airmigrate.lifecycle import history
+
+    prepare_airflow_env()
+    target = _configured_target()
+    with connect(target, autocommit=True) as conn:
+        entries = history.listing(conn, settings.migrations_dir(), settings.expectations_dir())
+    for line in history.render(entries):
+        print(line)
+    return 1 if history.has_problems(entries) else 0
+
+
+def _progress_line(progress: dict, summary: dict) -> str:
+    """Covered share, rate and what is left. A failed batch's keys are not covered: never 100% or "done" then."""
+    failed, pending = summary["failed"], summary["pending"]
+    percent = progress["percent"]
+    if failed:  # backfill_progress says 100% once nothing is pending, failed batches or not
+        percent = min(percent, 99.9, 100 * progress["covered"] / max(progress["estimated"], 1))
+    shown = "100" if percent >= 100 else f"{math.floor(percent)}"  # 99.6% is not "100%"
+    line = f"{shown}% of ~{progress['estimated']:,} rows covered, {progress['rate']:,.0f} rows/s, "
+    if progress["exhausted"] and not pending:
+        line += "all ranges handed out, none pending"
+        if failed:
+            line += f"; NOT complete: {failed} failed batch{'es' if failed != 1 else ''} to retry"
+        return line
+    line += f"ETA {progress['eta_s'] / 60:.1f} min" + (" (all ranges handed out)" if progress["exhausted"] else "")
+    if failed:
+        line += f", {failed} failed batch{'es' if failed != 1 else ''} to retry"
+    return line
 
 
 def cmd_lint(args) -> int:
@@ -182,21 +334,52 @@ def cmd_plan(args) -> int:
     from airmigrate.db import connect
 
     migration = load_named(args.migration)
-    if args.sql:
-        print(plan.render_sql(migration), end="")
-        return 0
-    est = None
-    if not args.offline:
-        prepare_airflow_env()
+    if args.sql or args.rollback:  # the target's types and shape when it answers, else the static text
+        conn, why = None, None
+        if not args.offline:
+            prepare_airflow_env()
+            try:
+                conn = connect(_configured_target(), autocommit=True)
+            except AirmigrateError as exc:
+                why = str(exc)
         try:
-            target = _configured_target()
-            conn = connect(target, autocommit=True)
-        except AirmigrateError as exc:
-            raise AirmigrateError(f"{exc}; or `airmigrate plan {migration.id} --offline` plans without the "
-                                  "target (no rows, batches or ETA)") from None
-        with conn:
-            est = plan.estimate(conn, migration)
-    print(plan.render(migration, plan.static_plan(migration), est))
+            text = plan.render_rollback(migration, conn, sql=args.sql) if args.rollback else \
+                plan.render_sql(migration, conn)
+        finally:
+            if conn is not None:
+                conn.close()
+        if why:
+            print(f"-- target not reachable ({why}): static plan", file=sys.stderr)
+        print(text, end="")
+        return 0
+    if args.offline:  # no target: volatility, types and domains assumed the worst
+        print(plan.render(migration, plan.static_plan(migration)))
+        return 0
+    prepare_airflow_env()
+    try:
+        target = _configured_target()
+        conn = connect(target, autocommit=True)
+    except AirmigrateError as exc:
+        raise AirmigrateError(f"{exc}; or `airmigrate plan {migration.id} --offline` plans without the "
+                              "target (no rows, batches or ETA)") from None
+    with conn:  # the target's catalog decides volatility, column types and domains
+        from airmigrate.lifecycle.history import changed_files
+
+        changed = changed_files(conn, migration)
+        if changed:  # what the target holds is not what these files say: a plan of them would mislead
+            print(f"error: {migration.id} is applied on {target.describe()} and changed since: "
+                  f"{', '.join(changed)}. Fix: restore the applied files and put the change in a new migration "
+                  "folder (`airmigrate new <slug>`)", file=sys.stderr)
+            return 1
+        print(plan.render(migration, plan.static_plan(migration, conn), plan.estimate(conn, migration)))
+    return 0
+
+
+def cmd_new(args) -> int:
+    from airmigrate.lifecycle.scaffold import new_migration
+
+    print(new_migration(args.slug, op=args.op, table=args.table, column=args.column, type_=args.type, to=args.to,
+                        key=args.key).report())
     return 0
 
 
@@ -215,22 +398,41 @@ def cmd_target(args) -> int:
     return 0
 
 
-def run_and_report(migration_id: str, target: Target, rollback: bool = False, conf: dict | None = None) -> int:
-    from airmigrate.airflow.runner import report, run_dag
+OUTPUT = {"verbose": False}  # `run --verbose` / `demo --verbose`: Airflow's task logs on the console
 
-    from airmigrate.airflow.approval import needs_approval
+
+def run_and_report(migration_id: str, target: Target, rollback: bool = False, conf: dict | None = None) -> int:
+    from airmigrate.airflow.runner import log_file_for, report, run_dag
+
+    from airmigrate.airflow.approval import needs_approval, needs_rollback_approval
 
     migration = load_named(migration_id)
     conf = conf or {}
-    if not rollback and needs_approval(migration) and not (conf.get("approve_contract") or conf.get("dry_run")):
+    if not rollback and needs_approval(migration) and not (conf.get("approve_contract") or conf.get("dry_run")
+                                                           or conf.get("until") == "expand"):
         raise AirmigrateError(f"{migration.id}'s contract step waits for a human approval (it drops something), "
                               "and a local run has no UI to answer it: re-run with --approve to approve it up front, "
                               "or trigger the DAG from the Airflow UI (`make airflow`). Nothing was run")
+    if rollback and needs_rollback_approval(migration) and not (conf.get("approve_rollback") or conf.get("dry_run")):
+        raise AirmigrateError(f"the rollback of {migration.id} drops a column or a table and waits for a human "
+                              "approval, which a local run cannot give: look at it with --param dry_run=true, then "
+                              "re-run with --approve, or trigger the rollback DAG from the Airflow UI. Nothing was run")
     dag_id = migration.rollback_dag_id if rollback else migration.id
-    print(f"running {dag_id} through Airflow (dag.test) ...", flush=True)
-    dagrun = run_dag(dag_id, conf)
+    log_file = None if OUTPUT["verbose"] else log_file_for(dag_id)
+    print(f"running {dag_id} through Airflow (dag.test) ..." + (f" task logs: {_shown_path(log_file)}" if log_file
+                                                                else ""), flush=True)
+    dagrun = run_dag(dag_id, conf, log_file=log_file, secrets=(target.password,))
     print(report(dagrun, migration, target, rollback=rollback), flush=True)
+    if log_file:
+        print(f"  task logs: {_shown_path(log_file)} (--verbose shows them here)", flush=True)
     return 0 if str(dagrun.state) == "success" else 1
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def load_named(migration_id: str):
