@@ -5,23 +5,16 @@ console with --verbose, the failing task's own error in the summary; `plan --sql
 from __future__ import annotations
 
 import logging
-import os
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 from airmigrate.db import connect
+from test_cli import airmigrate  # noqa: F401  (the CLI as a user runs it, against a target)
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "airmigrate.cli"]
 
 
-def airmigrate(target, *args, **extra_env):
-    env = {**os.environ, "AIRMIGRATE_TARGET_URL": target.url(), **extra_env}
-    env.pop("AIRFLOW_CONN_AIRMIGRATE_TARGET", None)
-    return subprocess.run([*CLI, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def folder(tmp_path: Path, name: str, spec: str, **files: str) -> Path:
