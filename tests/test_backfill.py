@@ -139,8 +139,8 @@ def test_batch_size_adapts_toward_the_target_duration(fresh_db, tmp_path):
     run_id = prepare(fresh_db, migration, batch_size=500)
     backfill.run_shard(fresh_db, migration, run_id)
     sizes = [b[3] for b in batches(fresh_db, run_id)]
-    assert sizes[0] == 500 and sizes[1] == 600  # growth capped at x1.2 per step
-    assert all(b <= a * 1.2 + 1 for a, b in zip(sizes, sizes[1:]))
+    assert sizes[0] == 500 and sizes[1] == 750  # growth capped at x1.5 per step
+    assert all(b <= a * 1.5 + 1 for a, b in zip(sizes, sizes[1:]))
     assert 1200 <= sizes[-2] <= 2600  # 0.1 ms per row: 0.2 s is ~2,000 rows (less under load)
     assert scalar(fresh_db, "SELECT count(*) FROM users WHERE touched <> 1") == 0
 

@@ -109,15 +109,68 @@ def check_cron(value: str) -> str:
 
 
 class Throttle(BaseModel):
-    """Database health limits checked before each batch; a breach pauses the shard with backoff."""
+    """How the backfill protects the application. Pacing (airmigrate.pacing): a duty cycle set once a second
+    so the application's statements stay within `app_latency_ratio` of their latency without us. Hard stops,
+    checked before each batch whatever the pacer says: a breach pauses the shard with backoff."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    app_latency_ratio: float | None = Field(
+        1.25, gt=1, le=100,
+        description="Keep the application's mean statement latency within this multiple of its latency "
+                    "while the backfill pauses (measured with pg_stat_statements for the other roles, "
+                    "re-measured every probe_every_s). null: full speed, no pacing.")
+    probe_every_s: float = Field(30, ge=5, le=3600, description="Pause every shard this often to re-measure the "
+                                                                 "application's own latency (its baseline)")
+    probe_seconds: float = Field(1, gt=0, le=30, description="How long each such pause lasts")
+    cpus: int | None = Field(None, ge=1, le=4096, description="The database server's cores, for the run-queue "
+                                                              "signal (default: this machine's when the "
+                                                              "database is local, else max_parallel_workers)")
+    cpu_pressure: bool = Field(False, description="Also read /proc/pressure/cpu (only when airmigrate runs on the "
+                                                  "database host)")
+    external_query: str | None = Field(None, description="A SELECT returning one number (your SLO metric); above "
+                                                         "external_max slows the backfill (gh-ost's throttle-query)")
+    external_url: str | None = Field(None, description="An http(s) URL answering one number; above external_max "
+                                                       "slows the backfill (gh-ost's throttle-http)")
+    external_max: float | None = Field(None, description="The limit for external_query / external_url")
     max_replication_lag_s: float | None = Field(1.5, description="Pause while a replica lags more (gh-ost: 1.5 s)")
     max_transaction_age_s: float | None = Field(300, description="Pause while another transaction is older")
     max_lock_waiters: int | None = Field(5, description="Pause while more sessions wait for locks")
     pause_during_autovacuum: bool = Field(True, description="Pause while autovacuum works on the table")
+    max_wal_backlog_mb: float | None = Field(
+        1024, description="Pause while replication slots hold back more WAL than this (a slow consumer "
+                          "would fill the disk)")
     max_pause_s: float = Field(30, gt=0, description="Longest single pause (exponential backoff up to this)")
+
+    @field_validator("external_query")
+    @classmethod
+    def _one_select(cls, value: str | None) -> str | None:
+        """Stored as pglast rendered it: one SELECT, nothing else can ride along."""
+        if value is None:
+            return value
+        try:
+            statements = pglast.parse_sql(value)
+        except pglast.parser.ParseError as exc:
+            raise ValueError(f"external_query does not parse: {exc}") from None
+        if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
+            raise ValueError("external_query must be exactly one SELECT returning one number")
+        return pglast.stream.RawStream()(statements[0])
+
+    @field_validator("external_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("external_url must be an http:// or https:// URL answering one number")
+        return value
+
+    @model_validator(mode="after")
+    def _external_needs_max(self):
+        if (self.external_query or self.external_url) and self.external_max is None:
+            raise ValueError("external_query / external_url need external_max: the value above which the "
+                             "backfill slows down")
+        if self.external_query and self.external_url:
+            raise ValueError("give external_query or external_url, not both")
+        return self
 
 
 class BackfillSpec(BaseModel):
@@ -144,7 +197,11 @@ class BackfillSpec(BaseModel):
     max_batch_size: int = Field(2_000_000, ge=1, description="Adaptive batch size never goes above this.")
     adaptive: bool = Field(True, description="Adapt the batch size to target_batch_seconds (else fixed).")
     sleep_between_batches_ms: int = Field(0, ge=0, le=60_000, description="Pause after every batch (throttling).")
-    throttle: "Throttle | None" = Field(None, description="Health checks before each batch; any breach pauses.")
+    throttle: "Throttle | None" = Field(
+        default_factory=lambda: Throttle(),
+        description="Protect the application: pacing by its latency (app_latency_ratio, 1.25 by default) and hard "
+                    "stops (replication lag, old transactions, lock waiters, autovacuum, WAL backlog). null: no "
+                    "protection at all.")
     sync: dict[str, str] = Field(default_factory=dict,
                                  description="column: expression. A trigger applies it to rows the application "
                                              "writes during the migration (installed before the first batch, "

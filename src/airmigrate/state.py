@@ -79,6 +79,34 @@ CREATE TABLE IF NOT EXISTS airmigrate.cursors (
     estimated_rows bigint NOT NULL DEFAULT 0,
     started_at     timestamptz NOT NULL DEFAULT now()
 );
+-- Pacing (airmigrate.pacing): the run's shared budget, written by the shard that leads, read by the others
+-- and the console (which may change target_ratio while it runs); one log row per decision for the charts.
+CREATE TABLE IF NOT EXISTS airmigrate.pacing (
+    run_id       bigint PRIMARY KEY REFERENCES airmigrate.runs ON DELETE CASCADE,
+    budget       real NOT NULL,
+    target_ratio real,
+    baseline_ms  double precision,
+    probe_until  timestamptz,
+    reason       text,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS airmigrate.pacing_log (
+    id           bigserial PRIMARY KEY,
+    run_id       bigint NOT NULL REFERENCES airmigrate.runs ON DELETE CASCADE,
+    at           timestamptz NOT NULL DEFAULT clock_timestamp(),
+    budget       real NOT NULL,
+    target_ratio real,
+    latency_ratio real,
+    latency_ms   double precision,
+    baseline_ms  double precision,
+    blocked      integer NOT NULL DEFAULT 0,
+    runnable     real,
+    cpu_pressure real,
+    external     double precision,
+    rows_per_s   real,
+    decision     text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pacing_log_run ON airmigrate.pacing_log (run_id, at);
 """
 
 ACTIVE = ("pending", "running", "paused", "failed")

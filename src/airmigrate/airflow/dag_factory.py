@@ -13,7 +13,7 @@ from airmigrate.airflow.approval import (approval_task, needs_approval, needs_ro
                                         rollback_approval_task)
 from airmigrate.errors import SpecError
 from airmigrate.plan import render, static_plan
-from airmigrate.spec import Migration, discover, load_migration
+from airmigrate.spec import Migration, Throttle, discover, load_migration
 
 START = datetime(2024, 1, 1)
 DEFAULT_ARGS = {"owner": "airmigrate", "retries": 2, "retry_delay": timedelta(seconds=15),
@@ -42,6 +42,7 @@ def build_dag(migration: Migration) -> DAG:
             "retry_failed": Param(False, type="boolean", description="Run the failed batches of the last run again"),
             "approve_contract": Param(False, type="boolean",
                                       description="Approve the destructive contract step up front (no UI prompt)"),
+            "app_latency_ratio": _pacing_param(migration),
             "until": Param("contract", type="string", enum=["contract", "expand"],
                            description="expand: stop after validate (history `expanded`, the contract waits for "
                                        "`airmigrate complete` or a trigger with contract); contract: the whole way"),
@@ -62,6 +63,14 @@ def build_dag(migration: Migration) -> DAG:
         else:
             shards >> val >> clean
     return dag
+
+
+def _pacing_param(migration: Migration) -> Param:
+    """The pacer's target for this run; the spec's by default (backfill.throttle.app_latency_ratio)."""
+    throttle = (migration.spec.backfill.throttle if migration.spec.backfill else Throttle())
+    return Param(throttle.app_latency_ratio if throttle else None, type=["null", "number"], exclusiveMinimum=1,
+                 maximum=100, description="Keep the application's statement latency within this multiple of its "
+                                          "own while the backfill runs (pacing); empty: full speed")
 
 
 def build_rollback_dag(migration: Migration) -> DAG:
@@ -87,6 +96,7 @@ def build_rollback_dag(migration: Migration) -> DAG:
             "shards": Param(spec.shards, type="integer", minimum=1, maximum=64, description="Parallel copy-back tasks"),
             "dry_run": Param(False, type="boolean", description="Only check and print the rollback's SQL; change nothing"),
             "retry_failed": Param(False, type="boolean", description="Run the failed copy-back batches again"),
+            "app_latency_ratio": _pacing_param(migration),
             "approve_rollback": Param(False, type="boolean",
                                       description="Approve a rollback that drops a column or table up front"),
         },

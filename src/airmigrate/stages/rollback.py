@@ -93,10 +93,11 @@ def start_restore(target: Target, migration: Migration, run_id: int, batch_size:
 
 
 def restore_shard(target: Target, migration: Migration, run_id: int, shard: int = 0, retry_failed: bool = False,
-                  should_stop=lambda: False) -> dict:
-    """One worker of the copy-back: claims batches like a backfill shard."""
+                  should_stop=lambda: False, **pacing) -> dict:
+    """One worker of the copy-back: claims batches like a backfill shard, paced the same way (`pacing`:
+    run_shard's shards and app_latency_ratio)."""
     return backfill.run_shard(target, migration, run_id, shard, retry_failed=retry_failed, should_stop=should_stop,
-                              direction="down")
+                              direction="down", **pacing)
 
 
 def finish(target: Target, migration: Migration, run_id: int) -> dict:

@@ -8,9 +8,10 @@ another, which claims the row with ``FOR UPDATE SKIP LOCKED`` and keeps that loc
 the data, so the data change and ``status = 'succeeded'`` commit together: a killed worker leaves
 its batch pending and nothing half-done, and no batch is ever done twice.
 
-The batch size adapts to a target duration (:mod:`.tuning`); a batch that hits statement_timeout
-is split in half; health checks pause a shard; failed batches are retried, then recorded with their
-range and error while the others go on.
+The batch size adapts to a target duration (:mod:`.tuning`); the pause between batches follows the
+application's measured latency (:mod:`airmigrate.pacing`); a batch that hits statement_timeout is split
+in half; health checks pause a shard; failed batches are retried, then recorded with their range and
+error while the others go on.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from psycopg import sql
 from airmigrate import state
 from airmigrate.db import Target, connect, set_timeouts
 from airmigrate.errors import BackfillError, SpecError
+from airmigrate.pacing import UNSET, Pacer
 from airmigrate.spec import BackfillSpec, Migration
 from airmigrate.stages.backfill.keys import Key
 from airmigrate.stages.backfill.transform import apply_transform, load_transform
@@ -139,15 +141,15 @@ class Batch:
 
 def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0, retry_failed: bool = False,
               metrics: Callable[[str, float], None] | None = None,
-              should_stop: Callable[[], bool] = lambda: False, direction: str = "up") -> dict:
+              should_stop: Callable[[], bool] = lambda: False, direction: str = "up", shards: int | None = None,
+              app_latency_ratio=UNSET) -> dict:
     """Claim and run batches until none is left (or `should_stop`, e.g. the off-peak window closed);
-    raise BackfillError listing the failed ranges at the end."""
+    raise BackfillError listing the failed ranges at the end. `shards` (how many run at once) and
+    `app_latency_ratio` (a run's override of the spec's) feed the pacer."""
     settings, key = settings_of(migration), key_of(migration)
     worker = f"{os.environ.get('AIRMIGRATE_WORKER_NAME') or socket.gethostname()}:{os.getpid()}:shard{shard}"
     metrics = metrics or (lambda name, value: None)
-    done_rows = done_batches = 0
     started = time.monotonic()
-    progress = Progress(run_id)
     with connect(target) as conn:
         if not has_backfill(conn, migration, direction, run_id):
             conn.commit()
@@ -158,29 +160,10 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
             requeue_failed(conn, run_id)
         sizer = BatchSizer(current_size(conn, run_id), settings.target_batch_seconds, settings.min_batch_size,
                            settings.max_batch_size, settings.adaptive)
-        while not should_stop():
-            wait_until_healthy(conn, settings.throttle, f'"{key.schema}"."{key.table}"', shard, should_stop)
-            batch = claim_and_run(conn, migration, run_id, worker, apply_batch)
-            if batch is None:
-                if not create_next_batch(conn, key, run_id, sizer.size):
-                    break
-                continue
-            if batch.outcome == "succeeded":
-                done_rows, done_batches = done_rows + batch.rows, done_batches + 1
-                previous = sizer.size
-                if abs(sizer.observe(batch.size, batch.seconds) - previous) > previous * 0.05:
-                    remember_size(conn, run_id, sizer.size)
-                progress.log(conn, shard, batch, done_rows, time.monotonic() - started, sizer.size)
-                metrics("rows", batch.rows)
-                metrics("batches", 1)
-                metrics("batch_seconds", batch.seconds)
-            elif batch.outcome == "split":
-                remember_size(conn, run_id, sizer.halve())
-            elif batch.outcome == "failed" and failed_share(conn, run_id) > settings.max_failed_share:
-                log.error("more than %.0f%% of batches failed: stopping early", settings.max_failed_share * 100)
-                break
-            if settings.sleep_between_batches_ms:
-                time.sleep(settings.sleep_between_batches_ms / 1000)
+        conn.commit()
+        with Pacer(target, run_id, settings.throttle, shards or migration.spec.shards, app_latency_ratio) as pacer:
+            done_rows, done_batches = _batch_loop(conn, migration, run_id, worker, apply_batch, sizer, pacer, shard,
+                                                  metrics, should_stop, started)
         summary = state.batch_summary(conn, run_id)
         failed = state.failed_batches(conn, run_id)
         conn.commit()
@@ -193,6 +176,40 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
         raise BackfillError(f"{len(failed)} batch(es) failed: {lines}. Fix the cause, then clear this task or "
                             "trigger the DAG with retry_failed=true: only the failed batches run again", failed)
     return {"batches": done_batches, "rows": done_rows, "seconds": elapsed, "stopped": should_stop()}
+
+
+def _batch_loop(conn, migration: Migration, run_id: int, worker: str, apply_batch, sizer: BatchSizer, pacer: Pacer,
+                shard: int, metrics, should_stop, started: float) -> tuple[int, int]:
+    """Health check, probe pause, one batch, the pacer's pause; until no batch is left. (rows, batches)"""
+    settings, key = settings_of(migration), key_of(migration)
+    done_rows = done_batches = 0
+    progress = Progress(run_id)
+    while not should_stop():
+        wait_until_healthy(conn, settings.throttle, f'"{key.schema}"."{key.table}"', shard, should_stop)
+        pacer.before_batch(should_stop)
+        batch = claim_and_run(conn, migration, run_id, worker, apply_batch)
+        if batch is None:
+            if not create_next_batch(conn, key, run_id, sizer.size):
+                break
+            continue
+        if batch.outcome == "succeeded":
+            done_rows, done_batches = done_rows + batch.rows, done_batches + 1
+            previous = sizer.size
+            if abs(sizer.observe(batch.size, batch.seconds) - previous) > previous * 0.05:
+                remember_size(conn, run_id, sizer.size)
+            progress.log(conn, shard, batch, done_rows, time.monotonic() - started, sizer.size)
+            metrics("rows", batch.rows)
+            metrics("batches", 1)
+            metrics("batch_seconds", batch.seconds)
+            pacer.after_batch(batch.seconds, should_stop)
+        elif batch.outcome == "split":
+            remember_size(conn, run_id, sizer.halve())
+        elif batch.outcome == "failed" and failed_share(conn, run_id) > settings.max_failed_share:
+            log.error("more than %.0f%% of batches failed: stopping early", settings.max_failed_share * 100)
+            break
+        if settings.sleep_between_batches_ms:
+            time.sleep(settings.sleep_between_batches_ms / 1000)
+    return done_rows, done_batches
 
 
 def create_next_batch(conn, key: Key, run_id: int, size: int) -> bool:

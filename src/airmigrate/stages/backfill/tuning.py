@@ -1,20 +1,27 @@
 """How fast to go: batch size aimed at a target duration, and health checks that pause a shard.
 
-The sizer follows GitLab's batched background migration optimizer: an exponential moving average
-of seconds per row, a new size aimed at the target duration, growth at most x1.2 per step (shrinking
-at most /2), clamped to [min, max]. The health checks follow gh-ost and GitLab: replication lag, an
-old transaction (it holds back vacuum), lock waiters piling up, autovacuum on the table.
+The sizer is the inner of two control loops (the outer one, the duty cycle paced by the application's
+latency, is :mod:`airmigrate.pacing`). It follows Spirit's rules rather than an average: the p90 of
+seconds per row over the last few batches (one slow batch counts, a mean would hide it), growth at most
+x1.5 a step, and a cut to a tenth when a batch overshoots the target five times, so a sudden slowdown
+(a cold cache, a competing load) does not hold row locks for seconds while an average catches up.
+The health checks follow gh-ost and GitLab: replication lag, an old transaction (it holds back vacuum),
+lock waiters piling up, autovacuum on the table. They are hard stops, whatever the pacer says.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
-GROWTH, SHRINK, SMOOTHING = 1.2, 0.5, 0.3
+GROWTH = 1.5          # at most x1.5 per batch
+OVERSHOOT = 5.0       # a batch 5x over its target...
+PANIC_CUT = 0.1       # ...cuts the size to a tenth at once
+WINDOW = 5            # p90 over the last 5 batches
 # A breach is often a blip (a few lock waiters for a moment): pause briefly first, then back off x2 up to
 # max_pause_s, so a short spike costs a quarter second and a long problem is still checked rarely.
 FIRST_PAUSE_S = 0.25
@@ -27,23 +34,30 @@ class BatchSizer:
     minimum: int
     maximum: int
     adaptive: bool = True
-    seconds_per_row: float | None = None
+    recent: deque = field(default_factory=lambda: deque(maxlen=WINDOW))  # seconds per key, last batches
 
     def observe(self, rows: int, seconds: float) -> int:
-        """Record one batch (rows in its range, its duration); return the size for the next one."""
+        """Record one batch (keys in its range, its duration); return the size for the next one."""
         if not self.adaptive or rows <= 0:
             return self.size
-        per_row = seconds / rows
-        self.seconds_per_row = per_row if self.seconds_per_row is None else \
-            SMOOTHING * per_row + (1 - SMOOTHING) * self.seconds_per_row
-        wanted = self.target_seconds / max(self.seconds_per_row, 1e-9)
-        bounded = min(max(wanted, self.size * SHRINK), self.size * GROWTH)
-        self.size = int(min(max(bounded, self.minimum), self.maximum))
-        return self.size
+        if seconds > OVERSHOOT * self.target_seconds:
+            self.recent.clear()  # the old pace no longer holds
+            self.recent.append(seconds / rows)
+            return self._set(self.size * PANIC_CUT)
+        self.recent.append(seconds / rows)
+        wanted = self.target_seconds / max(self.p90(), 1e-9)
+        return self._set(min(wanted, self.size * GROWTH))
+
+    def p90(self) -> float:
+        ordered = sorted(self.recent)
+        return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
 
     def halve(self) -> int:
         """A batch hit statement_timeout: the next ones start from half the size."""
-        self.size = max(self.minimum, self.size // 2)
+        return self._set(self.size // 2)
+
+    def _set(self, size: float) -> int:
+        self.size = int(min(max(size, self.minimum), self.maximum))
         return self.size
 
 
@@ -55,6 +69,8 @@ HEALTH_QUERIES = {
         "AND application_name NOT LIKE 'airmigrate%%'"),
     "lock waiters": "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
     "autovacuum": "SELECT count(*) FROM pg_stat_progress_vacuum WHERE relid = to_regclass(%(table)s)",
+    "WAL backlog": "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), 0) / 1e6 "
+                   "FROM pg_replication_slots WHERE restart_lsn IS NOT NULL AND NOT pg_is_in_recovery()",
 }
 
 
@@ -63,14 +79,15 @@ def health_problem(conn, throttle, table: str) -> str | None:
     if throttle is None:
         return None
     limits = {"replication lag": throttle.max_replication_lag_s, "oldest transaction": throttle.max_transaction_age_s,
-              "lock waiters": throttle.max_lock_waiters, "autovacuum": 0 if throttle.pause_during_autovacuum else None}
+              "lock waiters": throttle.max_lock_waiters, "autovacuum": 0 if throttle.pause_during_autovacuum else None,
+              "WAL backlog": throttle.max_wal_backlog_mb}
     for name, limit in limits.items():
         if limit is None:
             continue
         value = float(conn.execute(HEALTH_QUERIES[name], {"table": table}).fetchone()[0] or 0)
         conn.commit()
         if value > limit:
-            unit = "s" if name in ("replication lag", "oldest transaction") else ""
+            unit = {"replication lag": "s", "oldest transaction": "s", "WAL backlog": " MB"}.get(name, "")
             return f"{name} {value:.1f}{unit} > limit {limit}{unit}"
     return None
 

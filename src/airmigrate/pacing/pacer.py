@@ -1,0 +1,253 @@
+"""What a shard asks between batches: may I go on, and how long do I sleep first?
+
+One shard per run (the one that takes the run's advisory lock) runs the controller in a thread: it samples
+the signals five times a second, decides once a second (and at once when the application waits on our
+locks), pauses every shard for a short probe every `probe_every_s` to re-measure the application's
+baseline latency, and writes its decision to ``airmigrate.pacing`` (one row per run, read by the other
+shards and the console) and ``airmigrate.pacing_log`` (one row per decision, for the charts). When that
+shard finishes, another takes the lock over. A crashed leader's session ends, so does its lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+
+from airmigrate.db import Target, connect
+from airmigrate.pacing.controller import DutyCycle, Reading, shard_duty, sleep_after
+from airmigrate.pacing.signals import Sampler, StatementTotals, default_cpus
+
+log = logging.getLogger(__name__)
+
+SAMPLE_S = 0.2        # signals five times a second
+DECIDE_S = 1.0        # a decision a second
+MAX_SLEEP_S = 10.0    # the longest pause after one batch, whatever the duty cycle
+READ_EVERY_S = 1.0    # a follower shard re-reads the shared budget this often
+QUIET_LOG_S = 10.0    # an unchanged decision is logged this often
+SETTLE_S = 2.0        # a probe waits at most this long for in-flight batches to finish
+
+UNSET = object()
+
+
+class Pacer:
+    """Per shard. `with Pacer(...) as pacer:` around the batch loop; `pacer.before_batch()` waits out a
+    probe, `pacer.after_batch(seconds)` sleeps what the duty cycle asks."""
+
+    def __init__(self, target: Target, run_id: int, throttle, shards: int = 1, app_latency_ratio=UNSET):
+        if throttle is None and app_latency_ratio not in (UNSET, None):
+            from airmigrate.spec import Throttle
+
+            throttle = Throttle()  # `throttle: null` in the spec, a ratio asked for this run
+        self.target, self.run_id, self.throttle, self.shards = target, run_id, throttle, max(1, shards)
+        ratio = getattr(throttle, "app_latency_ratio", None) if app_latency_ratio is UNSET else app_latency_ratio
+        self.ratio = ratio if throttle is not None else None
+        self.enabled = self.ratio is not None
+        self.conn = None
+        self.leader: Controller | None = None
+        self.budget, self.probe_until, self.read_at = float(self.shards), 0.0, 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    def __enter__(self) -> "Pacer":
+        if not self.enabled:
+            return self
+        self.conn = connect(self.target, autocommit=True)
+        self.conn.execute("INSERT INTO airmigrate.pacing (run_id, budget, target_ratio) VALUES (%s, %s, %s) "
+                          "ON CONFLICT (run_id) DO UPDATE SET target_ratio = EXCLUDED.target_ratio",
+                          (self.run_id, float(self.shards), self.ratio))
+        self._try_to_lead()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.leader:
+            self.leader.stop()
+        if self.conn is not None:
+            self.conn.close()
+
+    def _try_to_lead(self) -> None:
+        if self.leader is None and self.conn.execute(
+                "SELECT pg_try_advisory_lock(hashtext('airmigrate.pacer'), %s::int)", (self.run_id,)).fetchone()[0]:
+            self.leader = Controller(self.target, self.run_id, self.throttle, self.ratio, self.shards)
+            self.leader.start()
+
+    # -- between batches ---------------------------------------------------------------------------------
+
+    def before_batch(self, should_stop=lambda: False) -> None:
+        """Wait while the leader measures the application without us."""
+        if not self.enabled:
+            return
+        self._refresh()
+        while self._probing() and not should_stop():
+            time.sleep(0.05)
+            self._refresh(force=self.leader is None)
+
+    def after_batch(self, work_seconds: float, should_stop=lambda: False) -> float:
+        """Sleep so that this shard works its share of the budget; returns the seconds slept."""
+        if not self.enabled:
+            return 0.0
+        self._refresh()
+        slept, wanted = 0.0, min(MAX_SLEEP_S, sleep_after(work_seconds, shard_duty(self.budget, self.shards)))
+        while slept < wanted and not should_stop():
+            step = min(0.1, wanted - slept)
+            time.sleep(step)
+            slept += step
+            if self._refresh():  # a higher budget cuts the pause short, a lower one does not lengthen it
+                wanted = min(wanted, sleep_after(work_seconds, shard_duty(self.budget, self.shards)))
+        return slept
+
+    def _probing(self) -> bool:
+        if self.leader is not None:
+            return self.leader.probing.is_set()
+        return time.time() < self.probe_until
+
+    def _refresh(self, force: bool = False) -> bool:
+        """The shared budget: from the leader in this process, else from the row (at most once a second)."""
+        if self.leader is not None:
+            self.budget = self.leader.duty.budget
+            return True
+        if not force and time.monotonic() - self.read_at < READ_EVERY_S:
+            return False
+        self.read_at = time.monotonic()
+        row = self.conn.execute("SELECT budget, extract(epoch FROM probe_until) FROM airmigrate.pacing "
+                                "WHERE run_id = %s", (self.run_id,)).fetchone()
+        if row:
+            self.budget, self.probe_until = float(row[0]), float(row[1] or 0)
+        self._try_to_lead()  # the leader finished: take over
+        return True
+
+
+class Controller:
+    """The leader's thread: signals in, budget out."""
+
+    def __init__(self, target: Target, run_id: int, throttle, ratio: float, shards: int):
+        self.target, self.run_id, self.throttle = target, run_id, throttle
+        self.duty = DutyCycle(ratio, ceiling=float(shards), external_max=throttle.external_max)
+        self.probing, self.stopped = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"airmigrate-pacer-{run_id}", daemon=True)
+        self.baseline_ms: float | None = None
+        self.window: deque[StatementTotals] = deque(maxlen=3)
+        self.last_logged, self.last_reason, self.high_batch = 0.0, "", 0
+
+    def start(self) -> None:
+        self.conn = connect(self.target, autocommit=True)
+        throttle = self.throttle
+        cpus = throttle.cpus or default_cpus(self.conn, self.target.host)
+        self.sampler = Sampler(self.conn, cpus, throttle.cpu_pressure, throttle.external_query, throttle.external_url)
+        log.info("pacing: protecting the application at %.2fx its latency (%s); %d CPUs for the run queue",
+                 self.duty.target, "pg_stat_statements" if self.sampler.statements is not None else
+                 "no latency signal: lock waits and run queue only", cpus)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=30)
+        self.conn.close()
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as exc:  # the pacer failing must not stop the backfill: it falls back to full speed
+            log.warning("pacing stopped (%s): the backfill goes on at the last budget with its hard stops",
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+    def _loop(self) -> None:
+        every = self.throttle.probe_every_s
+        next_probe = time.monotonic() if self.sampler.statements is not None else float("inf")
+        next_decision, last_halving = time.monotonic() + DECIDE_S, 0.0
+        while not self.stopped.is_set():
+            now = time.monotonic()
+            if now >= next_probe:
+                self._probe()
+                next_probe, next_decision = time.monotonic() + every, time.monotonic() + DECIDE_S
+                continue
+            blocked = self.sampler.sample()
+            if now >= next_decision or (blocked and now - last_halving >= 0.5):
+                if blocked:
+                    last_halving = now
+                self._decide()
+                next_decision = now + DECIDE_S
+            self.stopped.wait(SAMPLE_S)
+
+    def _probe(self) -> None:
+        """Pause every shard; measure the application alone for probe_seconds; that is the new baseline."""
+        seconds = self.throttle.probe_seconds
+        self.probing.set()
+        try:
+            self.conn.execute("UPDATE airmigrate.pacing SET probe_until = clock_timestamp() + make_interval("
+                              "secs => %s) WHERE run_id = %s", (seconds + SETTLE_S, self.run_id))
+            deadline = time.monotonic() + SETTLE_S
+            while self._our_active_backends() and time.monotonic() < deadline and not self.stopped.is_set():
+                time.sleep(0.05)
+            before = self.sampler.statement_totals()
+            self.stopped.wait(seconds)
+            after = self.sampler.statement_totals()
+        finally:
+            self.probing.clear()
+            self.conn.execute("UPDATE airmigrate.pacing SET probe_until = NULL WHERE run_id = %s", (self.run_id,))
+        baseline = after.latency_since(before) if before and after else None
+        if baseline:
+            self.baseline_ms = baseline
+            self.duty.forget_limit()
+            self.conn.execute("UPDATE airmigrate.pacing SET baseline_ms = %s WHERE run_id = %s",
+                              (baseline, self.run_id))
+        log.info("pacing: baseline %s", f"{baseline:.3f} ms per application statement" if baseline else
+                 "not measured (too few application statements during the probe); keeping the last one")
+        self.window.clear()
+        self.sampler.collect()  # drop samples taken before the probe
+
+    def _our_active_backends(self) -> int:
+        return self.conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND application_name LIKE 'airmigrate%%' AND state = 'active'").fetchone()[0]
+
+    def _decide(self) -> None:
+        figures = self.sampler.collect()
+        latency_ms = self._latency_ms()
+        rows_per_s = self._rows_per_s()
+        target = self.conn.execute("SELECT target_ratio FROM airmigrate.pacing WHERE run_id = %s",
+                                   (self.run_id,)).fetchone()
+        if target and target[0] is not None:
+            self.duty.target = float(target[0])  # changed while running (the console)
+        reading = Reading(
+            latency_ratio=latency_ms / self.baseline_ms if latency_ms is not None and self.baseline_ms else None,
+            blocked=figures["blocked"], runnable_ratio=figures["runnable_ratio"],
+            cpu_pressure_ratio=figures["cpu_pressure_ratio"], external=figures["external"], working=rows_per_s > 0)
+        if self.sampler.statements is not None and len(self.window) < 2 and not reading.blocked:
+            budget, reason = self.duty.budget, "holding: measuring the application's latency"  # just after a probe
+        else:
+            budget, reason = self.duty.decide(reading)
+        self.conn.execute("UPDATE airmigrate.pacing SET budget = %s, reason = %s, updated_at = clock_timestamp() "
+                          "WHERE run_id = %s", (budget, reason, self.run_id))
+        self.conn.execute(
+            "INSERT INTO airmigrate.pacing_log (run_id, budget, target_ratio, latency_ratio, latency_ms, baseline_ms, "
+            "blocked, runnable, cpu_pressure, external, rows_per_s, decision) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (self.run_id, budget, self.duty.target, reading.latency_ratio, latency_ms, self.baseline_ms,
+             reading.blocked, figures["runnable"], reading.cpu_pressure_ratio, reading.external, rows_per_s, reason))
+        if reason != self.last_reason or time.monotonic() - self.last_logged >= QUIET_LOG_S:
+            log.info("pacing: duty %.2f | app latency %s | blocked by us %d | run queue %s | %s rows/s | %s",
+                     budget, "n/a" if reading.latency_ratio is None else
+                     f"{reading.latency_ratio:.2f}x ({latency_ms:.3f} ms vs {self.baseline_ms:.3f} ms)",
+                     reading.blocked, "n/a" if figures["runnable"] is None else f"{figures['runnable']:.1f}",
+                     f"{rows_per_s:,.0f}", reason)
+            self.last_logged, self.last_reason = time.monotonic(), reason
+
+    def _latency_ms(self) -> float | None:
+        now = self.sampler.statement_totals()
+        if now is None:
+            return None
+        self.window.append(now)
+        return now.latency_since(self.window[0]) if len(self.window) > 1 else None
+
+    def _rows_per_s(self) -> float:
+        """Rows the run's batches finished in the last second (every shard's), from the batch table; the
+        lookup starts near the newest batch so it stays cheap on a run of millions of batches."""
+        high, rows = self.conn.execute(
+            "SELECT max(batch_no), coalesce(sum(rows) FILTER (WHERE finished_at > clock_timestamp() - interval "
+            "'1 second'), 0) FROM airmigrate.batches WHERE run_id = %s AND batch_no >= %s AND status = 'succeeded'",
+            (self.run_id, max(0, self.high_batch - 256))).fetchone()
+        self.high_batch = high or self.high_batch
+        return float(rows)

@@ -1,0 +1,151 @@
+"""The application's impact, read from inside PostgreSQL (so it works wherever the database runs):
+
+- backends of the application waiting on a lock one of ours holds (``pg_blocking_pids``);
+- the application's mean time per statement, from ``pg_stat_statements`` deltas for every role but ours
+  (so our own batches never count), compared by the caller with a baseline taken while we pause;
+- the run queue: active backends of this database that wait on nothing, per CPU;
+- optional: ``/proc/pressure/cpu`` when airmigrate runs on the database host, and an external number
+  (a SQL query or an HTTP URL, like gh-ost's throttle-query and throttle-http).
+
+Sampled several times a second by :class:`Sampler`; :meth:`Sampler.collect` sums up since the last call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+from psycopg import sql
+
+log = logging.getLogger(__name__)
+
+MIN_CALLS = 5  # fewer application statements in a window than this: no latency figure (too noisy)
+
+ACTIVITY = """
+SELECT count(*) FILTER (WHERE a.state = 'active' AND a.wait_event IS NULL AND a.pid <> pg_backend_pid()),
+       coalesce(array_agg(a.pid) FILTER (
+           WHERE a.application_name NOT LIKE 'airmigrate%%' AND a.wait_event_type = 'Lock'
+             AND EXISTS (SELECT 1 FROM pg_stat_activity o WHERE o.pid = ANY (pg_blocking_pids(a.pid))
+                         AND o.application_name LIKE 'airmigrate%%' AND o.pid <> pg_backend_pid())), '{}')
+FROM pg_stat_activity a
+WHERE a.datname = current_database() AND a.backend_type = 'client backend'
+"""
+
+
+@dataclass
+class StatementTotals:
+    """pg_stat_statements sums for the application's roles at one moment."""
+
+    at: float
+    total_ms: float
+    calls: int
+
+    def latency_since(self, earlier: "StatementTotals") -> float | None:
+        calls = self.calls - earlier.calls
+        return (self.total_ms - earlier.total_ms) / calls if calls >= MIN_CALLS else None
+
+
+@dataclass
+class Sampler:
+    """Samples on one autocommit connection (its own, not a shard's)."""
+
+    conn: object
+    cpus: int
+    use_cpu_pressure: bool = False
+    external_query: str | None = None
+    external_url: str | None = None
+    statements: sql.Composable | None = None    # the query over pg_stat_statements, when usable
+    missing_statements: str | None = None       # why not, said once in the log
+    _runnable: list[int] = field(default_factory=list)
+    _blocked: int = 0
+    _pressure: tuple[float, float] | None = None
+    _waiting: frozenset = frozenset()
+
+    def __post_init__(self):
+        self.statements, self.missing_statements = find_statements_view(self.conn)
+        if self.missing_statements:
+            log.warning("pacing without the application's latency: %s. Falling back to lock waits and the run "
+                        "queue", self.missing_statements)
+
+    def sample(self) -> int:
+        """One look at pg_stat_activity; returns the application backends blocked by ours. A backend counts
+        when two samples in a row see it waiting (about SAMPLE_S or longer): a row lock held for a
+        few milliseconds is no harm, one held for a batch is."""
+        runnable, waiting = self.conn.execute(ACTIVITY).fetchone()
+        blocked = len(self._waiting & set(waiting))
+        self._waiting = frozenset(waiting)
+        self._runnable.append(runnable)
+        self._blocked = max(self._blocked, blocked)
+        return blocked
+
+    def statement_totals(self) -> StatementTotals | None:
+        if self.statements is None:
+            return None
+        total_ms, calls = self.conn.execute(self.statements).fetchone()
+        return StatementTotals(time.monotonic(), float(total_ms), int(calls))
+
+    def collect(self) -> dict:
+        """Blocked (max), runnable per CPU (mean), CPU pressure and the external value since the last call."""
+        runnable = sum(self._runnable) / len(self._runnable) if self._runnable else None
+        figures = {"blocked": self._blocked,
+                   "runnable_ratio": None if runnable is None else max(1.0, runnable / self.cpus),
+                   "runnable": runnable,
+                   "cpu_pressure_ratio": self._cpu_pressure() if self.use_cpu_pressure else None,
+                   "external": self._external()}
+        self._runnable, self._blocked = [], 0
+        return figures
+
+    def _cpu_pressure(self) -> float | None:
+        """1 + the share of time some task waited for a CPU since the last call (Linux PSI)."""
+        try:
+            line = open("/proc/pressure/cpu").readline()
+        except OSError:
+            return None
+        total_us = float(line.rsplit("total=", 1)[1])
+        now, previous = time.monotonic(), self._pressure
+        self._pressure = (now, total_us)
+        if previous is None or now <= previous[0]:
+            return None
+        return 1 + min(1.0, (total_us - previous[1]) / 1e6 / (now - previous[0]))
+
+    def _external(self) -> float | None:
+        try:
+            if self.external_query:
+                row = self.conn.execute(self.external_query).fetchone()
+                return None if row is None or row[0] is None else float(row[0])
+            if self.external_url:
+                with urllib.request.urlopen(self.external_url, timeout=1) as response:  # noqa: S310 (user's URL)
+                    return float(response.read(100).decode().strip())
+        except Exception as exc:  # a broken signal must not stop the backfill: say so, treat as unknown
+            log.warning("external throttle signal failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        return None
+
+
+def find_statements_view(conn) -> tuple[sql.Composable | None, str | None]:
+    """The query summing pg_stat_statements over every role but ours in this database, or why it cannot."""
+    row = conn.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+                       "WHERE e.extname = 'pg_stat_statements'").fetchone()
+    if row is None:
+        preloaded = "pg_stat_statements" in conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+        return None, ("pg_stat_statements is not installed in this database (" +
+                      ("run CREATE EXTENSION pg_stat_statements" if preloaded else
+                       "add it to shared_preload_libraries, restart, then CREATE EXTENSION pg_stat_statements") + ")")
+    query = sql.SQL("SELECT coalesce(sum(total_exec_time), 0), coalesce(sum(calls), 0) FROM {} "
+                    "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                    "AND userid <> (SELECT oid FROM pg_roles WHERE rolname = current_user)").format(
+        sql.Identifier(row[0], "pg_stat_statements"))
+    try:
+        conn.execute(query).fetchone()
+    except Exception as exc:
+        return None, f"pg_stat_statements cannot be read ({str(exc).splitlines()[0]})"
+    return query, None
+
+
+def default_cpus(conn, host: str | None) -> int:
+    """The database's cores: this machine's when the database is local, else max_parallel_workers."""
+    if host in (None, "", "localhost", "127.0.0.1", "::1") or (host or "").startswith("/"):
+        return os.cpu_count() or 1
+    return max(1, int(conn.execute("SHOW max_parallel_workers").fetchone()[0]))

@@ -1,0 +1,247 @@
+"""Pacing: the backfill slows down by its measured effect on the application.
+
+The duty-cycle rules and the batch sizer are pure logic and are tested as such. The closed loop runs on a
+real PostgreSQL with pg_stat_statements preloaded (a scratch cluster: the shared server is never
+reconfigured) against an application whose statements are 10x slower whenever a backfill batch is running,
+so full speed costs it several times its latency and only a lower duty cycle brings it back: the pacer
+must find that setting by itself and hold the application near the asked 1.5x. The lock-wait rule and the
+fallback without pg_stat_statements run on the shared server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import psycopg
+import pytest
+import yaml
+from psycopg import sql
+
+from airmigrate.db import connect
+from airmigrate.pacing.controller import FLOOR, DutyCycle, Reading, shard_duty, sleep_after
+from airmigrate.spec import load_migration
+from airmigrate.stages import backfill, backup, preflight, schema_change
+from airmigrate.stages.backfill.tuning import BatchSizer
+
+from scratch import scratch_cluster
+
+# -- the rules ---------------------------------------------------------------------------------------
+
+
+def test_over_target_multiplies_by_point_seven_and_remembers_the_setting_that_was_too_much():
+    duty = DutyCycle(target=1.25)
+    budget, reason = duty.decide(Reading(latency_ratio=1.6))
+    assert budget == pytest.approx(0.7) and "app latency 1.60 over target 1.25" in reason
+    assert duty.too_much == pytest.approx(1.0)
+
+
+def test_an_application_backend_waiting_on_our_locks_halves_at_once_whatever_the_latency():
+    duty = DutyCycle(target=1.25, budget=0.8)
+    budget, reason = duty.decide(Reading(latency_ratio=1.0, blocked=2))
+    assert budget == pytest.approx(0.4) and "2 application backend(s) waiting on our locks" in reason
+
+
+def test_under_target_steps_up_but_never_past_half_way_to_the_last_setting_that_was_too_much():
+    duty = DutyCycle(target=1.25, budget=0.5)
+    duty.decide(Reading(latency_ratio=2.0))              # 0.5 was too much -> 0.35
+    budget, reason = duty.decide(Reading(latency_ratio=1.0))
+    assert budget == pytest.approx(0.425) and "half-way to 0.50" in reason  # not 0.45
+    duty.forget_limit()                                  # a new baseline: the load changed
+    assert duty.decide(Reading(latency_ratio=1.0))[0] == pytest.approx(0.525)
+
+
+def test_no_step_up_while_the_backfill_did_not_use_its_allowance():
+    duty = DutyCycle(target=1.25, budget=0.3)
+    assert duty.decide(Reading(latency_ratio=1.0, working=False)) == (0.3, "holding: the backfill did not use its "
+                                                                            "allowance")
+
+
+def test_budget_stays_between_the_floor_and_the_number_of_shards():
+    duty = DutyCycle(target=1.1, ceiling=2.0)
+    for _ in range(30):
+        duty.decide(Reading(latency_ratio=3.0))
+    assert duty.budget == pytest.approx(FLOOR)
+    for _ in range(40):
+        duty.decide(Reading(latency_ratio=1.0))
+    assert duty.budget == pytest.approx(2.0)
+    assert shard_duty(2.0, 2) == 1.0 and shard_duty(1.0, 2) == 0.5      # two shards share one budget
+    assert sleep_after(0.2, 0.5) == pytest.approx(0.2) and sleep_after(0.2, 1.0) == 0.0
+
+
+def test_full_speed_when_the_ratio_is_null_and_the_run_queue_only_counts_without_a_latency_figure():
+    assert DutyCycle(target=None, budget=0.1).decide(Reading(latency_ratio=9.0, blocked=3))[0] == 1.0
+    assert Reading(latency_ratio=1.1, runnable_ratio=3.0).impacts() == {"app latency": 1.1}
+    assert Reading(latency_ratio=None, runnable_ratio=3.0).impacts() == {"run queue": 3.0}
+    external = DutyCycle(target=1.25, external_max=100)
+    assert external.decide(Reading(external=250))[1] == "external signal 250.00 over external_max 100: x0.7"
+
+
+def test_batch_size_follows_the_p90_grows_at_most_one_and_a_half_times_and_cuts_to_a_tenth_on_overshoot():
+    sizer = BatchSizer(size=1000, target_seconds=0.2, minimum=10, maximum=1_000_000)
+    assert sizer.observe(1000, 0.02) == 1500                       # 10x under target: only x1.5
+    for _ in range(4):
+        sizer.observe(sizer.size, sizer.size * 0.0001)            # 0.1 ms a key: aims at 2,000 keys
+    assert sizer.size == 2000
+    sizer.observe(2000, 0.8)                                      # one slow batch (0.4 ms a key) is the p90
+    assert sizer.size == 500
+    assert sizer.observe(500, 1.5) == 50                          # 7.5x over target: a tenth at once
+
+
+# -- the closed loop on a real PostgreSQL --------------------------------------------------------------
+
+ROWS, BATCH = 100_000, 500
+FAST_S, SLOW_S = 0.002, 0.02  # the application's statement alone / while one of our batches runs
+# One statement, as role `app`: slow exactly while a backfill batch (an UPDATE of ours) is running.
+APP_STATEMENT = ("SELECT pg_sleep(CASE WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = "
+                 "'airmigrate' AND state = 'active' AND query LIKE 'UPDATE t %%') THEN %s ELSE %s END)")
+
+
+def _migration(tmp_path, ratio, batch_work_s=0.1, **throttle):
+    folder = tmp_path / "0080_paced"
+    folder.mkdir(exist_ok=True)
+    (folder / "up.sql").write_text("ALTER TABLE t ADD COLUMN IF NOT EXISTS b int;")
+    (folder / "down.sql").write_text("ALTER TABLE t DROP COLUMN IF EXISTS b;")
+    (folder / "backfill.sql").write_text(f"UPDATE t SET b = a * 2 FROM (SELECT pg_sleep({batch_work_s})) s "
+                                         "WHERE id BETWEEN %(lo)s AND %(hi)s")
+    spec = {"description": "paced backfill", "table": "t", "key": "id", "batch_size": BATCH, "shards": 1,
+            "backfill": {"sql": "backfill.sql", "columns": ["b"], "adaptive": False,
+                         "throttle": {"app_latency_ratio": ratio, "probe_every_s": 5, "max_lock_waiters": None,
+                                      "pause_during_autovacuum": False, **throttle}}}
+    (folder / "migration.yaml").write_text(yaml.safe_dump(spec))
+    return load_migration(folder)
+
+
+def _prepare(target, migration) -> int:
+    run_id = preflight.preflight(target, migration)["run_id"]
+    backup.backup(target, migration, run_id)
+    schema_change.schema_change(target, migration, run_id)
+    backfill.start_backfill(target, migration, run_id)
+    return run_id
+
+
+class Application(threading.Thread):
+    """Role `app`, back to back: the statement above."""
+
+    def __init__(self, conninfo: str):
+        super().__init__(daemon=True)
+        self.conninfo, self.stop, self.calls = conninfo, threading.Event(), 0
+
+    def run(self):
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            while not self.stop.is_set():
+                conn.execute(APP_STATEMENT, (SLOW_S, FAST_S))
+                self.calls += 1
+
+
+@pytest.fixture(scope="module")
+def stats_pg():
+    with scratch_cluster("shared_preload_libraries = 'pg_stat_statements'\n", prefix="airmigrate-pacing-") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def paced_db(stats_pg):
+    name = f"pacing_{time.monotonic_ns() % 10**9}"
+    with connect(stats_pg.target(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'app'").fetchone():
+            conn.execute("CREATE ROLE app LOGIN")
+            conn.execute("GRANT pg_read_all_stats TO app")  # to see our backends' state and query
+    target = stats_pg.target(name)
+    with connect(target, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pg_stat_statements")
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, a int)")
+        conn.execute("INSERT INTO t SELECT g, g FROM generate_series(1, %s) g", (ROWS,))
+        conn.execute("GRANT SELECT ON t TO app")
+    yield target
+    with connect(stats_pg.target(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _decisions(target, run_id):
+    with connect(target) as conn:
+        return conn.execute("SELECT extract(epoch FROM at - min(at) OVER ()), budget, latency_ratio, decision "
+                            "FROM airmigrate.pacing_log WHERE run_id = %s ORDER BY at", (run_id,)).fetchall()
+
+
+def test_the_pacer_holds_the_application_near_the_asked_latency_ratio(paced_db, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    migration = _migration(tmp_path, ratio=1.5)
+    run_id = _prepare(paced_db, migration)
+    app = Application(paced_db.conninfo().replace("user=postgres", "user=app")
+                      .replace("application_name=airmigrate", "application_name=shop"))
+    app.start()
+    try:
+        started = time.monotonic()
+        backfill.run_shard(paced_db, migration, run_id, should_stop=lambda: time.monotonic() - started > 30)
+    finally:
+        app.stop.set()
+        app.join()
+    decisions = _decisions(paced_db, run_id)
+    with connect(paced_db) as conn:
+        baseline = conn.execute("SELECT baseline_ms FROM airmigrate.pacing WHERE run_id = %s", (run_id,)).fetchone()[0]
+    assert baseline == pytest.approx(FAST_S * 1000, rel=0.5), "the probe measures the application alone"
+    over = [d for d in decisions if "over target 1.50" in d[3]]
+    assert over and over[0][2] > 3, f"full speed first hurts the application: {decisions[:5]}"
+    settled = [d for d in decisions if d[0] >= 15 and d[2] is not None]
+    assert len(settled) >= 5, decisions
+    mean_ratio = sum(d[2] for d in settled) / len(settled)
+    mean_budget = sum(d[1] for d in settled) / len(settled)
+    # full speed costs the application 4-6x here (the first decisions); the pacer holds it near 1.5x
+    assert mean_budget < 0.6, f"the pacer did not slow down: {settled}"
+    assert mean_ratio < 2.0, f"the application is still hurt {mean_ratio:.2f}x (asked 1.5x): {settled}"
+    assert "pacing: duty" in caplog.text and "pacing: baseline" in caplog.text
+    with connect(paced_db) as conn:
+        done = conn.execute("SELECT count(*) FROM t WHERE b IS NOT NULL").fetchone()[0]
+    assert 0 < done < ROWS, "paced, the backfill moves, but slowly"
+
+
+def test_full_speed_when_asked_for_null(paced_db, tmp_path):
+    migration = _migration(tmp_path, ratio=None, batch_work_s=0)
+    run_id = _prepare(paced_db, migration)
+    assert backfill.run_shard(paced_db, migration, run_id)["rows"] == ROWS
+    assert _decisions(paced_db, run_id) == [], "no pacer ran"
+
+
+def test_application_waiting_on_our_locks_halves_the_budget_and_no_latency_signal_is_said_once(
+        fresh_db, tmp_path, caplog):
+    """The shared server has no pg_stat_statements: the pacer says so once and paces by lock waits."""
+    caplog.set_level(logging.INFO)
+    folder = tmp_path / "0081_locks"
+    folder.mkdir()
+    (folder / "up.sql").write_text("ALTER TABLE users ADD COLUMN IF NOT EXISTS touched int DEFAULT 0;")
+    (folder / "down.sql").write_text("ALTER TABLE users DROP COLUMN IF EXISTS touched;")
+    # 3 ms a row: the batch's first row stays locked for the whole batch (~0.6 s)
+    (folder / "backfill.sql").write_text("UPDATE users SET touched = 1 + length(pg_sleep(0.003)::text) "
+                                         "WHERE id BETWEEN %(lo)s AND %(hi)s")
+    (folder / "migration.yaml").write_text(yaml.safe_dump({
+        "description": "locks", "table": "users", "key": "id", "batch_size": 200, "shards": 1,
+        "backfill": {"sql": "backfill.sql", "columns": ["touched"], "adaptive": False,
+                     "throttle": {"app_latency_ratio": 1.25, "max_lock_waiters": None,
+                                  "pause_during_autovacuum": False}}}))
+    migration = load_migration(folder)
+    run_id = _prepare(fresh_db, migration)
+    stop = threading.Event()
+
+    def application():  # keeps writing the first row of whatever batch is running
+        with psycopg.connect(fresh_db.conninfo().replace("application_name=airmigrate", "application_name=shop"),
+                             autocommit=True) as conn:
+            while not stop.is_set():
+                row = conn.execute("SELECT coalesce(max(lo::int), 0) FROM airmigrate.batches WHERE run_id = %s",
+                                   (run_id,)).fetchone()
+                conn.execute("UPDATE users SET full_name = full_name WHERE id = %s", (row[0],))
+                time.sleep(0.05)
+
+    writer = threading.Thread(target=application, daemon=True)
+    writer.start()
+    started = time.monotonic()
+    try:
+        backfill.run_shard(fresh_db, migration, run_id, should_stop=lambda: time.monotonic() - started > 8)
+    finally:
+        stop.set()
+        writer.join()
+    halved = [d for d in _decisions(fresh_db, run_id) if "waiting on our locks: halved" in d[3]]
+    assert halved and min(d[1] for d in halved) < 0.6, _decisions(fresh_db, run_id)
+    assert caplog.text.count("pacing without the application's latency") == 1
