@@ -129,6 +129,7 @@ class Controller:
         self.baseline_ms: float | None = None
         self.window: deque[StatementTotals] = deque(maxlen=3)
         self.last_logged, self.last_reason, self.high_batch = 0.0, "", 0
+        self.full_since, self.hinted = None, False
 
     def start(self) -> None:
         self.conn = connect(self.target, autocommit=True)
@@ -227,6 +228,7 @@ class Controller:
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (self.run_id, budget, self.duty.target, reading.latency_ratio, latency_ms, self.baseline_ms,
              reading.blocked, figures["runnable"], reading.cpu_pressure_ratio, reading.external, rows_per_s, reason))
+        self._hint_more_shards(reason)
         if reason != self.last_reason or time.monotonic() - self.last_logged >= QUIET_LOG_S:
             log.info("pacing: duty %.2f | app latency %s | blocked by us %d | run queue %s | %s rows/s | %s",
                      budget, "n/a" if reading.latency_ratio is None else
@@ -234,6 +236,18 @@ class Controller:
                      reading.blocked, "n/a" if figures["runnable"] is None else f"{figures['runnable']:.1f}",
                      f"{rows_per_s:,.0f}", reason)
             self.last_logged, self.last_reason = time.monotonic(), reason
+
+    def _hint_more_shards(self, reason: str) -> None:
+        """A shard is only worth adding when the duty cycle is at its ceiling and the application is still
+        under target: say so once, after half a minute of it."""
+        if not reason.startswith("at full allowance"):
+            self.full_since = None
+            return
+        self.full_since = self.full_since or time.monotonic()
+        if not self.hinted and time.monotonic() - self.full_since >= 30:
+            log.info("pacing: at full allowance for 30 s with the application under target: another shard (the "
+                     "`shards` param) would go faster")
+            self.hinted = True
 
     def _latency_ms(self) -> float | None:
         now = self.sampler.statement_totals()
