@@ -39,6 +39,8 @@ DROPS_ALLOWED = {"ban-drop-column", "ban-drop-table", "ban-drop-function", "ban-
 GENERATED_ALLOWED = {"renaming-column", "renaming-table", "ban-set-schema"}
 
 RECIPES = {
+    "backup-none": "use backup: auto (a pg_dump before the destructive step), or acknowledge the rule with the reason "
+                   "(e.g. the data is disposable or backed up elsewhere)",
     "require-concurrent-index-creation": "CREATE INDEX CONCURRENTLY (airmigrate runs it outside a transaction)",
     "require-concurrent-index-deletion": "DROP INDEX CONCURRENTLY",
     "adding-not-nullable-field": "ADD CONSTRAINT c CHECK (col IS NOT NULL) NOT VALID; VALIDATE CONSTRAINT c; "
@@ -415,7 +417,21 @@ def lint_migration(migration, pg_version: str = "15.0") -> list[Finding]:
                                   generated=True, key_columns=spec.key_columns)
     if getattr(migration, "expectations_file", None):
         findings += _acknowledge(lint_suite(migration.expectations_file), acknowledged)
+    findings += _acknowledge(backup_findings(migration), acknowledged)
     return findings
+
+
+def backup_findings(migration) -> list[Finding]:
+    """`backup: none` on a migration that drops or rewrites data: nothing to restore from if it goes wrong."""
+    from airmigrate.stages.backup_policy import destructive_statements
+
+    if migration.spec.backup != "none" or not (destructive := destructive_statements(migration)):
+        return []
+    path = migration.folder / "migration.yaml"
+    text = path.read_text() if path.is_file() else ""
+    line = next((i for i, row in enumerate(text.splitlines(), 1) if row.startswith("backup:")), 1)
+    return [Finding(str(path), line, "backup-none", f"backup: none, but the migration {'; '.join(destructive)}",
+                    RECIPES["backup-none"])]
 
 
 def unacknowledged(findings: list[Finding]) -> list[Finding]:

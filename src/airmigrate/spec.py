@@ -15,7 +15,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import pglast
 import yaml
@@ -265,6 +265,14 @@ class MigrationSpec(BaseModel):
     expectations: str | None = Field(
         None, description="Expectation suite file in the expectations folder; default <id>.json."
     )
+    backup: Literal["auto", "table", "columns", "none"] = Field(
+        "auto", description="What the backup stage takes. auto: the columns the backfill overwrites or the "
+                            "contract drops, plus a pg_dump of the table only before something that drops or "
+                            "rewrites data, nothing for index and constraint changes; table: always pg_dump; "
+                            "columns: the snapshot only; none: nothing (lint asks for an acknowledgement when "
+                            "data is dropped).")
+    keep_backups: int | None = Field(None, ge=1, le=1000, description="Keep only this many pg_dump files of this "
+                                                                      "migration (the newest); none: keep all.")
     batch_size: int = Field(10_000, ge=1, le=2_000_000, description="Rows per backfill batch.")
     shards: int = Field(2, ge=1, le=64, description="Parallel backfill tasks (mapped Airflow tasks).")
     lock_timeout_ms: int = Field(500, ge=10, le=600_000, description="lock_timeout for every DDL statement.")

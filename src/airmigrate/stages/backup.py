@@ -16,25 +16,52 @@ from airmigrate.db import Target, connect
 from airmigrate.errors import AirmigrateError
 from airmigrate.spec import Migration
 from airmigrate.operations.base import snapshot_name
+from airmigrate.stages.backup_policy import decide
 from airmigrate.stages.generated import column_types, runtime_steps
 
 log = logging.getLogger(__name__)
 
 
 def backup(target: Target, migration: Migration, run_id: int) -> dict:
-    """Dump the touched table with pg_dump -Fc into a private file, and snapshot (key, old values) for rollback."""
+    """Take what the backup policy asks for (:mod:`.backup_policy`): a private pg_dump of the table and/or a
+    snapshot (key, old values) for rollback; record what, why, where, how big and how long."""
     with connect(target, autocommit=True) as conn:
         if state.stage_done(conn, run_id, "backup"):
             facts = state.latest_run(conn, migration.id)["facts"]
             log.info("backup already taken in an earlier attempt: %s", facts.get("backup_path"))
             return {"backup_path": facts.get("backup_path"), "snapshot_table": facts.get("snapshot_table")}
-        path = dump_table(target, migration)
-        snapshot = snapshot_overwritten_columns(conn, migration)
-        state.record_backup(conn, migration.id, str(path), snapshot)
+        decision = decide(migration)
+        log.info("backup: %s", decision.reason)
+        started = time.monotonic()
+        path = dump_table(target, migration) if decision.dump else None
+        snapshot = snapshot_overwritten_columns(conn, migration) if decision.snapshot else None
+        seconds = round(time.monotonic() - started, 2)
+        state.record_backup(conn, migration.id, str(path) if path else None, snapshot)
         types = column_types(conn, migration.spec.schema_name, migration.spec.table_name)
-        state.mark_stage_done(conn, run_id, "backup", backup_path=str(path), snapshot_table=snapshot,
-                              column_types=types)
-    return {"backup_path": str(path), "snapshot_table": snapshot}
+        state.mark_stage_done(conn, run_id, "backup", backup_path=str(path) if path else None,
+                              snapshot_table=snapshot, column_types=types, backup_reason=decision.reason,
+                              backup_bytes=path.stat().st_size if path else 0, backup_seconds=seconds,
+                              snapshot_bytes=_relation_size(conn, snapshot))
+    if path and migration.spec.keep_backups:
+        prune_backups(path.parent, migration.spec.keep_backups)
+    return {"backup_path": str(path) if path else None, "snapshot_table": snapshot, "reason": decision.reason}
+
+
+def _relation_size(conn, snapshot: str | None) -> int:
+    if not snapshot:
+        return 0
+    return conn.execute("SELECT pg_total_relation_size(%s::regclass)",
+                        (sql.Identifier("airmigrate", snapshot).as_string(conn),)).fetchone()[0]
+
+
+def prune_backups(folder: Path, keep: int) -> list[Path]:
+    """keep_backups: delete all but the newest `keep` dumps of this migration."""
+    dumps = sorted(folder.glob("*.dump"), key=lambda p: p.stat().st_mtime, reverse=True)
+    removed = dumps[keep:]
+    for old in removed:
+        old.unlink(missing_ok=True)
+        log.info("keep_backups=%d: removed %s", keep, old)
+    return removed
 
 
 def dump_table(target: Target, migration: Migration) -> Path:
