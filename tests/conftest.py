@@ -48,6 +48,7 @@ def _prepare_airflow_home() -> None:
         "AIRMIGRATE_MIGRATIONS_DIR": str(ROOT / "migrations"),
         "AIRMIGRATE_EXPECTATIONS_DIR": str(ROOT / "expectations"),
         "AIRMIGRATE_VAR_DIR": str(VAR / "test-run" / WORKER),
+        "AIRMIGRATE_DOCS_DIR": str(VAR / "test-run" / WORKER / "docs"),  # not the project's docs/schema
     })
     os.environ.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)
     AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,10 @@ def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
-def test_one_dag_and_one_rollback_dag_per_folder(dagbag):
+def test_one_dag_one_rollback_and_one_rehearsal_dag_per_folder(dagbag):
     assert len(MIGRATIONS) >= 2
-    assert set(dagbag.dag_ids) == {*MIGRATIONS, *(f"{m}__rollback" for m in MIGRATIONS), "airmigrate__migrate"}
+    assert set(dagbag.dag_ids) == {*MIGRATIONS, *(f"{m}__{kind}" for m in MIGRATIONS for kind in ("rollback", "rehearsal")),
+                                  "airmigrate__migrate"}
 
 
 @pytest.mark.parametrize("migration_id", MIGRATIONS)

@@ -104,7 +104,8 @@ def test_dag_parse_refuses_only_the_broken_folder_naming_file_field_and_fix(tmp_
     monkeypatch.setenv("AIRMIGRATE_MIGRATIONS_DIR", str(migrations))
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     good = sorted(p.name for p in (ROOT / "migrations").iterdir() if p.is_dir())
-    assert {*good, *(f"{m}__rollback" for m in good), "airmigrate__migrate"} == set(bag.dag_ids)  # nor its rollback
+    assert {*good, *(f"{m}__{kind}" for m in good for kind in ("rollback", "rehearsal")),
+            "airmigrate__migrate"} == set(bag.dag_ids)  # nor its rollback
     errors = {Path(k).name: v for k, v in bag.import_errors.items()}
     assert set(errors) == {"airmigrate_errors.py"}
     for expected in (INVALID / fixture / "expected_error.txt").read_text().splitlines():

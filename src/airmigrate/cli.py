@@ -77,6 +77,17 @@ def _parser() -> argparse.ArgumentParser:
                      help="expand: stop after validate (history `expanded`; the contract waits for `airmigrate "
                           "complete`); contract (default): the whole way")
     run.set_defaults(func=cmd_run)
+    rehearse = sub.add_parser("rehearse", help="run a migration and its rollback on a copy of the touched tables, "
+                                               "check and measure it; the target is only read")
+    rehearse.add_argument("migration", help="migration folder name")
+    rehearse.add_argument("--sample", type=float, metavar="PERCENT",
+                          help="copy this percentage of the rows (whole key ranges); durations are extrapolated")
+    rehearse.add_argument("--keep", action="store_true", help="keep the copy (a database next to the target)")
+    rehearse.set_defaults(func=cmd_rehearse)
+    docs = sub.add_parser("docs", help="write the target's schema documentation (tables, columns, comments, indexes, "
+                                       "constraints, a foreign-key diagram) next to the schema changelog")
+    docs.add_argument("--out", type=Path, help="folder (default docs/schema, or AIRMIGRATE_DOCS_DIR)")
+    docs.set_defaults(func=cmd_docs)
     migrate = sub.add_parser("migrate", help="run every pending migration in folder order (each through its DAG), "
                                              "stop at the first failure, print a summary; exit 0 all applied, 1 not")
     migrate.add_argument("--to", metavar="ID", help="stop after this migration (inclusive)")
@@ -170,6 +181,33 @@ def cmd_run(args) -> int:
     return run_and_report(args.migration, target, rollback=args.rollback, conf=conf)
 
 
+def cmd_rehearse(args) -> int:
+    from airmigrate.rehearsal import rehearse
+    from airmigrate.rehearsal.summary import render
+
+    migration = load_named(args.migration)
+    target = _configured_target()
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    rehearsal_log = logging.getLogger("airmigrate.rehearsal")
+    rehearsal_log.addHandler(handler)
+    rehearsal_log.setLevel(logging.INFO)
+    rehearsal_log.propagate = False
+    results = rehearse(target, migration, sample=args.sample, keep=args.keep)
+    print(render(results))
+    return 0
+
+
+def cmd_docs(args) -> int:
+    from airmigrate.schemadocs import write_docs
+
+    target = _configured_target()
+    written = write_docs(target, args.out or settings.docs_dir())
+    print(f"schema documentation of {target.describe()}: {written[0]} ({len(written) - 2} table(s), diagram "
+          f"{written[1].name})")
+    return 0
+
+
 def cmd_migrate(args) -> int:
     from airmigrate.lifecycle.migrate import migrate
 
@@ -211,6 +249,7 @@ def cmd_demo(args) -> int:
     devdb.seed_users(target, args.rows)
     print(f"seeded {args.rows:,} users into {target.describe()} in {time.monotonic() - t0:.1f}s\n")
     os.environ["AIRFLOW_CONN_AIRMIGRATE_TARGET"] = target.airflow_uri()
+    os.environ.setdefault("AIRMIGRATE_DOCS_DIR", str(settings.var_dir() / "docs" / "schema"))  # a throwaway db
     OUTPUT["verbose"] = args.verbose  # without it, each run's task logs go to a file its summary names
     prepare_airflow_env()
     worst = 0
@@ -423,9 +462,25 @@ def run_and_report(migration_id: str, target: Target, rollback: bool = False, co
                                                                 else ""), flush=True)
     dagrun = run_dag(dag_id, conf, log_file=log_file, secrets=(target.password,))
     print(report(dagrun, migration, target, rollback=rollback), flush=True)
+    _print_run_report(migration, target, dag_id, dagrun.run_id, rollback)
     if log_file:
         print(f"  task logs: {_shown_path(log_file)} (--verbose shows them here)", flush=True)
     return 0 if str(dagrun.state) == "success" else 1
+
+
+def _print_run_report(migration, target: Target, dag_id: str, dag_run_id: str, rollback: bool) -> None:
+    """The run's report (issue 11), written again here with Airflow's task timings; its path printed. Nothing
+    for a run that changed nothing (dry run, already applied)."""
+    from airmigrate.report import airflow_stages, write_report
+
+    try:
+        path = write_report(target, migration, "down" if rollback else "up", dag_run_id=dag_run_id,
+                            stages=airflow_stages(dag_id, dag_run_id))
+    except Exception as exc:  # the run's outcome stands; the report is its paperwork
+        print(f"  report: not written ({type(exc).__name__}: {exc})", flush=True)
+        return
+    if path is not None:
+        print(f"  report: {_shown_path(path)} (and {_shown_path(path.with_suffix('.md'))})", flush=True)
 
 
 def _shown_path(path: Path) -> str:

@@ -26,6 +26,11 @@ def var_dir() -> Path:
     return Path(os.environ.get("AIRMIGRATE_VAR_DIR", project_root() / "var"))
 
 
+def docs_dir() -> Path:
+    """Schema documentation and its CHANGELOG.md (in the project, to be committed with the migrations)."""
+    return Path(os.environ.get("AIRMIGRATE_DOCS_DIR", project_root() / "docs" / "schema"))
+
+
 def backup_dir() -> Path:
     return Path(os.environ.get("AIRMIGRATE_BACKUP_DIR", var_dir() / "backups"))
 

@@ -265,6 +265,9 @@ class MigrationSpec(BaseModel):
     expectations: str | None = Field(
         None, description="Expectation suite file in the expectations folder; default <id>.json."
     )
+    comments: dict[Identifier, str] = Field(
+        default_factory=dict, description="column: comment, set with COMMENT ON when the migration is applied "
+                                          "(columns it adds get '<id>: <description>' unless given here).")
     backup: Literal["auto", "table", "columns", "none"] = Field(
         "auto", description="What the backup stage takes. auto: the columns the backfill overwrites or the "
                             "contract drops, plus a pg_dump of the table only before something that drops or "

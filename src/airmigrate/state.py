@@ -107,6 +107,24 @@ CREATE TABLE IF NOT EXISTS airmigrate.pacing_log (
     decision     text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pacing_log_run ON airmigrate.pacing_log (run_id, at);
+-- Operations (airmigrate.control): what the console asked a running backfill to do, read by its shards every
+-- few seconds, and every action with who and when (the migration's history of interventions).
+CREATE TABLE IF NOT EXISTS airmigrate.controls (
+    run_id      bigint PRIMARY KEY REFERENCES airmigrate.runs ON DELETE CASCADE,
+    paused      boolean NOT NULL DEFAULT false,
+    cancelled   boolean NOT NULL DEFAULT false,
+    batch_size  integer CHECK (batch_size > 0),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS airmigrate.actions (
+    id           bigserial PRIMARY KEY,
+    migration_id text NOT NULL,
+    run_id       bigint,
+    action       text NOT NULL,
+    detail       text,
+    actor        text NOT NULL,
+    at           timestamptz NOT NULL DEFAULT now()
+);
 """
 
 ACTIVE = ("pending", "running", "paused", "failed")

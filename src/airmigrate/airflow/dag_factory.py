@@ -117,6 +117,32 @@ def build_rollback_dag(migration: Migration) -> DAG:
     return dag
 
 
+def build_rehearsal_dag(migration: Migration) -> DAG:
+    """<id>__rehearsal: the migration and its rollback on a copy of the touched tables; the target is only read."""
+    with DAG(
+        dag_id=f"{migration.id}__rehearsal",
+        description=f"Rehearse {migration.id} and its rollback on a copy; the target is only read",
+        doc_md=f"Rehearsal of **{migration.id}**: copies the tables it touches (or `sample` percent of the rows, by "
+               "key ranges) into a scratch database, runs the migration (expand, backfill, validation, contract) "
+               "and its rollback there, checks the copy is identical to before and that the application's "
+               "statements work, measures durations, locks, WAL and sizes, and drops the copy (unless `keep`). "
+               "Results: the task log and var/rehearsals/.\n\n" + _doc(migration),
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["airmigrate", "rehearsal"],
+        params={
+            "sample": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=100,
+                            description="Copy this percentage of the rows (whole key ranges); empty: all"),
+            "keep": Param(False, type="boolean", description="Keep the copy database afterwards"),
+        },
+    ) as dag:
+        _task("rehearse", tasks.rehearse_task, retries=0)(str(migration.folder.resolve()))
+    return dag
+
+
 MIGRATE_DAG_ID = "airmigrate__migrate"
 
 
@@ -174,7 +200,7 @@ def _deferrable() -> bool:
 
 
 def build_all(migrations_dir: Path | None = None, expectations_dir: Path | None = None) -> tuple[dict, list[str]]:
-    """Every folder's two DAGs and the migrate DAG, plus the error messages of the folders that did not parse.
+    """Every folder's three DAGs (up, rollback, rehearsal) and the migrate DAG, plus the error messages of the folders that did not parse.
     The migrate chain ends before the first folder that does not parse: what follows it must not run first."""
     dags, errors, chain, stopped_at = {}, [], [], None
     exp_dir = expectations_dir or settings.expectations_dir()
@@ -185,7 +211,7 @@ def build_all(migrations_dir: Path | None = None, expectations_dir: Path | None 
             errors.append(str(exc))
             stopped_at = stopped_at or folder.name
             continue
-        for dag in (build_dag(migration), build_rollback_dag(migration)):
+        for dag in (build_dag(migration), build_rollback_dag(migration), build_rehearsal_dag(migration)):
             dags[dag.dag_id] = dag
         if stopped_at is None:
             chain.append(migration)

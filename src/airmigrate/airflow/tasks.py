@@ -14,7 +14,7 @@ from airflow.sdk.exceptions import (AirflowException, AirflowFailException, Airf
                                     AirflowSkipException)
 from airflow.sdk import BaseHook, get_current_context
 
-from airmigrate import settings, state
+from airmigrate import report, settings, state
 from airmigrate.db import Target, connect, is_transient
 from airmigrate.errors import PreflightError
 from airmigrate.spec import Migration, load_migration
@@ -92,7 +92,8 @@ def _mark_failed(target: Target, migration: Migration, direction: str, message: 
                 state.finish_run(conn, run_id, "failed", message[:2000])
                 if direction == "up":
                     state.mark_history_failed(conn, migration.id, message[:2000])
-            return message
+        report.write_report_safely(target, migration, direction, run_id)  # a failed run's report (issue 11)
+        return message
     except Exception:  # recording is best effort; the task fails with the original error regardless
         log.exception("could not record the failure in airmigrate.runs")
     return None
@@ -146,7 +147,9 @@ def preflight_task(target, migration):
     params = _params()
     if params.get("dry_run"):
         return preflight.preflight(target, migration, dry_run=True)
-    return preflight.preflight(target, migration, get_current_context()["dag_run"].run_id)
+    result = preflight.preflight(target, migration, get_current_context()["dag_run"].run_id)
+    report.capture_before_safely(target, migration, result)  # the report's "schema before" (issue 11)
+    return result
 
 
 @stage_task()
@@ -182,13 +185,43 @@ def backfill_shard_task(target, migration, shard: int):
     context, window = get_current_context(), migration.spec.window
     if window and not window.contains():
         _wait_for_window(window, "outside the off-peak window")
+    _obey_console(target, migration, None)
     result = backfill.run_shard(target, migration, current_run(target, migration), shard,
                                 retry_failed=bool(context["params"].get("retry_failed")) or context["ti"].try_number > 1,
                                 metrics=_airflow_metrics(migration.id),
-                                should_stop=(lambda: not window.contains()) if window else (lambda: False))
-    if result.get("stopped"):
+                                should_stop=(lambda: not window.contains()) if window else (lambda: False),
+                                shards=int(context["params"].get("shards") or migration.spec.shards),
+                                **_pacing_override(context["params"]))
+    _obey_console(target, migration, result.get("stopped"))
+    if result.get("stopped") == "window":
         _wait_for_window(window, "the off-peak window closed")
     return result
+
+
+PAUSED_POKE_S = 15  # a paused shard looks again this often (rescheduled: no worker slot held meanwhile)
+
+
+def _obey_console(target, migration, stopped: str | None) -> None:
+    """Paused from the console: reschedule (no slot held) until resumed. Cancelled: fail, schema left expanded."""
+    from datetime import datetime, timedelta, timezone
+
+    from airmigrate.control import RunControl
+
+    if stopped is None:
+        with connect(target) as conn:
+            stopped = RunControl(current_run(target, migration)).refresh(conn).stop_reason
+    if stopped == "paused":
+        log.info("paused from the console: looking again in %d s (no worker slot held meanwhile)", PAUSED_POKE_S)
+        raise AirflowRescheduleException(reschedule_date=datetime.now(timezone.utc) + timedelta(seconds=PAUSED_POKE_S))
+    if stopped == "cancelled":
+        raise AirflowFailException(f"cancelled from the console: the backfill stopped; the schema stays expanded. "
+                                   f"Undo it with the DAG {migration.rollback_dag_id} (or `airmigrate run "
+                                   f"{migration.id} --rollback`), or trigger {migration.id} again to resume")
+
+
+def _pacing_override(params) -> dict:
+    """The trigger form's app_latency_ratio, when the DAG has that param (null there means full speed)."""
+    return {"app_latency_ratio": params["app_latency_ratio"]} if "app_latency_ratio" in params else {}
 
 
 def _wait_for_window(window, why: str):
@@ -224,6 +257,7 @@ def validate_task(target, migration):
         log.info("until=expand: %s is expanded and validated; the contract waits: `airmigrate complete %s` "
                  "(or trigger the DAG with until=contract) once the new application version is deployed",
                  migration.id, migration.id)
+        report.write_report_safely(target, migration, "up", run_id)  # this run ends here (issue 11)
     return result
 
 
@@ -234,7 +268,10 @@ def cleanup_task(target, migration):
         raise AirflowSkipException(f"until=expand: the contract of {migration.id} waits for `airmigrate complete "
                                    f"{migration.id}`")
     _record_who_triggered()
-    return cleanup.cleanup(target, migration, current_run(target, migration))
+    run_id = current_run(target, migration)
+    result = cleanup.cleanup(target, migration, run_id)
+    report.write_report_safely(target, migration, "up", run_id)  # logs the report's path last (issue 11)
+    return result
 
 
 def _record_who_triggered() -> None:
@@ -251,7 +288,9 @@ def _record_who_triggered() -> None:
 def rollback_preflight_task(target, migration):
     if _params().get("dry_run"):
         return rollback.preflight_rollback(target, migration, dry_run=True)
-    return rollback.preflight_rollback(target, migration, get_current_context()["dag_run"].run_id)
+    result = rollback.preflight_rollback(target, migration, get_current_context()["dag_run"].run_id)
+    report.capture_before_safely(target, migration, result)  # the report's "schema before" (issue 11)
+    return result
 
 
 @stage_task("down")
@@ -276,11 +315,33 @@ def restore_shard_task(target, migration, shard: int):
     context = get_current_context()
     return rollback.restore_shard(target, migration, current_run(target, migration, "down"), shard,
                                   retry_failed=bool(context["params"].get("retry_failed"))
-                                  or context["ti"].try_number > 1)
+                                  or context["ti"].try_number > 1,
+                                  shards=int(context["params"].get("shards") or migration.spec.shards),
+                                  **_pacing_override(context["params"]))
 
 
 @stage_task("down")
 def finish_rollback_task(target, migration):
     _skip_if_dry_run(migration, "the rollback")
     _record_who_triggered()
-    return rollback.finish(target, migration, current_run(target, migration, "down"))
+    run_id = current_run(target, migration, "down")
+    result = rollback.finish(target, migration, run_id)
+    report.write_report_safely(target, migration, "down", run_id)  # logs the report's path last (issue 11)
+    return result
+
+
+def rehearse_task(migration_dir: str):
+    """<id>__rehearsal: the whole rehearsal in one task. It works on its own copy, so a failure marks nothing
+    on the target (not a stage_task)."""
+    from airmigrate.rehearsal import RehearsalError, rehearse
+    from airmigrate.rehearsal.summary import render
+
+    migration, params = _load(migration_dir), _params()
+    try:
+        results = rehearse(target_for(migration), migration, sample=params.get("sample"),
+                           keep=bool(params.get("keep")))
+    except RehearsalError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    for line in render(results).splitlines():
+        log.info("%s", line)
+    return {"status": results["status"], "seconds": results.get("seconds")}

@@ -1,4 +1,5 @@
-"""cleanup (contract): the migration's cleanup SQL, then the history row marked applied."""
+"""cleanup (contract): the migration's cleanup SQL, the column comments, then the history row marked applied
+and the schema changelog's entry."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import logging
 
 from airmigrate import state
 from airmigrate.db import Target, connect
+from airmigrate.schemadocs import changelog
+from airmigrate.schemadocs.comments import apply_comments
 from airmigrate.spec import Migration
 from airmigrate.stages.backfill import drop_sync_trigger
 from airmigrate.stages.generated import join_sql, runtime_steps
@@ -21,9 +24,13 @@ def cleanup(target: Target, migration: Migration, run_id: int) -> dict:
         drop_sync_trigger(conn, migration)
         contract = runtime_steps(conn, migration).contract
     apply_sql(target, migration, run_id, "cleanup", join_sql(migration.cleanup_sql, contract))
+    with connect(target, autocommit=True) as conn:
+        before = (state.latest_run(conn, migration.id) or {}).get("facts", {}).get("column_types")
+    apply_comments(target, migration, list(before) if before is not None else None)
     with connect(target, autocommit=True) as conn, conn.transaction():
         state.mark_applied(conn, migration.id)
         state.finish_run(conn, run_id, "succeeded")
         hist = state.history(conn, migration.id)
+    changelog.append(migration, hist)
     log.info("%s applied in %.1fs by %s", migration.id, hist["duration_s"] or 0, hist["applied_by"])
     return {"status": "applied", "duration_s": hist["duration_s"], "applied_by": hist["applied_by"]}

@@ -30,6 +30,7 @@ from psycopg import sql
 from airmigrate import state
 from airmigrate.db import Target, connect, set_timeouts
 from airmigrate.errors import BackfillError, SpecError
+from airmigrate.control import RunControl
 from airmigrate.pacing import UNSET, Pacer
 from airmigrate.spec import BackfillSpec, Migration
 from airmigrate.stages.backfill.keys import Key
@@ -85,6 +86,9 @@ def start_backfill(target: Target, migration: Migration, run_id: int, batch_size
                                  (f'"{spec.schema_name}"."{spec.table_name}"',)).fetchone()[0]
         conn.execute("INSERT INTO airmigrate.cursors (run_id, batch_size, estimated_rows) VALUES (%s, %s, %s) "
                      "ON CONFLICT (run_id) DO NOTHING", (run_id, size, estimated))
+        # a new trigger of a paused or cancelled run means: go on
+        conn.execute("UPDATE airmigrate.controls SET paused = false, cancelled = false WHERE run_id = %s "
+                     "AND (paused OR cancelled)", (run_id,))
     log.info("%s of %s by %s: ~%s rows, batches of %d rows to start with",
              "backfill" if direction == "up" else "rollback copy-back", spec.table,
              ", ".join(spec.key_columns), f"{estimated:,}", size)
@@ -161,9 +165,11 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
         sizer = BatchSizer(current_size(conn, run_id), settings.target_batch_seconds, settings.min_batch_size,
                            settings.max_batch_size, settings.adaptive)
         conn.commit()
+        control = RunControl(run_id)
         with Pacer(target, run_id, settings.throttle, shards or migration.spec.shards, app_latency_ratio) as pacer:
             done_rows, done_batches = _batch_loop(conn, migration, run_id, worker, apply_batch, sizer, pacer, shard,
-                                                  metrics, should_stop, started)
+                                                  metrics, lambda: should_stop() or _controlled(conn, control, sizer),
+                                                  started)
         summary = state.batch_summary(conn, run_id)
         failed = state.failed_batches(conn, run_id)
         conn.commit()
@@ -175,7 +181,20 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
         lines = "; ".join(f"batch {b} [{lo}..{hi}] after {a} attempts: {err}" for b, lo, hi, a, err in failed[:10])
         raise BackfillError(f"{len(failed)} batch(es) failed: {lines}. Fix the cause, then clear this task or "
                             "trigger the DAG with retry_failed=true: only the failed batches run again", failed)
-    return {"batches": done_batches, "rows": done_rows, "seconds": elapsed, "stopped": should_stop()}
+    stopped = control.stop_reason or ("window" if should_stop() else False)
+    if stopped in ("paused", "cancelled"):
+        log.info("shard %d stopped: the run was %s from the console", shard, stopped)
+    return {"batches": done_batches, "rows": done_rows, "seconds": elapsed, "stopped": stopped}
+
+
+def _controlled(conn, control: RunControl, sizer: BatchSizer) -> bool:
+    """Between batches: a pause or cancel stops the shard; a new batch size from the console is taken up."""
+    control.refresh(conn)
+    if control.batch_size and control.batch_size != sizer.asked:
+        sizer.asked = sizer.size = control.batch_size
+        sizer.recent.clear()
+        log.info("batch size set to %s rows from the console", f"{control.batch_size:,}")
+    return control.stop_reason is not None
 
 
 def _batch_loop(conn, migration: Migration, run_id: int, worker: str, apply_batch, sizer: BatchSizer, pacer: Pacer,

@@ -35,6 +35,7 @@ class BatchSizer:
     maximum: int
     adaptive: bool = True
     recent: deque = field(default_factory=lambda: deque(maxlen=WINDOW))  # seconds per key, last batches
+    asked: int | None = None  # the size last set from the console (it starts the sizer afresh)
 
     def observe(self, rows: int, seconds: float) -> int:
         """Record one batch (keys in its range, its duration); return the size for the next one."""

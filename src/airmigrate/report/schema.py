@@ -1,0 +1,134 @@
+"""The touched tables' shape, read from the catalog: columns, indexes, constraints, triggers, foreign keys, size.
+
+Taken at preflight ("before", kept in the run's facts) and again when the report is written ("after"), then
+compared item by item.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from airmigrate.spec import Migration
+
+SECTIONS = ("columns", "indexes", "constraints", "triggers")
+
+
+def touched_tables(migration: Migration) -> list[str]:
+    """schema.table names the migration names: its table, and the tables its operations create, drop or
+    reference (a split's new table, a dropped table, a foreign key's referenced table)."""
+    spec = migration.spec
+    names = [f"{spec.schema_name}.{spec.table_name}"]
+    for op in spec.operations:
+        for field in ("new_table", "table", "references_table"):
+            value = getattr(op, field, None)
+            if isinstance(value, str) and value:
+                names.append(value if "." in value else f"{spec.schema_name}.{value}")
+    return list(dict.fromkeys(names))
+
+
+def snapshot(conn, migration: Migration) -> dict:
+    """{"taken_at", "tables": {schema.table: {...}}} for the touched tables that exist now, plus the tables
+    their foreign keys link them to (for the diagram)."""
+    tables: dict[str, dict] = {}
+    named = touched_tables(migration)
+    for name in named:
+        shape = table_shape(conn, name)
+        if shape is not None:
+            tables[name] = shape
+    for name in list(tables):  # the neighbours over foreign keys, both ways (not their own neighbours)
+        for fk in tables[name]["foreign_keys"]:
+            for other in (fk["from_table"], fk["to_table"]):
+                if other not in tables:
+                    shape = table_shape(conn, other)
+                    if shape is not None:
+                        shape["neighbour"] = True
+                        tables[other] = shape
+    return {"taken_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "touched": named,
+            "tables": tables}
+
+
+def table_shape(conn, qualified: str) -> dict | None:
+    schema, _, table = qualified.rpartition(".")
+    row = conn.execute(
+        "SELECT c.oid, pg_total_relation_size(c.oid), greatest(c.reltuples, 0)::bigint FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s "
+        "AND c.relkind IN ('r', 'p')", (schema or "public", table)).fetchone()
+    if row is None:
+        return None
+    oid, size, estimate = row
+    columns = [{"name": r[0], "type": r[1], "nullable": not r[2], "default": r[3]} for r in conn.execute(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+        "pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a LEFT JOIN pg_attrdef d "
+        "ON d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE a.attrelid = %s AND a.attnum > 0 "
+        "AND NOT a.attisdropped ORDER BY a.attnum", (oid,))]
+    indexes = [{"name": r[0], "definition": r[1] + ("" if r[2] else "  -- INVALID")} for r in conn.execute(
+        "SELECT c.relname::text, pg_get_indexdef(i.indexrelid), i.indisvalid FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s ORDER BY c.relname", (oid,))]
+    constraints = [{"name": r[0], "kind": _KINDS.get(r[1], r[1]), "definition": r[2]} for r in conn.execute(
+        "SELECT conname::text, contype::text, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s "
+        "ORDER BY conname", (oid,))]
+    triggers = [{"name": r[0], "definition": r[1]} for r in conn.execute(
+        "SELECT tgname::text, pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal "
+        "ORDER BY tgname", (oid,))]
+    foreign_keys = [{"name": r[0], "from_table": r[1], "from_columns": list(r[2]), "to_table": r[3],
+                     "to_columns": list(r[4])} for r in conn.execute(
+        "SELECT con.conname::text, fn.nspname || '.' || fc.relname, "
+        "(SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.conkey) WITH ORDINALITY k(n, ord) "
+        " JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n), "
+        "tn.nspname || '.' || tc.relname, "
+        "(SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.confkey) WITH ORDINALITY k(n, ord) "
+        " JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n) "
+        "FROM pg_constraint con JOIN pg_class fc ON fc.oid = con.conrelid JOIN pg_namespace fn ON "
+        "fn.oid = fc.relnamespace JOIN pg_class tc ON tc.oid = con.confrelid JOIN pg_namespace tn ON "
+        "tn.oid = tc.relnamespace WHERE con.contype = 'f' AND (con.conrelid = %s OR con.confrelid = %s) "
+        "ORDER BY con.conname", (oid, oid))]
+    return {"columns": columns, "indexes": indexes, "constraints": constraints, "triggers": triggers,
+            "foreign_keys": foreign_keys, "size_bytes": int(size), "rows_estimate": int(estimate)}
+
+
+_KINDS = {"p": "primary key", "u": "unique", "f": "foreign key", "c": "check", "x": "exclusion", "t": "trigger",
+          "n": "not null"}
+
+
+def describe_item(section: str, item: dict) -> str:
+    """One line per item, what the side-by-side table shows and compares."""
+    if section == "columns":
+        text = f"{item['type']}{'' if item['nullable'] else ' NOT NULL'}"
+        return text + (f" DEFAULT {item['default']}" if item.get("default") else "")
+    if section == "constraints":
+        return f"{item['kind']}: {item['definition']}"
+    return item["definition"]
+
+
+def diff(before: dict | None, after: dict | None) -> list[dict]:
+    """Per table (touched ones first), per section, each item's before and after text and a mark:
+    "added", "removed", "changed" or "" (same). A table missing on one side is marked as a whole."""
+    before_tables = (before or {}).get("tables", {})
+    after_tables = (after or {}).get("tables", {})
+    names = list(dict.fromkeys([*before_tables, *after_tables]))
+    names.sort(key=lambda n: bool((before_tables.get(n) or after_tables.get(n) or {}).get("neighbour")))
+    out = []
+    for name in names:
+        b, a = before_tables.get(name), after_tables.get(name)
+        mark = "added" if b is None and before is not None else "removed" if a is None else ""
+        sections = []
+        for section in SECTIONS:
+            b_items = {i["name"]: describe_item(section, i) for i in (b or {}).get(section, [])}
+            a_items = {i["name"]: describe_item(section, i) for i in (a or {}).get(section, [])}
+            rows = []
+            for item in dict.fromkeys([*b_items, *a_items]):
+                old, new = b_items.get(item), a_items.get(item)
+                if before is None:
+                    item_mark = ""
+                elif old is None:
+                    item_mark = "added"
+                elif new is None:
+                    item_mark = "removed"
+                else:
+                    item_mark = "changed" if old != new else ""
+                rows.append({"name": item, "before": old, "after": new, "mark": item_mark})
+            sections.append({"name": section, "rows": rows, "changes": sum(1 for r in rows if r["mark"])})
+        out.append({"name": name, "mark": mark, "neighbour": bool((b or a or {}).get("neighbour")),
+                    "size_before": (b or {}).get("size_bytes"), "size_after": (a or {}).get("size_bytes"),
+                    "sections": sections, "changes": sum(s["changes"] for s in sections) + (1 if mark else 0)})
+    return out

@@ -1,0 +1,56 @@
+"""docs/schema/CHANGELOG.md: one entry per applied migration (date, id, description, breaking changes, who),
+newest first, appended by the contract stage when the migration is marked applied."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from airmigrate import settings
+from airmigrate.spec import Migration
+
+log = logging.getLogger(__name__)
+
+HEADER = ("# Schema changelog\n\nOne entry per applied migration, newest first (written by airmigrate when a "
+          "migration is applied; `airmigrate docs` writes the schema itself).\n\n")
+
+
+def changelog_path() -> Path:
+    return settings.docs_dir() / "CHANGELOG.md"
+
+
+def entry(migration: Migration, hist: dict) -> str:
+    from airmigrate.lifecycle.migrate import NEW_ONLY, app_versions
+
+    spec = migration.spec
+    expand, contract, why = app_versions(migration)
+    breaking = (f"breaking for the old application version after the contract ({'; '.join(why)}): deploy the new "
+                "release between expand and contract") if contract == NEW_ONLY else "none"
+    applied = hist.get("applied_at")
+    day = applied.strftime("%Y-%m-%d %H:%M UTC") if hasattr(applied, "strftime") else str(applied or "")
+    description = " ".join(spec.description.split())
+    return (f"## {migration.id}\n\n- applied: {day} by {hist.get('applied_by') or 'unknown'}\n"
+            f"- table: `{spec.table}`\n- what: {description}\n- breaking changes: {breaking}\n"
+            f"- checksum: `{migration.checksum[:16]}`\n\n")
+
+
+def append(migration: Migration, hist: dict) -> Path | None:
+    """Add this migration's entry (once per application: a re-applied migration after a rollback gets a new
+    one). Never fails the run: the database change is done, the file is documentation."""
+    path = changelog_path()
+    try:
+        text = path.read_text() if path.exists() else HEADER
+        new = entry(migration, hist)
+        if new in text:
+            return path
+        body = text[len(HEADER):] if text.startswith(HEADER) else text
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(HEADER + new + body)
+        os.replace(tmp, path)
+        log.info("changelog: %s added to %s", migration.id, path)
+        return path
+    except OSError as exc:
+        log.warning("changelog not written (%s): the migration is applied all the same", exc)
+        return None

@@ -1,0 +1,39 @@
+"""The spec's column comments, and the migration's description for the columns it adds, as COMMENT ON in
+the database: the schema documents itself (psql's \\d+, every database tool, `airmigrate docs`)."""
+
+from __future__ import annotations
+
+import logging
+
+from psycopg import sql
+
+from airmigrate.db import Target, connect, run_ddl
+from airmigrate.spec import Migration
+
+log = logging.getLogger(__name__)
+
+
+def comment_statements(conn, migration: Migration, columns_before: list[str] | None) -> list[str]:
+    """COMMENT ON COLUMN for each `comments:` entry, and for each column the migration added without one
+    (compared with the columns the backup recorded): "<id>: <first line of the description>"."""
+    spec = migration.spec
+    live = [r[0] for r in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+        (sql.Identifier(spec.schema_name, spec.table_name).as_string(conn),)).fetchall()]
+    comments = {c: text for c, text in spec.comments.items() if c in live}
+    if columns_before is not None:
+        origin = f"{migration.id}: {spec.description.strip().splitlines()[0]}"
+        comments.update({c: origin for c in live if c not in columns_before and c not in comments})
+    return [sql.SQL("COMMENT ON COLUMN {} IS {}").format(sql.Identifier(spec.schema_name, spec.table_name, column),
+                                                         sql.Literal(text)).as_string(conn)
+            for column, text in sorted(comments.items())]
+
+
+def apply_comments(target: Target, migration: Migration, columns_before: list[str] | None) -> list[str]:
+    """Short statements (COMMENT takes SHARE UPDATE EXCLUSIVE), under the migration's lock_timeout."""
+    with connect(target, autocommit=True) as conn:
+        statements = comment_statements(conn, migration, columns_before)
+    if statements:
+        run_ddl(target, ";\n".join(statements) + ";", lock_timeout_ms=migration.spec.lock_timeout_ms)
+        log.info("comments: %d column comment(s) set on %s", len(statements), migration.spec.table)
+    return statements
