@@ -3,6 +3,7 @@ triggered over the REST API as the UI does, and the plugin's status page behind 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -39,13 +41,13 @@ def target(pg_server, template_db):
 @pytest.fixture(scope="module")
 def airflow(target, tmp_path_factory, airflow_metadata):
     """The project's migrations plus one whose contract needs approval and one with a failing batch;
-    metadata in a PostgreSQL database of its own."""
+    metadata in a PostgreSQL database of its own. A triggerer: airmigrate__migrate's tasks wait deferred."""
     migrations = tmp_path_factory.mktemp("migrations")
     fixtures = [FIXTURES / "migrations" / name for name in (APPROVAL_DAG, FRAGILE_DAG)]
     for folder in [*ROOT.joinpath("migrations").iterdir(), *fixtures]:
         shutil.copytree(folder, migrations / folder.name)
     server = LocalAirflow(tmp_path_factory.mktemp("airflow-server"), target.airflow_uri(),
-                          components=("api-server", "scheduler", "dag-processor"),
+                          components=("api-server", "scheduler", "dag-processor", "triggerer"),
                           extra_env={"AIRMIGRATE_MIGRATIONS_DIR": str(migrations)},
                           metadata_url=airflow_metadata())
     server.start(timeout=420)
@@ -198,3 +200,58 @@ def test_clearing_the_failed_shard_task_retries_only_its_failed_batch(airflow, t
     redone = [(lo, status, attempts) for (lo, status, attempts, end), old in zip(after, before) if end != old[3]]
     assert redone == [(10001, "succeeded", 1)]  # a fresh budget of max_attempts, one used
     assert [row[:2] for row in after] == [(row[0], "succeeded") for row in before]
+
+
+def test_migrate_dag_runs_each_pending_migration_as_its_own_run(airflow, target):
+    """airmigrate__migrate, last in this module (the tests above applied 0001, 0110 and 0111; 0002 is pending):
+    one TriggerDagRunOperator per folder, in order, each its own run of the migration's DAG; the applied ones
+    are green no-ops that change nothing. Runs alone as well: `cure` lets 0111 through, approve_contract 0110."""
+    chain = sorted(p.name for p in Path(airflow.env["AIRMIGRATE_MIGRATIONS_DIR"]).iterdir())
+    with connect(target) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS cure ()")
+        conn.commit()
+        before = dict(conn.execute("SELECT migration_id, applied_at FROM airmigrate.history WHERE status = 'applied'")
+                      .fetchall()) if conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] else {}
+    # A paused DAG's triggered run stays queued: the migrations' DAGs must be unpaused, as in the UI.
+    for dag_id in chain:
+        wait_for(airflow, lambda d=dag_id: airflow.api("GET", f"/api/v2/dags/{d}").status_code == 200, REGISTERED_S,
+                 f"the dag-processor did not register {dag_id}")
+        assert airflow.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+    started = time.time()
+    run_id = trigger(airflow, "airmigrate__migrate", {"approve_contract": True})
+    assert wait_finished(airflow, "airmigrate__migrate", run_id) == "success", log_tail(airflow)
+
+    tasks = airflow.api("GET", "/api/v2/dags/airmigrate__migrate/tasks").json()["tasks"]
+    assert [t["task_id"] for t in tasks] == chain, "one task per folder, in folder order"
+    children = []
+    for dag_id in chain:
+        assert task_state(airflow, "airmigrate__migrate", run_id, dag_id) == "success"
+        xcom = airflow.api("GET", f"/api/v2/dags/airmigrate__migrate/dagRuns/{run_id}/taskInstances/{dag_id}/"
+                                  "xcomEntries/trigger_run_id")
+        assert xcom.status_code == 200, xcom.text
+        child_id = xcom.json()["value"]
+        child_id = json.loads(child_id) if child_id.startswith('"') else child_id  # a JSON string, or the string
+        child = airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{child_id}").json()
+        assert child["state"] == "success", (dag_id, child)
+        assert child["conf"] == {"approve_contract": True}
+        children.append(child)
+    assert len({c["dag_run_id"] for c in children}) == len(chain)
+    starts = [c["start_date"] for c in children]
+    assert starts == sorted(starts), "the chain runs the migrations one after the other, in folder order"
+    assert all(c["end_date"] <= n["start_date"] for c, n in zip(children, children[1:]))
+    assert datetime.fromisoformat(starts[0].replace("Z", "+00:00")).timestamp() >= started - 5
+
+    with connect(target) as conn:
+        history = {mid: (status, applied_at, applied_by) for mid, status, applied_at, applied_by in conn.execute(
+            "SELECT migration_id, status, applied_at, applied_by FROM airmigrate.history WHERE migration_id = ANY(%s)",
+            (chain,)).fetchall()}
+        assert {mid: h[0] for mid, h in history.items()} == {mid: "applied" for mid in chain}
+        # who triggered the chain is who applied what it ran
+        assert {h[2] for mid, h in history.items() if mid not in before} == {"admin"}
+        assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' "
+                            "AND column_name = 'phone_e164'").fetchone()[0] == 1  # 0002 ran
+    for mid, applied_at in before.items():  # applied means done: the no-op runs changed nothing
+        assert history[mid][1] == applied_at, mid
+    for dag_id, child in zip(chain, children):
+        if dag_id in before:
+            assert task_state(airflow, dag_id, child["dag_run_id"], "schema_change") == "skipped", dag_id
