@@ -194,7 +194,7 @@ def test_migrate_dag_triggers_each_migration_in_order():
         assert type(task).__name__ == "TriggerDagRunOperator"
         assert task.trigger_dag_id == task.task_id and task.wait_for_completion and task.poke_interval == 10
         assert [str(s.value) for s in task.failed_states] == ["failed"] and task.logical_date is None
-        assert task.deferrable is True and task.reset_dag_run is False
+        assert task.deferrable is True and task.reset_dag_run is False and task.fail_when_dag_is_paused is True
     assert dag.params["approve_contract"] is False and dag.max_active_runs == 1
 
 
@@ -205,3 +205,56 @@ def test_plan_says_which_application_versions_work_per_phase():
     expand, contract, why = app_versions(drop)
     assert (expand, contract) == ("old and new", "new only") and "drop_column last_login_at" in why[0]
     assert "--until expand" in "\n".join(render_app_versions(drop))
+
+
+def test_a_fixed_failed_migration_resumes_under_migrate_and_is_not_drift_once_applied(fresh_db, tmp_path):
+    """Fix the SQL of a migration whose batches failed, run `migrate` again: its failed batches run again
+    (retry_failed), it is applied, and history keeps the fixed files (no 'changed since applied')."""
+    migrations = tmp_path / "migrations"
+    folder = migrations / "0050_scores"
+    folder.mkdir(parents=True)
+    (folder / "up.sql").write_text("ALTER TABLE users ADD COLUMN IF NOT EXISTS score int;")
+    (folder / "down.sql").write_text("ALTER TABLE users DROP COLUMN IF EXISTS score;")
+    (folder / "backfill.sql").write_text("UPDATE users SET score = 100 / (id - 20000) WHERE id BETWEEN %(lo)s AND "
+                                         "%(hi)s")
+    (folder / "migration.yaml").write_text("description: scores\ntable: users\nkey: id\nbatch_size: 5000\nshards: 1\n"
+                                           "backfill: {sql: backfill.sql, columns: [score], max_attempts: 1, "
+                                           "adaptive: false}\n")
+    env = {"AIRMIGRATE_MIGRATIONS_DIR": str(migrations)}
+    failed = airmigrate(fresh_db, "migrate", **env)
+    assert failed.returncode == 1, out(failed)
+    assert "division by zero" in summary_line(failed.stdout.split("migrate on")[-1], "0050_scores")
+
+    (folder / "backfill.sql").write_text("UPDATE users SET score = 100 / greatest(abs(id - 20000), 1) "
+                                         "WHERE id BETWEEN %(lo)s AND %(hi)s")
+    fixed = airmigrate(fresh_db, "migrate", **env)
+    assert fixed.returncode == 0, out(fixed)
+    assert re.search(r"0050_scores\s+applied", fixed.stdout)
+    listed = airmigrate(fresh_db, "history", **env)
+    assert listed.returncode == 0 and "changed" not in listed.stdout, out(listed)
+    with connect(fresh_db) as conn:
+        assert conn.execute("SELECT count(*) FROM users WHERE score IS NULL").fetchone()[0] == 0
+
+
+def test_preflight_refusal_is_named_in_the_migrate_summary(empty_db, tmp_path):
+    done = airmigrate(empty_db, "migrate", "--to", EMAIL)
+    assert done.returncode == 1
+    line = summary_line(done.stdout.split("migrate on")[-1], EMAIL)
+    assert "failed" in line and "users" in line and "see its report above" not in line, out(done)
+
+
+def test_lint_refuses_a_changed_applied_migration_and_a_rollback_dry_run_shows_its_sql(fresh_db, tmp_path):
+    migrations = tmp_path / "migrations"
+    shutil.copytree(ROOT / "migrations" / EMAIL, migrations / EMAIL)
+    env = {"AIRMIGRATE_MIGRATIONS_DIR": str(migrations)}
+    assert airmigrate(fresh_db, "run", EMAIL, **env).returncode == 0
+    dry = airmigrate(fresh_db, "run", EMAIL, "--rollback", "--param", "dry_run=true", **env)
+    assert dry.returncode == 0, out(dry)
+    assert "dry run: nothing was changed; the rollback would run:" in dry.stdout and "already applied" not in dry.stdout
+    assert "DROP COLUMN" in dry.stdout and ".;" not in dry.stdout
+    assert airmigrate(fresh_db, "lint", str(migrations), **env).returncode == 0
+    backfill = migrations / EMAIL / "backfill.sql"
+    backfill.write_text(backfill.read_text() + "\n-- changed after it was applied\n")
+    changed = airmigrate(fresh_db, "lint", str(migrations), **env)
+    assert changed.returncode == 1 and "backfill.sql changed" in changed.stderr, out(changed)
+    assert "1 applied migration(s) changed since" in changed.stdout

@@ -270,3 +270,20 @@ def test_drop_table_is_retired_and_restored(fresh_db, tmp_path):
 def assertions(target, expected: dict) -> None:
     for query, value in expected.items():
         assert q(target, query) == [(value,)], query
+
+
+def test_rename_column_keeps_the_indexes_of_the_old_column(fresh_db, tmp_path):
+    """A contract dropping the old column would drop its indexes (another migration's, say): they are built again
+    on the new column, concurrently, and keep their names; expression and partial indexes too."""
+    with connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE INDEX users_phone ON users (phone)")
+        conn.execute("CREATE INDEX users_phone_digits ON users (lower(phone)) WHERE phone IS NOT NULL")
+    migration = make_migration(tmp_path, {"op": "rename_column", "column": "phone", "to": "phone_number"})
+    lifecycle(fresh_db, migration, new_release={"phone_number": "'+44 20 0000'"})
+    indexes = dict(q(fresh_db, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'users' "
+                               "AND indexname ~ '^users_phone'"))
+    assert indexes == {
+        "users_phone": "CREATE INDEX users_phone ON public.users USING btree (phone_number)",
+        "users_phone_digits": "CREATE INDEX users_phone_digits ON public.users USING btree (lower(phone_number)) "
+                              "WHERE (phone_number IS NOT NULL)"}
+    assert q(fresh_db, "SELECT count(*) FROM pg_index WHERE indrelid = 'users'::regclass AND NOT indisvalid") == [(0,)]

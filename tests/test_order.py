@@ -162,13 +162,11 @@ def test_depends_on_unmet_met_and_unknown(tmp_path, fresh_db):
     with connect(fresh_db, autocommit=True) as conn:
         check_order(conn, needs)
 
-    unknown = load_migration(write(tmp_path, "0003_unknown", depends_on=["0009_nope"], out_of_order=True,
-                                   operations=[{"op": "add_column", "column": "z", "type": "integer"}]))
-    with connect(fresh_db, autocommit=True) as conn, pytest.raises(SpecError) as error:
-        check_order(conn, unknown)
+    with pytest.raises(SpecError) as error:  # refused when the folder loads (lint, plan, history), not at run time
+        load_migration(write(tmp_path, "0003_unknown", depends_on=["0009_nope"], out_of_order=True,
+                             operations=[{"op": "add_column", "column": "z", "type": "integer"}]))
     text = str(error.value)
-    assert "0003_unknown/migration.yaml: depends_on[0]: '0009_nope' is not a migration" in text
-    assert "0001_add_x" in text and "Fix: correct the folder name" in text
+    assert "0003_unknown/migration.yaml: depends_on[0]: there is no migration folder '0009_nope'" in text
 
 
 # --- rollback -------------------------------------------------------------------------------------------------
@@ -245,3 +243,9 @@ def test_cli_rollback_cascade_rolls_back_the_dependents_first(tmp_path, fresh_db
         assert state.history(conn, "0002_index_x")["status"] == "rolled_back"
         assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' "
                             "AND column_name = 'x'").fetchone()[0] == 0
+
+
+def test_depends_on_a_folder_that_does_not_exist_is_refused_at_load_with_the_closest_name(tmp_path):
+    add_x(tmp_path)  # 0001_add_x exists
+    with pytest.raises(SpecError, match=r"no migration folder '0001_add_y'.*did you mean '0001_add_x'"):
+        load_migration(index_x(tmp_path, depends_on=["0001_add_y"]))

@@ -213,8 +213,9 @@ def cmd_migrate(args) -> int:
 
     prepare_airflow_env()
     target = _configured_target()
-    return migrate(target, lambda migration_id, conf: run_and_report(migration_id, target, conf=conf),
-                   to=args.to, approve=args.approve)
+    errors: dict[str, str] = {}
+    return migrate(target, lambda migration_id, conf: run_and_report(migration_id, target, conf=conf, errors=errors),
+                   to=args.to, approve=args.approve, errors=errors)
 
 
 def cmd_baseline(args) -> int:
@@ -344,7 +345,7 @@ def cmd_lint(args) -> int:
                          args.pg_version)
 
     paths = [Path(p) for p in args.paths] or [settings.migrations_dir()]
-    findings, broken = [], 0
+    findings, broken, drifted = [], 0, 0
     for path in paths:
         if not path.exists():
             print(f"error: {path}: no such file or folder", file=sys.stderr)
@@ -355,7 +356,9 @@ def cmd_lint(args) -> int:
         folders = [path] if (path / SPEC_FILE).exists() else discover(path)
         for folder in folders:
             try:
-                findings += lint_migration(load_migration(folder, settings.expectations_dir()), args.pg_version)
+                migration = load_migration(folder, settings.expectations_dir())
+                findings += lint_migration(migration, args.pg_version)
+                drifted += _changed_since_applied(migration)
             except SpecError as exc:  # still lint its SQL files one by one: every finding at once
                 print(f"error: {exc}", file=sys.stderr)
                 broken += 1
@@ -364,8 +367,27 @@ def cmd_lint(args) -> int:
         print(finding)
     open_findings = [f for f in findings if not f.acknowledged]
     print(f"{len(findings)} finding(s), {len(open_findings)} not acknowledged"
-          + (f", {broken} folder(s) that do not load" if broken else ""))
-    return 1 if open_findings or broken else 0
+          + (f", {broken} folder(s) that do not load" if broken else "")
+          + (f", {drifted} applied migration(s) changed since" if drifted else ""))
+    return 1 if open_findings or broken or drifted else 0
+
+
+def _changed_since_applied(migration) -> int:
+    """With a target configured, lint refuses an applied migration whose files changed since (like run, plan,
+    migrate and history); without one it cannot know and says nothing."""
+    from airmigrate.db import connect
+    from airmigrate.errors import PreflightError
+    from airmigrate.stages.preflight import check_history
+
+    if not (os.environ.get("AIRFLOW_CONN_AIRMIGRATE_TARGET") or os.environ.get("AIRMIGRATE_TARGET_URL")):
+        return 0
+    try:
+        with connect(_configured_target(), autocommit=True) as conn:
+            check_history(conn, migration)
+    except PreflightError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_plan(args) -> int:
@@ -440,7 +462,8 @@ def cmd_target(args) -> int:
 OUTPUT = {"verbose": False}  # `run --verbose` / `demo --verbose`: Airflow's task logs on the console
 
 
-def run_and_report(migration_id: str, target: Target, rollback: bool = False, conf: dict | None = None) -> int:
+def run_and_report(migration_id: str, target: Target, rollback: bool = False, conf: dict | None = None,
+                   errors: dict[str, str] | None = None) -> int:
     from airmigrate.airflow.runner import log_file_for, report, run_dag
 
     from airmigrate.airflow.approval import needs_approval, needs_rollback_approval
@@ -465,6 +488,12 @@ def run_and_report(migration_id: str, target: Target, rollback: bool = False, co
     _print_run_report(migration, target, dag_id, dagrun.run_id, rollback)
     if log_file:
         print(f"  task logs: {_shown_path(log_file)} (--verbose shows them here)", flush=True)
+    if errors is not None and str(dagrun.state) != "success":
+        from airmigrate.airflow.runner import task_errors
+
+        first = next(iter(task_errors(dagrun).values()), None)
+        if first:
+            errors[migration.id] = first
     return 0 if str(dagrun.state) == "success" else 1
 
 

@@ -389,6 +389,14 @@ def load_migration(folder: Path | str, expectations_dir: Path | str | None = Non
         if dependency in spec.depends_on[:i]:
             raise SpecError(spec_path, f"depends_on[{i}]", f"'{dependency}' is listed twice",
                             "list each migration once")
+        if not (folder.parent / dependency).is_dir():
+            import difflib
+
+            siblings = sorted(p.name for p in folder.parent.iterdir() if FOLDER_NAME.match(p.name))
+            close = difflib.get_close_matches(dependency, siblings, n=1)
+            raise SpecError(spec_path, f"depends_on[{i}]", f"there is no migration folder '{dependency}' in "
+                            f"{folder.parent}", f"did you mean '{close[0]}'?" if close else
+                            "name an existing migration folder")
     texts = {
         "up": _sql_file(folder, spec.up, "up", optional=bool(spec.operations)),
         "down": _sql_file(folder, spec.down, "down", optional=bool(spec.operations)),

@@ -216,6 +216,14 @@ def start_history(conn, migration_id: str, checksum: str, files: dict[str, str] 
         (migration_id, checksum, Jsonb(files) if files is not None else None))
 
 
+def resume_history(conn, migration_id: str, checksum: str, files: dict[str, str] | None = None) -> None:
+    """A run resumes (after a fix, say): the history holds the checksum of the files it now runs with, so the
+    migration does not look changed once it is applied. Status and timings stay."""
+    conn.execute("UPDATE airmigrate.history SET checksum = %s, files = coalesce(%s, files), "
+                 "status = CASE WHEN status = 'failed' THEN 'running' ELSE status END WHERE migration_id = %s",
+                 (checksum, Jsonb(files) if files is not None else None, migration_id))
+
+
 def mark_expanded(conn, migration_id: str) -> None:
     """Expand, backfill and validation done; the contract waits (`airmigrate complete`, or trigger again)."""
     conn.execute("UPDATE airmigrate.history SET status = 'expanded', error = NULL WHERE migration_id = %s",

@@ -184,6 +184,7 @@ def build_migrate_dag(migrations: list[Migration], stopped_at: str | None = None
                 allowed_states=["success"],
                 failed_states=["failed"],
                 deferrable=_deferrable(),
+                fail_when_dag_is_paused=True,  # a paused migration DAG's run would wait forever: say so instead
             )
             if previous is not None:
                 previous >> trigger

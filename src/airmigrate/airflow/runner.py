@@ -196,10 +196,14 @@ def report(dagrun, migration: Migration, target: Target, rollback: bool = False)
         run = state.latest_run(conn, migration.id, "down" if rollback else "up")
         hist = state.history(conn, migration.id)
         if run is None or run["dag_run_id"] != dagrun.run_id:  # what the state tables hold is an earlier run's
-            why = "dry run" if (dagrun.conf or {}).get("dry_run") else "the preflight task's log says why"
+            dry_run = bool((dagrun.conf or {}).get("dry_run"))
+            why = "dry run" if dry_run else "the preflight task's log says why"
             if failed:
                 why = f"the {failed[0][0]} task refused it"
-            if hist and hist["status"] == "applied" and str(dagrun.state) == "success":
+            if dry_run and rollback and not failed:
+                return "\n".join(lines + ["  dry run: nothing was changed; the rollback would run:"]
+                                 + _dry_run_rollback(conn, migration))
+            if hist and hist["status"] == "applied" and str(dagrun.state) == "success" and not dry_run:
                 when = f"{hist['applied_at']:%Y-%m-%d %H:%M}" if hist["applied_at"] else "?"
                 why = f"already applied: nothing to do; applied on {when} by {hist['applied_by']}"
             return "\n".join(lines + [f"  this run changed nothing in the target ({why})"] + _error_lines(failed)
@@ -230,6 +234,23 @@ def report(dagrun, migration: Migration, target: Target, rollback: bool = False)
     elif failed:
         lines += _error_lines(failed)
     return "\n".join(lines)
+
+
+def _dry_run_rollback(conn, migration: Migration) -> list[str]:
+    """The SQL of a rollback dry run, and the refusal a real rollback would meet (a later migration needing it)."""
+    from airmigrate.lifecycle.order import dependents
+    from airmigrate.stages.generated import column_types
+    from airmigrate.stages.rollback import rollback_sql
+
+    spec = migration.spec
+    text = rollback_sql(conn, migration, frozenset(column_types(conn, spec.schema_name, spec.table_name)))
+    out = [f"    {line}" for line in text.splitlines()]
+    found = dependents(conn, migration)
+    if found:
+        out.append("  the rollback would be refused while " + "; ".join(f"{other.id} ({why})" for other, why in found)
+                   + f" is in the database: `airmigrate run {migration.id} --rollback --cascade` rolls "
+                   "those back first")
+    return out
 
 
 def _error_lines(failed: list[tuple[str, str | None]]) -> list[str]:

@@ -69,10 +69,12 @@ def pending(conn, migrations: list[Migration]) -> list[tuple[Migration, str, dic
 
 
 def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = None, approve: bool = False,
-            out: Callable[[str], None] = print) -> int:
+            out: Callable[[str], None] = print, errors: dict[str, str] | None = None) -> int:
     """Run every pending migration (up to `to`) in order with `run(migration_id, conf) -> exit code`, stop at
     the first failure, print one summary. 0 when everything up to `to` is applied (or expanded, its contract
-    deliberately waiting), else 1. Refusals before
+    deliberately waiting), else 1. `errors` (filled by `run`: migration id -> its failing task's error) names
+    why a run failed when the history cannot (a preflight refusal records nothing). A failed migration is
+    resumed with retry_failed, so its failed batches run again after the fix. Refusals before
     anything ran (a folder that does not load, a changed applied migration, an approval not given) raise."""
     from airmigrate.airflow.approval import needs_approval
 
@@ -101,7 +103,8 @@ def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = No
             continue
         out(f"\n== {migration.id} ({'resumed' if action == RESUME else 'pending'})")
         t0 = time.monotonic()
-        code = run(migration.id, dict(conf))
+        retry = {"retry_failed": True} if action == RESUME and hist and hist["status"] == "failed" else {}
+        code = run(migration.id, {**conf, **retry})
         seconds = time.monotonic() - t0
         with connect(target, autocommit=True) as conn:
             hist = state.history(conn, migration.id)
@@ -109,7 +112,8 @@ def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = No
         if code == 0 and status == "applied":
             results.append((migration.id, "applied", seconds, ""))
         else:
-            error = ((hist or {}).get("error") or "see its report above").strip().splitlines()[0][:160]
+            error = ((errors or {}).get(migration.id) or (hist or {}).get("error") or "see its report above")
+            error = error.strip().splitlines()[0][:200]
             results.append((migration.id, "failed" if code else status, seconds, error))
             stopped = True
     _summary(target, results, out)

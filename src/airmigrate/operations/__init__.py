@@ -53,12 +53,13 @@ __all__ = ["Operation", "OpContext", "Steps", "steps_for", "combined", "for_migr
 
 
 def for_migration(migration, column_types: dict[str, str] | None = None,
-                  live_columns: frozenset[str] | None = None) -> Steps:
+                  live_columns: frozenset[str] | None = None,
+                  column_indexes: dict[str, list[tuple[str, str]]] | None = None) -> Steps:
     """The migration's operations as steps; without column types (lint, plan, docs) types read as `text`."""
     spec = migration.spec
 
     def context(index: int) -> OpContext:
         return OpContext(migration.id, index, spec.schema_name, spec.table_name, spec.key, column_types or {},
-                         live_columns)
+                         live_columns, column_indexes or {})
 
     return combined(spec.operations, context)

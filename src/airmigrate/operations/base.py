@@ -38,6 +38,8 @@ class OpContext:
     # The table's columns when the rollback started (None without a target: plan, lint, docs). A rollback
     # picks its path from it once (before or after the contract) and keeps it while it runs.
     live_columns: frozenset[str] | None = None
+    # column -> CREATE INDEX statements of the indexes using it that no constraint owns (from the target)
+    column_indexes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     @property
     def qualified(self) -> sql.Identifier:
@@ -79,6 +81,33 @@ class Steps:
     dropped_columns: list[str] = field(default_factory=list)    # dropped by the contract: snapshotted
     self_restored: list[str] = field(default_factory=list)      # snapshotted, but put back by down_backfill
     destructive: bool = False                                   # contract drops something: approval by default
+
+
+def mirror_index(definition: str, old: str, new: str, name: str) -> str:
+    """The index `definition` (pg_get_indexdef) on column `new` instead of `old`, named `name`, built
+    CONCURRENTLY: re-rendered by pglast, column references renamed in its keys, expressions and predicate."""
+    import pglast
+    from pglast import ast
+    from pglast.visitors import Visitor
+
+    class Rename(Visitor):
+        def visit_ColumnRef(self, parent, node):
+            last = node.fields[-1]
+            if isinstance(last, ast.String) and last.sval == old:
+                return ast.ColumnRef(fields=(*node.fields[:-1], ast.String(sval=new)))
+            return None
+
+        def visit_IndexElem(self, parent, node):
+            if node.name == old:
+                return ast.IndexElem(name=new, expr=node.expr, indexcolname=node.indexcolname,
+                                     collation=node.collation, opclass=node.opclass, opclassopts=node.opclassopts,
+                                     ordering=node.ordering, nulls_ordering=node.nulls_ordering)
+            return None
+
+    statement = pglast.parse_sql(definition)[0].stmt
+    Rename()(statement)
+    statement.idxname, statement.concurrent, statement.if_not_exists = name, True, True
+    return pglast.stream.RawStream()(statement)
 
 
 def s(template: str, **parts) -> str:

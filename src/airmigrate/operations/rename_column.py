@@ -12,8 +12,8 @@ from typing import Literal
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field
 
-from airmigrate.operations.base import (NAME, OpContext, Steps, batch_range, create_trigger, drop_trigger, ident, s,
-                                        trigger_function)
+from airmigrate.operations.base import (NAME, OpContext, Steps, batch_range, create_trigger, drop_trigger, ident,
+                                        mirror_index, s, trigger_function)
 
 
 class RenameColumn(BaseModel):
@@ -41,7 +41,12 @@ def steps(op: RenameColumn, ctx: OpContext) -> Steps:
               create_trigger(ctx, "BEFORE INSERT OR UPDATE")]
     backfill = [s("UPDATE {t} SET {n} = {o} WHERE " + batch_range(ctx) + " AND {n} IS DISTINCT FROM {o}",
                   t=tbl, n=new, o=old)]
-    contract = drop_trigger(ctx) + [s("ALTER TABLE {t} DROP COLUMN IF EXISTS {o}", t=tbl, o=old)]
+    # Indexes on the old column would go with it: build each again on the new one first, then take its name.
+    indexes = ctx.column_indexes.get(op.column, [])
+    mirrored = [mirror_index(definition, op.column, op.to, f"{name[:59]}__am") for name, definition in indexes]
+    renamed = [s("ALTER INDEX IF EXISTS {tmp} RENAME TO {name}", tmp=ident(ctx.schema, f"{name[:59]}__am"),
+                 name=ident(name)) for name, _ in indexes]
+    contract = mirrored + drop_trigger(ctx) + [s("ALTER TABLE {t} DROP COLUMN IF EXISTS {o}", t=tbl, o=old)] + renamed
     # Down before contract: drop the copy. After contract the old column is gone: rename the new one back.
     down = drop_trigger(ctx) + [s(
         "DO $am$ BEGIN IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = {sch} AND "

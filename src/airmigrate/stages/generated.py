@@ -28,7 +28,24 @@ def runtime_steps(conn, migration: Migration, live_columns: frozenset[str] | Non
     spec = migration.spec
     types = column_types(conn, spec.schema_name, spec.table_name)
     types.update(recorded_column_types(conn, migration.id))
-    return operations.for_migration(migration, types, live_columns)
+    return operations.for_migration(migration, types, live_columns,
+                                    column_indexes(conn, spec.schema_name, spec.table_name))
+
+
+def column_indexes(conn, schema: str, table: str) -> dict[str, list[tuple[str, str]]]:
+    """column -> (index name, CREATE INDEX) of the table's valid indexes that use it and no constraint owns
+    (what an operation replacing the column must build again on the new one)."""
+    rows = conn.execute(
+        "SELECT a.attname, c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum > 0 "
+        "AND (a.attnum = ANY (i.indkey) OR pg_get_indexdef(i.indexrelid) ~ ('\\m' || a.attname || '\\M')) "
+        "WHERE i.indrelid = to_regclass(%s) AND i.indisvalid "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) ORDER BY c.relname",
+        (f'"{schema}"."{table}"',)).fetchall()
+    out: dict[str, list[tuple[str, str]]] = {}
+    for column, name, definition in rows:
+        out.setdefault(column, []).append((name, definition))
+    return out
 
 
 def rollback_steps(conn, migration: Migration, run_id: int) -> Steps:
@@ -93,5 +110,8 @@ def recorded_column_types(conn, migration_id: str) -> dict[str, str]:
 
 def join_sql(text: str | None, statements: list[str]) -> str:
     """A SQL file's text followed by generated statements, as one script for the executor."""
-    parts = [text.strip().rstrip(";")] if text and text.strip() else []
+    from airmigrate.db import split_statements
+
+    has_sql = bool(text and text.strip() and split_statements(text))  # a comment-only file adds nothing
+    parts = [text.strip().rstrip(";")] if has_sql else []
     return ";\n".join(parts + statements) + (";\n" if parts or statements else "")

@@ -39,6 +39,8 @@ def preflight(target: Target, migration: Migration, dag_run_id: str | None = Non
         run_id, resumed = state.begin_run(conn, migration.id, "up", dag_run_id)
         if not resumed:
             state.start_history(conn, migration.id, migration.checksum, file_checksums(migration))
+        else:  # a fixed migration resumes with the fixed files: what it finishes with is what history keeps
+            state.resume_history(conn, migration.id, migration.checksum, file_checksums(migration))
         version = conn.info.server_version
     log.info("target %s (PostgreSQL %d): %s has ~%s rows; run %d %s", target.describe(), version, spec.table,
              f"{estimated_rows:,}", run_id, "resumed" if resumed else "started")
