@@ -65,3 +65,14 @@ def test_bad_folder_is_an_import_error_and_the_others_still_load(tmp_path, monke
     (path, message), = bag.import_errors.items()
     assert path.endswith("airmigrate_errors.py")
     assert "0099_broken/migration.yaml" in message and "batchsize" in message and "Fix:" in message
+
+
+def test_trigger_form_numbers_are_refused_with_the_reason_not_clamped():
+    from airmigrate.airflow.tasks import check_run_params
+    from airmigrate.errors import PreflightError
+
+    for params, said in (({"batch_size": -5}, "param batch_size=-5: give a whole number from 1 to 2,000,000"),
+                         ({"shards": 0}, "param shards=0"), ({"app_latency_ratio": 0.5}, "above 1")):
+        with pytest.raises(PreflightError, match=said):
+            check_run_params(params)
+    check_run_params({"batch_size": 5000, "shards": 2, "app_latency_ratio": None})

@@ -60,7 +60,8 @@ def test_backfill_stops_when_the_window_closes_and_resumes_in_the_next(fresh_db)
                             (run_id,)).fetchone()[0] == 1
 
 
-def test_shard_task_is_rescheduled_until_the_window_opens(fresh_db, tmp_path, monkeypatch):
+def test_the_window_gates_the_whole_run(fresh_db, tmp_path, monkeypatch):
+    """Triggered before the window opens: nothing touches the target (no preflight, backup or DDL) until it does."""
     from airmigrate.airflow.runner import run_dag
 
     migrations = tmp_path / "migrations"
@@ -76,11 +77,30 @@ def test_shard_task_is_rescheduled_until_the_window_opens(fresh_db, tmp_path, mo
     assert str(dagrun.state) == "success"
     with connect(fresh_db) as conn:
         first_batch = conn.execute("SELECT min(started_at) FROM airmigrate.batches").fetchone()[0]
+        run_started = conn.execute("SELECT min(started_at) FROM airmigrate.runs").fetchone()[0]
         assert conn.execute("SELECT count(*) FROM users WHERE email_verified IS DISTINCT FROM "
                             "(email_confirmed_at IS NOT NULL)").fetchone()[0] == 0
     assert first_batch >= opens, "no batch ran before the window opened"
+    assert run_started >= opens, "the preflight (and so backup and DDL) waited for the window too"
     from airflow.models.taskreschedule import TaskReschedule
     from airflow.utils.session import create_session
 
     with create_session() as session:
         assert session.query(TaskReschedule).count() >= 1
+
+
+def test_schedule_is_read_in_the_window_time_zone_and_the_docs_say_when_it_opens(tmp_path, monkeypatch):
+    from airmigrate.airflow.dag_factory import build_dag
+
+    folder = tmp_path / "0105_nightly"
+    shutil.copytree(FIXTURES / "migrations" / "0103_slow_backfill", folder)
+    spec = yaml.safe_load((folder / "migration.yaml").read_text())
+    spec.update(schedule="0 1 * * 1-5", description="Nightly. A second sentence that is kept.\n\nDetails here.",
+                window={"start": "01:00", "end": "05:00", "timezone": "Europe/Berlin", "days": ["mon", "tue"]})
+    (folder / "migration.yaml").write_text(yaml.safe_dump(spec))
+    dag = build_dag(load_migration(folder, FIXTURES / "expectations"))
+    assert type(dag.timetable).__name__ == "CronTriggerTimetable"
+    assert str(dag.timetable.timezone) == "Europe/Berlin" and dag.timetable.expression == "0 1 * * 1-5"
+    assert dag.description == "Nightly. A second sentence that is kept."
+    assert "off-peak window: 01:00-05:00 Europe/Berlin (mon, tue)" in dag.doc_md and "next opening" in dag.doc_md
+    assert dag.task_dict["window"].downstream_task_ids == {"preflight"}

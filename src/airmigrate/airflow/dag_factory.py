@@ -25,9 +25,9 @@ def build_dag(migration: Migration) -> DAG:
     spec, folder = migration.spec, str(migration.folder.resolve())
     with DAG(
         dag_id=migration.id,
-        description=spec.description.strip().splitlines()[0][:200],
+        description=_description(spec.description),
         doc_md=_doc(migration),
-        schedule=spec.schedule,
+        schedule=_schedule(spec),
         start_date=START,
         catchup=False,
         max_active_runs=1,
@@ -49,6 +49,8 @@ def build_dag(migration: Migration) -> DAG:
         },
     ) as dag:
         pre = _task("preflight", tasks.preflight_task)(folder)
+        if spec.window:  # the window gates every stage that touches the target
+            _task("window", tasks.window_task, retries=0)(folder) >> pre
         bak = _task("backup", tasks.backup_task)(folder)
         ddl = _task("schema_change", tasks.schema_change_task)(folder)
         with TaskGroup("backfill", tooltip="Key-range batches, resumable; shards share the batch table"):
@@ -221,6 +223,22 @@ def build_all(migrations_dir: Path | None = None, expectations_dir: Path | None 
     return dags, errors
 
 
+def _description(text: str) -> str:
+    """The first paragraph, whole (Airflow shows it in the DAG list), not cut mid-sentence."""
+    paragraph = " ".join(text.strip().split("\n\n")[0].split())
+    return paragraph if len(paragraph) <= 500 else paragraph[:paragraph.rfind(" ", 0, 497)] + " ..."
+
+
+def _schedule(spec):
+    """The cron read in the window's time zone (so "0 1 * * 1-5" with a Europe/Berlin window starts at 01:00
+    Berlin time, when the window opens), else as Airflow reads it (UTC)."""
+    if spec.schedule and spec.window and spec.window.timezone != "UTC":
+        from airflow.sdk import CronTriggerTimetable
+
+        return CronTriggerTimetable(spec.schedule, timezone=spec.window.timezone)
+    return spec.schedule
+
+
 def _task(task_id: str, fn, **kwargs):
     return task(fn, task_id=task_id, **kwargs)
 
@@ -230,7 +248,8 @@ def _doc(migration: Migration) -> str:
     parts = [f"# {migration.id}", spec.description.strip(), "",
              f"* table: `{spec.table}`, key `{spec.key}`, batches of {spec.batch_size:,} rows, {spec.shards} shards",
              f"* connection: `{spec.connection_id}`; lock_timeout {spec.lock_timeout_ms} ms",
-             f"* checksum: `{migration.checksum[:16]}`", "", "## up", f"```sql\n{migration.up_sql.strip()}\n```"]
+             f"* checksum: `{migration.checksum[:16]}`", *_window_doc(spec), "", "## up",
+             f"```sql\n{migration.up_sql.strip()}\n```"]
     if migration.backfill_sql:
         parts += ["## backfill (per batch)", f"```sql\n{migration.backfill_sql.strip()}\n```"]
     elif migration.transform_file:
@@ -243,8 +262,22 @@ def _doc(migration: Migration) -> str:
     return "\n".join(parts)
 
 
+def _window_doc(spec) -> list[str]:
+    if not spec.window:
+        return []
+    window = spec.window
+    opens = window.next_open()
+    return [f"* off-peak window: {window.start}-{window.end} {window.timezone} ({', '.join(window.days)}); every "
+            f"stage that touches the target waits for it; next opening {opens:%Y-%m-%d %H:%M} UTC (as of this parse)"
+            + (f"; schedule `{spec.schedule}` read in {window.timezone}" if spec.schedule else "")]
+
+
+class FoldersDoNotLoad(Exception):
+    """One clean message per broken folder (each already says file, field and fix)."""
+
+
 def raise_spec_errors(migrations_dir: Path | None = None) -> None:
-    """Raise one SpecError listing every folder that does not parse (Airflow shows it as an import error)."""
+    """Raise one error listing every folder that does not parse (Airflow shows it as an import error)."""
     errors = []
     for folder in discover(migrations_dir or settings.migrations_dir()):
         try:
@@ -252,5 +285,5 @@ def raise_spec_errors(migrations_dir: Path | None = None) -> None:
         except SpecError as exc:
             errors.append(str(exc))
     if errors:
-        raise SpecError("migrations", f"{len(errors)} folder(s)", "\n" + "\n".join(errors),
-                        "correct the files named above; the other migrations' DAGs still load")
+        raise FoldersDoNotLoad(f"{len(errors)} migration folder(s) do not load (the other migrations' DAGs do):\n"
+                               + "\n".join(f"- {error}" for error in errors))

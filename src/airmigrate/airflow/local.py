@@ -67,6 +67,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def component_flags(component: str, port: int) -> list[str]:
+    """Listen on 127.0.0.1 only (AIRMIGRATE_AIRFLOW_HOST to choose another address). The scheduler's and
+    triggerer's log servers would listen on every interface; on one machine the api-server reads the task
+    logs from disk, so they are not started."""
+    if component == "api-server":
+        return ["--port", str(port), "--host", os.environ.get("AIRMIGRATE_AIRFLOW_HOST", "127.0.0.1")]
+    if component in ("scheduler", "triggerer"):
+        return ["--skip-serve-logs"]
+    return []
+
+
 class LocalAirflow:
     """Start the Airflow components as separate processes in one process group; stop them all cleanly."""
 
@@ -115,12 +126,12 @@ class LocalAirflow:
         logs = self.home / "logs"
         logs.mkdir(exist_ok=True)
         for component in self.components:
-            args = [component] + (["--port", str(self.port)] if component == "api-server" else [])
+            args = [component, *component_flags(component, self.port)]
             self.spawn(component, args)
         self.wait_healthy(timeout)
         return self
 
-    def spawn(self, name: str, args: list[str], env: dict | None = None) -> subprocess.Popen:
+    def spawn(self, name: str, args: list[str], env: dict | None = None) -> subprocess.Popen:  # noqa: D401
         """One more Airflow process in its own process group (e.g. a Celery worker), stopped with the rest."""
         out = open(self.home / "logs" / f"{name}.out", "ab")
         process = subprocess.Popen([sys.executable, "-m", "airflow", *args], env={**self.env, **(env or {})},

@@ -145,6 +145,7 @@ def _until_expand() -> bool:
 @stage_task()
 def preflight_task(target, migration):
     params = _params()
+    check_run_params(params)
     if params.get("dry_run"):
         return preflight.preflight(target, migration, dry_run=True)
     result = preflight.preflight(target, migration, get_current_context()["dag_run"].run_id)
@@ -224,6 +225,30 @@ def _pacing_override(params) -> dict:
     return {"app_latency_ratio": params["app_latency_ratio"]} if "app_latency_ratio" in params else {}
 
 
+def check_run_params(params: dict) -> None:
+    """The trigger form's numbers, refused with the reason before anything runs (never quietly clamped)."""
+    limits = {"batch_size": (1, 2_000_000, "rows per backfill batch"), "shards": (1, 64, "parallel backfill tasks")}
+    for name, (low, high, what) in limits.items():
+        value = params.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high):
+            raise PreflightError(f"param {name}={value!r}: give a whole number from {low} to {high:,} ({what}). "
+                                 "Nothing was run")
+    ratio = params.get("app_latency_ratio")
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 1 < ratio <= 100):
+        raise PreflightError(f"param app_latency_ratio={ratio!r}: give a ratio above 1 and at most 100 (e.g. 1.25), "
+                             "or leave it empty for full speed. Nothing was run")
+
+
+@stage_task()
+def window_task(target, migration):
+    """The off-peak window gates the whole run: before the preflight touches the target, the run waits for the
+    window, rescheduled to its opening (no worker slot held meanwhile)."""
+    window = migration.spec.window
+    if window and not window.contains():
+        _wait_for_window(window, "outside the off-peak window: the run waits before touching the target")
+    log.info("inside the off-peak window (%s-%s %s)", window.start, window.end, window.timezone)
+
+
 def _wait_for_window(window, why: str):
     opens = window.next_open()
     log.info("%s: rescheduled to %s (no worker slot held meanwhile)", why, opens.isoformat())
@@ -263,11 +288,18 @@ def validate_task(target, migration):
 
 @stage_task()
 def cleanup_task(target, migration):
+    from airmigrate.airflow.approval import needs_approval
+
     _skip_if_applied(migration, "cleanup")
     if _until_expand():
         raise AirflowSkipException(f"until=expand: the contract of {migration.id} waits for `airmigrate complete "
                                    f"{migration.id}`")
     _record_who_triggered()
+    window = migration.spec.window
+    if window and not window.contains() and not needs_approval(migration):
+        # a contract a human approves runs when approved (they chose the moment); one that needs none keeps
+        # to the window like every other stage that touches the target
+        _wait_for_window(window, "the contract waits for the off-peak window")
     run_id = current_run(target, migration)
     result = cleanup.cleanup(target, migration, run_id)
     report.write_report_safely(target, migration, "up", run_id)  # logs the report's path last (issue 11)
@@ -286,6 +318,7 @@ def _record_who_triggered() -> None:
 
 @stage_task("down")
 def rollback_preflight_task(target, migration):
+    check_run_params(_params())
     if _params().get("dry_run"):
         return rollback.preflight_rollback(target, migration, dry_run=True)
     result = rollback.preflight_rollback(target, migration, get_current_context()["dag_run"].run_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 
 from airmigrate import settings, state
@@ -10,6 +12,36 @@ from airmigrate.errors import ValidationFailed
 from airmigrate.spec import Migration
 
 log = logging.getLogger(__name__)
+
+
+class _Chatter:
+    def __init__(self):
+        self.buffer = io.StringIO()
+
+    def show(self) -> None:
+        """On failure Great Expectations' own output may help: into the log it goes, then."""
+        text = self.buffer.getvalue().strip()
+        if text:
+            log.info("Great Expectations said:\n%s", text[-20_000:])
+
+
+@contextlib.contextmanager
+def quiet_gx():
+    """Keep Great Expectations' chatter (info logs, progress bars) out of the task log unless it fails."""
+    chatter = _Chatter()
+    gx_log = logging.getLogger("great_expectations")
+    handler = logging.StreamHandler(chatter.buffer)
+    level, propagate = gx_log.level, gx_log.propagate
+    gx_log.addHandler(handler)
+    gx_log.setLevel(logging.INFO)
+    gx_log.propagate = False
+    try:
+        with contextlib.redirect_stdout(chatter.buffer), contextlib.redirect_stderr(chatter.buffer):
+            yield chatter
+    finally:
+        gx_log.removeHandler(handler)
+        gx_log.setLevel(level)
+        gx_log.propagate = propagate
 
 
 def validate(target: Target, migration: Migration, run_id: int) -> dict:
@@ -22,8 +54,15 @@ def validate(target: Target, migration: Migration, run_id: int) -> dict:
         from airmigrate.validation import run_suite  # imports great_expectations: only when a suite runs
 
         docs_dir = settings.data_docs_dir() / migration.id
-        outcome = run_suite(target.url(), migration.spec.table_name, migration.expectations_file, docs_dir,
-                            schema=migration.spec.schema_name)
+        with quiet_gx() as chatter:
+            try:
+                outcome = run_suite(target.url(), migration.spec.table_name, migration.expectations_file, docs_dir,
+                                    schema=migration.spec.schema_name)
+            except Exception:
+                chatter.show()
+                raise
+        if not outcome.success:
+            chatter.show()
         result = {"validation": "passed" if outcome.success else "failed", "expectations": outcome.evaluated,
                   "failed_expectations": outcome.failed, "data_docs": str(outcome.data_docs_index or docs_dir)}
         if not outcome.success:
