@@ -151,6 +151,9 @@ def test_contract_waits_for_approval_reject_keeps_expanded_approve_contracts(air
     with connect(target) as conn:
         assert conn.execute("SELECT status FROM airmigrate.runs WHERE migration_id = %s ORDER BY run_id DESC",
                             (APPROVAL_DAG,)).fetchone()[0] == "paused"
+        rejected = conn.execute("SELECT action, actor FROM airmigrate.actions WHERE migration_id = %s",
+                                (APPROVAL_DAG,)).fetchall()
+    assert rejected == [("reject_contract", "admin")], "the green run's real outcome is recorded, with who"
 
     run_id = trigger(airflow, APPROVAL_DAG)  # resumes the paused run: asked again
     assert answer_approval(airflow, APPROVAL_DAG, run_id, "Approve") == "success", log_tail(airflow)

@@ -74,7 +74,9 @@ class ContractApproval(ApprovalOperator):
         if self.REJECT in ((event or {}).get("chosen_options") or ()):
             from airmigrate.airflow.tasks import pause_run
 
-            pause_run(context["dag"].dag_id.removesuffix("__rollback"), self.direction)  # before super(): it skips
+            responder = (event or {}).get("responded_by_user") or {}
+            who = (responder.get("name") or responder.get("id")) if isinstance(responder, dict) else str(responder)
+            pause_run(context["dag"].dag_id.removesuffix("__rollback"), self.direction, who)  # before super()
         return super().execute_complete(context, event)
 
 

@@ -202,7 +202,8 @@ def report(dagrun, migration: Migration, target: Target, rollback: bool = False)
                 why = f"the {failed[0][0]} task refused it"
             if dry_run and rollback and not failed:
                 return "\n".join(lines + ["  dry run: nothing was changed; the rollback would run:"]
-                                 + _dry_run_rollback(conn, migration))
+                                 + _dry_run_rollback(conn, migration)
+                                 + ([f"  history: {hist['status']}"] if hist else []))
             if hist and hist["status"] == "applied" and str(dagrun.state) == "success" and not dry_run:
                 when = f"{hist['applied_at']:%Y-%m-%d %H:%M}" if hist["applied_at"] else "?"
                 why = f"already applied: nothing to do; applied on {when} by {hist['applied_by']}"

@@ -105,13 +105,20 @@ def _schema_touched(conn, run_id: int) -> bool:
     return bool(row and row[0])
 
 
-def pause_run(migration_id: str, direction: str = "up") -> None:
-    """Approval rejected: keep the run open as `paused` (expanded schema stays); a new trigger resumes it."""
+def pause_run(migration_id: str, direction: str = "up", who: str | None = None) -> None:
+    """Approval rejected: keep the run open as `paused` (expanded schema stays); a new trigger resumes it. The
+    rejection is recorded as an action (who, when), so the console and the report show why the Airflow run is
+    green while nothing was contracted."""
     migration = _load(str(settings.migrations_dir() / migration_id))
+    what = "contract" if direction == "up" else "rollback"
     with connect(target_for(migration), autocommit=True) as conn:
         run_id = state.active_run(conn, migration.id, direction)
         if run_id:
             conn.execute("UPDATE airmigrate.runs SET status = 'paused' WHERE run_id = %s", (run_id,))
+            conn.execute("INSERT INTO airmigrate.actions (migration_id, run_id, action, detail, actor) VALUES "
+                         "(%s, %s, %s, %s, %s)", (migration.id, run_id, f"reject_{what}",
+                                                  f"{what} rejected: the schema stays as it is; trigger the DAG "
+                                                  "again to be asked again", who or "unknown"))
     log.info("contract rejected: %s stays expanded; trigger the DAG again to be asked again", migration_id)
 
 

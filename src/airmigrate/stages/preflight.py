@@ -33,9 +33,13 @@ def preflight(target: Target, migration: Migration, dag_run_id: str | None = Non
         check_order(conn, migration)
         check_references(conn, migration)
         check_lint(migration, conn.info.server_version)
-        if dry_run:
-            log.info("dry_run: checks passed; %s has ~%s rows; nothing written", spec.table, f"{estimated_rows:,}")
-            return {"dry_run": True, "estimated_rows": estimated_rows}
+        if dry_run:  # the whole SQL the run would execute, here in one place (the log and the task's XCom)
+            from airmigrate.plan import render_sql
+
+            text = render_sql(migration, conn)
+            log.info("dry_run: checks passed; %s has ~%s rows; nothing written. The run would execute:\n%s",
+                     spec.table, f"{estimated_rows:,}", text)
+            return {"dry_run": True, "estimated_rows": estimated_rows, "sql": text}
         run_id, resumed = state.begin_run(conn, migration.id, "up", dag_run_id)
         if not resumed:
             state.start_history(conn, migration.id, migration.checksum, file_checksums(migration))
