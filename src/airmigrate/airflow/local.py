@@ -107,6 +107,8 @@ class LocalAirflow:
                     "AIRFLOW_CONN_AIRMIGRATE_TARGET": target_uri,
                     "AIRMIGRATE_MIGRATIONS_DIR": str(settings.migrations_dir()),
                     "AIRMIGRATE_EXPECTATIONS_DIR": str(settings.expectations_dir()),
+                    # a local Airflow runs against a demo or test database: its changelog is not the project's
+                    "AIRMIGRATE_DOCS_DIR": os.environ.get("AIRMIGRATE_DOCS_DIR", str(self.home / "docs" / "schema")),
                     **({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url} if metadata_url else {}),
                     **(extra_env or {})}
 
