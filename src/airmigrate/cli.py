@@ -257,6 +257,9 @@ def cmd_demo(args) -> int:
     for migration_id in EXAMPLES:
         worst = max(worst, run_and_report(migration_id, target))
         print()
+    print("reports (open them in a browser, from disk):")
+    for migration_id in EXAMPLES:
+        print(f"  {migration_id}: {_newest_report(migration_id) or 'none written'}")
     # the CLI's AIRMIGRATE_TARGET_URL names the database itself (the demo's names the server)
     url = dataclasses.replace(target, password=None).url()
     print(f"look closer: AIRMIGRATE_TARGET_URL='{url}' .venv/bin/airmigrate status {EXAMPLES[0]}"
@@ -510,6 +513,13 @@ def _print_run_report(migration, target: Target, dag_id: str, dag_run_id: str, r
         return
     if path is not None:
         print(f"  report: {_shown_path(path)} (and {_shown_path(path.with_suffix('.md'))})", flush=True)
+
+
+def _newest_report(migration_id: str) -> str | None:
+    from airmigrate.report import reports_dir
+
+    reports = sorted(reports_dir(migration_id).glob("*.html"), key=lambda p: p.stat().st_mtime)
+    return _shown_path(reports[-1]) if reports else None
 
 
 def _shown_path(path: Path) -> str:
