@@ -9,18 +9,8 @@ import yaml
 
 from airmigrate.db import connect
 from airmigrate.spec import load_migration
-from airmigrate.stages import backfill, backup, cleanup, preflight, schema_change, validate
 from test_cli import airmigrate
-
-
-def _apply(target, migration):
-    run_id = preflight.preflight(target, migration)["run_id"]
-    backup.backup(target, migration, run_id)
-    schema_change.schema_change(target, migration, run_id)
-    backfill.start_backfill(target, migration, run_id)
-    backfill.run_shard(target, migration, run_id)
-    validate.validate(target, migration, run_id)
-    cleanup.cleanup(target, migration, run_id)
+from test_rollback import apply_migration
 
 
 def _comment(target, column):
@@ -42,7 +32,7 @@ def test_applied_migration_comments_its_columns_and_extends_the_changelog(fresh_
         "comments": {"score": "Loyalty points, 0-6", "email": "Login; unique"},
         "backfill": {"sql": "backfill.sql", "columns": ["score", "tier"]}}))
     migration = load_migration(folder)
-    _apply(fresh_db, migration)
+    apply_migration(fresh_db, migration)
     assert _comment(fresh_db, "score") == "Loyalty points, 0-6"
     assert _comment(fresh_db, "email") == "Login; unique"          # an existing column, commented on purpose
     assert _comment(fresh_db, "tier") == "0096_scores: Scores for the loyalty programme."  # added, no comment given

@@ -75,6 +75,11 @@ def _pacing_param(migration: Migration) -> Param:
                                           "own while the backfill runs (pacing); empty: full speed")
 
 
+# Rollback and rehearsal DAGs run when someone triggers them, one at a time
+MANUAL_DAG = {"schedule": None, "start_date": START, "catchup": False, "max_active_runs": 1,
+              "default_args": DEFAULT_ARGS}
+
+
 def build_rollback_dag(migration: Migration) -> DAG:
     """preflight -> [approve_rollback] -> down -> restore (plan, mapped shards) -> finish: the way up in
     reverse, with data copied back by the batched engine between two short DDL steps."""
@@ -86,11 +91,7 @@ def build_rollback_dag(migration: Migration) -> DAG:
                "transactions, then the data copied back and the values the backfill overwrote restored in "
                "key-range batches (resumable, throttled), then the last short DDL. `dry_run` prints the SQL "
                "and changes nothing.\n\n" + _doc(migration),
-        schedule=None,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        **MANUAL_DAG,
         tags=["airmigrate", "rollback"],
         params={
             "batch_size": Param(spec.batch_size, type="integer", minimum=1, maximum=2_000_000,
@@ -129,11 +130,7 @@ def build_rehearsal_dag(migration: Migration) -> DAG:
                "and its rollback there, checks the copy is identical to before and that the application's "
                "statements work, measures durations, locks, WAL and sizes, and drops the copy (unless `keep`). "
                "Results: the task log and var/rehearsals/.\n\n" + _doc(migration),
-        schedule=None,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        **MANUAL_DAG,
         tags=["airmigrate", "rehearsal"],
         params={
             "sample": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=100,
