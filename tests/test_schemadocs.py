@@ -29,6 +29,7 @@ def test_applied_migration_comments_its_columns_and_extends_the_changelog(fresh_
                                          "WHERE id BETWEEN %(lo)s AND %(hi)s")
     (folder / "migration.yaml").write_text(yaml.safe_dump({
         "description": "Scores for the loyalty programme.\nSecond line.", "table": "users", "key": "id",
+        "author": "Dana", "date": "2026-11-20",
         "comments": {"score": "Loyalty points, 0-6", "email": "Login; unique"},
         "backfill": {"sql": "backfill.sql", "columns": ["score", "tier"]}}))
     migration = load_migration(folder)
@@ -40,6 +41,7 @@ def test_applied_migration_comments_its_columns_and_extends_the_changelog(fresh_
     changelog = (tmp_path / "docs" / "CHANGELOG.md").read_text()
     assert changelog.startswith("# Schema changelog")
     assert "## 0096_scores" in changelog and "Scores for the loyalty programme. Second line." in changelog
+    assert "- written by: Dana on 2026-11-20" in changelog
     assert "- breaking changes: none" in changelog and "- applied: 20" in changelog and " by " in changelog
 
 

@@ -246,6 +246,8 @@ class MigrationSpec(BaseModel):
 
     id: str | None = Field(None, description="Must equal the folder name when given.")
     description: str = Field(..., min_length=1, description="What the migration does; shown as the DAG's docs.")
+    author: str | None = Field(None, max_length=200, description="Who wrote it (the report and the changelog show it).")
+    date: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="When it was written, YYYY-MM-DD.")
     table: str = Field(..., description="The table the migration changes: name or schema.name.")
     key: Identifier | list[Identifier] = Field(
         "id", description="Batching key: primary key or unique NOT NULL column(s): integer, text, uuid, or a "

@@ -8,10 +8,13 @@ is made in a hidden staging folder, loaded back, then renamed into place.
 
 from __future__ import annotations
 
+import datetime
+import getpass
 import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,12 +181,23 @@ def render(migration_id: str, slug: str, op: str, table: str, key: str, column: 
     return {"migration.yaml": spec, **files}, expectations, placeholders
 
 
+def _author() -> str:
+    """The git user when there is one (who commits the folder), else the OS user."""
+    try:
+        name = subprocess.run(["git", "config", "user.name"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        name = ""
+    return name or getpass.getuser()
+
+
 def _header(migration_id: str, description: str, table: str, key: str) -> str:
     return f"""\
 # yaml-language-server: $schema=../../migration.schema.json
 # {migration_id}, made by `airmigrate new`. Every field: migration.schema.json, README.md "Writing a migration".
 # description: what changes and why, in a sentence or two; it is the DAG's docs in the Airflow UI.
 description: {_q(description)}
+author: {_q(_author())}
+date: "{datetime.date.today().isoformat()}"
 table: {_q(table):<22} # the table it changes: name or schema.name
 key: {_q(key):<24} # batching key: primary key or unique NOT NULL column
 batch_size: 10000             # rows per backfill batch (the DAG param batch_size overrides it per run)

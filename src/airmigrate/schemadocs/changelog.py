@@ -30,7 +30,8 @@ def entry(migration: Migration, hist: dict) -> str:
     applied = hist.get("applied_at")
     day = applied.strftime("%Y-%m-%d %H:%M UTC") if hasattr(applied, "strftime") else str(applied or "")
     description = " ".join(spec.description.split())
-    return (f"## {migration.id}\n\n- applied: {day} by {hist.get('applied_by') or 'unknown'}\n"
+    written = f"- written by: {spec.author or 'unknown'}" + (f" on {spec.date}" if spec.date else "") + "\n"
+    return (f"## {migration.id}\n\n- applied: {day} by {hist.get('applied_by') or 'unknown'}\n{written}"
             f"- table: `{spec.table}`\n- what: {description}\n- breaking changes: {breaking}\n"
             f"- checksum: `{migration.checksum[:16]}`\n\n")
 
