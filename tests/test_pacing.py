@@ -70,10 +70,12 @@ def test_budget_stays_between_the_floor_and_the_number_of_shards():
     assert sleep_after(0.2, 0.5) == pytest.approx(0.2) and sleep_after(0.2, 1.0) == 0.0
 
 
-def test_full_speed_when_the_ratio_is_null_and_the_run_queue_only_counts_without_a_latency_figure():
+def test_full_speed_when_the_ratio_is_null_and_the_run_queue_counts_beside_the_latency():
     assert DutyCycle(target=None, budget=0.1).decide(Reading(latency_ratio=9.0, blocked=3))[0] == 1.0
-    assert Reading(latency_ratio=1.1, runnable_ratio=3.0).impacts() == {"app latency": 1.1}
-    assert Reading(latency_ratio=None, runnable_ratio=3.0).impacts() == {"run queue": 3.0}
+    # statement latency misses the time sessions wait for a CPU between statements: the run queue shows it
+    assert Reading(latency_ratio=1.1, runnable_ratio=3.0).impacts() == {"app latency": 1.1, "run queue": 3.0}
+    assert DutyCycle(target=1.25).decide(Reading(latency_ratio=1.1, runnable_ratio=1.6))[1].startswith(
+        "run queue 1.60 over target 1.25")
     external = DutyCycle(target=1.25, external_max=100)
     assert external.decide(Reading(external=250))[1] == "external signal 250.00 over external_max 100: x0.7"
 
@@ -245,3 +247,16 @@ def test_application_waiting_on_our_locks_halves_the_budget_and_no_latency_signa
     halved = [d for d in _decisions(fresh_db, run_id) if "waiting on our locks: halved" in d[3]]
     assert halved and min(d[1] for d in halved) < 0.6, _decisions(fresh_db, run_id)
     assert caplog.text.count("pacing without the application's latency") == 1
+
+
+def test_a_baseline_is_measured_again_when_the_floor_is_still_too_much():
+    """Over target at the floor three decisions running: the application's own load has likely risen (a busy
+    phase), so the pacer re-measures it instead of starving the backfill against a stale baseline."""
+    from airmigrate.pacing.pacer import STALE_AFTER, Controller
+    from airmigrate.spec import Throttle
+
+    controller = Controller(None, 1, Throttle(), 1.25, 1)
+    controller.duty.budget, controller.last_reason = FLOOR, "app latency 3.00 over target 1.25: x0.7"
+    assert [controller._stale_baseline() for _ in range(STALE_AFTER)] == [False] * (STALE_AFTER - 1) + [True]
+    controller.duty.budget = 0.5
+    assert not any(controller._stale_baseline() for _ in range(5)), "above the floor the pacer itself adjusts"

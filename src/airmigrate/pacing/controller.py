@@ -36,12 +36,10 @@ class Reading:
     working: bool = True                    # the backfill did work in the last interval
 
     def impacts(self) -> dict[str, float]:
-        """The ratios held against the target. The run queue counts the application's own backends too, so
-        it is only the fallback when the application's latency cannot be measured."""
-        first = ("app latency", self.latency_ratio) if self.latency_ratio is not None else \
-            ("run queue", self.runnable_ratio)
-        return {name: value for name, value in (first, ("cpu pressure", self.cpu_pressure_ratio))
-                if value is not None}
+        """The ratios held against the target. The application's statement latency (execution time only) misses
+        the time its sessions wait for a CPU between statements, which the run queue shows; so both count."""
+        return {name: value for name, value in (("app latency", self.latency_ratio), ("run queue", self.runnable_ratio),
+                                                ("cpu pressure", self.cpu_pressure_ratio)) if value is not None}
 
 
 @dataclass

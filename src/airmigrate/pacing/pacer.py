@@ -16,7 +16,7 @@ import time
 from collections import deque
 
 from airmigrate.db import Target, connect
-from airmigrate.pacing.controller import DutyCycle, Reading, shard_duty, sleep_after
+from airmigrate.pacing.controller import FLOOR, DutyCycle, Reading, shard_duty, sleep_after
 from airmigrate.pacing.signals import Sampler, StatementTotals, default_cpus
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ MAX_SLEEP_S = 10.0    # the longest pause after one batch, whatever the duty cyc
 READ_EVERY_S = 1.0    # a follower shard re-reads the shared budget this often
 QUIET_LOG_S = 10.0    # an unchanged decision is logged this often
 SETTLE_S = 2.0        # a probe waits at most this long for in-flight batches to finish
+STALE_AFTER = 3       # decisions over target at the floor before the baseline is measured again
 
 UNSET = object()
 
@@ -129,7 +130,7 @@ class Controller:
         self.baseline_ms: float | None = None
         self.window: deque[StatementTotals] = deque(maxlen=3)
         self.last_logged, self.last_reason, self.high_batch = 0.0, "", 0
-        self.full_since, self.hinted = None, False
+        self.full_since, self.hinted, self.over_at_floor = None, False, 0
 
     def start(self) -> None:
         self.conn = connect(self.target, autocommit=True)
@@ -170,6 +171,8 @@ class Controller:
                     last_halving = now
                 self._decide()
                 next_decision = now + DECIDE_S
+                if self._stale_baseline() and self.sampler.statements is not None:
+                    next_probe = time.monotonic()  # the application's own load changed: measure it again now
             self.stopped.wait(SAMPLE_S)
 
     def _probe(self) -> None:
@@ -236,6 +239,18 @@ class Controller:
                      reading.blocked, "n/a" if figures["runnable"] is None else f"{figures['runnable']:.1f}",
                      f"{rows_per_s:,.0f}", reason)
             self.last_logged, self.last_reason = time.monotonic(), reason
+
+    def _stale_baseline(self) -> bool:
+        """At the floor and still over target for STALE_AFTER decisions: more likely the application's own load
+        rose (a busy phase) than our 2% hurting it, so the baseline is re-measured rather than trusted."""
+        if self.duty.budget > FLOOR * 1.01 or "over target" not in self.last_reason:
+            self.over_at_floor = 0
+            return False
+        self.over_at_floor += 1
+        if self.over_at_floor >= STALE_AFTER:
+            self.over_at_floor = 0
+            return True
+        return False
 
     def _hint_more_shards(self, reason: str) -> None:
         """A shard is only worth adding when the duty cycle is at its ceiling and the application is still

@@ -98,7 +98,9 @@ def wait_until_healthy(conn, throttle, table: str, shard: int, should_stop=lambd
     paused, delay = 0.0, min(FIRST_PAUSE_S, throttle.max_pause_s) if throttle else FIRST_PAUSE_S
     while (problem := health_problem(conn, throttle, table)) is not None and not should_stop():
         log.warning("shard %d paused %.2fs: %s", shard, delay, problem)
-        time.sleep(delay)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not should_stop():  # a window closing ends the pause at once
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
         paused += delay
         delay = min(delay * 2, throttle.max_pause_s)
     if paused:
