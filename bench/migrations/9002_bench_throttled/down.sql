@@ -1,1 +1,0 @@
-ALTER TABLE pgbench_accounts DROP COLUMN IF EXISTS c_new;

@@ -1,0 +1,1 @@
+ALTER TABLE pgbench_accounts DROP COLUMN IF EXISTS p200_new;
