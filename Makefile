@@ -22,7 +22,7 @@ demo: setup
 	$(BIN)/airmigrate demo
 
 test: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -q -ra
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -q -ra --durations=15
 
 airflow: setup
 	$(BIN)/python -m airmigrate.airflow.local
