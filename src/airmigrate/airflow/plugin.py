@@ -1,7 +1,10 @@
-"""The Airflow plugin: a status page of every migration (history, run, batches), behind Airflow's auth.
+"""The Airflow plugin: the operations console (issue 12) and the run reports, behind Airflow's login.
 
-Mounted by the api-server at /airmigrate. FastAPI apps from plugins are mounted without
-authentication, so every route depends on ``requires_authenticated()``.
+Mounted by the api-server at /airmigrate; the console shows inside the Airflow UI as the "Migrations" page
+(an external view with a url_route: Airflow frames it under its own navigation). FastAPI apps from plugins
+are mounted without authentication, so every route depends on ``requires_authenticated()``, and a browser
+that is not logged in is sent to Airflow's login page (the API docs and the OpenAPI document too). The
+console's logic lives in :mod:`airmigrate.console`; this module only routes.
 """
 
 from __future__ import annotations
@@ -12,60 +15,59 @@ from pathlib import Path
 
 from airflow.api_fastapi.core_api.security import requires_authenticated
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airmigrate import settings, state
-from airmigrate.db import connect
-from airmigrate.errors import SpecError
-from airmigrate.spec import discover, load_migration
+from airmigrate import settings
+from airmigrate.console import web
+from airmigrate.spec import load_migration
 
-app = FastAPI(title="airmigrate", dependencies=[Depends(requires_authenticated())])
+app = FastAPI(title="airmigrate", description="The airmigrate console's API (issue 12) and run reports",
+              dependencies=[Depends(requires_authenticated())], docs_url=None, redoc_url=None, openapi_url=None)
+app.include_router(web.router)
 
 
-def migration_status() -> list[dict]:
-    """One entry per migration folder: where it stands in its target database."""
-    from airmigrate.airflow.tasks import target_for
+@app.exception_handler(StarletteHTTPException)
+async def login_for_browsers(request: Request, exc: StarletteHTTPException):
+    """Not logged in (or the session expired): a browser asking for a page goes to Airflow's login page and
+    back; API clients get the 401 as JSON."""
+    if exc.status_code in (401, 403) and request.method == "GET" and str(exc.detail) in (
+            "Not authenticated", "Token Expired", "Invalid JWT token") \
+            and "text/html" in request.headers.get("accept", ""):
+        from airflow.api_fastapi.app import get_auth_manager
 
-    entries = []
-    for folder in discover(settings.migrations_dir()):
-        entry = {"id": folder.name}
-        try:
-            migration = load_migration(folder, settings.expectations_dir())
-            with connect(target_for(migration), autocommit=True) as conn:
-                if conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is None:
-                    entry["status"] = "never run"
-                else:
-                    hist = state.history(conn, migration.id)
-                    run = state.latest_run(conn, migration.id)
-                    entry["status"] = hist["status"] if hist else "never run"
-                    if run:
-                        entry["run"] = {"status": run["status"], "stages": run["completed_stages"],
-                                        "batches": state.batch_summary(conn, run["run_id"]), "error": run["error"]}
-        except SpecError as exc:
-            entry["status"], entry["error"] = "invalid", str(exc)
-        except Exception as exc:  # one unreachable target must not hide the others
-            entry["status"], entry["error"] = "unreachable", type(exc).__name__
-        entries.append(entry)
-    return entries
+        return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
+    return await http_exception_handler(request, exc)
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi_document():
+    return JSONResponse(app.openapi())
+
+
+@app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+@app.get("/redoc", response_class=HTMLResponse, include_in_schema=False)
+def api_docs() -> str:
+    """The API's routes as a page of their own (no CDN: Swagger UI and ReDoc would load from one)."""
+    rows = []
+    for path, methods in app.openapi().get("paths", {}).items():
+        for method, op in methods.items():
+            rows.append(f"<tr><td><code>{html.escape(method.upper())}</code></td><td><code>/airmigrate"
+                        f"{html.escape(path)}</code></td><td>{html.escape(op.get('summary') or '')}</td></tr>")
+    return ('<!doctype html><html><head><meta charset="utf-8"><title>airmigrate API</title>'
+            '<link rel="stylesheet" href="/airmigrate/static/console.css"></head><body><main><h1>airmigrate API</h1>'
+            '<p>The OpenAPI document: <a href="/airmigrate/openapi.json">/airmigrate/openapi.json</a>. Actions are '
+            'POSTs that need the permission to trigger the DAG and, with the session cookie, the same origin and the '
+            'X-Airmigrate-CSRF header (a bearer token needs neither).</p><table class="grid"><tr><th>Method</th>'
+            '<th>Path</th><th>What</th></tr>' + "".join(rows) + "</table></main></body></html>")
 
 
 @app.get("/status")
 def status_json() -> list[dict]:
-    return migration_status()
-
-
-@app.get("/", response_class=HTMLResponse)
-def status_page() -> str:
-    rows = []
-    for e in migration_status():
-        b = (e.get("run") or {}).get("batches") or {}
-        progress = f"{b.get('succeeded', 0)}/{b.get('total', 0)} batches, {b.get('failed', 0)} failed" if b else ""
-        rows.append(f"<tr><td>{html.escape(e['id'])}</td><td>{html.escape(e['status'])}</td>"
-                    f"<td>{html.escape(progress)}</td><td>{html.escape(str(e.get('error') or ''))}</td></tr>")
-    return ("<html><body><h1>airmigrate</h1><table border=1 cellpadding=4>"
-            "<tr><th>migration</th><th>status</th><th>backfill</th><th>error</th></tr>"
-            + "".join(rows) + "</table></body></html>")
+    """Every migration's state as JSON (the console's list, kept at its old address)."""
+    return web.overview_json()
 
 
 # --- run reports (issue 11): var/reports/<migration>/<run>.html|md, behind the same login -----------------
@@ -142,7 +144,8 @@ def report_file(migration_id: str, path: str):
 class AirmigratePlugin(AirflowPlugin):
     name = "airmigrate"
     fastapi_apps = [{"app": app, "url_prefix": "/airmigrate", "name": "airmigrate"}]
-    external_views = [{"name": "Migrations", "href": "/airmigrate/", "destination": "nav", "category": "browse"},
+    external_views = [{"name": "Migrations", "href": "/airmigrate/", "url_route": "migrations", "destination": "nav",
+                       "icon": "/airmigrate/static/icon.svg"},
                       {"name": "Migration reports", "href": "/airmigrate/reports/", "destination": "nav",
                        "category": "browse"},
                       {"name": "Run report", "href": "/airmigrate/reports/dag-run/{DAG_ID}/{RUN_ID}",

@@ -1,0 +1,9 @@
+"""The operations console in the Airflow UI (issue 12): every migration's state, progress, throttle and links;
+one migration's stages, throughput chart, batches and plan; pause, resume, cancel, resize, re-target and
+retry, each recorded with the Airflow user's name.
+
+- :mod:`.data`: what the pages show, read from the target's state tables and Airflow's runs
+- :mod:`.actions`: the buttons (checked, applied with :func:`airmigrate.control.act`)
+- :mod:`.airflow_side`: Airflow's runs, task instances, permissions and clearing
+- :mod:`.web`: the pages (Jinja2 templates, local static assets) and the JSON API
+"""

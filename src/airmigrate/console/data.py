@@ -1,0 +1,417 @@
+"""The console's numbers, read from the target's state tables (airmigrate.*) and Airflow's runs:
+every migration's state, progress (keys covered of the estimate), rows/s now, ETA, failed batches, the
+throttle's state; for one migration the stages, the pacing history, the batches (failed first) and the plan.
+
+Pure reads: nothing here writes (actions are in :mod:`airmigrate.console.actions`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from urllib.parse import quote
+
+from airmigrate import settings, state
+from airmigrate.db import connect
+from airmigrate.errors import SpecError
+from airmigrate.spec import Migration, discover, load_migration
+
+RATE_WINDOW_S = 30  # "rows/s now": what the last 30 seconds did
+ACTIVE_AIRFLOW = ("queued", "running")
+
+
+def _dag_url(dag_id: str, *parts: str) -> str:
+    return "/" + "/".join(["dags", quote(dag_id, safe="")] + [quote(p, safe="") for p in parts])
+
+
+def links(migration_id: str, dag_run: dict | None) -> dict:
+    """Airflow UI pages of this migration (DAG, run, the failed task's log, approval) and its run's report."""
+    out = {"dag": _dag_url(migration_id), "rollback": _dag_url(f"{migration_id}__rollback"),
+           "page": f"/airmigrate/migrations/{quote(migration_id, safe='')}"}
+    if dag_run:
+        run_id = dag_run["run_id"]
+        out["run"] = _dag_url(migration_id, "runs", run_id)
+        out["report"] = f"/airmigrate/reports/dag-run/{quote(migration_id, safe='')}/{quote(run_id, safe='')}"
+        tasks = dag_run.get("tasks") or []
+        failed = [t for t in tasks if t["state"] == "failed"]
+        running = [t for t in tasks if t["state"] in ("running", "up_for_reschedule", "up_for_retry", "deferred")]
+        pick = (failed or running or sorted(tasks, key=lambda t: (t["start"] is None, t["start"] or 0))[-1:] or [None])[0]
+        if pick:
+            parts = ["runs", run_id, "tasks", pick["task_id"]]
+            if pick["map_index"] is not None and pick["map_index"] >= 0:
+                parts += ["mapped", str(pick["map_index"])]
+            out["logs"] = _dag_url(migration_id, *parts)
+            out["logs_task"] = pick["task_id"] + (f"[{pick['map_index']}]" if (pick["map_index"] or -1) >= 0 else "")
+        if any(t["task_id"] == "approve_contract" and t["state"] == "awaiting_input" for t in tasks):
+            out["approve"] = _dag_url(migration_id, "runs", run_id, "tasks", "approve_contract", "required_actions")
+    return out
+
+
+def combined_state(hist: dict | None, run: dict | None, dag_run: dict | None) -> tuple[str, str | None]:
+    """(state, error) from the history, airmigrate's latest run and Airflow's latest run. Airflow knows that
+    a run failed even when it died before it could record it; airmigrate knows paused, expanded, applied."""
+    error = (run or {}).get("error") or (hist or {}).get("error")
+    a_state = (dag_run or {}).get("state")
+    if a_state in ACTIVE_AIRFLOW:
+        if any(t["task_id"] == "approve_contract" and t["state"] == "awaiting_input" for t in dag_run["tasks"]):
+            return "waiting for approval", None
+        if run and run["status"] == "paused":
+            return "paused", None
+        return ("queued" if a_state == "queued" else "running"), None
+    if a_state == "failed":
+        if not error:
+            failed = [t["task_id"] for t in dag_run["tasks"] if t["state"] == "failed"]
+            error = f"task {', '.join(sorted(set(failed)))} failed (see its log)" if failed else "the DAG run failed"
+        return "failed", error
+    if run and run["status"] == "failed":
+        return "failed", error
+    if run and run["status"] == "paused" and (hist or {}).get("status") not in ("applied", "rolled_back"):
+        return "paused", None
+    if hist:
+        return hist["status"], error if hist["status"] == "failed" else None
+    if run:
+        return run["status"], error
+    return "never run", None
+
+
+def rows_per_s_now(conn, run_id: int) -> float:
+    """Rows the backfill changed in the last RATE_WINDOW_S seconds, per second (the pacer's own figure when
+    it logged one in that time)."""
+    row = conn.execute("SELECT rows_per_s FROM airmigrate.pacing_log WHERE run_id = %s AND "
+                       "at > clock_timestamp() - make_interval(secs => %s) AND rows_per_s IS NOT NULL "
+                       "ORDER BY at DESC LIMIT 1", (run_id, RATE_WINDOW_S)).fetchone()
+    if row:
+        return float(row[0])
+    done = conn.execute("SELECT coalesce(sum(rows), 0) FROM airmigrate.batches WHERE run_id = %s AND "
+                        "status = 'succeeded' AND finished_at > clock_timestamp() - make_interval(secs => %s)",
+                        (run_id, RATE_WINDOW_S)).fetchone()[0]
+    return float(done) / RATE_WINDOW_S
+
+
+def throttle(conn, migration: Migration | None, run: dict | None, now: datetime | None = None) -> dict:
+    """running / paused (by whom, when) / cancelled / outside the window (until when) / pacing (its reason)."""
+    now = now or datetime.now(timezone.utc)
+    out: dict = {"state": "idle", "detail": ""}
+    if not run:
+        return out
+    controls = conn.execute("SELECT paused, cancelled, batch_size FROM airmigrate.controls WHERE run_id = %s",
+                            (run["run_id"],)).fetchone()
+    paused, cancelled, batch_size = controls or (False, False, None)
+    pacing = conn.execute("SELECT budget, target_ratio, reason, baseline_ms, updated_at FROM airmigrate.pacing "
+                          "WHERE run_id = %s", (run["run_id"],)).fetchone()
+    out["batch_size"] = batch_size or conn.execute("SELECT batch_size FROM airmigrate.cursors WHERE run_id = %s",
+                                                   (run["run_id"],)).fetchone()
+    if isinstance(out["batch_size"], tuple):
+        out["batch_size"] = out["batch_size"][0]
+    if pacing:
+        out["pacing"] = {"budget": pacing[0], "target_ratio": pacing[1], "reason": pacing[2],
+                         "baseline_ms": pacing[3], "updated_at": pacing[4]}
+    window = migration.spec.window if migration else None
+    if window:
+        try:
+            out["window"] = f"{window.start}-{window.end} {window.timezone} ({', '.join(window.days)})"
+            out["window_open"] = window.contains(now)
+            out["next_open"] = window.next_open(now)
+        except ValueError:
+            out["window_open"] = False
+    if run["status"] not in ("running", "paused", "pending"):
+        out["state"] = run["status"]
+        return out
+    last = conn.execute("SELECT actor, at FROM airmigrate.actions WHERE run_id = %s AND action = %s "
+                        "ORDER BY at DESC LIMIT 1", (run["run_id"], "cancel" if cancelled else "pause")).fetchone()
+    if cancelled:
+        out["state"], out["detail"] = "cancelled", (f"by {last[0]} at {_hm(last[1])}" if last else "")
+    elif paused:
+        out["state"], out["detail"] = "paused", (f"by {last[0]} at {_hm(last[1])}" if last else "from the console")
+    elif window and not out.get("window_open"):
+        out["state"] = "outside window"
+        out["detail"] = f"until {_hm(out['next_open'])}" if out.get("next_open") else "the window never opens"
+    else:
+        out["state"] = "running"
+        if pacing and pacing[2]:
+            out["detail"] = pacing[2]
+    return out
+
+
+def _hm(at: datetime | None) -> str:
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if at else ""
+
+
+def _load(folder):
+    try:
+        return load_migration(folder, settings.expectations_dir()), None
+    except SpecError as exc:
+        return None, str(exc)
+
+
+def _target(migration: Migration):
+    from airmigrate.airflow.tasks import target_for
+
+    return target_for(migration)
+
+
+def state_tables(conn) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON "
+                                           "n.oid = c.relnamespace WHERE n.nspname = 'airmigrate'")}
+
+
+def summary(migration: Migration, dag_run: dict | None, conn) -> dict:
+    """One migration's line on the Migrations page, from an open connection to its target."""
+    entry: dict = {"id": migration.id, "description": migration.spec.description.strip().splitlines()[0],
+                   "table": migration.spec.table}
+    tables = state_tables(conn)  # read only: an older version's schema may lack the newer tables
+    has_state = "history" in tables and "runs" in tables
+    hist = state.history(conn, migration.id) if has_state else None
+    run = state.latest_run(conn, migration.id) if has_state else None
+    entry["state"], entry["error"] = combined_state(hist, run, dag_run)
+    entry["history"] = hist and {"status": hist["status"], "applied_at": hist["applied_at"],
+                                 "applied_by": hist["applied_by"]}
+    entry["run"] = run and {"run_id": run["run_id"], "status": run["status"], "dag_run_id": run["dag_run_id"],
+                            "started_at": run["started_at"], "finished_at": run["finished_at"],
+                            "stages": list(run["completed_stages"])}
+    entry["dag_run"] = dag_run and {k: dag_run[k] for k in ("run_id", "state", "start", "end")}
+    entry["progress"], entry["rows_per_s"], entry["failed_batches"] = None, 0.0, 0
+    entry["throttle"] = {"state": "idle", "detail": ""}
+    if run:
+        progress = state.backfill_progress(conn, run["run_id"])
+        if progress:
+            entry["progress"] = {"covered": int(progress["covered"]), "estimated": int(progress["estimated"]),
+                                 "percent": round(float(progress["percent"]), 1),
+                                 "eta_s": None if run["status"] in ("paused", "failed") else
+                                 round(float(progress["eta_s"]))}
+        batches = state.batch_summary(conn, run["run_id"])
+        entry["batches"] = {k: (float(v) if k == "seconds" and v is not None else v) for k, v in batches.items()}
+        entry["failed_batches"] = int(batches["failed"] or 0)
+        if run["status"] in ("running", "pending") and "pacing_log" in tables:
+            entry["rows_per_s"] = round(rows_per_s_now(conn, run["run_id"]), 1)
+        if {"controls", "pacing", "actions"} <= tables:
+            entry["throttle"] = throttle(conn, migration, run)
+            entry["cancelled"] = conn.execute("SELECT EXISTS (SELECT FROM airmigrate.actions WHERE run_id = %s AND "
+                                              "action = 'cancel')", (run["run_id"],)).fetchone()[0]
+        if entry["state"] == "paused" and entry["throttle"]["state"] != "paused":
+            entry["throttle"]["state"] = "paused"
+    elif migration.spec.window and {"controls", "pacing", "actions"} <= tables:
+        entry["throttle"] = throttle(conn, migration, {"run_id": -1, "status": "running"})
+        entry["throttle"]["state"] = "idle"
+    entry["links"] = links(migration.id, dag_run)
+    entry["actions"] = available_actions(entry)
+    return entry
+
+
+def available_actions(entry: dict) -> list[str]:
+    """The buttons that apply to a migration in this state."""
+    run, st = entry.get("run"), entry["state"]
+    if not run or run["status"] not in ("running", "paused", "pending", "failed"):
+        return []
+    out = []
+    if run["status"] in ("running", "pending") and st != "failed":
+        out += ["pause", "cancel", "batch_size", "app_latency_ratio"]
+    if run["status"] == "paused":
+        out += ["resume", "cancel", "batch_size", "app_latency_ratio"]
+    if entry.get("failed_batches"):
+        out.append("retry_failed")
+    return out
+
+
+def overview(dag_runs: dict[str, dict] | None = None, migrations_dir=None) -> list[dict]:
+    """Every migration folder in order with its state; one unreachable target or broken folder never hides
+    the others."""
+    folders = discover(migrations_dir or settings.migrations_dir())
+    entries = []
+    for position, folder in enumerate(folders, 1):
+        migration, problem = _load(folder)
+        if migration is None:
+            entries.append({"id": folder.name, "position": position, "state": "invalid", "error": problem,
+                            "links": links(folder.name, None), "actions": [], "throttle": {"state": "", "detail": ""}})
+            continue
+        dag_run = (dag_runs or {}).get(migration.id)
+        try:
+            with connect(_target(migration), autocommit=True) as conn:
+                entry = summary(migration, dag_run, conn)
+        except Exception as exc:  # one unreachable target must not hide the others
+            entry = {"id": migration.id, "state": "unreachable", "error": f"{type(exc).__name__}: {exc}"[:300],
+                     "links": links(migration.id, dag_run), "actions": [], "throttle": {"state": "", "detail": ""},
+                     "description": migration.spec.description.strip().splitlines()[0]}
+        entry["position"] = position
+        entries.append(entry)
+    return entries
+
+
+def find_migration(migration_id: str, migrations_dir=None) -> Migration | None:
+    for folder in discover(migrations_dir or settings.migrations_dir()):
+        if folder.name == migration_id:
+            return _load(folder)[0]
+    return None
+
+
+def pacing_series(conn, run_id: int, limit: int = 600) -> list[dict]:
+    """The pacer's decisions over time (rows/s and the application's latency ratio), oldest first; without a
+    pacer, rows/s per 10 s from the batches."""
+    rows = conn.execute(
+        "SELECT at, budget, latency_ratio, rows_per_s, blocked, decision, target_ratio FROM ("
+        " SELECT * FROM airmigrate.pacing_log WHERE run_id = %s ORDER BY at DESC LIMIT %s) t ORDER BY at",
+        (run_id, limit)).fetchall()
+    if rows:
+        return [{"at": at, "budget": budget, "latency_ratio": lr, "rows_per_s": rps, "blocked": blocked,
+                 "decision": decision, "target_ratio": target} for at, budget, lr, rps, blocked, decision, target
+                in rows]
+    rows = conn.execute(
+        "SELECT to_timestamp(floor(extract(epoch FROM finished_at) / 10) * 10) AS at, sum(rows) / 10.0 "
+        "FROM airmigrate.batches WHERE run_id = %s AND status = 'succeeded' AND finished_at IS NOT NULL "
+        "GROUP BY 1 ORDER BY 1 DESC LIMIT %s", (run_id, limit)).fetchall()
+    return [{"at": at, "budget": None, "latency_ratio": None, "rows_per_s": float(rps), "blocked": 0,
+             "decision": "", "target_ratio": None} for at, rps in reversed(rows)]
+
+
+def batches_table(conn, run_id: int, limit: int = 500) -> list[dict]:
+    """Range, rows, seconds, attempts, worker, error; failed first, then running, then by number."""
+    rows = conn.execute(
+        "SELECT batch_no, lo, hi, status, size, rows, attempts, worker, last_error, started_at, finished_at, "
+        "extract(epoch FROM coalesce(finished_at, clock_timestamp()) - started_at) FROM airmigrate.batches "
+        "WHERE run_id = %s AND status <> 'split' ORDER BY CASE status WHEN 'failed' THEN 0 WHEN 'running' THEN 1 "
+        "WHEN 'pending' THEN 2 ELSE 3 END, batch_no LIMIT %s", (run_id, limit)).fetchall()
+    return [{"batch_no": n, "lo": lo, "hi": hi, "status": st, "size": size, "rows": r, "attempts": attempts,
+             "worker": worker, "error": error, "started_at": start, "finished_at": end,
+             "seconds": round(float(secs), 2) if secs is not None else None}
+            for n, lo, hi, st, size, r, attempts, worker, error, start, end, secs in rows]
+
+
+def stages_of(run: dict | None, dag_run: dict | None) -> list[dict]:
+    """The stages of the run with their times: Airflow's task instances when it ran there, else the stage
+    times the run recorded."""
+    from airmigrate.console.airflow_side import stages
+
+    rows = stages(dag_run)
+    if rows:
+        return rows
+    times = ((run or {}).get("facts") or {}).get("stage_times") or {}
+    out = []
+    for task_id, entry in sorted(times.items(), key=lambda kv: kv[1].get("start") or ""):
+        start = datetime.fromisoformat(entry["start"]) if entry.get("start") else None
+        end = datetime.fromisoformat(entry["end"]) if entry.get("end") else None
+        out.append({"task_id": task_id, "state": entry.get("state") or "", "start": start, "end": end, "count": 1,
+                    "seconds": (end - start).total_seconds() if start and end else None, "failed_map_indexes": []})
+    if not out and run:
+        out = [{"task_id": s, "state": "success", "start": None, "end": None, "count": 1, "seconds": None,
+                "failed_map_indexes": []} for s in run.get("completed_stages") or []]
+    return out
+
+
+def detail(migration_id: str, dag_run: dict | None = None, migrations_dir=None) -> dict | None:
+    """Everything the one-migration page shows; None for an unknown folder."""
+    from airmigrate.control import recent_actions
+    from airmigrate.plan import render, static_plan
+
+    migration = find_migration(migration_id, migrations_dir)
+    if migration is None:
+        return None
+    out: dict = {"id": migration.id, "rollback_dag_id": migration.rollback_dag_id}
+    try:
+        out["plan"] = render(migration, static_plan(migration))
+    except Exception as exc:
+        out["plan"] = f"(the plan could not be made: {type(exc).__name__}: {exc})"
+    try:
+        with connect(_target(migration), autocommit=True) as conn:
+            out.update(summary(migration, dag_run, conn))
+            run = state.latest_run(conn, migration.id) if out.get("run") else None
+            out["stages"] = stages_of(run, dag_run)
+            tables = state_tables(conn)
+            out["series"] = pacing_series(conn, run["run_id"]) if run and "pacing_log" in tables else []
+            out["batch_rows"] = batches_table(conn, run["run_id"]) if run else []
+            out["recent_actions"] = recent_actions(conn, migration.id) if run and "actions" in tables else []
+    except Exception as exc:
+        out.update({"state": "unreachable", "error": f"{type(exc).__name__}: {exc}"[:300], "stages": [],
+                    "series": [], "batch_rows": [], "recent_actions": [], "links": links(migration.id, dag_run),
+                    "actions": [], "throttle": {"state": "", "detail": ""}})
+    out["cancelled"] = bool(out.get("cancelled"))
+    return out
+
+
+def chart_svg(series: list[dict], width: int = 760, height: int = 220) -> str:
+    """Rows/s (area, left axis) and the application's latency ratio (line, right axis) over time, as inline SVG."""
+    from html import escape
+
+    points = _smoothed([p for p in series if p["at"] is not None])
+    if len(points) < 2:
+        return ('<svg class="chart" viewBox="0 0 %d 60" role="img" aria-label="no data yet"><text x="10" y="35">'
+                "No throughput recorded yet: the chart fills in while the backfill runs.</text></svg>" % width)
+    pad_l, pad_r, pad_t, pad_b = 56, 48, 12, 28
+    w, h = width - pad_l - pad_r, height - pad_t - pad_b
+    t0, t1 = points[0]["at"].timestamp(), points[-1]["at"].timestamp()
+    span = max(t1 - t0, 1.0)
+    max_rps = max((p["rows_per_s"] or 0) for p in points) or 1.0
+    ratios = [p["latency_ratio"] for p in points if p["latency_ratio"] is not None]
+    targets = [p["target_ratio"] for p in points if p["target_ratio"] is not None]
+    max_ratio = max(ratios + targets + [2.0]) * 1.1
+
+    def x(p):
+        return pad_l + w * (p["at"].timestamp() - t0) / span
+
+    def y_rps(v):
+        return pad_t + h - h * (v or 0) / max_rps
+
+    def y_ratio(v):
+        return pad_t + h - h * v / max_ratio
+
+    area = " ".join(f"{x(p):.1f},{y_rps(p['rows_per_s']):.1f}" for p in points)
+    area = f"{pad_l:.1f},{pad_t + h:.1f} {area} {x(points[-1]):.1f},{pad_t + h:.1f}"
+    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="rows per second and the application latency ratio over time">',
+             f'<polygon class="rps" points="{area}"/>']
+    lat = [p for p in points if p["latency_ratio"] is not None]
+    if len(lat) >= 2:
+        parts.append('<polyline class="latency" points="' +
+                     " ".join(f"{x(p):.1f},{y_ratio(p['latency_ratio']):.1f}" for p in lat) + '"/>')
+    if targets:
+        yt = y_ratio(targets[-1])
+        parts.append(f'<line class="target" x1="{pad_l}" x2="{pad_l + w}" y1="{yt:.1f}" y2="{yt:.1f}"/>'
+                     f'<text class="axis" x="{pad_l + w - 4}" y="{yt - 4:.1f}" text-anchor="end">target '
+                     f'{targets[-1]:.2f}x</text>')
+    parts += [f'<line class="axisline" x1="{pad_l}" x2="{pad_l}" y1="{pad_t}" y2="{pad_t + h}"/>',
+              f'<line class="axisline" x1="{pad_l}" x2="{pad_l + w}" y1="{pad_t + h}" y2="{pad_t + h}"/>',
+              f'<text class="axis" x="{pad_l - 6}" y="{pad_t + 10}" text-anchor="end">{max_rps:,.0f}</text>',
+              f'<text class="axis" x="{pad_l - 6}" y="{pad_t + h}" text-anchor="end">0</text>',
+              f'<text class="axis rps-label" x="4" y="{pad_t + h / 2:.0f}">rows/s</text>']
+    if lat:
+        parts.append(f'<text class="axis latency-label" x="{pad_l + w + 6}" y="{pad_t + 10}">{max_ratio:.1f}x</text>'
+                     f'<text class="axis latency-label" x="{pad_l + w + 6}" y="{pad_t + h}">0x</text>')
+    for frac in (0, 0.5, 1):
+        at = datetime.fromtimestamp(t0 + span * frac, timezone.utc)
+        parts.append(f'<text class="axis" x="{pad_l + w * frac:.0f}" y="{height - 8}" '
+                     f'text-anchor="{"start" if frac == 0 else "end" if frac == 1 else "middle"}">'
+                     f'{escape(at.strftime("%H:%M:%S"))}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _smoothed(points: list[dict], seconds: float = 10.0) -> list[dict]:
+    """Rows/s as a trailing mean over ``seconds``: the pacer logs every second, a batch lands in one of them."""
+    out, start = [], 0
+    for i, p in enumerate(points):
+        while p["at"].timestamp() - points[start]["at"].timestamp() > seconds:
+            start += 1
+        window = [q["rows_per_s"] or 0 for q in points[start:i + 1]]
+        out.append({**p, "rows_per_s": sum(window) / len(window)})
+    return out
+
+
+def human_seconds(seconds) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(round(float(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def when(at) -> str:
+    if not at:
+        return ""
+    if isinstance(at, str):
+        return at
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+__all__ = ["overview", "detail", "summary", "combined_state", "throttle", "rows_per_s_now", "batches_table",
+           "pacing_series", "chart_svg", "links", "available_actions"]

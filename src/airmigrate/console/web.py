@@ -1,0 +1,169 @@
+"""The console's pages and JSON API (a FastAPI router the plugin mounts at /airmigrate, behind Airflow's login).
+
+Actions are POSTs guarded three ways: Airflow's permission to trigger the migration's DAG (the auth manager),
+a same-origin check on Origin/Referer, and a double-submit token (cookie ``airmigrate_csrf`` echoed in the
+``X-Airmigrate-CSRF`` header; a form on another site can set neither). A request that authenticates with a
+bearer token instead of the session cookie carries no ambient credential, so it needs no CSRF token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+from airmigrate.console import actions, airflow_side, data
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+CSRF_COOKIE, CSRF_HEADER = "airmigrate_csrf", "x-airmigrate-csrf"
+REFRESH_S = 5
+STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
+
+router = APIRouter()
+
+
+@lru_cache(maxsize=1)
+def templates():
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=select_autoescape(["html"]))
+    env.filters.update(seconds=data.human_seconds, when=data.when,
+                       num=lambda v: "" if v is None else f"{v:,.0f}" if isinstance(v, (int, float)) else str(v))
+    env.globals["chart_svg"] = data.chart_svg
+    return env
+
+
+# --- who is asking, and may they ----------------------------------------------------------------------------
+
+async def current_user(request: Request):
+    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user, oauth2_scheme
+
+    return await get_user(request, await oauth2_scheme(request), await bearer_scheme(request))
+
+
+def check_same_origin(request: Request) -> None:
+    """The request comes from a page of this server: Origin (or, without one, Referer) names this host."""
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not source or source == "null":
+        raise HTTPException(403, "refused: a console action needs an Origin or Referer header of this server")
+    hosts = {request.headers.get("host", "")} | {h.strip() for h in
+                                                 request.headers.get("x-forwarded-host", "").split(",") if h.strip()}
+    if urlsplit(source).netloc not in hosts:
+        raise HTTPException(403, f"refused: cross-site request from {urlsplit(source).netloc or source}")
+
+
+def check_csrf(request: Request) -> None:
+    if request.headers.get("authorization", "").lower().startswith("bearer "):
+        return  # no ambient credential: a bearer token is never sent by the browser on its own
+    check_same_origin(request)
+    cookie, header = request.cookies.get(CSRF_COOKIE, ""), request.headers.get(CSRF_HEADER, "")
+    if not cookie or not hmac.compare_digest(cookie, header):
+        raise HTTPException(403, "refused: missing or wrong CSRF token (reload the page)")
+
+
+def csrf_token(request: Request) -> str:
+    return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
+
+
+def _with_csrf_cookie(response, request: Request, token: str):
+    if request.cookies.get(CSRF_COOKIE) != token:
+        response.set_cookie(CSRF_COOKIE, token, path="/airmigrate", samesite="strict", httponly=False,
+                            secure=request.url.scheme == "https")
+    return response
+
+
+# --- pages ---------------------------------------------------------------------------------------------------
+
+def _overview() -> list[dict]:
+    from airmigrate import settings
+    from airmigrate.spec import discover
+
+    ids = [f.name for f in discover(settings.migrations_dir())]
+    return data.overview(airflow_side.latest_dag_runs(ids))
+
+
+def _detail(migration_id: str) -> dict | None:
+    return data.detail(migration_id, airflow_side.latest_dag_runs([migration_id]).get(migration_id))
+
+
+def _page(request: Request, template: str, **context) -> HTMLResponse:
+    token = csrf_token(request)
+    fragment = request.query_params.get("fragment") == "1"
+    html = templates().get_template(template).render(fragment=fragment, csrf=token, refresh_s=REFRESH_S,
+                                                     labels=actions.LABELS, **context)
+    return _with_csrf_cookie(HTMLResponse(html, headers={"Cache-Control": "no-store"}), request, token)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def migrations_page(request: Request):
+    entries = await asyncio.to_thread(_overview)
+    return _page(request, "migrations.html", entries=entries)
+
+
+@router.get("/migrations/{migration_id}", response_class=HTMLResponse)
+async def migration_page(request: Request, migration_id: str):
+    entry = await asyncio.to_thread(_detail, migration_id)
+    if entry is None:
+        raise HTTPException(404, f"no migration folder {migration_id}")
+    return _page(request, "migration.html", m=entry)
+
+
+@router.get("/static/{name}")
+def static_file(name: str):
+    file = STATIC / name
+    if "/" in name or name.startswith(".") or file.suffix not in STATIC_TYPES or not file.is_file():
+        raise HTTPException(404, "no such file")
+    return FileResponse(file, media_type=STATIC_TYPES[file.suffix], headers={"Cache-Control": "no-cache"})
+
+
+# --- JSON API ------------------------------------------------------------------------------------------------
+
+@router.get("/api/migrations")
+async def migrations_json():
+    return JSONResponse(jsonable_encoder(await asyncio.to_thread(_overview)))
+
+
+@router.get("/api/migrations/{migration_id}")
+async def migration_json(migration_id: str):
+    entry = await asyncio.to_thread(_detail, migration_id)
+    if entry is None:
+        raise HTTPException(404, f"no migration folder {migration_id}")
+    return JSONResponse(jsonable_encoder(entry))
+
+
+@router.post("/api/migrations/{migration_id}/actions/{action}")
+async def act(request: Request, migration_id: str, action: str, user=Depends(current_user)):
+    check_csrf(request)
+    migration = data.find_migration(migration_id)
+    if migration is None:
+        raise HTTPException(404, f"no migration folder {migration_id}")
+    if not await asyncio.to_thread(airflow_side.can_trigger, user, migration.id):
+        raise HTTPException(403, f"forbidden: acting on {migration.id} needs the permission to trigger its DAG")
+    try:
+        body = await request.json()
+    except Exception:
+        body = {}
+    value = body.get("value") if isinstance(body, dict) else None
+    actor = airflow_side.user_name(user)
+
+    def run():
+        return actions.perform(data._target(migration), migration.id, action, actor, value,
+                               clear=airflow_side.clear_failed_shards)
+
+    try:
+        result = await asyncio.to_thread(run)
+    except actions.ActionRefused as exc:
+        return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
+    return JSONResponse({"ok": True, "actor": actor, **result})
+
+
+def overview_json() -> list:
+    return jsonable_encoder(_overview())
