@@ -92,3 +92,19 @@ def test_actions_without_a_run_or_with_a_bad_value_are_refused(fresh_db, tmp_pat
         with pytest.raises(control.ControlError, match="unknown action"):
             control.act(conn, migration.id, "explode", actor="alice")
         assert control.recent_actions(conn, migration.id) == []
+
+
+def test_actions_show_in_the_run_report(fresh_db, tmp_path, monkeypatch):
+    from airmigrate.report import write_report
+
+    monkeypatch.setenv("AIRMIGRATE_VAR_DIR", str(tmp_path / "var"))
+    migration = write_migration(tmp_path, adaptive=False)
+    prepare(fresh_db, migration, batch_size=500)
+    with connect(fresh_db, autocommit=True) as conn:
+        control.act(conn, migration.id, "batch_size", actor="dana", value=800)
+        control.act(conn, migration.id, "pause", actor="erin <script>")
+    path = write_report(fresh_db, migration, "up")
+    html, md = path.read_text(), path.with_suffix(".md").read_text()
+    assert "Actions taken on this run" in html and "batch size set to 800 rows" in html
+    assert "erin &lt;script&gt;" in html and "<script>" not in html.split("</style>")[-1]
+    assert "| batch_size | dana | batch size set to 800 rows |" in md

@@ -52,6 +52,7 @@ def collect(conn, migration: Migration, run: dict, direction: str, target_name: 
         "validation": validation_facts(migration, facts) if direction == "up" else None,
         "backup": backup_facts(conn, migration, hist, facts),
         "rollback": rollback_facts(conn, migration),
+        "actions": run_actions(conn, run["run_id"]),
         "performance": performance_facts(migration.id, facts, before, after),
         "schema": {"before_taken_at": (before or {}).get("taken_at"), "after_taken_at": after["taken_at"],
                    "before_missing": before is None, "tables": schema_mod.diff(before, after)},
@@ -61,6 +62,15 @@ def collect(conn, migration: Migration, run: dict, direction: str, target_name: 
     data["diagram_after"] = svg.table_diagram(after, marks_after, "after")
     data["rate_chart"] = svg.rate_chart(data["backfill"]["series"]) if data["backfill"] else ""
     return data
+
+
+def run_actions(conn, run_id: int) -> list[dict]:
+    """What people did to this run from the console or the approval step (who, when, what), oldest first."""
+    if conn.execute("SELECT to_regclass('airmigrate.actions')").fetchone()[0] is None:
+        return []
+    rows = conn.execute("SELECT at, action, detail, actor FROM airmigrate.actions WHERE run_id = %s ORDER BY at",
+                        (run_id,)).fetchall()
+    return [{"at": _fmt(at), "action": action, "detail": detail, "actor": actor} for at, action, detail, actor in rows]
 
 
 def run_row(conn, run_id: int) -> dict | None:
