@@ -144,10 +144,13 @@ def check_dependents(conn, migration: Migration, dry_run: bool = False) -> None:
         return
     later = found[-1][0].id
     lines = "; ".join(f"{other.id} ({why})" for other, why in found)
+    from airmigrate.gates import needs_rollback_approval
+
+    approve = " --approve" if any(needs_rollback_approval(m) for m in [migration, *(m for m, _ in found)]) else ""
     message = (f"{migration.id} cannot be rolled back while {lines} {'is' if len(found) == 1 else 'are'} in the "
                f"database: rolling it back would break {'it' if len(found) == 1 else 'them'}. Fix: roll back {later} "
-               f"first (`airmigrate run {later} --rollback`), or use `airmigrate run {migration.id} --rollback "
-               "--cascade` to roll back the dependents first, latest first")
+               f"first (`airmigrate run {later} --rollback{approve}`), or use `airmigrate run {migration.id} "
+               f"--rollback --cascade{approve}` to roll back the dependents first, latest first")
     if dry_run:
         log.warning("dry_run: the rollback would be refused: %s", message)
         return
