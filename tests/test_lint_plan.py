@@ -153,3 +153,14 @@ def test_plan_estimates_rows_batches_and_eta(fresh_db):
     assert est["batches"] == -(-est["rows"] // migration.spec.batch_size)
     text = plan.render(migration, plan.static_plan(migration), est)
     assert "lock ACCESS EXCLUSIVE" in text and "no throughput measured" in text
+
+
+def test_a_table_never_analyzed_is_estimated_by_the_planner_not_as_empty(empty_db):
+    from airmigrate.db import connect, estimate_rows
+
+    with connect(empty_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE fresh (id int PRIMARY KEY, pad text)")
+        conn.execute("INSERT INTO fresh SELECT g, repeat('x', 50) FROM generate_series(1, 20000) g")
+        assert conn.execute("SELECT reltuples FROM pg_class WHERE relname = 'fresh'").fetchone()[0] < 0
+        assert 5_000 <= estimate_rows(conn, "public", "fresh") <= 60_000  # from its size on disk
+        assert estimate_rows(conn, "public", "missing") == 0

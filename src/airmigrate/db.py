@@ -86,6 +86,20 @@ def connect(target: Target, autocommit: bool = False) -> psycopg.Connection:
         raise TransientError(f"cannot connect to {target.describe()}: {_first_line(exc)}") from None
 
 
+def estimate_rows(conn, schema: str, table: str) -> int:
+    """The planner's row count: pg_class.reltuples, or for a table never analyzed (reltuples -1) the planner's
+    own estimate from its size on disk (EXPLAIN), so a fresh table does not read as empty. Never counts."""
+    qualified = sql.Identifier(schema, table)
+    row = conn.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
+                       (qualified.as_string(conn),)).fetchone()
+    if row is None:
+        return 0
+    if row[0] >= 0:
+        return int(row[0])
+    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {}").format(qualified)).fetchone()[0]
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
 def split_statements(text: str) -> list[str]:
     """Split a SQL file into statements with PostgreSQL's own parser (pglast)."""
     return [s.strip() for s in pglast.split(text) if s.strip()]

@@ -769,9 +769,9 @@ def _elsewhere(analysis: Analysis, table: str) -> tuple[str, ...]:
 def estimate(conn, migration: Migration) -> dict:
     """Rows (planner estimate), batches, and rows/s measured on this target's earlier batches."""
     spec = migration.spec
-    rows = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-                        (f'"{spec.schema_name}"."{spec.table_name}"',)).fetchone()
-    rows = rows[0] if rows else 0
+    from airmigrate.db import estimate_rows
+
+    rows = estimate_rows(conn, spec.schema_name, spec.table_name)
     measured = None
     if conn.execute("SELECT to_regclass('airmigrate.batches')").fetchone()[0]:
         # this migration's own recent batches when it has any (a re-plan after a rollback), else the target's
@@ -783,7 +783,8 @@ def estimate(conn, migration: Migration) -> dict:
     backfills = bool(spec.backfill or operations.for_migration(migration).backfill)
     batches = -(-rows // spec.batch_size) if backfills else 0
     rate = float(measured) * spec.shards if measured else None
-    return {"rows": rows, "batches": batches, "rows_per_s": rate, "eta_s": (rows / rate) if rate and backfills else None}
+    return {"rows": rows, "batches": batches, "rows_per_s": rate, "eta_s": (rows / rate) if rate and backfills else None,
+            "backfills": backfills}
 
 
 def render(migration: Migration, planned: list[PlannedStatement], est: dict | None = None) -> str:
@@ -796,10 +797,12 @@ def render(migration: Migration, planned: list[PlannedStatement], est: dict | No
         warn = "  <-- blocks writes while it runs" if p.blocks_writes else ""
         lines.append(f"{i:>3}. [{p.stage}] {_one_line(p.sql)}\n       lock {p.lock}; {effect}; {where}{warn}")
         lines += [f"       also: {extra}" for extra in p.also]
-    if est:
+    if est and not est.get("backfills", True):
+        lines.append(f"rows ~{est['rows']:,} (planner estimate); no backfill: nothing is written row by row")
+    elif est:
         eta = f"{est['eta_s'] / 60:.1f} min at {est['rows_per_s']:,.0f} rows/s measured" if est["eta_s"] \
             else "no throughput measured on this target yet"
-        lines.append(f"rows ~{est['rows']:,} (pg_class.reltuples); {est['batches']:,} batches of "
+        lines.append(f"rows ~{est['rows']:,} (planner estimate); {est['batches']:,} batches of "
                      f"{spec.batch_size:,} on {spec.shards} shards; backfill ETA: {eta}")
     from airmigrate.lifecycle.migrate import render_app_versions  # expand now, contract later: when to deploy what
 

@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from airmigrate import state
-from airmigrate.db import Target, connect, set_timeouts
+from airmigrate.db import Target, connect, estimate_rows, set_timeouts
 from airmigrate.errors import BackfillError, SpecError
 from airmigrate.control import RunControl
 from airmigrate.pacing import UNSET, Pacer
@@ -82,8 +82,7 @@ def start_backfill(target: Target, migration: Migration, run_id: int, batch_size
             return 0
         if direction == "up":
             install_sync_trigger(conn, migration)
-        estimated = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-                                 (f'"{spec.schema_name}"."{spec.table_name}"',)).fetchone()[0]
+        estimated = estimate_rows(conn, spec.schema_name, spec.table_name)
         conn.execute("INSERT INTO airmigrate.cursors (run_id, batch_size, estimated_rows) VALUES (%s, %s, %s) "
                      "ON CONFLICT (run_id) DO NOTHING", (run_id, size, estimated))
         # a new trigger of a paused or cancelled run means: go on
