@@ -123,7 +123,7 @@ def test_throttle_shows_the_window_until_it_opens(fresh_db):
 
 def test_actions_are_recorded_with_the_user_and_a_negative_batch_size_is_refused(fragile, fresh_db):
     migration, run_id = fragile
-    with pytest.raises(actions.ActionRefused, match="batch_size -5 refused: a batch covers at least 1 row"):
+    with pytest.raises(actions.ActionRefused, match="batch_size -5 refused: give a whole number of rows from 1 to 2,000,000"):
         actions.perform(fresh_db, FRAGILE, "batch_size", "alice", "-5")
     with pytest.raises(actions.ActionRefused, match="not a number"):
         actions.perform(fresh_db, FRAGILE, "batch_size", "alice", "abc")

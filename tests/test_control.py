@@ -87,7 +87,7 @@ def test_actions_without_a_run_or_with_a_bad_value_are_refused(fresh_db, tmp_pat
             control.act(conn, migration.id, "pause", actor="alice")
     prepare(fresh_db, migration, batch_size=500)
     with connect(fresh_db, autocommit=True) as conn:
-        with pytest.raises(control.ControlError, match="whole number of rows between 1 and 2,000,000"):
+        with pytest.raises(control.ControlError, match="batch_size -5: give a whole number of rows from 1 to 2,000,000"):
             control.act(conn, migration.id, "batch_size", actor="alice", value=-5)
         with pytest.raises(control.ControlError, match="unknown action"):
             control.act(conn, migration.id, "explode", actor="alice")

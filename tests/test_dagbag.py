@@ -71,7 +71,7 @@ def test_trigger_form_numbers_are_refused_with_the_reason_not_clamped():
     from airmigrate.airflow.tasks import check_run_params
     from airmigrate.errors import PreflightError
 
-    for params, said in (({"batch_size": -5}, "param batch_size=-5: give a whole number from 1 to 2,000,000"),
+    for params, said in (({"batch_size": -5}, "param batch_size=-5: give a whole number of rows from 1 to 2,000,000"),
                          ({"shards": 0}, "param shards=0"), ({"app_latency_ratio": 0.5}, "above 1")):
         with pytest.raises(PreflightError, match=said):
             check_run_params(params)

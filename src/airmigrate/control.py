@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from airmigrate import state
 from airmigrate.errors import AirmigrateError
+from airmigrate.spec import setting_problem
 
 CHECK_EVERY_S = 2.0
 ACTIONS = ("pause", "resume", "cancel", "batch_size", "app_latency_ratio", "retry_failed")
@@ -52,16 +53,14 @@ def _apply(conn, run_id: int, action: str, value: float | None) -> str:
         conn.execute("UPDATE airmigrate.controls SET cancelled = true, paused = false, updated_at = now() "
                      "WHERE run_id = %s", (run_id,))
         return "cancelled: shards stop after their batch; the schema stays expanded (roll back to undo it)"
+    if action in ("batch_size", "app_latency_ratio") and (problem := setting_problem(action, value)):
+        raise ControlError(f"{action} {value}: {problem}")
     if action == "batch_size":
-        if value is None or int(value) != value or not 1 <= value <= 2_000_000:
-            raise ControlError(f"batch_size {value}: give a whole number of rows between 1 and 2,000,000")
         conn.execute("UPDATE airmigrate.controls SET batch_size = %s, updated_at = now() WHERE run_id = %s",
                      (int(value), run_id))
         conn.execute("UPDATE airmigrate.cursors SET batch_size = %s WHERE run_id = %s", (int(value), run_id))
         return f"batch size set to {int(value):,} rows"
     if action == "app_latency_ratio":
-        if value is not None and not 1 < value <= 100:
-            raise ControlError(f"app_latency_ratio {value}: give a ratio above 1 (e.g. 1.25), or none for full speed")
         updated = conn.execute("UPDATE airmigrate.pacing SET target_ratio = %s WHERE run_id = %s",
                                (value, run_id)).rowcount
         if not updated:

@@ -108,6 +108,24 @@ def check_cron(value: str) -> str:
     return value
 
 
+# Limits of the settings a run may override (trigger form, CLI --param, the console): one place, used by the
+# spec's fields, the DAG params and every check of a per-run value.
+BATCH_SIZE_MAX, SHARDS_MAX, RATIO_MAX = 2_000_000, 64, 100
+
+
+def setting_problem(name: str, value) -> str | None:
+    """Why a per-run value of batch_size, shards or app_latency_ratio cannot apply (None when it can): what
+    the trigger form, `--param` and the console refuse with, instead of clamping."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if name == "batch_size" and not (number and value == int(value) and 1 <= value <= BATCH_SIZE_MAX):
+        return f"give a whole number of rows from 1 to {BATCH_SIZE_MAX:,}"
+    if name == "shards" and not (number and value == int(value) and 1 <= value <= SHARDS_MAX):
+        return f"give a whole number of parallel backfill tasks from 1 to {SHARDS_MAX}"
+    if name == "app_latency_ratio" and value is not None and not (number and 1 < value <= RATIO_MAX):
+        return f"give a ratio above 1 and at most {RATIO_MAX} (e.g. 1.25), or none for full speed"
+    return None
+
+
 class Throttle(BaseModel):
     """How the backfill protects the application. Pacing (airmigrate.pacing): a duty cycle set once a second
     so the application's statements stay within `app_latency_ratio` of their latency without us. Hard stops,
@@ -116,7 +134,7 @@ class Throttle(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     app_latency_ratio: float | None = Field(
-        1.25, gt=1, le=100,
+        1.25, gt=1, le=RATIO_MAX,
         description="Keep the application's mean statement latency within this multiple of its latency "
                     "while the backfill pauses (measured with pg_stat_statements for the other roles, "
                     "re-measured every probe_every_s). null: full speed, no pacing.")
@@ -278,8 +296,8 @@ class MigrationSpec(BaseModel):
                             "data is dropped).")
     keep_backups: int | None = Field(None, ge=1, le=1000, description="Keep only this many pg_dump files of this "
                                                                       "migration (the newest); none: keep all.")
-    batch_size: int = Field(10_000, ge=1, le=2_000_000, description="Rows per backfill batch.")
-    shards: int = Field(2, ge=1, le=64, description="Parallel backfill tasks (mapped Airflow tasks).")
+    batch_size: int = Field(10_000, ge=1, le=BATCH_SIZE_MAX, description="Rows per backfill batch.")
+    shards: int = Field(2, ge=1, le=SHARDS_MAX, description="Parallel backfill tasks (mapped Airflow tasks).")
     lock_timeout_ms: int = Field(500, ge=10, le=600_000, description="lock_timeout for every DDL statement.")
     statement_timeout_ms: int = Field(
         600_000, ge=100, description="statement_timeout for every DDL statement and backfill batch."

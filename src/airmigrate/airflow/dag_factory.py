@@ -13,7 +13,8 @@ from airmigrate.airflow.approval import (approval_task, needs_approval, needs_ro
                                         rollback_approval_task)
 from airmigrate.errors import SpecError
 from airmigrate.plan import render, static_plan
-from airmigrate.spec import Migration, Throttle, discover, load_migration
+from airmigrate.spec import (BATCH_SIZE_MAX, RATIO_MAX, SHARDS_MAX, Migration, Throttle, discover,
+                             load_migration)
 
 START = datetime(2024, 1, 1)
 DEFAULT_ARGS = {"owner": "airmigrate", "retries": 2, "retry_delay": timedelta(seconds=15),
@@ -34,9 +35,9 @@ def build_dag(migration: Migration) -> DAG:
         default_args=DEFAULT_ARGS,
         tags=["airmigrate", spec.table],
         params={
-            "batch_size": Param(spec.batch_size, type="integer", minimum=1, maximum=2_000_000,
+            "batch_size": Param(spec.batch_size, type="integer", minimum=1, maximum=BATCH_SIZE_MAX,
                                 description="Rows per backfill batch"),
-            "shards": Param(spec.shards, type="integer", minimum=1, maximum=64,
+            "shards": Param(spec.shards, type="integer", minimum=1, maximum=SHARDS_MAX,
                             description="Parallel backfill tasks"),
             "dry_run": Param(False, type="boolean", description="Only check and print the SQL; change nothing"),
             "retry_failed": Param(False, type="boolean", description="Run the failed batches of the last run again"),
@@ -71,7 +72,7 @@ def _pacing_param(migration: Migration) -> Param:
     """The pacer's target for this run; the spec's by default (backfill.throttle.app_latency_ratio)."""
     throttle = (migration.spec.backfill.throttle if migration.spec.backfill else Throttle())
     return Param(throttle.app_latency_ratio if throttle else None, type=["null", "number"], exclusiveMinimum=1,
-                 maximum=100, description="Keep the application's statement latency within this multiple of its "
+                 maximum=RATIO_MAX, description="Keep the application's statement latency within this multiple of its "
                                           "own while the backfill runs (pacing); empty: full speed")
 
 
@@ -94,9 +95,9 @@ def build_rollback_dag(migration: Migration) -> DAG:
         **MANUAL_DAG,
         tags=["airmigrate", "rollback"],
         params={
-            "batch_size": Param(spec.batch_size, type="integer", minimum=1, maximum=2_000_000,
+            "batch_size": Param(spec.batch_size, type="integer", minimum=1, maximum=BATCH_SIZE_MAX,
                                 description="Rows per copy-back batch"),
-            "shards": Param(spec.shards, type="integer", minimum=1, maximum=64, description="Parallel copy-back tasks"),
+            "shards": Param(spec.shards, type="integer", minimum=1, maximum=SHARDS_MAX, description="Parallel copy-back tasks"),
             "dry_run": Param(False, type="boolean", description="Only check and print the rollback's SQL; change nothing"),
             "retry_failed": Param(False, type="boolean", description="Run the failed copy-back batches again"),
             "app_latency_ratio": _pacing_param(migration),

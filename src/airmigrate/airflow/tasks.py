@@ -17,7 +17,7 @@ from airflow.sdk import BaseHook, get_current_context
 from airmigrate import report, settings, state
 from airmigrate.db import Target, connect, is_transient
 from airmigrate.errors import PreflightError
-from airmigrate.spec import Migration, load_migration
+from airmigrate.spec import Migration, load_migration, setting_problem
 from airmigrate.stages import backfill, backup, cleanup, preflight, rollback, schema_change, validate
 
 log = logging.getLogger(__name__)
@@ -234,16 +234,9 @@ def _pacing_override(params) -> dict:
 
 def check_run_params(params: dict) -> None:
     """The trigger form's numbers, refused with the reason before anything runs (never quietly clamped)."""
-    limits = {"batch_size": (1, 2_000_000, "rows per backfill batch"), "shards": (1, 64, "parallel backfill tasks")}
-    for name, (low, high, what) in limits.items():
-        value = params.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high):
-            raise PreflightError(f"param {name}={value!r}: give a whole number from {low} to {high:,} ({what}). "
-                                 "Nothing was run")
-    ratio = params.get("app_latency_ratio")
-    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 1 < ratio <= 100):
-        raise PreflightError(f"param app_latency_ratio={ratio!r}: give a ratio above 1 and at most 100 (e.g. 1.25), "
-                             "or leave it empty for full speed. Nothing was run")
+    for name in ("batch_size", "shards", "app_latency_ratio"):
+        if name in params and params[name] is not None and (problem := setting_problem(name, params[name])):
+            raise PreflightError(f"param {name}={params[name]!r}: {problem}. Nothing was run")
 
 
 @stage_task()

@@ -8,6 +8,7 @@ from typing import Callable
 
 from airmigrate import control
 from airmigrate.db import connect
+from airmigrate.spec import setting_problem
 
 LABELS = {"pause": "Pause", "resume": "Resume", "cancel": "Cancel", "batch_size": "Set batch size",
           "app_latency_ratio": "Set pacing target", "retry_failed": "Retry failed batches"}
@@ -18,37 +19,22 @@ class ActionRefused(ValueError):
 
 
 def parse_value(action: str, raw) -> float | None:
-    """The value of a batch_size / app_latency_ratio request, refused with the reason when it cannot apply."""
+    """The value of a batch_size / app_latency_ratio request as a number, refused with the reason when it
+    cannot apply (the limits are the spec's, as for the trigger form)."""
     if action not in control.ACTIONS:
         raise ActionRefused(f"unknown action '{action}': one of {', '.join(control.ACTIONS)}")
-    if action == "batch_size":
-        if raw is None or raw == "":
-            raise ActionRefused("batch_size: give a whole number of rows between 1 and 2,000,000")
+    if action not in ("batch_size", "app_latency_ratio"):
+        return None
+    if raw is None or raw == "":
+        value = None  # app_latency_ratio: full speed; batch_size: refused below
+    else:
         try:
             value = float(raw)
         except (TypeError, ValueError):
-            raise ActionRefused(f"batch_size '{raw}' is not a number: give a whole number of rows between 1 and "
-                                "2,000,000") from None
-        if value != int(value):
-            raise ActionRefused(f"batch_size {raw} is not a whole number of rows")
-        if value < 1:
-            raise ActionRefused(f"batch_size {raw} refused: a batch covers at least 1 row (give 1 to 2,000,000)")
-        if value > 2_000_000:
-            raise ActionRefused(f"batch_size {raw} refused: at most 2,000,000 rows per batch")
-        return int(value)
-    if action == "app_latency_ratio":
-        if raw is None or raw == "":
-            return None  # full speed
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise ActionRefused(f"app_latency_ratio '{raw}' is not a number: give a ratio above 1 (e.g. 1.25), or "
-                                "leave it empty for full speed") from None
-        if not 1 < value <= 100:
-            raise ActionRefused(f"app_latency_ratio {raw} refused: give a ratio above 1 and at most 100 (e.g. 1.25), "
-                                "or leave it empty for full speed")
-        return value
-    return None
+            raise ActionRefused(f"{action} '{raw}' is not a number: {setting_problem(action, 'x')}") from None
+    if problem := setting_problem(action, value):
+        raise ActionRefused(f"{action} {raw} refused: {problem}")
+    return int(value) if action == "batch_size" else value
 
 
 def perform(target, migration_id: str, action: str, actor: str, raw_value=None,

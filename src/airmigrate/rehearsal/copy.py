@@ -149,7 +149,6 @@ def copy_rows(source: Target, copy: Target, table: Table, key: tuple[str, ...] |
             "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
             "AND attgenerated = '' ORDER BY attnum", (_quoted(table),)).fetchall()]
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-        rows = 0
         for where, params in _row_filters(src, table, key, sample):
             query = sql.SQL("COPY (SELECT {} FROM {} {}) TO STDOUT (FORMAT binary)").format(cols, table.ident, where)
             with src.cursor().copy(query, params) as out, dst.cursor().copy(
@@ -185,10 +184,10 @@ def _row_filters(conn, table: Table, key: tuple[str, ...] | None, sample: float 
         return
     every = max(1, round(100 / sample))
     walker = Key(table.schema, table.name, tuple(key))
-    where = sql.SQL("WHERE {row} BETWEEN {v} AND {v}").format(row=walker._row(), v=walker._values())
+    where = sql.SQL("WHERE {}").format(walker.between())
     for number, (lo, hi) in enumerate(walker.ranges(conn, SAMPLE_RANGE_KEYS)):
         if number % every == 0:
-            yield where, [*walker.decode(lo), *walker.decode(hi)]
+            yield where, walker.bounds(lo, hi)
     conn.commit()
 
 

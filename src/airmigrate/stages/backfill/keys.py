@@ -79,10 +79,16 @@ class Key:
         hi = self._first(conn, where, params, offset=size - 1) or self._first(conn, where, params, descending=True)
         return lo, hi
 
+    def between(self) -> sql.Composed:
+        """`key BETWEEN lo AND hi` with positional placeholders; its parameters: :meth:`bounds`."""
+        return sql.SQL("{row} BETWEEN {v} AND {v}").format(row=self._row(), v=self._values())
+
+    def bounds(self, lo: str, hi: str) -> list:
+        return [*self.decode(lo), *self.decode(hi)]
+
     def count(self, conn, lo: str, hi: str) -> int:
-        query = sql.SQL("SELECT count(*) FROM {t} WHERE {row} BETWEEN {v} AND {v}").format(
-            t=self._table(), row=self._row(), v=self._values())
-        return conn.execute(query, [*self.decode(lo), *self.decode(hi)]).fetchone()[0]
+        query = sql.SQL("SELECT count(*) FROM {t} WHERE {between}").format(t=self._table(), between=self.between())
+        return conn.execute(query, self.bounds(lo, hi)).fetchone()[0]
 
     def split(self, conn, lo: str, hi: str) -> tuple[tuple[str, str], tuple[str, str]] | None:
         """Two halves of a range (by rows, through the index); None when it holds fewer than two rows."""
