@@ -18,7 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
-from airmigrate import settings
+from airmigrate import interrupt, lease, settings
 from airmigrate.db import Target
 from airmigrate.errors import AirmigrateError, SpecError
 
@@ -53,7 +53,7 @@ def _main(argv: list[str] | None) -> int:
         return args.func(args)
     except AirmigrateError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)  # 75: another runner holds the migration (lease.EXIT_BUSY)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--until", choices=("contract", "expand"),
                      help="expand: stop after validate (history `expanded`; the contract waits for `airmigrate "
                           "complete`); contract (default): the whole way")
+    run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                     help="when another runner (a CLI or an Airflow DAG run) is running this migration, wait up to "
+                          "SECONDS for it instead of refusing at once (exit 75)")
     run.set_defaults(func=cmd_run)
     rehearse = sub.add_parser("rehearse", help="run a migration and its rollback on a copy of the touched tables, "
                                                "check and measure it; the target is only read")
@@ -92,6 +95,14 @@ def _parser() -> argparse.ArgumentParser:
                                              "stop at the first failure, print a summary; exit 0 all applied, 1 not")
     migrate.add_argument("--to", metavar="ID", help="stop after this migration (inclusive)")
     migrate.add_argument("--approve", action="store_true", help="approve destructive contract steps up front")
+    migrate.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                     help="when another runner (a CLI or an Airflow DAG run) is running a migration, wait up to "
+                          "SECONDS for it instead of refusing at once (exit 75)")
+    migrate.add_argument("--ignore-missing", action="store_true",
+                         help="go on although a migration in the target's history has no folder any more "
+                              "(recorded in airmigrate.actions)")
+    migrate.add_argument("--allow-drift", action="store_true",
+                         help="go on although an applied migration's files changed since (recorded)")
     migrate.set_defaults(func=cmd_migrate)
     baseline = sub.add_parser("baseline", help="record every migration up to --to as applied without running it "
                                                "(adopting airmigrate on an existing schema)")
@@ -101,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
                                                "new application version is deployed)")
     complete.add_argument("migration")
     complete.add_argument("--approve", action="store_true", help="approve a destructive contract step up front")
+    complete.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                     help="when another runner (a CLI or an Airflow DAG run) is running this migration, wait up to "
+                          "SECONDS for it instead of refusing at once (exit 75)")
     complete.set_defaults(func=cmd_complete)
     demo = sub.add_parser("demo", help="seed a demo database and run the example migrations end to end")
     demo.add_argument("--rows", type=int, default=int(os.environ.get("AIRMIGRATE_DEMO_ROWS", 1_000_000)))
@@ -147,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    OUTPUT["verbose"] = args.verbose
+    OUTPUT["verbose"], OUTPUT["wait"] = args.verbose, args.wait
     prepare_airflow_env()
     target = _configured_target()
     conf = _params(args.param)
@@ -211,11 +225,15 @@ def cmd_docs(args) -> int:
 def cmd_migrate(args) -> int:
     from airmigrate.lifecycle.migrate import migrate
 
+    OUTPUT["wait"] = args.wait
     prepare_airflow_env()
     target = _configured_target()
     errors: dict[str, str] = {}
-    return migrate(target, lambda migration_id, conf: run_and_report(migration_id, target, conf=conf, errors=errors),
-                   to=args.to, approve=args.approve, errors=errors)
+    code = migrate(target, lambda migration_id, conf: run_and_report(migration_id, target, conf=conf, errors=errors,
+                                                                     what="migrate"),
+                   to=args.to, approve=args.approve, errors=errors, ignore_missing=args.ignore_missing,
+                   allow_drift=args.allow_drift)
+    return interrupt.EXIT_INTERRUPTED if interrupt.requested() else code
 
 
 def cmd_baseline(args) -> int:
@@ -233,6 +251,7 @@ def cmd_baseline(args) -> int:
 def cmd_complete(args) -> int:
     from airmigrate.lifecycle.migrate import check_expanded
 
+    OUTPUT["wait"] = args.wait
     prepare_airflow_env()
     target = _configured_target()
     check_expanded(target, load_named(args.migration))
@@ -462,11 +481,11 @@ def cmd_target(args) -> int:
     return 0
 
 
-OUTPUT = {"verbose": False}  # `run --verbose` / `demo --verbose`: Airflow's task logs on the console
+OUTPUT = {"verbose": False, "wait": 0.0}  # --verbose: Airflow's task logs on the console; --wait: for a lease
 
 
 def run_and_report(migration_id: str, target: Target, rollback: bool = False, conf: dict | None = None,
-                   errors: dict[str, str] | None = None) -> int:
+                   errors: dict[str, str] | None = None, what: str = "run") -> int:
     from airmigrate.airflow.runner import log_file_for, report, run_dag
 
     from airmigrate.airflow.approval import needs_approval, needs_rollback_approval
@@ -484,9 +503,11 @@ def run_and_report(migration_id: str, target: Target, rollback: bool = False, co
                               "re-run with --approve, or trigger the rollback DAG from the Airflow UI. Nothing was run")
     dag_id = migration.rollback_dag_id if rollback else migration.id
     log_file = None if OUTPUT["verbose"] else log_file_for(dag_id)
-    print(f"running {dag_id} through Airflow (dag.test) ..." + (f" task logs: {_shown_path(log_file)}" if log_file
-                                                                else ""), flush=True)
-    dagrun = run_dag(dag_id, conf, log_file=log_file, secrets=(target.password,))
+    interrupt.install()  # Ctrl-C / SIGTERM: stop at the next batch boundary, resumable (exit 130)
+    with lease.hold_for_cli(target, migration.id, f"{what} {dag_id}", wait_s=OUTPUT["wait"]):
+        print(f"running {dag_id} through Airflow (dag.test) ..." + (f" task logs: {_shown_path(log_file)}"
+                                                                    if log_file else ""), flush=True)
+        dagrun = run_dag(dag_id, conf, log_file=log_file, secrets=(target.password,))
     print(report(dagrun, migration, target, rollback=rollback), flush=True)
     _print_run_report(migration, target, dag_id, dagrun.run_id, rollback)
     if log_file:
@@ -497,6 +518,11 @@ def run_and_report(migration_id: str, target: Target, rollback: bool = False, co
         first = next(iter(task_errors(dagrun).values()), None)
         if first:
             errors[migration.id] = first
+    if interrupt.requested():
+        print(f"interrupted by {interrupt.requested()}: the run stopped at a batch boundary and is paused (nothing "
+              f"half-done). Resume: `airmigrate run {migration.id}{' --rollback' if rollback else ''}`"
+              + ("" if rollback else f"; or roll back: `airmigrate run {migration.id} --rollback`"), flush=True)
+        return interrupt.EXIT_INTERRUPTED
     return 0 if str(dagrun.state) == "success" else 1
 
 

@@ -160,17 +160,22 @@ def run_ddl(target: Target, sql_text: str, *, lock_timeout_ms: int = 500, statem
 
 
 def run_group(target: Target, group: list[str], autocommit: bool, *, lock_timeout_ms: int,
-              statement_timeout_ms: int, attempts: int, table: tuple[str, str] | None) -> None:
+              statement_timeout_ms: int, attempts: int, table: tuple[str, str] | None,
+              still_needed=None) -> None:
     """One transaction (or one autocommit statement), retried on lock timeout with backoff and jitter.
 
     Behind an autovacuum the retry waits a little longer than deadlock_timeout: an autovacuum only gives
     its lock up to a waiter that has waited that long, so retrying under a shorter lock_timeout would
     never get through. Behind an anti-wraparound vacuum (which never gives up) we wait, without queueing
-    a lock, until it has finished."""
+    a lock, until it has finished. Before each retry `still_needed()` (when given) looks at the run's state
+    again: a group someone recorded as done meanwhile is not run twice."""
     if autocommit:
         _drop_invalid_leftovers(target, group)
     timeout_ms = lock_timeout_ms
     for attempt in range(1, attempts + 1):
+        if attempt > 1 and still_needed is not None and not still_needed():
+            log.info("not retrying: the state says this step is done meanwhile")
+            return
         probe = None
         try:
             with connect(target, autocommit=True) as conn:

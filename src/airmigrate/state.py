@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 
 from psycopg.types.json import Jsonb
+
+from airmigrate import lease
+
+log = logging.getLogger(__name__)
 
 SCHEMA_DDL = """
 CREATE SCHEMA IF NOT EXISTS airmigrate;
@@ -54,6 +59,15 @@ CREATE TABLE IF NOT EXISTS airmigrate.runs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active_per_migration
     ON airmigrate.runs (migration_id, direction) WHERE status IN ('pending', 'running', 'paused', 'failed');
+-- one runner per migration (airmigrate.lease): the run's owner (its DAG run), who that is, and its lease
+DO $lease$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'airmigrate.runs'::regclass AND attname = 'lease_until')
+    THEN
+        ALTER TABLE airmigrate.runs ADD COLUMN IF NOT EXISTS owner text, ADD COLUMN IF NOT EXISTS holder text,
+            ADD COLUMN IF NOT EXISTS owner_kind text, ADD COLUMN IF NOT EXISTS heartbeat_at timestamptz,
+            ADD COLUMN lease_until timestamptz;
+    END IF;
+END $lease$;
 CREATE TABLE IF NOT EXISTS airmigrate.batches (
     run_id      bigint NOT NULL REFERENCES airmigrate.runs ON DELETE CASCADE,
     batch_no    integer NOT NULL,
@@ -150,20 +164,55 @@ def history(conn, migration_id: str) -> dict | None:
     return dict(zip([c.name for c in cur.description], row)) if row else None
 
 
-def begin_run(conn, migration_id: str, direction: str, dag_run_id: str | None) -> tuple[int, bool]:
-    """Adopt the unfinished run of this migration (resume) or start a new one. Returns (run_id, resumed)."""
+def begin_run(conn, migration_id: str, direction: str, dag_run_id: str | None,
+              owner: lease.Owner | None = None) -> tuple[int, bool]:
+    """Start a run, or take over the unfinished one whose owner is gone (resume). Returns (run_id, resumed).
+
+    Never joins a live run: while another runner owns an open run of this migration (either direction: a
+    rollback never runs beside a live up run, nor the reverse) this raises LeaseHeld, naming it. The check
+    and the claim happen in one transaction under a lock keyed by the migration, so two runners released at
+    the same moment cannot both pass the check."""
+    owner = owner or lease.owner_for(migration_id, dag_run_id)
     with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (lease.LOCK_CLASS + 1, lease.lock_key(migration_id)[1]))
+        busy = lease.live_foreign_run(conn, migration_id, dag_run_id)
+        if busy:
+            raise lease.LeaseHeld(lease.refusal(migration_id, busy))
+        claim = ("owner = %(owner)s, holder = %(holder)s, owner_kind = %(kind)s, heartbeat_at = now(), "
+                 "lease_until = now() + make_interval(secs => %(lease)s)")
+        values = {"owner": dag_run_id, "holder": owner.holder, "kind": owner.kind, "lease": lease.lease_seconds(),
+                  "migration_id": migration_id, "direction": direction}
         row = conn.execute(
-            "SELECT run_id FROM airmigrate.runs WHERE migration_id = %s AND direction = %s "
+            "SELECT run_id, owner, holder, status FROM airmigrate.runs WHERE migration_id = %s AND direction = %s "
             "AND status = ANY(%s) FOR UPDATE", (migration_id, direction, list(ACTIVE))).fetchone()
         if row:
-            conn.execute("UPDATE airmigrate.runs SET status = 'running', dag_run_id = %s, error = NULL "
-                         "WHERE run_id = %s", (dag_run_id, row[0]))
+            if row[1] != dag_run_id:
+                log.info("run %d of %s (%s) was owned by %s, which is gone: %s takes it over and resumes it",
+                         row[0], migration_id, row[3], row[2] or "an earlier runner", owner.holder)
+            conn.execute("UPDATE airmigrate.runs SET status = 'running', dag_run_id = %(owner)s, error = NULL, "
+                         + claim + " WHERE run_id = %(run_id)s", {**values, "run_id": row[0]})
             return row[0], True
         run_id = conn.execute(
-            "INSERT INTO airmigrate.runs (migration_id, direction, dag_run_id, status) "
-            "VALUES (%s, %s, %s, 'running') RETURNING run_id", (migration_id, direction, dag_run_id)).fetchone()[0]
+            "INSERT INTO airmigrate.runs (migration_id, direction, dag_run_id, status, owner, holder, owner_kind, "
+            "heartbeat_at, lease_until) VALUES (%(migration_id)s, %(direction)s, %(owner)s, 'running', %(owner)s, "
+            "%(holder)s, %(kind)s, now(), now() + make_interval(secs => %(lease)s)) RETURNING run_id",
+            values).fetchone()[0]
         return run_id, False
+
+
+def owned_run(conn, migration_id: str, direction: str, dag_run_id: str | None) -> int | None:
+    """The open run of this migration that `dag_run_id` owns; LeaseLost when another runner owns it now
+    (a task of a runner that lost never acts, nor writes the run's state). None when there is no open run."""
+    row = conn.execute(
+        "SELECT run_id, owner, holder FROM airmigrate.runs WHERE migration_id = %s AND direction = %s "
+        "AND status = ANY(%s)", (migration_id, direction, list(ACTIVE))).fetchone()
+    if row is None:
+        return None
+    run_id, owner, holder = row
+    if owner is not None and dag_run_id is not None and owner != dag_run_id:
+        raise lease.LeaseLost(f"run {run_id} of {migration_id} is owned by {holder or owner} now, not by this DAG "
+                              f"run ({dag_run_id}): this task stops and changes nothing")
+    return run_id
 
 
 def active_run(conn, migration_id: str, direction: str = "up") -> int | None:

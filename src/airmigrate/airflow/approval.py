@@ -44,6 +44,10 @@ class ContractApproval(ApprovalOperator):
                                        f"give: pass {self.approve_param}=true (airmigrate run --approve) or trigger "
                                        "the DAG from the Airflow UI")
         self.log.info("waiting for approval in the Airflow UI (Approve / Reject)")
+        from airmigrate.airflow.tasks import keep_lease_while_waiting
+
+        keep_lease_while_waiting(context["dag"].dag_id.removesuffix("__rollback"), f"waiting for the "
+                                 f"{'contract' if self.direction == 'up' else 'rollback'} approval in the Airflow UI")
         return super().execute(context)
 
     def execute_complete(self, context, event):

@@ -21,6 +21,11 @@ DEFAULT_ARGS = {"owner": "airmigrate", "retries": 2, "retry_delay": timedelta(se
                 "retry_exponential_backoff": True}
 
 
+WAIT_FOR_LEASE = Param(0, type="integer", minimum=0, maximum=86_400,
+                       description="Seconds to wait when another runner (a CLI or another Airflow) is running this "
+                                   "migration; 0 refuses at once (one runner per migration)")
+
+
 def build_dag(migration: Migration) -> DAG:
     """preflight -> backup -> schema_change -> backfill (plan, mapped shards) -> validate -> cleanup."""
     spec, folder = migration.spec, str(migration.folder.resolve())
@@ -47,6 +52,7 @@ def build_dag(migration: Migration) -> DAG:
             "until": Param("contract", type="string", enum=["contract", "expand"],
                            description="expand: stop after validate (history `expanded`, the contract waits for "
                                        "`airmigrate complete` or a trigger with contract); contract: the whole way"),
+            "wait_for_lease": WAIT_FOR_LEASE,
         },
     ) as dag:
         pre = _task("preflight", tasks.preflight_task)(folder)
@@ -103,6 +109,7 @@ def build_rollback_dag(migration: Migration) -> DAG:
             "app_latency_ratio": _pacing_param(migration),
             "approve_rollback": Param(False, type="boolean",
                                       description="Approve a rollback that drops a column or table up front"),
+            "wait_for_lease": WAIT_FOR_LEASE,
         },
     ) as dag:
         pre = _task("preflight", tasks.rollback_preflight_task)(folder)
@@ -169,9 +176,13 @@ def build_migrate_dag(migrations: list[Migration], stopped_at: str | None = None
         tags=["airmigrate"],
         render_template_as_native_obj=True,  # the conf's booleans stay booleans
         params={"approve_contract": Param(False, type="boolean",
-                                          description="Approve destructive contract steps up front (no UI prompt)")},
+                                          description="Approve destructive contract steps up front (no UI prompt)"),
+                "ignore_missing": Param(False, type="boolean", description="Go on although a migration in the "
+                                        "target's history has no folder any more (recorded)"),
+                "allow_drift": Param(False, type="boolean", description="Go on although an applied migration's "
+                                     "files changed since (recorded)")},
     ) as dag:
-        previous = None
+        previous = _task("validate_history", tasks.validate_history_task, retries=0)()
         for migration in migrations:
             trigger = TriggerDagRunOperator(
                 task_id=migration.id,

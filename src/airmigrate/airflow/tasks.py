@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime, timedelta, timezone
 
 from airflow.sdk.exceptions import (AirflowException, AirflowFailException, AirflowRescheduleException,
                                     AirflowSkipException)
 from airflow.sdk import BaseHook, get_current_context
 
-from airmigrate import report, settings, state
+from airmigrate import interrupt, lease, report, settings, state
 from airmigrate.db import Target, connect, is_transient
-from airmigrate.errors import PreflightError
+from airmigrate.errors import AirmigrateError, PreflightError
 from airmigrate.spec import Migration, load_migration, setting_problem
 from airmigrate.stages import backfill, backup, cleanup, preflight, rollback, schema_change, validate
 
@@ -49,10 +50,15 @@ def stage_task(direction: str = "up"):
         def run(migration_dir: str, shard: int | None = None):
             migration = _load(migration_dir)
             target = target_for(migration)
+            interrupt.reinstall()  # Airflow's task runner has just set its own SIGTERM handler
             try:
-                return fn(target, migration) if shard is None else fn(target, migration, shard)
+                interrupt.check(fn.__name__.removesuffix("_task"))
+                with lease.hold_for_task(target, migration.id, dag_run_id(), _lease_wait(fn)):
+                    return fn(target, migration) if shard is None else fn(target, migration, shard)
             except (AirflowSkipException, AirflowRescheduleException):
                 raise
+            except interrupt.Interrupted as exc:
+                raise AirflowFailException(_mark_interrupted(target, migration, direction, str(exc))) from exc
             except Exception as exc:
                 if is_transient(exc) and not _last_try():
                     raise AirflowException(f"{type(exc).__name__}: {exc} (transient: Airflow retries)") from exc
@@ -65,6 +71,25 @@ def stage_task(direction: str = "up"):
         return run  # not functools.wraps: Airflow would bind arguments against the stage's own signature
 
     return wrap
+
+
+def dag_run_id() -> str | None:
+    """The DAG run this task belongs to: the owner of the migration's run (None outside a task)."""
+    try:
+        return get_current_context()["dag_run"].run_id
+    except Exception:  # outside a task (tests calling the wrapper directly)
+        return None
+
+
+def _lease_wait(fn) -> float:
+    """How long the first task of a run waits for another runner to finish (the wait_for_lease param);
+    later tasks never wait: their run is theirs, or they stop."""
+    if fn.__name__ not in ("preflight_task", "rollback_preflight_task"):
+        return 0.0
+    try:
+        return float(_params().get("wait_for_lease") or 0)
+    except Exception:
+        return 0.0
 
 
 def _last_try() -> bool:
@@ -81,7 +106,7 @@ def _mark_failed(target: Target, migration: Migration, direction: str, message: 
     back. Returns the message with that hint added (None when nothing was recorded)."""
     try:
         with connect(target, autocommit=True) as conn:
-            run_id = state.active_run(conn, migration.id, direction)
+            run_id = state.owned_run(conn, migration.id, direction, dag_run_id())  # only the owner writes it
             if not run_id:
                 return None
             if direction == "up" and _schema_touched(conn, run_id):
@@ -94,9 +119,30 @@ def _mark_failed(target: Target, migration: Migration, direction: str, message: 
                     state.mark_history_failed(conn, migration.id, message[:2000])
         report.write_report_safely(target, migration, direction, run_id)  # a failed run's report (issue 11)
         return message
+    except lease.LeaseLost as exc:
+        log.warning("%s", exc)
     except Exception:  # recording is best effort; the task fails with the original error regardless
         log.exception("could not record the failure in airmigrate.runs")
     return None
+
+
+def _mark_interrupted(target: Target, migration: Migration, direction: str, why: str) -> str:
+    """Ctrl-C / SIGTERM: the run is paused (resumable, not failed), the history says why; the message says
+    how to go on."""
+    resume = f"`airmigrate run {migration.id}" + (" --rollback`" if direction == "down" else "`")
+    message = (f"interrupted ({why}); the run is paused and resumes where it stopped: {resume}"
+               + ("" if direction == "down" else f", or roll back with `airmigrate run {migration.id} --rollback`"))
+    try:
+        with connect(target, autocommit=True) as conn, conn.transaction():
+            run_id = state.owned_run(conn, migration.id, direction, dag_run_id())
+            if run_id:
+                conn.execute("UPDATE airmigrate.runs SET status = 'paused', error = %s WHERE run_id = %s",
+                             (message[:2000], run_id))
+                if direction == "up":
+                    state.mark_history_failed(conn, migration.id, message[:2000])
+    except Exception:  # the run stops regardless; a later runner resumes it either way
+        log.exception("could not record the interruption in airmigrate.runs")
+    return message
 
 
 def _schema_touched(conn, run_id: int) -> bool:
@@ -122,9 +168,20 @@ def pause_run(migration_id: str, direction: str = "up", who: str | None = None) 
     log.info("contract rejected: %s stays expanded; trigger the DAG again to be asked again", migration_id)
 
 
+APPROVAL_LEASE = timedelta(hours=24)  # a human may take a while; past that, another runner may take the run over
+
+
+def keep_lease_while_waiting(migration_id: str, why: str) -> None:
+    """Before the approval task parks (no process, no lock while it waits), the run's lease outlasts it, so a
+    second runner is refused rather than taking the run over under the human's feet."""
+    migration = _load(str(settings.migrations_dir() / migration_id))
+    _keep_lease(target_for(migration), migration, datetime.now(timezone.utc) + APPROVAL_LEASE, why)
+
+
 def current_run(target: Target, migration: Migration, direction: str = "up") -> int:
+    """The open run this task's DAG run owns (LeaseLost when another runner took it over)."""
     with connect(target, autocommit=True) as conn:
-        run_id = state.active_run(conn, migration.id, direction)
+        run_id = state.owned_run(conn, migration.id, direction, dag_run_id())
     if run_id is None:
         raise PreflightError(f"no active {direction} run of {migration.id}: the preflight task starts one; "
                              "clear the whole DAG run rather than a single task")
@@ -192,18 +249,28 @@ def backfill_shard_task(target, migration, shard: int):
     while it waits, and resumes from the cursor."""
     context, window = get_current_context(), migration.spec.window
     if window and not window.contains():
-        _wait_for_window(window, "outside the off-peak window")
+        _wait_for_window(window, "outside the off-peak window", target, migration)
     _obey_console(target, migration, None)
     result = backfill.run_shard(target, migration, current_run(target, migration), shard,
                                 retry_failed=bool(context["params"].get("retry_failed")) or context["ti"].try_number > 1,
                                 metrics=_airflow_metrics(migration.id),
-                                should_stop=(lambda: not window.contains()) if window else (lambda: False),
+                                should_stop=_stop_when(window),
                                 shards=int(context["params"].get("shards") or migration.spec.shards),
                                 **_pacing_override(context["params"]))
+    if interrupt.requested():
+        raise interrupt.Interrupted(f"{interrupt.requested()}: shard {shard} stopped after {result['batches']} "
+                                    f"batch(es), {result['rows']:,} rows in this attempt")
     _obey_console(target, migration, result.get("stopped"))
     if result.get("stopped") == "window":
-        _wait_for_window(window, "the off-peak window closed")
+        _wait_for_window(window, "the off-peak window closed", target, migration)
     return result
+
+
+def _stop_when(window):
+    """The shard's batch loop stops when the window closes or this process was asked to stop (Ctrl-C)."""
+    if window:
+        return lambda: bool(interrupt.requested()) or not window.contains()
+    return lambda: bool(interrupt.requested())
 
 
 PAUSED_POKE_S = 15  # a paused shard looks again this often (rescheduled: no worker slot held meanwhile)
@@ -211,8 +278,6 @@ PAUSED_POKE_S = 15  # a paused shard looks again this often (rescheduled: no wor
 
 def _obey_console(target, migration, stopped: str | None) -> None:
     """Paused from the console: reschedule (no slot held) until resumed. Cancelled: fail, schema left expanded."""
-    from datetime import datetime, timedelta, timezone
-
     from airmigrate.control import RunControl
 
     if stopped is None:
@@ -220,7 +285,9 @@ def _obey_console(target, migration, stopped: str | None) -> None:
             stopped = RunControl(current_run(target, migration)).refresh(conn).stop_reason
     if stopped == "paused":
         log.info("paused from the console: looking again in %d s (no worker slot held meanwhile)", PAUSED_POKE_S)
-        raise AirflowRescheduleException(reschedule_date=datetime.now(timezone.utc) + timedelta(seconds=PAUSED_POKE_S))
+        wake = datetime.now(timezone.utc) + timedelta(seconds=PAUSED_POKE_S)
+        _keep_lease(target, migration, wake, "paused from the console")
+        raise AirflowRescheduleException(reschedule_date=wake)
     if stopped == "cancelled":
         raise AirflowFailException(f"cancelled from the console: the backfill stopped; the schema stays expanded. "
                                    f"Undo it with the DAG {migration.rollback_dag_id} (or `airmigrate run "
@@ -249,10 +316,21 @@ def window_task(target, migration):
     log.info("inside the off-peak window (%s-%s %s)", window.start, window.end, window.timezone)
 
 
-def _wait_for_window(window, why: str):
+def _wait_for_window(window, why: str, target=None, migration=None):
     opens = window.next_open()
     log.info("%s: rescheduled to %s (no worker slot held meanwhile)", why, opens.isoformat())
+    if target is not None:
+        _keep_lease(target, migration, opens, f"waiting for the off-peak window ({opens:%Y-%m-%d %H:%M %Z})")
     raise AirflowRescheduleException(reschedule_date=opens)
+
+
+def _keep_lease(target: Target, migration: Migration, until, why: str) -> None:
+    """A rescheduled task holds no lock while it waits: its run's lease says the DAG run is still there."""
+    try:
+        with connect(target, autocommit=True) as conn:
+            lease.extend_until(conn, migration.id, dag_run_id(), until, why)
+    except Exception:  # the wait goes on; at worst another runner may take the run over meanwhile
+        log.exception("could not extend the run's lease")
 
 
 def _airflow_metrics(migration_id: str):
@@ -299,7 +377,7 @@ def cleanup_task(target, migration):
     if window and not window.contains() and not needs_approval(migration):
         # a contract a human approves runs when approved (they chose the moment); one that needs none keeps
         # to the window like every other stage that touches the target
-        _wait_for_window(window, "the contract waits for the off-peak window")
+        _wait_for_window(window, "the contract waits for the off-peak window", target, migration)
     run_id = current_run(target, migration)
     result = cleanup.cleanup(target, migration, run_id)
     report.write_report_safely(target, migration, "up", run_id)  # logs the report's path last (issue 11)
@@ -346,11 +424,15 @@ def restore_shard_task(target, migration, shard: int):
     """A cleared (re-run) shard also retries the failed batches, as on the way up. No off-peak window: a
     rollback runs when it is needed."""
     context = get_current_context()
-    return rollback.restore_shard(target, migration, current_run(target, migration, "down"), shard,
-                                  retry_failed=bool(context["params"].get("retry_failed"))
-                                  or context["ti"].try_number > 1,
-                                  shards=int(context["params"].get("shards") or migration.spec.shards),
-                                  **_pacing_override(context["params"]))
+    result = rollback.restore_shard(target, migration, current_run(target, migration, "down"), shard,
+                                    retry_failed=bool(context["params"].get("retry_failed"))
+                                    or context["ti"].try_number > 1, should_stop=_stop_when(None),
+                                    shards=int(context["params"].get("shards") or migration.spec.shards),
+                                    **_pacing_override(context["params"]))
+    if interrupt.requested():
+        raise interrupt.Interrupted(f"{interrupt.requested()}: copy-back shard {shard} stopped after "
+                                    f"{result['batches']} batch(es)")
+    return result
 
 
 @stage_task("down")
@@ -361,6 +443,29 @@ def finish_rollback_task(target, migration):
     result = rollback.finish(target, migration, run_id)
     report.write_report_safely(target, migration, "down", run_id)  # logs the report's path last (issue 11)
     return result
+
+
+def validate_history_task():
+    """airmigrate__migrate's first task: like `airmigrate migrate`, refuse while the target's history holds a
+    migration whose folder is missing or whose applied files changed (unless the params say to go on)."""
+    from airmigrate.lifecycle.migrate import load_all, validate_history
+
+    params, migrations = _params(), load_all()
+    if not migrations:
+        return []
+    try:
+        notes = validate_history(target_for(migrations[0]), migrations, bool(params.get("ignore_missing")),
+                                 bool(params.get("allow_drift")), who=_triggering_user())
+    except AirmigrateError as exc:  # a refusal: retrying would refuse the same way
+        raise AirflowFailException(str(exc)) from exc
+    for note in notes:
+        log.warning("%s", note)
+    return notes
+
+
+def _triggering_user() -> str | None:
+    user = getattr(get_current_context()["dag_run"], "triggering_user_name", None)
+    return user if user and user != "dag_test" else None
 
 
 def rehearse_task(migration_dir: str):

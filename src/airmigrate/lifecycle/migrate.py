@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 from airmigrate import settings, state
 from airmigrate.db import Target, connect
 from airmigrate.errors import AirmigrateError
+from airmigrate.lifecycle.history import changed_files
 from airmigrate.spec import Migration, discover, file_checksums, load_migration
 
 RUN, RESUME, APPLIED, EXPANDED = "run", "resume", "applied", "expanded"
@@ -47,7 +48,7 @@ def up_to(migrations: list[Migration], to: str | None) -> list[Migration]:
     return migrations[:ids.index(to) + 1]
 
 
-def pending(conn, migrations: list[Migration]) -> list[tuple[Migration, str, dict | None]]:
+def pending(conn, migrations: list[Migration], allow_drift: bool = False) -> list[tuple[Migration, str, dict | None]]:
     """(migration, action, history) per migration: run, resume, applied (unchanged) or expanded. A changed
     applied migration raises the preflight's PreflightError naming the files."""
     from airmigrate.stages.preflight import check_history
@@ -59,7 +60,8 @@ def pending(conn, migrations: list[Migration]) -> list[tuple[Migration, str, dic
         if hist is None or hist["status"] == "rolled_back":
             out.append((migration, RUN, hist))
         elif hist["status"] == "applied":
-            check_history(conn, migration)  # unchanged, or PreflightError
+            if not allow_drift:
+                check_history(conn, migration)  # unchanged, or PreflightError
             out.append((migration, APPLIED, hist))
         elif hist["status"] == "expanded":
             out.append((migration, EXPANDED, hist))
@@ -68,8 +70,55 @@ def pending(conn, migrations: list[Migration]) -> list[tuple[Migration, str, dic
     return out
 
 
+def unaccounted(conn, migrations: list[Migration]) -> tuple[list[str], list[str]]:
+    """What the target's history holds that the folders cannot account for: (missing, changed), each a line
+    naming the migration. Missing: a migration in the history (not rolled back) whose folder is gone (deleted,
+    renamed). Changed: an applied migration whose files differ from what was applied (Flyway's validate)."""
+    if conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is None:
+        return [], []
+    here = {m.id: m for m in migrations}
+    rows = conn.execute("SELECT migration_id, status, applied_at, applied_by FROM airmigrate.history "
+                        "WHERE status <> 'rolled_back' ORDER BY migration_id").fetchall()
+    missing = [f"{mid} ({status}{f' on {at:%Y-%m-%d %H:%M} by {by}' if at else ''}): its folder is missing from "
+               f"{settings.migrations_dir()}" for mid, status, at, by in rows if mid not in here]
+    changed = []
+    for mid, status, _, _ in rows:
+        if mid in here and status == "applied":
+            files = changed_files(conn, here[mid])
+            if files:
+                changed.append(f"{mid}: applied, and its files changed since ({', '.join(files)})")
+    return missing, changed
+
+
+def validate_history(target: Target, migrations: list[Migration], ignore_missing: bool = False,
+                     allow_drift: bool = False, who: str | None = None) -> list[str]:
+    """Before anything is applied: refuse (AirmigrateError, exit 2, nothing changed) while the history holds a
+    migration whose folder is missing or whose applied files changed, unless the flag for it says to go on;
+    what was let through is recorded in airmigrate.actions (who, when, which). Returns the notes to print."""
+    with connect(target, autocommit=True) as conn:
+        missing, changed = unaccounted(conn, migrations)
+        refused = ([*missing] if not ignore_missing else []) + ([*changed] if not allow_drift else [])
+        if refused:
+            flags = ([" --ignore-missing (a folder deleted or renamed on purpose)"] if missing and not ignore_missing
+                     else []) + ([" --allow-drift (the change is known and harmless)"] if changed and not allow_drift
+                                 else [])
+            raise AirmigrateError(
+                f"migrate: the history of {target.describe()} has {len(refused)} migration(s) the folders cannot "
+                "account for:\n  " + "\n  ".join(refused) + "\nRestore the folder (or the applied files), or go on "
+                "with" + " /".join(flags) + ". Nothing was run")
+        notes = []
+        for flag, lines in (("ignore_missing", missing), ("allow_drift", changed)):
+            for line in lines:
+                conn.execute("INSERT INTO airmigrate.actions (migration_id, action, detail, actor) VALUES "
+                             "(%s, %s, %s, %s)", (line.split(" ", 1)[0].rstrip(":"), f"migrate_{flag}", line,
+                                                  who or state.who()))
+                notes.append(f"{flag.replace('_', '-')}: {line} (recorded in airmigrate.actions)")
+    return notes
+
+
 def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = None, approve: bool = False,
-            out: Callable[[str], None] = print, errors: dict[str, str] | None = None) -> int:
+            out: Callable[[str], None] = print, errors: dict[str, str] | None = None,
+            ignore_missing: bool = False, allow_drift: bool = False) -> int:
     """Run every pending migration (up to `to`) in order with `run(migration_id, conf) -> exit code`, stop at
     the first failure, print one summary. 0 when everything up to `to` is applied (or expanded, its contract
     deliberately waiting), else 1. `errors` (filled by `run`: migration id -> its failing task's error) names
@@ -78,9 +127,12 @@ def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = No
     anything ran (a folder that does not load, a changed applied migration, an approval not given) raise."""
     from airmigrate.airflow.approval import needs_approval
 
-    migrations = up_to(load_all(), to)
+    everything = load_all()
+    for note in validate_history(target, everything, ignore_missing, allow_drift):
+        out(note)
+    migrations = up_to(everything, to)
     with connect(target, autocommit=True) as conn:
-        todo = pending(conn, migrations)
+        todo = pending(conn, migrations, allow_drift)
     gated = [m.id for m, action, _ in todo if action in (RUN, RESUME) and needs_approval(m)]
     if gated and not approve:
         raise AirmigrateError(f"{', '.join(gated)}: the contract step waits for a human approval (it drops "
@@ -103,13 +155,18 @@ def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = No
             continue
         out(f"\n== {migration.id} ({'resumed' if action == RESUME else 'pending'})")
         t0 = time.monotonic()
+        with connect(target, autocommit=True) as conn:
+            began = conn.execute("SELECT now()").fetchone()[0]
         retry = {"retry_failed": True} if action == RESUME and hist and hist["status"] == "failed" else {}
         code = run(migration.id, {**conf, **retry})
         seconds = time.monotonic() - t0
         with connect(target, autocommit=True) as conn:
             hist = state.history(conn, migration.id)
         status = hist["status"] if hist else "not started"
-        if code == 0 and status == "applied":
+        if code == 0 and status == "applied" and hist["applied_at"] and hist["applied_at"] < began:
+            # another runner applied it while this one waited for its lease: nothing was done here
+            results.append((migration.id, "already applied", None, f"by {hist['applied_by']} meanwhile"))
+        elif code == 0 and status == "applied":
             results.append((migration.id, "applied", seconds, ""))
         else:
             error = ((errors or {}).get(migration.id) or (hist or {}).get("error") or "see its report above")

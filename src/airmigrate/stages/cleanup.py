@@ -28,9 +28,14 @@ def cleanup(target: Target, migration: Migration, run_id: int) -> dict:
         before = (state.latest_run(conn, migration.id) or {}).get("facts", {}).get("column_types")
     apply_comments(target, migration, list(before) if before is not None else None)
     with connect(target, autocommit=True) as conn, conn.transaction():
-        state.mark_applied(conn, migration.id)
+        first_time = not conn.execute("SELECT facts ? 'applied_recorded' FROM airmigrate.runs WHERE run_id = %s",
+                                      (run_id,)).fetchone()[0]  # a retried task records it (and its entry) once
+        if first_time:
+            state.mark_applied(conn, migration.id)
+            state.add_facts(conn, run_id, applied_recorded=True)
         state.finish_run(conn, run_id, "succeeded")
         hist = state.history(conn, migration.id)
-    changelog.append(migration, hist)
+    if first_time:
+        changelog.append(migration, hist)
     log.info("%s applied in %.1fs by %s", migration.id, hist["duration_s"] or 0, hist["applied_by"])
     return {"status": "applied", "duration_s": hist["duration_s"], "applied_by": hist["applied_by"]}

@@ -21,7 +21,9 @@ def schema_change(target: Target, migration: Migration, run_id: int) -> list[str
 
 def apply_sql(target: Target, migration: Migration, run_id: int, stage: str, sql_text: str | None) -> list[str]:
     """Run a SQL file group by group (one transaction, or one CONCURRENTLY statement each); every finished
-    group is recorded, so a retry after a failure in group 3 does not run groups 1 and 2 again."""
+    group is recorded, so a retry after a failure in group 3 does not run groups 1 and 2 again. The caller's
+    task holds the migration's lease (airmigrate.lease): no other runner can act between the check and the
+    act, and a lock-timeout retry checks the state again first."""
     spec = migration.spec
     ran: list[str] = []
     with connect(target, autocommit=True) as conn:
@@ -36,7 +38,8 @@ def apply_sql(target: Target, migration: Migration, run_id: int, stage: str, sql
                 continue
             db.run_group(target, statements, autocommit, lock_timeout_ms=spec.lock_timeout_ms,
                          statement_timeout_ms=spec.statement_timeout_ms, attempts=spec.ddl_attempts,
-                         table=(spec.schema_name, spec.table_name))
+                         table=(spec.schema_name, spec.table_name),
+                         still_needed=lambda step=step: not state.stage_done(conn, run_id, step))
             state.mark_stage_done(conn, run_id, step)
             ran.extend(statements)
         state.mark_stage_done(conn, run_id, stage)

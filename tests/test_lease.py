@@ -1,0 +1,230 @@
+"""One runner per migration (issue 17) and Ctrl-C (issue 16): real PostgreSQL, real Airflow (`airmigrate run` as
+subprocesses, each with an Airflow metadata database of its own, as two CI pipelines or two operators would)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from airmigrate import devdb, lease, state
+from airmigrate.airflow.local import migrate_metadata
+from airmigrate.db import connect
+from airmigrate.spec import load_migration
+from airmigrate.stages import backfill, preflight, schema_change
+from conftest import table_checksum
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SLOW = "0103_slow_backfill"
+CLI = [sys.executable, "-m", "airmigrate.cli"]
+
+pytestmark = pytest.mark.xdist_group("lease")  # heavy subprocesses: one worker takes them all
+
+
+@pytest.fixture
+def slow_migrations(tmp_path) -> Path:
+    """The slow-backfill fixture with a plain (not idempotent) ADD COLUMN, and smaller batches so the backfill
+    takes ~15 s: a second runner that ran the DDL again would fail with DuplicateColumn."""
+    folder = tmp_path / "migrations" / SLOW
+    shutil.copytree(FIXTURES / "migrations" / SLOW, folder)
+    (folder / "up.sql").write_text("ALTER TABLE users ADD COLUMN email_verified BOOLEAN DEFAULT FALSE;\n")
+    spec = folder / "migration.yaml"
+    spec.write_text(spec.read_text().replace("batch_size: 2000", "batch_size: 500"))
+    return tmp_path / "migrations"
+
+
+@pytest.fixture
+def own_metadata(airflow_metadata):
+    """An Airflow metadata database of its own for a second runner (its own Airflow home, as on another machine)."""
+    def make(home: Path) -> dict:
+        env = {**os.environ, "AIRFLOW_HOME": str(home),
+               "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_metadata()}
+        home.mkdir(parents=True, exist_ok=True)
+        migrate_metadata(env)
+        return {"AIRFLOW_HOME": env["AIRFLOW_HOME"],
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]}
+    return make
+
+
+def start(target, migrations: Path, *args, **env) -> subprocess.Popen:
+    full = {**os.environ, "AIRMIGRATE_TARGET_URL": target.url(), "AIRMIGRATE_MIGRATIONS_DIR": str(migrations),
+            "AIRMIGRATE_EXPECTATIONS_DIR": str(FIXTURES / "expectations"), **env}
+    full.pop("AIRFLOW_CONN_AIRMIGRATE_TARGET", None)
+    return subprocess.Popen([*CLI, *args], env=full, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, out[-5000:] + err[-5000:]
+
+
+def batches(target, status: str = "succeeded") -> dict[int, object]:
+    with connect(target) as conn:
+        if conn.execute("SELECT to_regclass('airmigrate.batches')").fetchone()[0] is None:
+            return {}
+        return dict(conn.execute("SELECT batch_no, finished_at FROM airmigrate.batches WHERE status = %s",
+                                 (status,)).fetchall())
+
+
+def wait_for(condition, what: str, limit_s: float = 300):
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def runs(target) -> list[tuple]:
+    with connect(target) as conn:
+        return conn.execute("SELECT run_id, direction, status FROM airmigrate.runs ORDER BY run_id").fetchall()
+
+
+def reference_checksum(pg_server, template_db, name: str) -> str:
+    """The same migration by a single runner with nothing in its way (the stages called directly)."""
+    target = devdb.recreate_database(pg_server, name, template=template_db)
+    try:
+        migration = load_migration(FIXTURES / "migrations" / SLOW)
+        run_id = preflight.preflight(target, migration)["run_id"]
+        schema_change.schema_change(target, migration, run_id)
+        backfill.start_backfill(target, migration, run_id, 50_000)
+        backfill.run_shard(target, migration, run_id)
+        return table_checksum(target)
+    finally:
+        devdb.drop_database(pg_server, name)
+
+
+def test_a_second_run_refuses_naming_the_first_and_a_waiting_one_does_nothing_twice(
+        fresh_db, slow_migrations, own_metadata, tmp_path, pg_server, template_db):
+    first = start(fresh_db, slow_migrations, "run", SLOW)
+    wait_for(lambda: len(batches(fresh_db)) >= 1, "the first runner's backfill")
+    second = start(fresh_db, slow_migrations, "run", SLOW, **own_metadata(tmp_path / "second"))
+    third = start(fresh_db, slow_migrations, "run", SLOW, "--wait", "600", **own_metadata(tmp_path / "third"))
+    code1, out1 = finish(first)
+    code2, out2 = finish(second)
+    code3, out3 = finish(third)
+    assert code1 == 0, out1
+    assert code2 == lease.EXIT_BUSY, out2
+    assert f"{SLOW} is being run by airmigrate run" in out2 and "refused at once" in out2, out2
+    assert "--wait" in out2
+    assert code3 == 0, out3
+    assert "waiting up to 600 s" in out3 and "already applied" in out3, out3
+    assert runs(fresh_db) == [(1, "up", "succeeded")]  # one run: nobody joined it
+    with connect(fresh_db) as conn:
+        assert conn.execute("SELECT status FROM airmigrate.history").fetchall() == [("applied",)]
+        assert conn.execute("SELECT max(attempts) FROM airmigrate.batches").fetchone()[0] == 1
+    assert table_checksum(fresh_db) == reference_checksum(pg_server, template_db, f"{fresh_db.dbname}_ref")
+
+
+def test_a_dag_run_and_a_cli_run_at_once(fresh_db, slow_migrations, own_metadata, tmp_path):
+    """An Airflow DAG run (tasks holding the lease shared, with a heartbeat) against a CLI run."""
+    env = {**os.environ, "AIRMIGRATE_TARGET_URL": fresh_db.url(), "AIRMIGRATE_MIGRATIONS_DIR": str(slow_migrations),
+           "AIRMIGRATE_EXPECTATIONS_DIR": str(FIXTURES / "expectations"),
+           "AIRFLOW_CONN_AIRMIGRATE_TARGET": fresh_db.airflow_uri()}
+    code = ("from airmigrate.airflow.runner import run_dag\n"
+            f"dagrun = run_dag({SLOW!r})\n"
+            "raise SystemExit(0 if str(dagrun.state) == 'success' else 1)\n")
+    dag_run = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(batches(fresh_db)) >= 1, "the DAG run's backfill")
+    cli = start(fresh_db, slow_migrations, "run", SLOW, **own_metadata(tmp_path / "cli"))
+    code_cli, out_cli = finish(cli)
+    code_dag, out_dag = finish(dag_run)
+    assert code_dag == 0, out_dag
+    assert code_cli == lease.EXIT_BUSY, out_cli
+    assert "Airflow DAG run" in out_cli or "airmigrate task" in out_cli, out_cli
+    assert runs(fresh_db) == [(1, "up", "succeeded")]
+    with connect(fresh_db) as conn:
+        owner, kind, beat = conn.execute("SELECT owner, owner_kind, heartbeat_at FROM airmigrate.runs").fetchone()
+        assert owner.startswith("manual__") and kind == lease.AIRFLOW and beat is not None
+
+
+def test_kill_9_of_the_owner_then_a_second_runner_takes_over_and_redoes_nothing(fresh_db, slow_migrations):
+    first = start(fresh_db, slow_migrations, "run", SLOW)
+    wait_for(lambda: len(batches(fresh_db)) >= 3, "three batches")
+    os.kill(first.pid, signal.SIGKILL)
+    first.communicate()
+    before = batches(fresh_db)
+    assert 3 <= len(before) < 60, "the kill must land in the middle of the backfill"
+    code, out = finish(start(fresh_db, slow_migrations, "run", SLOW))
+    assert code == 0, out
+    assert "applied" in out
+    after = batches(fresh_db)
+    assert {b: after[b] for b in before} == before, "committed batches were not redone"
+    assert runs(fresh_db) == [(1, "up", "succeeded")]
+    with connect(fresh_db) as conn:
+        assert conn.execute("SELECT max(attempts) FROM airmigrate.batches").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM users WHERE email_verified IS DISTINCT FROM "
+                            "(email_confirmed_at IS NOT NULL)").fetchone()[0] == 0
+
+
+def test_ctrl_c_stops_at_a_batch_boundary_leaves_it_resumable_and_exits_130(fresh_db, slow_migrations):
+    first = start(fresh_db, slow_migrations, "run", SLOW, "--approve")
+    wait_for(lambda: len(batches(fresh_db)) >= 3, "three batches")
+    first.send_signal(signal.SIGINT)
+    code, out = finish(first)
+    assert code == 130, out
+    assert "interrupted by SIGINT" in out and f"Resume: `airmigrate run {SLOW}`" in out, out
+    assert f"airmigrate run {SLOW} --rollback" in out
+    with connect(fresh_db) as conn:
+        assert conn.execute("SELECT status FROM airmigrate.runs").fetchall() == [("paused",)]
+        status, error = conn.execute("SELECT status, error FROM airmigrate.history").fetchone()
+        assert status == "failed" and "interrupted (SIGINT" in error
+        assert conn.execute("SELECT count(*) FROM airmigrate.batches WHERE status = 'running'").fetchone()[0] == 0
+    done = batches(fresh_db)
+    assert len(done) < 60, "the run stopped before the end of the backfill"
+    code, out = finish(start(fresh_db, slow_migrations, "run", SLOW))
+    assert code == 0, out
+    after = batches(fresh_db)
+    assert {b: after[b] for b in done} == done, "committed batches were not redone"
+    assert runs(fresh_db) == [(1, "up", "succeeded")]
+
+
+def test_migrate_refuses_while_an_applied_folder_is_missing_and_goes_on_with_the_flag(fresh_db, tmp_path):
+    migrations = tmp_path / "migrations"
+    for name in ("0001_add_user_email_verified", "0002_normalize_user_phone"):
+        shutil.copytree(ROOT / "migrations" / name, migrations / name)
+    env = {"AIRMIGRATE_EXPECTATIONS_DIR": str(ROOT / "expectations")}
+    code, out = finish(start(fresh_db, migrations, "baseline", "--to", "0001_add_user_email_verified", **env))
+    assert code == 0, out
+    shutil.rmtree(migrations / "0001_add_user_email_verified")
+    with connect(fresh_db) as conn:
+        before = conn.execute("SELECT migration_id, status FROM airmigrate.history").fetchall()
+    code, out = finish(start(fresh_db, migrations, "migrate", **env))
+    assert code == 2, out
+    assert "0001_add_user_email_verified (applied" in out and "folder is missing" in out and "--ignore-missing" in out
+    with connect(fresh_db) as conn:
+        assert conn.execute("SELECT migration_id, status FROM airmigrate.history").fetchall() == before
+        assert conn.execute("SELECT count(*) FROM airmigrate.runs").fetchone()[0] == 0
+    code, out = finish(start(fresh_db, migrations, "migrate", "--ignore-missing", **env))
+    assert code == 0, out
+    with connect(fresh_db) as conn:
+        assert dict(conn.execute("SELECT migration_id, status FROM airmigrate.history").fetchall()) == {
+            "0001_add_user_email_verified": "applied", "0002_normalize_user_phone": "applied"}
+        action, detail = conn.execute("SELECT action, detail FROM airmigrate.actions").fetchone()
+        assert action == "migrate_ignore_missing" and "0001_add_user_email_verified" in detail
+
+
+def test_begin_run_refuses_a_live_foreign_owner_and_takes_over_a_gone_one(fresh_db):
+    """The claim itself, without Airflow: a DAG run with a fresh lease keeps its run (either direction); one
+    whose lease expired is taken over; a task of the runner that lost is told so and writes nothing."""
+    with connect(fresh_db, autocommit=True) as conn:
+        state.ensure_schema(conn)
+        airflow = lease.Owner("manual__a", "Airflow DAG run manual__a", lease.AIRFLOW)
+        run_id, resumed = state.begin_run(conn, SLOW, "up", "manual__a", airflow)
+        assert not resumed
+        for direction in ("up", "down"):
+            with pytest.raises(lease.LeaseHeld, match="Airflow DAG run manual__a"):
+                state.begin_run(conn, SLOW, direction, "manual__b", lease.Owner("manual__b", "b", lease.AIRFLOW))
+        assert state.owned_run(conn, SLOW, "up", "manual__a") == run_id
+        conn.execute("UPDATE airmigrate.runs SET lease_until = now() - interval '1 second'")
+        taken, resumed = state.begin_run(conn, SLOW, "up", "manual__b", lease.Owner("manual__b", "b", lease.AIRFLOW))
+        assert (taken, resumed) == (run_id, True)
+        with pytest.raises(lease.LeaseLost, match="owned by b now"):
+            state.owned_run(conn, SLOW, "up", "manual__a")
