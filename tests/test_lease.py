@@ -100,12 +100,12 @@ def reference_checksum(pg_server, template_db, name: str) -> str:
         devdb.drop_database(pg_server, name)
 
 
-def test_a_second_run_refuses_naming_the_first_and_a_waiting_one_does_nothing_twice(
+def test_a_second_run_refuses_naming_the_first_and_a_waiting_migrate_does_nothing_twice(
         fresh_db, slow_migrations, own_metadata, tmp_path, pg_server, template_db):
     first = start(fresh_db, slow_migrations, "run", SLOW)
     wait_for(lambda: len(batches(fresh_db)) >= 1, "the first runner's backfill")
     second = start(fresh_db, slow_migrations, "run", SLOW, **own_metadata(tmp_path / "second"))
-    third = start(fresh_db, slow_migrations, "run", SLOW, "--wait", "600", **own_metadata(tmp_path / "third"))
+    third = start(fresh_db, slow_migrations, "migrate", "--wait", "600", **own_metadata(tmp_path / "third"))
     code1, out1 = finish(first)
     code2, out2 = finish(second)
     code3, out3 = finish(third)
@@ -115,6 +115,7 @@ def test_a_second_run_refuses_naming_the_first_and_a_waiting_one_does_nothing_tw
     assert "--wait" in out2
     assert code3 == 0, out3
     assert "waiting up to 600 s" in out3 and "already applied" in out3, out3
+    assert "meanwhile" in next(line for line in out3.splitlines() if line.strip().startswith(SLOW)), out3
     assert runs(fresh_db) == [(1, "up", "succeeded")]  # one run: nobody joined it
     with connect(fresh_db) as conn:
         assert conn.execute("SELECT status FROM airmigrate.history").fetchall() == [("applied",)]

@@ -187,15 +187,17 @@ def test_migrate_dag_triggers_each_migration_in_order():
     assert bag.import_errors == {}
     dag = bag.dags["airmigrate__migrate"]
     tasks = dag.topological_sort()
-    assert [t.task_id for t in tasks] == MIGRATIONS
+    assert [t.task_id for t in tasks] == ["validate_history", *MIGRATIONS]  # validate before applying (issue 17)
     for previous, task in zip(tasks, tasks[1:]):
         assert task.upstream_task_ids == {previous.task_id}
+    tasks = tasks[1:]
     for task in tasks:
         assert type(task).__name__ == "TriggerDagRunOperator"
         assert task.trigger_dag_id == task.task_id and task.wait_for_completion and task.poke_interval == 10
         assert [str(s.value) for s in task.failed_states] == ["failed"] and task.logical_date is None
         assert task.deferrable is True and task.reset_dag_run is False and task.fail_when_dag_is_paused is True
     assert dag.params["approve_contract"] is False and dag.max_active_runs == 1
+    assert dag.params["ignore_missing"] is False and dag.params["allow_drift"] is False
 
 
 def test_plan_says_which_application_versions_work_per_phase():

@@ -308,6 +308,9 @@ def cmd_status(args) -> int:
         if run:
             summary = state.batch_summary(conn, run["run_id"])
             print(f"  run {run['run_id']}: {run['status']}, stages done: {', '.join(run['completed_stages']) or '-'}")
+            busy = lease.live_foreign_run(conn, args.migration, dag_run_id=None)
+            if busy:
+                print(f"  owner: {busy}")
             print(f"  batches: {summary['succeeded']}/{summary['total']} done, {summary['failed']} failed, "
                   f"{summary['pending']} pending; {summary['rows']:,} rows written")
             progress = state.backfill_progress(conn, run["run_id"])
