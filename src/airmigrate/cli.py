@@ -232,7 +232,7 @@ def cmd_migrate(args) -> int:
     code = migrate(target, lambda migration_id, conf: run_and_report(migration_id, target, conf=conf, errors=errors,
                                                                      what="migrate"),
                    to=args.to, approve=args.approve, errors=errors, ignore_missing=args.ignore_missing,
-                   allow_drift=args.allow_drift)
+                   allow_drift=args.allow_drift, wait_s=args.wait)
     return interrupt.EXIT_INTERRUPTED if interrupt.requested() else code
 
 

@@ -119,8 +119,12 @@ def describe_cli(what: str) -> str:
             f"{socket.gethostname()} (pid {os.getpid()}) since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
 
 
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
 @contextlib.contextmanager
-def hold_for_cli(target: Target, migration_id: str, what: str, wait_s: float = 0.0, say=print):
+def hold_for_cli(target: Target, migration_id: str, what: str, wait_s: float = 0.0, say=_say):
     """The CLI's lease for one migration: the exclusive lock, held for the whole run (dag.test runs the tasks
     in this process; they see the lease through :func:`held_here`). Waits up to `wait_s` for another runner,
     saying once what it waits for; then refuses with LeaseHeld. Re-entrant (a cascade, migrate's runs)."""
@@ -138,7 +142,7 @@ def hold_for_cli(target: Target, migration_id: str, what: str, wait_s: float = 0
             if time.monotonic() >= deadline:
                 raise LeaseHeld(refusal(migration_id, busy, waited=wait_s))
             if not said:
-                say(f"waiting up to {wait_s:.0f} s for {migration_id}: {busy}", flush=True)
+                say(f"waiting up to {wait_s:.0f} s for {migration_id}: {busy}")
                 said = True
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         _HELD[migration_id] = (conn, holder)

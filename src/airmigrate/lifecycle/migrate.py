@@ -22,7 +22,7 @@ from pathlib import Path
 
 from psycopg.types.json import Jsonb
 
-from airmigrate import settings, state
+from airmigrate import lease, settings, state
 from airmigrate.db import Target, connect
 from airmigrate.errors import AirmigrateError
 from airmigrate.lifecycle.history import changed_files
@@ -118,7 +118,7 @@ def validate_history(target: Target, migrations: list[Migration], ignore_missing
 
 def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = None, approve: bool = False,
             out: Callable[[str], None] = print, errors: dict[str, str] | None = None,
-            ignore_missing: bool = False, allow_drift: bool = False) -> int:
+            ignore_missing: bool = False, allow_drift: bool = False, wait_s: float = 0.0) -> int:
     """Run every pending migration (up to `to`) in order with `run(migration_id, conf) -> exit code`, stop at
     the first failure, print one summary. 0 when everything up to `to` is applied (or expanded, its contract
     deliberately waiting), else 1. `errors` (filled by `run`: migration id -> its failing task's error) names
@@ -154,19 +154,22 @@ def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = No
                             f"{migration.id}`"))
             continue
         out(f"\n== {migration.id} ({'resumed' if action == RESUME else 'pending'})")
-        t0 = time.monotonic()
-        with connect(target, autocommit=True) as conn:
-            began = conn.execute("SELECT now()").fetchone()[0]
-        retry = {"retry_failed": True} if action == RESUME and hist and hist["status"] == "failed" else {}
-        code = run(migration.id, {**conf, **retry})
-        seconds = time.monotonic() - t0
+        with lease.hold_for_cli(target, migration.id, "migrate", wait_s, say=out):
+            with connect(target, autocommit=True) as conn:
+                now = state.history(conn, migration.id) if conn.execute(
+                    "SELECT to_regclass('airmigrate.history')").fetchone()[0] else None
+            if now and now["status"] == "applied" and (hist is None or now["applied_at"] != hist["applied_at"]):
+                # another runner applied it while this one waited for the lease: nothing to do here
+                results.append((migration.id, "already applied", None, f"by {now['applied_by']} meanwhile"))
+                continue
+            t0 = time.monotonic()
+            retry = {"retry_failed": True} if action == RESUME and hist and hist["status"] == "failed" else {}
+            code = run(migration.id, {**conf, **retry})
+            seconds = time.monotonic() - t0
         with connect(target, autocommit=True) as conn:
             hist = state.history(conn, migration.id)
         status = hist["status"] if hist else "not started"
-        if code == 0 and status == "applied" and hist["applied_at"] and hist["applied_at"] < began:
-            # another runner applied it while this one waited for its lease: nothing was done here
-            results.append((migration.id, "already applied", None, f"by {hist['applied_by']} meanwhile"))
-        elif code == 0 and status == "applied":
+        if code == 0 and status == "applied":
             results.append((migration.id, "applied", seconds, ""))
         else:
             error = ((errors or {}).get(migration.id) or (hist or {}).get("error") or "see its report above")
