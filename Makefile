@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # pytest workers: 2 on this 2-core machine (tests wait on PostgreSQL and Airflow more than on CPU)
 TEST_WORKERS ?= 2
 
-.PHONY: setup demo test airflow clean
+.PHONY: setup demo test check lint airflow clean
 
 setup: $(STAMP)
 
@@ -21,8 +21,20 @@ $(STAMP): requirements.lock pyproject.toml
 demo: setup
 	$(BIN)/airmigrate demo
 
-test: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -q -ra --durations=15
+# The whole suite (real PostgreSQL, real Airflow, the browser); it prints its time and the 15 slowest tests.
+test: setup lint
+	@start=$$(date +%s); $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -q -ra --durations=15; \
+	code=$$?; echo "make test: $$(( $$(date +%s) - start )) s"; exit $$code
+
+# The inner loop, no servers, under a minute: the import contracts, the lint of the project's migrations and
+# every test that needs neither a database server nor Airflow's metadata database.
+check: setup lint
+	AIRMIGRATE_CHECK=1 $(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The architecture's import contracts (pyproject.toml [tool.importlinter]) and the project's own migrations.
+lint: setup
+	$(BIN)/lint-imports --no-logo
+	$(BIN)/airmigrate lint migrations/
 
 airflow: setup
 	$(BIN)/python -m airmigrate.airflow.local

@@ -82,11 +82,31 @@ def _server_target() -> Target:
     return _SERVER
 
 
+CHECK = os.environ.get("AIRMIGRATE_CHECK") == "1"  # `make check`: only tests that need no server
+SERVER_FIXTURES = {"pg_server", "template_db", "fresh_db", "empty_db", "airflow_metadata", "airflow", "target",
+                   "console", "browser", "celery_airflow", "scratch_pg", "vacuumed_table", "stats_pg", "paced_db",
+                   "dagbag"}  # dagbag: DagBag.sync to the metadata database
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make check` (AIRMIGRATE_CHECK=1) keeps the tests that need neither a database server nor a running
+    Airflow: those asking for a server fixture, or marked `server`, are deselected."""
+    if not CHECK:
+        return
+    keep, drop = [], []
+    for item in items:
+        needs = SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("server") \
+            or item.get_closest_marker("airflow_server")
+        (drop if needs else keep).append(item)
+    config.hook.pytest_deselected(items=drop)
+    items[:] = keep
+
+
 def pytest_configure(config):
     """This process's Airflow metadata database, before a test module imports airflow. Not for the xdist
-    controller: it runs no test."""
+    controller: it runs no test. Not for `make check`: its tests need no database."""
     global _WORKER_META_DB
-    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+    if CHECK or getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
         return
     if os.environ.get("AIRMIGRATE_TEST_AIRFLOW_DB", "postgres") != "sqlite":
         try:

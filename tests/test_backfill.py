@@ -218,6 +218,7 @@ def test_sync_trigger_keeps_derived_values_right_under_concurrent_updates(fresh_
     assert scalar(fresh_db, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'am_derive_%%'") == 0
 
 
+@pytest.mark.server  # its own embedded PostgreSQL
 def test_a_postgresql_restart_mid_backfill_is_survived_with_an_identical_result(tmp_path):
     """A dedicated embedded server, stopped with `immediate` (a crash: no shutdown checkpoint) while the
     backfill runs; the Airflow retry is played by calling run_shard again."""

