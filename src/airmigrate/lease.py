@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 LOCK_CLASS = 0x616D6967  # "amig": the first half of every lease's advisory-lock key
 CLI, AIRFLOW = "cli", "airflow"
+GRACE_S = 10.0  # a task waits this long for the lock at least: a CLI runner that is about to refuse lets go of it
 EXIT_BUSY = 75  # sysexits EX_TEMPFAIL: another runner holds the migration; try again later (or --wait)
 
 
@@ -155,7 +156,12 @@ def hold_for_cli(target: Target, migration_id: str, what: str, wait_s: float = 0
 
 def _try_exclusive(conn, migration_id: str) -> str | None:
     """Take the exclusive lock when nobody holds it and no live DAG run owns an open run of the migration.
-    Returns None when taken, else who is in the way."""
+    Returns None when taken, else who is in the way. The run is looked at before the lock is taken too, so a
+    runner that will refuse holds the lock as briefly as possible (a task starting meanwhile waits it out:
+    GRACE_S)."""
+    live = live_foreign_run(conn, migration_id, dag_run_id=None)
+    if live:
+        return live
     if not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", lock_key(migration_id)).fetchone()[0]:
         return lock_holders(conn, migration_id) or "another runner holds its lock"
     live = live_foreign_run(conn, migration_id, dag_run_id=None)
@@ -176,7 +182,7 @@ def hold_for_task(target: Target, migration_id: str, dag_run_id: str | None, wai
         return
     conn = _lock_connection(target, f"airmigrate task {migration_id}")
     try:
-        deadline = time.monotonic() + max(0.0, wait_s)
+        deadline = time.monotonic() + max(GRACE_S, wait_s)
         while not conn.execute("SELECT pg_try_advisory_lock_shared(%s, %s)", lock_key(migration_id)).fetchone()[0]:
             if time.monotonic() >= deadline:
                 busy = lock_holders(conn, migration_id) or "another runner holds its lock"
