@@ -148,7 +148,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_run(args) -> int:
     OUTPUT["verbose"] = args.verbose
-    prepare_airflow_env()
     target = _configured_target()
     conf = _params(args.param)
     if args.approve:
@@ -158,7 +157,7 @@ def cmd_run(args) -> int:
     if args.cascade and not args.rollback:
         raise AirmigrateError("--cascade goes with --rollback: `airmigrate run <id> --rollback --cascade`")
     if args.cascade:  # the dependents first, latest first, each like a rollback of its own; stop at a failure
-        from airmigrate.airflow.approval import needs_rollback_approval
+        from airmigrate.gates import needs_rollback_approval
         from airmigrate.db import connect
         from airmigrate.lifecycle.order import cascade
 
@@ -348,7 +347,7 @@ def cmd_lint(args) -> int:
                          args.pg_version)
 
     paths = [Path(p) for p in args.paths] or [settings.migrations_dir()]
-    findings, broken, drifted = [], 0, 0
+    findings, broken, drifted, refused = [], 0, 0, 0
     for path in paths:
         if not path.exists():
             print(f"error: {path}: no such file or folder", file=sys.stderr)
@@ -361,7 +360,8 @@ def cmd_lint(args) -> int:
             try:
                 migration = load_migration(folder, settings.expectations_dir())
                 findings += lint_migration(migration, args.pg_version)
-                drifted += _changed_since_applied(migration)
+                changed, problems = _changed_since_applied(migration)
+                drifted, refused = drifted + changed, refused + problems
             except SpecError as exc:  # still lint its SQL files one by one: every finding at once
                 print(f"error: {exc}", file=sys.stderr)
                 broken += 1
@@ -371,72 +371,23 @@ def cmd_lint(args) -> int:
     open_findings = [f for f in findings if not f.acknowledged]
     print(f"{len(findings)} finding(s), {len(open_findings)} not acknowledged"
           + (f", {broken} folder(s) that do not load" if broken else "")
-          + (f", {drifted} applied migration(s) changed since" if drifted else ""))
-    return 1 if open_findings or broken or drifted else 0
+          + (f", {drifted} applied migration(s) changed since" if drifted else "")
+          + (f", {refused} problem(s) the target's checks found" if refused else ""))
+    return 1 if open_findings or broken or drifted or refused else 0
 
 
-def _changed_since_applied(migration) -> int:
-    """With a target configured, lint refuses an applied migration whose files changed since (like run, plan,
-    migrate and history); without one it cannot know and says nothing."""
-    from airmigrate.db import connect
-    from airmigrate.errors import PreflightError
-    from airmigrate.stages.preflight import check_history
+def _changed_since_applied(migration) -> tuple[int, int]:
+    """With a target configured, lint refuses what the preflight would (drift, table, key, references); without
+    one it cannot know and says nothing."""
+    from airmigrate.cli_plan import target_problems
 
-    if not (os.environ.get("AIRFLOW_CONN_AIRMIGRATE_TARGET") or os.environ.get("AIRMIGRATE_TARGET_URL")):
-        return 0
-    try:
-        with connect(_configured_target(), autocommit=True) as conn:
-            check_history(conn, migration)
-    except PreflightError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return target_problems(migration)
 
 
 def cmd_plan(args) -> int:
-    from airmigrate import plan
-    from airmigrate.db import connect
+    from airmigrate.cli_plan import cmd_plan as plan
 
-    migration = load_named(args.migration)
-    if args.sql or args.rollback:  # the target's types and shape when it answers, else the static text
-        conn, why = None, None
-        if not args.offline:
-            prepare_airflow_env()
-            try:
-                conn = connect(_configured_target(), autocommit=True)
-            except AirmigrateError as exc:
-                why = str(exc)
-        try:
-            text = plan.render_rollback(migration, conn, sql=args.sql) if args.rollback else \
-                plan.render_sql(migration, conn)
-        finally:
-            if conn is not None:
-                conn.close()
-        if why:
-            print(f"-- target not reachable ({why}): static plan", file=sys.stderr)
-        print(text, end="")
-        return 0
-    if args.offline:  # no target: volatility, types and domains assumed the worst
-        print(plan.render(migration, plan.static_plan(migration)))
-        return 0
-    prepare_airflow_env()
-    try:
-        target = _configured_target()
-        conn = connect(target, autocommit=True)
-    except AirmigrateError as exc:
-        raise AirmigrateError(f"{exc}; or `airmigrate plan {migration.id} --offline` plans without the "
-                              "target (no rows, batches or ETA)") from None
-    with conn:  # the target's catalog decides volatility, column types and domains
-        from airmigrate.lifecycle.history import changed_files
-
-        changed = changed_files(conn, migration)
-        if changed:  # what the target holds is not what these files say: a plan of them would mislead
-            print(f"error: {migration.id} is applied on {target.describe()} and changed since: "
-                  f"{', '.join(changed)}. Fix: restore the applied files and put the change in a new migration "
-                  "folder (`airmigrate new <slug>`)", file=sys.stderr)
-            return 1
-        print(plan.render(migration, plan.static_plan(migration, conn), plan.estimate(conn, migration)))
-    return 0
+    return plan(args)
 
 
 def cmd_new(args) -> int:
@@ -467,9 +418,9 @@ OUTPUT = {"verbose": False}  # `run --verbose` / `demo --verbose`: Airflow's tas
 
 def run_and_report(migration_id: str, target: Target, rollback: bool = False, conf: dict | None = None,
                    errors: dict[str, str] | None = None) -> int:
-    from airmigrate.airflow.runner import log_file_for, report, run_dag
-
-    from airmigrate.airflow.approval import needs_approval, needs_rollback_approval
+    """Run the DAG through Airflow and print its report; a forward run the preflight would refuse (or an
+    applied no-op) is answered before Airflow starts (airmigrate.precheck)."""
+    from airmigrate.gates import needs_approval, needs_rollback_approval
 
     migration = load_named(migration_id)
     conf = conf or {}
@@ -482,6 +433,18 @@ def run_and_report(migration_id: str, target: Target, rollback: bool = False, co
         raise AirmigrateError(f"the rollback of {migration.id} drops a column or a table and waits for a human "
                               "approval, which a local run cannot give: look at it with --param dry_run=true, then "
                               "re-run with --approve, or trigger the rollback DAG from the Airflow UI. Nothing was run")
+    if not rollback:
+        from airmigrate.precheck import before_airflow
+
+        verdict = before_airflow(target, migration)
+        if verdict.code is not None:
+            print("\n".join(verdict.lines), flush=True)
+            if errors is not None and verdict.error:
+                errors[migration.id] = verdict.error
+            return verdict.code
+    prepare_airflow_env()
+    from airmigrate.airflow.runner import log_file_for, report, run_dag
+
     dag_id = migration.rollback_dag_id if rollback else migration.id
     log_file = None if OUTPUT["verbose"] else log_file_for(dag_id)
     print(f"running {dag_id} through Airflow (dag.test) ..." + (f" task logs: {_shown_path(log_file)}" if log_file
@@ -570,6 +533,10 @@ def _configured_target() -> Target:
 
 
 def _target_from_airflow_uri(uri: str) -> Target:
+    """Parsed here (no Airflow import: the checks before a run answer in a second); Airflow for its JSON form."""
+    parsed = Target.from_airflow_uri(uri)
+    if parsed is not None:
+        return parsed
     from airflow.models.connection import Connection
 
     from airmigrate.airflow.tasks import target_from_connection

@@ -76,7 +76,7 @@ def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = No
     why a run failed when the history cannot (a preflight refusal records nothing). A failed migration is
     resumed with retry_failed, so its failed batches run again after the fix. Refusals before
     anything ran (a folder that does not load, a changed applied migration, an approval not given) raise."""
-    from airmigrate.airflow.approval import needs_approval
+    from airmigrate.gates import needs_approval
 
     migrations = up_to(load_all(), to)
     with connect(target, autocommit=True) as conn:
@@ -228,6 +228,12 @@ def app_versions(migration: Migration) -> tuple[str, str, list[str]]:
         if reason:
             contract = NEW_ONLY
             why.append(reason)
+    sync = migration.spec.backfill.sync if migration.spec.backfill else {}
+    if sync:  # the old release never writes them: after the trigger is gone its rows would be left NULL
+        contract = NEW_ONLY
+        why.append(f"backfill.sync {', '.join(sync)}: the trigger deriving {'it' if len(sync) == 1 else 'them'} for "
+                   "rows written meanwhile is dropped at cleanup; from then on the application writes "
+                   f"{'it' if len(sync) == 1 else 'them'} itself")
     if migration.cleanup_sql and migration.cleanup_sql.strip():
         import pglast
 

@@ -82,9 +82,10 @@ def rollback_sql(conn, migration: Migration, live: frozenset[str]) -> str:
 def down(target: Target, migration: Migration, run_id: int) -> list[str]:
     """down.sql and the operations' down DDL (in reverse order): short transactions only."""
     with connect(target, autocommit=True) as conn:
-        backfill.drop_sync_trigger(conn, migration)
         steps = rollback_steps(conn, migration, run_id).down
-    return apply_sql(target, migration, run_id, "down", join_sql(migration.down_sql, steps))
+    # the sync trigger first (it writes columns down.sql may drop), under lock_timeout like the rest
+    return apply_sql(target, migration, run_id, "down",
+                     join_sql(None, backfill.sync_trigger_sql(migration)[1]) + join_sql(migration.down_sql, steps))
 
 
 def start_restore(target: Target, migration: Migration, run_id: int, batch_size: int | None = None) -> int:

@@ -98,34 +98,46 @@ def sync_trigger_name(migration: Migration) -> str:
     return f"am_derive_{migration.id}"[:63]
 
 
-def install_sync_trigger(conn, migration: Migration) -> None:
-    """Before the first batch: keep derived columns right for rows the application writes meanwhile."""
+def sync_trigger_sql(migration: Migration) -> tuple[list[str], list[str]]:
+    """(install, drop): the `backfill.sync` trigger's statements, as they run and as `plan` shows them (one
+    text for both, so the plan cannot leave out or misstate what runs). Empty without `sync`."""
     sync = settings_of(migration).sync
     if not sync:
-        return
+        return [], []
     from airmigrate.operations.base import on_record
 
     spec, name = migration.spec, sync_trigger_name(migration)
+    table, function = sql.Identifier(spec.schema_name, spec.table_name), sql.Identifier("airmigrate", name)
     sets = " ".join(sql.SQL("NEW.{} := {};").format(sql.Identifier(c), sql.SQL(on_record(e))).as_string(None)
                     for c, e in sync.items())
-    with conn.transaction():
-        conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}").format(
-            sql.Identifier("airmigrate", name), sql.Literal(f"BEGIN {sets} RETURN NEW; END")))
-        conn.execute(sql.SQL("CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW "
-                             "EXECUTE FUNCTION {}()").format(sql.Identifier(name),
-                                                             sql.Identifier(spec.schema_name, spec.table_name),
-                                                             sql.Identifier("airmigrate", name)))
-    log.info("sync trigger %s keeps %s derived for rows written during the migration", name, ", ".join(sync))
+    install = [sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}").format(
+                   function, sql.Literal(f"BEGIN {sets} RETURN NEW; END")),
+               sql.SQL("CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW "
+                       "EXECUTE FUNCTION {}()").format(sql.Identifier(name), table, function)]
+    drop = [sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), table),
+            sql.SQL("DROP FUNCTION IF EXISTS {}()").format(function)]
+    return [q.as_string(None) for q in install], [q.as_string(None) for q in drop]
+
+
+def install_sync_trigger(conn, migration: Migration) -> None:
+    """Before the first batch: keep derived columns right for rows the application writes meanwhile."""
+    install, _ = sync_trigger_sql(migration)
+    if not install:
+        return
+    spec = migration.spec
+    with conn.transaction():  # CREATE TRIGGER waits for a SHARE ROW EXCLUSIVE lock: bounded like all our DDL
+        set_timeouts(conn, spec.lock_timeout_ms, spec.statement_timeout_ms, local=True)
+        for statement in install:
+            conn.execute(statement)
+    log.info("sync trigger %s keeps %s derived for rows written during the migration", sync_trigger_name(migration),
+             ", ".join(settings_of(migration).sync))
 
 
 def drop_sync_trigger(conn, migration: Migration) -> None:
-    """At cleanup and rollback."""
-    if not settings_of(migration).sync:
-        return
-    spec, name = migration.spec, sync_trigger_name(migration)
-    conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
-        sql.Identifier(name), sql.Identifier(spec.schema_name, spec.table_name)))
-    conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier("airmigrate", name)))
+    """Drop it outside the DDL executor (the cleanup and the rollback's down run sync_trigger_sql's drop
+    through it, under lock_timeout with retries; this is for callers without a run)."""
+    for statement in sync_trigger_sql(migration)[1]:
+        conn.execute(statement)
 
 
 # -- work ---------------------------------------------------------------------------------------------
