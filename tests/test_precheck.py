@@ -169,3 +169,33 @@ def test_plan_includes_the_sync_trigger_and_who_writes_the_column_after_the_cont
     script = cli(fresh_db, "plan", "0306_sync", "--sql", migrations=migrations).stdout
     assert script.index("-- stage backfill.plan") < script.index("CREATE OR REPLACE TRIGGER") < \
         script.index("-- stage backfill:") < script.index("DROP TRIGGER IF EXISTS")
+
+
+PURGE = """\
+    description: purge the obsolete users
+    table: users
+    out_of_order: true
+    cleanup: cleanup.sql
+"""
+
+
+def test_plan_says_a_delete_no_index_serves_scans_the_table_and_lint_names_delete_rows(fresh_db, tmp_path):
+    with connect(fresh_db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE users ADD COLUMN is_obsolete boolean NOT NULL DEFAULT false")
+        conn.execute("ANALYZE users")
+    migrations = folder(tmp_path / "migrations", "0307_purge", PURGE, cleanup_sql="DELETE FROM users WHERE is_obsolete;\n",
+                        up_sql="SELECT 1;\n", down_sql="SELECT 1;\n")
+    plan = cli(fresh_db, "plan", "0307_purge", migrations=migrations)
+    out = plan.stdout
+    assert "[cleanup] DELETE FROM users WHERE is_obsolete\n       lock ROW EXCLUSIVE; scans the table" in out, plan.stderr
+    assert "no index serves the WHERE" in out
+    assert plan.returncode == 1 and "unbatched-delete" in plan.stderr  # `run` would refuse it
+    lint = cli(fresh_db, "lint", str(migrations / "0307_purge"), migrations=migrations)
+    assert lint.returncode == 1 and "cleanup.sql:1: unbatched-delete:" in lint.stdout
+    assert "delete_rows" in lint.stdout
+
+    with connect(fresh_db, autocommit=True) as conn:  # an index on the predicate: the planner uses it
+        conn.execute("CREATE INDEX users_obsolete_idx ON users (id) WHERE is_obsolete")
+        conn.execute("ANALYZE users")
+    indexed = cli(fresh_db, "plan", "0307_purge", migrations=migrations).stdout
+    assert "[cleanup] DELETE FROM users WHERE is_obsolete\n       lock ROW EXCLUSIVE; no scan" in indexed, indexed

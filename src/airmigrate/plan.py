@@ -589,8 +589,15 @@ def _dml(node, catalog) -> Analysis:
     others = [n for n in _rangevars(node) if n != target]
     kind = type(node).__name__
     effect = "" if getattr(node, "whereClause", None) is not None or kind == "InsertStmt" else "scan"
+    notes = ()
+    if not effect and kind in ("UpdateStmt", "DeleteStmt"):  # a WHERE no index serves reads every row all the same
+        from airmigrate.scans import seq_scanned
+
+        seq = seq_scanned(catalog.conn, node, target)
+        effect = "scan" if seq else ""
+        notes = ("no index serves the WHERE: the planner reads the whole table",) if seq else ()
     return Analysis((RelationLock(target, "ROW EXCLUSIVE"),) + tuple(RelationLock(n, "ACCESS SHARE") for n in others),
-                    effect)
+                    effect, notes)
 
 
 def _select(node, catalog) -> Analysis:
