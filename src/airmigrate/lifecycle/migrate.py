@@ -106,8 +106,9 @@ def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = No
         retry = {"retry_failed": True} if action == RESUME and hist and hist["status"] == "failed" else {}
         code = run(migration.id, {**conf, **retry})
         seconds = time.monotonic() - t0
-        with connect(target, autocommit=True) as conn:
-            hist = state.history(conn, migration.id)
+        with connect(target, autocommit=True) as conn:  # a refusal before Airflow started made no state tables
+            made = conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is not None
+            hist = state.history(conn, migration.id) if made else None
         status = hist["status"] if hist else "not started"
         if code == 0 and status == "applied":
             results.append((migration.id, "applied", seconds, ""))
