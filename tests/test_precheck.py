@@ -199,3 +199,18 @@ def test_plan_says_a_delete_no_index_serves_scans_the_table_and_lint_names_delet
         conn.execute("ANALYZE users")
     indexed = cli(fresh_db, "plan", "0307_purge", migrations=migrations).stdout
     assert "[cleanup] DELETE FROM users WHERE is_obsolete\n       lock ROW EXCLUSIVE; no scan" in indexed, indexed
+
+
+def test_a_unique_prefix_names_a_migration_like_git(fresh_db, tmp_path):
+    migrations = tmp_path / "migrations"
+    shutil.copytree(ROOT / "migrations", migrations)
+    shutil.copytree(migrations / PHONE, migrations / "0002_other")  # two folders start with 0002
+    by_number = cli(fresh_db, "run", "0002_n", migrations=migrations)  # 0002_normalize_user_phone, refused by order
+    assert by_number.returncode == 1 and f"{PHONE} must run after {EMAIL}" in by_number.stdout, by_number.stderr
+    plan = cli(fresh_db, "plan", "0001", "--offline", migrations=migrations)
+    assert plan.returncode == 0 and f"plan for {EMAIL}" in plan.stdout
+    ambiguous = cli(fresh_db, "run", "0002", migrations=migrations)
+    assert ambiguous.returncode == 2 and "'0002' is ambiguous" in ambiguous.stderr
+    assert f"0002_other, {PHONE}" in ambiguous.stderr or f"{PHONE}, 0002_other" in ambiguous.stderr
+    unknown = cli(fresh_db, "run", "0999", migrations=migrations)
+    assert unknown.returncode == 2 and "no migration '0999'" in unknown.stderr and EMAIL in unknown.stderr

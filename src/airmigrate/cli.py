@@ -272,7 +272,7 @@ def cmd_status(args) -> int:
 
     if args.migration is None:
         return cmd_history(args)
-    load_named(args.migration)  # an unknown name gets the list of the ones there are
+    args.migration = load_named(args.migration).id  # an unknown name gets the list of the ones there are
     prepare_airflow_env()
     target = _configured_target()
     with connect(target, autocommit=True) as conn:
@@ -493,14 +493,15 @@ def _shown_path(path: Path) -> str:
 
 
 def load_named(migration_id: str):
-    """The migration folder of that name, or an error listing the ones there are."""
+    """The migration folder of that name or unique prefix, or an error listing the ones there are."""
     from airmigrate.spec import discover, load_migration
 
+    from airmigrate.lifecycle.names import resolve
+
     folder = settings.migrations_dir() / migration_id
-    if not folder.is_dir():
-        known = ", ".join(p.name for p in discover(settings.migrations_dir())) or "none"
-        raise AirmigrateError(f"no migration '{migration_id}' in {settings.migrations_dir()} (there are: {known}); "
-                              "give a folder name, or set AIRMIGRATE_MIGRATIONS_DIR")
+    if not folder.is_dir():  # a unique prefix, like git: `airmigrate run 0010`
+        names = [p.name for p in discover(settings.migrations_dir())]
+        folder = settings.migrations_dir() / resolve(migration_id, names, settings.migrations_dir())
     return load_migration(folder, settings.expectations_dir())
 
 

@@ -40,10 +40,13 @@ def up_to(migrations: list[Migration], to: str | None) -> list[Migration]:
     """The migrations up to and including `to` (all without it)."""
     if to is None:
         return migrations
+    from airmigrate.lifecycle.names import resolve
+
     ids = [m.id for m in migrations]
-    if to not in ids:
-        raise AirmigrateError(f"--to {to}: no such migration in {settings.migrations_dir()} "
-                              f"(there are: {', '.join(ids) or 'none'})")
+    try:
+        to = resolve(to, ids, settings.migrations_dir())  # a unique prefix, like `run`
+    except AirmigrateError as exc:
+        raise AirmigrateError(f"--to {exc}") from None
     return migrations[:ids.index(to) + 1]
 
 
