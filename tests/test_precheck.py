@@ -214,3 +214,15 @@ def test_a_unique_prefix_names_a_migration_like_git(fresh_db, tmp_path):
     assert f"0002_other, {PHONE}" in ambiguous.stderr or f"{PHONE}, 0002_other" in ambiguous.stderr
     unknown = cli(fresh_db, "run", "0999", migrations=migrations)
     assert unknown.returncode == 2 and "no migration '0999'" in unknown.stderr and EMAIL in unknown.stderr
+
+
+def test_the_order_refusal_after_a_rollback_offers_every_way_out_in_one_line(fresh_db):
+    baseline(fresh_db, EMAIL)
+    with connect(fresh_db, autocommit=True) as conn:  # as `airmigrate run 0001 --rollback` leaves it
+        conn.execute("UPDATE airmigrate.history SET status = 'rolled_back', rolled_back_at = now() "
+                     "WHERE migration_id = %s", (EMAIL,))
+    refused = cli(fresh_db, "run", PHONE)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    line = next(x for x in refused.stdout.splitlines() if "error in preflight" in x)
+    assert f"which was rolled back" in line and f"`airmigrate run {EMAIL}`" in line
+    assert "out_of_order: true" in line and f"`airmigrate run {EMAIL} --rollback --cascade`" in line
