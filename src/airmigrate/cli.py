@@ -451,6 +451,8 @@ def run_and_report(migration_id: str, target: Target, rollback: bool = False, co
                                                                 else ""), flush=True)
     dagrun = run_dag(dag_id, conf, log_file=log_file, secrets=(target.password,))
     print(report(dagrun, migration, target, rollback=rollback), flush=True)
+    if not rollback:  # shards: 2 and one shard did it all: why (dag.test runs mapped tasks one by one)
+        _print_shard_note(migration, target, dagrun.run_id)
     _print_run_report(migration, target, dag_id, dagrun.run_id, rollback)
     if log_file:
         print(f"  task logs: {_shown_path(log_file)} (--verbose shows them here)", flush=True)
@@ -461,6 +463,16 @@ def run_and_report(migration_id: str, target: Target, rollback: bool = False, co
         if first:
             errors[migration.id] = first
     return 0 if str(dagrun.state) == "success" else 1
+
+
+def _print_shard_note(migration, target: Target, dag_run_id: str) -> None:
+    from airmigrate.db import connect
+    from airmigrate.stages.backfill.shares import run_note
+
+    with connect(target, autocommit=True) as conn:
+        note = run_note(conn, migration, dag_run_id)
+    if note:
+        print(f"  {note}", flush=True)
 
 
 def _print_run_report(migration, target: Target, dag_id: str, dag_run_id: str, rollback: bool) -> None:

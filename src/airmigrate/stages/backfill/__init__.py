@@ -34,6 +34,7 @@ from airmigrate.control import RunControl
 from airmigrate.pacing import UNSET, Pacer
 from airmigrate.spec import BackfillSpec, Migration
 from airmigrate.stages.backfill.keys import Key
+from airmigrate.stages.backfill.shares import one_shard_note
 from airmigrate.stages.backfill.transform import apply_transform, load_transform
 from airmigrate.stages.backfill.tuning import BatchSizer, wait_until_healthy
 from airmigrate.stages.generated import down_batch_statements, runtime_steps
@@ -183,11 +184,14 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
                                                   started)
         summary = state.batch_summary(conn, run_id)
         failed = state.failed_batches(conn, run_id)
+        alone = one_shard_note(conn, run_id, shards or migration.spec.shards) if done_batches else None
         conn.commit()
     elapsed = time.monotonic() - started
     log.info("shard %d done: %d batches, %s rows in %.1fs (%s rows/s); run: %d/%d batches succeeded, %d failed",
              shard, done_batches, f"{done_rows:,}", elapsed, f"{done_rows / max(elapsed, 1e-9):,.0f}",
              summary["succeeded"], summary["total"], summary["failed"])
+    if alone:
+        log.info(alone)
     if failed:
         lines = "; ".join(f"batch {b} [{lo}..{hi}] after {a} attempts: {err}" for b, lo, hi, a, err in failed[:10])
         raise BackfillError(f"{len(failed)} batch(es) failed: {lines}. Fix the cause, then clear this task or "
