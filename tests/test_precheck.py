@@ -118,9 +118,12 @@ def test_plan_shows_the_types_the_target_has(fresh_db, tmp_path):
         operations:
           - {op: split_table, new_table: user_phones, columns: [phone]}
     """)
+    with connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE INDEX users_last_login_idx ON users (last_login_at)")
     rename = cli(fresh_db, "plan", "0303_rename", migrations=migrations)
     assert rename.returncode == 0, rename.stderr
     assert 'ADD COLUMN IF NOT EXISTS "last_seen_at" timestamp with time zone' in rename.stdout
+    assert "CREATE INDEX CONCURRENTLY" in rename.stdout  # the steps that run, generated from the target's shape
     split = cli(fresh_db, "plan", "0304_split", migrations=migrations)
     assert split.returncode == 0, split.stderr
     assert '"id" bigint PRIMARY KEY, "phone" text' in split.stdout and '"id" text' not in split.stdout
