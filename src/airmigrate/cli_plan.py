@@ -44,7 +44,7 @@ def cmd_plan(args) -> int:
         if found.applied:  # nothing would run: the plan is of what ran
             print(f"-- {migration.id} is applied on {target.describe()} (files unchanged): `run` does nothing; "
                   "this is what it ran", file=sys.stderr)
-            return _print_plan(migration, None if args.sql else conn, args, estimate=False)
+            return _print_plan(migration, None, args)  # the table has its new shape now: the static plan
         try:
             _print_plan(migration, conn, args)
         except ValueError as exc:  # an operation's column comes from an earlier, pending migration
@@ -55,7 +55,7 @@ def cmd_plan(args) -> int:
         return 1 if found.order or found.lint else 0
 
 
-def _print_plan(migration, conn, args, estimate: bool = True) -> int:
+def _print_plan(migration, conn, args) -> int:
     """The plan (--sql: the script; --rollback: the rollback's phases); conn None is the static plan."""
     from airmigrate import plan
 
@@ -64,7 +64,7 @@ def _print_plan(migration, conn, args, estimate: bool = True) -> int:
     elif args.sql:
         print(plan.render_sql(migration, conn), end="")
     else:
-        est = plan.estimate(conn, migration) if conn is not None and estimate else None
+        est = plan.estimate(conn, migration) if conn is not None else None
         print(plan.render(migration, plan.static_plan(migration, conn), est))
     return 0
 
