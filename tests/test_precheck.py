@@ -229,3 +229,20 @@ def test_the_order_refusal_after_a_rollback_offers_every_way_out_in_one_line(fre
     line = next(x for x in refused.stdout.splitlines() if "error in preflight" in x)
     assert f"which was rolled back" in line and f"`airmigrate run {EMAIL}`" in line
     assert "out_of_order: true" in line and f"`airmigrate run {EMAIL} --rollback --cascade`" in line
+
+
+def test_the_target_connection_is_read_as_airflow_reads_it_without_airflow():
+    import json
+
+    from airflow.models.connection import Connection
+
+    from airmigrate.airflow.tasks import target_from_connection
+    from airmigrate.db import Target
+
+    for target in (Target(), Target(host="/tmp/pg data", port=5433, user="a@b", password="p:w/x%", dbname="d b")):
+        uri = target.airflow_uri()
+        assert Target.from_airflow_uri(uri) == target
+        assert target_from_connection(Connection(conn_id="airmigrate_target", uri=uri)) == target
+    as_json = json.dumps({"conn_type": "postgres", "host": "db", "login": "app", "password": "pw", "schema": "shop",
+                          "port": 6543})
+    assert Target.from_airflow_uri(as_json) == target_from_connection(Connection.from_json(as_json, conn_id="x"))

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 from airmigrate import settings
+from airmigrate.cli_common import configured_target as _configured_target, load_named
 from airmigrate.db import Target
 from airmigrate.errors import AirmigrateError, SpecError
 
@@ -504,19 +505,6 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
-def load_named(migration_id: str):
-    """The migration folder of that name or unique prefix, or an error listing the ones there are."""
-    from airmigrate.spec import discover, load_migration
-
-    from airmigrate.lifecycle.names import resolve
-
-    folder = settings.migrations_dir() / migration_id
-    if not folder.is_dir():  # a unique prefix, like git: `airmigrate run 0010`
-        names = [p.name for p in discover(settings.migrations_dir())]
-        folder = settings.migrations_dir() / resolve(migration_id, names, settings.migrations_dir())
-    return load_migration(folder, settings.expectations_dir())
-
-
 def prepare_airflow_env() -> None:
     """Point Airflow at this project (unless the user configured it) and create its metadata DB once."""
     root = settings.project_root()
@@ -530,31 +518,6 @@ def prepare_airflow_env() -> None:
     if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in os.environ and not (home / "airflow.db").exists():
         print(f"initialising Airflow metadata in {home} (once) ...", flush=True)
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
-
-
-def _configured_target() -> Target:
-    """AIRFLOW_CONN_AIRMIGRATE_TARGET, else AIRMIGRATE_TARGET_URL (which then becomes that connection)."""
-    uri = os.environ.get("AIRFLOW_CONN_AIRMIGRATE_TARGET")
-    if not uri and os.environ.get("AIRMIGRATE_TARGET_URL"):
-        target = Target.from_url(os.environ["AIRMIGRATE_TARGET_URL"])
-        os.environ["AIRFLOW_CONN_AIRMIGRATE_TARGET"] = target.airflow_uri()
-        return target
-    if not uri:
-        raise AirmigrateError("no target database: set AIRFLOW_CONN_AIRMIGRATE_TARGET=postgresql://user@host/db "
-                              "(or AIRMIGRATE_TARGET_URL); `airmigrate target` prints the demo one")
-    return _target_from_airflow_uri(uri)
-
-
-def _target_from_airflow_uri(uri: str) -> Target:
-    """Parsed here (no Airflow import: the checks before a run answer in a second); Airflow for its JSON form."""
-    parsed = Target.from_airflow_uri(uri)
-    if parsed is not None:
-        return parsed
-    from airflow.models.connection import Connection
-
-    from airmigrate.airflow.tasks import target_from_connection
-
-    return target_from_connection(Connection(conn_id="airmigrate_target", uri=uri))
 
 
 def _params(pairs: list[str]) -> dict:

@@ -16,14 +16,14 @@ from airmigrate.errors import AirmigrateError
 
 
 def cmd_plan(args) -> int:
-    from airmigrate.cli import _configured_target, load_named
+    from airmigrate.cli_common import configured_target, load_named
     from airmigrate.db import connect
 
     migration = load_named(args.migration)
     if args.offline:
         return _print_plan(migration, None, args)
     try:
-        target = _configured_target()
+        target = configured_target()
         conn = connect(target, autocommit=True)
     except AirmigrateError as exc:
         if args.sql or args.rollback:  # the script or the phases still mean something without the target
@@ -77,13 +77,13 @@ def target_problems(migration) -> tuple[int, int]:
     target lint cannot know: (0, 0)."""
     import os
 
-    from airmigrate.cli import _configured_target
+    from airmigrate.cli_common import configured_target
     from airmigrate.db import connect
     from airmigrate.precheck import findings
 
     if not (os.environ.get("AIRFLOW_CONN_AIRMIGRATE_TARGET") or os.environ.get("AIRMIGRATE_TARGET_URL")):
         return 0, 0
-    with connect(_configured_target(), autocommit=True) as conn:
+    with connect(configured_target(), autocommit=True) as conn:
         found = findings(conn, migration, lint=False)  # lint printed its findings itself
     for problem in found.blocking:
         print(f"error: {problem}", file=sys.stderr)

@@ -49,12 +49,17 @@ class Target:
         )
 
     @classmethod
-    def from_airflow_uri(cls, uri: str) -> "Target | None":
-        """An AIRFLOW_CONN_* URI read the way Airflow's Connection reads it (host, login, password and schema
-        URL-decoded), without importing Airflow: the CLI's checks answer before Airflow starts. None for a
-        form only Airflow knows (JSON), which the caller then hands to Airflow."""
+    def from_airflow_uri(cls, uri: str) -> "Target":
+        """An AIRFLOW_CONN_* value read the way Airflow's Connection reads it (a URI with host, login, password
+        and schema URL-decoded, or its JSON form), without importing Airflow: the CLI's checks answer before
+        Airflow starts."""
         if uri.lstrip().startswith("{"):
-            return None
+            import json
+
+            conn = json.loads(uri)
+            return cls(host=conn.get("host") or "127.0.0.1", port=int(conn.get("port") or 5432),
+                       user=conn.get("login") or "postgres", password=conn.get("password") or None,
+                       dbname=conn.get("schema") or "postgres")
         parts = urlsplit(uri)
         return cls(host=unquote(parts.hostname or "") or "127.0.0.1", port=parts.port or 5432,
                    user=unquote(parts.username or "") or "postgres",
