@@ -149,6 +149,7 @@ def test_a_rehearsal_refusal_names_the_missing_object(fresh_db, tmp_path, monkey
                                          "AND score IS DISTINCT FROM length(emial)")
     (folder / "migration.yaml").write_text(yaml.safe_dump({
         "description": "a typo", "table": "users", "backfill": {"sql": "backfill.sql", "columns": ["score"]}}))
-    with pytest.raises(Exception, match="has no column 'emial'") as refused:
+    with pytest.raises(RehearsalError, match="has no column 'emial'") as refused:
         rehearse(fresh_db, load_migration(folder))
-    assert "changed:." not in str(refused.value) and _copies(fresh_db) == []
+    assert "changed:." not in str(refused.value) and "Nothing was created" in str(refused.value)
+    assert _copies(fresh_db) == []

@@ -51,6 +51,7 @@ def rehearse(target: Target, migration: Migration, sample: float | None = None, 
     with connect(target) as conn:
         _refuse_applied(conn, migration)
         tables = copying.tables_to_copy(conn, migration)
+        _refuse_missing(conn, migration)
         needed = copying.copy_size(conn, tables) * (sample or 100) / 100
         conn.commit()
     results["tables"] = [str(t) for t in tables]
@@ -89,9 +90,18 @@ def _refuse_applied(conn, migration: Migration) -> None:
         raise RehearsalError(f"{migration.id} is already {row[0]} on the target: a rehearsal is for a migration "
                              "before it runs. Nothing was created")
     check_order(conn, migration)
+
+
+def _refuse_missing(conn, migration: Migration) -> None:
+    """A typo names its file, line and column here, on the target, before a copy is made (the copy's own
+    preflight would refuse it too, after copying every row)."""
+    from airmigrate.errors import PreflightError
     from airmigrate.stages.references import check_references
 
-    check_references(conn, migration)  # a typo names its file, line and column here, before a copy is made
+    try:
+        check_references(conn, migration)
+    except PreflightError as exc:
+        raise RehearsalError(f"{exc}\nNothing was created") from None
 
 
 def _rehearse_on_copy(target: Target, copy_target: Target, migration: Migration, tables, sample, results) -> None:

@@ -24,7 +24,7 @@ def one_shard_note(conn, run_id: int, shards: int) -> str | None:
     worker, batches = rows[0]
     return (f"shards: {shards} asked, and {worker.rsplit(':', 1)[-1]} ran all {batches} batches: the others had not "
             "started yet. `airmigrate run` runs the DAG with Airflow's dag.test(), which runs mapped tasks one after "
-            "another, so the first shard takes every batch; a scheduler (`make airflow`, Celery) runs the shards at "
+            "another, so the first shard to start takes every batch; a scheduler (`make airflow`, Celery) runs the shards at "
             "once and they share the batches")
 
 
