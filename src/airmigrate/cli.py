@@ -114,12 +114,14 @@ def _parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="every migration with its state in the target, applied at/by, duration, "
                                              "rows; exit 1 when an applied one changed or a run failed")
     history.set_defaults(func=cmd_history)
-    lint = sub.add_parser("lint", help="lint migration folders or SQL files (squawk + airmigrate rules); "
-                                       "exit 0 clean, 1 findings, 2 usage error")
+    lint = sub.add_parser("lint", help="lint migration folders or SQL files (squawk + airmigrate rules; with a "
+                                       "target set, also the preflight's checks of it); exit 0 clean, 1 findings, "
+                                       "2 usage error")
     lint.add_argument("paths", nargs="*", help="migration folders, migrations/ itself, or .sql files")
     lint.add_argument("--pg-version", default="15.0", help="PostgreSQL version of the target (default 15.0)")
     lint.set_defaults(func=cmd_lint)
-    plan = sub.add_parser("plan", help="each statement with its lock and effect, rows, batches and ETA")
+    plan = sub.add_parser("plan", help="each statement with its lock and effect, rows, batches and ETA; with the "
+                                       "target, the preflight's checks first (exit 1 when `run` would refuse)")
     plan.add_argument("migration")
     plan.add_argument("--sql", action="store_true", help="print exactly the SQL that will run instead (column "
                                                          "types read from the target unless --offline)")
