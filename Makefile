@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # pytest workers: 2 on this 2-core machine (tests wait on PostgreSQL and Airflow more than on CPU)
 TEST_WORKERS ?= 2
 
-.PHONY: setup demo test check lint airflow clean
+.PHONY: setup demo stop test check lint airflow clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 demo: setup
 	$(BIN)/airmigrate demo
+
+# `make demo` leaves its embedded PostgreSQL running (the next demo and `airmigrate status` reuse it): this stops it
+stop: setup
+	$(BIN)/python -m airmigrate.devdb stop
 
 # The whole suite (real PostgreSQL, real Airflow, the browser); its last line is pytest's count and time, after
 # the 15 slowest tests.

@@ -147,6 +147,24 @@ def pytest_sessionfinish(session):
         devdb.drop_database(_server_target(), _WORKER_META_DB)
 
 
+def _docs_state() -> dict[str, tuple[float, int]]:
+    docs = ROOT / "docs"
+    return {str(p): (p.stat().st_mtime, p.stat().st_size) for p in docs.rglob("*") if p.is_file()} \
+        if docs.is_dir() else {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_docs_untouched():
+    """The suite never writes into the checkout's docs/ (the schema changelog is the project's record of what
+    was applied to real databases): AIRMIGRATE_DOCS_DIR points every test under var/, and this says so when
+    something slipped past it (an error on the session's last test)."""
+    before = _docs_state()
+    yield
+    after = _docs_state()
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    assert not changed, f"the tests wrote into the checkout's docs/: {', '.join(changed)}"
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Target:
     """The PostgreSQL server every test uses (its maintenance database)."""

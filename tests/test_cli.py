@@ -25,6 +25,8 @@ def test_run_rollback_status_and_exit_codes(fresh_db):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "0001_add_user_email_verified on" in done.stdout and ": success" in done.stdout
     assert re.search(r"backfill: 18,000 rows written in \d+ batches \(0 failed, 0 pending\)", done.stdout)
+    # shards: 2, but dag.test runs mapped tasks one by one: the summary says why one shard did every batch
+    assert re.search(r"shards: 2 asked, and shard\d ran all \d+ batches: .*dag\.test\(\)", done.stdout), done.stdout
 
     again = airmigrate(fresh_db, "run", "0001_add_user_email_verified")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]  # applied means done: a green no-op

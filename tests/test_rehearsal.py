@@ -35,8 +35,10 @@ def _state_schema(target) -> bool:
 
 def test_cli_rehearsal_runs_up_and_down_on_a_copy_and_leaves_the_target_as_it_was(fresh_db, tmp_path):
     before = table_checksum(fresh_db)
-    done = airmigrate(fresh_db, "rehearse", FIRST, AIRMIGRATE_VAR_DIR=str(tmp_path))
+    docs = tmp_path / "docs"
+    done = airmigrate(fresh_db, "rehearse", FIRST, AIRMIGRATE_VAR_DIR=str(tmp_path), AIRMIGRATE_DOCS_DIR=str(docs))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not (docs / "CHANGELOG.md").exists(), "a rehearsal is not an application: no changelog entry"
     out = done.stdout
     assert f"rehearsal of {FIRST}: PASSED" in out and "public.users" in out
     for stage in ("copy", "preflight", "backup", "schema_change", "backfill", "validate", "cleanup", "rollback"):
@@ -135,3 +137,19 @@ def test_lock_sampler_measures_how_long_our_session_held_a_lock(fresh_db):
     holds = [h for h in sampler.summary() if h["mode"] == "AccessExclusiveLock"]
     assert len(holds) == 1 and holds[0]["stage"] == "schema_change" and holds[0]["relation"] == "users"
     assert 300 <= holds[0]["held_ms"] <= 2000, holds
+
+
+def test_a_rehearsal_refusal_names_the_missing_object(fresh_db, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRMIGRATE_VAR_DIR", str(tmp_path))
+    folder = tmp_path / "0091_typo"
+    folder.mkdir()
+    (folder / "up.sql").write_text("ALTER TABLE users ADD COLUMN IF NOT EXISTS score int;")
+    (folder / "down.sql").write_text("ALTER TABLE users DROP COLUMN IF EXISTS score;")
+    (folder / "backfill.sql").write_text("UPDATE users SET score = length(emial) WHERE id BETWEEN %(lo)s AND %(hi)s "
+                                         "AND score IS DISTINCT FROM length(emial)")
+    (folder / "migration.yaml").write_text(yaml.safe_dump({
+        "description": "a typo", "table": "users", "backfill": {"sql": "backfill.sql", "columns": ["score"]}}))
+    with pytest.raises(RehearsalError, match="has no column 'emial'") as refused:
+        rehearse(fresh_db, load_migration(folder))
+    assert "changed:." not in str(refused.value) and "Nothing was created" in str(refused.value)
+    assert _copies(fresh_db) == []

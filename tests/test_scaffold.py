@@ -158,3 +158,17 @@ def test_a_scaffolded_migration_applies_validates_and_rolls_back(fresh_db, dirs,
     rollback.down(fresh_db, migration, back)
     assert rollback.restore(fresh_db, migration, back)["status"] == "rolled_back"
     assert "nickname" not in _columns(fresh_db)
+
+
+def test_the_using_hint_of_a_mixed_case_column_quotes_it(dirs):
+    import yaml
+
+    done = airmigrate(dirs, "new", "country_text", "--op", "change_column_type", "--table", "customers",
+                      "--column", "Country", "--type", "text")
+    assert done.returncode == 0, done.stderr
+    text = (dirs[0] / "0001_country_text" / "migration.yaml").read_text()
+    hint = next(line for line in text.splitlines() if "# using:" in line).split("# using:")[1].split("   #")[0]
+    assert yaml.safe_load(hint) == '"Country"::text'  # unquoted, PostgreSQL would read lowercase country
+    lower = airmigrate(dirs, "new", "code_text", "--op", "change_column_type", "--table", "customers",
+                       "--column", "code", "--type", "text")
+    assert lower.returncode == 0 and '# using: "code::text"' in (dirs[0] / "0002_code_text" / "migration.yaml").read_text()

@@ -44,6 +44,15 @@ def test_applied_migration_comments_its_columns_and_extends_the_changelog(fresh_
     assert "- written by: Dana on 2026-11-20" in changelog
     assert "- breaking changes: none" in changelog and "- applied: 20" in changelog and " by " in changelog
 
+    from airmigrate.stages import rollback  # the rollback is in the changelog too, above the applied entry
+
+    run_id = rollback.preflight_rollback(fresh_db, migration)["run_id"]
+    rollback.down(fresh_db, migration, run_id)
+    rollback.restore(fresh_db, migration, run_id)
+    changelog = (tmp_path / "docs" / "CHANGELOG.md").read_text()
+    assert changelog.index("## 0096_scores (rolled back)") < changelog.index("## 0096_scores\n")
+    assert "- rolled back: 20" in changelog and "- what went back: Scores for the loyalty programme." in changelog
+
 
 def test_docs_command_writes_tables_comments_and_a_foreign_key_diagram(fresh_db, tmp_path):
     with connect(fresh_db, autocommit=True) as conn:

@@ -28,6 +28,13 @@ def test_passing_suite_writes_data_docs(fresh_db, tmp_path):
     outcome = run_suite(fresh_db.url(), "users", write_suite(tmp_path, SUITE), tmp_path / "docs")
     assert outcome.success and outcome.evaluated == 2 and outcome.failed == []
     assert outcome.data_docs_index == tmp_path / "docs" / "index.html" and outcome.data_docs_index.is_file()
+    from airmigrate.datadocs_offline import external_references
+
+    # offline (where databases live) a page must not wait on CDNs: no external stylesheet, script or image
+    assert external_references(tmp_path / "docs") == []
+    pages = list((tmp_path / "docs").rglob("*.html"))
+    assert len(pages) >= 3 and all("Data Docs offline" in p.read_text() for p in pages)
+    assert "Successful Expectations" in next(p for p in pages if "validations" in str(p)).read_text()
 
 
 def test_failing_rows_are_counted_and_named(fresh_db, tmp_path):

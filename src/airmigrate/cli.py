@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 from airmigrate import interrupt, lease, settings
+from airmigrate.cli_common import configured_target as _configured_target, load_named
 from airmigrate.db import Target
 from airmigrate.errors import AirmigrateError, SpecError
 
@@ -127,12 +128,14 @@ def _parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="every migration with its state in the target, applied at/by, duration, "
                                              "rows; exit 1 when an applied one changed or a run failed")
     history.set_defaults(func=cmd_history)
-    lint = sub.add_parser("lint", help="lint migration folders or SQL files (squawk + airmigrate rules); "
-                                       "exit 0 clean, 1 findings, 2 usage error")
+    lint = sub.add_parser("lint", help="lint migration folders or SQL files (squawk + airmigrate rules; with a "
+                                       "target set, also the preflight's checks of it); exit 0 clean, 1 findings, "
+                                       "2 usage error")
     lint.add_argument("paths", nargs="*", help="migration folders, migrations/ itself, or .sql files")
     lint.add_argument("--pg-version", default="15.0", help="PostgreSQL version of the target (default 15.0)")
     lint.set_defaults(func=cmd_lint)
-    plan = sub.add_parser("plan", help="each statement with its lock and effect, rows, batches and ETA")
+    plan = sub.add_parser("plan", help="each statement with its lock and effect, rows, batches and ETA; with the "
+                                       "target, the preflight's checks first (exit 1 when `run` would refuse)")
     plan.add_argument("migration")
     plan.add_argument("--sql", action="store_true", help="print exactly the SQL that will run instead (column "
                                                          "types read from the target unless --offline)")
@@ -162,7 +165,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_run(args) -> int:
     OUTPUT["verbose"], OUTPUT["wait"] = args.verbose, args.wait
-    prepare_airflow_env()
     target = _configured_target()
     conf = _params(args.param)
     if args.approve:
@@ -172,7 +174,7 @@ def cmd_run(args) -> int:
     if args.cascade and not args.rollback:
         raise AirmigrateError("--cascade goes with --rollback: `airmigrate run <id> --rollback --cascade`")
     if args.cascade:  # the dependents first, latest first, each like a rollback of its own; stop at a failure
-        from airmigrate.airflow.approval import needs_rollback_approval
+        from airmigrate.gates import needs_rollback_approval
         from airmigrate.db import connect
         from airmigrate.lifecycle.order import cascade
 
@@ -292,7 +294,7 @@ def cmd_status(args) -> int:
 
     if args.migration is None:
         return cmd_history(args)
-    load_named(args.migration)  # an unknown name gets the list of the ones there are
+    args.migration = load_named(args.migration).id  # an unknown name gets the list of the ones there are
     prepare_airflow_env()
     target = _configured_target()
     with connect(target, autocommit=True) as conn:
@@ -370,7 +372,7 @@ def cmd_lint(args) -> int:
                          args.pg_version)
 
     paths = [Path(p) for p in args.paths] or [settings.migrations_dir()]
-    findings, broken, drifted = [], 0, 0
+    findings, broken, drifted, refused = [], 0, 0, 0
     for path in paths:
         if not path.exists():
             print(f"error: {path}: no such file or folder", file=sys.stderr)
@@ -383,7 +385,8 @@ def cmd_lint(args) -> int:
             try:
                 migration = load_migration(folder, settings.expectations_dir())
                 findings += lint_migration(migration, args.pg_version)
-                drifted += _changed_since_applied(migration)
+                changed, problems = _changed_since_applied(migration)
+                drifted, refused = drifted + changed, refused + problems
             except SpecError as exc:  # still lint its SQL files one by one: every finding at once
                 print(f"error: {exc}", file=sys.stderr)
                 broken += 1
@@ -393,72 +396,23 @@ def cmd_lint(args) -> int:
     open_findings = [f for f in findings if not f.acknowledged]
     print(f"{len(findings)} finding(s), {len(open_findings)} not acknowledged"
           + (f", {broken} folder(s) that do not load" if broken else "")
-          + (f", {drifted} applied migration(s) changed since" if drifted else ""))
-    return 1 if open_findings or broken or drifted else 0
+          + (f", {drifted} applied migration(s) changed since" if drifted else "")
+          + (f", {refused} problem(s) the target's checks found" if refused else ""))
+    return 1 if open_findings or broken or drifted or refused else 0
 
 
-def _changed_since_applied(migration) -> int:
-    """With a target configured, lint refuses an applied migration whose files changed since (like run, plan,
-    migrate and history); without one it cannot know and says nothing."""
-    from airmigrate.db import connect
-    from airmigrate.errors import PreflightError
-    from airmigrate.stages.preflight import check_history
+def _changed_since_applied(migration) -> tuple[int, int]:
+    """With a target configured, lint refuses what the preflight would (drift, table, key, references); without
+    one it cannot know and says nothing."""
+    from airmigrate.cli_plan import target_problems
 
-    if not (os.environ.get("AIRFLOW_CONN_AIRMIGRATE_TARGET") or os.environ.get("AIRMIGRATE_TARGET_URL")):
-        return 0
-    try:
-        with connect(_configured_target(), autocommit=True) as conn:
-            check_history(conn, migration)
-    except PreflightError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return target_problems(migration)
 
 
 def cmd_plan(args) -> int:
-    from airmigrate import plan
-    from airmigrate.db import connect
+    from airmigrate.cli_plan import cmd_plan as plan
 
-    migration = load_named(args.migration)
-    if args.sql or args.rollback:  # the target's types and shape when it answers, else the static text
-        conn, why = None, None
-        if not args.offline:
-            prepare_airflow_env()
-            try:
-                conn = connect(_configured_target(), autocommit=True)
-            except AirmigrateError as exc:
-                why = str(exc)
-        try:
-            text = plan.render_rollback(migration, conn, sql=args.sql) if args.rollback else \
-                plan.render_sql(migration, conn)
-        finally:
-            if conn is not None:
-                conn.close()
-        if why:
-            print(f"-- target not reachable ({why}): static plan", file=sys.stderr)
-        print(text, end="")
-        return 0
-    if args.offline:  # no target: volatility, types and domains assumed the worst
-        print(plan.render(migration, plan.static_plan(migration)))
-        return 0
-    prepare_airflow_env()
-    try:
-        target = _configured_target()
-        conn = connect(target, autocommit=True)
-    except AirmigrateError as exc:
-        raise AirmigrateError(f"{exc}; or `airmigrate plan {migration.id} --offline` plans without the "
-                              "target (no rows, batches or ETA)") from None
-    with conn:  # the target's catalog decides volatility, column types and domains
-        from airmigrate.lifecycle.history import changed_files
-
-        changed = changed_files(conn, migration)
-        if changed:  # what the target holds is not what these files say: a plan of them would mislead
-            print(f"error: {migration.id} is applied on {target.describe()} and changed since: "
-                  f"{', '.join(changed)}. Fix: restore the applied files and put the change in a new migration "
-                  "folder (`airmigrate new <slug>`)", file=sys.stderr)
-            return 1
-        print(plan.render(migration, plan.static_plan(migration, conn), plan.estimate(conn, migration)))
-    return 0
+    return plan(args)
 
 
 def cmd_new(args) -> int:
@@ -489,9 +443,10 @@ OUTPUT = {"verbose": False, "wait": 0.0}  # --verbose: Airflow's task logs on th
 
 def run_and_report(migration_id: str, target: Target, rollback: bool = False, conf: dict | None = None,
                    errors: dict[str, str] | None = None, what: str = "run") -> int:
-    from airmigrate.airflow.runner import log_file_for, report, run_dag
-
-    from airmigrate.airflow.approval import needs_approval, needs_rollback_approval
+    """Run the DAG through Airflow and print its report; a forward run the preflight would refuse (or an
+    applied no-op) is answered before Airflow starts (airmigrate.precheck). The run holds the migration's
+    lease (airmigrate.lease) and stops at a batch boundary on Ctrl-C (airmigrate.interrupt)."""
+    from airmigrate.gates import needs_approval, needs_rollback_approval
 
     migration = load_named(migration_id)
     conf = conf or {}
@@ -504,6 +459,18 @@ def run_and_report(migration_id: str, target: Target, rollback: bool = False, co
         raise AirmigrateError(f"the rollback of {migration.id} drops a column or a table and waits for a human "
                               "approval, which a local run cannot give: look at it with --param dry_run=true, then "
                               "re-run with --approve, or trigger the rollback DAG from the Airflow UI. Nothing was run")
+    if not rollback:
+        from airmigrate.precheck import before_airflow
+
+        verdict = before_airflow(target, migration)
+        if verdict.code is not None:
+            print("\n".join(verdict.lines), flush=True)
+            if errors is not None and verdict.error:
+                errors[migration.id] = verdict.error
+            return verdict.code
+    prepare_airflow_env()
+    from airmigrate.airflow.runner import log_file_for, report, run_dag
+
     dag_id = migration.rollback_dag_id if rollback else migration.id
     log_file = None if OUTPUT["verbose"] else log_file_for(dag_id)
     interrupt.install()  # Ctrl-C / SIGTERM: stop at the next batch boundary, resumable (exit 130)
@@ -512,6 +479,8 @@ def run_and_report(migration_id: str, target: Target, rollback: bool = False, co
                                                                     if log_file else ""), flush=True)
         dagrun = run_dag(dag_id, conf, log_file=log_file, secrets=(target.password,))
     print(report(dagrun, migration, target, rollback=rollback), flush=True)
+    if not rollback:  # shards: 2 and one shard did it all: why (dag.test runs mapped tasks one by one)
+        _print_shard_note(migration, target, dagrun.run_id)
     _print_run_report(migration, target, dag_id, dagrun.run_id, rollback)
     if log_file:
         print(f"  task logs: {_shown_path(log_file)} (--verbose shows them here)", flush=True)
@@ -527,6 +496,16 @@ def run_and_report(migration_id: str, target: Target, rollback: bool = False, co
               + ("" if rollback else f"; or roll back: `airmigrate run {migration.id} --rollback`"), flush=True)
         return interrupt.EXIT_INTERRUPTED
     return 0 if str(dagrun.state) == "success" else 1
+
+
+def _print_shard_note(migration, target: Target, dag_run_id: str) -> None:
+    from airmigrate.db import connect
+    from airmigrate.stages.backfill.shares import run_note
+
+    with connect(target, autocommit=True) as conn:
+        note = run_note(conn, migration, dag_run_id)
+    if note:
+        print(f"  {note}", flush=True)
 
 
 def _print_run_report(migration, target: Target, dag_id: str, dag_run_id: str, rollback: bool) -> None:
@@ -558,18 +537,6 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
-def load_named(migration_id: str):
-    """The migration folder of that name, or an error listing the ones there are."""
-    from airmigrate.spec import discover, load_migration
-
-    folder = settings.migrations_dir() / migration_id
-    if not folder.is_dir():
-        known = ", ".join(p.name for p in discover(settings.migrations_dir())) or "none"
-        raise AirmigrateError(f"no migration '{migration_id}' in {settings.migrations_dir()} (there are: {known}); "
-                              "give a folder name, or set AIRMIGRATE_MIGRATIONS_DIR")
-    return load_migration(folder, settings.expectations_dir())
-
-
 def prepare_airflow_env() -> None:
     """Point Airflow at this project (unless the user configured it) and create its metadata DB once."""
     root = settings.project_root()
@@ -583,27 +550,6 @@ def prepare_airflow_env() -> None:
     if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in os.environ and not (home / "airflow.db").exists():
         print(f"initialising Airflow metadata in {home} (once) ...", flush=True)
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
-
-
-def _configured_target() -> Target:
-    """AIRFLOW_CONN_AIRMIGRATE_TARGET, else AIRMIGRATE_TARGET_URL (which then becomes that connection)."""
-    uri = os.environ.get("AIRFLOW_CONN_AIRMIGRATE_TARGET")
-    if not uri and os.environ.get("AIRMIGRATE_TARGET_URL"):
-        target = Target.from_url(os.environ["AIRMIGRATE_TARGET_URL"])
-        os.environ["AIRFLOW_CONN_AIRMIGRATE_TARGET"] = target.airflow_uri()
-        return target
-    if not uri:
-        raise AirmigrateError("no target database: set AIRFLOW_CONN_AIRMIGRATE_TARGET=postgresql://user@host/db "
-                              "(or AIRMIGRATE_TARGET_URL); `airmigrate target` prints the demo one")
-    return _target_from_airflow_uri(uri)
-
-
-def _target_from_airflow_uri(uri: str) -> Target:
-    from airflow.models.connection import Connection
-
-    from airmigrate.airflow.tasks import target_from_connection
-
-    return target_from_connection(Connection(conn_id="airmigrate_target", uri=uri))
 
 
 def _params(pairs: list[str]) -> dict:

@@ -11,7 +11,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import pglast
 from pglast.enums import AlterTableType
@@ -47,6 +47,24 @@ class Target:
             password=params.get("password"),
             dbname=params.get("dbname") or "postgres",
         )
+
+    @classmethod
+    def from_airflow_uri(cls, uri: str) -> "Target":
+        """An AIRFLOW_CONN_* value read the way Airflow's Connection reads it (a URI with host, login, password
+        and schema URL-decoded, or its JSON form), without importing Airflow: the CLI's checks answer before
+        Airflow starts."""
+        if uri.lstrip().startswith("{"):
+            import json
+
+            conn = json.loads(uri)
+            return cls(host=conn.get("host") or "127.0.0.1", port=int(conn.get("port") or 5432),
+                       user=conn.get("login") or "postgres", password=conn.get("password") or None,
+                       dbname=conn.get("schema") or "postgres")
+        parts = urlsplit(uri)
+        return cls(host=unquote(parts.hostname or "") or "127.0.0.1", port=parts.port or 5432,
+                   user=unquote(parts.username or "") or "postgres",
+                   password=unquote(parts.password) if parts.password else None,
+                   dbname=unquote(parts.path.lstrip("/")) or "postgres")
 
     def with_dbname(self, dbname: str) -> "Target":
         return Target(self.host, self.port, self.user, self.password, dbname)

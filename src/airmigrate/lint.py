@@ -57,6 +57,9 @@ RECIPES = {
     "renaming-table": "create a view under the old name, or migrate readers first",
     "destructive-in-expand": "move DROP / TRUNCATE into cleanup.sql: it runs only after validation passed",
     "unbatched-update": "put the UPDATE in backfill.sql, bounded by %(lo)s and %(hi)s, so it runs in batches",
+    "unbatched-delete": "delete in key-range batches, each its own short transaction, with pauses for vacuum: the "
+                        "delete_rows operation ({op: delete_rows, where: \"is_obsolete\"}; being built) is that "
+                        "recipe; until then acknowledge the rule for a small table, with the row count as the reason",
     "backfill-single-update": "write exactly one UPDATE ... WHERE <key> BETWEEN %(lo)s AND %(hi)s",
     "table-rewrite": "avoid VACUUM FULL / CLUSTER / LOCK TABLE in a migration; use pg_repack off-line if needed",
     "syntax-error": "fix the SQL so PostgreSQL can parse it",
@@ -208,8 +211,12 @@ def own_rules(path: Path, text: str, role: str, key_columns: tuple[str, ...] | N
         kind = type(node).__name__
         if role == "up" and _is_destructive(node):
             add(line, "destructive-in-expand", f"{_describe(node)} in the expand step, before validation")
-        if role in ("up", "cleanup") and kind in ("UpdateStmt", "DeleteStmt") and node.whereClause is None:
-            add(line, "unbatched-update", f"{kind[:-4].upper()} without WHERE touches every row in one transaction")
+        if role in ("up", "cleanup") and kind == "UpdateStmt" and node.whereClause is None:
+            add(line, "unbatched-update", "UPDATE without WHERE touches every row in one transaction")
+        if role in ("up", "cleanup") and kind == "DeleteStmt":  # a WHERE does not make it small
+            add(line, "unbatched-delete", "DELETE " + ("without WHERE" if node.whereClause is None else
+                                                       "of every matching row") + " in one transaction: their row "
+                "locks held to the end, the WAL and the dead rows all at once")
         if kind in ("VacuumStmt", "ClusterStmt", "LockStmt") and (
                 kind != "VacuumStmt" or any(getattr(o, "defname", "") == "full" for o in (node.options or ()))):
             add(line, "table-rewrite", f"{kind[:-4].upper()} takes an ACCESS EXCLUSIVE lock for its whole run")

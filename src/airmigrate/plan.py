@@ -589,8 +589,15 @@ def _dml(node, catalog) -> Analysis:
     others = [n for n in _rangevars(node) if n != target]
     kind = type(node).__name__
     effect = "" if getattr(node, "whereClause", None) is not None or kind == "InsertStmt" else "scan"
+    notes = ()
+    if not effect and kind in ("UpdateStmt", "DeleteStmt"):  # a WHERE no index serves reads every row all the same
+        from airmigrate.scans import seq_scanned
+
+        seq = seq_scanned(catalog.conn, node, target)
+        effect = "scan" if seq else ""
+        notes = ("no index serves the WHERE: the planner reads the whole table",) if seq else ()
     return Analysis((RelationLock(target, "ROW EXCLUSIVE"),) + tuple(RelationLock(n, "ACCESS SHARE") for n in others),
-                    effect)
+                    effect, notes)
 
 
 def _select(node, catalog) -> Analysis:
@@ -736,14 +743,24 @@ class NotNullProofs:
         return free
 
 
+def sync_trigger_sql(migration: Migration) -> tuple[list[str], list[str]]:
+    """The `backfill.sync` trigger's (install, drop) statements: the ones the backfill stage runs."""
+    from airmigrate.stages.backfill import sync_trigger_sql as statements
+
+    return statements(migration)
+
+
 def static_plan(migration: Migration, conn=None) -> list[PlannedStatement]:
     """Every statement in run order, with the lock it takes and whether it scans or rewrites. With ``conn``
-    (the target) column types, function volatility and domains are looked up instead of assumed."""
-    steps = operations.for_migration(migration)
+    (the target) column types, function volatility and domains are looked up instead of assumed, and the
+    operations' statements are generated with the target's column types, exactly as the stages run them."""
+    steps = _steps(migration, conn)
+    install, drop = sync_trigger_sql(migration)
     parts = [("schema_change", db.split_statements(migration.up_sql) + steps.expand),
+             ("backfill.plan", install),
              ("backfill (per batch)", [_unbound(s) for s in db.split_statements(bound_placeholders(
                  "\n;".join(_backfill_sql(migration, steps))))]),
-             ("cleanup", steps.contract + db.split_statements(migration.cleanup_sql or ""))]
+             ("cleanup", drop + db.split_statements(migration.cleanup_sql or "") + steps.contract)]
     planned, proven = [], NotNullProofs()
     for stage, statements in parts:
         for statement in statements:
@@ -819,14 +836,18 @@ def render_sql(migration: Migration, conn=None) -> str:
     out = [f"-- {migration.id}: SQL as airmigrate runs it"
            + ("" if conn is not None or not spec.operations else
               " (offline: generated columns whose type comes from the target show `text`)")]
+    install, drop = sync_trigger_sql(migration)
     for stage, statements in (("schema_change", db.split_statements(migration.up_sql) + steps.expand),
-                              ("cleanup", steps.contract + db.split_statements(migration.cleanup_sql or ""))):
+                              ("cleanup", drop + db.split_statements(migration.cleanup_sql or "") + steps.contract)):
         out.append(f"\n-- stage {stage}")
         for autocommit, group in db.group_statements(statements):
             timeouts = [f"SET {'' if autocommit else 'LOCAL '}lock_timeout = '{spec.lock_timeout_ms}ms';",
                         f"SET {'' if autocommit else 'LOCAL '}statement_timeout = '{spec.statement_timeout_ms}ms';"]
             body = [s + ";" for s in group]
             out += (timeouts + body) if autocommit else (["BEGIN;"] + timeouts + body + ["COMMIT;"])
+        if stage == "schema_change" and install:  # installed with the backfill's cursor, before the first batch
+            out += ["\n-- stage backfill.plan: the sync trigger keeps rows written meanwhile right", "BEGIN;"] + \
+                [i + ";" for i in install] + ["COMMIT;"]
         if stage == "schema_change" and (backfill := _backfill_sql(migration, steps)):
             out.append("\n-- stage backfill: once per batch, each in its own transaction with its state row")
             out += ["BEGIN;"] + [b + ";" for b in backfill] + ["COMMIT;"]
@@ -867,7 +888,7 @@ def rollback_phases(migration: Migration, conn=None) -> list[tuple[str, list[str
                                *steps.dropped_columns] if c not in steps.self_restored]
         restore = restore_statement(migration, snapshot_name(migration.id), list(dict.fromkeys(columns)))
         copy_back += [restore] if restore else []
-    return [("down", db.split_statements(migration.down_sql or "") + steps.down),
+    return [("down", sync_trigger_sql(migration)[1] + db.split_statements(migration.down_sql or "") + steps.down),
             ("copy-back (per batch)", copy_back),
             ("finish", list(steps.down_contract))]
 

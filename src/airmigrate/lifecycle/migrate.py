@@ -41,10 +41,13 @@ def up_to(migrations: list[Migration], to: str | None) -> list[Migration]:
     """The migrations up to and including `to` (all without it)."""
     if to is None:
         return migrations
+    from airmigrate.lifecycle.names import resolve
+
     ids = [m.id for m in migrations]
-    if to not in ids:
-        raise AirmigrateError(f"--to {to}: no such migration in {settings.migrations_dir()} "
-                              f"(there are: {', '.join(ids) or 'none'})")
+    try:
+        to = resolve(to, ids, settings.migrations_dir())  # a unique prefix, like `run`
+    except AirmigrateError as exc:
+        raise AirmigrateError(f"--to {exc}") from None
     return migrations[:ids.index(to) + 1]
 
 
@@ -125,7 +128,7 @@ def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = No
     why a run failed when the history cannot (a preflight refusal records nothing). A failed migration is
     resumed with retry_failed, so its failed batches run again after the fix. Refusals before
     anything ran (a folder that does not load, a changed applied migration, an approval not given) raise."""
-    from airmigrate.airflow.approval import needs_approval
+    from airmigrate.gates import needs_approval
 
     everything = load_all()
     for note in validate_history(target, everything, ignore_missing, allow_drift):
@@ -166,8 +169,9 @@ def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = No
             retry = {"retry_failed": True} if action == RESUME and hist and hist["status"] == "failed" else {}
             code = run(migration.id, {**conf, **retry})
             seconds = time.monotonic() - t0
-        with connect(target, autocommit=True) as conn:
-            hist = state.history(conn, migration.id)
+        with connect(target, autocommit=True) as conn:  # a refusal before Airflow started made no state tables
+            made = conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is not None
+            hist = state.history(conn, migration.id) if made else None
         status = hist["status"] if hist else "not started"
         if code == 0 and status == "applied":
             results.append((migration.id, "applied", seconds, ""))
@@ -288,6 +292,12 @@ def app_versions(migration: Migration) -> tuple[str, str, list[str]]:
         if reason:
             contract = NEW_ONLY
             why.append(reason)
+    sync = migration.spec.backfill.sync if migration.spec.backfill else {}
+    if sync:  # the old release never writes them: after the trigger is gone its rows would be left NULL
+        contract = NEW_ONLY
+        why.append(f"backfill.sync {', '.join(sync)}: the trigger deriving {'it' if len(sync) == 1 else 'them'} for "
+                   "rows written meanwhile is dropped at cleanup; from then on the application writes "
+                   f"{'it' if len(sync) == 1 else 'them'} itself")
     if migration.cleanup_sql and migration.cleanup_sql.strip():
         import pglast
 

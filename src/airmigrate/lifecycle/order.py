@@ -62,6 +62,13 @@ def check_order(conn, migration: Migration) -> None:
         elif status == "failed":
             fix = (f"finish {name} first (clear its failed task, or `airmigrate run {name}` resumes it) or roll it "
                    f"back (`airmigrate run {name} --rollback`)")
+        elif status == "rolled_back":  # every way out in one line: it back, this one without it, or both out
+            raise PreflightError(
+                f"{migration.id} must run after {name}, which was rolled back (its change is not in the database); "
+                f"migrations apply in folder order. Fix, one of: apply it again first (`airmigrate run {name}`); "
+                f"when {migration.id} does not need it, set `out_of_order: true` in {spec_file}; to keep {name} "
+                f"out, leave {migration.id} out too (a rollback of {name} with what needs it: `airmigrate run {name} "
+                "--rollback --cascade`, dependents first)")
         else:
             fix = f"run it first: `airmigrate run {name}` (or `airmigrate migrate` for every pending one in order)"
         raise PreflightError(

@@ -244,7 +244,8 @@ def _operation(op: str, table: str, table_name: str, key: str, column: str, type
     elif op == "change_column_type":
         summary = f"change the type of {table}.{column} to {type_}"
         lines = [f"column: {column}", f"type: {_q(type_)}",
-                 f"# using: \"{column}::{type_}\"   # conversion expression over the row (default column::type)"]
+                 f"# using: {_yaml_sql(f'{_sql_name(column)}::{type_}')}   # conversion expression over the row "
+                 "(default column::type)"]
     elif op == "split_table":
         new_table = f"{table_name}_{column}"[:63]
         placeholders.append(f"new table {new_table}")
@@ -336,6 +337,16 @@ def _q(value: str) -> str:
     """A YAML scalar: plain when safe, else double-quoted (JSON strings are YAML)."""
     return value if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ .,()]*", value) and not value.endswith(" ") \
         else json.dumps(value)
+
+
+def _sql_name(column: str) -> str:
+    """The column as SQL must write it: `Country` unquoted is `country` to PostgreSQL, so it is quoted."""
+    return column if re.fullmatch(r"[a-z_][a-z0-9_$]*", column) else '"' + column.replace('"', '""') + '"'
+
+
+def _yaml_sql(text: str) -> str:
+    """An SQL expression as a YAML string: single-quoted when it holds double quotes (no escapes to read)."""
+    return "'" + text.replace("'", "''") + "'" if '"' in text else json.dumps(text)
 
 
 # -- checks ---------------------------------------------------------------------------------------------

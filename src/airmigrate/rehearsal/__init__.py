@@ -51,6 +51,7 @@ def rehearse(target: Target, migration: Migration, sample: float | None = None, 
     with connect(target) as conn:
         _refuse_applied(conn, migration)
         tables = copying.tables_to_copy(conn, migration)
+        _refuse_missing(conn, migration)
         needed = copying.copy_size(conn, tables) * (sample or 100) / 100
         conn.commit()
     results["tables"] = [str(t) for t in tables]
@@ -61,7 +62,7 @@ def rehearse(target: Target, migration: Migration, sample: float | None = None, 
         results["status"] = "passed" if results["identical_after_rollback"] and not results["compat_failures"] \
             else "failed"
     except Exception as exc:
-        results["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        results["error"] = _error_text(exc)
         raise RehearsalError(f"the rehearsal of {migration.id} failed: {results['error']}. "
                              f"Results: {save(results)}") from exc
     finally:
@@ -89,6 +90,18 @@ def _refuse_applied(conn, migration: Migration) -> None:
         raise RehearsalError(f"{migration.id} is already {row[0]} on the target: a rehearsal is for a migration "
                              "before it runs. Nothing was created")
     check_order(conn, migration)
+
+
+def _refuse_missing(conn, migration: Migration) -> None:
+    """A typo names its file, line and column here, on the target, before a copy is made (the copy's own
+    preflight would refuse it too, after copying every row)."""
+    from airmigrate.errors import PreflightError
+    from airmigrate.stages.references import check_references
+
+    try:
+        check_references(conn, migration)
+    except PreflightError as exc:
+        raise RehearsalError(f"{exc}\nNothing was created") from None
 
 
 def _rehearse_on_copy(target: Target, copy_target: Target, migration: Migration, tables, sample, results) -> None:
@@ -152,6 +165,13 @@ def _rehearse_on_copy(target: Target, copy_target: Target, migration: Migration,
                                            if s["stage"] in ("backup", "backfill", "validate", "rollback")}
 
 
+def _error_text(exc: Exception) -> str:
+    """The whole message on one line: a preflight refusal's first line ends "nothing was changed:" and the
+    missing objects follow on the next lines, so the first line alone never named them."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text.replace(":  ", ": ") or type(exc).__name__
+
+
 def _key(migration: Migration, table) -> tuple[str, ...] | None:
     spec = migration.spec
     return tuple(spec.key_columns) if (table.schema, table.name) == (spec.schema_name, spec.table_name) else None
@@ -159,17 +179,20 @@ def _key(migration: Migration, table) -> tuple[str, ...] | None:
 
 @contextmanager
 def _private_backups():
-    """The copy's backups go to a temporary folder (they back up a copy that is about to be dropped)."""
-    previous = os.environ.get("AIRMIGRATE_BACKUP_DIR")
+    """The copy's backups and its schema changelog go to a temporary folder: they are of a copy about to be
+    dropped, and the project's docs/schema/CHANGELOG.md records what the target went through, not rehearsals."""
+    names = ("AIRMIGRATE_BACKUP_DIR", "AIRMIGRATE_DOCS_DIR")
+    previous = {name: os.environ.get(name) for name in names}
     with tempfile.TemporaryDirectory(prefix="airmigrate-rehearsal-") as folder:
-        os.environ["AIRMIGRATE_BACKUP_DIR"] = folder
+        os.environ.update({name: str(Path(folder) / name.split("_")[1].lower()) for name in names})
         try:
             yield
         finally:
-            if previous is None:
-                os.environ.pop("AIRMIGRATE_BACKUP_DIR", None)
-            else:
-                os.environ["AIRMIGRATE_BACKUP_DIR"] = previous
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def _short(checksums: dict) -> dict:

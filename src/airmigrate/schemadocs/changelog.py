@@ -1,5 +1,6 @@
 """docs/schema/CHANGELOG.md: one entry per applied migration (date, id, description, breaking changes, who),
-newest first, appended by the contract stage when the migration is marked applied."""
+newest first, appended by the contract stage when the migration is marked applied, and one per rollback
+(the schema went back: a reader of the changelog must see that too), appended when the rollback finished."""
 
 from __future__ import annotations
 
@@ -36,13 +37,28 @@ def entry(migration: Migration, hist: dict) -> str:
             f"- checksum: `{migration.checksum[:16]}`\n\n")
 
 
-def append(migration: Migration, hist: dict) -> Path | None:
+def rollback_entry(migration: Migration, hist: dict) -> str:
+    """The rollback's entry: what went back, when, by whom (the applied entry below it stays: history)."""
+    when = hist.get("rolled_back_at")
+    day = when.strftime("%Y-%m-%d %H:%M UTC") if hasattr(when, "strftime") else str(when or "")
+    by = hist.get("rolled_back_by") or "unknown"
+    return (f"## {migration.id} (rolled back)\n\n- rolled back: {day} by {by}\n- table: `{migration.spec.table}`\n"
+            f"- what went back: {' '.join(migration.spec.description.split())}\n"
+            f"- checksum: `{migration.checksum[:16]}`\n\n")
+
+
+def append_rollback(migration: Migration, hist: dict) -> Path | None:
+    """Add the rollback's entry (never fails the rollback, like append)."""
+    return append(migration, hist, rollback_entry(migration, hist))
+
+
+def append(migration: Migration, hist: dict, new: str | None = None) -> Path | None:
     """Add this migration's entry (once per application: a re-applied migration after a rollback gets a new
     one). Never fails the run: the database change is done, the file is documentation."""
     path = changelog_path()
     try:
         text = path.read_text() if path.exists() else HEADER
-        new = entry(migration, hist)
+        new = new or entry(migration, hist)
         if new in text:
             return path
         body = text[len(HEADER):] if text.startswith(HEADER) else text
@@ -50,7 +66,7 @@ def append(migration: Migration, hist: dict) -> Path | None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(HEADER + new + body)
         os.replace(tmp, path)
-        log.info("changelog: %s added to %s", migration.id, path)
+        log.info("changelog: %s added to %s", new.splitlines()[0][3:], path)
         return path
     except OSError as exc:
         log.warning("changelog not written (%s): the migration is applied all the same", exc)

@@ -10,7 +10,7 @@ from airmigrate.db import Target, connect
 from airmigrate.schemadocs import changelog
 from airmigrate.schemadocs.comments import apply_comments
 from airmigrate.spec import Migration
-from airmigrate.stages.backfill import drop_sync_trigger
+from airmigrate.stages.backfill import sync_trigger_sql
 from airmigrate.stages.generated import join_sql, runtime_steps
 from airmigrate.stages.schema_change import apply_sql
 
@@ -21,9 +21,10 @@ def cleanup(target: Target, migration: Migration, run_id: int) -> dict:
     """The operations' contract steps, then cleanup.sql; runs only after validation passed (and approval,
     when the DAG asks for it). The rollback snapshot is kept: rollback still needs it."""
     with connect(target, autocommit=True) as conn:
-        drop_sync_trigger(conn, migration)
         contract = runtime_steps(conn, migration).contract
-    apply_sql(target, migration, run_id, "cleanup", join_sql(migration.cleanup_sql, contract))
+    # the sync trigger first (it writes columns the contract may drop), under lock_timeout like the rest
+    apply_sql(target, migration, run_id, "cleanup",
+              join_sql(None, sync_trigger_sql(migration)[1]) + join_sql(migration.cleanup_sql, contract))
     with connect(target, autocommit=True) as conn:
         before = (state.latest_run(conn, migration.id) or {}).get("facts", {}).get("column_types")
     apply_comments(target, migration, list(before) if before is not None else None)

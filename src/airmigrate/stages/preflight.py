@@ -24,15 +24,11 @@ def preflight(target: Target, migration: Migration, dag_run_id: str | None = Non
     with connect(target, autocommit=True) as conn:
         if not dry_run:
             state.ensure_schema(conn)
-        applied = check_history(conn, migration)  # before the table check: a contract may have dropped it
+        applied, estimated_rows = run_checks(conn, migration)
         if applied:
             log.info("%s already applied on %s by %s; nothing to do", migration.id,
                      f"{applied['applied_at']:%Y-%m-%d %H:%M}" if applied["applied_at"] else "?", applied["applied_by"])
             return {"already_applied": True, "applied_at": applied["applied_at"], "applied_by": applied["applied_by"]}
-        estimated_rows = check_table(conn, spec.schema_name, spec.table_name, spec.key_columns)
-        check_order(conn, migration)
-        check_references(conn, migration)
-        check_lint(migration, conn.info.server_version)
         if dry_run:  # the whole SQL the run would execute, here in one place (the log and the task's XCom)
             from airmigrate.plan import render_sql
 
@@ -49,6 +45,22 @@ def preflight(target: Target, migration: Migration, dag_run_id: str | None = Non
     log.info("target %s (PostgreSQL %d): %s has ~%s rows; run %d %s", target.describe(), version, spec.table,
              f"{estimated_rows:,}", run_id, "resumed" if resumed else "started")
     return {"run_id": run_id, "resumed": resumed, "estimated_rows": estimated_rows, "server_version": version}
+
+
+def run_checks(conn, migration: Migration) -> tuple[dict | None, int]:
+    """Every refusal of the preflight, in its order, writing nothing: (the history row of an applied migration
+    with unchanged files: nothing to do, 0) or (None, the row estimate); PreflightError otherwise. One function
+    so the CLI can run the very same checks before it starts Airflow (a refusal in a second, not after
+    dag.test's start-up) and the preflight task still runs them for runs triggered from the UI."""
+    spec = migration.spec
+    applied = check_history(conn, migration)  # before the table check: a contract may have dropped it
+    if applied:
+        return applied, 0
+    estimated_rows = check_table(conn, spec.schema_name, spec.table_name, spec.key_columns)
+    check_order(conn, migration)
+    check_references(conn, migration)
+    check_lint(migration, conn.info.server_version)
+    return None, estimated_rows
 
 
 def check_lint(migration: Migration, server_version: int) -> None:

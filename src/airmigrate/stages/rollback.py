@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 from airmigrate import state
 from airmigrate.db import Target, connect
 from airmigrate.errors import PreflightError
+from airmigrate.schemadocs import changelog
 from airmigrate.spec import Migration
 from airmigrate.stages import backfill
 from airmigrate.stages.generated import column_types, down_batch_statements, join_sql, rollback_steps
@@ -82,9 +83,10 @@ def rollback_sql(conn, migration: Migration, live: frozenset[str]) -> str:
 def down(target: Target, migration: Migration, run_id: int) -> list[str]:
     """down.sql and the operations' down DDL (in reverse order): short transactions only."""
     with connect(target, autocommit=True) as conn:
-        backfill.drop_sync_trigger(conn, migration)
         steps = rollback_steps(conn, migration, run_id).down
-    return apply_sql(target, migration, run_id, "down", join_sql(migration.down_sql, steps))
+    # the sync trigger first (it writes columns down.sql may drop), under lock_timeout like the rest
+    return apply_sql(target, migration, run_id, "down",
+                     join_sql(None, backfill.sync_trigger_sql(migration)[1]) + join_sql(migration.down_sql, steps))
 
 
 def start_restore(target: Target, migration: Migration, run_id: int, batch_size: int | None = None) -> int:
@@ -113,7 +115,8 @@ def finish(target: Target, migration: Migration, run_id: int) -> dict:
     apply_sql(target, migration, run_id, "down_contract", join_sql(None, steps.down_contract))
     restored = int(pending[1])
     with connect(target, autocommit=True) as conn, conn.transaction():
-        snapshot = state.history(conn, migration.id)["snapshot_table"]
+        before = state.history(conn, migration.id)
+        snapshot = before["snapshot_table"]
         state.mark_stage_done(conn, run_id, "restore", restored_rows=restored)
         state.mark_rolled_back(conn, migration.id)
         conn.execute("UPDATE airmigrate.runs SET status = 'rolled_back', finished_at = coalesce(finished_at, now()) "
@@ -121,6 +124,11 @@ def finish(target: Target, migration: Migration, run_id: int) -> dict:
         state.finish_run(conn, run_id, "succeeded")
         if snapshot:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("airmigrate", snapshot)))
+    if before["status"] == "applied":  # its applied entry is in the changelog: say it went back
+        with connect(target, autocommit=True) as conn:
+            when, by = conn.execute("SELECT rolled_back_at, rolled_back_by FROM airmigrate.history "
+                                    "WHERE migration_id = %s", (migration.id,)).fetchone()
+        changelog.append_rollback(migration, {"rolled_back_at": when, "rolled_back_by": by})
     log.info("%s rolled back; %s rows copied back or restored in batches", migration.id, f"{restored:,}")
     return {"status": "rolled_back", "restored_rows": restored}
 

@@ -34,6 +34,7 @@ from airmigrate.control import RunControl
 from airmigrate.pacing import UNSET, Pacer
 from airmigrate.spec import BackfillSpec, Migration
 from airmigrate.stages.backfill.keys import Key
+from airmigrate.stages.backfill.shares import one_shard_note
 from airmigrate.stages.backfill.transform import apply_transform, load_transform
 from airmigrate.stages.backfill.tuning import BatchSizer, wait_until_healthy
 from airmigrate.stages.generated import down_batch_statements, runtime_steps
@@ -98,34 +99,46 @@ def sync_trigger_name(migration: Migration) -> str:
     return f"am_derive_{migration.id}"[:63]
 
 
-def install_sync_trigger(conn, migration: Migration) -> None:
-    """Before the first batch: keep derived columns right for rows the application writes meanwhile."""
+def sync_trigger_sql(migration: Migration) -> tuple[list[str], list[str]]:
+    """(install, drop): the `backfill.sync` trigger's statements, as they run and as `plan` shows them (one
+    text for both, so the plan cannot leave out or misstate what runs). Empty without `sync`."""
     sync = settings_of(migration).sync
     if not sync:
-        return
+        return [], []
     from airmigrate.operations.base import on_record
 
     spec, name = migration.spec, sync_trigger_name(migration)
+    table, function = sql.Identifier(spec.schema_name, spec.table_name), sql.Identifier("airmigrate", name)
     sets = " ".join(sql.SQL("NEW.{} := {};").format(sql.Identifier(c), sql.SQL(on_record(e))).as_string(None)
                     for c, e in sync.items())
-    with conn.transaction():
-        conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}").format(
-            sql.Identifier("airmigrate", name), sql.Literal(f"BEGIN {sets} RETURN NEW; END")))
-        conn.execute(sql.SQL("CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW "
-                             "EXECUTE FUNCTION {}()").format(sql.Identifier(name),
-                                                             sql.Identifier(spec.schema_name, spec.table_name),
-                                                             sql.Identifier("airmigrate", name)))
-    log.info("sync trigger %s keeps %s derived for rows written during the migration", name, ", ".join(sync))
+    install = [sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}").format(
+                   function, sql.Literal(f"BEGIN {sets} RETURN NEW; END")),
+               sql.SQL("CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW "
+                       "EXECUTE FUNCTION {}()").format(sql.Identifier(name), table, function)]
+    drop = [sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(name), table),
+            sql.SQL("DROP FUNCTION IF EXISTS {}()").format(function)]
+    return [q.as_string(None) for q in install], [q.as_string(None) for q in drop]
+
+
+def install_sync_trigger(conn, migration: Migration) -> None:
+    """Before the first batch: keep derived columns right for rows the application writes meanwhile."""
+    install, _ = sync_trigger_sql(migration)
+    if not install:
+        return
+    spec = migration.spec
+    with conn.transaction():  # CREATE TRIGGER waits for a SHARE ROW EXCLUSIVE lock: bounded like all our DDL
+        set_timeouts(conn, spec.lock_timeout_ms, spec.statement_timeout_ms, local=True)
+        for statement in install:
+            conn.execute(statement)
+    log.info("sync trigger %s keeps %s derived for rows written during the migration", sync_trigger_name(migration),
+             ", ".join(settings_of(migration).sync))
 
 
 def drop_sync_trigger(conn, migration: Migration) -> None:
-    """At cleanup and rollback."""
-    if not settings_of(migration).sync:
-        return
-    spec, name = migration.spec, sync_trigger_name(migration)
-    conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
-        sql.Identifier(name), sql.Identifier(spec.schema_name, spec.table_name)))
-    conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier("airmigrate", name)))
+    """Drop it outside the DDL executor (the cleanup and the rollback's down run sync_trigger_sql's drop
+    through it, under lock_timeout with retries; this is for callers without a run)."""
+    for statement in sync_trigger_sql(migration)[1]:
+        conn.execute(statement)
 
 
 # -- work ---------------------------------------------------------------------------------------------
@@ -171,11 +184,14 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
                                                   started)
         summary = state.batch_summary(conn, run_id)
         failed = state.failed_batches(conn, run_id)
+        alone = one_shard_note(conn, run_id, shards or migration.spec.shards) if done_batches else None
         conn.commit()
     elapsed = time.monotonic() - started
     log.info("shard %d done: %d batches, %s rows in %.1fs (%s rows/s); run: %d/%d batches succeeded, %d failed",
              shard, done_batches, f"{done_rows:,}", elapsed, f"{done_rows / max(elapsed, 1e-9):,.0f}",
              summary["succeeded"], summary["total"], summary["failed"])
+    if alone:
+        log.info(alone)
     if failed:
         lines = "; ".join(f"batch {b} [{lo}..{hi}] after {a} attempts: {err}" for b, lo, hi, a, err in failed[:10])
         raise BackfillError(f"{len(failed)} batch(es) failed: {lines}. Fix the cause, then clear this task or "

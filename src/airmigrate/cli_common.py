@@ -1,0 +1,38 @@
+"""What every `airmigrate` command needs first: the migration a name means and the target database.
+
+Below the commands (cli.py, cli_plan.py), so they share it without importing each other; no Airflow import
+(a refusal before a run answers in a second).
+"""
+
+from __future__ import annotations
+
+import os
+
+from airmigrate import settings
+from airmigrate.db import Target
+from airmigrate.errors import AirmigrateError
+
+
+def load_named(migration_id: str):
+    """The migration folder of that name or unique prefix, or an error listing the ones there are."""
+    from airmigrate.lifecycle.names import resolve
+    from airmigrate.spec import discover, load_migration
+
+    folder = settings.migrations_dir() / migration_id
+    if not folder.is_dir():  # a unique prefix, like git: `airmigrate run 0010`
+        names = [p.name for p in discover(settings.migrations_dir())]
+        folder = settings.migrations_dir() / resolve(migration_id, names, settings.migrations_dir())
+    return load_migration(folder, settings.expectations_dir())
+
+
+def configured_target() -> Target:
+    """AIRFLOW_CONN_AIRMIGRATE_TARGET, else AIRMIGRATE_TARGET_URL (which then becomes that connection)."""
+    uri = os.environ.get("AIRFLOW_CONN_AIRMIGRATE_TARGET")
+    if not uri and os.environ.get("AIRMIGRATE_TARGET_URL"):
+        target = Target.from_url(os.environ["AIRMIGRATE_TARGET_URL"])
+        os.environ["AIRFLOW_CONN_AIRMIGRATE_TARGET"] = target.airflow_uri()
+        return target
+    if not uri:
+        raise AirmigrateError("no target database: set AIRFLOW_CONN_AIRMIGRATE_TARGET=postgresql://user@host/db "
+                              "(or AIRMIGRATE_TARGET_URL); `airmigrate target` prints the demo one")
+    return Target.from_airflow_uri(uri)  # as Airflow reads it, without importing Airflow
