@@ -6,12 +6,13 @@ import logging
 
 from psycopg import sql
 
-from airmigrate import state
+from airmigrate import operations, state
 from airmigrate.db import Target, connect
 from airmigrate.errors import PreflightError
 from airmigrate.lifecycle.order import check_order
 from airmigrate.lint import lint_migration, unacknowledged
 from airmigrate.spec import Migration, file_checksums
+from airmigrate.stages.generated import table_structure
 from airmigrate.stages.references import check_references
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ def preflight(target: Target, migration: Migration, dag_run_id: str | None = Non
         estimated_rows = check_table(conn, spec.schema_name, spec.table_name, spec.key_columns)
         check_order(conn, migration)
         check_references(conn, migration)
+        check_structure(conn, migration)
         check_lint(migration, conn.info.server_version)
         if dry_run:  # the whole SQL the run would execute, here in one place (the log and the task's XCom)
             from airmigrate.plan import render_sql
@@ -49,6 +51,19 @@ def preflight(target: Target, migration: Migration, dag_run_id: str | None = Non
     log.info("target %s (PostgreSQL %d): %s has ~%s rows; run %d %s", target.describe(), version, spec.table,
              f"{estimated_rows:,}", run_id, "resumed" if resumed else "started")
     return {"run_id": run_id, "resumed": resumed, "estimated_rows": estimated_rows, "server_version": version}
+
+
+def check_structure(conn, migration: Migration) -> None:
+    """Refuse an operation that would lose part of the table's structure (a primary key, another table's
+    foreign key, a view...) because it cannot carry it over to the replacement column or table safely:
+    each reason with its fix. Never drop silently what the application relies on."""
+    if not migration.spec.operations:
+        return
+    problems = operations.refusals(migration, table_structure(conn, migration))
+    if problems:
+        raise PreflightError(
+            f"{migration.id} cannot keep the structure of {migration.spec.table}; nothing was changed:\n- "
+            + "\n- ".join(problems))
 
 
 def check_lint(migration: Migration, server_version: int) -> None:
