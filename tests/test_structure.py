@@ -277,3 +277,27 @@ def test_the_rehearsal_says_not_identical_when_the_rollback_loses_an_index(fresh
     saved = json.loads(next((tmp_path / "rehearsals" / "0091_loses_an_index").glob("*.json")).read_text())
     assert saved["identical_after_rollback"] is False
     assert any("users_country_idx" in d for d in saved["structure_differences"])
+
+
+def test_plan_against_the_target_lists_the_carried_over_steps(shop, tmp_path):
+    """`plan` and `plan --sql` connected to the target show every statement that will run: the concurrent index
+    builds, the NOT VALID constraints and their validation, and a SET NOT NULL proven by the validated CHECK
+    (no scan) after the swap."""
+    from airmigrate.plan import render_sql, static_plan
+
+    migration = migration_for(tmp_path, {"op": "change_column_type", "column": "Country", "type": "text"})
+    with connect(shop, autocommit=True) as conn:
+        planned = static_plan(migration, conn)
+        text = render_sql(migration, conn)
+    cleanup_sql = [p.sql for p in planned if p.stage == "cleanup"]
+    assert 'CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_country_idx__am ON public.orders ("Country__new")' \
+        in cleanup_sql
+    assert 'ALTER INDEX IF EXISTS "public"."orders_country_idx__am" RENAME TO "orders_country_idx"' in cleanup_sql
+    set_not_null = [p for p in planned if p.sql.endswith('ALTER COLUMN "Country" SET NOT NULL')]
+    assert len(set_not_null) == 1 and set_not_null[0].effect == "" and not set_not_null[0].blocks_writes
+    for statement in ('CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS orders_country_ref_uidx__am',
+                      'ADD CONSTRAINT orders_amount_country__am CHECK', 'VALIDATE CONSTRAINT "orders_amount_country__am"',
+                      'COMMENT ON COLUMN "public"."orders"."Country" IS \'ISO country\'',
+                      'GRANT SELECT ("Country") ON "public"."orders" TO am_reader',
+                      'ALTER COLUMN "Country" SET STATISTICS 200', 'ALTER COLUMN "Country" SET DEFAULT \'US\'::bpchar'):
+        assert statement in text

@@ -719,6 +719,10 @@ class NotNullProofs:
 
     def skips_scan(self, statement: str) -> bool:
         node = pglast.parse_sql(bound_placeholders(statement))[0].stmt
+        if type(node).__name__ == "RenameStmt" and node.renameType.name == "OBJECT_COLUMN":
+            if node.subname in self.validated:  # the proof follows the column (a replacement's swap)
+                self.validated = (self.validated - {node.subname}) | {node.newname}
+            return False
         if type(node).__name__ != "AlterTableStmt":
             return False
         free = False
@@ -739,7 +743,7 @@ class NotNullProofs:
 def static_plan(migration: Migration, conn=None) -> list[PlannedStatement]:
     """Every statement in run order, with the lock it takes and whether it scans or rewrites. With ``conn``
     (the target) column types, function volatility and domains are looked up instead of assumed."""
-    steps = operations.for_migration(migration)
+    steps = _steps(migration, conn)  # with the target: its real types and the structure carried over
     parts = [("schema_change", db.split_statements(migration.up_sql) + steps.expand),
              ("backfill (per batch)", [_unbound(s) for s in db.split_statements(bound_placeholders(
                  "\n;".join(_backfill_sql(migration, steps))))]),
