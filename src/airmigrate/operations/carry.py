@@ -57,11 +57,11 @@ def carry_column(info: dict | None, column: str, onto: str, final: str, table: t
     # on another table only objects over the moved columns can be built (preflight refuses the others)
     fits = (lambda used: set(used) <= {column, *extra_columns}) if table else (lambda used: True)
     relation = (schema, name) if table else None
-    for index_name, index in info["indexes"].items():
+    for index_name, index in sorted(info["indexes"].items()):  # recorded as jsonb: its key order is not ours
         if column in index["columns"] and not index["constraint"] and "INVALID" not in index["definition"]:
             if fits(index["columns"]):
                 _index(carry, schema, index_name, index["definition"], column, onto, relation)
-    for con_name, con in info["constraints"].items():
+    for con_name, con in sorted(info["constraints"].items()):
         if column not in con["columns"] or not fits(con["columns"]):
             continue
         if con["kind"] == "u":
