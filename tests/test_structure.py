@@ -301,3 +301,41 @@ def test_plan_against_the_target_lists_the_carried_over_steps(shop, tmp_path):
                       'GRANT SELECT ("Country") ON "public"."orders" TO am_reader',
                       'ALTER COLUMN "Country" SET STATISTICS 200', 'ALTER COLUMN "Country" SET DEFAULT \'US\'::bpchar'):
         assert statement in text
+
+
+@pytest.mark.parametrize("operation", [
+    {"op": "change_column_type", "column": "Country", "type": "text"},
+    {"op": "rename_column", "column": "amount_cents", "to": "amount"},
+    {"op": "split_table", "new_table": "order_amounts", "columns": ["customer_id", "amount_cents"]},
+], ids=lambda op: op["op"])
+def test_a_rollback_before_the_contract_leaves_the_structure_as_it_was(shop, tmp_path, operation):
+    with connect(shop, autocommit=True) as conn:
+        conn.execute("ALTER TABLE orders DROP CONSTRAINT orders_amount_country")  # the split refuses it
+    before, dumped = definition(shop), pg_dump_schema(shop)
+    migration = migration_for(tmp_path, operation)
+    expand(shop, migration)
+    done = roll_back(shop, migration)
+    assert done["structure_identical"], done["structure_differences"]
+    assert structure.differences(before, definition(shop)) == []
+    assert definition(shop, "order_amounts") is None
+    assert pg_dump_schema(shop) == dumped
+
+
+def test_the_report_schema_diff_marks_a_lost_not_null_and_a_lost_index(shop, tmp_path):
+    """The report's before/after comes from the same definition: a NOT NULL dropped and an index gone are
+    marked, not only type changes."""
+    from airmigrate.report import schema as report_schema
+
+    migration = migration_for(tmp_path, {"op": "change_column_type", "column": "Country", "type": "text"})
+    with connect(shop, autocommit=True) as conn:
+        before = report_schema.snapshot(conn, migration)
+        conn.execute('ALTER TABLE orders ALTER COLUMN "Country" DROP NOT NULL')
+        conn.execute("DROP INDEX orders_country_idx")
+        after = report_schema.snapshot(conn, migration)
+    orders = next(t for t in report_schema.diff(before, after) if t["name"] == "public.orders")
+    marked = {(s["name"], r["name"]): r for s in orders["sections"] for r in s["rows"] if r["mark"]}
+    assert set(marked) == {("columns", "Country"), ("indexes", "orders_country_idx")}
+    assert marked[("columns", "Country")]["mark"] == "changed"
+    assert "NOT NULL" in marked[("columns", "Country")]["before"]
+    assert "NOT NULL" not in marked[("columns", "Country")]["after"]
+    assert marked[("indexes", "orders_country_idx")]["mark"] == "removed"

@@ -6,13 +6,12 @@ import logging
 
 from psycopg import sql
 
-from airmigrate import operations, state
+from airmigrate import operations, state, structure
 from airmigrate.db import Target, connect
 from airmigrate.errors import PreflightError
 from airmigrate.lifecycle.order import check_order
 from airmigrate.lint import lint_migration, unacknowledged
 from airmigrate.spec import Migration, file_checksums
-from airmigrate.stages.generated import table_structure
 from airmigrate.stages.references import check_references
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,8 @@ def check_structure(conn, migration: Migration) -> None:
     each reason with its fix. Never drop silently what the application relies on."""
     if not migration.spec.operations:
         return
-    problems = operations.refusals(migration, table_structure(conn, migration))
+    spec = migration.spec  # the table as it is now (a resumed run past its contract: what is left of it)
+    problems = operations.refusals(migration, structure.read_table(conn, spec.schema_name, spec.table_name))
     if problems:
         raise PreflightError(
             f"{migration.id} cannot keep the structure of {migration.spec.table}; nothing was changed:\n- "
