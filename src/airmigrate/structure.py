@@ -54,7 +54,7 @@ FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %(oid
 _REFERENCED_BY = """
 SELECT con.conname::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_constraintdef(con.oid),
        (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.confkey) WITH ORDINALITY k(n, ord)
-        JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n)
+        JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n), n.nspname::text, c.relname::text
 FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE con.contype = 'f' AND con.confrelid = %(oid)s AND con.conrelid <> %(oid)s ORDER BY 2, 1
 """
@@ -92,8 +92,8 @@ def read_table(conn, schema: str, table: str) -> dict | None:
     triggers = {r[0]: r[1] for r in conn.execute(
         "SELECT tgname::text, pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = %(oid)s AND NOT tgisinternal "
         "ORDER BY tgname", params)}
-    referenced_by = {f"{r[1]}.{r[0]}": {"definition": r[2], "columns": list(r[3])}
-                     for r in conn.execute(_REFERENCED_BY, params)}
+    referenced_by = {f"{r[1]}.{r[0]}": {"definition": r[2], "columns": list(r[3]), "name": r[0],
+                                        "table": [r[4], r[5]]} for r in conn.execute(_REFERENCED_BY, params)}
     dependents: dict[str, list[str]] = {}
     for column, what in conn.execute(_DEPENDENTS, params):
         dependents.setdefault(column, []).append(what)

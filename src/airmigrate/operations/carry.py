@@ -8,14 +8,18 @@ old column had when the old one is dropped. :func:`carry_column` rebuilds all of
   the indexes of its UNIQUE constraints, ``CREATE [UNIQUE] INDEX CONCURRENTLY`` under a temporary name;
   its CHECKs and foreign keys ``ADD CONSTRAINT ... NOT VALID`` then ``VALIDATE CONSTRAINT``; NOT NULL as a
   validated ``CHECK (col IS NOT NULL)``;
+- ``release`` (first in the swap's short transaction): the other tables' foreign keys referencing the
+  column are dropped, or the old column could not go;
 - ``finish`` (in the swap's short transaction, once the old column is gone): ``SET NOT NULL`` (no scan:
   the validated CHECK proves it) and that CHECK dropped, UNIQUE constraints attached ``USING INDEX``, every
   index and constraint renamed to its original name, the default, comment, column grants and statistics
-  target set again.
+  target set again, the other tables' foreign keys added back ``NOT VALID``; then (own transactions)
+  those foreign keys validated.
 
-:func:`refusals` lists what cannot be carried safely (primary key, another table's foreign key pointing
-at the column, identity and generated columns, views and generated columns computed from it, exclusion
-constraints, objects spanning moved and kept columns), each with its reason and fix; preflight refuses.
+:func:`refusals` lists what cannot be carried safely (primary key, identity and generated columns, views
+and generated columns computed from it, exclusion constraints; for a split also objects spanning moved and
+kept columns and other tables' foreign keys to a moved column), each with its reason and fix; preflight
+refuses.
 The input is :func:`airmigrate.structure.read_table` of the table as it was before the migration.
 """
 
@@ -37,6 +41,7 @@ SUFFIX = "__am"
 @dataclass
 class Carry:
     build: list[str] = field(default_factory=list)
+    release: list[str] = field(default_factory=list)
     finish: list[str] = field(default_factory=list)
 
 
@@ -74,7 +79,28 @@ def carry_column(info: dict | None, column: str, onto: str, final: str, table: t
             carry.finish.append(s("ALTER TABLE {t} RENAME CONSTRAINT {tmp} TO {c}", t=qualified,
                                   tmp=ident(temporary(con_name)), c=ident(con_name)))
     carry.finish.extend(_column_properties(info["columns"][column], (schema, name), column, onto, final, carry))
+    if table is None:  # the same table: other tables' foreign keys follow the column to its replacement
+        _referencing(carry, info, column, final)
     return carry
+
+
+def _referencing(carry: Carry, info: dict, column: str, final: str) -> None:
+    """Another table's foreign key on the column is dropped before the old column goes and added back on the
+    replacement NOT VALID in the same transaction (new writes are checked at once), then validated."""
+    for key, fk in sorted(info.get("referenced_by", {}).items()):
+        if column not in fk["columns"] or "table" not in fk:
+            continue
+        other = ident(*fk["table"])
+        statement = pglast.parse_sql(s("ALTER TABLE {t} ADD CONSTRAINT {c} ", t=other, c=ident(fk["name"]))
+                                     + fk["definition"])[0].stmt
+        constraint = statement.cmds[0].def_
+        constraint.pk_attrs = tuple(ast.String(sval=final) if n.sval == column else n for n in constraint.pk_attrs)
+        was_valid = not fk["definition"].endswith("NOT VALID")
+        constraint.skip_validation, constraint.initially_valid = True, False
+        carry.release.append(s("ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {c}", t=other, c=ident(fk["name"])))
+        carry.finish.append(RawStream()(statement))
+        if was_valid:
+            carry.finish.append(s("ALTER TABLE {t} VALIDATE CONSTRAINT {c}", t=other, c=ident(fk["name"])))
 
 
 def _index(carry: Carry, schema: str, name: str, definition: str, column: str, onto: str,
@@ -183,10 +209,10 @@ def refusals(info: dict | None, columns: list[str], key: tuple[str, ...] = (), m
                 out.append(f"constraint {name} spans moved and staying columns ({', '.join(con['columns'])}): it "
                            "cannot live on either table. Drop it first, or move all its columns")
         for name, fk in info.get("referenced_by", {}).items():
-            if column in fk["columns"]:
-                out.append(f"foreign key {name} ({fk['definition']}) references {table}.{column}: dropping the old "
-                           f"column would break it. Drop that foreign key first (and add it again on the new "
-                           "column afterwards), or leave this column alone")
+            if moving and column in fk["columns"]:
+                out.append(f"foreign key {name} ({fk['definition']}) references {table}.{column}: it cannot follow "
+                           f"the column to another table. Drop that foreign key first (and add it again on the "
+                           "new table afterwards), or leave this column alone")
         if moving:
             for name, index in info["indexes"].items():
                 if column in index["columns"] and not set(index["columns"]) <= {*columns, *key}:

@@ -49,7 +49,7 @@ def steps(op: ChangeColumnType, ctx: OpContext) -> Steps:
                   " AND {n} IS DISTINCT FROM (" + convert + ")", t=tbl, n=new)]
     retired = ident(f"{op.column}__old"[:63])
     carry = carry_column(ctx.structure, op.column, f"{op.column}__new"[:63], op.column)
-    contract = carry.build + drop_trigger(ctx) + [
+    contract = carry.build + carry.release + drop_trigger(ctx) + [
         s("ALTER TABLE {t} RENAME COLUMN {o} TO {r}", t=tbl, o=old, r=retired),
         s("ALTER TABLE {t} RENAME COLUMN {n} TO {o}", t=tbl, n=new, o=old),
         s("ALTER TABLE {t} DROP COLUMN {r}", t=tbl, r=retired),
@@ -86,7 +86,7 @@ def rollback_steps(op: ChangeColumnType, ctx: OpContext, old, new) -> tuple[list
         " AND t.{b} IS NULL AND v.value IS NOT NULL", t=tbl, b=back, k=key, o=old, snap=snap)]
     # what the original column had (recorded before the migration) is rebuilt on `<col>__old` first
     carry = carry_column(ctx.structure, op.column, f"{op.column}__old"[:63], op.column)
-    down_contract = carry.build + drop_trigger(ctx, kind="back") + [
+    down_contract = carry.build + carry.release + drop_trigger(ctx, kind="back") + [
         s("ALTER TABLE {t} RENAME COLUMN {o} TO {r}", t=tbl, o=old, r=retired),
         s("ALTER TABLE {t} RENAME COLUMN {b} TO {o}", t=tbl, b=back, o=old),
         s("ALTER TABLE {t} DROP COLUMN {r}", t=tbl, r=retired)] + carry.finish

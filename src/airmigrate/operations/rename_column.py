@@ -47,8 +47,8 @@ def steps(op: RenameColumn, ctx: OpContext) -> Steps:
                   t=tbl, n=new, o=old)]
     # Everything on the old column would go with it: build it again on the new one first, then take its names.
     carry = carry_column(ctx.structure, op.column, op.to, op.to)
-    contract = (carry.build + drop_trigger(ctx) + [s("ALTER TABLE {t} DROP COLUMN IF EXISTS {o}", t=tbl, o=old)]
-                + carry.finish)
+    contract = (carry.build + carry.release + drop_trigger(ctx)
+                + [s("ALTER TABLE {t} DROP COLUMN IF EXISTS {o}", t=tbl, o=old)] + carry.finish)
     # Down before contract: drop the copy. After contract the old column is gone: rename the new one back.
     down = drop_trigger(ctx) + [s(
         "DO $am$ BEGIN IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = {sch} AND "

@@ -63,7 +63,7 @@ def carried(op: SplitTable, ctx: OpContext, table: tuple[str, str] | None) -> Ca
         part = carry_column(ctx.structure, column, column, column, table, extra_columns=(*op.columns, ctx.key))
         carry.build += part.build
         carry.finish += part.finish
-    return Carry(list(dict.fromkeys(carry.build)), list(dict.fromkeys(carry.finish)))
+    return Carry(build=list(dict.fromkeys(carry.build)), finish=list(dict.fromkeys(carry.finish)))
 
 
 def refusals(op: SplitTable, structure: dict | None, key: tuple[str, ...]) -> list[str]:
