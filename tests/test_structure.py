@@ -38,6 +38,7 @@ CREATE TABLE orders (
   ref text CONSTRAINT orders_ref_key UNIQUE,
   code text CONSTRAINT orders_code_key UNIQUE,
   note text,
+  line_no serial,
   CONSTRAINT orders_customer_fk FOREIGN KEY (customer_id) REFERENCES customers (id),
   CONSTRAINT orders_amount_country CHECK (amount_cents < 1000000 OR "Country" <> 'XX')
 );
@@ -169,11 +170,12 @@ def test_change_column_type_of_a_mixed_case_column_keeps_its_indexes_and_not_nul
 
 
 @pytest.mark.parametrize("column, new_type", [("customer_id", "integer"), ("ref", "varchar(40)"),
-                                              ("code", "varchar(20)")])
+                                              ("code", "varchar(20)"), ("line_no", "bigint")])
 def test_change_column_type_keeps_foreign_keys_and_unique_constraints(shop, tmp_path, column, new_type):
     """A foreign key from the column (NOT VALID, then validated), a UNIQUE constraint (its index built
-    concurrently, attached USING INDEX) and another table's foreign key to it (dropped and added back NOT VALID
-    in the swap's transaction, then validated) keep their names and definitions: only the type differs."""
+    concurrently, attached USING INDEX), another table's foreign key to it (dropped and added back NOT VALID
+    in the swap's transaction, then validated) and a serial column's sequence (owned by the replacement
+    before the old column goes) keep their names and definitions: only the type differs."""
     before, dumped = definition(shop), pg_dump_schema(shop)
     migration = migration_for(tmp_path, {"op": "change_column_type", "column": column, "type": new_type})
     cleanup.cleanup(shop, migration, expand(shop, migration))
@@ -355,3 +357,18 @@ def test_rename_column_of_a_referenced_unique_column_moves_the_other_tables_fore
                             ).fetchone() == (True,)
     assert roll_back(shop, migration)["structure_identical"]
     assert pg_dump_schema(shop) == dumped
+
+
+def test_what_depends_on_the_column_is_refused_rather_than_dropped(shop, tmp_path):
+    """A view reading the column and a trigger limited to it (UPDATE OF) would be dropped with the old column
+    or keep it from going: preflight names them."""
+    with connect(shop, autocommit=True) as conn:
+        conn.execute("CREATE VIEW order_notes AS SELECT id, note FROM orders")
+        conn.execute("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'")
+        conn.execute("CREATE TRIGGER orders_note_touch BEFORE UPDATE OF note ON orders FOR EACH ROW "
+                     "EXECUTE FUNCTION touch()")
+    with pytest.raises(PreflightError) as refused:
+        preflight.preflight(shop, migration_for(tmp_path, {"op": "change_column_type", "column": "note",
+                                                           "type": "varchar(100)"}))
+    assert "- view order_notes depends on public.orders.note" in str(refused.value)
+    assert "- trigger orders_note_touch on table orders depends on public.orders.note" in str(refused.value)

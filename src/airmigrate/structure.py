@@ -24,11 +24,14 @@ SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
             THEN (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.collname) FROM pg_collation c
                   JOIN pg_namespace n ON n.oid = c.collnamespace WHERE c.oid = a.attcollation) END,
        col_description(a.attrelid, a.attnum), nullif(a.attstattarget, -1)::int,
+       CASE WHEN a.attidentity = '' THEN pg_get_serial_sequence(quote_ident(n.nspname) || '.' ||
+            quote_ident(cl.relname), a.attname) END,
        (SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM (
           SELECT (CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END) || ' ' || e.privilege_type
                  || CASE WHEN e.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END AS x
           FROM aclexplode(a.attacl) e LEFT JOIN pg_roles r ON r.oid = e.grantee) g)
 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_class cl ON cl.oid = a.attrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
 """
@@ -59,14 +62,19 @@ FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace
 WHERE con.contype = 'f' AND con.confrelid = %(oid)s AND con.conrelid <> %(oid)s ORDER BY 2, 1
 """
 
+# What else depends on a column and would be dropped with it (or keep it from being dropped): views, triggers
+# limited to it (UPDATE OF), row security policies, extended statistics, generated columns computed from it.
 _DEPENDENTS = """
-SELECT a.attname::text, CASE WHEN d.classid = 'pg_rewrite'::regclass
+SELECT a.attname::text, CASE WHEN d.classid = 'pg_class'::regclass
+         THEN 'generated column ' || (SELECT attname FROM pg_attribute WHERE attrelid = d.objid
+                                      AND attnum = d.objsubid)
+         WHEN d.classid = 'pg_rewrite'::regclass
          THEN 'view ' || (SELECT ev_class::regclass::text FROM pg_rewrite WHERE oid = d.objid)
-         ELSE 'generated column ' || (SELECT attname FROM pg_attribute WHERE attrelid = d.objid
-                                      AND attnum = d.objsubid) END
+         ELSE pg_describe_object(d.classid, d.objid, d.objsubid) END
 FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
 WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = %(oid)s AND d.refobjsubid > 0
   AND (d.classid = 'pg_rewrite'::regclass AND (SELECT ev_class FROM pg_rewrite WHERE oid = d.objid) <> %(oid)s
+       OR d.classid IN ('pg_trigger'::regclass, 'pg_policy'::regclass, 'pg_statistic_ext'::regclass)
        OR d.classid = 'pg_class'::regclass AND d.objid = %(oid)s AND d.objsubid > 0 AND d.objsubid <> d.refobjsubid)
 ORDER BY 1, 2
 """
@@ -83,7 +91,8 @@ def read_table(conn, schema: str, table: str) -> dict | None:
     oid, comment, acl = row
     params = {"oid": oid}
     columns = {r[0]: {"type": r[1], "not_null": r[2], "default": r[3], "identity": r[4], "generated": r[5],
-                      "collation": r[6], "comment": r[7], "statistics": r[8], "privileges": list(r[9])}
+                      "collation": r[6], "comment": r[7], "statistics": r[8], "owns_sequence": r[9],
+                      "privileges": list(r[10])}
                for r in conn.execute(_COLUMNS, params)}
     constraints = {r[0]: {"kind": r[1], "definition": r[2], "columns": list(r[4]),  # NOT VALID is in r[2]
                           "index": r[5]} for r in conn.execute(_CONSTRAINTS, params)}
@@ -175,6 +184,8 @@ def describe_column(column: dict) -> str:
         parts.append(f"STATISTICS {column['statistics']}")
     if column.get("comment"):
         parts.append(f"COMMENT {column['comment']!r}")
+    if column.get("owns_sequence"):
+        parts.append(f"OWNS {column['owns_sequence']}")
     if column.get("privileges"):
         parts.append("GRANT " + ", ".join(column["privileges"]))
     return " ".join(parts)

@@ -79,6 +79,9 @@ def carry_column(info: dict | None, column: str, onto: str, final: str, table: t
             carry.finish.append(s("ALTER TABLE {t} RENAME CONSTRAINT {tmp} TO {c}", t=qualified,
                                   tmp=ident(temporary(con_name)), c=ident(con_name)))
     carry.finish.extend(_column_properties(info["columns"][column], (schema, name), column, onto, final, carry))
+    sequence = info["columns"][column].get("owns_sequence")
+    if sequence:  # a serial column's sequence would be dropped with the old column: the replacement owns it
+        carry.release.append(s("ALTER SEQUENCE " + sequence + " OWNED BY {c}", c=ident(schema, name, onto)))
     if table is None:  # the same table: other tables' foreign keys follow the column to its replacement
         _referencing(carry, info, column, final)
     return carry
@@ -193,8 +196,8 @@ def refusals(info: dict | None, columns: list[str], key: tuple[str, ...] = (), m
             out.append(f"{table}.{column} is a generated column: change its expression with a new generated "
                        "column (add_column) instead")
         for what in info.get("dependents", {}).get(column, []):
-            out.append(f"{what} is computed from {table}.{column}: dropping the old column would drop it or "
-                       "fail. Drop or change it first in an earlier migration, and recreate it afterwards")
+            out.append(f"{what} depends on {table}.{column}: dropping the old column would drop it or fail. "
+                       "Drop it first in an earlier migration, and create it again on the new column afterwards")
         for name, con in info["constraints"].items():
             if column not in con["columns"]:
                 continue

@@ -48,7 +48,7 @@ def steps(op: SplitTable, ctx: OpContext) -> Steps:
     backfill = [s("INSERT INTO {n} ({k}, {cl}) SELECT {k}, {cl} FROM {t} WHERE " + batch_range(ctx) +
                   " FOR SHARE ON CONFLICT ({k}) DO UPDATE SET {sets}", n=new, k=key, cl=col_list, t=tbl,
                   sets=sets)]
-    contract = drop_trigger(ctx) + [
+    contract = drop_trigger(ctx) + moved.release + [
         s("ALTER TABLE {t} DROP COLUMN IF EXISTS {c}", t=tbl, c=c) for c in cols] + moved.finish
     down, down_backfill, down_contract = rollback_steps(op, ctx)
     return Steps(expand=expand, backfill=backfill, contract=contract, down=down, down_backfill=down_backfill,
@@ -62,8 +62,9 @@ def carried(op: SplitTable, ctx: OpContext, table: tuple[str, str] | None) -> Ca
     for column in op.columns:
         part = carry_column(ctx.structure, column, column, column, table, extra_columns=(*op.columns, ctx.key))
         carry.build += part.build
+        carry.release += part.release
         carry.finish += part.finish
-    return Carry(build=list(dict.fromkeys(carry.build)), finish=list(dict.fromkeys(carry.finish)))
+    return Carry(*(list(dict.fromkeys(part)) for part in (carry.build, carry.release, carry.finish)))
 
 
 def refusals(op: SplitTable, structure: dict | None, key: tuple[str, ...]) -> list[str]:
@@ -95,6 +96,6 @@ def rollback_steps(op: SplitTable, ctx: OpContext) -> tuple[list[str], list[str]
         sets=sql.SQL(", ").join(sql.SQL("{c} = x.{c}").format(c=c) for c in cols),
         diff=sql.SQL(" OR ").join(sql.SQL("o.{c} IS DISTINCT FROM x.{c}").format(c=c) for c in cols))]
     home = carried(op, ctx, None) if ctx.contracted(op.columns[0]) else Carry()
-    down_contract = home.build + [s("DROP TABLE IF EXISTS {n}", n=new),
+    down_contract = home.build + home.release + [s("DROP TABLE IF EXISTS {n}", n=new),
                                   s("DROP FUNCTION IF EXISTS {fn}()", fn=back_fn)] + home.finish
     return down, down_backfill, down_contract
