@@ -213,7 +213,15 @@ def test_split_table_moves_the_structure_of_the_moved_columns_and_the_rollback_b
     before, dumped = definition(shop), pg_dump_schema(shop)
     moved = ["customer_id", "amount_cents"]
     migration = migration_for(tmp_path, {"op": "split_table", "new_table": "order_amounts", "columns": moved})
-    cleanup.cleanup(shop, migration, expand(shop, migration))
+    run_id = expand(shop, migration)
+    assert [d.split(":")[0] for d in structure.differences(before, definition(shop))] == \
+        ["trigger am_sync_0060_split_table_0"]  # the old table untouched but for the mirroring trigger
+    expanded = definition(shop, "order_amounts")  # everything already there, under temporary names
+    assert set(expanded["indexes"]) == {"order_amounts_pkey", "orders_big_idx__am", "orders_customer_amount_idx__am"}
+    assert set(expanded["constraints"]) == {"order_amounts_pkey", "orders_amount_positive__am",
+                                            "orders_customer_fk__am", "customer_id_not_null__am",
+                                            "amount_cents_not_null__am"}
+    cleanup.cleanup(shop, migration, run_id)
     kept, new = definition(shop), definition(shop, "order_amounts")
     assert set(kept["columns"]) == set(before["columns"]) - set(moved)
     assert set(kept["indexes"]) == set(before["indexes"]) - {"orders_big_idx", "orders_customer_amount_idx"}
