@@ -43,6 +43,7 @@ CREATE TABLE orders (
   CONSTRAINT orders_amount_country CHECK (amount_cents < 1000000 OR "Country" <> 'XX')
 );
 CREATE TABLE shipments (id bigint PRIMARY KEY, order_code text CONSTRAINT shipments_order_fk REFERENCES orders (code));
+ALTER TABLE orders ADD CONSTRAINT orders_note_short CHECK (length(note) < 500) NOT VALID;
 CREATE INDEX orders_country_idx ON orders ("Country");
 CREATE UNIQUE INDEX orders_country_ref_uidx ON orders ("Country", ref);
 CREATE INDEX orders_big_idx ON orders (amount_cents) WHERE amount_cents > 1000;
@@ -256,7 +257,7 @@ def test_what_cannot_be_carried_over_is_refused_by_preflight_with_the_fix(shop, 
 
 def test_the_rollback_check_names_a_lost_index(shop, tmp_path):
     """A rollback that ends with an index missing is reported not identical, naming the index (the check
-    compares structure, not only rows)."""
+    compares structure, not only rows); the column's NOT VALID check comes back NOT VALID (as it was)."""
     migration = migration_for(tmp_path, {"op": "change_column_type", "column": "note", "type": "varchar(200)"})
     cleanup.cleanup(shop, migration, expand(shop, migration))
     with connect(shop, autocommit=True) as conn:

@@ -37,7 +37,7 @@ WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.at
 """
 
 _CONSTRAINTS = """
-SELECT con.conname::text, con.contype::text, pg_get_constraintdef(con.oid), con.convalidated,
+SELECT con.conname::text, con.contype::text, pg_get_constraintdef(con.oid),
        coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.conkey) WITH ORDINALITY k(n, ord)
                  JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n), '{}'),
        CASE WHEN con.conindid <> 0 AND con.contype IN ('u', 'p', 'x') THEN pg_get_indexdef(con.conindid) END
@@ -94,8 +94,8 @@ def read_table(conn, schema: str, table: str) -> dict | None:
                       "collation": r[6], "comment": r[7], "statistics": r[8], "owns_sequence": r[9],
                       "privileges": list(r[10])}
                for r in conn.execute(_COLUMNS, params)}
-    constraints = {r[0]: {"kind": r[1], "definition": r[2], "columns": list(r[4]),  # NOT VALID is in r[2]
-                          "index": r[5]} for r in conn.execute(_CONSTRAINTS, params)}
+    constraints = {r[0]: {"kind": r[1], "definition": r[2], "columns": list(r[3]),  # NOT VALID is in r[2]
+                          "index": r[4]} for r in conn.execute(_CONSTRAINTS, params)}
     indexes = {r[0]: {"definition": r[1] + ("" if r[2] else " -- INVALID"), "columns": sorted(r[3]),
                       "constraint": r[4]} for r in conn.execute(_INDEXES, params)}
     triggers = {r[0]: r[1] for r in conn.execute(

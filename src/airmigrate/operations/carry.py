@@ -89,8 +89,10 @@ def carry_column(info: dict | None, column: str, onto: str, final: str, table: t
 
 def _referencing(carry: Carry, info: dict, column: str, final: str) -> None:
     """Another table's foreign key on the column is dropped before the old column goes and added back on the
-    replacement NOT VALID in the same transaction (new writes are checked at once), then validated."""
-    for key, fk in sorted(info.get("referenced_by", {}).items()):
+    replacement NOT VALID in the same transaction (new writes are checked at once), then validated, each in its
+    own transaction after the swap (all of them re-added first: none stays missing while another validates)."""
+    validations = []
+    for _, fk in sorted(info.get("referenced_by", {}).items()):
         if column not in fk["columns"] or "table" not in fk:
             continue
         other = ident(*fk["table"])
@@ -103,7 +105,8 @@ def _referencing(carry: Carry, info: dict, column: str, final: str) -> None:
         carry.release.append(s("ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {c}", t=other, c=ident(fk["name"])))
         carry.finish.append(RawStream()(statement))
         if was_valid:
-            carry.finish.append(s("ALTER TABLE {t} VALIDATE CONSTRAINT {c}", t=other, c=ident(fk["name"])))
+            validations.append(s("ALTER TABLE {t} VALIDATE CONSTRAINT {c}", t=other, c=ident(fk["name"])))
+    carry.finish.extend(validations)
 
 
 def _index(carry: Carry, schema: str, name: str, definition: str, column: str, onto: str,
