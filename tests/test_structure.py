@@ -381,3 +381,19 @@ def test_what_depends_on_the_column_is_refused_rather_than_dropped(shop, tmp_pat
                                                            "type": "varchar(100)"}))
     assert "- view order_notes depends on public.orders.note" in str(refused.value)
     assert "- trigger orders_note_touch on table orders depends on public.orders.note" in str(refused.value)
+
+
+def test_a_type_the_columns_checks_or_indexes_cannot_take_is_refused_before_anything_runs(shop, tmp_path):
+    """"Country" as integer: its expression index lower("Country") and its CHECK comparing it with 'XX' cannot
+    be rebuilt on an integer column. Preflight tries them on an empty temporary copy and refuses, instead of
+    the contract failing after the backfill."""
+    before = definition(shop)
+    migration = migration_for(tmp_path, {"op": "change_column_type", "column": "Country", "type": "integer",
+                                         "using": "0"})
+    with pytest.raises(PreflightError, match=r"Country as integer: what orders has on the column cannot be built "
+                                             r"on the new type \(.*\)"):
+        preflight.preflight(shop, migration)
+    assert definition(shop) == before
+    (tmp_path / "ok").mkdir()
+    fine = migration_for(tmp_path / "ok", {"op": "change_column_type", "column": "Country", "type": "varchar(2)"})
+    assert preflight.preflight(shop, fine)["run_id"]  # a type they work with passes the same probe

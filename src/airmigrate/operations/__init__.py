@@ -49,7 +49,19 @@ def combined(operations, make_context) -> Steps:
     )
 
 
-__all__ = ["Operation", "OpContext", "Steps", "steps_for", "combined", "for_migration", "MODULES", "refusals"]
+__all__ = ["Operation", "OpContext", "Steps", "steps_for", "combined", "for_migration", "MODULES", "refusals",
+           "probes"]
+
+
+def probes(migration, structure: dict | None) -> list[tuple[str, list[str]]]:
+    """(what, statements) that must succeed on an empty temporary copy of the table for the operations to be
+    able to carry its structure over (preflight runs each in a transaction it rolls back)."""
+    out = []
+    for op in migration.spec.operations:
+        check = getattr(MODULES[op.op], "probes", None)
+        if check is not None:
+            out += check(op, structure)
+    return out
 
 
 def refusals(migration, structure: dict | None) -> list[str]:

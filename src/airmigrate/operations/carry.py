@@ -119,6 +119,27 @@ def _index(carry: Carry, schema: str, name: str, definition: str, column: str, o
                               i=ident(name)))
 
 
+def probe(info: dict | None, column: str, new_type: str) -> list[str]:
+    """Statements that fail, on an empty temporary copy of the table, exactly when the column's default, CHECKs
+    or indexes cannot apply to `new_type` (`lower(col)` on an integer, say): preflight runs them in a
+    transaction it rolls back, so the contract never finds out after hours of backfill."""
+    if not info or column not in info["columns"]:
+        return []
+    out = [s("CREATE TEMP TABLE am_probe (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DROP",
+             t=ident(info["schema"], info["table"])),
+           s("ALTER TABLE am_probe ALTER COLUMN {c} TYPE " + new_type + " USING NULL", c=ident(column))]
+    for n, (_, con) in enumerate(sorted(info["constraints"].items())):
+        if column in con["columns"] and con["kind"] == "c":
+            out.append(s("ALTER TABLE am_probe ADD CONSTRAINT {c} ", c=ident(f"am_probe_{n}")) + con["definition"])
+    definitions = [i["definition"] for _, i in sorted(info["indexes"].items()) if column in i["columns"]]
+    for n, definition in enumerate(definitions):
+        statement = pglast.parse_sql(definition.removesuffix(" -- INVALID"))[0].stmt
+        statement.idxname, statement.relation = f"am_probe_i{n}", ast.RangeVar(relname="am_probe", inh=True,
+                                                                                relpersistence="t")
+        out.append(RawStream()(statement))
+    return out
+
+
 class _RenameColumn(Visitor):
     """Column references, FK column lists and constraint key lists naming `old` name `new` instead."""
 
@@ -227,4 +248,4 @@ def refusals(info: dict | None, columns: list[str], key: tuple[str, ...] = (), m
     return list(dict.fromkeys(out))
 
 
-__all__ = ["Carry", "carry_column", "refusals", "temporary"]
+__all__ = ["Carry", "carry_column", "refusals", "temporary", "probe"]

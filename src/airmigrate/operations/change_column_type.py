@@ -15,7 +15,7 @@ from typing import Literal
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from airmigrate.operations.carry import carry_column, refusals as carry_refusals
+from airmigrate.operations.carry import carry_column, probe, refusals as carry_refusals
 from airmigrate.operations.base import (NAME, OpContext, Steps, batch_range, check_expression, check_type,
                                         create_trigger, drop_trigger, ident, on_record, s, snapshot_name,
                                         trigger_function)
@@ -96,3 +96,10 @@ def rollback_steps(op: ChangeColumnType, ctx: OpContext, old, new) -> tuple[list
 def refusals(op: ChangeColumnType, structure: dict | None, key: tuple[str, ...]) -> list[str]:
     """What the new column could not take over from the old one (preflight refuses with each reason)."""
     return carry_refusals(structure, [op.column])
+
+
+def probes(op: ChangeColumnType, structure: dict | None) -> list[tuple[str, list[str]]]:
+    """(what, statements) preflight tries on an empty temporary copy: the default, CHECKs and indexes of the
+    column must work with the new type."""
+    statements = probe(structure, op.column, op.type)
+    return [(f"{op.column} as {op.type}", statements)] if statements else []

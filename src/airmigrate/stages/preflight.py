@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from psycopg import sql
 
 from airmigrate import operations, state, structure
@@ -59,7 +60,17 @@ def check_structure(conn, migration: Migration) -> None:
     if not migration.spec.operations:
         return
     spec = migration.spec  # the table as it is now (a resumed run past its contract: what is left of it)
-    problems = operations.refusals(migration, structure.read_table(conn, spec.schema_name, spec.table_name))
+    info = structure.read_table(conn, spec.schema_name, spec.table_name)
+    problems = operations.refusals(migration, info)
+    for what, statements in operations.probes(migration, info):
+        try:
+            with conn.transaction(force_rollback=True):  # an empty temporary copy: nothing of the target changes
+                for statement in statements:
+                    conn.execute(statement)
+        except psycopg.Error as exc:
+            problems.append(f"{what}: what {spec.table} has on the column cannot be built on the new type "
+                            f"({str(exc).splitlines()[0]}). Drop or change that default, CHECK or index first "
+                            "(in an earlier migration), or pick a type it works with")
     if problems:
         raise PreflightError(
             f"{migration.id} cannot keep the structure of {migration.spec.table}; nothing was changed:\n- "
