@@ -39,6 +39,7 @@ CREATE TABLE orders (
   code text CONSTRAINT orders_code_key UNIQUE,
   note text,
   line_no serial,
+  label text COLLATE "C",
   CONSTRAINT orders_customer_fk FOREIGN KEY (customer_id) REFERENCES customers (id),
   CONSTRAINT orders_amount_country CHECK (amount_cents < 1000000 OR "Country" <> 'XX')
 );
@@ -397,3 +398,19 @@ def test_a_type_the_columns_checks_or_indexes_cannot_take_is_refused_before_anyt
     (tmp_path / "ok").mkdir()
     fine = migration_for(tmp_path / "ok", {"op": "change_column_type", "column": "Country", "type": "varchar(2)"})
     assert preflight.preflight(shop, fine)["run_id"]  # a type they work with passes the same probe
+
+
+@pytest.mark.parametrize("operation", [
+    {"op": "change_column_type", "column": "label", "type": "varchar(80)"},
+    {"op": "rename_column", "column": "label", "to": "title"},
+    {"op": "split_table", "new_table": "order_labels", "columns": ["label"]},
+], ids=lambda op: op["op"])
+def test_a_columns_collation_survives_each_operation_and_its_rollback(shop, tmp_path, operation):
+    before = definition(shop)
+    migration = migration_for(tmp_path, operation)
+    cleanup.cleanup(shop, migration, expand(shop, migration))
+    split = operation["op"] == "split_table"
+    table, name = ("order_labels", "label") if split else ("orders", operation.get("to", "label"))
+    assert definition(shop, table)["columns"][name]["collation"] == 'pg_catalog."C"'
+    assert roll_back(shop, migration)["structure_identical"]
+    assert structure.differences(before, definition(shop)) == []

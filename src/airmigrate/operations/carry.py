@@ -25,6 +25,7 @@ The input is :func:`airmigrate.structure.read_table` of the table as it was befo
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import pglast
@@ -43,6 +44,18 @@ class Carry:
     build: list[str] = field(default_factory=list)
     release: list[str] = field(default_factory=list)
     finish: list[str] = field(default_factory=list)
+
+
+_TEXT_TYPES = re.compile(r"^\s*(text|varchar|character varying|char|character|bpchar|citext|name)\b", re.I)
+
+
+def collate(info: dict | None, column: str, new_type: str | None = None) -> str:
+    """` COLLATE x` for a replacement of `column` when it had a collation other than its type's default
+    (empty otherwise, and when `new_type` is not a string type a collation could apply to)."""
+    collation = ((info or {}).get("columns", {}).get(column) or {}).get("collation")
+    if not collation or (new_type is not None and not _TEXT_TYPES.match(new_type)):
+        return ""
+    return f" COLLATE {collation}"
 
 
 def temporary(name: str) -> str:
@@ -248,4 +261,4 @@ def refusals(info: dict | None, columns: list[str], key: tuple[str, ...] = (), m
     return list(dict.fromkeys(out))
 
 
-__all__ = ["Carry", "carry_column", "refusals", "temporary", "probe"]
+__all__ = ["Carry", "carry_column", "refusals", "temporary", "probe", "collate"]

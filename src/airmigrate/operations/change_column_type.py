@@ -15,7 +15,7 @@ from typing import Literal
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from airmigrate.operations.carry import carry_column, probe, refusals as carry_refusals
+from airmigrate.operations.carry import carry_column, collate, probe, refusals as carry_refusals
 from airmigrate.operations.base import (NAME, OpContext, Steps, batch_range, check_expression, check_type,
                                         create_trigger, drop_trigger, ident, on_record, s, snapshot_name,
                                         trigger_function)
@@ -42,7 +42,8 @@ class ChangeColumnType(BaseModel):
 def steps(op: ChangeColumnType, ctx: OpContext) -> Steps:
     tbl, old, new = ctx.qualified, ident(op.column), ident(f"{op.column}__new"[:63])
     convert = op.using or s("{c}::" + op.type, c=old)
-    expand = [s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {n} " + op.type, t=tbl, n=new),
+    expand = [s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {n} " + op.type + collate(ctx.structure, op.column, op.type),
+                t=tbl, n=new),
               trigger_function(ctx, s("BEGIN NEW.{n} := " + on_record(convert) + "; RETURN NEW; END", n=new)),
               create_trigger(ctx, "BEFORE INSERT OR UPDATE")]
     backfill = [s("UPDATE {t} SET {n} = " + convert + " WHERE " + batch_range(ctx) +
@@ -72,7 +73,8 @@ def rollback_steps(op: ChangeColumnType, ctx: OpContext, old, new) -> tuple[list
     original = ctx.type_of(op.column)
     back, retired = ident(f"{op.column}__old"[:63]), ident(f"{op.column}__rollback"[:63])
     down = drop_trigger(ctx) + [
-        s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {b} " + original, t=tbl, b=back),
+        s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {b} " + original + collate(ctx.structure, op.column), t=tbl,
+          b=back),
         # only a value the application writes now is cast back; a row it merely touches keeps its slot for
         # the batch, which puts the original value (from the snapshot) there
         trigger_function(ctx, s("BEGIN IF TG_OP = 'INSERT' OR NEW.{o} IS DISTINCT FROM OLD.{o} THEN NEW.{b} := NEW.{o}::"

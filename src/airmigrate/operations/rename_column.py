@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from airmigrate.operations.base import (NAME, OpContext, Steps, batch_range, create_trigger, drop_trigger, ident,
                                         s, trigger_function)
-from airmigrate.operations.carry import carry_column, refusals as carry_refusals
+from airmigrate.operations.carry import carry_column, collate, refusals as carry_refusals
 
 
 class RenameColumn(BaseModel):
@@ -40,7 +40,8 @@ def two_way_sync_body(old: str, new: str) -> str:
 
 def steps(op: RenameColumn, ctx: OpContext) -> Steps:
     old, new, tbl = ident(op.column), ident(op.to), ctx.qualified
-    expand = [s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {n} " + ctx.type_of(op.column), t=tbl, n=new),
+    expand = [s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {n} " + ctx.type_of(op.column)
+                + collate(ctx.structure, op.column), t=tbl, n=new),
               trigger_function(ctx, two_way_sync_body(op.column, op.to)),
               create_trigger(ctx, "BEFORE INSERT OR UPDATE")]
     backfill = [s("UPDATE {t} SET {n} = {o} WHERE " + batch_range(ctx) + " AND {n} IS DISTINCT FROM {o}",

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from airmigrate.operations.base import NAME, OpContext, Steps, batch_range, create_trigger, drop_trigger, ident, s, \
     trigger_function
-from airmigrate.operations.carry import Carry, carry_column, refusals as carry_refusals
+from airmigrate.operations.carry import Carry, carry_column, collate, refusals as carry_refusals
 
 
 class SplitTable(BaseModel):
@@ -31,7 +31,8 @@ def steps(op: SplitTable, ctx: OpContext) -> Steps:
     tbl, new, key = ctx.qualified, ident(ctx.schema, op.new_table), ident(ctx.key)
     cols = [ident(c) for c in op.columns]
     col_list = sql.SQL(", ").join(cols)
-    defs = sql.SQL(", ").join(sql.SQL("{} " + ctx.type_of(c)).format(ident(c)) for c in op.columns)
+    defs = sql.SQL(", ").join(sql.SQL("{} " + ctx.type_of(c) + collate(ctx.structure, c)).format(ident(c))
+                              for c in op.columns)
     sets = sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in cols)
     new_vals = sql.SQL(", ").join(sql.SQL("NEW.{}").format(c) for c in [key, *cols])
     body = s("BEGIN "
@@ -84,7 +85,8 @@ def rollback_steps(op: SplitTable, ctx: OpContext) -> tuple[list[str], list[str]
                sets=sql.SQL(", ").join(sql.SQL("{c} = NEW.{c}").format(c=c) for c in cols),
                diff=sql.SQL(" OR ").join(sql.SQL("{c} IS DISTINCT FROM NEW.{c}").format(c=c) for c in cols))
     down = drop_trigger(ctx) + [
-        s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} " + ctx.type_of(name), t=tbl, c=ident(name))
+        s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} " + ctx.type_of(name) + collate(ctx.structure, name), t=tbl,
+          c=ident(name))
         for name in op.columns] + [
         s("CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS {body}", fn=back_fn,
           body=sql.Literal(mirror)),
