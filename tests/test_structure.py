@@ -18,7 +18,7 @@ import subprocess
 import pytest
 import yaml
 
-from airmigrate import structure
+from airmigrate import report, structure
 from airmigrate.db import connect
 from airmigrate.errors import PreflightError
 from airmigrate.rehearsal import RehearsalError, rehearse
@@ -256,7 +256,7 @@ def test_what_cannot_be_carried_over_is_refused_by_preflight_with_the_fix(shop, 
     assert definition(shop) == before
 
 
-def test_the_rollback_check_names_a_lost_index(shop, tmp_path):
+def test_the_rollback_check_names_a_lost_index(shop, tmp_path, monkeypatch):
     """A rollback that ends with an index missing is reported not identical, naming the index (the check
     compares structure, not only rows); the column's NOT VALID check comes back NOT VALID (as it was)."""
     migration = migration_for(tmp_path, {"op": "change_column_type", "column": "note", "type": "varchar(200)"})
@@ -268,6 +268,10 @@ def test_the_rollback_check_names_a_lost_index(shop, tmp_path):
     assert done["structure_differences"] == [
         "index orders_big_idx: missing (was CREATE INDEX orders_big_idx ON public.orders USING btree (amount_cents) "
         "WHERE (amount_cents > 1000))"]
+    monkeypatch.setenv("AIRMIGRATE_VAR_DIR", str(tmp_path / "var"))  # the rollback's report says so too
+    page = report.write_report(shop, migration, "down")
+    assert "NOT identical" in page.read_text() and "index orders_big_idx: missing" in page.read_text()
+    assert "**NOT identical**:\n\n- index orders_big_idx: missing" in page.with_suffix(".md").read_text()
 
 
 def test_the_rehearsal_says_not_identical_when_the_rollback_loses_an_index(fresh_db, tmp_path, monkeypatch):
