@@ -32,9 +32,10 @@ def runtime_steps(conn, migration: Migration, live_columns: frozenset[str] | Non
 
 
 def table_structure(conn, migration: Migration) -> dict | None:
-    """The table as it was before the migration (recorded by the backup stage), so a contract or a rollback
-    after the contract carries over what the original column had; the live table before the first run."""
-    return recorded_fact(conn, migration.id, "structure") or structure.read_table(
+    """The table as it was before the migration (recorded by the backup stage of the run not rolled back), so a
+    contract or a rollback after the contract carries over what the original column had; the live table
+    before the first run and after a rollback (it may have changed since)."""
+    return recorded_fact(conn, migration.id, "structure", active=True) or structure.read_table(
         conn, migration.spec.schema_name, migration.spec.table_name)
 
 
@@ -93,13 +94,14 @@ def recorded_column_types(conn, migration_id: str) -> dict[str, str]:
     return recorded_fact(conn, migration_id, "column_types") or {}
 
 
-def recorded_fact(conn, migration_id: str, name: str):
-    """A fact the newest up run of the migration recorded (the backup stage's view of the table before it)."""
+def recorded_fact(conn, migration_id: str, name: str, active: bool = False):
+    """A fact the newest up run of the migration recorded (the backup stage's view of the table before it);
+    `active`: only from a run not rolled back yet."""
     if conn.execute("SELECT to_regclass('airmigrate.runs')").fetchone()[0] is None:
         return None
-    row = conn.execute("SELECT facts -> %s FROM airmigrate.runs WHERE migration_id = %s "
-                       "AND direction = 'up' AND facts ? %s ORDER BY run_id DESC LIMIT 1",
-                       (name, migration_id, name)).fetchone()
+    row = conn.execute("SELECT facts -> %s FROM airmigrate.runs WHERE migration_id = %s AND direction = 'up' "
+                       "AND facts ? %s AND (NOT %s OR status <> 'rolled_back') ORDER BY run_id DESC LIMIT 1",
+                       (name, migration_id, name, active)).fetchone()
     return row[0] if row and row[0] else None
 
 

@@ -141,7 +141,7 @@ def verify_structure(conn, migration: Migration) -> list[str]:
     before the migration, and the tables the operations created gone; each difference in words (empty when
     identical). Nothing recorded (a migration applied before airmigrate kept it): nothing to compare."""
     spec = migration.spec
-    before = recorded_fact(conn, migration.id, "structure")
+    before = recorded_fact(conn, migration.id, "structure", active=True)
     if before is None:
         return []
     differences = structure.differences(structure.normalise(before),
