@@ -73,10 +73,11 @@ def test_run_and_rollback_write_complete_reports(fresh_db, tmp_path, monkeypatch
         assert "DROP INDEX CONCURRENTLY IF EXISTS idx_users_email_verified" in text
     # the schema side by side: the new column and index marked added, the rest unchanged
     assert re.search(r'<tr class="added"><td>columns</td><td><code>email_verified</code></td><td class="before">'
-                     r'</td><td class="after">boolean DEFAULT false</td>', html), html
+                     r'</td><td class="after">boolean DEFAULT false COMMENT &#39;0001_add_user_email_verified: ', html), html
     assert re.search(r'<tr class="added"><td>indexes</td><td><code>idx_users_email_verified</code>', html)
     assert re.search(r'<tr class=""><td>columns</td><td><code>email</code></td>', html)
-    assert re.search(r"\| columns \| email_verified \|  \| boolean DEFAULT false \| \*\*added\*\* \|", md), md
+    assert re.search(r"\| columns \| email_verified \|  \| boolean DEFAULT false COMMENT '0001_add_user_email_verified: "
+                     r"[^|]*\| \*\*added\*\* \|", md), md
     # the inline charts: rows/s over time and the tables before/after
     assert html.count("<svg") == 3 and 'aria-label="rows per second over time"' in html
     assert "<link" not in html and "<script" not in html and "src=" not in html
@@ -95,7 +96,8 @@ def test_run_and_rollback_write_complete_reports(fresh_db, tmp_path, monkeypatch
     assert "-rollback-run" in rpath.name and rpath != path and path.is_file()  # the up run's report stays
     assert "rollback run" in rhtml and "succeeded" in rhtml
     assert re.search(r'<tr class="removed"><td>columns</td><td><code>email_verified</code></td>'
-                     r'<td class="before">boolean DEFAULT false</td><td class="after"></td>', rhtml), rhtml
+                     r'<td class="before">boolean DEFAULT false COMMENT &#39;0001_add_user_email_verified: [^<]*</td>'
+                     r'<td class="after"></td>', rhtml), rhtml
     assert "Copy-back" in rhtml
     no_remote_assets_nor_secrets(rhtml, rmd)
 

@@ -726,6 +726,10 @@ class NotNullProofs:
 
     def skips_scan(self, statement: str) -> bool:
         node = pglast.parse_sql(bound_placeholders(statement))[0].stmt
+        if type(node).__name__ == "RenameStmt" and node.renameType.name == "OBJECT_COLUMN":
+            if node.subname in self.validated:  # the proof follows the column (a replacement's swap)
+                self.validated = (self.validated - {node.subname}) | {node.newname}
+            return False
         if type(node).__name__ != "AlterTableStmt":
             return False
         free = False
@@ -753,7 +757,8 @@ def sync_trigger_sql(migration: Migration) -> tuple[list[str], list[str]]:
 def static_plan(migration: Migration, conn=None) -> list[PlannedStatement]:
     """Every statement in run order, with the lock it takes and whether it scans or rewrites. With ``conn``
     (the target) column types, function volatility and domains are looked up instead of assumed, and the
-    operations' statements are generated with the target's column types, exactly as the stages run them."""
+    operations' statements are generated with the target's column types and the structure they carry over,
+    exactly as the stages run them."""
     steps = _steps(migration, conn)
     install, drop = sync_trigger_sql(migration)
     parts = [("schema_change", db.split_statements(migration.up_sql) + steps.expand),

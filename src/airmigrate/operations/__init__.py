@@ -49,17 +49,41 @@ def combined(operations, make_context) -> Steps:
     )
 
 
-__all__ = ["Operation", "OpContext", "Steps", "steps_for", "combined", "for_migration", "MODULES"]
+__all__ = ["Operation", "OpContext", "Steps", "steps_for", "combined", "for_migration", "MODULES", "refusals",
+           "probes"]
+
+
+def probes(migration, structure: dict | None) -> list[tuple[str, list[str]]]:
+    """(what, statements) that must succeed on an empty temporary copy of the table for the operations to be
+    able to carry its structure over (preflight runs each in a transaction it rolls back)."""
+    out = []
+    for op in migration.spec.operations:
+        check = getattr(MODULES[op.op], "probes", None)
+        if check is not None:
+            out += check(op, structure)
+    return out
+
+
+def refusals(migration, structure: dict | None) -> list[str]:
+    """What the migration's operations cannot carry over from the table as it is (`structure`): each reason
+    with its fix. Preflight refuses the migration when there is any."""
+    out = []
+    for op in migration.spec.operations:
+        check = getattr(MODULES[op.op], "refusals", None)
+        if check is not None:
+            out += check(op, structure, migration.spec.key_columns)
+    return out
 
 
 def for_migration(migration, column_types: dict[str, str] | None = None,
                   live_columns: frozenset[str] | None = None,
-                  column_indexes: dict[str, list[tuple[str, str]]] | None = None) -> Steps:
-    """The migration's operations as steps; without column types (lint, plan, docs) types read as `text`."""
+                  structure: dict | None = None) -> Steps:
+    """The migration's operations as steps; without column types (lint, plan, docs) types read as `text`, and
+    without `structure` (the table's catalog definition) nothing is carried over to replacement columns."""
     spec = migration.spec
 
     def context(index: int) -> OpContext:
         return OpContext(migration.id, index, spec.schema_name, spec.table_name, spec.key, column_types or {},
-                         live_columns, column_indexes or {})
+                         live_columns, structure)
 
     return combined(spec.operations, context)

@@ -38,8 +38,9 @@ class OpContext:
     # The table's columns when the rollback started (None without a target: plan, lint, docs). A rollback
     # picks its path from it once (before or after the contract) and keeps it while it runs.
     live_columns: frozenset[str] | None = None
-    # column -> CREATE INDEX statements of the indexes using it that no constraint owns (from the target)
-    column_indexes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    # The table as it was before the migration (airmigrate.structure.read_table: recorded by the backup stage,
+    # else read live): what a replaced or moved column had, to be carried over. None without a target.
+    structure: dict | None = None
 
     @property
     def qualified(self) -> sql.Identifier:
@@ -83,9 +84,10 @@ class Steps:
     destructive: bool = False                                   # contract drops something: approval by default
 
 
-def mirror_index(definition: str, old: str, new: str, name: str) -> str:
+def mirror_index(definition: str, old: str, new: str, name: str, relation: tuple[str, str] | None = None) -> str:
     """The index `definition` (pg_get_indexdef) on column `new` instead of `old`, named `name`, built
-    CONCURRENTLY: re-rendered by pglast, column references renamed in its keys, expressions and predicate."""
+    CONCURRENTLY: re-rendered by pglast, column references renamed in its keys, expressions and predicate.
+    `relation` (schema, table) moves it to another table (a split's new table)."""
     import pglast
     from pglast import ast
     from pglast.visitors import Visitor
@@ -107,6 +109,9 @@ def mirror_index(definition: str, old: str, new: str, name: str) -> str:
     statement = pglast.parse_sql(definition)[0].stmt
     Rename()(statement)
     statement.idxname, statement.concurrent, statement.if_not_exists = name, True, True
+    if relation:
+        statement.relation = ast.RangeVar(schemaname=relation[0], relname=relation[1], inh=True,
+                                          relpersistence="p")
     return pglast.stream.RawStream()(statement)
 
 

@@ -2,7 +2,10 @@
 
 ALTER COLUMN ... TYPE rewrites the table under ACCESS EXCLUSIVE; instead expand adds
 `<column>__new`, a trigger converts every write (`using`, default `column::type`), batches
-convert the rest, and contract swaps the names in one short transaction.
+convert the rest, and contract first builds on the new column everything the old one has (indexes
+concurrently, constraints NOT VALID then validated, NOT NULL through a validated CHECK: see
+:mod:`.carry`), then swaps the names in one short transaction that also gives every index and
+constraint its original name back and sets the default, comment, grants and statistics target.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Literal
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from airmigrate.operations.carry import carry_column, collate, probe, refusals as carry_refusals
 from airmigrate.operations.base import (NAME, OpContext, Steps, batch_range, check_expression, check_type,
                                         create_trigger, drop_trigger, ident, on_record, s, snapshot_name,
                                         trigger_function)
@@ -38,17 +42,19 @@ class ChangeColumnType(BaseModel):
 def steps(op: ChangeColumnType, ctx: OpContext) -> Steps:
     tbl, old, new = ctx.qualified, ident(op.column), ident(f"{op.column}__new"[:63])
     convert = op.using or s("{c}::" + op.type, c=old)
-    expand = [s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {n} " + op.type, t=tbl, n=new),
+    expand = [s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {n} " + op.type + collate(ctx.structure, op.column, op.type),
+                t=tbl, n=new),
               trigger_function(ctx, s("BEGIN NEW.{n} := " + on_record(convert) + "; RETURN NEW; END", n=new)),
               create_trigger(ctx, "BEFORE INSERT OR UPDATE")]
     backfill = [s("UPDATE {t} SET {n} = " + convert + " WHERE " + batch_range(ctx) +
                   " AND {n} IS DISTINCT FROM (" + convert + ")", t=tbl, n=new)]
     retired = ident(f"{op.column}__old"[:63])
-    contract = drop_trigger(ctx) + [
+    carry = carry_column(ctx.structure, op.column, f"{op.column}__new"[:63], op.column)
+    contract = carry.build + carry.release + drop_trigger(ctx) + [
         s("ALTER TABLE {t} RENAME COLUMN {o} TO {r}", t=tbl, o=old, r=retired),
         s("ALTER TABLE {t} RENAME COLUMN {n} TO {o}", t=tbl, n=new, o=old),
         s("ALTER TABLE {t} DROP COLUMN {r}", t=tbl, r=retired),
-    ]
+    ] + carry.finish
     down, down_backfill, down_contract = rollback_steps(op, ctx, old, new)
     return Steps(expand=expand, backfill=backfill, contract=contract, down=down, down_backfill=down_backfill,
                  down_contract=down_contract, dropped_columns=[op.column], self_restored=[op.column],
@@ -67,7 +73,8 @@ def rollback_steps(op: ChangeColumnType, ctx: OpContext, old, new) -> tuple[list
     original = ctx.type_of(op.column)
     back, retired = ident(f"{op.column}__old"[:63]), ident(f"{op.column}__rollback"[:63])
     down = drop_trigger(ctx) + [
-        s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {b} " + original, t=tbl, b=back),
+        s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {b} " + original + collate(ctx.structure, op.column), t=tbl,
+          b=back),
         # only a value the application writes now is cast back; a row it merely touches keeps its slot for
         # the batch, which puts the original value (from the snapshot) there
         trigger_function(ctx, s("BEGIN IF TG_OP = 'INSERT' OR NEW.{o} IS DISTINCT FROM OLD.{o} THEN NEW.{b} := NEW.{o}::"
@@ -79,8 +86,22 @@ def rollback_steps(op: ChangeColumnType, ctx: OpContext, old, new) -> tuple[list
         " ELSE s.{o} END AS value FROM {t} AS x LEFT JOIN {snap} AS s ON s.{k} = x.{k} WHERE " +
         batch_range(ctx, "x") + ") AS v WHERE t.{k} = v.{k} AND " + batch_range(ctx, "t") +
         " AND t.{b} IS NULL AND v.value IS NOT NULL", t=tbl, b=back, k=key, o=old, snap=snap)]
-    down_contract = drop_trigger(ctx, kind="back") + [
+    # what the original column had (recorded before the migration) is rebuilt on `<col>__old` first
+    carry = carry_column(ctx.structure, op.column, f"{op.column}__old"[:63], op.column)
+    down_contract = carry.build + carry.release + drop_trigger(ctx, kind="back") + [
         s("ALTER TABLE {t} RENAME COLUMN {o} TO {r}", t=tbl, o=old, r=retired),
         s("ALTER TABLE {t} RENAME COLUMN {b} TO {o}", t=tbl, b=back, o=old),
-        s("ALTER TABLE {t} DROP COLUMN {r}", t=tbl, r=retired)]
+        s("ALTER TABLE {t} DROP COLUMN {r}", t=tbl, r=retired)] + carry.finish
     return down, down_backfill, down_contract
+
+
+def refusals(op: ChangeColumnType, structure: dict | None, key: tuple[str, ...]) -> list[str]:
+    """What the new column could not take over from the old one (preflight refuses with each reason)."""
+    return carry_refusals(structure, [op.column])
+
+
+def probes(op: ChangeColumnType, structure: dict | None) -> list[tuple[str, list[str]]]:
+    """(what, statements) preflight tries on an empty temporary copy: the default, CHECKs and indexes of the
+    column must work with the new type."""
+    statements = probe(structure, op.column, op.type)
+    return [(f"{op.column} as {op.type}", statements)] if statements else []

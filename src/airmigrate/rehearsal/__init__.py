@@ -117,6 +117,7 @@ def _rehearse_on_copy(target: Target, copy_target: Target, migration: Migration,
         copying.copy_history(target, copy_target, migration)
     results["rows_copied"] = entry["rows"]
     before = copying.checksums(copy_target, tables)
+    structure_before = copying.definitions(copy_target, tables)
     columns = {name: figures["columns"] for name, figures in before.items()}
     app = old_application(copy_target, migration)
     compat = {"before": check_statements(copy_target, app, "before")}
@@ -151,11 +152,13 @@ def _rehearse_on_copy(target: Target, copy_target: Target, migration: Migration,
             rollback.restore(copy_target, migration, down_run)
         compat["rolled_back"] = check_statements(copy_target, app, "rolled_back")
     after = copying.checksums(copy_target, tables, columns)
+    structure_changes = copying.structure_differences(structure_before, copying.definitions(copy_target, tables))
     results.update(
+        structure_differences=structure_changes,
         stages=watch.stages, locks=locks.summary(), compat=compat, seconds=round(time.monotonic() - started, 1),
         checksums={"before": _short(before), "after_rollback": _short(after)},
-        identical_after_rollback=all(before[t]["md5"] == after[t]["md5"] and before[t]["rows"] == after[t]["rows"]
-                                     for t in before),
+        identical_after_rollback=not structure_changes and all(
+            before[t]["md5"] == after[t]["md5"] and before[t]["rows"] == after[t]["rows"] for t in before),
         compat_failures=[f"{phase}: {c['statement']}: {c['error']}" for phase, checks in compat.items()
                          for c in checks if c["status"] == "failed"],
         wal_bytes=sum(s.get("wal_bytes", 0) for s in watch.stages if s["stage"] != "copy"))
@@ -204,7 +207,11 @@ def _failures(results: dict) -> list[str]:
     if not results.get("identical_after_rollback", True):
         changed = [t for t in results["checksums"]["before"]
                    if results["checksums"]["before"][t] != results["checksums"]["after_rollback"][t]]
-        out.append(f"after the rollback the copy differs from before in {', '.join(changed)}")
+        if changed:
+            out.append(f"after the rollback the rows of the copy differ from before in {', '.join(changed)}")
+        if results.get("structure_differences"):
+            out.append("after the rollback the structure of the copy differs from before: "
+                       + "; ".join(results["structure_differences"]))
     out += results.get("compat_failures", [])
     return out or [results.get("error", "unknown")]
 

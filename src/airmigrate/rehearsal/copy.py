@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pglast
 from psycopg import sql
 
-from airmigrate import state
+from airmigrate import state, structure
 from airmigrate.db import Target, connect
 from airmigrate.errors import AirmigrateError
 from airmigrate.spec import Migration
@@ -221,6 +221,18 @@ def checksums(target: Target, tables: list[Table], columns: dict[str, list[str]]
             out[str(table)] = {"rows": count, "md5": digest, "columns": cols}
         conn.commit()
     return out
+
+
+def definitions(target: Target, tables: list[Table]) -> dict:
+    """Per table: its full normalised definition (columns, constraints, indexes, triggers, comments, grants),
+    for 'identical after the rollback': equal rows with a lost index or NOT NULL are not identical."""
+    with connect(target, autocommit=True) as conn:
+        return {str(t): structure.definition(conn, t.schema, t.name) for t in tables}
+
+
+def structure_differences(before: dict, after: dict) -> list[str]:
+    """Each difference between two :func:`definitions`, prefixed with its table; empty when identical."""
+    return [f"{name}: {d}" for name in before for d in structure.differences(before[name], after.get(name), name)]
 
 
 def _quoted(table: Table) -> str:

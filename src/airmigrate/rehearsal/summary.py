@@ -23,6 +23,8 @@ def render(results: dict) -> str:
                      + " (before, after the backfill, after the contract)")
     lines.append(f"  identical after the rollback: {'yes' if results.get('identical_after_rollback') else 'NO'}; "
                  f"application statements: {_compat(results)}")
+    for difference in results.get("structure_differences", []):
+        lines.append(f"    not identical: {difference}")
     return "\n".join(lines)
 
 

@@ -55,7 +55,11 @@ def collect(conn, migration: Migration, run: dict, direction: str, target_name: 
         "actions": run_actions(conn, run["run_id"]),
         "performance": performance_facts(migration.id, facts, before, after),
         "schema": {"before_taken_at": (before or {}).get("taken_at"), "after_taken_at": after["taken_at"],
-                   "before_missing": before is None, "tables": schema_mod.diff(before, after)},
+                   "before_missing": before is None, "tables": schema_mod.diff(before, after),
+                   # a rollback's own check: the table against its definition before the migration
+                   "verification": ({"identical": facts["structure_identical"],
+                                     "differences": facts.get("structure_differences") or []}
+                                    if "structure_identical" in facts else None)},
     }
     marks_before, marks_after = _diagram_marks(data["schema"]["tables"])
     data["diagram_before"] = svg.table_diagram(before, marks_before, "before") if before else ""

@@ -1,13 +1,15 @@
 """The touched tables' shape, read from the catalog: columns, indexes, constraints, triggers, foreign keys, size.
 
 Taken at preflight ("before", kept in the run's facts) and again when the report is written ("after"), then
-compared item by item.
+compared item by item. Columns, indexes, constraints and triggers come from :mod:`airmigrate.structure`, the
+definition the rollback and the rehearsal compare too, so a lost NOT NULL, index, comment or grant shows here.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from airmigrate import structure
 from airmigrate.spec import Migration
 
 SECTIONS = ("columns", "indexes", "constraints", "triggers")
@@ -56,20 +58,12 @@ def table_shape(conn, qualified: str) -> dict | None:
     if row is None:
         return None
     oid, size, estimate = row
-    columns = [{"name": r[0], "type": r[1], "nullable": not r[2], "default": r[3]} for r in conn.execute(
-        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
-        "pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a LEFT JOIN pg_attrdef d "
-        "ON d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE a.attrelid = %s AND a.attnum > 0 "
-        "AND NOT a.attisdropped ORDER BY a.attnum", (oid,))]
-    indexes = [{"name": r[0], "definition": r[1] + ("" if r[2] else "  -- INVALID")} for r in conn.execute(
-        "SELECT c.relname::text, pg_get_indexdef(i.indexrelid), i.indisvalid FROM pg_index i "
-        "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s ORDER BY c.relname", (oid,))]
-    constraints = [{"name": r[0], "kind": _KINDS.get(r[1], r[1]), "definition": r[2]} for r in conn.execute(
-        "SELECT conname::text, contype::text, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s "
-        "ORDER BY conname", (oid,))]
-    triggers = [{"name": r[0], "definition": r[1]} for r in conn.execute(
-        "SELECT tgname::text, pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal "
-        "ORDER BY tgname", (oid,))]
+    info = structure.read_table(conn, schema or "public", table)  # the definition "identical" compares
+    columns = [{"name": name, "nullable": not c["not_null"], **c} for name, c in info["columns"].items()]
+    indexes = [{"name": name, "definition": i["definition"]} for name, i in info["indexes"].items()]
+    constraints = [{"name": name, "kind": _KINDS.get(c["kind"], c["kind"]), "definition": c["definition"]}
+                   for name, c in info["constraints"].items()]
+    triggers = [{"name": name, "definition": d} for name, d in info["triggers"].items()]
     foreign_keys = [{"name": r[0], "from_table": r[1], "from_columns": list(r[2]), "to_table": r[3],
                      "to_columns": list(r[4])} for r in conn.execute(
         "SELECT con.conname::text, fn.nspname || '.' || fc.relname, "
@@ -83,7 +77,7 @@ def table_shape(conn, qualified: str) -> dict | None:
         "tn.oid = tc.relnamespace WHERE con.contype = 'f' AND (con.conrelid = %s OR con.confrelid = %s) "
         "ORDER BY con.conname", (oid, oid))]
     return {"columns": columns, "indexes": indexes, "constraints": constraints, "triggers": triggers,
-            "foreign_keys": foreign_keys, "size_bytes": int(size), "rows_estimate": int(estimate)}
+            "foreign_keys": foreign_keys, "comment": info["comment"], "privileges": info["privileges"], "size_bytes": int(size), "rows_estimate": int(estimate)}
 
 
 _KINDS = {"p": "primary key", "u": "unique", "f": "foreign key", "c": "check", "x": "exclusion", "t": "trigger",
@@ -92,9 +86,10 @@ _KINDS = {"p": "primary key", "u": "unique", "f": "foreign key", "c": "check", "
 
 def describe_item(section: str, item: dict) -> str:
     """One line per item, what the side-by-side table shows and compares."""
-    if section == "columns":
-        text = f"{item['type']}{'' if item['nullable'] else ' NOT NULL'}"
-        return text + (f" DEFAULT {item['default']}" if item.get("default") else "")
+    if section == "columns":  # type, NOT NULL, default, identity, collation, statistics, comment, grants
+        if "not_null" not in item:  # a "before" kept by an older version: type, nullability, default only
+            item = {**item, "not_null": not item["nullable"]}
+        return structure.describe_column(item)
     if section == "constraints":
         return f"{item['kind']}: {item['definition']}"
     return item["definition"]

@@ -17,13 +17,16 @@ def comment_statements(conn, migration: Migration, columns_before: list[str] | N
     """COMMENT ON COLUMN for each `comments:` entry, and for each column the migration added without one
     (compared with the columns the backup recorded): "<id>: <first line of the description>"."""
     spec = migration.spec
-    live = [r[0] for r in conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
-        (sql.Identifier(spec.schema_name, spec.table_name).as_string(conn),)).fetchall()]
+    live = dict(conn.execute(
+        "SELECT attname, col_description(attrelid, attnum) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+        "AND attnum > 0 AND NOT attisdropped",
+        (sql.Identifier(spec.schema_name, spec.table_name).as_string(conn),)).fetchall())
     comments = {c: text for c, text in spec.comments.items() if c in live}
-    if columns_before is not None:
+    if columns_before is not None:  # a renamed column is the old one under a new name: it keeps what it had
+        renamed = {op.to for op in spec.operations if op.op == "rename_column"}
         origin = f"{migration.id}: {spec.description.strip().splitlines()[0]}"
-        comments.update({c: origin for c in live if c not in columns_before and c not in comments})
+        comments.update({c: origin for c, now in live.items() if c not in columns_before and c not in comments
+                         and c not in renamed and now is None})
     return [sql.SQL("COMMENT ON COLUMN {} IS {}").format(sql.Identifier(spec.schema_name, spec.table_name, column),
                                                          sql.Literal(text)).as_string(conn)
             for column, text in sorted(comments.items())]

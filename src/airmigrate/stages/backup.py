@@ -11,7 +11,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from airmigrate import settings, state
+from airmigrate import settings, state, structure
 from airmigrate.db import Target, connect
 from airmigrate.errors import AirmigrateError
 from airmigrate.spec import Migration
@@ -38,8 +38,11 @@ def backup(target: Target, migration: Migration, run_id: int) -> dict:
         seconds = round(time.monotonic() - started, 2)
         state.record_backup(conn, migration.id, str(path) if path else None, snapshot)
         types = column_types(conn, migration.spec.schema_name, migration.spec.table_name)
+        # what the table had (NOT NULL, indexes, constraints...): carried over, and compared after a rollback
+        shape = structure.read_table(conn, migration.spec.schema_name, migration.spec.table_name)
         state.mark_stage_done(conn, run_id, "backup", backup_path=str(path) if path else None,
-                              snapshot_table=snapshot, column_types=types, backup_reason=decision.reason,
+                              snapshot_table=snapshot, column_types=types, structure=shape,
+                              backup_reason=decision.reason,
                               backup_bytes=path.stat().st_size if path else 0, backup_seconds=seconds,
                               snapshot_bytes=_relation_size(conn, snapshot))
     if path and migration.spec.keep_backups:

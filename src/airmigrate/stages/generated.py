@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from airmigrate import operations
+from airmigrate import operations, structure
 from airmigrate.operations import Steps
 from airmigrate.operations.base import SNAPSHOT_PREFIX  # noqa: F401  (re-exported)
 from airmigrate.spec import Migration
@@ -28,24 +28,15 @@ def runtime_steps(conn, migration: Migration, live_columns: frozenset[str] | Non
     spec = migration.spec
     types = column_types(conn, spec.schema_name, spec.table_name)
     types.update(recorded_column_types(conn, migration.id))
-    return operations.for_migration(migration, types, live_columns,
-                                    column_indexes(conn, spec.schema_name, spec.table_name))
+    return operations.for_migration(migration, types, live_columns, table_structure(conn, migration))
 
 
-def column_indexes(conn, schema: str, table: str) -> dict[str, list[tuple[str, str]]]:
-    """column -> (index name, CREATE INDEX) of the table's valid indexes that use it and no constraint owns
-    (what an operation replacing the column must build again on the new one)."""
-    rows = conn.execute(
-        "SELECT a.attname, c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
-        "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum > 0 "
-        "AND (a.attnum = ANY (i.indkey) OR pg_get_indexdef(i.indexrelid) ~ ('\\m' || a.attname || '\\M')) "
-        "WHERE i.indrelid = to_regclass(%s) AND i.indisvalid "
-        "AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) ORDER BY c.relname",
-        (f'"{schema}"."{table}"',)).fetchall()
-    out: dict[str, list[tuple[str, str]]] = {}
-    for column, name, definition in rows:
-        out.setdefault(column, []).append((name, definition))
-    return out
+def table_structure(conn, migration: Migration) -> dict | None:
+    """The table as it was before the migration (recorded by the backup stage of the run not rolled back), so a
+    contract or a rollback after the contract carries over what the original column had; the live table
+    before the first run and after a rollback (it may have changed since)."""
+    return recorded_fact(conn, migration.id, "structure", active=True) or structure.read_table(
+        conn, migration.spec.schema_name, migration.spec.table_name)
 
 
 def rollback_steps(conn, migration: Migration, run_id: int) -> Steps:
@@ -100,12 +91,18 @@ def down_batch_statements(conn, migration: Migration, run_id: int) -> list[str]:
 
 
 def recorded_column_types(conn, migration_id: str) -> dict[str, str]:
+    return recorded_fact(conn, migration_id, "column_types") or {}
+
+
+def recorded_fact(conn, migration_id: str, name: str, active: bool = False):
+    """A fact the newest up run of the migration recorded (the backup stage's view of the table before it);
+    `active`: only from a run not rolled back yet."""
     if conn.execute("SELECT to_regclass('airmigrate.runs')").fetchone()[0] is None:
-        return {}
-    row = conn.execute("SELECT facts -> 'column_types' FROM airmigrate.runs WHERE migration_id = %s "
-                       "AND direction = 'up' AND facts ? 'column_types' ORDER BY run_id DESC LIMIT 1",
-                       (migration_id,)).fetchone()
-    return row[0] if row and row[0] else {}
+        return None
+    row = conn.execute("SELECT facts -> %s FROM airmigrate.runs WHERE migration_id = %s AND direction = 'up' "
+                       "AND facts ? %s AND (NOT %s OR status <> 'rolled_back') ORDER BY run_id DESC LIMIT 1",
+                       (name, migration_id, name, active)).fetchone()
+    return row[0] if row and row[0] else None
 
 
 def join_sql(text: str | None, statements: list[str]) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from psycopg import sql
 
-from airmigrate import state
+from airmigrate import operations, state, structure
 from airmigrate.db import Target, connect
 from airmigrate.errors import PreflightError
 from airmigrate.lifecycle.order import check_order
@@ -59,8 +60,33 @@ def run_checks(conn, migration: Migration) -> tuple[dict | None, int]:
     estimated_rows = check_table(conn, spec.schema_name, spec.table_name, spec.key_columns)
     check_order(conn, migration)
     check_references(conn, migration)
+    check_structure(conn, migration)
     check_lint(migration, conn.info.server_version)
     return None, estimated_rows
+
+
+def check_structure(conn, migration: Migration) -> None:
+    """Refuse an operation that would lose part of the table's structure (a primary key, another table's
+    foreign key, a view...) because it cannot carry it over to the replacement column or table safely:
+    each reason with its fix. Never drop silently what the application relies on."""
+    if not migration.spec.operations:
+        return
+    spec = migration.spec  # the table as it is now (a resumed run past its contract: what is left of it)
+    info = structure.read_table(conn, spec.schema_name, spec.table_name)
+    problems = operations.refusals(migration, info)
+    for what, statements in operations.probes(migration, info):
+        try:
+            with conn.transaction(force_rollback=True):  # an empty temporary copy: nothing of the target changes
+                for statement in statements:
+                    conn.execute(statement)
+        except psycopg.Error as exc:
+            problems.append(f"{what}: what {spec.table} has on the column cannot be built on the new type "
+                            f"({str(exc).splitlines()[0]}). Drop or change that default, CHECK or index first "
+                            "(in an earlier migration), or pick a type it works with")
+    if problems:
+        raise PreflightError(
+            f"{migration.id} cannot keep the structure of {migration.spec.table}; nothing was changed:\n- "
+            + "\n- ".join(problems))
 
 
 def check_lint(migration: Migration, server_version: int) -> None:

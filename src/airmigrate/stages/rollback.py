@@ -21,13 +21,14 @@ import logging
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from airmigrate import state
+from airmigrate import state, structure
 from airmigrate.db import Target, connect
 from airmigrate.errors import PreflightError
 from airmigrate.schemadocs import changelog
 from airmigrate.spec import Migration
 from airmigrate.stages import backfill
-from airmigrate.stages.generated import column_types, down_batch_statements, join_sql, rollback_steps
+from airmigrate.stages.generated import (column_types, down_batch_statements, join_sql, recorded_fact,
+                                        rollback_steps)
 from airmigrate.stages.schema_change import apply_sql
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,15 @@ def finish(target: Target, migration: Migration, run_id: int) -> dict:
         steps = rollback_steps(conn, migration, run_id)
     apply_sql(target, migration, run_id, "down_contract", join_sql(None, steps.down_contract))
     restored = int(pending[1])
+    with connect(target, autocommit=True) as conn:
+        differences = verify_structure(conn, migration)
+        state.add_facts(conn, run_id, structure_identical=not differences, structure_differences=differences)
+    if differences:
+        log.warning("after the rollback %s is NOT identical to before the migration:\n- %s",
+                    migration.spec.table, "\n- ".join(differences))
+    else:
+        log.info("after the rollback %s is identical to before the migration (columns, constraints, indexes, "
+                 "triggers, comments, grants)", migration.spec.table)
     with connect(target, autocommit=True) as conn, conn.transaction():
         before = state.history(conn, migration.id)
         snapshot = before["snapshot_table"]
@@ -130,7 +140,25 @@ def finish(target: Target, migration: Migration, run_id: int) -> dict:
                                     "WHERE migration_id = %s", (migration.id,)).fetchone()
         changelog.append_rollback(migration, {"rolled_back_at": when, "rolled_back_by": by})
     log.info("%s rolled back; %s rows copied back or restored in batches", migration.id, f"{restored:,}")
-    return {"status": "rolled_back", "restored_rows": restored}
+    return {"status": "rolled_back", "restored_rows": restored, "structure_identical": not differences,
+            "structure_differences": differences}
+
+
+def verify_structure(conn, migration: Migration) -> list[str]:
+    """The rollback's own check: the table's full definition now against the one the backup stage recorded
+    before the migration, and the tables the operations created gone; each difference in words (empty when
+    identical). Nothing recorded (a migration applied before airmigrate kept it): nothing to compare."""
+    spec = migration.spec
+    before = recorded_fact(conn, migration.id, "structure", active=True)
+    if before is None:
+        return []
+    differences = structure.differences(structure.normalise(before),
+                                        structure.definition(conn, spec.schema_name, spec.table_name), spec.table)
+    for op in spec.operations:
+        created = getattr(op, "new_table", None)
+        if created and structure.definition(conn, spec.schema_name, created) is not None:
+            differences.append(f"table {spec.schema_name}.{created}: created by the migration, still there")
+    return differences
 
 
 def restore(target: Target, migration: Migration, run_id: int, batch_size: int | None = None) -> dict:
@@ -141,4 +169,4 @@ def restore(target: Target, migration: Migration, run_id: int, batch_size: int |
 
 
 __all__ = ["preflight_rollback", "down", "start_restore", "restore_shard", "finish", "restore", "rollback_sql",
-           "down_batch_statements"]
+           "down_batch_statements", "verify_structure"]

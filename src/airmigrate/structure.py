@@ -1,0 +1,194 @@
+"""A table's full definition read from the PostgreSQL catalog, normalised, and compared.
+
+One reader serves two needs:
+
+- the operations that replace a column or move columns to a new table carry over everything the old one
+  had (NOT NULL, default, CHECK, UNIQUE, foreign keys, indexes, comment, column grants, statistics target);
+  they need each object with the columns it uses (:func:`read_table`);
+- the checks that say "identical" (the rehearsal after its rollback, the rollback's own verification, the
+  run report's schema diff) compare structure, not only rows (:func:`definition` and :func:`differences`).
+
+The result is plain JSON (it is kept in a run's facts, so a rollback after the contract still knows what
+the original column had). Column order is not part of the definition: no zero-downtime operation can put
+a replaced column back in its old position without rewriting the table.
+
+PostgreSQL-only catalog knowledge: this module belongs in ``engines/postgres/`` once that package exists.
+"""
+
+from __future__ import annotations
+
+_COLUMNS = """
+SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       pg_get_expr(d.adbin, d.adrelid), nullif(a.attidentity, ''), nullif(a.attgenerated, ''),
+       CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
+            THEN (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.collname) FROM pg_collation c
+                  JOIN pg_namespace n ON n.oid = c.collnamespace WHERE c.oid = a.attcollation) END,
+       col_description(a.attrelid, a.attnum), nullif(a.attstattarget, -1)::int,
+       CASE WHEN a.attidentity = '' THEN pg_get_serial_sequence(quote_ident(n.nspname) || '.' ||
+            quote_ident(cl.relname), a.attname) END,
+       (SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM (
+          SELECT (CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END) || ' ' || e.privilege_type
+                 || CASE WHEN e.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END AS x
+          FROM aclexplode(a.attacl) e LEFT JOIN pg_roles r ON r.oid = e.grantee) g)
+FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_class cl ON cl.oid = a.attrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+"""
+
+_CONSTRAINTS = """
+SELECT con.conname::text, con.contype::text, pg_get_constraintdef(con.oid),
+       coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.conkey) WITH ORDINALITY k(n, ord)
+                 JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n), '{}'),
+       CASE WHEN con.conindid <> 0 AND con.contype IN ('u', 'p', 'x') THEN pg_get_indexdef(con.conindid) END
+FROM pg_constraint con WHERE con.conrelid = %(oid)s ORDER BY con.conname
+"""
+
+_INDEXES = """
+SELECT c.relname::text, pg_get_indexdef(i.indexrelid), i.indisvalid,
+       coalesce((SELECT array_agg(DISTINCT a.attname::text) FROM pg_attribute a WHERE a.attrelid = i.indrelid
+                 AND a.attnum > 0 AND (a.attnum = ANY (i.indkey) OR a.attnum IN (
+                   SELECT d.refobjsubid FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                   AND d.objid = i.indexrelid AND d.refobjid = i.indrelid))), '{}'),
+       EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid)
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %(oid)s ORDER BY c.relname
+"""
+
+_REFERENCED_BY = """
+SELECT con.conname::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_constraintdef(con.oid),
+       (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.confkey) WITH ORDINALITY k(n, ord)
+        JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n), n.nspname::text, c.relname::text
+FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE con.contype = 'f' AND con.confrelid = %(oid)s AND con.conrelid <> %(oid)s ORDER BY 2, 1
+"""
+
+# What else depends on a column and would be dropped with it (or keep it from being dropped): views, triggers
+# limited to it (UPDATE OF), row security policies, extended statistics, generated columns computed from it.
+_DEPENDENTS = """
+SELECT a.attname::text, CASE WHEN d.classid = 'pg_class'::regclass
+         THEN 'generated column ' || (SELECT attname FROM pg_attribute WHERE attrelid = d.objid
+                                      AND attnum = d.objsubid)
+         WHEN d.classid = 'pg_rewrite'::regclass
+         THEN 'view ' || (SELECT ev_class::regclass::text FROM pg_rewrite WHERE oid = d.objid)
+         ELSE pg_describe_object(d.classid, d.objid, d.objsubid) END
+FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = %(oid)s AND d.refobjsubid > 0
+  AND (d.classid = 'pg_rewrite'::regclass AND (SELECT ev_class FROM pg_rewrite WHERE oid = d.objid) <> %(oid)s
+       OR d.classid IN ('pg_trigger'::regclass, 'pg_policy'::regclass, 'pg_statistic_ext'::regclass)
+       OR d.classid = 'pg_class'::regclass AND d.objid = %(oid)s AND d.objsubid > 0 AND d.objsubid <> d.refobjsubid)
+ORDER BY 1, 2
+"""
+
+
+def read_table(conn, schema: str, table: str) -> dict | None:
+    """Everything about `schema.table` an operation must carry over or a check must compare; None when
+    the table does not exist. Each constraint and index lists the columns it uses."""
+    row = conn.execute("SELECT c.oid, obj_description(c.oid, 'pg_class'), c.relacl::text[] FROM pg_class c "
+                       "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s "
+                       "AND c.relkind IN ('r', 'p')", (schema, table)).fetchone()
+    if row is None:
+        return None
+    oid, comment, acl = row
+    params = {"oid": oid}
+    columns = {r[0]: {"type": r[1], "not_null": r[2], "default": r[3], "identity": r[4], "generated": r[5],
+                      "collation": r[6], "comment": r[7], "statistics": r[8], "owns_sequence": r[9],
+                      "privileges": list(r[10])}
+               for r in conn.execute(_COLUMNS, params)}
+    constraints = {r[0]: {"kind": r[1], "definition": r[2], "columns": list(r[3]),  # NOT VALID is in r[2]
+                          "index": r[4]} for r in conn.execute(_CONSTRAINTS, params)}
+    indexes = {r[0]: {"definition": r[1] + ("" if r[2] else " -- INVALID"), "columns": sorted(r[3]),
+                      "constraint": r[4]} for r in conn.execute(_INDEXES, params)}
+    triggers = {r[0]: r[1] for r in conn.execute(
+        "SELECT tgname::text, pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = %(oid)s AND NOT tgisinternal "
+        "ORDER BY tgname", params)}
+    referenced_by = {f"{r[1]}.{r[0]}": {"definition": r[2], "columns": list(r[3]), "name": r[0],
+                                        "table": [r[4], r[5]]} for r in conn.execute(_REFERENCED_BY, params)}
+    dependents: dict[str, list[str]] = {}
+    for column, what in conn.execute(_DEPENDENTS, params):
+        dependents.setdefault(column, []).append(what)
+    return {"schema": schema, "table": table, "comment": comment, "privileges": sorted(acl or []),
+            "columns": columns, "constraints": constraints, "indexes": indexes, "triggers": triggers,
+            "referenced_by": referenced_by, "dependents": dependents}
+
+
+def definition(conn, schema: str, table: str) -> dict | None:
+    """The table's normalised definition: what "identical" compares. Columns by name (not position) with type,
+    nullability, default, identity, generation, collation, comment, statistics target and grants;
+    constraints, indexes and triggers by name with their definitions; the table's comment and grants; the
+    foreign keys of other tables pointing at it. Object names are part of it (a renamed index differs)."""
+    table_info = read_table(conn, schema, table)
+    return None if table_info is None else normalise(table_info)
+
+
+def normalise(table_info: dict) -> dict:
+    """The comparable part of :func:`read_table`'s result (drops the helper fields: columns used, etc.)."""
+    return {"comment": table_info["comment"], "privileges": table_info["privileges"],
+            "columns": table_info["columns"],
+            "constraints": {n: c["definition"] for n, c in table_info["constraints"].items()},
+            "indexes": {n: i["definition"] for n, i in table_info["indexes"].items()},
+            "triggers": table_info["triggers"],
+            "referenced_by": {n: r["definition"] for n, r in table_info["referenced_by"].items()}}
+
+
+def differences(before: dict | None, after: dict | None, name: str = "the table") -> list[str]:
+    """Each difference between two definitions in words ("index users_email_idx: missing (was CREATE ...)");
+    an empty list means identical."""
+    if before is None or after is None:
+        if before is after:
+            return []
+        return [f"{name}: {'missing' if after is None else 'did not exist before'}"]
+    out = []
+    for field in ("comment", "privileges"):
+        if before.get(field) != after.get(field):
+            out.append(f"{name} {field}: {before.get(field)!r} -> {after.get(field)!r}")
+    for section, label in (("columns", "column"), ("constraints", "constraint"), ("indexes", "index"),
+                           ("triggers", "trigger"), ("referenced_by", "foreign key to it")):
+        was, now = before.get(section) or {}, after.get(section) or {}
+        for item in sorted(set(was) | set(now)):
+            if item not in now:
+                out.append(f"{label} {item}: missing (was {_show(was[item])})")
+            elif item not in was:
+                out.append(f"{label} {item}: added ({_show(now[item])})")
+            elif was[item] != now[item]:
+                out.append(f"{label} {item}: {_changed(was[item], now[item])}")
+    return out
+
+
+def _show(value) -> str:
+    if isinstance(value, dict):
+        return describe_column(value)
+    return str(value)
+
+
+def _changed(was, now) -> str:
+    if isinstance(was, dict) and isinstance(now, dict):
+        return "; ".join(f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(was) | set(now))
+                         if was.get(k) != now.get(k))
+    return f"{was} -> {now}"
+
+
+def describe_column(column: dict) -> str:
+    """One line: type, NOT NULL, DEFAULT, identity/generation, collation, statistics, comment, grants."""
+    parts = [column["type"]]
+    if column.get("collation"):
+        parts.append(f"COLLATE {column['collation']}")
+    if column.get("not_null"):
+        parts.append("NOT NULL")
+    if column.get("generated"):
+        parts.append(f"GENERATED ALWAYS AS ({column.get('default')}) STORED")
+    elif column.get("default") is not None:
+        parts.append(f"DEFAULT {column['default']}")
+    if column.get("identity"):
+        parts.append("GENERATED " + ("ALWAYS" if column["identity"] == "a" else "BY DEFAULT") + " AS IDENTITY")
+    if column.get("statistics") is not None:
+        parts.append(f"STATISTICS {column['statistics']}")
+    if column.get("comment"):
+        parts.append(f"COMMENT {column['comment']!r}")
+    if column.get("owns_sequence"):
+        parts.append(f"OWNS {column['owns_sequence']}")
+    if column.get("privileges"):
+        parts.append("GRANT " + ", ".join(column["privileges"]))
+    return " ".join(parts)
+
+
+__all__ = ["read_table", "definition", "normalise", "differences", "describe_column"]
