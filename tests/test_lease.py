@@ -41,6 +41,15 @@ def slow_migrations(tmp_path) -> Path:
 
 
 @pytest.fixture
+def slower_migrations(slow_migrations) -> Path:
+    """Half a second a batch (~30 s of backfill): long enough for two more runners to start beside it on a busy
+    machine."""
+    backfill = slow_migrations / SLOW / "backfill.sql"
+    backfill.write_text(backfill.read_text().replace("pg_sleep(0.25)", "pg_sleep(0.5)"))
+    return slow_migrations
+
+
+@pytest.fixture
 def own_metadata(airflow_metadata):
     """An Airflow metadata database of its own for a second runner (its own Airflow home, as on another machine)."""
     def make(home: Path) -> dict:
@@ -101,11 +110,12 @@ def reference_checksum(pg_server, template_db, name: str) -> str:
 
 
 def test_a_second_run_refuses_naming_the_first_and_a_waiting_migrate_does_nothing_twice(
-        fresh_db, slow_migrations, own_metadata, tmp_path, pg_server, template_db):
-    first = start(fresh_db, slow_migrations, "run", SLOW)
+        fresh_db, slower_migrations, own_metadata, tmp_path, pg_server, template_db):
+    second_home, third_home = own_metadata(tmp_path / "second"), own_metadata(tmp_path / "third")
+    first = start(fresh_db, slower_migrations, "run", SLOW)
     wait_for(lambda: len(batches(fresh_db)) >= 1, "the first runner's backfill")
-    second = start(fresh_db, slow_migrations, "run", SLOW, **own_metadata(tmp_path / "second"))
-    third = start(fresh_db, slow_migrations, "migrate", "--wait", "600", **own_metadata(tmp_path / "third"))
+    second = start(fresh_db, slower_migrations, "run", SLOW, **second_home)
+    third = start(fresh_db, slower_migrations, "migrate", "--wait", "600", **third_home)
     code1, out1 = finish(first)
     code2, out2 = finish(second)
     code3, out3 = finish(third)
@@ -123,8 +133,9 @@ def test_a_second_run_refuses_naming_the_first_and_a_waiting_migrate_does_nothin
     assert table_checksum(fresh_db) == reference_checksum(pg_server, template_db, f"{fresh_db.dbname}_ref")
 
 
-def test_a_dag_run_and_a_cli_run_at_once(fresh_db, slow_migrations, own_metadata, tmp_path):
+def test_a_dag_run_and_a_cli_run_at_once(fresh_db, slower_migrations, own_metadata, tmp_path):
     """An Airflow DAG run (tasks holding the lease shared, with a heartbeat) against a CLI run."""
+    slow_migrations, cli_home = slower_migrations, own_metadata(tmp_path / "cli")
     env = {**os.environ, "AIRMIGRATE_TARGET_URL": fresh_db.url(), "AIRMIGRATE_MIGRATIONS_DIR": str(slow_migrations),
            "AIRMIGRATE_EXPECTATIONS_DIR": str(FIXTURES / "expectations"),
            "AIRFLOW_CONN_AIRMIGRATE_TARGET": fresh_db.airflow_uri()}
@@ -134,7 +145,7 @@ def test_a_dag_run_and_a_cli_run_at_once(fresh_db, slow_migrations, own_metadata
     dag_run = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     wait_for(lambda: len(batches(fresh_db)) >= 1, "the DAG run's backfill")
-    cli = start(fresh_db, slow_migrations, "run", SLOW, **own_metadata(tmp_path / "cli"))
+    cli = start(fresh_db, slow_migrations, "run", SLOW, **cli_home)
     code_cli, out_cli = finish(cli)
     code_dag, out_dag = finish(dag_run)
     assert code_dag == 0, out_dag

@@ -38,7 +38,7 @@ from airmigrate.errors import PreflightError
 log = logging.getLogger(__name__)
 
 LOCK_CLASS = 0x616D6967  # "amig": the first half of every lease's advisory-lock key
-CLI, AIRFLOW = "cli", "airflow"
+CLI, AIRFLOW, PROCESS = "cli", "airflow", "process"  # PROCESS: stages called directly (no Airflow, no lock)
 GRACE_S = 10.0  # a task waits this long for the lock at least: a CLI runner that is about to refuse lets go of it
 EXIT_BUSY = 75  # sysexits EX_TEMPFAIL: another runner holds the migration; try again later (or --wait)
 
@@ -95,6 +95,8 @@ def owner_for(migration_id: str, dag_run_id: str | None) -> Owner:
     cli = held_here(migration_id)
     if cli:
         return Owner(dag_run_id, cli, CLI)
+    if dag_run_id is None:  # the stages called directly (tests, scripts): no DAG run to outlive a process
+        return Owner(None, f"a process on {socket.gethostname()} (pid {os.getpid()})", PROCESS)
     return Owner(dag_run_id, f"Airflow DAG run {dag_run_id} on {socket.gethostname()} (pid {os.getpid()})", AIRFLOW)
 
 
@@ -264,7 +266,7 @@ def live_foreign_run(conn, migration_id: str, dag_run_id: str | None) -> str | N
     if conn.execute("SELECT to_regclass('airmigrate.runs')").fetchone()[0] is None:
         return None
     run = _open_run(conn, migration_id)
-    if run is None or (dag_run_id is not None and run["owner"] == dag_run_id):
+    if run is None or run["owner"] == dag_run_id:  # ours (or, both None, an unowned run of direct stage calls)
         return None
     holders = lock_holders(conn, migration_id)
     if holders:
