@@ -8,6 +8,7 @@ import os
 
 from fastapi.testclient import TestClient
 
+from airmigrate import state
 from airmigrate.airflow import plugin
 from airmigrate.airflow.runner import run_dag
 
@@ -44,6 +45,10 @@ def test_a_report_opened_after_a_rollback_is_the_one_written_when_its_run_ended(
         # the rollback's own report is another file, reached from its own DAG run
         rollback = client.get(f"/reports/dag-run/{MIGRATION}__rollback/{back.run_id}", follow_redirects=False)
         assert rollback.status_code == 303 and "-rollback-run" in rollback.headers["location"]
+        # its approval (approved up front by the trigger param) is on its record: who, when, how (§3)
+        rollback_html = client.get(rollback.headers["location"].removeprefix("/airmigrate")).text
+        assert "approve_rollback" in rollback_html and "approved up front (approve_rollback=true)" in rollback_html
+        assert state.who() in rollback_html
         # a run with no report yet: a 404 that says when it comes, and no file written by asking
         before = sorted(os.listdir(path.parent))
         missing = client.get(f"/reports/dag-run/{MIGRATION}/manual__never", follow_redirects=False)

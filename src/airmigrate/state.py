@@ -125,6 +125,21 @@ CREATE TABLE IF NOT EXISTS airmigrate.actions (
     actor        text NOT NULL,
     at           timestamptz NOT NULL DEFAULT now()
 );
+-- Every attempt at a batch (issue 18): its outcome, error, worker and time. airmigrate.batches keeps only the
+-- latest attempt (a retry resets it), this keeps them all, so a failed-then-retried batch stays on the record.
+CREATE TABLE IF NOT EXISTS airmigrate.batch_attempts (
+    id          bigserial PRIMARY KEY,
+    run_id      bigint NOT NULL REFERENCES airmigrate.runs ON DELETE CASCADE,
+    batch_no    integer NOT NULL,
+    lo          text,
+    hi          text,
+    outcome     text NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'split')),
+    error       text,
+    worker      text,
+    started_at  timestamptz,
+    finished_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS batch_attempts_run ON airmigrate.batch_attempts (run_id, batch_no);
 """
 
 ACTIVE = ("pending", "running", "paused", "failed")
@@ -306,3 +321,20 @@ def failed_batches(conn, run_id: int) -> list[tuple]:
         "SELECT batch_no, lo, hi, attempts, last_error FROM airmigrate.batches "
         "WHERE run_id = %s AND status = 'failed' ORDER BY batch_no", (run_id,)).fetchall()
 
+
+def record_attempt(conn, run_id: int, batch_no: int, lo, hi, outcome: str, error: str | None, worker: str,
+                   started_at) -> None:
+    """One attempt at a batch, in the transaction that records its outcome in airmigrate.batches (so the two
+    never disagree): the history a retry would otherwise erase."""
+    conn.execute("INSERT INTO airmigrate.batch_attempts (run_id, batch_no, lo, hi, outcome, error, worker, "
+                 "started_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                 (run_id, batch_no, lo, hi, outcome, error, worker, started_at))
+
+
+def batch_attempts(conn, run_id: int) -> list[dict]:
+    """Every attempt of the run's batches, by batch and time (empty when an older schema has no such table)."""
+    if conn.execute("SELECT to_regclass('airmigrate.batch_attempts')").fetchone()[0] is None:
+        return []
+    cur = conn.execute("SELECT batch_no, lo, hi, outcome, error, worker, started_at, finished_at FROM "
+                       "airmigrate.batch_attempts WHERE run_id = %s ORDER BY batch_no, id", (run_id,))
+    return [dict(zip([c.name for c in cur.description], row)) for row in cur.fetchall()]

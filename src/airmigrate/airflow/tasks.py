@@ -109,17 +109,27 @@ def pause_run(migration_id: str, direction: str = "up", who: str | None = None) 
     """Approval rejected: keep the run open as `paused` (expanded schema stays); a new trigger resumes it. The
     rejection is recorded as an action (who, when), so the console and the report show why the Airflow run is
     green while nothing was contracted."""
+    what = "contract" if direction == "up" else "rollback"
+    record_approval(migration_id, direction, False, who, f"{what} rejected: the schema stays as it is; trigger the "
+                    "DAG again to be asked again", pause=True)
+    log.info("%s rejected: %s stays as it is; trigger the DAG again to be asked again", what, migration_id)
+
+
+def record_approval(migration_id: str, direction: str, approved: bool, who: str | None, detail: str,
+                    pause: bool = False) -> None:
+    """An approval step's answer in airmigrate.actions (approve_/reject_ contract or rollback, who, when), where
+    the console and the run's report read it; with ``pause`` the run is kept open as `paused` (a rejection)."""
     migration = _load(str(settings.migrations_dir() / migration_id))
     what = "contract" if direction == "up" else "rollback"
     with connect(target_for(migration), autocommit=True) as conn:
         run_id = state.active_run(conn, migration.id, direction)
-        if run_id:
+        if not run_id:
+            return
+        if pause:
             conn.execute("UPDATE airmigrate.runs SET status = 'paused' WHERE run_id = %s", (run_id,))
-            conn.execute("INSERT INTO airmigrate.actions (migration_id, run_id, action, detail, actor) VALUES "
-                         "(%s, %s, %s, %s, %s)", (migration.id, run_id, f"reject_{what}",
-                                                  f"{what} rejected: the schema stays as it is; trigger the DAG "
-                                                  "again to be asked again", who or "unknown"))
-    log.info("contract rejected: %s stays expanded; trigger the DAG again to be asked again", migration_id)
+        conn.execute("INSERT INTO airmigrate.actions (migration_id, run_id, action, detail, actor) VALUES "
+                     "(%s, %s, %s, %s, %s)", (migration.id, run_id, f"{'approve' if approved else 'reject'}_{what}",
+                                              detail, who or "unknown"))
 
 
 def current_run(target: Target, migration: Migration, direction: str = "up") -> int:

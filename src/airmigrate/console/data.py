@@ -262,13 +262,20 @@ def pacing_series(conn, run_id: int, limit: int = 600) -> list[dict]:
              "decision": "", "target_ratio": None} for at, rps in reversed(rows)]
 
 
-def batches_table(conn, run_id: int, limit: int = 500) -> list[dict]:
-    """Range, rows, seconds, attempts, worker, error; failed first, then running, then by number."""
+def batches_table(conn, run_id: int, limit: int = 500, offset: int = 0) -> list[dict]:
+    """Range, rows, seconds, attempts, worker, error; failed first, then running, then by number. Attempts and
+    the error count every try (airmigrate.batch_attempts): a retried batch keeps its earlier failures."""
+    history = conn.execute("SELECT to_regclass('airmigrate.batch_attempts') IS NOT NULL").fetchone()[0]
+    tries = ("(SELECT count(*) FROM airmigrate.batch_attempts a WHERE a.run_id = b.run_id AND a.batch_no = "
+             "b.batch_no)" if history else "0")
+    last_failure = ("(SELECT a.error FROM airmigrate.batch_attempts a WHERE a.run_id = b.run_id AND a.batch_no = "
+                    "b.batch_no AND a.outcome = 'failed' ORDER BY a.id DESC LIMIT 1)" if history else "NULL")
     rows = conn.execute(
-        "SELECT batch_no, lo, hi, status, size, rows, attempts, worker, last_error, started_at, finished_at, "
-        "extract(epoch FROM coalesce(finished_at, clock_timestamp()) - started_at) FROM airmigrate.batches "
+        f"SELECT batch_no, lo, hi, status, size, rows, greatest(attempts, {tries}), worker, "
+        f"coalesce(last_error, {last_failure}), started_at, finished_at, "
+        "extract(epoch FROM coalesce(finished_at, clock_timestamp()) - started_at) FROM airmigrate.batches b "
         "WHERE run_id = %s AND status <> 'split' ORDER BY CASE status WHEN 'failed' THEN 0 WHEN 'running' THEN 1 "
-        "WHEN 'pending' THEN 2 ELSE 3 END, batch_no LIMIT %s", (run_id, limit)).fetchall()
+        "WHEN 'pending' THEN 2 ELSE 3 END, batch_no LIMIT %s OFFSET %s", (run_id, limit, offset)).fetchall()
     return [{"batch_no": n, "lo": lo, "hi": hi, "status": st, "size": size, "rows": r, "attempts": attempts,
              "worker": worker, "error": error, "started_at": start, "finished_at": end,
              "seconds": round(float(secs), 2) if secs is not None else None}
