@@ -382,7 +382,7 @@ def rehearse_task(migration_dir: str):
     migration, params = _load(migration_dir), _params()
     try:
         results = rehearse(target_for(migration), migration, sample=params.get("sample"),
-                           keep=bool(params.get("keep")))
+                           keep=bool(params.get("keep")), dag_run_id=get_current_context()["dag_run"].run_id)
     except RehearsalError as exc:
         raise AirflowFailException(str(exc)) from exc
     for line in render(results).splitlines():
