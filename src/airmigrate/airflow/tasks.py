@@ -42,6 +42,11 @@ def _params() -> dict:
     return dict(get_current_context()["params"])
 
 
+class RunCancelled(AirflowFailException):
+    """Cancelled from the console: the task ends (Airflow shows it failed) but the run is recorded as cancelled,
+    by whom and what next, not as a failure to fix."""
+
+
 def stage_task(direction: str = "up"):
     """Decorator: load migration + target + current run, run the stage, translate errors."""
 
@@ -51,7 +56,7 @@ def stage_task(direction: str = "up"):
             target = target_for(migration)
             try:
                 return fn(target, migration) if shard is None else fn(target, migration, shard)
-            except (AirflowSkipException, AirflowRescheduleException):
+            except (AirflowSkipException, AirflowRescheduleException, RunCancelled):
                 raise
             except Exception as exc:
                 if is_transient(exc) and not _last_try():
@@ -232,9 +237,30 @@ def _obey_console(target, migration, stopped: str | None) -> None:
         log.info("paused from the console: looking again in %d s (no worker slot held meanwhile)", PAUSED_POKE_S)
         raise AirflowRescheduleException(reschedule_date=datetime.now(timezone.utc) + timedelta(seconds=PAUSED_POKE_S))
     if stopped == "cancelled":
-        raise AirflowFailException(f"cancelled from the console: the backfill stopped; the schema stays expanded. "
-                                   f"Undo it with the DAG {migration.rollback_dag_id} (or `airmigrate run "
-                                   f"{migration.id} --rollback`), or trigger {migration.id} again to resume")
+        raise RunCancelled(record_cancel(target, migration))
+
+
+def record_cancel(target, migration, direction: str = "up") -> str:
+    """A cancelled run's record: who cancelled it and when, and the two ways on (resume or roll back), as the
+    run's error (the run stays resumable: a new trigger continues from the cursor); its report is written once,
+    by the first shard that stops."""
+    from airmigrate.control import cancel_message
+
+    with connect(target, autocommit=True) as conn:
+        run_id = state.active_run(conn, migration.id, direction)
+        if run_id is None:
+            return f"{migration.id}: cancelled from the console"
+        row = conn.execute("SELECT actor, at FROM airmigrate.actions WHERE run_id = %s AND action = 'cancel' "
+                           "ORDER BY at DESC LIMIT 1", (run_id,)).fetchone()
+        message = cancel_message(migration.id, migration.rollback_dag_id, *(row or (None, None)))
+        with conn.transaction():
+            first = conn.execute("UPDATE airmigrate.runs SET status = 'failed', finished_at = now(), error = %s "
+                                 "WHERE run_id = %s AND status <> 'failed'", (message, run_id)).rowcount
+            if direction == "up":
+                state.mark_history_failed(conn, migration.id, message)
+    if first:
+        report.write_report_safely(target, migration, direction, run_id)
+    return message
 
 
 def _pacing_override(params) -> dict:

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from urllib.parse import quote
 
 from airmigrate import settings, state
+from airmigrate.control import cancel_message, cancellation
 from airmigrate.db import connect
 from airmigrate.errors import SpecError
 from airmigrate.spec import Migration, discover, load_migration
@@ -185,8 +186,7 @@ def summary(migration: Migration, dag_run: dict | None, conn) -> dict:
             entry["rows_per_s"] = round(rows_per_s_now(conn, run["run_id"]), 1)
         if {"controls", "pacing", "actions"} <= tables:
             entry["throttle"] = throttle(conn, migration, run)
-            entry["cancelled"] = conn.execute("SELECT EXISTS (SELECT FROM airmigrate.actions WHERE run_id = %s AND "
-                                              "action = 'cancel')", (run["run_id"],)).fetchone()[0]
+            mark_cancelled(entry, migration, cancellation(conn, run["run_id"]))
         if entry["state"] == "paused" and entry["throttle"]["state"] != "paused":
             entry["throttle"]["state"] = "paused"
     elif migration.spec.window and {"controls", "pacing", "actions"} <= tables:
@@ -197,12 +197,29 @@ def summary(migration: Migration, dag_run: dict | None, conn) -> dict:
     return entry
 
 
+def mark_cancelled(entry: dict, migration: Migration, cancel: dict | None) -> None:
+    """A cancelled backfill reads as cancelled (by whom, when, what next), not as a failure: the run is
+    recorded failed only so that it stays resumable and holds back the migrations after it."""
+    entry["cancelled"] = bool(cancel)
+    if not cancel or entry["state"] not in ("failed", "running", "paused", "queued"):
+        return
+    entry["state"], entry["error"] = "cancelled", None
+    entry["cancel"] = {"by": cancel["by"], "at": cancel["at"],
+                       "next": cancel_message(migration.id, migration.rollback_dag_id, cancel["by"], cancel["at"])}
+    entry["throttle"] = {**entry["throttle"], "state": "cancelled",
+                         "detail": f"by {cancel['by']}" if cancel["by"] else ""}
+    if entry.get("progress"):
+        entry["progress"]["eta_s"] = None
+
+
 def available_actions(entry: dict) -> list[str]:
     """The buttons that apply to a migration in this state."""
     run, st = entry.get("run"), entry["state"]
     if not run or run["status"] not in ("running", "paused", "pending", "failed"):
         return []
     out = []
+    if st == "cancelled":
+        return ["retry_failed"] if entry.get("failed_batches") and run["status"] != "failed" else []
     if run["status"] in ("running", "pending") and st != "failed":
         out += ["pause", "cancel", "batch_size", "app_latency_ratio"]
     if run["status"] == "paused":

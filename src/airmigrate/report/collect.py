@@ -57,11 +57,21 @@ def collect(conn, migration: Migration, run: dict, direction: str, target_name: 
         "schema": {"before_taken_at": (before or {}).get("taken_at"), "after_taken_at": after["taken_at"],
                    "before_missing": before is None, "tables": schema_mod.diff(before, after)},
     }
+    if run["status"] in ("failed", "running", "paused") and _cancelled(conn, run["run_id"]):
+        data["run"]["status"] = "cancelled"  # by whom and what next: the run's error says (control.cancel_message)
     marks_before, marks_after = _diagram_marks(data["schema"]["tables"])
     data["diagram_before"] = svg.table_diagram(before, marks_before, "before") if before else ""
     data["diagram_after"] = svg.table_diagram(after, marks_after, "after")
     data["rate_chart"] = svg.rate_chart(data["backfill"]["series"]) if data["backfill"] else ""
     return data
+
+
+def _cancelled(conn, run_id: int) -> bool:
+    from airmigrate.control import cancellation
+
+    if conn.execute("SELECT to_regclass('airmigrate.controls')").fetchone()[0] is None:
+        return False
+    return cancellation(conn, run_id) is not None
 
 
 def run_actions(conn, run_id: int) -> list[dict]:
