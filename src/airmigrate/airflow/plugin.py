@@ -27,6 +27,16 @@ app = FastAPI(title="airmigrate", description="The airmigrate console's API (iss
 app.include_router(web.router)
 
 
+@app.middleware("http")
+async def not_framed_by_other_sites(request: Request, call_next):
+    """Every page and report may be framed by this server only (Airflow's UI frames the console): a page of
+    another site, or another port of this host, cannot frame it logged in and steer a click onto a button."""
+    response = await call_next(request)
+    response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+    response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'self'")
+    return response
+
+
 @app.exception_handler(StarletteHTTPException)
 async def login_for_browsers(request: Request, exc: StarletteHTTPException):
     """Not logged in (or the session expired): a browser asking for a page goes to Airflow's login page and

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
+from airmigrate import settings
 from airmigrate.console import actions, airflow_side, data
 
 HERE = Path(__file__).resolve().parent
@@ -54,14 +55,19 @@ def check_same_origin(request: Request) -> None:
     source = request.headers.get("origin") or request.headers.get("referer")
     if not source or source == "null":
         raise HTTPException(403, "refused: a console action needs an Origin or Referer header of this server")
-    hosts = {request.headers.get("host", "")} | {h.strip() for h in
-                                                 request.headers.get("x-forwarded-host", "").split(",") if h.strip()}
+    hosts = {request.headers.get("host", "")}
+    if settings.trust_forwarded_host():  # only a proxy that sets it (and drops a client's) makes it trustworthy
+        hosts |= {h.strip() for h in request.headers.get("x-forwarded-host", "").split(",") if h.strip()}
     if urlsplit(source).netloc not in hosts:
         raise HTTPException(403, f"refused: cross-site request from {urlsplit(source).netloc or source}")
 
 
 def check_csrf(request: Request) -> None:
-    if request.headers.get("authorization", "").lower().startswith("bearer "):
+    """Same origin and the double-submit token, unless the request carries a bearer token (it authenticated
+    with that, not with the browser's cookie). An empty ``Authorization: Bearer`` is no token: Airflow then
+    falls back to the session cookie, so it gets the full check."""
+    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
         return  # no ambient credential: a bearer token is never sent by the browser on its own
     check_same_origin(request)
     cookie, header = request.cookies.get(CSRF_COOKIE, ""), request.headers.get(CSRF_HEADER, "")
@@ -94,6 +100,18 @@ def _detail(migration_id: str) -> dict | None:
     return data.detail(migration_id, airflow_side.latest_dag_runs([migration_id]).get(migration_id))
 
 
+def _only_what_they_may_do(user, entries: list[dict]) -> list[dict]:
+    """A user who may not trigger a migration's DAG (a Viewer) sees no button and no approval link for it:
+    nothing is shown that would only answer 403."""
+    for entry in entries:
+        if entry.get("actions") or (entry.get("links") or {}).get("approve"):
+            if not airflow_side.can_trigger(user, entry["id"]):
+                entry["actions"] = []
+                entry.get("links", {}).pop("approve", None)
+                entry["read_only"] = True
+    return entries
+
+
 def _page(request: Request, template: str, **context) -> HTMLResponse:
     token = csrf_token(request)
     fragment = request.query_params.get("fragment") == "1"
@@ -103,16 +121,17 @@ def _page(request: Request, template: str, **context) -> HTMLResponse:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def migrations_page(request: Request):
-    entries = await asyncio.to_thread(_overview)
+async def migrations_page(request: Request, user=Depends(current_user)):
+    entries = await asyncio.to_thread(lambda: _only_what_they_may_do(user, _overview()))
     return _page(request, "migrations.html", entries=entries)
 
 
 @router.get("/migrations/{migration_id}", response_class=HTMLResponse)
-async def migration_page(request: Request, migration_id: str):
+async def migration_page(request: Request, migration_id: str, user=Depends(current_user)):
     entry = await asyncio.to_thread(_detail, migration_id)
     if entry is None:
         raise HTTPException(404, f"no migration folder {migration_id}")
+    await asyncio.to_thread(_only_what_they_may_do, user, [entry])
     return _page(request, "migration.html", m=entry)
 
 
