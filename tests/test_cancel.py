@@ -4,18 +4,15 @@ even when Airflow's run failed), its report too; a new trigger clears it."""
 
 from __future__ import annotations
 
-from fastapi.testclient import TestClient
-
 from airmigrate import state
-from airmigrate.airflow import plugin
 from airmigrate.airflow.tasks import record_cancel
 from airmigrate.console import actions, data
 from airmigrate.db import connect
 from airmigrate.stages import backfill
-from test_console import FRAGILE, failed_dag_run, fragile  # noqa: F401 (the fixture)
+from test_console import FRAGILE, client, failed_dag_run, fragile  # noqa: F401 (fixtures)
 
 
-def test_a_cancelled_run_shows_cancelled_by_whom_and_what_next(fragile, fresh_db):  # noqa: F811
+def test_a_cancelled_run_shows_cancelled_by_whom_and_what_next(fragile, fresh_db, client):  # noqa: F811
     migration, run_id = fragile
     actions.perform(fresh_db, FRAGILE, "cancel", "dave")
     message = record_cancel(fresh_db, migration)  # what the first shard that stops does
@@ -31,17 +28,11 @@ def test_a_cancelled_run_shows_cancelled_by_whom_and_what_next(fragile, fresh_db
         assert entry["progress"]["eta_s"] is None
         assert "pause" not in entry["actions"] and "resume" not in entry["actions"]
 
-    login = plugin.app.router.dependencies[0].dependency
-    plugin.app.dependency_overrides[login] = lambda: None
-    try:
-        client = TestClient(plugin.app)
-        page = client.get(f"/migrations/{FRAGILE}").text
-        assert 'data-state="cancelled"' in page and 'data-state="failed"' not in page.split("<h1", 1)[1][:400]
-        assert "by <span class=\"who\">dave</span>" in page and "resume" in page and f"{FRAGILE}__rollback" in page
-        listing = client.get("/").text
-        assert 'data-state="cancelled"' in listing and "by dave; next:" in listing
-    finally:
-        plugin.app.dependency_overrides.clear()
+    page = client.get(f"/migrations/{FRAGILE}").text
+    assert 'data-state="cancelled"' in page and 'data-state="failed"' not in page.split("<h1", 1)[1][:400]
+    assert "by <span class=\"who\">dave</span>" in page and "resume" in page and f"{FRAGILE}__rollback" in page
+    listing = client.get("/").text
+    assert 'data-state="cancelled"' in listing and "by dave; next:" in listing
 
     [report] = (data.settings.var_dir() / "reports" / FRAGILE).glob("*-up-run*.html")
     html, md = report.read_text(), report.with_suffix(".md").read_text()

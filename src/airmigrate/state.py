@@ -338,3 +338,24 @@ def batch_attempts(conn, run_id: int) -> list[dict]:
     cur = conn.execute("SELECT batch_no, lo, hi, outcome, error, worker, started_at, finished_at FROM "
                        "airmigrate.batch_attempts WHERE run_id = %s ORDER BY batch_no, id", (run_id,))
     return [dict(zip([c.name for c in cur.description], row)) for row in cur.fetchall()]
+
+
+def latest_run_any(conn, migration_id: str) -> dict | None:
+    """The migration's newest run whichever way it went (up or rollback): what its state is now (issue 18)."""
+    cur = conn.execute(
+        "SELECT run_id, direction, dag_run_id, status, completed_stages, facts, started_at, finished_at, error "
+        "FROM airmigrate.runs WHERE migration_id = %s ORDER BY run_id DESC LIMIT 1", (migration_id,))
+    row = cur.fetchone()
+    return dict(zip([c.name for c in cur.description], row)) if row else None
+
+
+def runs_of(conn, migration_id: str, limit: int = 50) -> list[dict]:
+    """Every run of the migration, newest first, with the approvals given or refused in each (from
+    airmigrate.actions): the console's list of runs."""
+    cur = conn.execute(
+        "SELECT r.run_id, r.direction, r.dag_run_id, r.status, r.started_at, r.finished_at, r.error, "
+        "coalesce((SELECT jsonb_agg(jsonb_build_object('action', a.action, 'actor', a.actor, 'at', a.at) "
+        "ORDER BY a.at) FROM airmigrate.actions a WHERE a.run_id = r.run_id AND (a.action LIKE 'approve%%' "
+        "OR a.action LIKE 'reject%%')), '[]'::jsonb) AS approvals "
+        "FROM airmigrate.runs r WHERE r.migration_id = %s ORDER BY r.run_id DESC LIMIT %s", (migration_id, limit))
+    return [dict(zip([c.name for c in cur.description], row)) for row in cur.fetchall()]

@@ -35,7 +35,7 @@ def latest_dag_runs(dag_ids: list[str]) -> dict[str, dict]:
                            TaskInstance.end_date, TaskInstance.try_number)
                     .where(TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id)).all()
                 out[run.dag_id] = {
-                    "run_id": run.run_id, "state": _s(run.state), "start": run.start_date, "end": run.end_date,
+                    "dag_id": run.dag_id, "id": run.id, "run_id": run.run_id, "state": _s(run.state), "start": run.start_date, "end": run.end_date,
                     "queued_at": run.queued_at, "note": getattr(run, "note", None),
                     "tasks": [{"task_id": t, "map_index": m, "state": _s(st), "start": s, "end": e, "try": tr}
                               for t, m, st, s, e, tr in tis]}

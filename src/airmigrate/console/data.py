@@ -17,6 +17,7 @@ from airmigrate.errors import SpecError
 from airmigrate.spec import Migration, discover, load_migration
 
 RATE_WINDOW_S = 30  # "rows/s now": what the last 30 seconds did
+APPROVALS = ("approve_contract", "approve_rollback")
 ACTIVE_AIRFLOW = ("queued", "running")
 
 
@@ -29,9 +30,9 @@ def links(migration_id: str, dag_run: dict | None) -> dict:
     out = {"dag": _dag_url(migration_id), "rollback": _dag_url(f"{migration_id}__rollback"),
            "page": f"/airmigrate/migrations/{quote(migration_id, safe='')}"}
     if dag_run:
-        run_id = dag_run["run_id"]
-        out["run"] = _dag_url(migration_id, "runs", run_id)
-        out["report"] = f"/airmigrate/reports/dag-run/{quote(migration_id, safe='')}/{quote(run_id, safe='')}"
+        run_id, dag_id = dag_run["run_id"], dag_run.get("dag_id") or migration_id  # the up or the rollback DAG
+        out["run"] = _dag_url(dag_id, "runs", run_id)
+        out["report"] = f"/airmigrate/reports/dag-run/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
         tasks = dag_run.get("tasks") or []
         failed = [t for t in tasks if t["state"] == "failed"]
         running = [t for t in tasks if t["state"] in ("running", "up_for_reschedule", "up_for_retry", "deferred")]
@@ -40,10 +41,12 @@ def links(migration_id: str, dag_run: dict | None) -> dict:
             parts = ["runs", run_id, "tasks", pick["task_id"]]
             if pick["map_index"] is not None and pick["map_index"] >= 0:
                 parts += ["mapped", str(pick["map_index"])]
-            out["logs"] = _dag_url(migration_id, *parts)
+            out["logs"] = _dag_url(dag_id, *parts)
             out["logs_task"] = pick["task_id"] + (f"[{pick['map_index']}]" if (pick["map_index"] or -1) >= 0 else "")
-        if any(t["task_id"] == "approve_contract" and t["state"] == "awaiting_input" for t in tasks):
-            out["approve"] = _dag_url(migration_id, "runs", run_id, "tasks", "approve_contract", "required_actions")
+        waiting = [t["task_id"] for t in tasks if t["task_id"] in APPROVALS and t["state"] == "awaiting_input"]
+        if waiting:
+            out["approve"] = _dag_url(dag_id, "runs", run_id, "tasks", waiting[0], "required_actions")
+            out["approve_what"] = "rollback" if waiting[0] == "approve_rollback" else "contract"
     return out
 
 
@@ -53,11 +56,12 @@ def combined_state(hist: dict | None, run: dict | None, dag_run: dict | None) ->
     error = (run or {}).get("error") or (hist or {}).get("error")
     a_state = (dag_run or {}).get("state")
     if a_state in ACTIVE_AIRFLOW:
-        if any(t["task_id"] == "approve_contract" and t["state"] == "awaiting_input" for t in dag_run["tasks"]):
-            return "waiting for approval", None
+        rollback = (dag_run.get("dag_id") or "").endswith("__rollback")
+        if any(t["task_id"] in APPROVALS and t["state"] == "awaiting_input" for t in dag_run["tasks"]):
+            return ("rollback waiting for approval" if rollback else "waiting for approval"), None
         if run and run["status"] == "paused":
             return "paused", None
-        return ("queued" if a_state == "queued" else "running"), None
+        return ("queued" if a_state == "queued" else "rolling back" if rollback else "running"), None
     if a_state == "failed":
         if not error:
             failed = [t["task_id"] for t in dag_run["tasks"] if t["state"] == "failed"]
@@ -115,7 +119,7 @@ def throttle(conn, migration: Migration | None, run: dict | None, now: datetime 
         except ValueError:
             out["window_open"] = False
     if run["status"] not in ("running", "paused", "pending"):
-        out["state"] = run["status"]
+        out["state"] = "stopped" if run["status"] == "failed" else "finished"  # nothing runs: no throttle at work
         return out
     last = conn.execute("SELECT actor, at FROM airmigrate.actions WHERE run_id = %s AND action = %s "
                         "ORDER BY at DESC LIMIT 1", (run["run_id"], "cancel" if cancelled else "pause")).fetchone()
@@ -162,14 +166,15 @@ def summary(migration: Migration, dag_run: dict | None, conn) -> dict:
     tables = state_tables(conn)  # read only: an older version's schema may lack the newer tables
     has_state = "history" in tables and "runs" in tables
     hist = state.history(conn, migration.id) if has_state else None
-    run = state.latest_run(conn, migration.id) if has_state else None
+    run = state.latest_run_any(conn, migration.id) if has_state else None  # up or rollback: the newest
     entry["state"], entry["error"] = combined_state(hist, run, dag_run)
     entry["history"] = hist and {"status": hist["status"], "applied_at": hist["applied_at"],
                                  "applied_by": hist["applied_by"]}
     entry["run"] = run and {"run_id": run["run_id"], "status": run["status"], "dag_run_id": run["dag_run_id"],
+                            "direction": run["direction"],
                             "started_at": run["started_at"], "finished_at": run["finished_at"],
                             "stages": list(run["completed_stages"])}
-    entry["dag_run"] = dag_run and {k: dag_run[k] for k in ("run_id", "state", "start", "end")}
+    entry["dag_run"] = dag_run and {k: dag_run.get(k) for k in ("dag_id", "run_id", "state", "start", "end")}
     entry["progress"], entry["rows_per_s"], entry["failed_batches"] = None, 0.0, 0
     entry["throttle"] = {"state": "idle", "detail": ""}
     if run:
@@ -187,8 +192,9 @@ def summary(migration: Migration, dag_run: dict | None, conn) -> dict:
         if {"controls", "pacing", "actions"} <= tables:
             entry["throttle"] = throttle(conn, migration, run)
             mark_cancelled(entry, migration, cancellation(conn, run["run_id"]))
-        if entry["state"] == "paused" and entry["throttle"]["state"] != "paused":
-            entry["throttle"]["state"] = "paused"
+        if entry["state"] in ("paused", "queued", "waiting for approval", "rollback waiting for approval") \
+                and entry["throttle"]["state"] != entry["state"]:
+            entry["throttle"]["state"] = entry["state"]  # what is happening now, not a stale "running"
     elif migration.spec.window and {"controls", "pacing", "actions"} <= tables:
         entry["throttle"] = throttle(conn, migration, {"run_id": -1, "status": "running"})
         entry["throttle"]["state"] = "idle"
@@ -320,8 +326,11 @@ def stages_of(run: dict | None, dag_run: dict | None) -> list[dict]:
     return out
 
 
-def detail(migration_id: str, dag_run: dict | None = None, migrations_dir=None) -> dict | None:
-    """Everything the one-migration page shows; None for an unknown folder."""
+def detail(migration_id: str, dag_run: dict | None = None, migrations_dir=None,
+           airflow_runs: list[dict] | None = None) -> dict | None:
+    """Everything the one-migration page shows; None for an unknown folder. ``airflow_runs``: every Airflow run of
+    its DAGs (the plugin reads them), for the list of runs."""
+    from airmigrate.console.runs import runs_list
     from airmigrate.control import recent_actions
     from airmigrate.plan import render, static_plan
 
@@ -336,14 +345,16 @@ def detail(migration_id: str, dag_run: dict | None = None, migrations_dir=None) 
     try:
         with connect(_target(migration), autocommit=True) as conn:
             out.update(summary(migration, dag_run, conn))
-            run = state.latest_run(conn, migration.id) if out.get("run") else None
+            run = state.latest_run_any(conn, migration.id) if out.get("run") else None
             out["stages"] = stages_of(run, dag_run)
             tables = state_tables(conn)
             out["series"] = pacing_series(conn, run["run_id"]) if run and "pacing_log" in tables else []
             out["batch_rows"] = batches_table(conn, run["run_id"]) if run else []
             out["recent_actions"] = recent_actions(conn, migration.id) if run and "actions" in tables else []
+            ours = state.runs_of(conn, migration.id) if {"runs", "actions"} <= tables else []
+            out["runs"] = runs_list(migration.id, ours, airflow_runs, dag_run, out.get("links"))
     except Exception as exc:
-        out.update({"state": "unreachable", "error": f"{type(exc).__name__}: {exc}"[:300], "stages": [],
+        out.update({"state": "unreachable", "error": f"{type(exc).__name__}: {exc}"[:300], "stages": [], "runs": [],
                     "series": [], "batch_rows": [], "recent_actions": [], "links": links(migration.id, dag_run),
                     "actions": [], "throttle": {"state": "", "detail": ""}})
     out["cancelled"] = bool(out.get("cancelled"))

@@ -13,6 +13,7 @@ import hmac
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -88,16 +89,32 @@ def _with_csrf_cookie(response, request: Request, token: str):
 
 # --- pages ---------------------------------------------------------------------------------------------------
 
+# Every Airflow run of a migration's DAGs, newest first: the plugin sets it (airmigrate.airflow.runs.dag_runs_of)
+RUNS_OF: Callable[[str], list[dict]] = lambda migration_id: []
+
+
+def newest_dag_runs(ids: list[str]) -> dict[str, dict]:
+    """migration id -> the newest Airflow run of its up or rollback DAG: the migration's state is its latest
+    run's, whichever way it went (a rollback waiting for approval says so, with the link)."""
+    found = airflow_side.latest_dag_runs(ids + [f"{i}__rollback" for i in ids])
+    out = {}
+    for i in ids:
+        candidates = [r for r in (found.get(i), found.get(f"{i}__rollback")) if r]
+        if candidates:
+            out[i] = max(candidates, key=lambda r: r.get("id") or 0)
+    return out
+
+
 def _overview() -> list[dict]:
-    from airmigrate import settings
     from airmigrate.spec import discover
 
     ids = [f.name for f in discover(settings.migrations_dir())]
-    return data.overview(airflow_side.latest_dag_runs(ids))
+    return data.overview(newest_dag_runs(ids))
 
 
 def _detail(migration_id: str) -> dict | None:
-    return data.detail(migration_id, airflow_side.latest_dag_runs([migration_id]).get(migration_id))
+    return data.detail(migration_id, newest_dag_runs([migration_id]).get(migration_id),
+                       airflow_runs=RUNS_OF(migration_id))
 
 
 def _only_what_they_may_do(user, entries: list[dict]) -> list[dict]:
