@@ -103,10 +103,7 @@ def throttle(conn, migration: Migration | None, run: dict | None, now: datetime 
     paused, cancelled, batch_size = controls or (False, False, None)
     pacing = conn.execute("SELECT budget, target_ratio, reason, baseline_ms, updated_at FROM airmigrate.pacing "
                           "WHERE run_id = %s", (run["run_id"],)).fetchone()
-    out["batch_size"] = batch_size or conn.execute("SELECT batch_size FROM airmigrate.cursors WHERE run_id = %s",
-                                                   (run["run_id"],)).fetchone()
-    if isinstance(out["batch_size"], tuple):
-        out["batch_size"] = out["batch_size"][0]
+    out.update(batch_size_card(conn, migration, run["run_id"], batch_size))
     if pacing:
         out["pacing"] = {"budget": pacing[0], "target_ratio": pacing[1], "reason": pacing[2],
                          "baseline_ms": pacing[3], "updated_at": pacing[4]}
@@ -135,6 +132,27 @@ def throttle(conn, migration: Migration | None, run: dict | None, now: datetime 
         if pacing and pacing[2]:
             out["detail"] = pacing[2]
     return out
+
+
+def batch_size_card(conn, migration: Migration | None, run_id: int, ceiling: int | None) -> dict:
+    """The batch size as it really is: a ceiling set from the console (the adaptive sizer stays under it), the
+    fixed size, or "adaptive, started at N, now about M" (no number that is not true)."""
+    now = conn.execute("SELECT batch_size FROM airmigrate.cursors WHERE run_id = %s", (run_id,)).fetchone()
+    first = conn.execute("SELECT size FROM airmigrate.batches WHERE run_id = %s ORDER BY batch_no LIMIT 1",
+                         (run_id,)).fetchone()
+    now, first = now and now[0], first and first[0]
+    adaptive = True
+    if migration is not None and hasattr(migration, "folder"):
+        from airmigrate.stages.backfill import settings_of
+
+        adaptive = settings_of(migration).adaptive
+    if ceiling:
+        text = f"at most {ceiling:,} rows (set from the console" + ("; adaptive below it)" if adaptive else ")")
+    elif adaptive and now:
+        text = f"adaptive, started at {first or now:,}, now about {now:,} rows"
+    else:
+        text = f"{now:,} rows" if now else ""
+    return {"batch_size": ceiling or now, "batch_size_text": text}
 
 
 def _hm(at: datetime | None) -> str:
