@@ -359,3 +359,47 @@ def runs_of(conn, migration_id: str, limit: int = 50) -> list[dict]:
         "OR a.action LIKE 'reject%%')), '[]'::jsonb) AS approvals "
         "FROM airmigrate.runs r WHERE r.migration_id = %s ORDER BY r.run_id DESC LIMIT %s", (migration_id, limit))
     return [dict(zip([c.name for c in cur.description], row)) for row in cur.fetchall()]
+
+
+PAUSE_GAP_S = 5.0  # no batch running for longer than this is a pause, not work (left out of the rate)
+
+
+def progress_now(conn, run_id: int, recent: int = 50) -> dict | None:
+    """The console's progress (issue 18 §10): keys covered against the estimate, never over 100% (when more keys
+    turn up than the planner estimated, the estimate grows to them), and an ETA from the recent rate of work with
+    the pauses left out: the last ``recent`` batches' keys over the time a batch was running."""
+    if conn.execute("SELECT to_regclass('airmigrate.cursors')").fetchone()[0] is None:
+        return None
+    row = conn.execute(
+        "SELECT c.estimated_rows, c.exhausted, coalesce(sum(b.size) FILTER (WHERE b.status = 'succeeded'), 0), "
+        "count(*) FILTER (WHERE b.status IN ('pending', 'running', 'failed')) FROM airmigrate.cursors c "
+        "LEFT JOIN airmigrate.batches b USING (run_id) WHERE c.run_id = %s GROUP BY c.run_id", (run_id,)).fetchone()
+    if row is None:
+        return None
+    estimated, exhausted, covered, unfinished = row
+    total = max(int(estimated), int(covered), 1)
+    done = bool(exhausted and not unfinished)
+    percent = 100.0 if done else min(99.9, 100.0 * int(covered) / total)
+    spans = conn.execute("SELECT started_at, finished_at, size FROM airmigrate.batches WHERE run_id = %s AND "
+                         "status = 'succeeded' AND started_at IS NOT NULL AND finished_at IS NOT NULL "
+                         "ORDER BY finished_at DESC LIMIT %s", (run_id, recent)).fetchall()
+    rate = _busy_rate(spans)
+    return {"estimated": total, "covered": int(covered), "percent": percent, "exhausted": bool(exhausted),
+            "rate": rate, "eta_s": 0.0 if done or not rate else (total - int(covered)) / rate}
+
+
+def _busy_rate(spans: list[tuple]) -> float:
+    """Keys per second of time when at least one batch ran (overlapping shards counted once, gaps longer than
+    PAUSE_GAP_S left out; shorter ones, the pacer's sleeps between batches, count as part of the work)."""
+    if not spans:
+        return 0.0
+    busy, keys, end = 0.0, 0, None
+    for start, finish, size in sorted(spans):
+        keys += size
+        if end is None or (start - end).total_seconds() > PAUSE_GAP_S:
+            busy += (finish - start).total_seconds()
+        elif finish > end:
+            busy += (finish - end).total_seconds() if start <= end else (finish - start).total_seconds() + \
+                (start - end).total_seconds()
+        end = finish if end is None or finish > end else end
+    return keys / busy if busy > 0 else 0.0

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from urllib.parse import quote
 
 from airmigrate import settings, state
+from airmigrate.console.chart import chart_svg  # noqa: F401 (the pages' chart, kept importable here)
 from airmigrate.control import cancel_message, cancellation
 from airmigrate.db import connect
 from airmigrate.errors import SpecError
@@ -18,6 +19,7 @@ from airmigrate.spec import Migration, discover, load_migration
 
 RATE_WINDOW_S = 30  # "rows/s now": what the last 30 seconds did
 APPROVALS = ("approve_contract", "approve_rollback")
+IDLE_AFTER_S = 10  # no batch running or finished in this long: rows/s now is 0
 ACTIVE_AIRFLOW = ("queued", "running")
 
 
@@ -84,6 +86,12 @@ def rows_per_s_now(conn, run_id: int) -> float:
     row = conn.execute("SELECT rows_per_s FROM airmigrate.pacing_log WHERE run_id = %s AND "
                        "at > clock_timestamp() - make_interval(secs => %s) AND rows_per_s IS NOT NULL "
                        "ORDER BY at DESC LIMIT 1", (run_id, RATE_WINDOW_S)).fetchone()
+    busy = conn.execute(  # a shard at work: a batch finished lately, or its pacer (alive only while it works) logged
+        "SELECT EXISTS (SELECT FROM airmigrate.batches WHERE run_id = %s AND finished_at > clock_timestamp() - "
+        "make_interval(secs => %s)) OR EXISTS (SELECT FROM airmigrate.pacing_log WHERE run_id = %s AND at > "
+        "clock_timestamp() - interval '5 seconds')", (run_id, IDLE_AFTER_S, run_id)).fetchone()[0]
+    if not busy:
+        return 0.0  # nothing ran for a while (paused, stopped, waiting): "now" is zero, not the last figure
     if row:
         return float(row[0])
     done = conn.execute("SELECT coalesce(sum(rows), 0) FROM airmigrate.batches WHERE run_id = %s AND "
@@ -196,7 +204,7 @@ def summary(migration: Migration, dag_run: dict | None, conn) -> dict:
     entry["progress"], entry["rows_per_s"], entry["failed_batches"] = None, 0.0, 0
     entry["throttle"] = {"state": "idle", "detail": ""}
     if run:
-        progress = state.backfill_progress(conn, run["run_id"])
+        progress = state.progress_now(conn, run["run_id"])
         if progress:
             entry["progress"] = {"covered": int(progress["covered"]), "estimated": int(progress["estimated"]),
                                  "percent": round(float(progress["percent"]), 1),
@@ -376,74 +384,6 @@ def detail(migration_id: str, dag_run: dict | None = None, migrations_dir=None,
                     "series": [], "batch_rows": [], "recent_actions": [], "links": links(migration.id, dag_run),
                     "actions": [], "throttle": {"state": "", "detail": ""}})
     out["cancelled"] = bool(out.get("cancelled"))
-    return out
-
-
-def chart_svg(series: list[dict], width: int = 760, height: int = 220) -> str:
-    """Rows/s (area, left axis) and the application's latency ratio (line, right axis) over time, as inline SVG."""
-    from html import escape
-
-    points = _smoothed([p for p in series if p["at"] is not None])
-    if len(points) < 2:
-        return ('<svg class="chart" viewBox="0 0 %d 60" role="img" aria-label="no data yet"><text x="10" y="35">'
-                "No throughput recorded yet: the chart fills in while the backfill runs.</text></svg>" % width)
-    pad_l, pad_r, pad_t, pad_b = 56, 48, 12, 28
-    w, h = width - pad_l - pad_r, height - pad_t - pad_b
-    t0, t1 = points[0]["at"].timestamp(), points[-1]["at"].timestamp()
-    span = max(t1 - t0, 1.0)
-    max_rps = max((p["rows_per_s"] or 0) for p in points) or 1.0
-    ratios = [p["latency_ratio"] for p in points if p["latency_ratio"] is not None]
-    targets = [p["target_ratio"] for p in points if p["target_ratio"] is not None]
-    max_ratio = max(ratios + targets + [2.0]) * 1.1
-
-    def x(p):
-        return pad_l + w * (p["at"].timestamp() - t0) / span
-
-    def y_rps(v):
-        return pad_t + h - h * (v or 0) / max_rps
-
-    def y_ratio(v):
-        return pad_t + h - h * v / max_ratio
-
-    area = " ".join(f"{x(p):.1f},{y_rps(p['rows_per_s']):.1f}" for p in points)
-    area = f"{pad_l:.1f},{pad_t + h:.1f} {area} {x(points[-1]):.1f},{pad_t + h:.1f}"
-    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="rows per second and the application latency ratio over time">',
-             f'<polygon class="rps" points="{area}"/>']
-    lat = [p for p in points if p["latency_ratio"] is not None]
-    if len(lat) >= 2:
-        parts.append('<polyline class="latency" points="' +
-                     " ".join(f"{x(p):.1f},{y_ratio(p['latency_ratio']):.1f}" for p in lat) + '"/>')
-    if targets:
-        yt = y_ratio(targets[-1])
-        parts.append(f'<line class="target" x1="{pad_l}" x2="{pad_l + w}" y1="{yt:.1f}" y2="{yt:.1f}"/>'
-                     f'<text class="axis" x="{pad_l + w - 4}" y="{yt - 4:.1f}" text-anchor="end">target '
-                     f'{targets[-1]:.2f}x</text>')
-    parts += [f'<line class="axisline" x1="{pad_l}" x2="{pad_l}" y1="{pad_t}" y2="{pad_t + h}"/>',
-              f'<line class="axisline" x1="{pad_l}" x2="{pad_l + w}" y1="{pad_t + h}" y2="{pad_t + h}"/>',
-              f'<text class="axis" x="{pad_l - 6}" y="{pad_t + 10}" text-anchor="end">{max_rps:,.0f}</text>',
-              f'<text class="axis" x="{pad_l - 6}" y="{pad_t + h}" text-anchor="end">0</text>',
-              f'<text class="axis rps-label" x="4" y="{pad_t + h / 2:.0f}">rows/s</text>']
-    if lat:
-        parts.append(f'<text class="axis latency-label" x="{pad_l + w + 6}" y="{pad_t + 10}">{max_ratio:.1f}x</text>'
-                     f'<text class="axis latency-label" x="{pad_l + w + 6}" y="{pad_t + h}">0x</text>')
-    for frac in (0, 0.5, 1):
-        at = datetime.fromtimestamp(t0 + span * frac, timezone.utc)
-        parts.append(f'<text class="axis" x="{pad_l + w * frac:.0f}" y="{height - 8}" '
-                     f'text-anchor="{"start" if frac == 0 else "end" if frac == 1 else "middle"}">'
-                     f'{escape(at.strftime("%H:%M:%S"))}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _smoothed(points: list[dict], seconds: float = 10.0) -> list[dict]:
-    """Rows/s as a trailing mean over ``seconds``: the pacer logs every second, a batch lands in one of them."""
-    out, start = [], 0
-    for i, p in enumerate(points):
-        while p["at"].timestamp() - points[start]["at"].timestamp() > seconds:
-            start += 1
-        window = [q["rows_per_s"] or 0 for q in points[start:i + 1]]
-        out.append({**p, "rows_per_s": sum(window) / len(window)})
     return out
 
 

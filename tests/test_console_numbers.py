@@ -1,0 +1,64 @@
+"""Issue 18 §10: numbers that mean what they say. Progress never over 100% (more keys than the planner
+estimated grow the estimate); the ETA is the recent rate of work with the pauses left out; rows/s "now" is 0 when
+nothing runs; the chart shows a pause as a gap and the current pacing target."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airmigrate import state
+from airmigrate.console import data
+from airmigrate.console.chart import chart_svg
+from airmigrate.db import connect
+
+
+def _run_with_batches(conn, estimated: int, batches: list[tuple[float, float, int]]) -> int:
+    """A run whose cursor estimated ``estimated`` keys and whose succeeded batches ran (start s, end s, keys)
+    relative to 10 minutes ago."""
+    state.ensure_schema(conn)
+    run_id, _ = state.begin_run(conn, "0001_numbers", "up", None)
+    conn.execute("INSERT INTO airmigrate.cursors (run_id, batch_size, estimated_rows) VALUES (%s, 1000, %s)",
+                 (run_id, estimated))
+    t0 = datetime.now(timezone.utc) - timedelta(minutes=10)
+    for n, (start, end, size) in enumerate(batches):
+        conn.execute("INSERT INTO airmigrate.batches (run_id, batch_no, lo, hi, status, size, rows, attempts, "
+                     "started_at, finished_at) VALUES (%s, %s, %s, %s, 'succeeded', %s, %s, 1, %s, %s)",
+                     (run_id, n, str(n * 1000), str(n * 1000 + 999), size, size, t0 + timedelta(seconds=start),
+                      t0 + timedelta(seconds=end)))
+    return run_id
+
+
+def test_progress_never_passes_100_and_the_eta_leaves_pauses_out(fresh_db):
+    with connect(fresh_db, autocommit=True) as conn:
+        # 1,000 keys/s for 10 s, a 5-minute pause, 1,000 keys/s for 5 s: 15,000 keys, more than the 10,000 estimated
+        work = [(i, i + 1, 1000) for i in range(10)] + [(310 + i, 311 + i, 1000) for i in range(5)]
+        run_id = _run_with_batches(conn, 10_000, work)
+        progress = state.progress_now(conn, run_id)
+        assert progress["covered"] == 15_000 and progress["estimated"] == 15_000
+        assert progress["percent"] == 99.9  # the cursor is not exhausted: not done, and never over 100
+        assert abs(progress["rate"] - 1000) < 1, progress  # the pause is not work
+        conn.execute("UPDATE airmigrate.cursors SET exhausted = true, estimated_rows = 20000 WHERE run_id = %s",
+                     (run_id,))
+        assert state.progress_now(conn, run_id)["percent"] == 100.0
+        conn.execute("UPDATE airmigrate.cursors SET exhausted = false WHERE run_id = %s", (run_id,))
+        progress = state.progress_now(conn, run_id)
+        assert progress["percent"] == 75.0 and abs(progress["eta_s"] - 5.0) < 0.1  # 5,000 keys at 1,000/s
+
+        # nothing ran for ten minutes: rows/s now is 0, whatever the pacer logged last
+        conn.execute("INSERT INTO airmigrate.pacing_log (run_id, at, budget, rows_per_s, decision) VALUES "
+                     "(%s, clock_timestamp() - interval '20 seconds', 1, 5000, 'x')", (run_id,))
+        assert data.rows_per_s_now(conn, run_id) == 0.0
+        conn.execute("INSERT INTO airmigrate.pacing_log (run_id, budget, rows_per_s, decision) VALUES "
+                     "(%s, 1, 4000, 'x')", (run_id,))  # a shard at work again
+        assert data.rows_per_s_now(conn, run_id) == 4000.0
+
+
+def test_the_chart_shows_a_pause_as_a_gap_and_the_current_target():
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    point = lambda s: {"at": t0 + timedelta(seconds=s), "rows_per_s": 1000.0, "latency_ratio": 1.1,
+                       "target_ratio": 1.5, "budget": 1, "blocked": 0, "decision": ""}
+    series = [point(s) for s in range(0, 30)] + [point(s) for s in range(120, 150)]  # a 90 s pause
+    svg = chart_svg(series, target_now=2.5)
+    assert svg.count('<polygon class="rps"') == 2 and svg.count('<polyline class="latency"') == 2
+    assert "pacing target now 2.50x (right axis)" in svg
+    assert chart_svg([point(s) for s in range(30)]).count('<polygon class="rps"') == 1
