@@ -10,6 +10,9 @@ from airmigrate import state
 from airmigrate.console import data
 from airmigrate.console.chart import chart_svg
 from airmigrate.db import connect
+from test_console import client  # noqa: F401 (the fixture)
+
+MIGRATION = "0001_add_user_email_verified"
 
 
 def _run_with_batches(conn, estimated: int, batches: list[tuple[float, float, int]]) -> int:
@@ -62,3 +65,42 @@ def test_the_chart_shows_a_pause_as_a_gap_and_the_current_target():
     assert svg.count('<polygon class="rps"') == 2 and svg.count('<polyline class="latency"') == 2
     assert "pacing target now 2.50x (right axis)" in svg
     assert chart_svg([point(s) for s in range(30)]).count('<polygon class="rps"') == 1
+
+
+def test_the_overview_keeps_one_connection_per_target(fresh_db, monkeypatch):
+    """Issue 18 §11: refreshes (three tabs, many rounds) share one kept connection to the target."""
+    from airmigrate.console import pool
+
+    opened = []
+    real = pool.connect
+    monkeypatch.setattr(pool, "connect", lambda target, **kw: opened.append(target) or real(target, **kw))
+    monkeypatch.setattr(data, "_target", lambda migration: fresh_db)
+    pool.close_all()
+    try:
+        for _ in range(3):
+            entries = data.overview()
+            assert all(e["state"] != "unreachable" for e in entries), entries
+        assert len(entries) >= 2 and opened == [fresh_db], opened  # every migration, every round: one connection
+        with connect(fresh_db, autocommit=True) as conn:  # the server ends it: the next round opens a new one
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                         "AND pid <> pg_backend_pid()")
+        assert data.overview()[0]["state"] != "unreachable" and len(opened) == 2
+    finally:
+        pool.close_all()
+
+
+def test_batches_are_paged_failed_first(fresh_db, client, monkeypatch):  # noqa: F811
+    """Issue 18 §11: the migration's page lists 50 batches a page, failed first; the refreshed fragment stays
+    small however many batches the run has."""
+    with connect(fresh_db, autocommit=True) as conn:
+        run_id = _run_with_batches(conn, 200_000, [(i, i + 1, 1000) for i in range(180)])
+        conn.execute("UPDATE airmigrate.runs SET migration_id = %s WHERE run_id = %s", (MIGRATION, run_id))
+        conn.execute("UPDATE airmigrate.batches SET status = 'failed', last_error = 'boom' WHERE run_id = %s "
+                     "AND batch_no = 170", (run_id,))
+    monkeypatch.setattr(data, "_target", lambda migration: fresh_db)
+    first = client.get(f"/migrations/{MIGRATION}?fragment=1").text
+    assert first.count('<tr data-status="') == 50 and first.index('data-status="failed"') < \
+        first.index('data-status="succeeded"')
+    assert "page 1 of 4 (180 batches)" in first and len(first) < 60_000
+    last = client.get(f"/migrations/{MIGRATION}?page=4&fragment=1").text
+    assert last.count('<tr data-status="') == 30 and 'data-status="failed"' not in last

@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 from urllib.parse import quote
 
 from airmigrate import settings, state
+from airmigrate.console.pool import pooled
 from airmigrate.console.chart import chart_svg  # noqa: F401 (the pages' chart, kept importable here)
 from airmigrate.control import cancel_message, cancellation
-from airmigrate.db import connect
 from airmigrate.errors import SpecError
 from airmigrate.spec import Migration, discover, load_migration
 
@@ -274,7 +274,7 @@ def overview(dag_runs: dict[str, dict] | None = None, migrations_dir=None) -> li
             continue
         dag_run = (dag_runs or {}).get(migration.id)
         try:
-            with connect(_target(migration), autocommit=True) as conn:
+            with pooled(_target(migration)) as conn:
                 entry = summary(migration, dag_run, conn)
         except Exception as exc:  # one unreachable target must not hide the others
             entry = {"id": migration.id, "state": "unreachable", "error": f"{type(exc).__name__}: {exc}"[:300],
@@ -352,8 +352,11 @@ def stages_of(run: dict | None, dag_run: dict | None) -> list[dict]:
     return out
 
 
+BATCH_PAGE = 50  # batches per page of the migration's page (failed first): the refresh stays light
+
+
 def detail(migration_id: str, dag_run: dict | None = None, migrations_dir=None,
-           airflow_runs: list[dict] | None = None) -> dict | None:
+           airflow_runs: list[dict] | None = None, batch_page: int = 1) -> dict | None:
     """Everything the one-migration page shows; None for an unknown folder. ``airflow_runs``: every Airflow run of
     its DAGs (the plugin reads them), for the list of runs."""
     from airmigrate.console.runs import runs_list
@@ -369,13 +372,17 @@ def detail(migration_id: str, dag_run: dict | None = None, migrations_dir=None,
     except Exception as exc:
         out["plan"] = f"(the plan could not be made: {type(exc).__name__}: {exc})"
     try:
-        with connect(_target(migration), autocommit=True) as conn:
+        with pooled(_target(migration)) as conn:
             out.update(summary(migration, dag_run, conn))
             run = state.latest_run_any(conn, migration.id) if out.get("run") else None
             out["stages"] = stages_of(run, dag_run)
             tables = state_tables(conn)
             out["series"] = pacing_series(conn, run["run_id"]) if run and "pacing_log" in tables else []
-            out["batch_rows"] = batches_table(conn, run["run_id"]) if run else []
+            batch_page = max(1, batch_page)
+            out["batch_rows"] = batches_table(conn, run["run_id"], BATCH_PAGE, (batch_page - 1) * BATCH_PAGE) \
+                if run else []
+            total = int((out.get("batches") or {}).get("total") or 0)
+            out["batch_pages"] = {"page": batch_page, "pages": max(1, -(-total // BATCH_PAGE)), "total": total}
             out["recent_actions"] = recent_actions(conn, migration.id) if run and "actions" in tables else []
             ours = state.runs_of(conn, migration.id) if {"runs", "actions"} <= tables else []
             out["runs"] = runs_list(migration.id, ours, airflow_runs, dag_run, out.get("links"))

@@ -112,9 +112,16 @@ def _overview() -> list[dict]:
     return data.overview(newest_dag_runs(ids))
 
 
-def _detail(migration_id: str) -> dict | None:
+def _detail(migration_id: str, batch_page: int = 1) -> dict | None:
     return data.detail(migration_id, newest_dag_runs([migration_id]).get(migration_id),
-                       airflow_runs=RUNS_OF(migration_id))
+                       airflow_runs=RUNS_OF(migration_id), batch_page=batch_page)
+
+
+def _batch_page(request: Request) -> int:
+    try:
+        return max(1, int(request.query_params.get("page", "1")))
+    except ValueError:
+        return 1
 
 
 def _only_what_they_may_do(user, entries: list[dict]) -> list[dict]:
@@ -145,7 +152,7 @@ async def migrations_page(request: Request, user=Depends(current_user)):
 
 @router.get("/migrations/{migration_id}", response_class=HTMLResponse)
 async def migration_page(request: Request, migration_id: str, user=Depends(current_user)):
-    entry = await asyncio.to_thread(_detail, migration_id)
+    entry = await asyncio.to_thread(_detail, migration_id, _batch_page(request))
     if entry is None:
         raise HTTPException(404, f"no migration folder {migration_id}")
     await asyncio.to_thread(_only_what_they_may_do, user, [entry])
