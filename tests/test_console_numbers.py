@@ -104,3 +104,27 @@ def test_batches_are_paged_failed_first(fresh_db, client, monkeypatch):  # noqa:
     assert "page 1 of 4 (180 batches)" in first and len(first) < 60_000
     last = client.get(f"/migrations/{MIGRATION}?page=4&fragment=1").text
     assert last.count('<tr data-status="') == 30 and 'data-status="failed"' not in last
+
+
+def test_a_stage_is_timed_over_all_its_tries_in_pipeline_order():
+    """Issue 18 §9: a shard retried or cleared is timed from its first try to its last end (not the last try
+    alone); a cleared task not yet started again shows what its tries took, not a growing time; stages not yet
+    run are listed in pipeline order."""
+    from airmigrate.console.airflow_side import stages
+
+    t0 = datetime.now(timezone.utc) - timedelta(minutes=30)
+    at = lambda m: t0 + timedelta(minutes=m)
+    task = lambda tid, st, start, end, mi=-1: {"task_id": tid, "map_index": mi, "state": st, "start": start,
+                                               "end": end, "try": 2}
+    dag_run = {"tasks": [task("validate", None, None, None), task("cleanup", None, None, None),
+                         task("backfill.shard", None, at(20), None, 0),  # cleared: waits to run again
+                         task("backfill.plan", "success", at(1), at(2)), task("preflight", "success", at(0), at(1))]}
+    tries = [{"task_id": "backfill.shard", "map_index": 0, "try": 1, "state": "failed", "start": at(2),
+              "end": at(12)}]
+    rows = stages(dag_run, tries)
+    assert [r["task_id"] for r in rows] == ["preflight", "backfill.plan", "backfill.shard", "validate", "cleanup"]
+    shard = rows[2]
+    assert shard["tries"] == 1 and shard["seconds"] == 600.0  # its first try: 10 minutes, not growing
+    dag_run["tasks"][2] = task("backfill.shard", "up_for_reschedule", at(20), at(21), 0)  # going again (paused)
+    shard = stages(dag_run, tries)[2]
+    assert 1670 < shard["seconds"] < 1700 and shard["end"] is None  # from the first try's start until now

@@ -20,10 +20,11 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airmigrate.airflow.runs import dag_runs_of
+from airmigrate.airflow.runs import dag_runs_of, task_tries
 from airmigrate.console import web
 
-web.RUNS_OF = dag_runs_of  # the console lists every run of a migration; Airflow is read here, not there
+# the console lists every run of a migration and times stages over all their tries: Airflow is read here
+web.RUNS_OF, web.TRIES_OF = dag_runs_of, task_tries
 
 app = FastAPI(title="airmigrate", description="The airmigrate console's API (issue 12) and run reports",
               dependencies=[Depends(requires_authenticated())], docs_url=None, redoc_url=None, openapi_url=None)

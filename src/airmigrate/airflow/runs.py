@@ -27,3 +27,22 @@ def dag_runs_of(migration_id: str, limit: int = 50) -> list[dict]:
     except Exception as exc:  # no metadata database here
         log.debug("Airflow runs of %s not readable: %s", migration_id, exc)
         return []
+
+
+def task_tries(dag_id: str, run_id: str) -> list[dict]:
+    """The earlier tries of the run's tasks (Airflow keeps each finished try in task_instance_history when a
+    task is retried or cleared): task_id, map_index, try, state, start, end. A stage's time is all of them, not
+    the last try's. [] where the metadata database cannot be read."""
+    try:
+        from airflow.models.taskinstancehistory import TaskInstanceHistory as TIH
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            rows = session.execute(select(TIH.task_id, TIH.map_index, TIH.try_number, TIH.state, TIH.start_date,
+                                          TIH.end_date).where(TIH.dag_id == dag_id, TIH.run_id == run_id)).all()
+            return [{"task_id": t, "map_index": m, "try": n, "state": str(getattr(s, "value", s)) if s else None,
+                     "start": start, "end": end} for t, m, n, s, start, end in rows]
+    except Exception as exc:  # no metadata database here
+        log.debug("earlier tries of %s/%s not readable: %s", dag_id, run_id, exc)
+        return []

@@ -331,13 +331,17 @@ def batches_table(conn, run_id: int, limit: int = 500, offset: int = 0) -> list[
             for n, lo, hi, st, size, r, attempts, worker, error, start, end, secs in rows]
 
 
-def stages_of(run: dict | None, dag_run: dict | None) -> list[dict]:
-    """The stages of the run with their times: Airflow's task instances when it ran there, else the stage
-    times the run recorded."""
+def stages_of(run: dict | None, dag_run: dict | None, tries: list[dict] | None = None, conn=None) -> list[dict]:
+    """The stages of the run with their times: Airflow's task instances (and their earlier ``tries``) when it
+    ran there, else the stage times the run recorded. The shards' rows say how long the run was paused."""
     from airmigrate.console.airflow_side import stages
 
-    rows = stages(dag_run)
+    rows = stages(dag_run, tries)
     if rows:
+        paused = paused_seconds(conn, run["run_id"]) if conn is not None and run else 0.0
+        for row in rows:
+            if row["task_id"].endswith(".shard") and paused:
+                row["paused_s"] = paused
         return rows
     times = ((run or {}).get("facts") or {}).get("stage_times") or {}
     out = []
@@ -352,11 +356,27 @@ def stages_of(run: dict | None, dag_run: dict | None) -> list[dict]:
     return out
 
 
+def paused_seconds(conn, run_id: int) -> float:
+    """How long the run was paused from the console: each pause until the resume (or cancel) after it, or now."""
+    rows = conn.execute("SELECT action, at FROM airmigrate.actions WHERE run_id = %s AND action IN ('pause', "
+                        "'resume', 'cancel') ORDER BY at", (run_id,)).fetchall()
+    total, since = 0.0, None
+    for action, at in rows:
+        if action == "pause" and since is None:
+            since = at
+        elif action != "pause" and since is not None:
+            total, since = total + (at - since).total_seconds(), None
+    if since is not None:
+        total += (datetime.now(timezone.utc) - since).total_seconds()
+    return total
+
+
 BATCH_PAGE = 50  # batches per page of the migration's page (failed first): the refresh stays light
 
 
 def detail(migration_id: str, dag_run: dict | None = None, migrations_dir=None,
-           airflow_runs: list[dict] | None = None, batch_page: int = 1) -> dict | None:
+           airflow_runs: list[dict] | None = None, batch_page: int = 1, tries: list[dict] | None = None) \
+        -> dict | None:
     """Everything the one-migration page shows; None for an unknown folder. ``airflow_runs``: every Airflow run of
     its DAGs (the plugin reads them), for the list of runs."""
     from airmigrate.console.runs import runs_list
@@ -375,8 +395,8 @@ def detail(migration_id: str, dag_run: dict | None = None, migrations_dir=None,
         with pooled(_target(migration)) as conn:
             out.update(summary(migration, dag_run, conn))
             run = state.latest_run_any(conn, migration.id) if out.get("run") else None
-            out["stages"] = stages_of(run, dag_run)
             tables = state_tables(conn)
+            out["stages"] = stages_of(run, dag_run, tries, conn if "actions" in tables else None)
             out["series"] = pacing_series(conn, run["run_id"]) if run and "pacing_log" in tables else []
             batch_page = max(1, batch_page)
             out["batch_rows"] = batches_table(conn, run["run_id"], BATCH_PAGE, (batch_page - 1) * BATCH_PAGE) \

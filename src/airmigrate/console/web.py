@@ -91,6 +91,8 @@ def _with_csrf_cookie(response, request: Request, token: str):
 
 # Every Airflow run of a migration's DAGs, newest first: the plugin sets it (airmigrate.airflow.runs.dag_runs_of)
 RUNS_OF: Callable[[str], list[dict]] = lambda migration_id: []
+# The earlier tries of a DAG run's tasks (airmigrate.airflow.runs.task_tries): a stage's time is all of them
+TRIES_OF: Callable[[str, str], list[dict]] = lambda dag_id, run_id: []
 
 
 def newest_dag_runs(ids: list[str]) -> dict[str, dict]:
@@ -113,8 +115,10 @@ def _overview() -> list[dict]:
 
 
 def _detail(migration_id: str, batch_page: int = 1) -> dict | None:
-    return data.detail(migration_id, newest_dag_runs([migration_id]).get(migration_id),
-                       airflow_runs=RUNS_OF(migration_id), batch_page=batch_page)
+    dag_run = newest_dag_runs([migration_id]).get(migration_id)
+    tries = TRIES_OF(dag_run.get("dag_id") or migration_id, dag_run["run_id"]) if dag_run else []
+    return data.detail(migration_id, dag_run, airflow_runs=RUNS_OF(migration_id), batch_page=batch_page,
+                       tries=tries)
 
 
 def _batch_page(request: Request) -> int:
