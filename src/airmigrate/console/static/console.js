@@ -60,6 +60,23 @@
       .then(function () { busy = false; if (button) button.disabled = false; refresh(); });
   }
 
+  function ask(text, yes) {
+    // Asked on the page itself: Airflow frames the console in a sandbox without allow-modals, where
+    // window.confirm() returns false at once and shows nothing (a Cancel button would do nothing).
+    var el = document.getElementById("flash");
+    if (!el) { yes(); return; }
+    el.className = "confirm";
+    el.textContent = text + " ";
+    var ok = document.createElement("button"), no = document.createElement("button");
+    ok.type = no.type = "button";
+    ok.className = "btn btn-confirm"; ok.textContent = "Yes";
+    no.className = "btn btn-keep"; no.textContent = "No";
+    ok.addEventListener("click", function () { el.textContent = ""; el.className = ""; yes(); });
+    no.addEventListener("click", function () { el.textContent = ""; el.className = ""; });
+    el.appendChild(ok); el.appendChild(document.createTextNode(" ")); el.appendChild(no);
+    ok.focus();
+  }
+
   function openInAirflow(href) {
     // Airflow's pages belong in the Airflow UI around us, not in our frame: navigate its router.
     try {
@@ -81,7 +98,10 @@
     var button = e.target.closest && e.target.closest("button[data-action]");
     if (!button) return;
     var box = button.closest("[data-migration]");
-    if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
+    if (button.dataset.confirm) {
+      ask(button.dataset.confirm, function () { act(box.dataset.migration, button.dataset.action, null, button); });
+      return;
+    }
     act(box.dataset.migration, button.dataset.action, null, button);
   });
 
