@@ -63,6 +63,7 @@ def test_a_rollback_waiting_for_approval_shows_the_approval_link(fresh_db, tmp_p
     assert entry["links"]["approve"] == (f"/dags/{MIGRATION}__rollback/runs/manual__back/tasks/approve_rollback/"
                                          "required_actions") and entry["links"]["approve_what"] == "rollback"
     assert entry["throttle"]["state"] == "rollback waiting for approval"
+    assert not {"pause", "resume", "cancel"} & set(entry["actions"])  # a copy-back does not wait paused
     page = data.detail(MIGRATION, waiting, airflow_runs=[
         {"dag_id": f"{MIGRATION}__rollback", "kind": "rollback", "run_id": "manual__back", "id": 99,
          "state": "running", "triggered_by": "admin", "queued_at": now, "start": now, "end": None}])

@@ -28,7 +28,9 @@ def act(conn, migration_id: str, action: str, actor: str, value: float | None = 
     if action not in ACTIONS:
         raise ControlError(f"unknown action '{action}': one of {', '.join(ACTIONS)}")
     state.ensure_schema(conn)
-    run_id = state.active_run(conn, migration_id, "up") or state.active_run(conn, migration_id, "down")
+    active = [r for r in (state.active_run(conn, migration_id, "up"), state.active_run(conn, migration_id, "down"))
+              if r]
+    run_id = max(active) if active else None  # the newest: a rollback started after a cancelled (failed) way up
     if run_id is None:
         raise ControlError(f"{migration_id} has no active run to {action.replace('_', ' ')}")
     with conn.transaction():

@@ -258,6 +258,8 @@ def available_actions(entry: dict) -> list[str]:
         out += ["resume", "cancel", "batch_size", "app_latency_ratio"]
     if entry.get("failed_batches"):
         out.append("retry_failed")
+    if run.get("direction") == "down":  # a rollback's copy-back shards do not wait paused: no pause nor cancel
+        out = [a for a in out if a not in ("pause", "resume", "cancel")]
     return out
 
 
