@@ -4,6 +4,7 @@
   "use strict";
   var every = 1000 * (parseInt((document.querySelector('meta[name="airmigrate-refresh"]') || {}).content, 10) || 5);
   var busy = false;
+  var last = null;  // the last fragment shown
 
   function cookie(name) {
     var m = document.cookie.match(new RegExp("(?:^|; )" + name + "=([^;]*)"));
@@ -37,7 +38,8 @@
     }).then(function (html) {
       if (html === null || html === undefined || busy) return;
       var content = document.getElementById("content");
-      if (content) content.innerHTML = html;
+      if (content && html !== last) content.innerHTML = html;  // unchanged: the page is left as it is
+      last = html;
       var stamp = document.getElementById("refresh-state");
       if (stamp) stamp.textContent = "updated " + new Date().toLocaleTimeString();
     }).catch(function () { /* the next round tries again */ });
