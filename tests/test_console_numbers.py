@@ -128,3 +128,22 @@ def test_a_stage_is_timed_over_all_its_tries_in_pipeline_order():
     dag_run["tasks"][2] = task("backfill.shard", "up_for_reschedule", at(20), at(21), 0)  # going again (paused)
     shard = stages(dag_run, tries)[2]
     assert 1670 < shard["seconds"] < 1700 and shard["end"] is None  # from the first try's start until now
+
+
+def test_the_reports_stage_times_span_every_try(fresh_db, tmp_path, monkeypatch):
+    """Issue 18 §9, the report's part: a stage's time in the report runs from its first try to its last end."""
+    from airmigrate.airflow import runs
+    from airmigrate.airflow.runner import run_dag
+    from airmigrate.report import airflow_stages
+
+    monkeypatch.setenv("AIRMIGRATE_VAR_DIR", str(tmp_path / "var"))
+    dagrun = run_dag(MIGRATION, {"batch_size": 5000})
+    plain = {r["task_id"]: r for r in airflow_stages(MIGRATION, dagrun.run_id)}
+    shard = plain["backfill.shard"]
+    first_try = datetime.fromisoformat(shard["start"].replace(" UTC", "+00:00")) - timedelta(minutes=10)
+    monkeypatch.setattr(runs, "task_tries", lambda dag_id, run_id: [
+        {"task_id": "backfill.shard", "map_index": 0, "try": 1, "state": "failed", "start": first_try,
+         "end": first_try + timedelta(minutes=1)}])
+    widened = {r["task_id"]: r for r in airflow_stages(MIGRATION, dagrun.run_id)}["backfill.shard"]
+    assert widened["seconds"] >= 600 + shard["seconds"] - 1 and widened["count"] == shard["count"] + 1
+    assert widened["start"] < shard["start"]
