@@ -161,6 +161,10 @@ def test_contract_waits_for_approval_reject_keeps_expanded_approve_contracts(air
     with connect(target) as conn:
         assert conn.execute("SELECT status FROM airmigrate.history WHERE migration_id = %s",
                             (APPROVAL_DAG,)).fetchone()[0] == "applied"
+        answers = conn.execute("SELECT action, actor, detail FROM airmigrate.actions WHERE migration_id = %s "
+                               "ORDER BY id", (APPROVAL_DAG,)).fetchall()
+    assert [(a, who) for a, who, _ in answers] == [("reject_contract", "admin"), ("approve_contract", "admin")]
+    assert answers[1][2] == "approved in the Airflow UI"  # issue 18 §3: approvals are on the record too
 
 
 def test_clearing_the_failed_shard_task_retries_only_its_failed_batch(airflow, target):

@@ -92,7 +92,8 @@ def test_airflow_init_writes_the_admin_password(tmp_path):
     password = "s3cr'et\"$x"
     env = {**os.environ, **init["environment"], "PATH": f"{bin_dir}:{os.environ['PATH']}",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
-           "AIRFLOW_ADMIN_PASSWORD": password}
+           "AIRFLOW_ADMIN_PASSWORD": password, "PYTHONPATH": str(ROOT / "src"),  # the image installs the package
+           "AIRMIGRATE_COMPOSE_PROFILES": "laptop"}  # the file's default secrets: allowed on a laptop only
     result = subprocess.run(init["command"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert calls.read_text() == "db migrate\n"
@@ -112,3 +113,37 @@ def test_dockerfile_builds_from_what_the_repo_has():
         assert (ROOT / source).exists(), source
     assert "apache-airflow==3.3.2" in (ROOT / "requirements.lock").read_text().splitlines()
     assert "/opt/airmigrate/var" in (ROOT / "Dockerfile").read_text()  # the named volume's mount point
+
+
+def resolved_init_env(**env: str) -> dict:
+    """airflow-init's environment as Compose resolves it with these variables set in the shell."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "COMPOSE_", "METADATA_DB",
+                                                                        "TARGET_DB"))}
+    result = subprocess.run([str(COMPOSE), "-f", str(ROOT / "docker-compose.yml"), "--project-directory",
+                             str(ROOT), "config", "--format", "json"], capture_output=True, text=True, timeout=60,
+                            env={**clean, **env})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["services"]["airflow-init"]["environment"]
+
+
+def test_only_loopback_and_no_default_secrets_outside_the_laptop_profile():
+    """Issue 18 §13: nothing published beyond 127.0.0.1; the file's default passwords and secrets refused (the
+    stack does not start: every Airflow service waits for airflow-init) unless COMPOSE_PROFILES=laptop."""
+    from airmigrate import deploy_check
+
+    for name, service in services().items():
+        for port in service.get("ports") or []:
+            assert port.get("host_ip") == "127.0.0.1", (name, port)
+    init = services()["airflow-init"]
+    assert init["command"][-1].lstrip().startswith("python -m airmigrate.deploy_check\n")
+    assert deploy_check.main(resolved_init_env()) == 1
+    assert deploy_check.main(resolved_init_env(COMPOSE_PROFILES="laptop")) == 0
+    secrets = {"AIRFLOW_ADMIN_PASSWORD": "a-long-one", "AIRFLOW_JWT_SECRET": "x" * 40,
+               "METADATA_DB_PASSWORD": "m-pw", "TARGET_DB_PASSWORD": "t-pw", "AIRFLOW_FERNET_KEY": "k" * 44}
+    assert deploy_check.main(resolved_init_env(**secrets)) == 0
+    assert deploy_check.main(resolved_init_env(**{**secrets, "AIRFLOW_JWT_SECRET": ""})) == 1  # empty: default
+    result = subprocess.run([sys.executable, "-m", "airmigrate.deploy_check"], capture_output=True, text=True,
+                            env={**os.environ, **{f"AIRMIGRATE_CHECK_{k}": v for k, v in secrets.items()},
+                                 "AIRMIGRATE_CHECK_TARGET_DB_PASSWORD": "airmigrate"})
+    assert result.returncode == 1 and "TARGET_DB_PASSWORD" in result.stderr and "COMPOSE_PROFILES=laptop" in \
+        result.stderr

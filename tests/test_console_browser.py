@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.airflow_server, pytest.mark.xdist_group("airflow_serve
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/lib/chromium/chromium")
 MIGRATION = "0901_console_backfill"
+CANCELLED = "0902_console_cancel"  # adaptive, paced: batch size, pacing target, cancel, then a rollback
 # Deadlines for conditions, not for speed: on a loaded 2-core machine a DAG run takes minutes.
 REGISTERED_S, MOVING_S, FINISHED_S, UI_S = 300, 600, 900, 120
 
@@ -55,6 +56,22 @@ def browser():
         browser.close()
 
 
+def write_cancel_migration(folder: Path) -> None:
+    """4 ms a key (two minutes for the 30,000 rows), adaptive and paced (the default throttle): time to set a
+    batch size and a pacing target, then cancel; its rollback drops the column, so it waits for an approval."""
+    folder.mkdir(parents=True)
+    (folder / "up.sql").write_text("ALTER TABLE users ADD COLUMN IF NOT EXISTS cancel_verified boolean;\n")
+    (folder / "down.sql").write_text("ALTER TABLE users DROP COLUMN IF EXISTS cancel_verified;\n")
+    (folder / "backfill.sql").write_text(  # 4 ms a key: the adaptive sizer settles near 750 keys (3 s)
+        "WITH slow AS (SELECT pg_sleep((%(hi)s::bigint - %(lo)s::bigint + 1) * 0.004)) UPDATE users SET "
+        "cancel_verified = email_confirmed_at IS NOT NULL FROM slow WHERE id BETWEEN %(lo)s AND %(hi)s;\n")
+    (folder / "migration.yaml").write_text(yaml.safe_dump({
+        "description": "Console test: cancelled half-way, then rolled back.", "table": "users",
+        "batch_size": 1000, "shards": 1, "out_of_order": True,
+        "backfill": {"sql": "backfill.sql", "columns": ["cancel_verified"], "max_attempts": 1,
+                     "min_batch_size": 100, "target_batch_seconds": 3}}))
+
+
 def write_migration(folder: Path) -> None:
     """~2 s per 1,000-row batch (time to watch, pause and resume); the batch holding id 12345 fails until a
     table `cure` exists (the retry button's case)."""
@@ -84,11 +101,12 @@ def target(pg_server, template_db):
 def airflow(browser, target, tmp_path_factory, airflow_metadata):
     migrations = tmp_path_factory.mktemp("migrations")
     write_migration(migrations / MIGRATION)
+    write_cancel_migration(migrations / CANCELLED)
     server = LocalAirflow(tmp_path_factory.mktemp("airflow-console"), target.airflow_uri(),
                           components=("api-server", "scheduler", "dag-processor", "triggerer"),
                           extra_env={"AIRMIGRATE_MIGRATIONS_DIR": str(migrations),
                                      "AIRMIGRATE_VAR_DIR": str(tmp_path_factory.mktemp("var"))},
-                          metadata_url=airflow_metadata())
+                          metadata_url=airflow_metadata(), users={"viewer": "viewer"})
     server.start(timeout=420)
     yield server
     server.stop()
@@ -143,10 +161,10 @@ def click_action(page, action: str) -> None:
     assert "(as admin)" in text, text
 
 
-def login(page, airflow) -> None:
+def login(page, airflow, user: str = "admin") -> None:
     page.goto(f"{airflow.url}/auth/login", timeout=UI_S * 1000)
-    page.get_by_label(re.compile("user", re.I)).first.fill("admin")
-    page.get_by_label(re.compile("password", re.I)).first.fill(airflow.password)
+    page.get_by_label(re.compile("user", re.I)).first.fill(user)
+    page.get_by_label(re.compile("password", re.I)).first.fill(airflow.passwords[user])
     page.get_by_role("button", name=re.compile("sign in|log in|login", re.I)).first.click()
     page.wait_for_url(lambda url: "/auth/login" not in url, timeout=UI_S * 1000)
 
@@ -247,5 +265,116 @@ def test_console_progress_pause_resume_and_retry_failed_batches(browser, airflow
     except Exception:
         page.screenshot(path=str(airflow.home / "console-failure.png"), full_page=True)
         raise
+    finally:
+        context.close()
+
+
+def detail_text(page, selector: str) -> str:
+    try:
+        return console(page).locator(selector).first.inner_text(timeout=2000)
+    except Exception:  # not there yet, or replaced mid-refresh
+        return ""
+
+
+def submit_setting(page, action: str, value: str) -> None:
+    """Type a value into the migration page's form and submit it, as a person does; wait for the answer."""
+    frame = console(page)
+    flash = frame.locator("#flash")
+    before = flash.inner_text()
+    form = frame.locator(f'form[data-action="{action}"]')
+    form.locator("input[name=value]").fill(value)
+    form.locator("button").click()
+    deadline = time.monotonic() + UI_S
+    while (text := flash.inner_text()) == before or text.endswith(" ..."):
+        assert time.monotonic() < deadline, f"no answer to {action}: {text!r}"
+        page.wait_for_timeout(250)
+    assert "bad" not in (flash.get_attribute("class") or "") and "(as admin)" in text, text
+
+
+def test_batch_size_pacing_target_cancel_and_a_rollback_waiting_for_approval(browser, airflow, target):
+    """Issue 18: what a person sees. The batch size set is the one shown (a ceiling); a new pacing target shows;
+    Cancel reads "cancelled", by whom, with resume or roll back; the rollback waiting for its approval shows the
+    link to answer it; once approved, the runs list both runs with the approval."""
+    context = browser.new_context(viewport={"width": 1500, "height": 1200})
+    page = context.new_page()
+    page.set_default_timeout(UI_S * 1000)
+    try:
+        login(page, airflow)
+        for dag_id in (CANCELLED, f"{CANCELLED}__rollback"):
+            airflow.wait_for(lambda: airflow.api("GET", f"/api/v2/dags/{dag_id}").status_code == 200,
+                             REGISTERED_S, f"the dag-processor did not register {dag_id}")
+            assert airflow.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+        airflow.trigger(CANCELLED)
+        page.goto(f"{airflow.url}/plugin/migrations")
+        console(page).locator("a.mid", has_text=CANCELLED).click()
+        airflow.wait_for(lambda: console(page).locator("form[data-action=batch_size]").count() > 0
+                         and "adaptive, started at 1,000" in detail_text(page, "#batch-size"), MOVING_S,
+                         "the backfill did not start on the page: " + log_tail(airflow))
+
+        submit_setting(page, "batch_size", "700")
+        airflow.wait_for(lambda: "at most 700 rows" in detail_text(page, "#batch-size"), UI_S,
+                         "the page does not show the batch size set")
+        submit_setting(page, "app_latency_ratio", "2.5")
+        airflow.wait_for(lambda: "pacing target 2.5x" in detail_text(page, "section.cards"), UI_S,
+                         "the page does not show the new pacing target")
+        with connect(target) as conn:  # what the shards obey: no batch past the ceiling once it was set
+            run_id = state.latest_run(conn, CANCELLED)["run_id"]
+            airflow.wait_for(lambda: conn.execute("SELECT count(*) FROM airmigrate.batches WHERE run_id = %s AND "
+                                                  "size = 700", (run_id,)).fetchone()[0] >= 1, MOVING_S,
+                             "no batch of the new size")
+            assert conn.execute("SELECT target_ratio FROM airmigrate.pacing WHERE run_id = %s",
+                                (run_id,)).fetchone()[0] == 2.5
+
+        console(page).locator('button[data-action="cancel"]').first.click()
+        # asked on the page (Airflow's frame has no allow-modals: window.confirm would say no without asking)
+        console(page).locator("#flash button.btn-confirm").click()
+        airflow.wait_for(lambda: console(page).locator('h1 [data-state="cancelled"]').count() == 1, MOVING_S,
+                         "the page never said cancelled: " + log_tail(airflow))
+        offer = detail_text(page, "#rollback-offer")
+        assert "Cancelled by admin" in offer and "resume" in offer and "roll back" in offer, offer
+        with connect(target) as conn:
+            assert conn.execute("SELECT max(size) FROM airmigrate.batches WHERE run_id = %s AND batch_no >= ("
+                                "SELECT min(batch_no) FROM airmigrate.batches WHERE run_id = %s AND size = 700)",
+                                (run_id, run_id)).fetchone()[0] <= 700, "a batch grew past the console's size"
+
+        back = airflow.trigger(f"{CANCELLED}__rollback")
+        airflow.wait_for(lambda: console(page).locator('h1 [data-state="rollback waiting for approval"]').count(),
+                         MOVING_S, "the page never showed the rollback waiting: " + log_tail(airflow))
+        link = console(page).locator("a.btn-approve").first
+        assert "rollback" in link.inner_text()
+        assert link.get_attribute("href") == (f"/dags/{CANCELLED}__rollback/runs/{back}/tasks/approve_rollback/"
+                                              "required_actions")
+        time.sleep(6)  # answering right after the task parks races the scheduler
+        answer = airflow.api("PATCH", f"/api/v2/dags/{CANCELLED}__rollback/dagRuns/{back}/taskInstances/"
+                                      "approve_rollback/-1/hitlDetails",
+                             json={"chosen_options": ["Approve"], "params_input": {}})
+        assert answer.status_code == 200, answer.text
+        airflow.wait_for(lambda: console(page).locator('h1 [data-state="rolled_back"]').count(), FINISHED_S,
+                         "the page never said rolled back: " + log_tail(airflow))
+        runs = detail_text(page, "#runs")
+        assert runs.index("rollback") < runs.index("up"), runs  # newest first
+        assert "approve rollback by admin" in runs, runs
+    except Exception:
+        page.screenshot(path=str(airflow.home / "console-cancel-failure.png"), full_page=True)
+        raise
+    finally:
+        context.close()
+
+
+def test_a_viewer_sees_the_console_but_no_button(browser, airflow):
+    """Issue 18 §12: a role that may not trigger the DAGs (Airflow's Viewer) is shown no button it could not use;
+    the page tells it why."""
+    context = browser.new_context(viewport={"width": 1500, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(UI_S * 1000)
+    try:
+        login(page, airflow, "viewer")
+        page.goto(f"{airflow.url}/plugin/migrations")
+        airflow.wait_for(lambda: row_value(page, "state"), UI_S, "the Migrations page did not show")
+        frame = console(page)
+        assert frame.locator("button[data-action]").count() == 0
+        frame.locator("a.mid", has_text=CANCELLED).click()
+        frame.locator("#read-only, #stages, #runs").first.wait_for()
+        assert frame.locator("button[data-action], form[data-action], a.btn-approve").count() == 0
     finally:
         context.close()

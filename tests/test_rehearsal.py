@@ -111,6 +111,8 @@ def test_a_failing_migration_fails_the_rehearsal_reports_and_leaves_nothing_behi
     assert _copies(fresh_db) == [] and table_checksum(fresh_db) == before
     saved = json.loads(next((tmp_path / "rehearsals" / "0090_broken").glob("*.json")).read_text())
     assert saved["status"] == "failed" and "division by zero" in saved["error"]
+    [page] = (tmp_path / "reports" / "0090_broken").glob("*-rehearsal.html")  # a failed rehearsal's report too
+    assert "failed" in page.read_text() and "division by zero" in page.with_suffix(".md").read_text()
 
 
 def test_the_rehearsal_dag_runs_in_airflow(fresh_db, tmp_path, monkeypatch):
@@ -120,6 +122,18 @@ def test_the_rehearsal_dag_runs_in_airflow(fresh_db, tmp_path, monkeypatch):
     results = json.loads(next((tmp_path / "rehearsals" / FIRST).glob("*.json")).read_text())
     assert results["status"] == "passed" and results["sample_percent"] == 50
     assert _copies(fresh_db) == [] and not _state_schema(fresh_db)
+    # issue 18 §4: the rehearsal has its own report, HTML and Markdown, found from its Airflow run
+    [page] = (tmp_path / "reports" / FIRST).glob("*-rehearsal.html")
+    html, md = page.read_text(), page.with_suffix(".md").read_text()
+    assert stat.S_IMODE(page.stat().st_mode) == 0o600
+    for text in (html, md):
+        assert "rehearsal" in text and "passed" in text and "50% sample" in text and dagrun.run_id in text
+        assert "__rehearse_" in text  # the copy it ran on
+        assert "backfill" in text and "rollback" in text and "Identical to before after the rollback" in text
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "") and "<script" not in html
+    from airmigrate.report import find_report
+
+    assert find_report(FIRST, dagrun.run_id) == page
 
 
 def test_lock_sampler_measures_how_long_our_session_held_a_lock(fresh_db):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from airmigrate import state
 from airmigrate.errors import AirmigrateError
@@ -27,7 +28,9 @@ def act(conn, migration_id: str, action: str, actor: str, value: float | None = 
     if action not in ACTIONS:
         raise ControlError(f"unknown action '{action}': one of {', '.join(ACTIONS)}")
     state.ensure_schema(conn)
-    run_id = state.active_run(conn, migration_id, "up") or state.active_run(conn, migration_id, "down")
+    active = [r for r in (state.active_run(conn, migration_id, "up"), state.active_run(conn, migration_id, "down"))
+              if r]
+    run_id = max(active) if active else None  # the newest: a rollback started after a cancelled (failed) way up
     if run_id is None:
         raise ControlError(f"{migration_id} has no active run to {action.replace('_', ' ')}")
     with conn.transaction():
@@ -103,3 +106,22 @@ def recent_actions(conn, migration_id: str, limit: int = 50) -> list[dict]:
                         "ORDER BY at DESC LIMIT %s", (migration_id, limit)).fetchall()
     return [{"at": at, "action": action, "detail": detail, "actor": actor, "run_id": run_id}
             for at, action, detail, actor, run_id in rows]
+
+
+def cancel_message(migration_id: str, rollback_dag_id: str, actor: str | None, at) -> str:
+    """What a cancelled run says wherever it is shown (the run's error, the console, the report): cancelled, by
+    whom and when, and the two ways on. Not "failed, fix the cause": nothing is broken."""
+    when = at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if isinstance(at, datetime) else None
+    who = f" by {actor}" + (f" at {when}" if when else "") if actor else ""
+    return (f"cancelled{who}: the backfill stopped after its batch; the schema stays expanded. Next: resume "
+            f"(trigger {migration_id} again: it continues from the cursor) or roll back (the DAG {rollback_dag_id}, "
+            f"or `airmigrate run {migration_id} --rollback`)")
+
+
+def cancellation(conn, run_id: int) -> dict | None:
+    """{"by", "at"} when the run's backfill was cancelled and not started again since (a new trigger clears the
+    flag); None otherwise."""
+    row = conn.execute("SELECT c.cancelled, a.actor, a.at FROM airmigrate.controls c LEFT JOIN LATERAL (SELECT actor, "
+                       "at FROM airmigrate.actions WHERE run_id = c.run_id AND action = 'cancel' ORDER BY at DESC "
+                       "LIMIT 1) a ON true WHERE c.run_id = %s", (run_id,)).fetchone()
+    return {"by": row[1], "at": row[2]} if row and row[0] else None

@@ -37,3 +37,10 @@ def backup_dir() -> Path:
 
 def data_docs_dir() -> Path:
     return Path(os.environ.get("AIRMIGRATE_DATA_DOCS_DIR", var_dir() / "data_docs"))
+
+
+def trust_forwarded_host() -> bool:
+    """AIRMIGRATE_TRUST_FORWARDED_HOST=1: a reverse proxy in front of Airflow sets X-Forwarded-Host (and strips
+    one sent by a client), so the console's same-origin check may accept it. Off by default: without such a
+    proxy anyone can send the header and name their own site as this one."""
+    return os.environ.get("AIRMIGRATE_TRUST_FORWARDED_HOST", "").strip().lower() in ("1", "true", "yes")

@@ -139,6 +139,21 @@ CREATE TABLE IF NOT EXISTS airmigrate.actions (
     actor        text NOT NULL,
     at           timestamptz NOT NULL DEFAULT now()
 );
+-- Every attempt at a batch (issue 18): its outcome, error, worker and time. airmigrate.batches keeps only the
+-- latest attempt (a retry resets it), this keeps them all, so a failed-then-retried batch stays on the record.
+CREATE TABLE IF NOT EXISTS airmigrate.batch_attempts (
+    id          bigserial PRIMARY KEY,
+    run_id      bigint NOT NULL REFERENCES airmigrate.runs ON DELETE CASCADE,
+    batch_no    integer NOT NULL,
+    lo          text,
+    hi          text,
+    outcome     text NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'split')),
+    error       text,
+    worker      text,
+    started_at  timestamptz,
+    finished_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS batch_attempts_run ON airmigrate.batch_attempts (run_id, batch_no);
 """
 
 ACTIVE = ("pending", "running", "paused", "failed")
@@ -355,3 +370,85 @@ def failed_batches(conn, run_id: int) -> list[tuple]:
         "SELECT batch_no, lo, hi, attempts, last_error FROM airmigrate.batches "
         "WHERE run_id = %s AND status = 'failed' ORDER BY batch_no", (run_id,)).fetchall()
 
+
+def record_attempt(conn, run_id: int, batch_no: int, lo, hi, outcome: str, error: str | None, worker: str,
+                   started_at) -> None:
+    """One attempt at a batch, in the transaction that records its outcome in airmigrate.batches (so the two
+    never disagree): the history a retry would otherwise erase."""
+    conn.execute("INSERT INTO airmigrate.batch_attempts (run_id, batch_no, lo, hi, outcome, error, worker, "
+                 "started_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                 (run_id, batch_no, lo, hi, outcome, error, worker, started_at))
+
+
+def batch_attempts(conn, run_id: int) -> list[dict]:
+    """Every attempt of the run's batches, by batch and time (empty when an older schema has no such table)."""
+    if conn.execute("SELECT to_regclass('airmigrate.batch_attempts')").fetchone()[0] is None:
+        return []
+    cur = conn.execute("SELECT batch_no, lo, hi, outcome, error, worker, started_at, finished_at FROM "
+                       "airmigrate.batch_attempts WHERE run_id = %s ORDER BY batch_no, id", (run_id,))
+    return [dict(zip([c.name for c in cur.description], row)) for row in cur.fetchall()]
+
+
+def latest_run_any(conn, migration_id: str) -> dict | None:
+    """The migration's newest run whichever way it went (up or rollback): what its state is now (issue 18)."""
+    cur = conn.execute(
+        "SELECT run_id, direction, dag_run_id, status, completed_stages, facts, started_at, finished_at, error "
+        "FROM airmigrate.runs WHERE migration_id = %s ORDER BY run_id DESC LIMIT 1", (migration_id,))
+    row = cur.fetchone()
+    return dict(zip([c.name for c in cur.description], row)) if row else None
+
+
+def runs_of(conn, migration_id: str, limit: int = 50) -> list[dict]:
+    """Every run of the migration, newest first, with the approvals given or refused in each (from
+    airmigrate.actions): the console's list of runs."""
+    cur = conn.execute(
+        "SELECT r.run_id, r.direction, r.dag_run_id, r.status, r.started_at, r.finished_at, r.error, "
+        "coalesce((SELECT jsonb_agg(jsonb_build_object('action', a.action, 'actor', a.actor, 'at', a.at) "
+        "ORDER BY a.at) FROM airmigrate.actions a WHERE a.run_id = r.run_id AND (a.action LIKE 'approve%%' "
+        "OR a.action LIKE 'reject%%')), '[]'::jsonb) AS approvals "
+        "FROM airmigrate.runs r WHERE r.migration_id = %s ORDER BY r.run_id DESC LIMIT %s", (migration_id, limit))
+    return [dict(zip([c.name for c in cur.description], row)) for row in cur.fetchall()]
+
+
+PAUSE_GAP_S = 5.0  # no batch running for longer than this is a pause, not work (left out of the rate)
+
+
+def progress_now(conn, run_id: int, recent: int = 50) -> dict | None:
+    """The console's progress (issue 18 §10): keys covered against the estimate, never over 100% (when more keys
+    turn up than the planner estimated, the estimate grows to them), and an ETA from the recent rate of work with
+    the pauses left out: the last ``recent`` batches' keys over the time a batch was running."""
+    if conn.execute("SELECT to_regclass('airmigrate.cursors')").fetchone()[0] is None:
+        return None
+    row = conn.execute(
+        "SELECT c.estimated_rows, c.exhausted, coalesce(sum(b.size) FILTER (WHERE b.status = 'succeeded'), 0), "
+        "count(*) FILTER (WHERE b.status IN ('pending', 'running', 'failed')) FROM airmigrate.cursors c "
+        "LEFT JOIN airmigrate.batches b USING (run_id) WHERE c.run_id = %s GROUP BY c.run_id", (run_id,)).fetchone()
+    if row is None:
+        return None
+    estimated, exhausted, covered, unfinished = row
+    total = max(int(estimated), int(covered), 1)
+    done = bool(exhausted and not unfinished)
+    percent = 100.0 if done else min(99.9, 100.0 * int(covered) / total)
+    spans = conn.execute("SELECT started_at, finished_at, size FROM airmigrate.batches WHERE run_id = %s AND "
+                         "status = 'succeeded' AND started_at IS NOT NULL AND finished_at IS NOT NULL "
+                         "ORDER BY finished_at DESC LIMIT %s", (run_id, recent)).fetchall()
+    rate = _busy_rate(spans)
+    return {"estimated": total, "covered": int(covered), "percent": percent, "exhausted": bool(exhausted),
+            "rate": rate, "eta_s": 0.0 if done or not rate else (total - int(covered)) / rate}
+
+
+def _busy_rate(spans: list[tuple]) -> float:
+    """Keys per second of time when at least one batch ran (overlapping shards counted once, gaps longer than
+    PAUSE_GAP_S left out; shorter ones, the pacer's sleeps between batches, count as part of the work)."""
+    if not spans:
+        return 0.0
+    busy, keys, end = 0.0, 0, None
+    for start, finish, size in sorted(spans):
+        keys += size
+        if end is None or (start - end).total_seconds() > PAUSE_GAP_S:
+            busy += (finish - start).total_seconds()
+        elif finish > end:
+            busy += (finish - end).total_seconds() if start <= end else (finish - start).total_seconds() + \
+                (start - end).total_seconds()
+        end = finish if end is None or finish > end else end
+    return keys / busy if busy > 0 else 0.0

@@ -35,6 +35,7 @@ class ContractApproval(ApprovalOperator):
             raise AirflowSkipException("until=expand: the contract waits for `airmigrate complete`; nothing to approve")
         if context["params"].get(self.approve_param):
             self.log.info("%s=true in the run's params: approved up front", self.approve_param)
+            self._record(context, True, _triggered_by(context), f"approved up front ({self.approve_param}=true)")
             return {"chosen_options": [self.APPROVE], "params_input": {}}
         if getattr(context["dag_run"], "triggering_user_name", None) == "dag_test":
             # dag.test() (airmigrate run, tests) has no UI and never times the question out: it would wait forever
@@ -51,13 +52,33 @@ class ContractApproval(ApprovalOperator):
         return super().execute(context)
 
     def execute_complete(self, context, event):
+        responder = (event or {}).get("responded_by_user") or {}
+        who = (responder.get("name") or responder.get("id")) if isinstance(responder, dict) else str(responder)
         if self.REJECT in ((event or {}).get("chosen_options") or ()):
             from airmigrate.airflow.tasks import pause_run
 
-            responder = (event or {}).get("responded_by_user") or {}
-            who = (responder.get("name") or responder.get("id")) if isinstance(responder, dict) else str(responder)
             pause_run(context["dag"].dag_id.removesuffix("__rollback"), self.direction, who)  # before super()
+        elif self.APPROVE in ((event or {}).get("chosen_options") or ()):
+            self._record(context, True, who, "approved in the Airflow UI")
         return super().execute_complete(context, event)
+
+    def _record(self, context, approved: bool, who: str | None, detail: str) -> None:
+        """Who approved, when and how, in airmigrate.actions (the console and the run's report show it); best
+        effort: the answer stands even when it cannot be recorded."""
+        from airmigrate.airflow.tasks import record_approval
+
+        try:
+            record_approval(context["dag"].dag_id.removesuffix("__rollback"), self.direction, approved, who, detail)
+        except Exception:
+            self.log.warning("could not record the approval in airmigrate.actions", exc_info=True)
+
+
+def _triggered_by(context) -> str:
+    """The Airflow user who triggered the run; the local user for dag.test() runs (`airmigrate run --approve`)."""
+    from airmigrate.state import who
+
+    user = getattr(context["dag_run"], "triggering_user_name", None)
+    return user if user and user != "dag_test" else who()
 
 
 def approval_task(migration: Migration) -> ContractApproval:

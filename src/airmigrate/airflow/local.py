@@ -82,13 +82,17 @@ class LocalAirflow:
     """Start the Airflow components as separate processes in one process group; stop them all cleanly."""
 
     def __init__(self, home: Path, target_uri: str, components=COMPONENTS, port: int | None = None,
-                 extra_env: dict | None = None, metadata_url: str | None = None):
+                 extra_env: dict | None = None, metadata_url: str | None = None, users: dict[str, str] | None = None):
         """``metadata_url``: SQLAlchemy URL of the metadata database (see :func:`metadata_database`);
-        None keeps SQLite in ``home`` (fine for one user clicking, not for a loaded machine)."""
+        None keeps SQLite in ``home`` (fine for one user clicking, not for a loaded machine). ``users``: more
+        logins besides admin, name -> SimpleAuthManager role (viewer, user, op, admin), each with a password of
+        its own (``passwords``)."""
         self.home, self.port = Path(home), port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.components, self.processes = components, []
         self.password = secrets.token_urlsafe(12)
+        self.roles = {"admin": "admin", **(users or {})}
+        self.passwords = {name: self.password if name == "admin" else secrets.token_urlsafe(12) for name in self.roles}
         self._token: str | None = None
         root = settings.project_root()
         inherited = {k: v for k, v in os.environ.items() if k != "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"}
@@ -100,7 +104,7 @@ class LocalAirflow:
                     "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                     "AIRFLOW__CORE__PARALLELISM": "4",
                     "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{n}:{r}" for n, r in self.roles.items()),
                     "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
                     "AIRFLOW__API__PORT": str(self.port),
                     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
@@ -146,7 +150,7 @@ class LocalAirflow:
         path = self.home / "simple_auth_manager_passwords.json.generated"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as file:
-            file.write(json.dumps({"admin": self.password}) + "\n")
+            file.write(json.dumps(self.passwords) + "\n")
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -270,19 +274,23 @@ def main() -> None:
     from airmigrate.cli import DEMO_DB
     from airmigrate.db import connect
 
-    target = devdb.server_target().with_dbname(os.environ.get("AIRMIGRATE_DEMO_DB", DEMO_DB))
-    try:
-        with connect(target) as conn:
-            seeded = conn.execute("SELECT to_regclass('public.users') IS NOT NULL").fetchone()[0]
-    except Exception:
-        seeded = False
-    if not seeded:
-        print(f"seeding {target.describe()} (run `make demo` for the full demo) ...", flush=True)
-        target = devdb.recreate_database(target.with_dbname("postgres"), target.dbname)
-        devdb.seed_users(target, int(os.environ.get("AIRMIGRATE_DEMO_ROWS", 1_000_000)))
-    airflow = LocalAirflow(settings.var_dir() / "airflow-server", target.airflow_uri(),
-                           port=int(os.environ.get("AIRMIGRATE_AIRFLOW_PORT", 8080)),
-                           metadata_url=_server_metadata_url(target.with_dbname("postgres")))
+    target = named_target(os.environ)
+    if target is not None:  # the database the user named: used as it is, never seeded nor recreated
+        print(f"target: {target.describe()} (from AIRMIGRATE_TARGET_URL)", flush=True)
+    else:
+        target = devdb.server_target().with_dbname(os.environ.get("AIRMIGRATE_DEMO_DB", DEMO_DB))
+        try:
+            with connect(target) as conn:
+                seeded = conn.execute("SELECT to_regclass('public.users') IS NOT NULL").fetchone()[0]
+        except Exception:
+            seeded = False
+        if not seeded:
+            print(f"seeding {target.describe()} (run `make demo` for the full demo) ...", flush=True)
+            target = devdb.recreate_database(target.with_dbname("postgres"), target.dbname)
+            devdb.seed_users(target, int(os.environ.get("AIRMIGRATE_DEMO_ROWS", 1_000_000)))
+    airflow = LocalAirflow(settings.var_dir() / "airflow-server", target.airflow_uri(), port=pick_port(os.environ),
+                           metadata_url=_server_metadata_url(target.with_dbname("postgres")),
+                           users=extra_users(os.environ))
     print(f"starting Airflow (api-server, scheduler, dag-processor, triggerer) for {target.describe()}, "
           f"metadata in {airflow.metadata} ...", flush=True)
     def interrupt(signum, frame):
@@ -291,7 +299,9 @@ def main() -> None:
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     airflow.start()
-    print(f"\nAirflow UI: {airflow.url}\nlogin: admin / {airflow.password}\n"
+    logins = "".join(f"\nlogin: {name} / {airflow.passwords[name]} ({role})" for name, role in airflow.roles.items()
+                     if name != "admin")
+    print(f"\nAirflow UI: {airflow.url}\nlogin: admin / {airflow.password}{logins}\n"
           f"logs: {airflow.home / 'logs'}\nCtrl-C stops it.", flush=True)
     try:
         while all(p.poll() is None for p in airflow.processes):
@@ -301,6 +311,55 @@ def main() -> None:
         print("\nstopping Airflow ...", flush=True)
     finally:
         airflow.stop()
+
+
+ROLES = ("viewer", "user", "op", "admin")
+
+
+def named_target(env) -> Target | None:
+    """AIRMIGRATE_TARGET_URL naming a database (not the server's maintenance database `postgres`): `make airflow`
+    points the DAGs at that database itself. None: the demo database on that server (or the embedded one)."""
+    url = env.get("AIRMIGRATE_TARGET_URL")
+    if not url:
+        return None
+    target = Target.from_url(url)
+    return target if target.dbname and target.dbname != "postgres" else None
+
+
+def pick_port(env, default: int = 8080) -> int:
+    """AIRMIGRATE_AIRFLOW_PORT when set (refused, saying so, when something listens there); else 8080, or a free
+    port when 8080 is taken (another Airflow, another developer)."""
+    wanted = env.get("AIRMIGRATE_AIRFLOW_PORT")
+    port = int(wanted) if wanted else default
+    if _port_free(port):
+        return port
+    if wanted:
+        raise SystemExit(f"AIRMIGRATE_AIRFLOW_PORT={port}: something already listens there; choose another port "
+                         "or leave it unset for a free one")
+    other = free_port()
+    print(f"port {port} is taken: Airflow listens on {other}", flush=True)
+    return other
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def extra_users(env) -> dict[str, str]:
+    """AIRMIGRATE_AIRFLOW_USERS="viewer:viewer,ops:op": more logins for `make airflow` (name:role, roles of
+    SimpleAuthManager: viewer, user, op, admin), to try the console as someone who may only look."""
+    users = {}
+    for item in filter(None, (part.strip() for part in env.get("AIRMIGRATE_AIRFLOW_USERS", "").split(","))):
+        name, _, role = item.partition(":")
+        if not name or role not in ROLES:
+            raise SystemExit(f"AIRMIGRATE_AIRFLOW_USERS: '{item}' is not name:role with a role of {', '.join(ROLES)}")
+        users[name] = role
+    return users
 
 
 def _server_metadata_url(server: Target) -> str | None:

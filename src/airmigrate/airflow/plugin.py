@@ -20,13 +20,25 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airmigrate import settings
+from airmigrate.airflow.runs import dag_runs_of, task_tries
 from airmigrate.console import web
-from airmigrate.spec import load_migration
+
+# the console lists every run of a migration and times stages over all their tries: Airflow is read here
+web.RUNS_OF, web.TRIES_OF = dag_runs_of, task_tries
 
 app = FastAPI(title="airmigrate", description="The airmigrate console's API (issue 12) and run reports",
               dependencies=[Depends(requires_authenticated())], docs_url=None, redoc_url=None, openapi_url=None)
 app.include_router(web.router)
+
+
+@app.middleware("http")
+async def not_framed_by_other_sites(request: Request, call_next):
+    """Every page and report may be framed by this server only (Airflow's UI frames the console): a page of
+    another site, or another port of this host, cannot frame it logged in and steer a click onto a button."""
+    response = await call_next(request)
+    response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+    response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'self'")
+    return response
 
 
 @app.exception_handler(StarletteHTTPException)
@@ -107,26 +119,19 @@ def reports_index() -> str:
 
 @app.get("/reports/dag-run/{dag_id}/{run_id}")
 def report_of_dag_run(dag_id: str, run_id: str):
-    """The report of an Airflow DAG run (the "Run report" tab of a DAG run), brought up to date first with the
-    task instances' timings, which the api-server can read and a worker cannot."""
-    from airmigrate.airflow.tasks import target_for
-    from airmigrate.report import airflow_stages, find_report, write_report
+    """The report of an Airflow DAG run (the "Run report" tab of a DAG run): the file written when that run
+    ended, served as it is. A report is the record of a run: it is never written on a read (opened after a
+    rollback, it must still show what the run did, not the schema of today)."""
+    from airmigrate.report import find_report
 
-    rollback = dag_id.endswith("__rollback")
-    migration_id = dag_id.removesuffix("__rollback")
+    migration_id = dag_id.removesuffix("__rollback").removesuffix("__rehearsal")
     if not REPORT_NAME.match(migration_id):
         raise HTTPException(status_code=404, detail="no such migration")
-    path = None
-    try:
-        migration = load_migration(settings.migrations_dir() / migration_id, settings.expectations_dir())
-        path = write_report(target_for(migration), migration, "down" if rollback else "up", dag_run_id=run_id,
-                            stages=airflow_stages(dag_id, run_id))
-    except Exception:  # the target or the folder is gone: the report written at the time still tells
-        pass
-    path = path or find_report(migration_id, run_id)
+    path = find_report(migration_id, run_id)
     if path is None:
-        return HTMLResponse(f"<html><body><p>No report for {html.escape(dag_id)} run {html.escape(run_id)}: a run "
-                            "that changed nothing (dry run, already applied) has none.</p>"
+        return HTMLResponse(f"<html><body><p>No report for {html.escape(dag_id)} run {html.escape(run_id)} yet: a "
+                            "run writes its report when it ends (a run still going, or one that changed nothing, "
+                            "such as a dry run, has none).</p>"
                             '<p><a href="/airmigrate/reports/">All reports</a></p></body></html>', status_code=404)
     return RedirectResponse(f"/airmigrate/reports/{migration_id}/{path.name}", status_code=303)
 

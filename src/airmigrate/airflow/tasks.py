@@ -43,6 +43,11 @@ def _params() -> dict:
     return dict(get_current_context()["params"])
 
 
+class RunCancelled(AirflowFailException):
+    """Cancelled from the console: the task ends (Airflow shows it failed) but the run is recorded as cancelled,
+    by whom and what next, not as a failure to fix."""
+
+
 def stage_task(direction: str = "up"):
     """Decorator: load migration + target + current run, run the stage, translate errors."""
 
@@ -55,7 +60,7 @@ def stage_task(direction: str = "up"):
                 interrupt.check(fn.__name__.removesuffix("_task"))
                 with lease.hold_for_task(target, migration.id, dag_run_id(), _lease_wait(fn)):
                     return fn(target, migration) if shard is None else fn(target, migration, shard)
-            except (AirflowSkipException, AirflowRescheduleException):
+            except (AirflowSkipException, AirflowRescheduleException, RunCancelled):
                 raise
             except interrupt.Interrupted as exc:
                 raise AirflowFailException(_mark_interrupted(target, migration, direction, str(exc))) from exc
@@ -155,17 +160,27 @@ def pause_run(migration_id: str, direction: str = "up", who: str | None = None) 
     """Approval rejected: keep the run open as `paused` (expanded schema stays); a new trigger resumes it. The
     rejection is recorded as an action (who, when), so the console and the report show why the Airflow run is
     green while nothing was contracted."""
+    what = "contract" if direction == "up" else "rollback"
+    record_approval(migration_id, direction, False, who, f"{what} rejected: the schema stays as it is; trigger the "
+                    "DAG again to be asked again", pause=True)
+    log.info("%s rejected: %s stays as it is; trigger the DAG again to be asked again", what, migration_id)
+
+
+def record_approval(migration_id: str, direction: str, approved: bool, who: str | None, detail: str,
+                    pause: bool = False) -> None:
+    """An approval step's answer in airmigrate.actions (approve_/reject_ contract or rollback, who, when), where
+    the console and the run's report read it; with ``pause`` the run is kept open as `paused` (a rejection)."""
     migration = _load(str(settings.migrations_dir() / migration_id))
     what = "contract" if direction == "up" else "rollback"
     with connect(target_for(migration), autocommit=True) as conn:
         run_id = state.active_run(conn, migration.id, direction)
-        if run_id:
+        if not run_id:
+            return
+        if pause:
             conn.execute("UPDATE airmigrate.runs SET status = 'paused' WHERE run_id = %s", (run_id,))
-            conn.execute("INSERT INTO airmigrate.actions (migration_id, run_id, action, detail, actor) VALUES "
-                         "(%s, %s, %s, %s, %s)", (migration.id, run_id, f"reject_{what}",
-                                                  f"{what} rejected: the schema stays as it is; trigger the DAG "
-                                                  "again to be asked again", who or "unknown"))
-    log.info("contract rejected: %s stays expanded; trigger the DAG again to be asked again", migration_id)
+        conn.execute("INSERT INTO airmigrate.actions (migration_id, run_id, action, detail, actor) VALUES "
+                     "(%s, %s, %s, %s, %s)", (migration.id, run_id, f"{'approve' if approved else 'reject'}_{what}",
+                                              detail, who or "unknown"))
 
 
 APPROVAL_LEASE = timedelta(hours=24)  # a human may take a while; past that, another runner may take the run over
@@ -289,9 +304,30 @@ def _obey_console(target, migration, stopped: str | None) -> None:
         _keep_lease(target, migration, wake, "paused from the console")
         raise AirflowRescheduleException(reschedule_date=wake)
     if stopped == "cancelled":
-        raise AirflowFailException(f"cancelled from the console: the backfill stopped; the schema stays expanded. "
-                                   f"Undo it with the DAG {migration.rollback_dag_id} (or `airmigrate run "
-                                   f"{migration.id} --rollback`), or trigger {migration.id} again to resume")
+        raise RunCancelled(record_cancel(target, migration))
+
+
+def record_cancel(target, migration, direction: str = "up") -> str:
+    """A cancelled run's record: who cancelled it and when, and the two ways on (resume or roll back), as the
+    run's error (the run stays resumable: a new trigger continues from the cursor); its report is written once,
+    by the first shard that stops."""
+    from airmigrate.control import cancel_message
+
+    with connect(target, autocommit=True) as conn:
+        run_id = state.owned_run(conn, migration.id, direction, dag_run_id())  # only the owner writes its run
+        if run_id is None:
+            return f"{migration.id}: cancelled from the console"
+        row = conn.execute("SELECT actor, at FROM airmigrate.actions WHERE run_id = %s AND action = 'cancel' "
+                           "ORDER BY at DESC LIMIT 1", (run_id,)).fetchone()
+        message = cancel_message(migration.id, migration.rollback_dag_id, *(row or (None, None)))
+        with conn.transaction():
+            first = conn.execute("UPDATE airmigrate.runs SET status = 'failed', finished_at = now(), error = %s "
+                                 "WHERE run_id = %s AND status <> 'failed'", (message, run_id)).rowcount
+            if direction == "up":
+                state.mark_history_failed(conn, migration.id, message)
+    if first:
+        report.write_report_safely(target, migration, direction, run_id)
+    return message
 
 
 def _pacing_override(params) -> dict:
@@ -477,7 +513,7 @@ def rehearse_task(migration_dir: str):
     migration, params = _load(migration_dir), _params()
     try:
         results = rehearse(target_for(migration), migration, sample=params.get("sample"),
-                           keep=bool(params.get("keep")))
+                           keep=bool(params.get("keep")), dag_run_id=get_current_context()["dag_run"].run_id)
     except RehearsalError as exc:
         raise AirflowFailException(str(exc)) from exc
     for line in render(results).splitlines():

@@ -4,6 +4,7 @@ the failed shard task instances in Airflow so they run again (the UI's Clear, fo
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 from airmigrate import control
@@ -30,8 +31,10 @@ def parse_value(action: str, raw) -> float | None:
     else:
         try:
             value = float(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ActionRefused(f"{action} '{raw}' is not a number: {setting_problem(action, 'x')}") from None
+        if isinstance(raw, bool) or not math.isfinite(value):  # "NaN", "inf", 1e999: no size, no ratio
+            raise ActionRefused(f"{action} '{raw}' is not a finite number: {setting_problem(action, 'x')}")
     if problem := setting_problem(action, value):
         raise ActionRefused(f"{action} {raw} refused: {problem}")
     return int(value) if action == "batch_size" else value

@@ -11,11 +11,15 @@ from datetime import datetime, timezone
 from urllib.parse import quote
 
 from airmigrate import settings, state
-from airmigrate.db import connect
+from airmigrate.console.pool import pooled
+from airmigrate.console.chart import chart_svg  # noqa: F401 (the pages' chart, kept importable here)
+from airmigrate.control import cancel_message, cancellation
 from airmigrate.errors import SpecError
 from airmigrate.spec import Migration, discover, load_migration
 
 RATE_WINDOW_S = 30  # "rows/s now": what the last 30 seconds did
+APPROVALS = ("approve_contract", "approve_rollback")
+IDLE_AFTER_S = 10  # no batch running or finished in this long: rows/s now is 0
 ACTIVE_AIRFLOW = ("queued", "running")
 
 
@@ -28,9 +32,9 @@ def links(migration_id: str, dag_run: dict | None) -> dict:
     out = {"dag": _dag_url(migration_id), "rollback": _dag_url(f"{migration_id}__rollback"),
            "page": f"/airmigrate/migrations/{quote(migration_id, safe='')}"}
     if dag_run:
-        run_id = dag_run["run_id"]
-        out["run"] = _dag_url(migration_id, "runs", run_id)
-        out["report"] = f"/airmigrate/reports/dag-run/{quote(migration_id, safe='')}/{quote(run_id, safe='')}"
+        run_id, dag_id = dag_run["run_id"], dag_run.get("dag_id") or migration_id  # the up or the rollback DAG
+        out["run"] = _dag_url(dag_id, "runs", run_id)
+        out["report"] = f"/airmigrate/reports/dag-run/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
         tasks = dag_run.get("tasks") or []
         failed = [t for t in tasks if t["state"] == "failed"]
         running = [t for t in tasks if t["state"] in ("running", "up_for_reschedule", "up_for_retry", "deferred")]
@@ -39,10 +43,12 @@ def links(migration_id: str, dag_run: dict | None) -> dict:
             parts = ["runs", run_id, "tasks", pick["task_id"]]
             if pick["map_index"] is not None and pick["map_index"] >= 0:
                 parts += ["mapped", str(pick["map_index"])]
-            out["logs"] = _dag_url(migration_id, *parts)
+            out["logs"] = _dag_url(dag_id, *parts)
             out["logs_task"] = pick["task_id"] + (f"[{pick['map_index']}]" if (pick["map_index"] or -1) >= 0 else "")
-        if any(t["task_id"] == "approve_contract" and t["state"] == "awaiting_input" for t in tasks):
-            out["approve"] = _dag_url(migration_id, "runs", run_id, "tasks", "approve_contract", "required_actions")
+        waiting = [t["task_id"] for t in tasks if t["task_id"] in APPROVALS and t["state"] == "awaiting_input"]
+        if waiting:
+            out["approve"] = _dag_url(dag_id, "runs", run_id, "tasks", waiting[0], "required_actions")
+            out["approve_what"] = "rollback" if waiting[0] == "approve_rollback" else "contract"
     return out
 
 
@@ -52,11 +58,12 @@ def combined_state(hist: dict | None, run: dict | None, dag_run: dict | None) ->
     error = (run or {}).get("error") or (hist or {}).get("error")
     a_state = (dag_run or {}).get("state")
     if a_state in ACTIVE_AIRFLOW:
-        if any(t["task_id"] == "approve_contract" and t["state"] == "awaiting_input" for t in dag_run["tasks"]):
-            return "waiting for approval", None
+        rollback = (dag_run.get("dag_id") or "").endswith("__rollback")
+        if any(t["task_id"] in APPROVALS and t["state"] == "awaiting_input" for t in dag_run["tasks"]):
+            return ("rollback waiting for approval" if rollback else "waiting for approval"), None
         if run and run["status"] == "paused":
             return "paused", None
-        return ("queued" if a_state == "queued" else "running"), None
+        return ("queued" if a_state == "queued" else "rolling back" if rollback else "running"), None
     if a_state == "failed":
         if not error:
             failed = [t["task_id"] for t in dag_run["tasks"] if t["state"] == "failed"]
@@ -79,6 +86,12 @@ def rows_per_s_now(conn, run_id: int) -> float:
     row = conn.execute("SELECT rows_per_s FROM airmigrate.pacing_log WHERE run_id = %s AND "
                        "at > clock_timestamp() - make_interval(secs => %s) AND rows_per_s IS NOT NULL "
                        "ORDER BY at DESC LIMIT 1", (run_id, RATE_WINDOW_S)).fetchone()
+    busy = conn.execute(  # a shard at work: a batch finished lately, or its pacer (alive only while it works) logged
+        "SELECT EXISTS (SELECT FROM airmigrate.batches WHERE run_id = %s AND finished_at > clock_timestamp() - "
+        "make_interval(secs => %s)) OR EXISTS (SELECT FROM airmigrate.pacing_log WHERE run_id = %s AND at > "
+        "clock_timestamp() - interval '5 seconds')", (run_id, IDLE_AFTER_S, run_id)).fetchone()[0]
+    if not busy:
+        return 0.0  # nothing ran for a while (paused, stopped, waiting): "now" is zero, not the last figure
     if row:
         return float(row[0])
     done = conn.execute("SELECT coalesce(sum(rows), 0) FROM airmigrate.batches WHERE run_id = %s AND "
@@ -98,10 +111,7 @@ def throttle(conn, migration: Migration | None, run: dict | None, now: datetime 
     paused, cancelled, batch_size = controls or (False, False, None)
     pacing = conn.execute("SELECT budget, target_ratio, reason, baseline_ms, updated_at FROM airmigrate.pacing "
                           "WHERE run_id = %s", (run["run_id"],)).fetchone()
-    out["batch_size"] = batch_size or conn.execute("SELECT batch_size FROM airmigrate.cursors WHERE run_id = %s",
-                                                   (run["run_id"],)).fetchone()
-    if isinstance(out["batch_size"], tuple):
-        out["batch_size"] = out["batch_size"][0]
+    out.update(batch_size_card(conn, migration, run["run_id"], batch_size))
     if pacing:
         out["pacing"] = {"budget": pacing[0], "target_ratio": pacing[1], "reason": pacing[2],
                          "baseline_ms": pacing[3], "updated_at": pacing[4]}
@@ -114,7 +124,7 @@ def throttle(conn, migration: Migration | None, run: dict | None, now: datetime 
         except ValueError:
             out["window_open"] = False
     if run["status"] not in ("running", "paused", "pending"):
-        out["state"] = run["status"]
+        out["state"] = "stopped" if run["status"] == "failed" else "finished"  # nothing runs: no throttle at work
         return out
     last = conn.execute("SELECT actor, at FROM airmigrate.actions WHERE run_id = %s AND action = %s "
                         "ORDER BY at DESC LIMIT 1", (run["run_id"], "cancel" if cancelled else "pause")).fetchone()
@@ -130,6 +140,27 @@ def throttle(conn, migration: Migration | None, run: dict | None, now: datetime 
         if pacing and pacing[2]:
             out["detail"] = pacing[2]
     return out
+
+
+def batch_size_card(conn, migration: Migration | None, run_id: int, ceiling: int | None) -> dict:
+    """The batch size as it really is: a ceiling set from the console (the adaptive sizer stays under it), the
+    fixed size, or "adaptive, started at N, now about M" (no number that is not true)."""
+    now = conn.execute("SELECT batch_size FROM airmigrate.cursors WHERE run_id = %s", (run_id,)).fetchone()
+    first = conn.execute("SELECT size FROM airmigrate.batches WHERE run_id = %s ORDER BY batch_no LIMIT 1",
+                         (run_id,)).fetchone()
+    now, first = now and now[0], first and first[0]
+    adaptive = True
+    if migration is not None and hasattr(migration, "folder"):
+        from airmigrate.stages.backfill import settings_of
+
+        adaptive = settings_of(migration).adaptive
+    if ceiling:
+        text = f"at most {ceiling:,} rows (set from the console" + ("; adaptive below it)" if adaptive else ")")
+    elif adaptive and now:
+        text = f"adaptive, started at {first or now:,}, now about {now:,} rows"
+    else:
+        text = f"{now:,} rows" if now else ""
+    return {"batch_size": ceiling or now, "batch_size_text": text}
 
 
 def _hm(at: datetime | None) -> str:
@@ -161,18 +192,19 @@ def summary(migration: Migration, dag_run: dict | None, conn) -> dict:
     tables = state_tables(conn)  # read only: an older version's schema may lack the newer tables
     has_state = "history" in tables and "runs" in tables
     hist = state.history(conn, migration.id) if has_state else None
-    run = state.latest_run(conn, migration.id) if has_state else None
+    run = state.latest_run_any(conn, migration.id) if has_state else None  # up or rollback: the newest
     entry["state"], entry["error"] = combined_state(hist, run, dag_run)
     entry["history"] = hist and {"status": hist["status"], "applied_at": hist["applied_at"],
                                  "applied_by": hist["applied_by"]}
     entry["run"] = run and {"run_id": run["run_id"], "status": run["status"], "dag_run_id": run["dag_run_id"],
+                            "direction": run["direction"],
                             "started_at": run["started_at"], "finished_at": run["finished_at"],
                             "stages": list(run["completed_stages"])}
-    entry["dag_run"] = dag_run and {k: dag_run[k] for k in ("run_id", "state", "start", "end")}
+    entry["dag_run"] = dag_run and {k: dag_run.get(k) for k in ("dag_id", "run_id", "state", "start", "end")}
     entry["progress"], entry["rows_per_s"], entry["failed_batches"] = None, 0.0, 0
     entry["throttle"] = {"state": "idle", "detail": ""}
     if run:
-        progress = state.backfill_progress(conn, run["run_id"])
+        progress = state.progress_now(conn, run["run_id"])
         if progress:
             entry["progress"] = {"covered": int(progress["covered"]), "estimated": int(progress["estimated"]),
                                  "percent": round(float(progress["percent"]), 1),
@@ -185,10 +217,10 @@ def summary(migration: Migration, dag_run: dict | None, conn) -> dict:
             entry["rows_per_s"] = round(rows_per_s_now(conn, run["run_id"]), 1)
         if {"controls", "pacing", "actions"} <= tables:
             entry["throttle"] = throttle(conn, migration, run)
-            entry["cancelled"] = conn.execute("SELECT EXISTS (SELECT FROM airmigrate.actions WHERE run_id = %s AND "
-                                              "action = 'cancel')", (run["run_id"],)).fetchone()[0]
-        if entry["state"] == "paused" and entry["throttle"]["state"] != "paused":
-            entry["throttle"]["state"] = "paused"
+            mark_cancelled(entry, migration, cancellation(conn, run["run_id"]))
+        if entry["state"] in ("paused", "queued", "waiting for approval", "rollback waiting for approval") \
+                and entry["throttle"]["state"] != entry["state"]:
+            entry["throttle"]["state"] = entry["state"]  # what is happening now, not a stale "running"
     elif migration.spec.window and {"controls", "pacing", "actions"} <= tables:
         entry["throttle"] = throttle(conn, migration, {"run_id": -1, "status": "running"})
         entry["throttle"]["state"] = "idle"
@@ -197,18 +229,37 @@ def summary(migration: Migration, dag_run: dict | None, conn) -> dict:
     return entry
 
 
+def mark_cancelled(entry: dict, migration: Migration, cancel: dict | None) -> None:
+    """A cancelled backfill reads as cancelled (by whom, when, what next), not as a failure: the run is
+    recorded failed only so that it stays resumable and holds back the migrations after it."""
+    entry["cancelled"] = bool(cancel)
+    if not cancel or entry["state"] not in ("failed", "running", "paused", "queued"):
+        return
+    entry["state"], entry["error"] = "cancelled", None
+    entry["cancel"] = {"by": cancel["by"], "at": cancel["at"],
+                       "next": cancel_message(migration.id, migration.rollback_dag_id, cancel["by"], cancel["at"])}
+    entry["throttle"] = {**entry["throttle"], "state": "cancelled",
+                         "detail": f"by {cancel['by']}" if cancel["by"] else ""}
+    if entry.get("progress"):
+        entry["progress"]["eta_s"] = None
+
+
 def available_actions(entry: dict) -> list[str]:
     """The buttons that apply to a migration in this state."""
     run, st = entry.get("run"), entry["state"]
     if not run or run["status"] not in ("running", "paused", "pending", "failed"):
         return []
     out = []
+    if st == "cancelled":
+        return ["retry_failed"] if entry.get("failed_batches") and run["status"] != "failed" else []
     if run["status"] in ("running", "pending") and st != "failed":
         out += ["pause", "cancel", "batch_size", "app_latency_ratio"]
     if run["status"] == "paused":
         out += ["resume", "cancel", "batch_size", "app_latency_ratio"]
     if entry.get("failed_batches"):
         out.append("retry_failed")
+    if run.get("direction") == "down":  # a rollback's copy-back shards do not wait paused: no pause nor cancel
+        out = [a for a in out if a not in ("pause", "resume", "cancel")]
     return out
 
 
@@ -225,7 +276,7 @@ def overview(dag_runs: dict[str, dict] | None = None, migrations_dir=None) -> li
             continue
         dag_run = (dag_runs or {}).get(migration.id)
         try:
-            with connect(_target(migration), autocommit=True) as conn:
+            with pooled(_target(migration)) as conn:
                 entry = summary(migration, dag_run, conn)
         except Exception as exc:  # one unreachable target must not hide the others
             entry = {"id": migration.id, "state": "unreachable", "error": f"{type(exc).__name__}: {exc}"[:300],
@@ -262,26 +313,37 @@ def pacing_series(conn, run_id: int, limit: int = 600) -> list[dict]:
              "decision": "", "target_ratio": None} for at, rps in reversed(rows)]
 
 
-def batches_table(conn, run_id: int, limit: int = 500) -> list[dict]:
-    """Range, rows, seconds, attempts, worker, error; failed first, then running, then by number."""
+def batches_table(conn, run_id: int, limit: int = 500, offset: int = 0) -> list[dict]:
+    """Range, rows, seconds, attempts, worker, error; failed first, then running, then by number. Attempts and
+    the error count every try (airmigrate.batch_attempts): a retried batch keeps its earlier failures."""
+    history = conn.execute("SELECT to_regclass('airmigrate.batch_attempts') IS NOT NULL").fetchone()[0]
+    tries = ("(SELECT count(*) FROM airmigrate.batch_attempts a WHERE a.run_id = b.run_id AND a.batch_no = "
+             "b.batch_no)" if history else "0")
+    last_failure = ("(SELECT a.error FROM airmigrate.batch_attempts a WHERE a.run_id = b.run_id AND a.batch_no = "
+                    "b.batch_no AND a.outcome = 'failed' ORDER BY a.id DESC LIMIT 1)" if history else "NULL")
     rows = conn.execute(
-        "SELECT batch_no, lo, hi, status, size, rows, attempts, worker, last_error, started_at, finished_at, "
-        "extract(epoch FROM coalesce(finished_at, clock_timestamp()) - started_at) FROM airmigrate.batches "
+        f"SELECT batch_no, lo, hi, status, size, rows, greatest(attempts, {tries}), worker, "
+        f"coalesce(last_error, {last_failure}), started_at, finished_at, "
+        "extract(epoch FROM coalesce(finished_at, clock_timestamp()) - started_at) FROM airmigrate.batches b "
         "WHERE run_id = %s AND status <> 'split' ORDER BY CASE status WHEN 'failed' THEN 0 WHEN 'running' THEN 1 "
-        "WHEN 'pending' THEN 2 ELSE 3 END, batch_no LIMIT %s", (run_id, limit)).fetchall()
+        "WHEN 'pending' THEN 2 ELSE 3 END, batch_no LIMIT %s OFFSET %s", (run_id, limit, offset)).fetchall()
     return [{"batch_no": n, "lo": lo, "hi": hi, "status": st, "size": size, "rows": r, "attempts": attempts,
              "worker": worker, "error": error, "started_at": start, "finished_at": end,
              "seconds": round(float(secs), 2) if secs is not None else None}
             for n, lo, hi, st, size, r, attempts, worker, error, start, end, secs in rows]
 
 
-def stages_of(run: dict | None, dag_run: dict | None) -> list[dict]:
-    """The stages of the run with their times: Airflow's task instances when it ran there, else the stage
-    times the run recorded."""
+def stages_of(run: dict | None, dag_run: dict | None, tries: list[dict] | None = None, conn=None) -> list[dict]:
+    """The stages of the run with their times: Airflow's task instances (and their earlier ``tries``) when it
+    ran there, else the stage times the run recorded. The shards' rows say how long the run was paused."""
     from airmigrate.console.airflow_side import stages
 
-    rows = stages(dag_run)
+    rows = stages(dag_run, tries)
     if rows:
+        paused = paused_seconds(conn, run["run_id"]) if conn is not None and run else 0.0
+        for row in rows:
+            if row["task_id"].endswith(".shard") and paused:
+                row["paused_s"] = paused
         return rows
     times = ((run or {}).get("facts") or {}).get("stage_times") or {}
     out = []
@@ -296,8 +358,30 @@ def stages_of(run: dict | None, dag_run: dict | None) -> list[dict]:
     return out
 
 
-def detail(migration_id: str, dag_run: dict | None = None, migrations_dir=None) -> dict | None:
-    """Everything the one-migration page shows; None for an unknown folder."""
+def paused_seconds(conn, run_id: int) -> float:
+    """How long the run was paused from the console: each pause until the resume (or cancel) after it, or now."""
+    rows = conn.execute("SELECT action, at FROM airmigrate.actions WHERE run_id = %s AND action IN ('pause', "
+                        "'resume', 'cancel') ORDER BY at", (run_id,)).fetchall()
+    total, since = 0.0, None
+    for action, at in rows:
+        if action == "pause" and since is None:
+            since = at
+        elif action != "pause" and since is not None:
+            total, since = total + (at - since).total_seconds(), None
+    if since is not None:
+        total += (datetime.now(timezone.utc) - since).total_seconds()
+    return total
+
+
+BATCH_PAGE = 50  # batches per page of the migration's page (failed first): the refresh stays light
+
+
+def detail(migration_id: str, dag_run: dict | None = None, migrations_dir=None,
+           airflow_runs: list[dict] | None = None, batch_page: int = 1, tries: list[dict] | None = None) \
+        -> dict | None:
+    """Everything the one-migration page shows; None for an unknown folder. ``airflow_runs``: every Airflow run of
+    its DAGs (the plugin reads them), for the list of runs."""
+    from airmigrate.console.runs import runs_list
     from airmigrate.control import recent_actions
     from airmigrate.plan import render, static_plan
 
@@ -310,87 +394,25 @@ def detail(migration_id: str, dag_run: dict | None = None, migrations_dir=None) 
     except Exception as exc:
         out["plan"] = f"(the plan could not be made: {type(exc).__name__}: {exc})"
     try:
-        with connect(_target(migration), autocommit=True) as conn:
+        with pooled(_target(migration)) as conn:
             out.update(summary(migration, dag_run, conn))
-            run = state.latest_run(conn, migration.id) if out.get("run") else None
-            out["stages"] = stages_of(run, dag_run)
+            run = state.latest_run_any(conn, migration.id) if out.get("run") else None
             tables = state_tables(conn)
+            out["stages"] = stages_of(run, dag_run, tries, conn if "actions" in tables else None)
             out["series"] = pacing_series(conn, run["run_id"]) if run and "pacing_log" in tables else []
-            out["batch_rows"] = batches_table(conn, run["run_id"]) if run else []
+            batch_page = max(1, batch_page)
+            out["batch_rows"] = batches_table(conn, run["run_id"], BATCH_PAGE, (batch_page - 1) * BATCH_PAGE) \
+                if run else []
+            total = int((out.get("batches") or {}).get("total") or 0)
+            out["batch_pages"] = {"page": batch_page, "pages": max(1, -(-total // BATCH_PAGE)), "total": total}
             out["recent_actions"] = recent_actions(conn, migration.id) if run and "actions" in tables else []
+            ours = state.runs_of(conn, migration.id) if {"runs", "actions"} <= tables else []
+            out["runs"] = runs_list(migration.id, ours, airflow_runs, dag_run, out.get("links"))
     except Exception as exc:
-        out.update({"state": "unreachable", "error": f"{type(exc).__name__}: {exc}"[:300], "stages": [],
+        out.update({"state": "unreachable", "error": f"{type(exc).__name__}: {exc}"[:300], "stages": [], "runs": [],
                     "series": [], "batch_rows": [], "recent_actions": [], "links": links(migration.id, dag_run),
                     "actions": [], "throttle": {"state": "", "detail": ""}})
     out["cancelled"] = bool(out.get("cancelled"))
-    return out
-
-
-def chart_svg(series: list[dict], width: int = 760, height: int = 220) -> str:
-    """Rows/s (area, left axis) and the application's latency ratio (line, right axis) over time, as inline SVG."""
-    from html import escape
-
-    points = _smoothed([p for p in series if p["at"] is not None])
-    if len(points) < 2:
-        return ('<svg class="chart" viewBox="0 0 %d 60" role="img" aria-label="no data yet"><text x="10" y="35">'
-                "No throughput recorded yet: the chart fills in while the backfill runs.</text></svg>" % width)
-    pad_l, pad_r, pad_t, pad_b = 56, 48, 12, 28
-    w, h = width - pad_l - pad_r, height - pad_t - pad_b
-    t0, t1 = points[0]["at"].timestamp(), points[-1]["at"].timestamp()
-    span = max(t1 - t0, 1.0)
-    max_rps = max((p["rows_per_s"] or 0) for p in points) or 1.0
-    ratios = [p["latency_ratio"] for p in points if p["latency_ratio"] is not None]
-    targets = [p["target_ratio"] for p in points if p["target_ratio"] is not None]
-    max_ratio = max(ratios + targets + [2.0]) * 1.1
-
-    def x(p):
-        return pad_l + w * (p["at"].timestamp() - t0) / span
-
-    def y_rps(v):
-        return pad_t + h - h * (v or 0) / max_rps
-
-    def y_ratio(v):
-        return pad_t + h - h * v / max_ratio
-
-    area = " ".join(f"{x(p):.1f},{y_rps(p['rows_per_s']):.1f}" for p in points)
-    area = f"{pad_l:.1f},{pad_t + h:.1f} {area} {x(points[-1]):.1f},{pad_t + h:.1f}"
-    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="rows per second and the application latency ratio over time">',
-             f'<polygon class="rps" points="{area}"/>']
-    lat = [p for p in points if p["latency_ratio"] is not None]
-    if len(lat) >= 2:
-        parts.append('<polyline class="latency" points="' +
-                     " ".join(f"{x(p):.1f},{y_ratio(p['latency_ratio']):.1f}" for p in lat) + '"/>')
-    if targets:
-        yt = y_ratio(targets[-1])
-        parts.append(f'<line class="target" x1="{pad_l}" x2="{pad_l + w}" y1="{yt:.1f}" y2="{yt:.1f}"/>'
-                     f'<text class="axis" x="{pad_l + w - 4}" y="{yt - 4:.1f}" text-anchor="end">target '
-                     f'{targets[-1]:.2f}x</text>')
-    parts += [f'<line class="axisline" x1="{pad_l}" x2="{pad_l}" y1="{pad_t}" y2="{pad_t + h}"/>',
-              f'<line class="axisline" x1="{pad_l}" x2="{pad_l + w}" y1="{pad_t + h}" y2="{pad_t + h}"/>',
-              f'<text class="axis" x="{pad_l - 6}" y="{pad_t + 10}" text-anchor="end">{max_rps:,.0f}</text>',
-              f'<text class="axis" x="{pad_l - 6}" y="{pad_t + h}" text-anchor="end">0</text>',
-              f'<text class="axis rps-label" x="4" y="{pad_t + h / 2:.0f}">rows/s</text>']
-    if lat:
-        parts.append(f'<text class="axis latency-label" x="{pad_l + w + 6}" y="{pad_t + 10}">{max_ratio:.1f}x</text>'
-                     f'<text class="axis latency-label" x="{pad_l + w + 6}" y="{pad_t + h}">0x</text>')
-    for frac in (0, 0.5, 1):
-        at = datetime.fromtimestamp(t0 + span * frac, timezone.utc)
-        parts.append(f'<text class="axis" x="{pad_l + w * frac:.0f}" y="{height - 8}" '
-                     f'text-anchor="{"start" if frac == 0 else "end" if frac == 1 else "middle"}">'
-                     f'{escape(at.strftime("%H:%M:%S"))}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _smoothed(points: list[dict], seconds: float = 10.0) -> list[dict]:
-    """Rows/s as a trailing mean over ``seconds``: the pacer logs every second, a batch lands in one of them."""
-    out, start = [], 0
-    for i, p in enumerate(points):
-        while p["at"].timestamp() - points[start]["at"].timestamp() > seconds:
-            start += 1
-        window = [q["rows_per_s"] or 0 for q in points[start:i + 1]]
-        out.append({**p, "rows_per_s": sum(window) / len(window)})
     return out
 
 

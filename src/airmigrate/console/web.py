@@ -13,12 +13,14 @@ import hmac
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
+from airmigrate import settings
 from airmigrate.console import actions, airflow_side, data
 
 HERE = Path(__file__).resolve().parent
@@ -54,14 +56,19 @@ def check_same_origin(request: Request) -> None:
     source = request.headers.get("origin") or request.headers.get("referer")
     if not source or source == "null":
         raise HTTPException(403, "refused: a console action needs an Origin or Referer header of this server")
-    hosts = {request.headers.get("host", "")} | {h.strip() for h in
-                                                 request.headers.get("x-forwarded-host", "").split(",") if h.strip()}
+    hosts = {request.headers.get("host", "")}
+    if settings.trust_forwarded_host():  # only a proxy that sets it (and drops a client's) makes it trustworthy
+        hosts |= {h.strip() for h in request.headers.get("x-forwarded-host", "").split(",") if h.strip()}
     if urlsplit(source).netloc not in hosts:
         raise HTTPException(403, f"refused: cross-site request from {urlsplit(source).netloc or source}")
 
 
 def check_csrf(request: Request) -> None:
-    if request.headers.get("authorization", "").lower().startswith("bearer "):
+    """Same origin and the double-submit token, unless the request carries a bearer token (it authenticated
+    with that, not with the browser's cookie). An empty ``Authorization: Bearer`` is no token: Airflow then
+    falls back to the session cookie, so it gets the full check."""
+    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
         return  # no ambient credential: a bearer token is never sent by the browser on its own
     check_same_origin(request)
     cookie, header = request.cookies.get(CSRF_COOKIE, ""), request.headers.get(CSRF_HEADER, "")
@@ -82,16 +89,55 @@ def _with_csrf_cookie(response, request: Request, token: str):
 
 # --- pages ---------------------------------------------------------------------------------------------------
 
+# Every Airflow run of a migration's DAGs, newest first: the plugin sets it (airmigrate.airflow.runs.dag_runs_of)
+RUNS_OF: Callable[[str], list[dict]] = lambda migration_id: []
+# The earlier tries of a DAG run's tasks (airmigrate.airflow.runs.task_tries): a stage's time is all of them
+TRIES_OF: Callable[[str, str], list[dict]] = lambda dag_id, run_id: []
+
+
+def newest_dag_runs(ids: list[str]) -> dict[str, dict]:
+    """migration id -> the newest Airflow run of its up or rollback DAG: the migration's state is its latest
+    run's, whichever way it went (a rollback waiting for approval says so, with the link)."""
+    found = airflow_side.latest_dag_runs(ids + [f"{i}__rollback" for i in ids])
+    out = {}
+    for i in ids:
+        candidates = [r for r in (found.get(i), found.get(f"{i}__rollback")) if r]
+        if candidates:
+            out[i] = max(candidates, key=lambda r: r.get("id") or 0)
+    return out
+
+
 def _overview() -> list[dict]:
-    from airmigrate import settings
     from airmigrate.spec import discover
 
     ids = [f.name for f in discover(settings.migrations_dir())]
-    return data.overview(airflow_side.latest_dag_runs(ids))
+    return data.overview(newest_dag_runs(ids))
 
 
-def _detail(migration_id: str) -> dict | None:
-    return data.detail(migration_id, airflow_side.latest_dag_runs([migration_id]).get(migration_id))
+def _detail(migration_id: str, batch_page: int = 1) -> dict | None:
+    dag_run = newest_dag_runs([migration_id]).get(migration_id)
+    tries = TRIES_OF(dag_run.get("dag_id") or migration_id, dag_run["run_id"]) if dag_run else []
+    return data.detail(migration_id, dag_run, airflow_runs=RUNS_OF(migration_id), batch_page=batch_page,
+                       tries=tries)
+
+
+def _batch_page(request: Request) -> int:
+    try:
+        return max(1, int(request.query_params.get("page", "1")))
+    except ValueError:
+        return 1
+
+
+def _only_what_they_may_do(user, entries: list[dict]) -> list[dict]:
+    """A user who may not trigger a migration's DAG (a Viewer) sees no button and no approval link for it:
+    nothing is shown that would only answer 403."""
+    for entry in entries:
+        if entry.get("actions") or (entry.get("links") or {}).get("approve"):
+            if not airflow_side.can_trigger(user, entry["id"]):
+                entry["actions"] = []
+                entry.get("links", {}).pop("approve", None)
+                entry["read_only"] = True
+    return entries
 
 
 def _page(request: Request, template: str, **context) -> HTMLResponse:
@@ -103,16 +149,17 @@ def _page(request: Request, template: str, **context) -> HTMLResponse:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def migrations_page(request: Request):
-    entries = await asyncio.to_thread(_overview)
+async def migrations_page(request: Request, user=Depends(current_user)):
+    entries = await asyncio.to_thread(lambda: _only_what_they_may_do(user, _overview()))
     return _page(request, "migrations.html", entries=entries)
 
 
 @router.get("/migrations/{migration_id}", response_class=HTMLResponse)
-async def migration_page(request: Request, migration_id: str):
-    entry = await asyncio.to_thread(_detail, migration_id)
+async def migration_page(request: Request, migration_id: str, user=Depends(current_user)):
+    entry = await asyncio.to_thread(_detail, migration_id, _batch_page(request))
     if entry is None:
         raise HTTPException(404, f"no migration folder {migration_id}")
+    await asyncio.to_thread(_only_what_they_may_do, user, [entry])
     return _page(request, "migration.html", m=entry)
 
 

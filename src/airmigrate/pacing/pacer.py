@@ -55,8 +55,12 @@ class Pacer:
         if not self.enabled:
             return self
         self.conn = connect(self.target, autocommit=True)
+        # a shard starting again (resumed after a pause, retried) brings the trigger's ratio; a target set from the
+        # console since (airmigrate.actions) holds until it is changed there (issue 18 §7)
         self.conn.execute("INSERT INTO airmigrate.pacing (run_id, budget, target_ratio) VALUES (%s, %s, %s) "
-                          "ON CONFLICT (run_id) DO UPDATE SET target_ratio = EXCLUDED.target_ratio",
+                          "ON CONFLICT (run_id) DO UPDATE SET target_ratio = CASE WHEN EXISTS (SELECT FROM "
+                          "airmigrate.actions a WHERE a.run_id = EXCLUDED.run_id AND a.action = 'app_latency_ratio') "
+                          "THEN airmigrate.pacing.target_ratio ELSE EXCLUDED.target_ratio END",
                           (self.run_id, float(self.shards), self.ratio))
         self._try_to_lead()
         return self

@@ -39,15 +39,18 @@ def rehearsal_server(target: Target) -> Target:
     return Target.from_url(url) if url else target
 
 
-def rehearse(target: Target, migration: Migration, sample: float | None = None, keep: bool = False) -> dict:
-    """The whole rehearsal; returns (and saves) its results. Raises RehearsalError when it cannot start or
-    when the migration or its rollback failed on the copy; the copy is dropped either way unless `keep`."""
+def rehearse(target: Target, migration: Migration, sample: float | None = None, keep: bool = False,
+             dag_run_id: str | None = None) -> dict:
+    """The whole rehearsal; returns (and saves, with its report) its results. Raises RehearsalError when it
+    cannot start or when the migration or its rollback failed on the copy; the copy is dropped either way
+    unless `keep`. ``dag_run_id``: the Airflow run it is part of (its "Run report" link finds the report)."""
     if sample is not None and not 0 < sample <= 100:
         raise RehearsalError(f"--sample {sample:g}: give a percentage between 0 and 100 (e.g. --sample 10)")
     server = rehearsal_server(target)
     name = copy_name(target, migration)
     results = {"migration": migration.id, "target": target.describe(), "copy": f"{server.describe()} -> {name}",
-               "sample_percent": sample, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "failed"}
+               "sample_percent": sample, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "failed",
+               "dag_run_id": dag_run_id}
     with connect(target) as conn:
         _refuse_applied(conn, migration)
         tables = copying.tables_to_copy(conn, migration)
@@ -217,12 +220,21 @@ def _failures(results: dict) -> list[str]:
 
 
 def save(results: dict) -> Path:
+    """The results as JSON (what a later run's report reads) and the rehearsal's own HTML + Markdown report
+    (issue 18 §4: every run writes one, a rehearsal too); returns the JSON's path."""
     folder = settings.var_dir() / "rehearsals" / results["migration"]
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = folder / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump(results, out, indent=2, default=str)
+    try:
+        from airmigrate.report.rehearsal import write_rehearsal_report
+
+        report = write_rehearsal_report(json.loads(json.dumps(results, default=str)), path)
+        log.info("report: %s (and %s)", report, report.with_suffix(".md"))
+    except Exception:  # the results are saved; the report is their paperwork
+        log.warning("could not write the rehearsal's report", exc_info=True)
     return path
 
 

@@ -65,8 +65,9 @@ def record_stage_time(conn, run_id: int, task_id: str, started: datetime, finish
 
 
 def airflow_stages(dag_id: str, dag_run_id: str) -> list[dict] | None:
-    """Each task of that DAG run (mapped shards folded into one row): status, start, duration. Needs the
-    metadata database (the CLI, the api-server); None where it cannot be read."""
+    """Each task of that DAG run (mapped shards folded into one row, earlier tries included): status, first
+    start, duration to the last end. Needs the metadata database (the CLI, the api-server); None where it cannot
+    be read."""
     try:
         from airflow.models.taskinstance import TaskInstance
         from airflow.utils.session import create_session
@@ -88,6 +89,17 @@ def airflow_stages(dag_id: str, dag_run_id: str) -> list[dict] | None:
     except Exception as exc:  # no metadata database here (a task worker): the state tables tell the stages
         log.debug("Airflow task instances not readable: %s", exc)
         return None
+    from airmigrate.airflow.runs import task_tries
+
+    for earlier in task_tries(dag_id, dag_run_id):  # a stage's time spans all its tries (retried, cleared)
+        row = rows.get(earlier["task_id"])
+        if row is None:
+            continue
+        row["count"] += 1
+        if earlier["start"] and (row["_start"] is None or earlier["start"] < row["_start"]):
+            row["_start"] = earlier["start"]
+        if earlier["end"] and (row["_end"] is None or earlier["end"] > row["_end"]):
+            row["_end"] = earlier["end"]
     out = []
     for row in rows.values():
         start, end = row.pop("_start"), row.pop("_end")

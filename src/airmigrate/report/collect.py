@@ -48,7 +48,7 @@ def collect(conn, migration: Migration, run: dict, direction: str, target_name: 
         "plan": plan_rows(conn, migration),
         "stages": stages if stages is not None else stages_from_state(run, batches, direction),
         "stages_source": "Airflow task instances" if stages is not None else "the state tables",
-        "backfill": backfill_facts(migration, run, batches),
+        "backfill": backfill_facts(migration, run, batches, state.batch_attempts(conn, run["run_id"])),
         "validation": validation_facts(migration, facts) if direction == "up" else None,
         "backup": backup_facts(conn, migration, hist, facts),
         "rollback": rollback_facts(conn, migration),
@@ -61,11 +61,21 @@ def collect(conn, migration: Migration, run: dict, direction: str, target_name: 
                                      "differences": facts.get("structure_differences") or []}
                                     if "structure_identical" in facts else None)},
     }
+    if run["status"] in ("failed", "running", "paused") and _cancelled(conn, run["run_id"]):
+        data["run"]["status"] = "cancelled"  # by whom and what next: the run's error says (control.cancel_message)
     marks_before, marks_after = _diagram_marks(data["schema"]["tables"])
     data["diagram_before"] = svg.table_diagram(before, marks_before, "before") if before else ""
     data["diagram_after"] = svg.table_diagram(after, marks_after, "after")
     data["rate_chart"] = svg.rate_chart(data["backfill"]["series"]) if data["backfill"] else ""
     return data
+
+
+def _cancelled(conn, run_id: int) -> bool:
+    from airmigrate.control import cancellation
+
+    if conn.execute("SELECT to_regclass('airmigrate.controls')").fetchone()[0] is None:
+        return False
+    return cancellation(conn, run_id) is not None
 
 
 def run_actions(conn, run_id: int) -> list[dict]:
@@ -165,8 +175,27 @@ def stages_from_state(run: dict, batches: list[dict], direction: str) -> list[di
     return out
 
 
-def backfill_facts(migration: Migration, run: dict, batches: list[dict]) -> dict | None:
-    """Rows, batches, rate over time, batch durations, throttle settings and pauses, failed batches."""
+def retried_batches(batches: list[dict], attempts: list[dict]) -> list[dict]:
+    """Batches with a failed attempt that were tried again (now succeeded, or waiting), each with every attempt:
+    what a retry resets in airmigrate.batches stays on the record (airmigrate.batch_attempts)."""
+    final = {b["batch_no"]: b["status"] for b in batches}
+    by_batch: dict[int, list[dict]] = {}
+    for a in attempts:
+        by_batch.setdefault(a["batch_no"], []).append(a)
+    out = []
+    for batch_no, tries in sorted(by_batch.items()):
+        if final.get(batch_no) == "failed" or not any(t["outcome"] == "failed" for t in tries) or len(tries) < 2:
+            continue
+        out.append({"batch_no": batch_no, "lo": tries[0]["lo"], "hi": tries[0]["hi"], "status": final.get(batch_no),
+                    "attempts": [{"n": i, "outcome": t["outcome"], "error": t["error"] or "", "worker": t["worker"],
+                                  "at": _fmt(t["finished_at"])} for i, t in enumerate(tries, 1)]})
+    return out
+
+
+def backfill_facts(migration: Migration, run: dict, batches: list[dict], attempts: list[dict] | None = None) \
+        -> dict | None:
+    """Rows, batches, rate over time, batch durations, throttle settings and pauses, failed batches and the
+    batches that failed and were retried (from every attempt, ``attempts``)."""
     real = [b for b in batches if b["status"] != "split"]
     if not batches:
         return None
@@ -189,7 +218,10 @@ def backfill_facts(migration: Migration, run: dict, batches: list[dict]) -> dict
         "failed": sum(1 for b in real if b["status"] == "failed"),
         "pending": sum(1 for b in real if b["status"] in ("pending", "running")),
         "split": sum(1 for b in batches if b["status"] == "split"),
-        "retried": sum(1 for b in real if (b["attempts"] or 0) > 1),
+        "retried": len({a["batch_no"] for a in attempts or [] if a["outcome"] == "failed"}
+                       - {b["batch_no"] for b in real if b["status"] == "failed"})
+        if attempts else sum(1 for b in real if (b["attempts"] or 0) > 1),
+        "retried_batches": retried_batches(batches, attempts or []),
         "seconds": span, "rows_per_s": rows / span if span else None,
         "batch_p50_s": statistics.median(durations) if durations else None,
         "batch_p90_s": durations[int(0.9 * (len(durations) - 1))] if durations else None,
@@ -200,7 +232,9 @@ def backfill_facts(migration: Migration, run: dict, batches: list[dict]) -> dict
         "throttle": throttle, "sleep_between_batches_ms": getattr(settings, "sleep_between_batches_ms", 0),
         "target_batch_seconds": getattr(settings, "target_batch_seconds", None),
         "pauses": _pauses(facts),
-        "failed_batches": [{"batch_no": b["batch_no"], "lo": b["lo"], "hi": b["hi"], "attempts": b["attempts"],
+        "failed_batches": [{"batch_no": b["batch_no"], "lo": b["lo"], "hi": b["hi"],
+                            "attempts": sum(1 for a in attempts or [] if a["batch_no"] == b["batch_no"])
+                            or b["attempts"],
                             "error": b["last_error"], "worker": b["worker"]}
                            for b in real if b["status"] == "failed"],
         "split_batches": [{"batch_no": b["batch_no"], "lo": b["lo"], "hi": b["hi"], "error": b["last_error"]}

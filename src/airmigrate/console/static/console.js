@@ -4,6 +4,7 @@
   "use strict";
   var every = 1000 * (parseInt((document.querySelector('meta[name="airmigrate-refresh"]') || {}).content, 10) || 5);
   var busy = false;
+  var last = null;  // the last fragment shown
 
   function cookie(name) {
     var m = document.cookie.match(new RegExp("(?:^|; )" + name + "=([^;]*)"));
@@ -37,7 +38,8 @@
     }).then(function (html) {
       if (html === null || html === undefined || busy) return;
       var content = document.getElementById("content");
-      if (content) content.innerHTML = html;
+      if (content && html !== last) content.innerHTML = html;  // unchanged: the page is left as it is
+      last = html;
       var stamp = document.getElementById("refresh-state");
       if (stamp) stamp.textContent = "updated " + new Date().toLocaleTimeString();
     }).catch(function () { /* the next round tries again */ });
@@ -58,6 +60,23 @@
       });
     }).catch(function (e) { flash(migration + ": " + e, true); })
       .then(function () { busy = false; if (button) button.disabled = false; refresh(); });
+  }
+
+  function ask(text, yes) {
+    // Asked on the page itself: Airflow frames the console in a sandbox without allow-modals, where
+    // window.confirm() returns false at once and shows nothing (a Cancel button would do nothing).
+    var el = document.getElementById("flash");
+    if (!el) { yes(); return; }
+    el.className = "confirm";
+    el.textContent = text + " ";
+    var ok = document.createElement("button"), no = document.createElement("button");
+    ok.type = no.type = "button";
+    ok.className = "btn btn-confirm"; ok.textContent = "Yes";
+    no.className = "btn btn-keep"; no.textContent = "No";
+    ok.addEventListener("click", function () { el.textContent = ""; el.className = ""; yes(); });
+    no.addEventListener("click", function () { el.textContent = ""; el.className = ""; });
+    el.appendChild(ok); el.appendChild(document.createTextNode(" ")); el.appendChild(no);
+    ok.focus();
   }
 
   function openInAirflow(href) {
@@ -81,7 +100,10 @@
     var button = e.target.closest && e.target.closest("button[data-action]");
     if (!button) return;
     var box = button.closest("[data-migration]");
-    if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
+    if (button.dataset.confirm) {
+      ask(button.dataset.confirm, function () { act(box.dataset.migration, button.dataset.action, null, button); });
+      return;
+    }
     act(box.dataset.migration, button.dataset.action, null, button);
   });
 

@@ -22,6 +22,7 @@ import re
 import socket
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Callable
 
 import psycopg
@@ -153,6 +154,7 @@ class Batch:
     rows: int | None = None
     seconds: float = 0.0
     outcome: str = "succeeded"  # succeeded | retry | failed | split
+    claimed_at: datetime | None = None  # when this attempt started (for airmigrate.batch_attempts)
 
 
 def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0, retry_failed: bool = False,
@@ -278,7 +280,7 @@ def claim_and_run(conn, migration: Migration, run_id: int, worker: str, apply_ba
                 "AND status = 'pending' ORDER BY batch_no LIMIT 1 FOR UPDATE SKIP LOCKED", (run_id,)).fetchone()
             if row is None:
                 return None
-            batch = Batch(*row)
+            batch = Batch(*row, claimed_at=datetime.now(timezone.utc))
             set_timeouts(conn, spec.lock_timeout_ms * 10, spec.statement_timeout_ms, local=True)
             t0 = time.monotonic()
             batch.rows = apply_batch(conn, batch.lo, batch.hi)
@@ -288,6 +290,8 @@ def claim_and_run(conn, migration: Migration, run_id: int, worker: str, apply_ba
                 "UPDATE airmigrate.batches SET status = 'succeeded', rows = %s, attempts = attempts + 1, worker = %s, "
                 "last_error = NULL, started_at = now(), finished_at = clock_timestamp() "
                 "WHERE run_id = %s AND batch_no = %s", (batch.rows, worker, run_id, batch.batch_no))
+            state.record_attempt(conn, run_id, batch.batch_no, batch.lo, batch.hi, "succeeded", None, worker,
+                                 batch.claimed_at)
         return batch
     except psycopg.errors.QueryCanceled as exc:  # statement_timeout (before OperationalError: a subclass)
         if batch is None:
@@ -317,6 +321,8 @@ def split_batch(conn, migration: Migration, run_id: int, batch: Batch, worker: s
         conn.execute("UPDATE airmigrate.batches SET status = 'split', attempts = attempts + 1, last_error = %s, "
                      "worker = %s WHERE run_id = %s AND batch_no = %s",
                      (f"split after: {_first_line(exc)}", worker, run_id, batch.batch_no))
+        state.record_attempt(conn, run_id, batch.batch_no, batch.lo, batch.hi, "split",
+                             f"split after: {_first_line(exc)}"[:500], worker, batch.claimed_at)
         for offset, (lo, hi) in enumerate(halves):
             conn.execute("INSERT INTO airmigrate.batches (run_id, batch_no, lo, hi, size) VALUES (%s, %s, %s, %s, %s)",
                          (run_id, first + offset, lo, hi, max(1, batch.size // 2)))
@@ -334,6 +340,8 @@ def record_failure(conn, run_id: int, batch: Batch, max_attempts: int, exc, work
         conn.execute("UPDATE airmigrate.batches SET attempts = attempts + 1, status = %s, last_error = %s, "
                      "worker = %s WHERE run_id = %s AND batch_no = %s",
                      ("failed" if batch.outcome == "failed" else "pending", error, worker, run_id, batch.batch_no))
+        state.record_attempt(conn, run_id, batch.batch_no, batch.lo, batch.hi, "failed", error, worker,
+                             batch.claimed_at)
     log.warning("batch %d [%s..%s] attempt %d/%d failed: %s", batch.batch_no, batch.lo, batch.hi,
                 batch.attempts + 1, max_attempts, error)
     if batch.outcome == "retry":

@@ -35,7 +35,7 @@ class BatchSizer:
     maximum: int
     adaptive: bool = True
     recent: deque = field(default_factory=lambda: deque(maxlen=WINDOW))  # seconds per key, last batches
-    asked: int | None = None  # the size last set from the console (it starts the sizer afresh)
+    asked: int | None = None  # the size last set from the console: a ceiling the adaptive sizer stays under
 
     def observe(self, rows: int, seconds: float) -> int:
         """Record one batch (keys in its range, its duration); return the size for the next one."""
@@ -58,7 +58,10 @@ class BatchSizer:
         return self._set(self.size // 2)
 
     def _set(self, size: float) -> int:
-        self.size = int(min(max(size, self.minimum), self.maximum))
+        """Within the spec's bounds and under the console's size when one was set (what the console shows is a
+        promise: batches never grow past it)."""
+        ceiling = min(self.maximum, self.asked) if self.asked else self.maximum
+        self.size = int(min(max(size, min(self.minimum, ceiling)), ceiling))
         return self.size
 
 
