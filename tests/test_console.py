@@ -119,6 +119,7 @@ def test_throttle_shows_the_window_until_it_opens(fresh_db):
         out = data.throttle(conn, M, {"run_id": run_id, "status": "running"}, now=noon)
     assert out["state"] == "outside window"
     assert out["detail"] == "until 2026-01-06 01:00 UTC"
+    assert out["owner"].startswith("a process on ") and "heartbeat 0 s ago" in out["owner"]  # who runs it (issue 17)
 
 
 def test_actions_are_recorded_with_the_user_and_a_negative_batch_size_is_refused(fragile, fresh_db):

@@ -126,6 +126,7 @@ def throttle(conn, migration: Migration | None, run: dict | None, now: datetime 
     if run["status"] not in ("running", "paused", "pending"):
         out["state"] = "stopped" if run["status"] == "failed" else "finished"  # nothing runs: no throttle at work
         return out
+    out["owner"] = owner_of(conn, run["run_id"])
     last = conn.execute("SELECT actor, at FROM airmigrate.actions WHERE run_id = %s AND action = %s "
                         "ORDER BY at DESC LIMIT 1", (run["run_id"], "cancel" if cancelled else "pause")).fetchone()
     if cancelled:
@@ -140,6 +141,15 @@ def throttle(conn, migration: Migration | None, run: dict | None, now: datetime 
         if pacing and pacing[2]:
             out["detail"] = pacing[2]
     return out
+
+
+def owner_of(conn, run_id: int) -> str | None:
+    """Who runs it (one runner per migration, airmigrate.lease) and how fresh its heartbeat is."""
+    row = conn.execute("SELECT holder, extract(epoch FROM now() - heartbeat_at)::float FROM airmigrate.runs "
+                       "WHERE run_id = %s AND holder IS NOT NULL", (run_id,)).fetchone()
+    if not row:
+        return None
+    return row[0] + (f", heartbeat {row[1]:.0f} s ago" if row[1] is not None else "")
 
 
 def batch_size_card(conn, migration: Migration | None, run_id: int, ceiling: int | None) -> dict:
