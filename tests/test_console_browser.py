@@ -135,6 +135,19 @@ def console(page):
     return page.frame_locator('iframe[src*="/airmigrate/"]').first
 
 
+def open_migration(page, migration_id: str, ready: str = "#read-only, #stages, #runs") -> None:
+    """Click the migration's link on the Migrations page, as a person would, until its page shows: the list
+    refreshes itself, and a click that lands while it is being replaced goes nowhere (a person clicks again)."""
+    for attempt in range(3):
+        console(page).locator("a.mid", has_text=migration_id).click()
+        try:
+            console(page).locator(ready).first.wait_for(timeout=40_000)
+            return
+        except Exception:
+            if attempt == 2:
+                raise
+
+
 def row_value(page, attribute: str) -> str | None:
     """An attribute of the migration's row on the Migrations page (the frame refreshes itself)."""
     try:
@@ -256,9 +269,8 @@ def test_console_progress_pause_resume_and_retry_failed_batches(browser, airflow
                 (MIGRATION,))] == ["admin:pause", "admin:resume", "admin:retry_failed"]
 
         # the one-migration page: stages, chart, batches, plan, rollback link
-        console(page).locator("a.mid", has_text=MIGRATION).click()
+        open_migration(page, MIGRATION, "#stages")
         frame = console(page)
-        frame.locator("#stages").wait_for()
         for selector in ("#batches", "svg.chart", "pre.plan", f'a[href="/dags/{MIGRATION}__rollback"]'):
             assert frame.locator(selector).count() >= 1, selector
         assert "admin" in frame.locator("#recent-actions").inner_text()
@@ -306,7 +318,7 @@ def test_batch_size_pacing_target_cancel_and_a_rollback_waiting_for_approval(bro
             assert airflow.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
         airflow.trigger(CANCELLED)
         page.goto(f"{airflow.url}/plugin/migrations")
-        console(page).locator("a.mid", has_text=CANCELLED).click()
+        open_migration(page, CANCELLED)
         airflow.wait_for(lambda: console(page).locator("form[data-action=batch_size]").count() > 0
                          and "adaptive, started at 1,000" in detail_text(page, "#batch-size"), MOVING_S,
                          "the backfill did not start on the page: " + log_tail(airflow))
@@ -373,8 +385,7 @@ def test_a_viewer_sees_the_console_but_no_button(browser, airflow):
         airflow.wait_for(lambda: row_value(page, "state"), UI_S, "the Migrations page did not show")
         frame = console(page)
         assert frame.locator("button[data-action]").count() == 0
-        frame.locator("a.mid", has_text=CANCELLED).click()
-        frame.locator("#read-only, #stages, #runs").first.wait_for()
+        open_migration(page, CANCELLED)
         assert frame.locator("button[data-action], form[data-action], a.btn-approve").count() == 0
     finally:
         context.close()
