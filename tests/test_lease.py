@@ -240,3 +240,15 @@ def test_begin_run_refuses_a_live_foreign_owner_and_takes_over_a_gone_one(fresh_
         assert (taken, resumed) == (run_id, True)
         with pytest.raises(lease.LeaseLost, match="owned by b now"):
             state.owned_run(conn, SLOW, "up", "manual__a")
+
+
+def test_on_a_target_never_migrated_the_second_runner_refuses_instead_of_crashing(empty_db):
+    """The first deploy: the winner holds the lease but has not created the state tables yet."""
+    with connect(empty_db, autocommit=True, application_name="airmigrate migrate on ci-1 pid 4242") as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", lease.lock_key(SLOW))
+        with pytest.raises(lease.LeaseHeld) as refused:
+            with lease.hold_for_cli(empty_db, SLOW, "migrate", wait_s=0.5, say=lambda text: None):
+                pass
+    message = str(refused.value)
+    assert "airmigrate migrate on ci-1 pid 4242" in message and "its run is not recorded yet" in message, message
+    assert "refused after waiting 0.5 s" in message

@@ -131,8 +131,7 @@ def hold_for_cli(target: Target, migration_id: str, what: str, wait_s: float = 0
     if migration_id in _HELD:
         yield _HELD[migration_id][1]
         return
-    holder = describe_cli(what)
-    conn = _lock_connection(target, f"airmigrate lease {migration_id}")
+    conn = _lock_connection(target, f"airmigrate {what.split()[0]} on {socket.gethostname()} pid {os.getpid()}")
     deadline, said = time.monotonic() + max(0.0, wait_s), False
     try:
         while True:
@@ -145,6 +144,7 @@ def hold_for_cli(target: Target, migration_id: str, what: str, wait_s: float = 0
                 say(f"waiting up to {wait_s:.0f} s for {migration_id}: {busy}")
                 said = True
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        holder = describe_cli(what)  # since now: when it holds the lease, not when it started waiting
         _HELD[migration_id] = (conn, holder)
         try:
             yield holder
@@ -182,7 +182,7 @@ def hold_for_task(target: Target, migration_id: str, dag_run_id: str | None, wai
         with _heartbeat(target, migration_id, dag_run_id):
             yield
         return
-    conn = _lock_connection(target, f"airmigrate task {migration_id}")
+    conn = _lock_connection(target, f"airmigrate task on {socket.gethostname()} pid {os.getpid()}")
     try:
         deadline = time.monotonic() + max(GRACE_S, wait_s)
         while not conn.execute("SELECT pg_try_advisory_lock_shared(%s, %s)", lock_key(migration_id)).fetchone()[0]:
@@ -256,15 +256,17 @@ def lock_holders(conn, migration_id: str) -> str | None:
         return None
     run = _open_run(conn, migration_id)
     who = run["holder"] if run and run.get("holder") else ", ".join(
-        f"{name or 'a session'} (server pid {pid}, connected {start:%H:%M:%S})" for name, _, pid, _, start in rows)
-    return who + (f"; its run {run['run_id']} ({run['direction']}) is {run['status']}" if run else "")
+        f"{name or 'a session'} (from {addr or 'a local socket'}, connected {start.astimezone(timezone.utc):%H:%M:%S} UTC)"
+        for name, addr, _, _, start in rows)
+    if not run:
+        return who + " (its run is not recorded yet)"
+    beat = f", last heartbeat {run['heartbeat_age']:.0f} s ago" if run.get("heartbeat_age") is not None else ""
+    return who + f"; its run {run['run_id']} ({run['direction']}) is {run['status']}{beat}"
 
 
 def live_foreign_run(conn, migration_id: str, dag_run_id: str | None) -> str | None:
     """An open run (either direction) owned by someone else who is still there: a lock holder, or a DAG run
     whose lease has not expired. Returns who, or None."""
-    if conn.execute("SELECT to_regclass('airmigrate.runs')").fetchone()[0] is None:
-        return None
     run = _open_run(conn, migration_id)
     if run is None or run["owner"] == dag_run_id:  # ours (or, both None, an unowned run of direct stage calls)
         return None
@@ -279,6 +281,10 @@ def live_foreign_run(conn, migration_id: str, dag_run_id: str | None) -> str | N
 
 
 def _open_run(conn, migration_id: str) -> dict | None:
+    """The migration's open run (a running one first), or None (also on a target with no state tables yet: the
+    first deploy, whose winner is still creating them)."""
+    if conn.execute("SELECT to_regclass('airmigrate.runs')").fetchone()[0] is None:
+        return None
     cur = conn.execute(
         "SELECT run_id, direction, status, owner, holder, owner_kind, facts->>'waiting' AS waiting, "
         "extract(epoch FROM now() - heartbeat_at)::float AS heartbeat_age, "
@@ -290,7 +296,7 @@ def _open_run(conn, migration_id: str) -> dict | None:
 
 
 def refusal(migration_id: str, busy: str, waited: float = 0.0) -> str:
-    waited_text = f"after waiting {waited:.0f} s" if waited else "at once"
+    waited_text = f"after waiting {waited:g} s" if waited else "at once"
     return (f"{migration_id} is being run by {busy}. This runner refused {waited_text} rather than join it "
             f"(one runner per migration): see it with `airmigrate status {migration_id}` or in the console; wait "
             f"for it with --wait SECONDS (DAG param wait_for_lease). Nothing was run")
