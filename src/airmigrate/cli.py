@@ -493,7 +493,8 @@ def run_and_report(migration_id: str, target: Target, rollback: bool = False, co
     if interrupt.requested():
         print(f"interrupted by {interrupt.requested()}: the run stopped at a batch boundary and is paused (nothing "
               f"half-done). Resume: `airmigrate run {migration.id}{' --rollback' if rollback else ''}`"
-              + ("" if rollback else f"; or roll back: `airmigrate run {migration.id} --rollback`"), flush=True)
+              + ("" if rollback else f"; or roll back: `airmigrate run {migration.id} --rollback"
+                 + (" --approve`" if needs_rollback_approval(migration) else "`")), flush=True)
         return interrupt.EXIT_INTERRUPTED
     return 0 if str(dagrun.state) == "success" else 1
 

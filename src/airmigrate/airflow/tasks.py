@@ -18,6 +18,7 @@ from airflow.sdk import BaseHook, get_current_context
 from airmigrate import interrupt, lease, report, settings, state
 from airmigrate.db import Target, connect, is_transient
 from airmigrate.errors import AirmigrateError, PreflightError
+from airmigrate.gates import needs_rollback_approval
 from airmigrate.spec import Migration, load_migration, setting_problem
 from airmigrate.stages import backfill, backup, cleanup, preflight, rollback, schema_change, validate
 
@@ -136,7 +137,8 @@ def _mark_interrupted(target: Target, migration: Migration, direction: str, why:
     how to go on."""
     resume = f"`airmigrate run {migration.id}" + (" --rollback`" if direction == "down" else "`")
     message = (f"interrupted ({why}); the run is paused and resumes where it stopped: {resume}"
-               + ("" if direction == "down" else f", or roll back with `airmigrate run {migration.id} --rollback`"))
+               + ("" if direction == "down" else f", or roll back with `airmigrate run {migration.id} --rollback"
+                  + (" --approve`" if needs_rollback_approval(migration) else "`")))
     try:
         with connect(target, autocommit=True) as conn, conn.transaction():
             run_id = state.owned_run(conn, migration.id, direction, dag_run_id())
