@@ -237,7 +237,7 @@ def test_console_progress_pause_resume_and_retry_failed_batches(browser, airflow
         airflow.wait_for(lambda: shard_state(airflow, run_id) == "up_for_reschedule", MOVING_S,
                          "the paused shard still holds its worker slot: " + log_tail(airflow))
         with connect(target) as conn:  # what the page will show once it refreshes
-            paused_at = round(float(state.backfill_progress(conn, state.latest_run(conn, MIGRATION)["run_id"])
+            paused_at = round(float(state.progress_now(conn, state.latest_run(conn, MIGRATION)["run_id"])
                                     ["percent"]), 1)
 
         click_action(page, "resume")

@@ -309,13 +309,14 @@ def cmd_status(args) -> int:
         print(f"{args.migration}: {hist['status'] if hist else 'no history'}")
         if run:
             summary = state.batch_summary(conn, run["run_id"])
-            print(f"  run {run['run_id']}: {run['status']}, stages done: {', '.join(run['completed_stages']) or '-'}")
+            stages = [s for s in run["completed_stages"] if ":" not in s]  # not each stage's statement groups
+            print(f"  run {run['run_id']}: {run['status']}, stages done: {', '.join(stages) or '-'}")
             busy = lease.live_foreign_run(conn, args.migration, dag_run_id=None)
             if busy:
                 print(f"  owner: {busy}")
             print(f"  batches: {summary['succeeded']}/{summary['total']} done, {summary['failed']} failed, "
                   f"{summary['pending']} pending; {summary['rows']:,} rows written")
-            progress = state.backfill_progress(conn, run["run_id"])
+            progress = state.progress_now(conn, run["run_id"])
             if progress:
                 print("  backfill: " + _progress_line(progress, summary))
             for batch_no, lo, hi, attempts, error in state.failed_batches(conn, run["run_id"]):
@@ -348,7 +349,7 @@ def _progress_line(progress: dict, summary: dict) -> str:
     """Covered share, rate and what is left. A failed batch's keys are not covered: never 100% or "done" then."""
     failed, pending = summary["failed"], summary["pending"]
     percent = progress["percent"]
-    if failed:  # backfill_progress says 100% once nothing is pending, failed batches or not
+    if failed:  # progress_now says 100% once nothing is pending, failed batches or not
         percent = min(percent, 99.9, 100 * progress["covered"] / max(progress["estimated"], 1))
     shown = "100" if percent >= 100 else f"{math.floor(percent)}"  # 99.6% is not "100%"
     line = f"{shown}% of ~{progress['estimated']:,} rows covered, {progress['rate']:,.0f} rows/s, "

@@ -341,25 +341,6 @@ def batch_summary(conn, run_id: int) -> dict:
     return dict(zip(keys, row))
 
 
-def backfill_progress(conn, run_id: int) -> dict | None:
-    """Keys covered against the planner's estimate, the covering rate and the ETA (None before the backfill)."""
-    if conn.execute("SELECT to_regclass('airmigrate.cursors')").fetchone()[0] is None:
-        return None
-    row = conn.execute(
-        "SELECT c.estimated_rows, c.exhausted, coalesce(sum(b.size) FILTER (WHERE b.status = 'succeeded'), 0), "
-        "extract(epoch FROM coalesce(max(b.finished_at), now()) - c.started_at) FROM airmigrate.cursors c "
-        "LEFT JOIN airmigrate.batches b USING (run_id) WHERE c.run_id = %s GROUP BY c.run_id", (run_id,)).fetchone()
-    if row is None:
-        return None
-    estimated, exhausted, covered, seconds = row
-    rate = covered / float(seconds) if seconds else 0.0
-    unfinished = conn.execute("SELECT count(*) FROM airmigrate.batches WHERE run_id = %s AND status IN "
-                              "('pending', 'running', 'failed')", (run_id,)).fetchone()[0]
-    percent = 100.0 if exhausted and not unfinished else min(99.9, 100 * covered / max(estimated, 1))
-    return {"estimated": estimated, "covered": covered, "rate": rate, "percent": percent, "exhausted": exhausted,
-            "eta_s": max(estimated - covered, 0) / rate if rate and percent < 100 else 0.0}
-
-
 def state_pending(conn, run_id: int) -> int:
     return conn.execute("SELECT count(*) FROM airmigrate.batches WHERE run_id = %s AND status = 'pending'",
                         (run_id,)).fetchone()[0]

@@ -36,6 +36,9 @@ class LockHold:
         return (self.last - self.first) * 1000 + SAMPLE_S * 1000  # at least one sample interval
 
 
+ENDS_TRANSACTION = {"COMMIT", "ROLLBACK", "END", "COMMIT PREPARED"}
+
+
 @dataclass
 class LockSampler:
     """A thread that records every strong lock our sessions hold on the copied tables, per statement."""
@@ -44,6 +47,7 @@ class LockSampler:
     relations: list[str]
     stage: str = "start"
     holds: dict = field(default_factory=dict)
+    latest: dict = field(default_factory=dict)  # (stage, pid, mode, relation) -> the hold its COMMIT extends
 
     def __post_init__(self):
         self.stop = threading.Event()
@@ -62,13 +66,19 @@ class LockSampler:
             while not self.stop.is_set():
                 now = time.monotonic()
                 for pid, mode, relation, query in conn.execute(LOCKS, (self.relations,)).fetchall():
+                    latest = self.latest.get((self.stage, pid, mode, relation))
+                    if latest and query.strip().rstrip(";").upper() in ENDS_TRANSACTION:
+                        latest.last = now  # still the statement that took the lock: its COMMIT is running
+                        continue
                     key = (self.stage, pid, mode, relation, query)
                     hold = self.holds.get(key)
                     if hold is None or now - hold.last > 0.5:  # a new episode of the same statement
                         key = (*key, now) if hold else key
-                        self.holds[key] = LockHold(self.stage, relation, mode, " ".join(query.split()), now, now)
+                        hold = self.holds[key] = LockHold(self.stage, relation, mode, " ".join(query.split()),
+                                                          now, now)
                     else:
                         hold.last = now
+                    self.latest[(self.stage, pid, mode, relation)] = hold
                 self.stop.wait(SAMPLE_S)
 
     def summary(self) -> list[dict]:
