@@ -135,7 +135,7 @@ def console(page):
     return page.frame_locator('iframe[src*="/airmigrate/"]').first
 
 
-def open_migration(page, migration_id: str, ready: str = "#read-only, #stages, #runs") -> None:
+def open_migration(page, migration_id: str, ready: str = "#read-only, #stages, #runs, pre.plan") -> None:
     """Click the migration's link on the Migrations page, as a person would, until its page shows: the list
     refreshes itself, and a click that lands while it is being replaced goes nowhere (a person clicks again)."""
     for attempt in range(3):
@@ -146,6 +146,8 @@ def open_migration(page, migration_id: str, ready: str = "#read-only, #stages, #
         except Exception:
             if attempt == 2:
                 raise
+            print(f"open_migration {migration_id}: attempt {attempt + 1} did not show {ready}; the page says: "
+                  + page.frame_locator('iframe[src*="/airmigrate/"]').first.locator("body").inner_text()[:1500])
 
 
 def row_value(page, attribute: str) -> str | None:
