@@ -183,10 +183,10 @@ def client(monkeypatch):
 
     from airflow.api_fastapi.core_api.security import get_user
     from airmigrate.airflow import plugin
-    from airmigrate.console import airflow_side, web
+    from airmigrate.console import web
 
-    monkeypatch.setattr(airflow_side, "can_trigger", lambda user, dag_id: user.name != "viewer")
-    monkeypatch.setattr(airflow_side, "clear_failed_shards", lambda dag_id, run_id: [])
+    monkeypatch.setattr(web.AIRFLOW, "can_trigger", lambda user, dag_id: user.name != "viewer")
+    monkeypatch.setattr(web.AIRFLOW, "clear_failed_shards", lambda dag_id, run_id: [])
     users = {"who": "alice"}
 
     def fake_user():

@@ -110,7 +110,7 @@ def test_a_stage_is_timed_over_all_its_tries_in_pipeline_order():
     """Issue 18 §9: a shard retried or cleared is timed from its first try to its last end (not the last try
     alone); a cleared task not yet started again shows what its tries took, not a growing time; stages not yet
     run are listed in pipeline order."""
-    from airmigrate.console.airflow_side import stages
+    from airmigrate.console.stage_rows import stages
 
     t0 = datetime.now(timezone.utc) - timedelta(minutes=30)
     at = lambda m: t0 + timedelta(minutes=m)
@@ -134,16 +134,16 @@ def test_the_reports_stage_times_span_every_try(fresh_db, tmp_path, monkeypatch)
     """Issue 18 §9, the report's part: a stage's time in the report runs from its first try to its last end."""
     from airmigrate.airflow import runs
     from airmigrate.airflow.runner import run_dag
-    from airmigrate.report import airflow_stages
+    from airmigrate.airflow.runs import dag_run_stages
 
     monkeypatch.setenv("AIRMIGRATE_VAR_DIR", str(tmp_path / "var"))
     dagrun = run_dag(MIGRATION, {"batch_size": 5000})
-    plain = {r["task_id"]: r for r in airflow_stages(MIGRATION, dagrun.run_id)}
+    plain = {r["task_id"]: r for r in dag_run_stages(MIGRATION, dagrun.run_id)}
     shard = plain["backfill.shard"]
     first_try = datetime.fromisoformat(shard["start"].replace(" UTC", "+00:00")) - timedelta(minutes=10)
     monkeypatch.setattr(runs, "task_tries", lambda dag_id, run_id: [
         {"task_id": "backfill.shard", "map_index": 0, "try": 1, "state": "failed", "start": first_try,
          "end": first_try + timedelta(minutes=1)}])
-    widened = {r["task_id"]: r for r in airflow_stages(MIGRATION, dagrun.run_id)}["backfill.shard"]
+    widened = {r["task_id"]: r for r in dag_run_stages(MIGRATION, dagrun.run_id)}["backfill.shard"]
     assert widened["seconds"] >= 600 + shard["seconds"] - 1 and widened["count"] == shard["count"] + 1
     assert widened["start"] < shard["start"]

@@ -513,11 +513,12 @@ def _print_shard_note(migration, target: Target, dag_run_id: str) -> None:
 def _print_run_report(migration, target: Target, dag_id: str, dag_run_id: str, rollback: bool) -> None:
     """The run's report (issue 11), written again here with Airflow's task timings; its path printed. Nothing
     for a run that changed nothing (dry run, already applied)."""
-    from airmigrate.report import airflow_stages, write_report
+    from airmigrate.airflow.runs import dag_run_stages
+    from airmigrate.report import write_report
 
     try:
         path = write_report(target, migration, "down" if rollback else "up", dag_run_id=dag_run_id,
-                            stages=airflow_stages(dag_id, dag_run_id))
+                            stages=dag_run_stages(dag_id, dag_run_id))
     except Exception as exc:  # the run's outcome stands; the report is its paperwork
         print(f"  report: not written ({type(exc).__name__}: {exc})", flush=True)
         return

@@ -20,11 +20,11 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airmigrate.airflow.runs import dag_runs_of, task_tries
+from airmigrate.airflow import console_side
 from airmigrate.console import web
 
-# the console lists every run of a migration and times stages over all their tries: Airflow is read here
-web.RUNS_OF, web.TRIES_OF = dag_runs_of, task_tries
+# the console's user, runs, tries, permission and clearing come from this Airflow (the console imports none)
+web.AIRFLOW = console_side.for_console()
 
 app = FastAPI(title="airmigrate", description="The airmigrate console's API (issue 12) and run reports",
               dependencies=[Depends(requires_authenticated())], docs_url=None, redoc_url=None, openapi_url=None)

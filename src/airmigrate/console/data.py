@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from urllib.parse import quote
 
 from airmigrate import settings, state
+from airmigrate.console import stage_rows
 from airmigrate.console.pool import pooled
 from airmigrate.console.chart import chart_svg  # noqa: F401 (the pages' chart, kept importable here)
 from airmigrate.control import cancel_message, cancellation
@@ -346,9 +347,7 @@ def batches_table(conn, run_id: int, limit: int = 500, offset: int = 0) -> list[
 def stages_of(run: dict | None, dag_run: dict | None, tries: list[dict] | None = None, conn=None) -> list[dict]:
     """The stages of the run with their times: Airflow's task instances (and their earlier ``tries``) when it
     ran there, else the stage times the run recorded. The shards' rows say how long the run was paused."""
-    from airmigrate.console.airflow_side import stages
-
-    rows = stages(dag_run, tries)
+    rows = stage_rows.stages(dag_run, tries)
     if rows:
         paused = paused_seconds(conn, run["run_id"]) if conn is not None and run else 0.0
         for row in rows:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import secrets
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -21,7 +22,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from airmigrate import settings
-from airmigrate.console import actions, airflow_side, data
+from airmigrate.console import actions, data
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -45,10 +46,30 @@ def templates():
 
 # --- who is asking, and may they ----------------------------------------------------------------------------
 
-async def current_user(request: Request):
-    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user, oauth2_scheme
+async def _nobody(request: Request):
+    raise HTTPException(401, "not logged in: the console runs inside Airflow's api-server")
 
-    return await get_user(request, await oauth2_scheme(request), await bearer_scheme(request))
+
+@dataclass
+class AirflowSide:
+    """What the console needs from the Airflow it is mounted in: the plugin hands it over
+    (airmigrate.airflow.console_side.for_console), so the console imports no Airflow. The defaults know nothing
+    (no user, no runs, no permission): a console without Airflow shows the target's state only."""
+
+    current_user: Callable[[Request], Awaitable] = _nobody
+    latest_dag_runs: Callable[[list[str]], dict] = lambda dag_ids: {}  # dag_id -> newest run with its tasks
+    runs_of: Callable[[str], list[dict]] = lambda migration_id: []  # every run of a migration's DAGs
+    tries_of: Callable[[str, str], list[dict]] = lambda dag_id, run_id: []  # earlier tries of a run's tasks
+    can_trigger: Callable[[object, str], bool] = lambda user, dag_id: False
+    user_name: Callable[[object], str] = lambda user: "unknown"
+    clear_failed_shards: Callable[[str, str], list[str]] = lambda dag_id, run_id: []
+
+
+AIRFLOW = AirflowSide()
+
+
+async def current_user(request: Request):
+    return await AIRFLOW.current_user(request)
 
 
 def check_same_origin(request: Request) -> None:
@@ -89,16 +110,10 @@ def _with_csrf_cookie(response, request: Request, token: str):
 
 # --- pages ---------------------------------------------------------------------------------------------------
 
-# Every Airflow run of a migration's DAGs, newest first: the plugin sets it (airmigrate.airflow.runs.dag_runs_of)
-RUNS_OF: Callable[[str], list[dict]] = lambda migration_id: []
-# The earlier tries of a DAG run's tasks (airmigrate.airflow.runs.task_tries): a stage's time is all of them
-TRIES_OF: Callable[[str, str], list[dict]] = lambda dag_id, run_id: []
-
-
 def newest_dag_runs(ids: list[str]) -> dict[str, dict]:
     """migration id -> the newest Airflow run of its up or rollback DAG: the migration's state is its latest
     run's, whichever way it went (a rollback waiting for approval says so, with the link)."""
-    found = airflow_side.latest_dag_runs(ids + [f"{i}__rollback" for i in ids])
+    found = AIRFLOW.latest_dag_runs(ids + [f"{i}__rollback" for i in ids])
     out = {}
     for i in ids:
         candidates = [r for r in (found.get(i), found.get(f"{i}__rollback")) if r]
@@ -116,8 +131,8 @@ def _overview() -> list[dict]:
 
 def _detail(migration_id: str, batch_page: int = 1) -> dict | None:
     dag_run = newest_dag_runs([migration_id]).get(migration_id)
-    tries = TRIES_OF(dag_run.get("dag_id") or migration_id, dag_run["run_id"]) if dag_run else []
-    return data.detail(migration_id, dag_run, airflow_runs=RUNS_OF(migration_id), batch_page=batch_page,
+    tries = AIRFLOW.tries_of(dag_run.get("dag_id") or migration_id, dag_run["run_id"]) if dag_run else []
+    return data.detail(migration_id, dag_run, airflow_runs=AIRFLOW.runs_of(migration_id), batch_page=batch_page,
                        tries=tries)
 
 
@@ -133,7 +148,7 @@ def _only_what_they_may_do(user, entries: list[dict]) -> list[dict]:
     nothing is shown that would only answer 403."""
     for entry in entries:
         if entry.get("actions") or (entry.get("links") or {}).get("approve"):
-            if not airflow_side.can_trigger(user, entry["id"]):
+            if not AIRFLOW.can_trigger(user, entry["id"]):
                 entry["actions"] = []
                 entry.get("links", {}).pop("approve", None)
                 entry["read_only"] = True
@@ -192,18 +207,18 @@ async def act(request: Request, migration_id: str, action: str, user=Depends(cur
     migration = data.find_migration(migration_id)
     if migration is None:
         raise HTTPException(404, f"no migration folder {migration_id}")
-    if not await asyncio.to_thread(airflow_side.can_trigger, user, migration.id):
+    if not await asyncio.to_thread(AIRFLOW.can_trigger, user, migration.id):
         raise HTTPException(403, f"forbidden: acting on {migration.id} needs the permission to trigger its DAG")
     try:
         body = await request.json()
     except Exception:
         body = {}
     value = body.get("value") if isinstance(body, dict) else None
-    actor = airflow_side.user_name(user)
+    actor = AIRFLOW.user_name(user)
 
     def run():
         return actions.perform(data._target(migration), migration.id, action, actor, value,
-                               clear=airflow_side.clear_failed_shards)
+                               clear=AIRFLOW.clear_failed_shards)
 
     try:
         result = await asyncio.to_thread(run)

@@ -26,7 +26,7 @@ from airmigrate.spec import Migration
 
 log = logging.getLogger(__name__)
 
-__all__ = ["capture_before", "write_report", "reports_dir", "report_name", "airflow_stages", "record_stage_time",
+__all__ = ["capture_before", "write_report", "reports_dir", "report_name", "record_stage_time",
            "find_report"]
 
 
@@ -64,49 +64,6 @@ def record_stage_time(conn, run_id: int, task_id: str, started: datetime, finish
                  "WHERE run_id = %s", (task_id, Jsonb(entry), run_id))
 
 
-def airflow_stages(dag_id: str, dag_run_id: str) -> list[dict] | None:
-    """Each task of that DAG run (mapped shards folded into one row, earlier tries included): status, first
-    start, duration to the last end. Needs the metadata database (the CLI, the api-server); None where it cannot
-    be read."""
-    try:
-        from airflow.models.taskinstance import TaskInstance
-        from airflow.utils.session import create_session
-
-        with create_session() as session:
-            tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id,
-                                                     TaskInstance.run_id == dag_run_id).all()
-            rows: dict[str, dict] = {}
-            for ti in sorted(tis, key=lambda t: (t.start_date is None, t.start_date or 0)):
-                row = rows.setdefault(ti.task_id, {"task_id": ti.task_id, "state": str(ti.state), "count": 0,
-                                                   "_start": None, "_end": None})
-                row["count"] += 1
-                if str(ti.state) != "success":
-                    row["state"] = str(ti.state)
-                if ti.start_date and (row["_start"] is None or ti.start_date < row["_start"]):
-                    row["_start"] = ti.start_date
-                if ti.end_date and (row["_end"] is None or ti.end_date > row["_end"]):
-                    row["_end"] = ti.end_date
-    except Exception as exc:  # no metadata database here (a task worker): the state tables tell the stages
-        log.debug("Airflow task instances not readable: %s", exc)
-        return None
-    from airmigrate.airflow.runs import task_tries
-
-    for earlier in task_tries(dag_id, dag_run_id):  # a stage's time spans all its tries (retried, cleared)
-        row = rows.get(earlier["task_id"])
-        if row is None:
-            continue
-        row["count"] += 1
-        if earlier["start"] and (row["_start"] is None or earlier["start"] < row["_start"]):
-            row["_start"] = earlier["start"]
-        if earlier["end"] and (row["_end"] is None or earlier["end"] > row["_end"]):
-            row["_end"] = earlier["end"]
-    out = []
-    for row in rows.values():
-        start, end = row.pop("_start"), row.pop("_end")
-        row["start"] = start.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if start else None
-        row["seconds"] = (end - start).total_seconds() if start and end else None
-        out.append(row)
-    return out or None
 
 
 def _stage_times(facts: dict) -> list[dict] | None:
