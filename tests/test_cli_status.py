@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from airmigrate import state
-from airmigrate.cli import EXIT_BROKEN_PIPE, _progress_line
+from airmigrate.cli import EXIT_BROKEN_PIPE
+from airmigrate.cli_status import progress_line
 from airmigrate.db import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +77,7 @@ def test_failed_batches_are_not_reported_as_complete(empty_db):
                                    "exhausted": False, "eta_s": 50.0}, "50% of ~1,000 rows covered"),
 ])
 def test_progress_line(summary, progress, expected):
-    line = _progress_line(progress, summary)
+    line = progress_line(progress, summary)
     assert line.startswith(expected), line
     if summary["failed"]:
         assert "failed batch" in line and "to retry" in line

@@ -7,6 +7,9 @@ Below the commands (cli.py, cli_plan.py), so they share it without importing eac
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 from airmigrate import settings
 from airmigrate.db import Target
@@ -36,3 +39,18 @@ def configured_target() -> Target:
         raise AirmigrateError("no target database: set AIRFLOW_CONN_AIRMIGRATE_TARGET=postgresql://user@host/db "
                               "(or AIRMIGRATE_TARGET_URL); `airmigrate target` prints the demo one")
     return Target.from_airflow_uri(uri)  # as Airflow reads it, without importing Airflow
+
+
+def prepare_airflow_env() -> None:
+    """Point Airflow at this project (unless the user configured it) and create its metadata DB once."""
+    root = settings.project_root()
+    home = Path(os.environ.setdefault("AIRFLOW_HOME", str(settings.var_dir() / "airflow")))
+    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(root / "dags"))
+    os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(root / "plugins"))
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    os.environ.setdefault("AIRMIGRATE_MIGRATIONS_DIR", str(settings.migrations_dir()))
+    os.environ.setdefault("AIRMIGRATE_EXPECTATIONS_DIR", str(settings.expectations_dir()))
+    home.mkdir(parents=True, exist_ok=True)
+    if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in os.environ and not (home / "airflow.db").exists():
+        print(f"initialising Airflow metadata in {home} (once) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)

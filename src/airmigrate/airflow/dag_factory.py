@@ -8,7 +8,7 @@ from pathlib import Path
 from airflow.sdk import DAG, Param, TaskGroup, task
 
 from airmigrate import settings
-from airmigrate.airflow import tasks
+from airmigrate.airflow import rollback_tasks, tasks
 from airmigrate.airflow.approval import (approval_task, needs_approval, needs_rollback_approval,
                                         rollback_approval_task)
 from airmigrate.errors import SpecError
@@ -112,13 +112,13 @@ def build_rollback_dag(migration: Migration) -> DAG:
             "wait_for_lease": WAIT_FOR_LEASE,
         },
     ) as dag:
-        pre = _task("preflight", tasks.rollback_preflight_task)(folder)
-        down = _task("down", tasks.down_task)(folder)
+        pre = _task("preflight", rollback_tasks.rollback_preflight_task)(folder)
+        down = _task("down", rollback_tasks.down_task)(folder)
         with TaskGroup("restore", tooltip="Data copied back in key-range batches, resumable"):
-            plan = _task("plan", tasks.restore_plan_task)(folder)
-            shards = _task("shard", tasks.restore_shard_task, retries=3).partial(migration_dir=folder).expand(
+            plan = _task("plan", rollback_tasks.restore_plan_task)(folder)
+            shards = _task("shard", rollback_tasks.restore_shard_task, retries=3).partial(migration_dir=folder).expand(
                 shard=plan)
-        finish = _task("finish", tasks.finish_rollback_task)(folder)
+        finish = _task("finish", rollback_tasks.finish_rollback_task)(folder)
         if needs_rollback_approval(migration):
             pre >> rollback_approval_task(migration) >> down
         else:

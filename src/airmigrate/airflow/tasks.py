@@ -20,7 +20,7 @@ from airmigrate.db import Target, connect, is_transient
 from airmigrate.errors import AirmigrateError, PreflightError
 from airmigrate.gates import needs_rollback_approval
 from airmigrate.spec import Migration, load_migration, setting_problem
-from airmigrate.stages import backfill, backup, cleanup, preflight, rollback, schema_change, validate
+from airmigrate.stages import backfill, backup, cleanup, preflight, schema_change, validate
 
 log = logging.getLogger(__name__)
 
@@ -430,57 +430,6 @@ def _record_who_triggered() -> None:
     user = getattr(get_current_context()["dag_run"], "triggering_user_name", None)
     if user and user != "dag_test":  # what airflow.sdk's DAG.test() puts into DagRun.triggering_user_name
         os.environ["AIRMIGRATE_USER"] = user
-
-
-@stage_task("down")
-def rollback_preflight_task(target, migration):
-    check_run_params(_params())
-    if _params().get("dry_run"):
-        return rollback.preflight_rollback(target, migration, dry_run=True)
-    result = rollback.preflight_rollback(target, migration, get_current_context()["dag_run"].run_id)
-    report.capture_before_safely(target, migration, result)  # the report's "schema before" (issue 11)
-    return result
-
-
-@stage_task("down")
-def down_task(target, migration):
-    _skip_if_dry_run(migration, "the rollback")
-    return rollback.down(target, migration, current_run(target, migration, "down"))
-
-
-@stage_task("down")
-def restore_plan_task(target, migration):
-    """The copy-back's cursor, and one mapped shard per `shards` param (like the backfill's plan task)."""
-    params = _params()
-    _skip_if_dry_run(migration, "the copy-back")
-    rollback.start_restore(target, migration, current_run(target, migration, "down"), params.get("batch_size"))
-    return list(range(int(params.get("shards") or migration.spec.shards)))
-
-
-@stage_task("down")
-def restore_shard_task(target, migration, shard: int):
-    """A cleared (re-run) shard also retries the failed batches, as on the way up. No off-peak window: a
-    rollback runs when it is needed."""
-    context = get_current_context()
-    result = rollback.restore_shard(target, migration, current_run(target, migration, "down"), shard,
-                                    retry_failed=bool(context["params"].get("retry_failed"))
-                                    or context["ti"].try_number > 1, should_stop=_stop_when(None),
-                                    shards=int(context["params"].get("shards") or migration.spec.shards),
-                                    **_pacing_override(context["params"]))
-    if interrupt.requested():
-        raise interrupt.Interrupted(f"{interrupt.requested()}: copy-back shard {shard} stopped after "
-                                    f"{result['batches']} batch(es)")
-    return result
-
-
-@stage_task("down")
-def finish_rollback_task(target, migration):
-    _skip_if_dry_run(migration, "the rollback")
-    _record_who_triggered()
-    run_id = current_run(target, migration, "down")
-    result = rollback.finish(target, migration, run_id)
-    report.write_report_safely(target, migration, "down", run_id)  # logs the report's path last (issue 11)
-    return result
 
 
 def validate_history_task():
