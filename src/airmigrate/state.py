@@ -237,11 +237,13 @@ def active_run(conn, migration_id: str, direction: str = "up") -> int | None:
     return row[0] if row else None
 
 
-def latest_run(conn, migration_id: str, direction: str = "up") -> dict | None:
+def latest_run(conn, migration_id: str, direction: str | None = "up") -> dict | None:
+    """The migration's newest run in that direction; with direction None whichever way it went (up or rollback):
+    what its state is now (issue 18)."""
     cur = conn.execute(
-        "SELECT run_id, dag_run_id, status, completed_stages, facts, started_at, finished_at, error "
-        "FROM airmigrate.runs "
-        "WHERE migration_id = %s AND direction = %s ORDER BY run_id DESC LIMIT 1", (migration_id, direction))
+        "SELECT run_id, direction, dag_run_id, status, completed_stages, facts, started_at, finished_at, error "
+        "FROM airmigrate.runs WHERE migration_id = %s AND (%s::text IS NULL OR direction = %s) "
+        "ORDER BY run_id DESC LIMIT 1", (migration_id, direction, direction))
     row = cur.fetchone()
     return dict(zip([c.name for c in cur.description], row)) if row else None
 
@@ -368,15 +370,6 @@ def batch_attempts(conn, run_id: int) -> list[dict]:
     cur = conn.execute("SELECT batch_no, lo, hi, outcome, error, worker, started_at, finished_at FROM "
                        "airmigrate.batch_attempts WHERE run_id = %s ORDER BY batch_no, id", (run_id,))
     return [dict(zip([c.name for c in cur.description], row)) for row in cur.fetchall()]
-
-
-def latest_run_any(conn, migration_id: str) -> dict | None:
-    """The migration's newest run whichever way it went (up or rollback): what its state is now (issue 18)."""
-    cur = conn.execute(
-        "SELECT run_id, direction, dag_run_id, status, completed_stages, facts, started_at, finished_at, error "
-        "FROM airmigrate.runs WHERE migration_id = %s ORDER BY run_id DESC LIMIT 1", (migration_id,))
-    row = cur.fetchone()
-    return dict(zip([c.name for c in cur.description], row)) if row else None
 
 
 def runs_of(conn, migration_id: str, limit: int = 50) -> list[dict]:

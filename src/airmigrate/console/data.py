@@ -203,7 +203,7 @@ def summary(migration: Migration, dag_run: dict | None, conn) -> dict:
     tables = state_tables(conn)  # read only: an older version's schema may lack the newer tables
     has_state = "history" in tables and "runs" in tables
     hist = state.history(conn, migration.id) if has_state else None
-    run = state.latest_run_any(conn, migration.id) if has_state else None  # up or rollback: the newest
+    run = state.latest_run(conn, migration.id, None) if has_state else None  # up or rollback: the newest
     entry["state"], entry["error"] = combined_state(hist, run, dag_run)
     entry["history"] = hist and {"status": hist["status"], "applied_at": hist["applied_at"],
                                  "applied_by": hist["applied_by"]}
@@ -405,7 +405,7 @@ def detail(migration_id: str, dag_run: dict | None = None, migrations_dir=None,
     try:
         with pooled(_target(migration)) as conn:
             out.update(summary(migration, dag_run, conn))
-            run = state.latest_run_any(conn, migration.id) if out.get("run") else None
+            run = state.latest_run(conn, migration.id, None) if out.get("run") else None
             tables = state_tables(conn)
             out["stages"] = stages_of(run, dag_run, tries, conn if "actions" in tables else None)
             out["series"] = pacing_series(conn, run["run_id"]) if run and "pacing_log" in tables else []
