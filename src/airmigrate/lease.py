@@ -179,7 +179,7 @@ def hold_for_task(target: Target, migration_id: str, dag_run_id: str | None, wai
     exclusively) and a heartbeat thread extending its run's lease_until. Refuses with LeaseHeld while a
     CLI runner holds the lock (after waiting up to `wait_s`)."""
     if migration_id in _HELD:
-        with _heartbeat(target, migration_id, dag_run_id):
+        with _heartbeat(_HELD[migration_id][0], migration_id, dag_run_id):
             yield
         return
     conn = _lock_connection(target, f"airmigrate task on {socket.gethostname()} pid {os.getpid()}")
@@ -190,18 +190,18 @@ def hold_for_task(target: Target, migration_id: str, dag_run_id: str | None, wai
                 busy = lock_holders(conn, migration_id) or "another runner holds its lock"
                 raise LeaseHeld(refusal(migration_id, busy, waited=wait_s))
             time.sleep(1.0)
-        with _heartbeat(target, migration_id, dag_run_id):
+        with _heartbeat(conn, migration_id, dag_run_id):
             yield
     finally:
         _close(conn)
 
 
 @contextlib.contextmanager
-def _heartbeat(target: Target, migration_id: str, dag_run_id: str | None):
+def _heartbeat(conn, migration_id: str, dag_run_id: str | None):
     """Every few seconds, and once more at the end (so the next task of the DAG run has a full lease to
-    start in), the owner's open run says it is alive."""
+    start in), the owner's open run says it is alive. On the lease's own connection (psycopg serialises its
+    use between this thread and the holder): one connection a task, not two."""
     stop = threading.Event()
-    conn = connect(target, autocommit=True, application_name=f"airmigrate heartbeat {migration_id}")
 
     def beat() -> None:
         with contextlib.suppress(Exception):
@@ -219,8 +219,6 @@ def _heartbeat(target: Target, migration_id: str, dag_run_id: str | None):
         stop.set()
         thread.join(timeout=5)
         beat()
-        with contextlib.suppress(Exception):
-            conn.close()
 
 
 def extend(conn, migration_id: str, dag_run_id: str | None, seconds: float) -> None:
