@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from psycopg import sql
+from airmigrate.engines import sql
 
 from airmigrate import settings
 from airmigrate.db import Target, connect

@@ -4,7 +4,7 @@ created. Pure spec logic (no Airflow), for the DAGs, the CLI and the lifecycle c
 from __future__ import annotations
 
 from airmigrate import operations
-from airmigrate.lint import _is_destructive
+from airmigrate.lint import drops_anything
 from airmigrate.spec import Migration
 
 
@@ -14,10 +14,7 @@ def needs_approval(migration: Migration) -> bool:
         return migration.spec.approval
     if operations.for_migration(migration).destructive:
         return True
-    import pglast
-
-    statements = pglast.parse_sql(migration.cleanup_sql) if migration.cleanup_sql else ()
-    return any(_is_destructive(raw.stmt) for raw in statements)
+    return drops_anything(migration.cleanup_sql or "")
 
 
 def needs_rollback_approval(migration: Migration) -> bool:
@@ -25,8 +22,6 @@ def needs_rollback_approval(migration: Migration) -> bool:
     human gate as a destructive contract. spec.approval: false turns both off."""
     if migration.spec.approval is not None:
         return migration.spec.approval
-    import pglast
-
     steps = operations.for_migration(migration)  # no target: the longer (after-contract) path
     statements = [*steps.down, *steps.down_contract, migration.down_sql or ""]
-    return any(_is_destructive(raw.stmt) for text in statements if text.strip() for raw in pglast.parse_sql(text))
+    return any(drops_anything(text) for text in statements)

@@ -10,12 +10,39 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import pglast
-
-from airmigrate import db, operations
+from airmigrate import db, engines, operations
+from airmigrate.locks import Analysis, RelationLock  # noqa: F401 (plan's API)
 from airmigrate.spec import Migration, bound_placeholders
-from airmigrate.lock_model import LOCK_MODES, WRITE_BLOCKING, Analysis, RelationLock  # noqa: F401 (plan's API)
-from airmigrate.lock_rules import analyze, classify  # noqa: F401 (plan's API)
+
+
+def analyze(statement: str, conn=None) -> Analysis:
+    """Every relation lock the statement takes and whether it scans or rewrites, in the engine's rules (with
+    ``conn``, the target's catalog answers what the text alone cannot: column types, volatility, domains)."""
+    return engines.of(conn).analyze(statement, conn)
+
+
+def classify(statement: str, conn=None) -> tuple[str, str]:
+    """(lock on the statement's own table, effect) for one statement; ``analyze`` has the other relations."""
+    analysis = analyze(statement, conn)
+    return analysis.lock, analysis.effect
+
+
+def not_null_proofs(conn=None):
+    """A tracker fed the statements in run order: ``skips_scan(statement)`` says which SET NOT NULL an earlier
+    validated proof makes free (PostgreSQL 12+: a validated CHECK (col IS NOT NULL))."""
+    return engines.of(conn).not_null_proofs()
+
+
+NotNullProofs = not_null_proofs  # its name when it was a class of this module
+
+
+def __getattr__(name: str):
+    """LOCK_MODES (weakest first) and WRITE_BLOCKING are the configured engine's."""
+    if name == "LOCK_MODES":
+        return engines.current().lock_modes
+    if name == "WRITE_BLOCKING":
+        return engines.current().write_blocking
+    raise AttributeError(name)
 
 
 @dataclass(frozen=True)
@@ -29,38 +56,7 @@ class PlannedStatement:
 
     @property
     def blocks_writes(self) -> bool:
-        return self.lock in WRITE_BLOCKING and self.effect != ""
-
-
-class NotNullProofs:
-    """SET NOT NULL scans the table unless a validated CHECK (col IS NOT NULL) proves it (PostgreSQL 12+): the
-    recipe add_column's contract follows. Fed the statements in run order, it tells which SET NOT NULL is free."""
-
-    def __init__(self):
-        self.checks: dict[str, str] = {}   # constraint name -> column it proves NOT NULL once validated
-        self.validated: set[str] = set()
-
-    def skips_scan(self, statement: str) -> bool:
-        node = pglast.parse_sql(bound_placeholders(statement))[0].stmt
-        if type(node).__name__ == "RenameStmt" and node.renameType.name == "OBJECT_COLUMN":
-            if node.subname in self.validated:  # the proof follows the column (a replacement's swap)
-                self.validated = (self.validated - {node.subname}) | {node.newname}
-            return False
-        if type(node).__name__ != "AlterTableStmt":
-            return False
-        free = False
-        for cmd in node.cmds or ():
-            kind = cmd.subtype.name
-            if kind == "AT_AddConstraint" and cmd.def_.contype.name == "CONSTR_CHECK":
-                expr = cmd.def_.raw_expr
-                if type(expr).__name__ == "NullTest" and expr.nulltesttype.name == "IS_NOT_NULL" \
-                        and type(expr.arg).__name__ == "ColumnRef":
-                    self.checks[cmd.def_.conname] = expr.arg.fields[-1].sval
-            elif kind == "AT_ValidateConstraint" and cmd.name in self.checks:
-                self.validated.add(self.checks[cmd.name])
-            elif kind == "AT_SetNotNull":
-                free = cmd.name in self.validated
-        return free
+        return self.lock in engines.current().write_blocking and self.effect != ""
 
 
 def sync_trigger_sql(migration: Migration) -> tuple[list[str], list[str]]:
@@ -82,7 +78,7 @@ def static_plan(migration: Migration, conn=None) -> list[PlannedStatement]:
              ("backfill (per batch)", [_unbound(s) for s in db.split_statements(bound_placeholders(
                  "\n;".join(_backfill_sql(migration, steps))))]),
              ("cleanup", drop + db.split_statements(migration.cleanup_sql or "") + steps.contract)]
-    planned, proven = [], NotNullProofs()
+    planned, proven = [], not_null_proofs(conn)
     for stage, statements in parts:
         for statement in statements:
             analysis = analyze(statement, conn)
@@ -246,7 +242,7 @@ def render_rollback(migration: Migration, conn=None, sql: bool = False) -> str:
                     number += 1
                     where = "each batch its own transaction" if batch else \
                         ("own transaction (autocommit)" if autocommit else "transaction")
-                    warn = "  <-- blocks writes while it runs" if analysis.lock in WRITE_BLOCKING and \
+                    warn = "  <-- blocks writes while it runs" if analysis.lock in engines.current().write_blocking and \
                         analysis.effect else ""
                     out.append(f"{number:>3}. [{phase}] {_one_line(statement)}\n       {lock}; {where}{warn}")
                     out += [f"       also: {x}" for x in also]

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-import pglast
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from airmigrate import engines
 from airmigrate.errors import SpecError
 from airmigrate.operations import Operation
 from airmigrate.window import Window
@@ -24,7 +24,7 @@ from airmigrate.window import Window
 from airmigrate.spec_checks import (  # noqa: F401
     PLACEHOLDER, QUALIFIED_NAME, _check_backfill_placeholders, _check_no_duplicates, _checksum, _expectations_file,
     _first_error, _name_problem, _read_sql, _require_file, _sql_file, bound_placeholders, check_transform_file,
-    file_checksums, parse_error_at)
+    file_checksums)
 from airmigrate.spec_fields import (  # noqa: F401
     BATCH_SIZE_MAX, CRON_FIELDS, CRON_FIX, CRON_PRESETS, FOLDER_NAME, IDENTIFIER, IDENTIFIER_RULE, IDENTIFIER_WHY,
     RATIO_MAX, SHARDS_MAX, SPEC_FILE, FieldProblem, Identifier, check_cron, identifier_fix, identifier_problem,
@@ -68,16 +68,13 @@ class Throttle(BaseModel):
     @field_validator("external_query")
     @classmethod
     def _one_select(cls, value: str | None) -> str | None:
-        """Stored as pglast rendered it: one SELECT, nothing else can ride along."""
+        """Stored as the engine's parser rendered it: one SELECT, nothing else can ride along."""
         if value is None:
             return value
         try:
-            statements = pglast.parse_sql(value)
-        except pglast.parser.ParseError as exc:
-            raise ValueError(f"external_query does not parse: {exc}") from None
-        if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
-            raise ValueError("external_query must be exactly one SELECT returning one number")
-        return pglast.stream.RawStream()(statements[0])
+            return engines.current().one_select(value)
+        except ValueError as exc:
+            raise ValueError(f"external_query {exc}") from None
 
     @field_validator("external_url")
     @classmethod
@@ -133,13 +130,12 @@ class BackfillSpec(BaseModel):
     @field_validator("sync")
     @classmethod
     def _sync(cls, value: dict[str, str]) -> dict[str, str]:
-        """Store each expression as pglast rendered it: the trigger runs what was checked, never the raw text."""
-        from airmigrate.operations.base import check_expression
-
+        """Store each expression as the engine's parser rendered it: the trigger runs what was checked, never the
+        raw text."""
         for column in value:
             if not IDENTIFIER.match(column):
                 raise ValueError(f"sync: '{column}' is not a plain column name")
-        return {column: check_expression(expression) for column, expression in value.items()}
+        return {column: engines.current().check_expression(expression) for column, expression in value.items()}
 
     @model_validator(mode="after")
     def _exactly_one_source(self):

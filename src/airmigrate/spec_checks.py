@@ -12,10 +12,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pglast
-
+from airmigrate import engines
 from airmigrate.errors import SpecError
 from airmigrate.spec_fields import SPEC_FILE, identifier_fix, identifier_problem
+from airmigrate.sqlfiles import PLACEHOLDER, bound_placeholders  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:  # the models these checks look at (spec.py imports this module)
     from airmigrate.spec import Migration, MigrationSpec
@@ -194,31 +194,16 @@ def _read_sql(folder: Path, name: str, field: str, required: bool = False) -> st
     return text
 
 
-PLACEHOLDER = re.compile(r"(?<!')%\(((?:lo|hi)(?:_\d+)?)\)s(?!')")
-
-
-def bound_placeholders(text: str) -> str:
-    """Quote psycopg placeholders into string literals (same line) so parsers accept the file; idempotent."""
-    return PLACEHOLDER.sub(r"'%(\1)s'", text.replace("%%", "%"))
-
-
-def parse_error_at(text: str, exc: pglast.parser.ParseError) -> tuple[int, str]:
-    """(1-based line, message without the character index) of a pglast ParseError, whose second argument is
-    the character index: lines are what a user can find in the file."""
-    index = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
-    return text.count("\n", 0, index) + 1, re.sub(r", at index \d+", "", str(exc).splitlines()[0])
 
 
 def _check_syntax(path: Path, text: str, field: str) -> None:
     """PostgreSQL's own parser over the file (batch placeholders read as literals), so a typo stops this folder
     here, with its line, instead of failing at run time or in the middle of building every DAG."""
-    parsable = bound_placeholders(text)
-    try:
-        pglast.parse_sql(parsable)
-    except pglast.parser.ParseError as exc:
-        line, message = parse_error_at(parsable, exc)
+    error = engines.current().syntax_error(bound_placeholders(text))
+    if error:
+        line, message = error
         raise SpecError(path, field, f"line {line}: {message}",
-                        "correct the SQL (`airmigrate lint` lists every finding)") from None
+                        "correct the SQL (`airmigrate lint` lists every finding)")
 
 
 def _check_backfill_placeholders(path: Path, text: str, key_columns: tuple[str, ...]) -> None:

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 
-from psycopg.types.json import Jsonb
+from airmigrate.engines.sql import Json as Jsonb
 
 from airmigrate import lease
 
@@ -294,6 +294,11 @@ def mark_expanded(conn, migration_id: str) -> None:
     """Expand, backfill and validation done; the contract waits (`airmigrate complete`, or trigger again)."""
     conn.execute("UPDATE airmigrate.history SET status = 'expanded', error = NULL WHERE migration_id = %s",
                  (migration_id,))
+
+
+def tables_exist(conn) -> bool:
+    """Has airmigrate's state been created in this target yet (a first deploy has no history table)?"""
+    return conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is not None
 
 
 def all_history(conn) -> list[dict]:

@@ -5,7 +5,7 @@ PostgreSQL datasource on a whole-table batch, so every expectation executes as S
 the database (no table pull), and Data Docs are written to a local folder.
 
 Names are case-sensitive, as in PostgreSQL with quoted identifiers: the batch is a query asset over
-``SELECT * FROM "Schema"."Table"`` built with psycopg.sql (a GX table asset lower-cases unquoted
+``SELECT * FROM "Schema"."Table"`` built with airmigrate.engines.sql (a GX table asset lower-cases unquoted
 schema and table names, so ``AppData.UserAccounts`` would read ``appdata.useraccounts``), and the
 columns an expectation names are checked against the table's own, exactly (GX matches column names
 case-insensitively and can pick ``email`` for ``Email``).
@@ -133,7 +133,7 @@ def run_suite(url: str, table: str, suite_path: Path, data_docs_dir: Path, schem
 
 def _table_query(url: str, schema: str, table: str) -> tuple[str, str, list[str]]:
     """(SELECT * FROM "schema"."table", its quoted name, its columns in order); the names are used exactly."""
-    from psycopg import sql
+    from airmigrate.engines import sql
 
     from airmigrate.db import Target, connect
 

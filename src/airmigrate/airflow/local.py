@@ -41,7 +41,7 @@ def sqlalchemy_url(target: Target) -> str:
 def metadata_database(server: Target, name: str, *, recreate: bool = True) -> str:
     """A PostgreSQL database for one Airflow's metadata on ``server``: (re)created empty, or kept when it exists
     and ``recreate`` is false. Returns its SQLAlchemy URL for AIRFLOW__DATABASE__SQL_ALCHEMY_CONN."""
-    from psycopg import sql
+    from airmigrate.engines import sql
 
     with connect(server, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()

@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from psycopg.types.json import Jsonb
+from airmigrate.engines.sql import Json as Jsonb
 
 from airmigrate import lease, settings, state
 from airmigrate.db import Target, connect
 from airmigrate.errors import AirmigrateError
+from airmigrate.lint import drops_anything
 from airmigrate.lifecycle.history import changed_files
 from airmigrate.spec import Migration, discover, file_checksums, load_migration
 
@@ -299,11 +300,7 @@ def app_versions(migration: Migration) -> tuple[str, str, list[str]]:
                    "rows written meanwhile is dropped at cleanup; from then on the application writes "
                    f"{'it' if len(sync) == 1 else 'them'} itself")
     if migration.cleanup_sql and migration.cleanup_sql.strip():
-        import pglast
-
-        from airmigrate.lint import _is_destructive
-
-        if any(_is_destructive(raw.stmt) for raw in pglast.parse_sql(migration.cleanup_sql)):
+        if drops_anything(migration.cleanup_sql):
             contract = NEW_ONLY
             why.append("cleanup.sql drops something")
         else:

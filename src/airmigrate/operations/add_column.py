@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from psycopg import sql
+from airmigrate.engines import sql
 
 from airmigrate.operations.base import (NAME, OpContext, Steps, batch_range, check_expression, check_type, create_trigger,
                                         drop_trigger, ident, on_record, s, trigger_function)

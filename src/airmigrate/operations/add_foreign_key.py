@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from psycopg import sql
+from airmigrate.engines import sql
 from pydantic import BaseModel, ConfigDict, Field
 
 from airmigrate.operations.add_check import add_not_valid_then_validate, drop_constraint

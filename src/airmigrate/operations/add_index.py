@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from psycopg import sql
+from airmigrate.engines import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from airmigrate.operations.base import NAME, OpContext, Steps, check_expression, ident, s

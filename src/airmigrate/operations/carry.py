@@ -28,11 +28,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import pglast
-from pglast import ast
-from pglast.stream import RawStream
-from pglast.visitors import Visitor
-from psycopg import sql
+from airmigrate import engines
+from airmigrate.engines import sql
 
 from airmigrate.operations.base import ident, mirror_index, s
 
@@ -109,14 +106,10 @@ def _referencing(carry: Carry, info: dict, column: str, final: str) -> None:
         if column not in fk["columns"] or "table" not in fk:
             continue
         other = ident(*fk["table"])
-        statement = pglast.parse_sql(s("ALTER TABLE {t} ADD CONSTRAINT {c} ", t=other, c=ident(fk["name"]))
-                                     + fk["definition"])[0].stmt
-        constraint = statement.cmds[0].def_
-        constraint.pk_attrs = tuple(ast.String(sval=final) if n.sval == column else n for n in constraint.pk_attrs)
+        added = s("ALTER TABLE {t} ADD CONSTRAINT {c} ", t=other, c=ident(fk["name"])) + fk["definition"]
         was_valid = not fk["definition"].endswith("NOT VALID")
-        constraint.skip_validation, constraint.initially_valid = True, False
         carry.release.append(s("ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {c}", t=other, c=ident(fk["name"])))
-        carry.finish.append(RawStream()(statement))
+        carry.finish.append(engines.current().foreign_key_not_valid(added, column, final))
         if was_valid:
             validations.append(s("ALTER TABLE {t} VALIDATE CONSTRAINT {c}", t=other, c=ident(fk["name"])))
     carry.finish.extend(validations)
@@ -146,44 +139,16 @@ def probe(info: dict | None, column: str, new_type: str) -> list[str]:
             out.append(s("ALTER TABLE am_probe ADD CONSTRAINT {c} ", c=ident(f"am_probe_{n}")) + con["definition"])
     definitions = [i["definition"] for _, i in sorted(info["indexes"].items()) if column in i["columns"]]
     for n, definition in enumerate(definitions):
-        statement = pglast.parse_sql(definition.removesuffix(" -- INVALID"))[0].stmt
-        statement.idxname, statement.relation = f"am_probe_i{n}", ast.RangeVar(relname="am_probe", inh=True,
-                                                                                relpersistence="t")
-        out.append(RawStream()(statement))
+        out.append(engines.current().index_on(definition.removesuffix(" -- INVALID"), f"am_probe_i{n}", "am_probe"))
     return out
-
-
-class _RenameColumn(Visitor):
-    """Column references, FK column lists and constraint key lists naming `old` name `new` instead."""
-
-    def __init__(self, old: str, new: str):
-        super().__init__()
-        self.old, self.new = old, new
-
-    def visit_ColumnRef(self, ancestors, node):
-        last = node.fields[-1]
-        if isinstance(last, ast.String) and last.sval == self.old:
-            return ast.ColumnRef(fields=(*node.fields[:-1], ast.String(sval=self.new)))
-        return None
-
-    def visit_Constraint(self, ancestors, node):
-        for attr in ("fk_attrs", "keys"):
-            names = getattr(node, attr)
-            if names:
-                setattr(node, attr, tuple(ast.String(sval=self.new) if n.sval == self.old else n for n in names))
-        return None
 
 
 def _constraint(qualified, name: str, definition: str, column: str, onto: str) -> list[str]:
     """ADD CONSTRAINT <temporary> ... NOT VALID, then VALIDATE (two transactions: the strong lock is instant,
     the scan holds a weak one). A constraint that was NOT VALID stays so (what was there, no more)."""
     was_valid = not definition.endswith("NOT VALID")
-    statement = pglast.parse_sql(s("ALTER TABLE {t} ADD CONSTRAINT {c} ", t=qualified, c=ident(temporary(name)))
-                                 + definition)[0].stmt
-    _RenameColumn(column, onto)(statement)
-    constraint = statement.cmds[0].def_
-    constraint.skip_validation, constraint.initially_valid = True, False
-    out = [RawStream()(statement)]
+    added = s("ALTER TABLE {t} ADD CONSTRAINT {c} ", t=qualified, c=ident(temporary(name))) + definition
+    out = [engines.current().constraint_not_valid(added, column, onto)]
     if was_valid:
         out.append(s("ALTER TABLE {t} VALIDATE CONSTRAINT {c}", t=qualified, c=ident(temporary(name))))
     return out

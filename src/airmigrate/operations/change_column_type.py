@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from airmigrate.operations.carry import carry_column, collate, probe, refusals as carry_refusals

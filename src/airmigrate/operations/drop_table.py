@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from psycopg import sql
+from airmigrate.engines import sql
 from pydantic import BaseModel, ConfigDict, Field
 
 from airmigrate.operations.base import NAME, OpContext, Steps, ident, s

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from psycopg import sql
+from airmigrate.engines import sql
 from pydantic import BaseModel, ConfigDict, Field
 
 from airmigrate.operations.base import NAME, OpContext, Steps, batch_range, create_trigger, drop_trigger, ident, s, \

@@ -18,7 +18,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
-from psycopg import sql
+from airmigrate.engines import sql
 
 log = logging.getLogger(__name__)
 

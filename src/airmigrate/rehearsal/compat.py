@@ -4,9 +4,10 @@ transaction that is rolled back, so the copy is not changed by checking it."""
 
 from __future__ import annotations
 
-import pglast
-from psycopg import sql
 
+from airmigrate.engines import sql
+
+from airmigrate import db
 from airmigrate.db import Target, connect
 from airmigrate.spec import Migration
 
@@ -17,7 +18,7 @@ def statements(migration: Migration, conn) -> list[str]:
     defaults = [f"SELECT * FROM {table} LIMIT 10", _insert_like_existing(conn, migration)]
     conn.rollback()
     path = migration.folder / "compat.sql"
-    extra = [s.strip() for s in pglast.split(path.read_text())] if path.exists() else []
+    extra = [s.strip() for s in db.split_statements(path.read_text())] if path.exists() else []
     return [s for s in defaults if s] + extra
 
 

@@ -13,10 +13,11 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-import pglast
-from psycopg import sql
+
+from airmigrate.engines import sql
 
 from airmigrate import state, structure
+from airmigrate import db
 from airmigrate.db import Target, connect
 from airmigrate.errors import AirmigrateError
 from airmigrate.spec import Migration
@@ -128,7 +129,7 @@ def copy_structure(source: Target, copy: Target, tables: list[Table], section: s
         if section == "pre-data":
             for schema in sorted({t.schema for t in tables}):
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        for statement in pglast.split(text):
+        for statement in db.split_statements(text):
             try:
                 conn.execute(statement)
             except Exception as exc:

@@ -18,7 +18,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from psycopg.types.json import Jsonb
+from airmigrate.engines.sql import Json as Jsonb
 
 from airmigrate import settings
 from airmigrate.db import Target, connect

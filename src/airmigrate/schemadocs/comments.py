@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from psycopg import sql
+from airmigrate.engines import sql
 
 from airmigrate.db import Target, connect, run_ddl
 from airmigrate.spec import Migration

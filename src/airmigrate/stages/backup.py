@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from psycopg import sql
+from airmigrate.engines import sql
 
 from airmigrate import settings, state, structure
 from airmigrate.db import Target, connect

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pglast
-
+from airmigrate import engines
 from airmigrate.spec import Migration
-
-REWRITING = {"AT_DropColumn": "DROP COLUMN", "AT_AlterColumnType": "ALTER COLUMN TYPE"}
 
 
 @dataclass(frozen=True)
@@ -49,24 +46,6 @@ def destructive_statements(migration: Migration) -> list[str]:
     if any(op.op == "drop_table" for op in migration.spec.operations):
         found.append("drops a table (drop_table operation)")
     for name, text in (("up.sql", migration.up_sql), ("cleanup.sql", migration.cleanup_sql)):
-        for what in _destructive_in(text or ""):
+        for what in engines.current().data_losing_statements(text or ""):
             found.append(f"runs {what} in {name}")
     return list(dict.fromkeys(found))
-
-
-def _destructive_in(text: str) -> list[str]:
-    try:
-        statements = pglast.parse_sql(text)
-    except pglast.parser.ParseError:
-        return []  # lint reports it; the stage will not get this far
-    out = []
-    for raw in statements:
-        node, kind = raw.stmt, type(raw.stmt).__name__
-        if kind == "DropStmt" and getattr(node.removeType, "name", "") == "OBJECT_TABLE":
-            out.append("DROP TABLE")
-        elif kind in ("TruncateStmt", "DeleteStmt", "UpdateStmt"):
-            out.append({"TruncateStmt": "TRUNCATE", "DeleteStmt": "DELETE", "UpdateStmt": "UPDATE"}[kind])
-        elif kind == "AlterTableStmt":
-            out += [REWRITING[c.subtype.name] for c in node.cmds or ()
-                    if getattr(getattr(c, "subtype", None), "name", "") in REWRITING]
-    return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from psycopg import sql
+from airmigrate.engines import sql
 
 from airmigrate import operations, structure
 from airmigrate.operations import Steps

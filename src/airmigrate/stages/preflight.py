@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-import psycopg
-from psycopg import sql
+from airmigrate import engines
+from airmigrate.engines import sql
 
 from airmigrate import operations, state, structure
 from airmigrate.db import Target, connect
@@ -79,7 +79,9 @@ def check_structure(conn, migration: Migration) -> None:
             with conn.transaction(force_rollback=True):  # an empty temporary copy: nothing of the target changes
                 for statement in statements:
                     conn.execute(statement)
-        except psycopg.Error as exc:
+        except Exception as exc:
+            if engines.of(conn).error_kind(exc) is None:
+                raise
             problems.append(f"{what}: what {spec.table} has on the column cannot be built on the new type "
                             f"({str(exc).splitlines()[0]}). Drop or change that default, CHECK or index first "
                             "(in an earlier migration), or pick a type it works with")

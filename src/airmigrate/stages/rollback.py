@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 
-from psycopg import sql
-from psycopg.types.json import Jsonb
+from airmigrate.engines import sql
+from airmigrate.engines.sql import Json as Jsonb
 
 from airmigrate import state, structure
 from airmigrate.db import Target, connect

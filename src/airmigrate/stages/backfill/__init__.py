@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-import psycopg
-from psycopg import sql
+from airmigrate import engines
+from airmigrate.engines import base, sql
 
 from airmigrate import state
 from airmigrate.db import Target, connect, estimate_rows, set_timeouts
@@ -293,19 +293,16 @@ def claim_and_run(conn, migration: Migration, run_id: int, worker: str, apply_ba
             state.record_attempt(conn, run_id, batch.batch_no, batch.lo, batch.hi, "succeeded", None, worker,
                                  batch.claimed_at)
         return batch
-    except psycopg.errors.QueryCanceled as exc:  # statement_timeout (before OperationalError: a subclass)
+    except Exception as exc:
+        kind = engines.of(conn).error_kind(exc)
+        if kind == base.CONNECTION or isinstance(exc, SpecError):
+            raise  # connection lost or a broken transform: the batch rolled back; the task fails, a retry resumes
         if batch is None:
             raise
-        return split_batch(conn, migration, run_id, batch, worker, exc)
-    except psycopg.errors.LockNotAvailable as exc:  # rows held by the application: try this batch later
-        if batch is None:
-            raise
-        return record_failure(conn, run_id, batch, settings_of(migration).max_attempts, exc, worker)
-    except (psycopg.OperationalError, SpecError):
-        raise  # connection lost or a broken transform: the batch rolled back; the task fails, a retry resumes
-    except Exception as exc:  # the user's SQL or transform failed on this batch: count it, go on with others
-        if batch is None:
-            raise
+        if kind == base.STATEMENT_TIMEOUT:
+            return split_batch(conn, migration, run_id, batch, worker, exc)
+        # rows held by the application (a lock timeout: try this batch later), or the user's SQL or transform
+        # failed on this batch: count it, go on with the others
         return record_failure(conn, run_id, batch, settings_of(migration).max_attempts, exc, worker)
 
 

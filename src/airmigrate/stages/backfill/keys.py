@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from psycopg import sql
+from airmigrate.engines import sql
 
 
 @dataclass(frozen=True)

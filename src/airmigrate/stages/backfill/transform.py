@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from psycopg import sql
+from airmigrate.engines import sql
 
 from airmigrate.errors import SpecError
 from airmigrate.spec import Migration

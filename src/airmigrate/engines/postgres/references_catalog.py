@@ -1,4 +1,4 @@
-"""The catalog model the preflight's reference check replays a migration against (airmigrate.stages.references):
+"""The catalog model the preflight's reference check replays a migration against (airmigrate.engines.postgres.references):
 what the target has, what the migration's earlier steps add, and the findings with the file and line they name.
 Also the pglast helpers both halves of the check use."""
 

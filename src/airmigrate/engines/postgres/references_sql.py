@@ -1,4 +1,4 @@
-"""One statement of a migration's SQL file checked against the catalog model (airmigrate.stages.references): the
+"""One statement of a migration's SQL file checked against the catalog model (airmigrate.engines.postgres.references): the
 tables, columns, types and indexes it names exist (or not, for what it creates); what it creates is added."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 from pglast import ast
 from pglast.stream import RawStream
 
-from airmigrate.stages.references_catalog import (Problem, _column_refs, _enum, _location, _ref_column,
+from airmigrate.engines.postgres.references_catalog import (Problem, _column_refs, _enum, _location, _ref_column,
                                                   _strings)
 
 if TYPE_CHECKING:  # the checker that owns the statement (references.py imports this module)
-    from airmigrate.stages.references import _Checker
+    from airmigrate.engines.postgres.references import _Checker
 
 
 class _SqlStatement:

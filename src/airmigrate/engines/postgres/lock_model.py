@@ -1,18 +1,17 @@
-"""The vocabulary of the lock rules (airmigrate.lock_rules): PostgreSQL's table lock modes, what a statement
-takes (RelationLock, Analysis), and the catalog look-ups and parse-tree helpers the rules share. PostgreSQL
-knowledge: it moves into the PostgreSQL engine with issue 19."""
+"""The vocabulary of PostgreSQL's lock rules (lock_rules.py): its table lock modes, and the catalog look-ups and
+parse-tree helpers the rules share. What a statement takes (RelationLock, Analysis) is neutral: airmigrate.locks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pglast
+from pglast.stream import RawStream
+
+from airmigrate.locks import NO_LOCK, Analysis, RelationLock  # noqa: F401 (the rules' vocabulary)
 
 # Table-level lock modes, weakest first (PostgreSQL docs, "Explicit Locking"): each conflicts with at least
 # the modes the one before it conflicts with, so "not weaker" is an index comparison.
 LOCK_MODES = ["ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE", "SHARE UPDATE EXCLUSIVE", "SHARE",
               "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE"]
-NO_LOCK = "none on existing tables"
 UNKNOWN = "unknown statement: assumed ACCESS EXCLUSIVE"
 WRITE_BLOCKING = {"SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE"}
 AE, SRE, SHARE, SUE = "ACCESS EXCLUSIVE", "SHARE ROW EXCLUSIVE", "SHARE", "SHARE UPDATE EXCLUSIVE"
@@ -54,35 +53,6 @@ cidr macaddr macaddr8 bit varbit oid regclass tsvector tsquery point line lseg b
 int4range int8range numrange tsrange tstzrange daterange pg_lsn
 """.split())
 SERIAL_TYPES = {"serial", "serial4", "bigserial", "serial8", "smallserial", "serial2"}
-
-
-@dataclass(frozen=True)
-class RelationLock:
-    relation: str   # as the statement names it; "" = relations it does not name (e.g. a referenced table)
-    mode: str
-    what: str = "table"   # "table", "index", "indexes" (of relation), "referenced table", ...
-
-    def __str__(self) -> str:
-        where = self.relation or "?"
-        if self.what == "indexes":
-            return f"{self.mode} on the indexes of {where}"
-        return f"{self.mode} on {self.what} {where}" if self.relation else f"{self.mode} on {self.what}"
-
-
-@dataclass(frozen=True)
-class Analysis:
-    locks: tuple[RelationLock, ...]   # the statement's own relation first
-    effect: str                        # "", "scan" or "rewrite"
-    notes: tuple[str, ...] = ()
-
-    @property
-    def lock(self) -> str:
-        return self.locks[0].mode if self.locks else NO_LOCK
-
-    @property
-    def others(self) -> tuple[RelationLock, ...]:
-        """Locks besides the headline one: other tables (REFERENCES), indexes, ..."""
-        return self.locks[1:]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -224,8 +194,6 @@ def _rangevars(node) -> list[str]:
 
 
 def _typename(typename) -> str:
-    from pglast.stream import RawStream
-
     return RawStream()(typename)
 
 

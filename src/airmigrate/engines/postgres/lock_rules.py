@@ -1,15 +1,16 @@
 """Which lock each statement takes and whether it scans or rewrites the table, read from pglast's parse tree
-(one rule per statement kind; PostgreSQL's "Explicit Locking" and ALTER TABLE docs). PostgreSQL knowledge:
-it moves into the PostgreSQL engine with issue 19."""
+(one rule per statement kind; PostgreSQL's "Explicit Locking" and ALTER TABLE docs). The engine's
+``analyze``; NotNullProofs says which SET NOT NULL a validated CHECK makes free."""
 
 from __future__ import annotations
 
 import pglast
 
-from airmigrate.lock_model import (AE, ALTER_EFFECTS, ALTER_LOCKS, BUILTIN_TYPES, LOCK_MODES, SERIAL_TYPES, SHARE, SRE,
+from airmigrate.engines.postgres.lock_model import (AE, ALTER_EFFECTS, ALTER_LOCKS, BUILTIN_TYPES, LOCK_MODES, SERIAL_TYPES, SHARE, SRE,
                                    SUE, SUE_RELOPTIONS, UNKNOWN, Analysis, RelationLock, _Catalog, _effect, _enum,
                                    _max, _name, _rangevars, _sequences, _strings, _typename, _volatile, _walk)
-from airmigrate.spec import bound_placeholders
+from airmigrate.engines.postgres.scans import seq_scanned
+from airmigrate.sqlfiles import bound_placeholders
 
 
 def classify(statement: str, conn=None) -> tuple[str, str]:
@@ -307,8 +308,6 @@ def _dml(node, catalog) -> Analysis:
     effect = "" if getattr(node, "whereClause", None) is not None or kind == "InsertStmt" else "scan"
     notes = ()
     if not effect and kind in ("UpdateStmt", "DeleteStmt"):  # a WHERE no index serves reads every row all the same
-        from airmigrate.scans import seq_scanned
-
         seq = seq_scanned(catalog.conn, node, target)
         effect = "scan" if seq else ""
         notes = ("no index serves the WHERE: the planner reads the whole table",) if seq else ()

@@ -1,0 +1,174 @@
+"""What a stage needs from a database, and nothing more.
+
+Each engine (a package in ``airmigrate/engines/``) exposes one ``ENGINE`` object implementing :class:`Engine`.
+Stages, operations, the plan, lint, the rehearsal and the report call these methods (through ``airmigrate.db``
+or ``engines.of(conn)``); none of them asks which engine it has. A capability one engine lacks is a method that
+says so, not an ``if engine == ...`` in a stage. Modelled on SQLAlchemy's ``Dialect`` and Alembic's ``DefaultImpl``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from pathlib import Path
+
+from airmigrate.engines.sql import Composable
+from airmigrate.engines.target import Target
+from airmigrate.findings import Finding
+from airmigrate.locks import Analysis
+
+
+# What went wrong in the database, as :meth:`Engine.error_kind` names a driver's exception.
+STATEMENT_TIMEOUT = "statement_timeout"   # the statement ran longer than statement_timeout: smaller batches help
+LOCK_TIMEOUT = "lock_timeout"             # rows or a table held by someone else: later helps
+CONNECTION = "connection"                 # the connection or the server went away: a retry resumes
+DATABASE = "database"                     # any other error the database reported (constraint, syntax, ...)
+
+
+# What a migration touches (lifecycle.order): a column an index or constraint of it only reads.
+USES = "uses_column"
+
+
+class Engine(ABC):
+    name: str  # as registered in airmigrate.engines
+
+    # -- targets and connections -------------------------------------------------------------------------------
+    @abstractmethod
+    def parse_url(self, url: str) -> dict[str, Any]:
+        """host, port, user, password, dbname of a URL of this engine."""
+
+    @abstractmethod
+    def default_target(self) -> dict[str, Any]:
+        """host, port, user, dbname when a URL or connection leaves them out."""
+
+    @abstractmethod
+    def conninfo(self, target: Target) -> str:
+        """The driver's connection string."""
+
+    @abstractmethod
+    def client_env(self, target: Target) -> dict[str, str]:
+        """Environment for the engine's command-line clients (backups): the password goes here, never on argv."""
+
+    @abstractmethod
+    def connect(self, target: Target, autocommit: bool = False, application_name: str | None = None) -> Any:
+        """A DB-API connection that takes :mod:`airmigrate.engines.sql` pieces wherever it takes a query."""
+
+    @abstractmethod
+    def render(self, piece: Composable, context: Any = None) -> str:
+        """A neutral SQL piece as this engine's text (identifiers quoted, literals escaped)."""
+
+    @abstractmethod
+    def is_transient(self, exc: BaseException) -> bool:
+        """Could a retry help (lock timeout, serialization failure, restart, lost connection)?"""
+
+    @abstractmethod
+    def error_kind(self, exc: BaseException) -> str | None:
+        """STATEMENT_TIMEOUT, LOCK_TIMEOUT, CONNECTION or DATABASE for the driver's errors; None for any other."""
+
+    # -- SQL text ----------------------------------------------------------------------------------------------
+    @abstractmethod
+    def split_statements(self, text: str) -> list[str]:
+        """A SQL file as its statements, split by the engine's own parser."""
+
+    @abstractmethod
+    def group_statements(self, statements: list[str]) -> list[tuple[bool, list[str]]]:
+        """(autocommit?, statements) groups: what may share a transaction, what must run alone."""
+
+    @abstractmethod
+    def needs_autocommit(self, statement: str) -> bool:
+        """Does the engine refuse this statement inside a transaction block?"""
+
+    # -- DDL ---------------------------------------------------------------------------------------------------
+    @abstractmethod
+    def run_ddl(self, target: Target, sql_text: str, **options: Any) -> list[str]:
+        """Run a SQL file safely: every statement under a lock timeout, retried with backoff, blockers named."""
+
+    @abstractmethod
+    def run_group(self, target: Target, group: list[str], autocommit: bool, **options: Any) -> None:
+        """One group of :meth:`group_statements` under the same rules as :meth:`run_ddl`."""
+
+    @abstractmethod
+    def set_timeouts(self, cur: Any, lock_timeout_ms: int, statement_timeout_ms: int, local: bool) -> None:
+        """Lock and statement timeouts for the session (or, `local`, the transaction)."""
+
+    # -- the catalog -------------------------------------------------------------------------------------------
+    @abstractmethod
+    def estimate_rows(self, conn: Any, schema: str, table: str) -> int:
+        """The planner's row count, never a count(*)."""
+
+    # -- what the user wrote, read by the engine's parser ------------------------------------------------------
+    @abstractmethod
+    def syntax_error(self, text: str) -> tuple[int, str] | None:
+        """(line, message) of the first syntax error, or None."""
+
+    @abstractmethod
+    def one_select(self, text: str) -> str:
+        """Exactly one SELECT, re-rendered; ValueError saying why not."""
+
+    @abstractmethod
+    def check_type(self, text: str) -> str:
+        """Exactly one type name, re-rendered; ValueError saying why not."""
+
+    @abstractmethod
+    def check_expression(self, text: str) -> str:
+        """Exactly one expression over a row's columns, re-rendered; ValueError saying why not."""
+
+    @abstractmethod
+    def on_record(self, expression: str, record: str) -> str:
+        """The expression with its bare columns read from `record` (a trigger's row)."""
+
+    @abstractmethod
+    def mirror_index(self, definition: str, old: str, new: str, name: str,
+                     relation: tuple[str, str] | None = None) -> str:
+        """An index definition (as the catalog prints it) on column `new` instead of `old`, built online."""
+
+    @abstractmethod
+    def constraint_not_valid(self, add_constraint: str, old: str, new: str) -> str:
+        """An ADD CONSTRAINT with column `old` read as `new`, added without checking existing rows."""
+
+    @abstractmethod
+    def foreign_key_not_valid(self, add_constraint: str, referenced_old: str, referenced_new: str) -> str:
+        """A foreign key re-pointed at a replacement column, added without checking existing rows."""
+
+    @abstractmethod
+    def index_on(self, definition: str, name: str, table: str) -> str:
+        """An index definition renamed and built on another table of the same shape (a probe)."""
+
+    @abstractmethod
+    def drops_anything(self, text: str) -> bool:
+        """Does this SQL drop a table or view, truncate one, or drop a column?"""
+
+    @abstractmethod
+    def data_losing_statements(self, text: str) -> list[str]:
+        """What in this SQL drops or rewrites data a column snapshot cannot bring back, in words."""
+
+    @abstractmethod
+    def reference_problems(self, conn: Any, migration: Any, resumed: bool) -> list:
+        """What the migration names that the target lacks (or already has), replayed in run order."""
+
+    @abstractmethod
+    def sql_touched(self, text: str, schema: str, table: str | None) -> set[tuple[str, str]]:
+        """What the SQL changes, as (kind, name): ("table", "s.t"), ("column", "s.t.c"), ("index", "s.i"),
+        ("constraint", "s.t.c"), (USES, "s.t.c") for a column an index or constraint only reads."""
+
+    @abstractmethod
+    def columns_read(self, expression: str) -> list[str]:
+        """The columns an expression reads, in order of first mention."""
+
+    # -- lint and locks ------------------------------------------------------------------------------------------
+    @abstractmethod
+    def lint_sql(self, path: Path, text: str, role: str, version: str, key_columns: tuple[str, ...] | None,
+                 generated: bool) -> list[Finding]:
+        """The engine's findings on one SQL file (`role`: up, down, backfill or cleanup)."""
+
+    lock_modes: list[str]      # table lock modes, weakest first
+    write_blocking: set[str]   # the modes that stop the application's writes
+
+    @abstractmethod
+    def analyze(self, statement: str, conn: Any = None) -> Analysis:
+        """The locks a statement takes and whether it scans or rewrites (with `conn`: the catalog's answers)."""
+
+    @abstractmethod
+    def not_null_proofs(self) -> Any:
+        """A fresh tracker with ``skips_scan(statement) -> bool``: which SET NOT NULL an earlier proof makes free."""
