@@ -29,6 +29,7 @@ import pytest
 from psycopg import sql
 
 from airmigrate import db
+from airmigrate.engines.postgres import ddl
 from airmigrate.errors import TransientError
 
 from scratch import scratch_cluster
@@ -128,8 +129,8 @@ def test_run_group_without_raising_the_lock_timeout_fails_behind_the_autovacuum(
                                                                                caplog):
     """The old behaviour (every retry under the same 300 ms): run_group gives up with a TransientError."""
     target, av_pid = vacuumed_table
-    monkeypatch.setattr(db, "_next_lock_timeout", lambda target, blockers, lock_timeout_ms, *rest: lock_timeout_ms)
-    caplog.set_level(logging.INFO, logger="airmigrate.db")
+    monkeypatch.setattr(ddl, "_next_lock_timeout", lambda target, blockers, lock_timeout_ms, *rest: lock_timeout_ms)
+    caplog.set_level(logging.INFO, logger="airmigrate.engines.postgres.ddl")
     with pytest.raises(TransientError, match=r"lock_timeout \(300 ms\) hit 3 times") as raised:
         db.run_group(target, [ALTER], False, lock_timeout_ms=LOCK_TIMEOUT_MS, statement_timeout_ms=60_000,
                      attempts=3, table=("public", "t"))
@@ -141,7 +142,7 @@ def test_run_group_without_raising_the_lock_timeout_fails_behind_the_autovacuum(
 def test_run_group_gets_past_a_real_autovacuum(vacuumed_table, scratch_pg, caplog):
     target, av_pid = vacuumed_table
     deadlock_ms = _deadlock_timeout_ms(target)
-    caplog.set_level(logging.INFO, logger="airmigrate.db")
+    caplog.set_level(logging.INFO, logger="airmigrate.engines.postgres.ddl")
     started = time.monotonic()
     db.run_group(target, [ALTER], False, lock_timeout_ms=LOCK_TIMEOUT_MS, statement_timeout_ms=60_000,
                  attempts=5, table=("public", "t"))
@@ -149,7 +150,7 @@ def test_run_group_gets_past_a_real_autovacuum(vacuumed_table, scratch_pg, caplo
     assert _has_column_x(target)
 
     retries = [r.getMessage() for r in caplog.records
-               if r.name == "airmigrate.db" and r.getMessage().startswith("lock timeout on attempt")]
+               if r.name == "airmigrate.engines.postgres.ddl" and r.getMessage().startswith("lock timeout on attempt")]
     assert retries, caplog.text
     # an attempt under 300 ms was blocked by the autovacuum, which the probe named (normally attempt 1; a probe
     # that connects too late on a loaded machine sees no blocker any more, and that attempt is retried as is)
@@ -206,11 +207,11 @@ def test_run_group_waits_for_an_anti_wraparound_autovacuum(scratch_pg, caplog):
                 conn.execute(ALTER)
         assert _still_vacuuming(target, av_pid)
 
-        caplog.set_level(logging.INFO, logger="airmigrate.db")
+        caplog.set_level(logging.INFO, logger="airmigrate.engines.postgres.ddl")
         db.run_group(target, [ALTER], False, lock_timeout_ms=LOCK_TIMEOUT_MS, statement_timeout_ms=60_000,
                      attempts=5, table=("public", "t"))
         assert _has_column_x(target)
-        messages = [r.getMessage() for r in caplog.records if r.name == "airmigrate.db"]
+        messages = [r.getMessage() for r in caplog.records if r.name == "airmigrate.engines.postgres.ddl"]
         assert any(m.startswith(f"blocked by an anti-wraparound autovacuum (pid {av_pid})") for m in messages), \
             messages
         retries = [m for m in messages if m.startswith("lock timeout on attempt")]

@@ -9,7 +9,7 @@ import yaml
 from airmigrate import state
 from airmigrate.db import connect
 from airmigrate.errors import PreflightError, SpecError
-from airmigrate.lifecycle.order import cascade, check_order, shared, sql_touched, touched
+from airmigrate.order import cascade, check_order, shared, sql_touched, touched
 from airmigrate.spec import load_migration
 from airmigrate.stages import preflight, rollback
 

@@ -12,7 +12,7 @@ from airmigrate import state
 from airmigrate.airflow.runner import run_dag
 from airmigrate.db import connect
 from airmigrate.report import render, svg, write_report
-from airmigrate.report.schema import diff
+from airmigrate.schemadocs.shape import diff
 from airmigrate.spec import load_migration
 from test_cli import airmigrate
 

@@ -339,7 +339,7 @@ def test_a_rollback_before_the_contract_leaves_the_structure_as_it_was(shop, tmp
 def test_the_report_schema_diff_marks_a_lost_not_null_and_a_lost_index(shop, tmp_path):
     """The report's before/after comes from the same definition: a NOT NULL dropped and an index gone are
     marked, not only type changes."""
-    from airmigrate.report import schema as report_schema
+    from airmigrate.schemadocs import shape as report_schema
 
     migration = migration_for(tmp_path, {"op": "change_column_type", "column": "Country", "type": "text"})
     with connect(shop, autocommit=True) as conn:

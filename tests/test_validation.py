@@ -243,7 +243,7 @@ def load_in_fresh_process(folder, expectations_dir, var_dir):
 
 
 def test_unknown_type_refuses_the_migration_at_load_without_importing_gx(tmp_path):
-    from airmigrate.expectation_registry import cache_file, gx_version
+    from airmigrate.validation.registry import cache_file, gx_version
 
     bad = {"expectations": [{"type": "expect_column_values_to_be_nul", "kwargs": {"column": "Email"}}]}
     folder = write_migration(tmp_path, bad)
@@ -270,7 +270,7 @@ def test_cached_types_are_exactly_gx_registry(tmp_path, monkeypatch):
     """The cache is built from GX's own registry, and a stale or broken cache is rebuilt."""
     from great_expectations.expectations import registry
 
-    from airmigrate import expectation_registry as er
+    from airmigrate.validation import registry as er
 
     registry.register_core_expectations()
     real = set(registry.list_registered_expectation_implementations())

@@ -21,8 +21,8 @@ from airmigrate.cli_common import configured_target as _configured_target, load_
 from airmigrate.cli_status import cmd_history, cmd_status
 from airmigrate.db import Target
 from airmigrate.errors import AirmigrateError, SpecError
+from airmigrate.settings import DEMO_DB
 
-DEMO_DB = "airmigrate_demo"
 EXAMPLES = ("0001_add_user_email_verified", "0002_normalize_user_phone")
 
 
@@ -173,9 +173,9 @@ def cmd_run(args) -> int:
     if args.cascade and not args.rollback:
         raise AirmigrateError("--cascade goes with --rollback: `airmigrate run <id> --rollback --cascade`")
     if args.cascade:  # the dependents first, latest first, each like a rollback of its own; stop at a failure
-        from airmigrate.gates import needs_rollback_approval
         from airmigrate.db import connect
-        from airmigrate.lifecycle.order import cascade
+        from airmigrate.gates import needs_rollback_approval
+        from airmigrate.order import cascade
 
         migration = load_named(args.migration)
         with connect(target, autocommit=True) as conn:
@@ -198,7 +198,7 @@ def cmd_run(args) -> int:
 
 def cmd_rehearse(args) -> int:
     from airmigrate.rehearsal import rehearse
-    from airmigrate.rehearsal.summary import render
+    from airmigrate.report.rehearsal_summary import render
 
     migration = load_named(args.migration)
     target = _configured_target()

@@ -14,10 +14,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from airmigrate.engines import sql
-
 from airmigrate import settings
 from airmigrate.db import Target, connect
+from airmigrate.engines import sql
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from airmigrate import engines
+from airmigrate.backup_policy import destructive_statements
 from airmigrate.errors import SpecError
 from airmigrate.findings import RECIPES, Finding, acknowledge as _acknowledge, unacknowledged  # noqa: F401 (API)
+from airmigrate.operations import for_migration
 from airmigrate.sqlfiles import BATCH_NAME, PERCENT, batch_names, bound_placeholders
+from airmigrate.validation.suites import load_suite_file
 
 
 def percent_findings(path: Path, raw: str, key_columns: tuple[str, ...] | None) -> list[Finding]:
@@ -53,8 +56,6 @@ def drops_anything(text: str) -> bool:
 
 def lint_suite(path: Path) -> list[Finding]:
     """A suite that proves nothing: with no expectations the validate stage passes whatever the data is."""
-    from airmigrate.validation import load_suite_file  # GX itself is imported only when a suite runs
-
     try:
         suite = load_suite_file(path)
     except SpecError as exc:
@@ -82,7 +83,6 @@ def lint_migration(migration, pg_version: str = "15.0") -> list[Finding]:
     findings = []
     for name, role in files:
         findings += lint_file(migration.folder / name, role, pg_version, acknowledged, key_columns=spec.key_columns)
-    from airmigrate.operations import for_migration
 
     steps = for_migration(migration)
     phases = (("up", "up", steps.expand), ("backfill", "backfill", steps.backfill),
@@ -102,8 +102,6 @@ def lint_migration(migration, pg_version: str = "15.0") -> list[Finding]:
 
 def backup_findings(migration) -> list[Finding]:
     """`backup: none` on a migration that drops or rewrites data: nothing to restore from if it goes wrong."""
-    from airmigrate.stages.backup_policy import destructive_statements
-
     if migration.spec.backup != "none" or not (destructive := destructive_statements(migration)):
         return []
     path = migration.folder / "migration.yaml"

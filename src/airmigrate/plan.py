@@ -11,8 +11,14 @@ import re
 from dataclasses import dataclass
 
 from airmigrate import db, engines, operations
+from airmigrate.app_versions import render_app_versions
+from airmigrate.db import estimate_rows
 from airmigrate.locks import Analysis, RelationLock  # noqa: F401 (plan's API)
+from airmigrate.operations.base import snapshot_name
 from airmigrate.spec import Migration, bound_placeholders
+from airmigrate.stages.backfill import sync_trigger_sql as backfill_sync_trigger_sql
+from airmigrate.stages.backfill.transform import transform_statements
+from airmigrate.stages.generated import column_types, restore_statement, runtime_steps, snapshot_columns
 
 
 def analyze(statement: str, conn=None) -> Analysis:
@@ -61,9 +67,7 @@ class PlannedStatement:
 
 def sync_trigger_sql(migration: Migration) -> tuple[list[str], list[str]]:
     """The `backfill.sync` trigger's (install, drop) statements: the ones the backfill stage runs."""
-    from airmigrate.stages.backfill import sync_trigger_sql as statements
-
-    return statements(migration)
+    return backfill_sync_trigger_sql(migration)
 
 
 def static_plan(migration: Migration, conn=None) -> list[PlannedStatement]:
@@ -103,7 +107,6 @@ def _elsewhere(analysis: Analysis, table: str) -> tuple[str, ...]:
 def estimate(conn, migration: Migration) -> dict:
     """Rows (planner estimate), batches, and rows/s measured on this target's earlier batches."""
     spec = migration.spec
-    from airmigrate.db import estimate_rows
 
     rows = estimate_rows(conn, spec.schema_name, spec.table_name)
     measured = None
@@ -138,7 +141,6 @@ def render(migration: Migration, planned: list[PlannedStatement], est: dict | No
             else "no throughput measured on this target yet"
         lines.append(f"rows ~{est['rows']:,} (planner estimate); {est['batches']:,} batches of "
                      f"{spec.batch_size:,} on {spec.shards} shards; backfill ETA: {eta}")
-    from airmigrate.lifecycle.migrate import render_app_versions  # expand now, contract later: when to deploy what
 
     lines += render_app_versions(migration)
     return "\n".join(lines)
@@ -175,7 +177,6 @@ def _steps(migration: Migration, conn=None, live_columns: frozenset[str] | None 
     """The operations' steps: resolved against the target like the stages do, or static without it."""
     if conn is None:
         return operations.for_migration(migration)
-    from airmigrate.stages.generated import runtime_steps
 
     return runtime_steps(conn, migration, live_columns)
 
@@ -185,8 +186,6 @@ def rollback_phases(migration: Migration, conn=None) -> list[tuple[str, list[str
     (the operations' copy-back, then the snapshot restore of overwritten values), the finishing DDL. With
     ``conn`` the table's shape now picks each operation's path (before or after the contract); without it the
     longer, after-the-contract path is shown."""
-    from airmigrate.stages.generated import column_types, restore_statement, snapshot_columns
-
     spec = migration.spec
     live = frozenset(column_types(conn, spec.schema_name, spec.table_name)) if conn is not None else None
     steps = _steps(migration, conn, live)
@@ -199,8 +198,6 @@ def rollback_phases(migration: Migration, conn=None) -> list[tuple[str, list[str
                                                           if c not in steps.self_restored]) if snapshot else None
         copy_back += [restore] if restore else []
     elif spec.backfill or steps.backfill_columns or steps.dropped_columns:
-        from airmigrate.operations.base import snapshot_name
-
         columns = [c for c in [*(spec.backfill.columns if spec.backfill else []), *steps.backfill_columns,
                                *steps.dropped_columns] if c not in steps.self_restored]
         restore = restore_statement(migration, snapshot_name(migration.id), list(dict.fromkeys(columns)))
@@ -259,8 +256,6 @@ def _unbound(statement: str) -> str:
 def _backfill_sql(migration: Migration, steps) -> list[str]:
     """The per-batch statements: the user's UPDATE, or the pandas path's SQL around transform(df)."""
     if migration.transform_file:
-        from airmigrate.stages.backfill.transform import transform_statements
-
         pandas = {name: statement.as_string() for name, statement in transform_statements(migration).items()}
         return [pandas["read"], f"-- transform(df) from {migration.transform_file.name}, in the worker\n{pandas['temp']}",
                 pandas["copy"], f"-- (the transformed rows, streamed by COPY)\n{pandas['update']}"] + steps.backfill

@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from airmigrate import state
 from airmigrate.db import Target, connect
 from airmigrate.errors import PreflightError
+from airmigrate.order import check_order
 from airmigrate.spec import Migration
+from airmigrate.stages.preflight import check_history, check_lint, check_table, run_checks
+from airmigrate.stages.references import check_references
 
 
 @dataclass
@@ -33,8 +36,6 @@ class Verdict:
 
 def before_airflow(target: Target, migration: Migration) -> Verdict:
     """Run the preflight's checks for a forward run of `migration`; writes nothing to the target."""
-    from airmigrate.stages.preflight import run_checks
-
     head = f"{migration.id} on {target.describe()}"
     with connect(target, autocommit=True) as conn:
         try:
@@ -81,10 +82,6 @@ class Findings:
 
 def findings(conn, migration: Migration, lint: bool = True) -> Findings:
     """The preflight's checks in its order, each problem collected; nothing written."""
-    from airmigrate.lifecycle.order import check_order
-    from airmigrate.stages.preflight import check_history, check_lint, check_table
-    from airmigrate.stages.references import check_references
-
     spec, out = migration.spec, Findings()
     try:
         out.applied = check_history(conn, migration)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+
 def project_root() -> Path:
     """AIRMIGRATE_HOME (the DAG files set it to their project), else the working directory."""
     return Path(os.environ.get("AIRMIGRATE_HOME") or Path.cwd())
@@ -44,3 +45,6 @@ def trust_forwarded_host() -> bool:
     one sent by a client), so the console's same-origin check may accept it. Off by default: without such a
     proxy anyone can send the header and name their own site as this one."""
     return os.environ.get("AIRMIGRATE_TRUST_FORWARDED_HOST", "").strip().lower() in ("1", "true", "yes")
+
+
+DEMO_DB = "airmigrate_demo"  # the database `make demo` (re)creates; `make airflow` points at it too

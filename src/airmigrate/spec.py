@@ -19,16 +19,44 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from airmigrate import engines
 from airmigrate.errors import SpecError
 from airmigrate.operations import Operation
-from airmigrate.window import Window
+
 # The fields' names live in spec_fields.py, the folder checks in spec_checks.py; callers import them from here.
 from airmigrate.spec_checks import (  # noqa: F401
-    PLACEHOLDER, QUALIFIED_NAME, _check_backfill_placeholders, _check_no_duplicates, _checksum, _expectations_file,
-    _first_error, _name_problem, _read_sql, _require_file, _sql_file, bound_placeholders, check_transform_file,
-    file_checksums)
+    PLACEHOLDER,
+    QUALIFIED_NAME,
+    _check_backfill_placeholders,
+    _check_no_duplicates,
+    _checksum,
+    _expectations_file,
+    _first_error,
+    _name_problem,
+    _read_sql,
+    _require_file,
+    _sql_file,
+    bound_placeholders,
+    check_transform_file,
+    file_checksums,
+)
 from airmigrate.spec_fields import (  # noqa: F401
-    BATCH_SIZE_MAX, CRON_FIELDS, CRON_FIX, CRON_PRESETS, FOLDER_NAME, IDENTIFIER, IDENTIFIER_RULE, IDENTIFIER_WHY,
-    RATIO_MAX, SHARDS_MAX, SPEC_FILE, FieldProblem, Identifier, check_cron, identifier_fix, identifier_problem,
-    setting_problem)
+    BATCH_SIZE_MAX,
+    CRON_FIELDS,
+    CRON_FIX,
+    CRON_PRESETS,
+    FOLDER_NAME,
+    IDENTIFIER,
+    IDENTIFIER_RULE,
+    IDENTIFIER_WHY,
+    RATIO_MAX,
+    SHARDS_MAX,
+    SPEC_FILE,
+    FieldProblem,
+    Identifier,
+    check_cron,
+    identifier_fix,
+    identifier_problem,
+    setting_problem,
+)
+from airmigrate.window import Window
 
 
 class Throttle(BaseModel):
@@ -287,6 +315,11 @@ class Migration:
     @property
     def rollback_dag_id(self) -> str:
         return f"{self.id}__rollback"
+
+    @property
+    def spec_path(self) -> Path:
+        """Its migration.yaml (findings name it with the field)."""
+        return self.folder / SPEC_FILE
 
 
 def load_migration(folder: Path | str, expectations_dir: Path | str | None = None) -> Migration:

@@ -16,6 +16,7 @@ from airmigrate import engines
 from airmigrate.errors import SpecError
 from airmigrate.spec_fields import SPEC_FILE, identifier_fix, identifier_problem
 from airmigrate.sqlfiles import PLACEHOLDER, bound_placeholders  # noqa: F401 (re-exported)
+from airmigrate.validation.suites import check_suite_file
 
 if TYPE_CHECKING:  # the models these checks look at (spec.py imports this module)
     from airmigrate.spec import Migration, MigrationSpec
@@ -232,7 +233,6 @@ def _expectations_file(spec_path: Path, spec: MigrationSpec, migration_id: str,
             json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise SpecError(path, f"line {exc.lineno}", f"not valid JSON ({exc.msg})", "fix the JSON syntax") from None
-        from airmigrate.expectation_registry import check_suite_file  # shape + GX expectation types, no GX import
         check_suite_file(path)
         return path
     return None

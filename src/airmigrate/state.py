@@ -13,9 +13,8 @@ import json
 import logging
 import os
 
-from airmigrate.engines.sql import Json as Jsonb
-
 from airmigrate import lease
+from airmigrate.engines.sql import Json as Jsonb
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,10 @@ from datetime import timedelta
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
 from airmigrate import operations
+from airmigrate.airflow.tasks import keep_lease_while_waiting, pause_run, record_approval
 from airmigrate.gates import needs_approval, needs_rollback_approval  # noqa: F401 (re-exported)
 from airmigrate.spec import Migration
+from airmigrate.state import who
 
 
 class ContractApproval(ApprovalOperator):
@@ -45,7 +47,6 @@ class ContractApproval(ApprovalOperator):
                                        f"give: pass {self.approve_param}=true (airmigrate run --approve) or trigger "
                                        "the DAG from the Airflow UI")
         self.log.info("waiting for approval in the Airflow UI (Approve / Reject)")
-        from airmigrate.airflow.tasks import keep_lease_while_waiting
 
         keep_lease_while_waiting(context["dag"].dag_id.removesuffix("__rollback"), f"waiting for the "
                                  f"{'contract' if self.direction == 'up' else 'rollback'} approval in the Airflow UI")
@@ -55,8 +56,6 @@ class ContractApproval(ApprovalOperator):
         responder = (event or {}).get("responded_by_user") or {}
         who = (responder.get("name") or responder.get("id")) if isinstance(responder, dict) else str(responder)
         if self.REJECT in ((event or {}).get("chosen_options") or ()):
-            from airmigrate.airflow.tasks import pause_run
-
             pause_run(context["dag"].dag_id.removesuffix("__rollback"), self.direction, who)  # before super()
         elif self.APPROVE in ((event or {}).get("chosen_options") or ()):
             self._record(context, True, who, "approved in the Airflow UI")
@@ -65,8 +64,6 @@ class ContractApproval(ApprovalOperator):
     def _record(self, context, approved: bool, who: str | None, detail: str) -> None:
         """Who approved, when and how, in airmigrate.actions (the console and the run's report show it); best
         effort: the answer stands even when it cannot be recorded."""
-        from airmigrate.airflow.tasks import record_approval
-
         try:
             record_approval(context["dag"].dag_id.removesuffix("__rollback"), self.direction, approved, who, detail)
         except Exception:
@@ -75,8 +72,6 @@ class ContractApproval(ApprovalOperator):
 
 def _triggered_by(context) -> str:
     """The Airflow user who triggered the run; the local user for dag.test() runs (`airmigrate run --approve`)."""
-    from airmigrate.state import who
-
     user = getattr(context["dag_run"], "triggering_user_name", None)
     return user if user and user != "dag_test" else who()
 

@@ -2,7 +2,7 @@
 UI does): the latest DAG runs, their task instances, the logged-in user, the permission to trigger a DAG, and
 clearing the failed shard task instances of a run (the retry button). Each read degrades to "nothing known"
 where the metadata cannot be read, so the console still shows the target's state. :func:`for_console` hands
-them to the console (airmigrate.console.web.AirflowSide), which imports no Airflow itself.
+them to the console (airmigrate.console.side.AirflowSide), which imports no Airflow itself.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 
 from airmigrate.airflow.runs import dag_runs_of, task_tries
-from airmigrate.console.web import AirflowSide
+from airmigrate.airflow.tasks import target_for
+from airmigrate.console.side import AirflowSide
 
 log = logging.getLogger(__name__)
 
@@ -127,4 +128,4 @@ def for_console():
     """Everything the console needs from this Airflow, for the plugin to hand over."""
     return AirflowSide(current_user=current_user, latest_dag_runs=latest_dag_runs, runs_of=dag_runs_of,
                        tries_of=task_tries, can_trigger=can_trigger, user_name=user_name,
-                       clear_failed_shards=clear_failed_shards)
+                       clear_failed_shards=clear_failed_shards, target_for=target_for)

@@ -9,12 +9,10 @@ from airflow.sdk import DAG, Param, TaskGroup, task
 
 from airmigrate import settings
 from airmigrate.airflow import rollback_tasks, tasks
-from airmigrate.airflow.approval import (approval_task, needs_approval, needs_rollback_approval,
-                                        rollback_approval_task)
+from airmigrate.airflow.approval import approval_task, needs_approval, needs_rollback_approval, rollback_approval_task
 from airmigrate.errors import SpecError
 from airmigrate.plan import render, static_plan
-from airmigrate.spec import (BATCH_SIZE_MAX, RATIO_MAX, SHARDS_MAX, Migration, Throttle, discover,
-                             load_migration)
+from airmigrate.spec import BATCH_SIZE_MAX, RATIO_MAX, SHARDS_MAX, Migration, Throttle, discover, load_migration
 
 START = datetime(2024, 1, 1)
 DEFAULT_ARGS = {"owner": "airmigrate", "retries": 2, "retry_delay": timedelta(seconds=15),

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import requests
 
-from airmigrate import settings
+from airmigrate import devdb, settings
 from airmigrate.db import Target, connect
+from airmigrate.engines import sql
+from airmigrate.settings import DEMO_DB
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 HTTP_TIMEOUT = 90  # seconds for one request: an api-server on a loaded 2-core machine can take tens of seconds
@@ -41,8 +43,6 @@ def sqlalchemy_url(target: Target) -> str:
 def metadata_database(server: Target, name: str, *, recreate: bool = True) -> str:
     """A PostgreSQL database for one Airflow's metadata on ``server``: (re)created empty, or kept when it exists
     and ``recreate`` is false. Returns its SQLAlchemy URL for AIRFLOW__DATABASE__SQL_ALCHEMY_CONN."""
-    from airmigrate.engines import sql
-
     with connect(server, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if recreate and exists:
@@ -270,10 +270,6 @@ class LocalAirflow:
 
 def main() -> None:
     """`make airflow`: the project's DAGs against the demo database, until Ctrl-C."""
-    from airmigrate import devdb
-    from airmigrate.cli import DEMO_DB
-    from airmigrate.db import connect
-
     target = named_target(os.environ)
     if target is not None:  # the database the user named: used as it is, never seeded nor recreated
         print(f"target: {target.describe()} (from AIRMIGRATE_TARGET_URL)", flush=True)

@@ -21,10 +21,11 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airmigrate.airflow import console_side
-from airmigrate.console import web
+from airmigrate.console import side, web
+from airmigrate.report import find_report, reports_dir
 
 # the console's user, runs, tries, permission and clearing come from this Airflow (the console imports none)
-web.AIRFLOW = console_side.for_console()
+side.install(console_side.for_console())
 
 app = FastAPI(title="airmigrate", description="The airmigrate console's API (issue 12) and run reports",
               dependencies=[Depends(requires_authenticated())], docs_url=None, redoc_url=None, openapi_url=None)
@@ -89,8 +90,6 @@ REPORT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 def _report_file(migration_id: str, path: str) -> Path:
     """A file under var/reports/<migration>/, never outside it (no .., no absolute paths, no symlinks out)."""
-    from airmigrate.report import reports_dir
-
     root = reports_dir().resolve()
     if not REPORT_NAME.match(migration_id) or any(not REPORT_NAME.match(p) or p in (".", "..")
                                                     for p in path.split("/")):
@@ -104,8 +103,6 @@ def _report_file(migration_id: str, path: str) -> Path:
 @app.get("/reports/", response_class=HTMLResponse)
 def reports_index() -> str:
     """Every report, newest first per migration."""
-    from airmigrate.report import reports_dir
-
     root, items = reports_dir(), []
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         links = [f'<li><a href="{html.escape(folder.name)}/{html.escape(f.name)}">{html.escape(f.stem)}</a> '
@@ -122,8 +119,6 @@ def report_of_dag_run(dag_id: str, run_id: str):
     """The report of an Airflow DAG run (the "Run report" tab of a DAG run): the file written when that run
     ended, served as it is. A report is the record of a run: it is never written on a read (opened after a
     rollback, it must still show what the run did, not the schema of today)."""
-    from airmigrate.report import find_report
-
     migration_id = dag_id.removesuffix("__rollback").removesuffix("__rehearsal")
     if not REPORT_NAME.match(migration_id):
         raise HTTPException(status_code=404, detail="no such migration")

@@ -7,8 +7,16 @@ from __future__ import annotations
 from airflow.sdk import get_current_context
 
 from airmigrate import interrupt, report
-from airmigrate.airflow.tasks import (_pacing_override, _params, _record_who_triggered, _skip_if_dry_run,
-                                      _stop_when, check_run_params, current_run, stage_task)
+from airmigrate.airflow.tasks import (
+    _pacing_override,
+    _params,
+    _record_who_triggered,
+    _skip_if_dry_run,
+    _stop_when,
+    check_run_params,
+    current_run,
+    stage_task,
+)
 from airmigrate.stages import rollback
 
 

@@ -18,7 +18,10 @@ from pathlib import Path
 
 from airmigrate import settings, state
 from airmigrate.db import Target, connect
+from airmigrate.order import dependents
 from airmigrate.spec import Migration
+from airmigrate.stages.generated import column_types
+from airmigrate.stages.rollback import rollback_sql
 
 # (dag_id, run_id) -> {task_id: the error of its last failed attempt}, filled by run_dag for report()
 _TASK_ERRORS: dict[tuple[str, str], dict[str, str]] = {}
@@ -239,10 +242,6 @@ def report(dagrun, migration: Migration, target: Target, rollback: bool = False)
 
 def _dry_run_rollback(conn, migration: Migration) -> list[str]:
     """The SQL of a rollback dry run, and the refusal a real rollback would meet (a later migration needing it)."""
-    from airmigrate.lifecycle.order import dependents
-    from airmigrate.stages.generated import column_types
-    from airmigrate.stages.rollback import rollback_sql
-
     spec = migration.spec
     text = rollback_sql(conn, migration, frozenset(column_types(conn, spec.schema_name, spec.table_name)))
     out = [f"    {line}" for line in text.splitlines()]

@@ -11,14 +11,22 @@ import logging
 import os
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk.exceptions import (AirflowException, AirflowFailException, AirflowRescheduleException,
-                                    AirflowSkipException)
 from airflow.sdk import BaseHook, get_current_context
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowRescheduleException,
+    AirflowSkipException,
+)
 
-from airmigrate import interrupt, lease, report, settings, state
+from airmigrate import engines, interrupt, lease, plan, report, settings, state
+from airmigrate.control import RunControl, cancel_message
 from airmigrate.db import Target, connect, is_transient
 from airmigrate.errors import AirmigrateError, PreflightError
-from airmigrate.gates import needs_rollback_approval
+from airmigrate.gates import needs_approval, needs_rollback_approval
+from airmigrate.lifecycle.migrate import load_all, validate_history
+from airmigrate.rehearsal import RehearsalError, rehearse
+from airmigrate.report.rehearsal_summary import render
 from airmigrate.spec import Migration, load_migration, setting_problem
 from airmigrate.stages import backfill, backup, cleanup, preflight, schema_change, validate
 
@@ -31,9 +39,13 @@ def target_for(migration: Migration) -> Target:
 
 
 def target_from_connection(conn) -> Target:
-    """Airflow Connection -> Target (host may be a Unix socket directory)."""
-    return Target(host=conn.host or "127.0.0.1", port=int(conn.port or 5432), user=conn.login or "postgres",
-                  password=conn.password or None, dbname=conn.schema or "postgres")
+    """Airflow Connection -> Target: the engine from the connection's type, the host possibly a Unix socket
+    directory, what it leaves out the engine's defaults."""
+    engine = engines.named(engines.name_for_scheme(conn.conn_type or engines.DEFAULT))
+    defaults = engine.default_target()
+    return Target(host=conn.host or defaults["host"], port=int(conn.port or defaults["port"]),
+                  user=conn.login or defaults["user"], password=conn.password or None,
+                  dbname=conn.schema or defaults["dbname"], engine=engine.name)
 
 
 def _load(migration_dir: str) -> Migration:
@@ -228,7 +240,8 @@ def preflight_task(target, migration):
     params = _params()
     check_run_params(params)
     if params.get("dry_run"):
-        return preflight.preflight(target, migration, dry_run=True)
+        return preflight.preflight(target, migration, dry_run=True,
+                                   sql_of=lambda conn: plan.render_sql(migration, conn))
     result = preflight.preflight(target, migration, get_current_context()["dag_run"].run_id)
     report.capture_before_safely(target, migration, result)  # the report's "schema before" (issue 11)
     return result
@@ -295,8 +308,6 @@ PAUSED_POKE_S = 15  # a paused shard looks again this often (rescheduled: no wor
 
 def _obey_console(target, migration, stopped: str | None) -> None:
     """Paused from the console: reschedule (no slot held) until resumed. Cancelled: fail, schema left expanded."""
-    from airmigrate.control import RunControl
-
     if stopped is None:
         with connect(target) as conn:
             stopped = RunControl(current_run(target, migration)).refresh(conn).stop_reason
@@ -313,8 +324,6 @@ def record_cancel(target, migration, direction: str = "up") -> str:
     """A cancelled run's record: who cancelled it and when, and the two ways on (resume or roll back), as the
     run's error (the run stays resumable: a new trigger continues from the cursor); its report is written once,
     by the first shard that stops."""
-    from airmigrate.control import cancel_message
-
     with connect(target, autocommit=True) as conn:
         run_id = state.owned_run(conn, migration.id, direction, dag_run_id())  # only the owner writes its run
         if run_id is None:
@@ -404,8 +413,6 @@ def validate_task(target, migration):
 
 @stage_task()
 def cleanup_task(target, migration):
-    from airmigrate.airflow.approval import needs_approval
-
     _skip_if_applied(migration, "cleanup")
     if _until_expand():
         raise AirflowSkipException(f"until=expand: the contract of {migration.id} waits for `airmigrate complete "
@@ -435,8 +442,6 @@ def _record_who_triggered() -> None:
 def validate_history_task():
     """airmigrate__migrate's first task: like `airmigrate migrate`, refuse while the target's history holds a
     migration whose folder is missing or whose applied files changed (unless the params say to go on)."""
-    from airmigrate.lifecycle.migrate import load_all, validate_history
-
     params, migrations = _params(), load_all()
     if not migrations:
         return []
@@ -458,9 +463,6 @@ def _triggering_user() -> str | None:
 def rehearse_task(migration_dir: str):
     """<id>__rehearsal: the whole rehearsal in one task. It works on its own copy, so a failure marks nothing
     on the target (not a stage_task)."""
-    from airmigrate.rehearsal import RehearsalError, rehearse
-    from airmigrate.rehearsal.summary import render
-
     migration, params = _load(migration_dir), _params()
     try:
         results = rehearse(target_for(migration), migration, sample=params.get("sample"),

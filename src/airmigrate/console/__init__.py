@@ -6,5 +6,5 @@ retry, each recorded with the Airflow user's name.
 - :mod:`.actions`: the buttons (checked, applied with :func:`airmigrate.control.act`)
 - :mod:`.stage_rows`: a run's stages in pipeline order, timed over all their tries
 - :mod:`.web`: the pages (Jinja2 templates, local static assets) and the JSON API; what it needs from Airflow
-  (user, runs, permission, clearing) it receives from the plugin (``web.AIRFLOW``)
+  (user, runs, permission, clearing) it receives from the plugin (``side.AIRFLOW``)
 """

@@ -11,12 +11,15 @@ from datetime import datetime, timezone
 from urllib.parse import quote
 
 from airmigrate import settings, state
-from airmigrate.console import stage_rows
-from airmigrate.console.pool import pooled
+from airmigrate.console import side, stage_rows
 from airmigrate.console.chart import chart_svg  # noqa: F401 (the pages' chart, kept importable here)
-from airmigrate.control import cancel_message, cancellation
+from airmigrate.console.pool import pooled
+from airmigrate.console.runs import runs_list
+from airmigrate.control import cancel_message, cancellation, recent_actions
 from airmigrate.errors import SpecError
+from airmigrate.plan import render, static_plan
 from airmigrate.spec import Migration, discover, load_migration
+from airmigrate.stages.backfill import settings_of
 
 RATE_WINDOW_S = 30  # "rows/s now": what the last 30 seconds did
 APPROVALS = ("approve_contract", "approve_rollback")
@@ -162,8 +165,6 @@ def batch_size_card(conn, migration: Migration | None, run_id: int, ceiling: int
     now, first = now and now[0], first and first[0]
     adaptive = True
     if migration is not None and hasattr(migration, "folder"):
-        from airmigrate.stages.backfill import settings_of
-
         adaptive = settings_of(migration).adaptive
     if ceiling:
         text = f"at most {ceiling:,} rows (set from the console" + ("; adaptive below it)" if adaptive else ")")
@@ -186,9 +187,7 @@ def _load(folder):
 
 
 def _target(migration: Migration):
-    from airmigrate.airflow.tasks import target_for
-
-    return target_for(migration)
+    return side.AIRFLOW.target_for(migration)
 
 
 def state_tables(conn) -> set[str]:
@@ -390,10 +389,6 @@ def detail(migration_id: str, dag_run: dict | None = None, migrations_dir=None,
         -> dict | None:
     """Everything the one-migration page shows; None for an unknown folder. ``airflow_runs``: every Airflow run of
     its DAGs (the plugin reads them), for the list of runs."""
-    from airmigrate.console.runs import runs_list
-    from airmigrate.control import recent_actions
-    from airmigrate.plan import render, static_plan
-
     migration = find_migration(migration_id, migrations_dir)
     if migration is None:
         return None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-
 # the tasks of the up, rollback and rehearsal DAGs in pipeline order: stages not yet run are listed where they
 # come, not after the ones that ran
 PIPELINE = ("window", "preflight", "backup", "schema_change", "backfill.plan", "backfill.shard", "validate",

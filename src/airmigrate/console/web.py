@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import secrets
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -23,6 +21,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from airmigrate import settings
 from airmigrate.console import actions, data
+from airmigrate.console.side import AIRFLOW, AirflowSide  # noqa: F401 (filled in by the plugin)
+from airmigrate.spec import discover
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -46,26 +46,6 @@ def templates():
 
 # --- who is asking, and may they ----------------------------------------------------------------------------
 
-async def _nobody(request: Request):
-    raise HTTPException(401, "not logged in: the console runs inside Airflow's api-server")
-
-
-@dataclass
-class AirflowSide:
-    """What the console needs from the Airflow it is mounted in: the plugin hands it over
-    (airmigrate.airflow.console_side.for_console), so the console imports no Airflow. The defaults know nothing
-    (no user, no runs, no permission): a console without Airflow shows the target's state only."""
-
-    current_user: Callable[[Request], Awaitable] = _nobody
-    latest_dag_runs: Callable[[list[str]], dict] = lambda dag_ids: {}  # dag_id -> newest run with its tasks
-    runs_of: Callable[[str], list[dict]] = lambda migration_id: []  # every run of a migration's DAGs
-    tries_of: Callable[[str, str], list[dict]] = lambda dag_id, run_id: []  # earlier tries of a run's tasks
-    can_trigger: Callable[[object, str], bool] = lambda user, dag_id: False
-    user_name: Callable[[object], str] = lambda user: "unknown"
-    clear_failed_shards: Callable[[str, str], list[str]] = lambda dag_id, run_id: []
-
-
-AIRFLOW = AirflowSide()
 
 
 async def current_user(request: Request):
@@ -123,8 +103,6 @@ def newest_dag_runs(ids: list[str]) -> dict[str, dict]:
 
 
 def _overview() -> list[dict]:
-    from airmigrate.spec import discover
-
     ids = [f.name for f in discover(settings.migrations_dir())]
     return data.overview(newest_dag_runs(ids))
 

@@ -9,15 +9,13 @@ says so, not an ``if engine == ...`` in a stage. Modelled on SQLAlchemy's ``Dial
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 from airmigrate.engines.sql import Composable
 from airmigrate.engines.target import Target
 from airmigrate.findings import Finding
 from airmigrate.locks import Analysis
-
 
 # What went wrong in the database, as :meth:`Engine.error_kind` names a driver's exception.
 STATEMENT_TIMEOUT = "statement_timeout"   # the statement ran longer than statement_timeout: smaller batches help

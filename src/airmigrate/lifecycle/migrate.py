@@ -20,14 +20,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from airmigrate.engines.sql import Json as Jsonb
-
 from airmigrate import lease, settings, state
+from airmigrate.app_versions import NEW_ONLY, OLD_AND_NEW, app_versions, render_app_versions  # noqa: F401 (API)
 from airmigrate.db import Target, connect
+from airmigrate.engines.sql import Json as Jsonb
 from airmigrate.errors import AirmigrateError
-from airmigrate.lint import drops_anything
+from airmigrate.gates import needs_approval
 from airmigrate.lifecycle.history import changed_files
+from airmigrate.lifecycle.names import resolve
 from airmigrate.spec import Migration, discover, file_checksums, load_migration
+from airmigrate.stages.preflight import check_history
 
 RUN, RESUME, APPLIED, EXPANDED = "run", "resume", "applied", "expanded"
 
@@ -42,7 +44,6 @@ def up_to(migrations: list[Migration], to: str | None) -> list[Migration]:
     """The migrations up to and including `to` (all without it)."""
     if to is None:
         return migrations
-    from airmigrate.lifecycle.names import resolve
 
     ids = [m.id for m in migrations]
     try:
@@ -55,8 +56,6 @@ def up_to(migrations: list[Migration], to: str | None) -> list[Migration]:
 def pending(conn, migrations: list[Migration], allow_drift: bool = False) -> list[tuple[Migration, str, dict | None]]:
     """(migration, action, history) per migration: run, resume, applied (unchanged) or expanded. A changed
     applied migration raises the preflight's PreflightError naming the files."""
-    from airmigrate.stages.preflight import check_history
-
     has_state = conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is not None
     out = []
     for migration in migrations:
@@ -129,8 +128,6 @@ def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = No
     why a run failed when the history cannot (a preflight refusal records nothing). A failed migration is
     resumed with retry_failed, so its failed batches run again after the fix. Refusals before
     anything ran (a folder that does not load, a changed applied migration, an approval not given) raise."""
-    from airmigrate.gates import needs_approval
-
     everything = load_all()
     for note in validate_history(target, everything, ignore_missing, allow_drift):
         out(note)
@@ -255,67 +252,3 @@ def check_expanded(target: Target, migration: Migration) -> None:
         raise AirmigrateError(f"{migration.id} is {now} on {target.describe()}, not expanded: `complete` runs the "
                               f"contract of a migration run with `--until expand`. Use `airmigrate run {migration.id}`"
                               " (or `migrate`) for the whole way. Nothing was run")
-
-
-# --- which application versions work in which phase -------------------------------------------------
-
-OLD_AND_NEW, NEW_ONLY = "old and new", "new only"
-
-
-def app_versions(migration: Migration) -> tuple[str, str, list[str]]:
-    """(expand, after contract, reasons): which application versions work once the expand ran (the sync
-    triggers keep both shapes) and once the contract ran. `old` is the release before this migration, `new`
-    the one that uses it."""
-    expand, contract, why = OLD_AND_NEW, OLD_AND_NEW, []
-    for op in migration.spec.operations:
-        kind = op.op
-        reason = None
-        if kind == "add_column":
-            if op.backfill:
-                reason = (f"add_column {op.column}: the trigger computing it is dropped, the application writes it "
-                          + ("(NOT NULL)" if op.not_null else "itself"))
-            elif op.not_null and not op.default:
-                reason = f"add_column {op.column}: NOT NULL without a default, inserts must set it"
-        elif kind == "rename_column":
-            reason = f"rename_column {op.column} -> {op.to}: {op.column} and the sync trigger are dropped"
-        elif kind == "change_column_type":
-            reason = f"change_column_type {op.column}: becomes {op.type}, the converting trigger is dropped"
-        elif kind == "split_table":
-            reason = (f"split_table: {', '.join(op.columns)} leave {migration.spec.table} for {op.new_table}, "
-                      "the mirroring trigger is dropped")
-        elif kind == "drop_column":
-            reason = f"drop_column {op.column}: no release may read or write it any more"
-        elif kind == "drop_table":
-            reason = f"drop_table {op.table}: no release may use it any more"
-        elif kind in ("add_check", "add_unique", "add_foreign_key"):
-            why.append(f"{kind} {getattr(op, 'name', '')}: validated at expand: both versions must write rows "
-                       "that satisfy it")
-        if reason:
-            contract = NEW_ONLY
-            why.append(reason)
-    sync = migration.spec.backfill.sync if migration.spec.backfill else {}
-    if sync:  # the old release never writes them: after the trigger is gone its rows would be left NULL
-        contract = NEW_ONLY
-        why.append(f"backfill.sync {', '.join(sync)}: the trigger deriving {'it' if len(sync) == 1 else 'them'} for "
-                   "rows written meanwhile is dropped at cleanup; from then on the application writes "
-                   f"{'it' if len(sync) == 1 else 'them'} itself")
-    if migration.cleanup_sql and migration.cleanup_sql.strip():
-        if drops_anything(migration.cleanup_sql):
-            contract = NEW_ONLY
-            why.append("cleanup.sql drops something")
-        else:
-            why.append("cleanup.sql: check by hand what it changes for the old version")
-    return expand, contract, why
-
-
-def render_app_versions(migration: Migration) -> list[str]:
-    """The short section `airmigrate plan` prints."""
-    expand, contract, why = app_versions(migration)
-    lines = ["application versions that work, per phase (old = the release before this migration):",
-             f"  {'expand (schema_change, backfill, validate):':<46}{expand}",
-             f"  {'after contract (cleanup):':<46}{contract}"]
-    lines += [f"    {w}" for w in why]
-    if contract == NEW_ONLY:
-        lines.append(f"  deploy the new release between the two: `airmigrate run {migration.id} --until expand`, "
-                     f"deploy, then `airmigrate complete {migration.id}`")
-    return lines

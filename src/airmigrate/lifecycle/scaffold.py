@@ -21,6 +21,9 @@ from pathlib import Path
 
 from airmigrate import settings
 from airmigrate.errors import AirmigrateError, SpecError
+from airmigrate.operations.base import check_type
+from airmigrate.spec import identifier_fix, identifier_problem, load_migration
+from airmigrate.validation.suites import load_suite_file
 
 OPS = ("sql", "add_column", "rename_column", "change_column_type", "split_table", "add_index", "add_check",
        "add_foreign_key", "add_unique", "drop_column", "drop_table")
@@ -352,8 +355,6 @@ def _yaml_sql(text: str) -> str:
 # -- checks ---------------------------------------------------------------------------------------------
 
 def _check_name(option: str, value: str) -> None:
-    from airmigrate.spec import identifier_fix, identifier_problem
-
     problem = identifier_problem(value)
     if problem is not None:
         raise AirmigrateError(f"{option} {value!r} {problem}, so it is not a plain PostgreSQL identifier. Fix: "
@@ -370,8 +371,6 @@ def _check_table(table: str) -> None:
 
 
 def _check_type(type_: str) -> str:
-    from airmigrate.operations.base import check_type
-
     try:
         return check_type(type_)
     except ValueError as exc:
@@ -384,9 +383,6 @@ def _check_type(type_: str) -> str:
 def _write(folder: Path, texts: dict[str, str], suite_path: Path, suite_text: str) -> None:
     """Stage the folder (hidden, so DAG parsing skips it), load it back, then move it and the suite into place;
     on any failure nothing stays behind."""
-    from airmigrate.spec import load_migration
-    from airmigrate.validation import load_suite_file
-
     made_dirs = [d for d in (folder.parent, suite_path.parent) if not d.exists()]
     for directory in made_dirs:
         directory.mkdir(parents=True, exist_ok=True)

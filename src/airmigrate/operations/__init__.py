@@ -11,8 +11,18 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from airmigrate.operations import (add_check, add_column, add_foreign_key, add_index, add_unique, change_column_type,
-                                   drop_column, drop_table, rename_column, split_table)
+from airmigrate.operations import (
+    add_check,
+    add_column,
+    add_foreign_key,
+    add_index,
+    add_unique,
+    change_column_type,
+    drop_column,
+    drop_table,
+    rename_column,
+    split_table,
+)
 from airmigrate.operations.base import OpContext, Steps
 
 MODULES = {

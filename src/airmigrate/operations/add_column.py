@@ -14,9 +14,20 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from airmigrate.engines import sql
-
-from airmigrate.operations.base import (NAME, OpContext, Steps, batch_range, check_expression, check_type, create_trigger,
-                                        drop_trigger, ident, on_record, s, trigger_function)
+from airmigrate.operations.base import (
+    NAME,
+    OpContext,
+    Steps,
+    batch_range,
+    check_expression,
+    check_type,
+    create_trigger,
+    drop_trigger,
+    ident,
+    on_record,
+    s,
+    trigger_function,
+)
 
 
 class AddColumn(BaseModel):

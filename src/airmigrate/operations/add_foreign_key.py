@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from airmigrate.engines import sql
 from pydantic import BaseModel, ConfigDict, Field
 
+from airmigrate.engines import sql
 from airmigrate.operations.add_check import add_not_valid_then_validate, drop_constraint
 from airmigrate.operations.base import NAME, OpContext, Steps, ident
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from airmigrate.engines import sql
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from airmigrate.engines import sql
 from airmigrate.operations.base import NAME, OpContext, Steps, check_expression, ident, s
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from airmigrate import engines
 from airmigrate.engines import sql
 
-
 NAME = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$"
 SNAPSHOT_PREFIX = "snapshot_"
 

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 
 from airmigrate import engines
 from airmigrate.engines import sql
-
 from airmigrate.operations.base import ident, mirror_index, s
 
 SUFFIX = "__am"

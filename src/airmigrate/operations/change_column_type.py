@@ -14,10 +14,22 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from airmigrate.operations.base import (
+    NAME,
+    OpContext,
+    Steps,
+    batch_range,
+    check_expression,
+    check_type,
+    create_trigger,
+    drop_trigger,
+    ident,
+    on_record,
+    s,
+    snapshot_name,
+    trigger_function,
+)
 from airmigrate.operations.carry import carry_column, collate, probe, refusals as carry_refusals
-from airmigrate.operations.base import (NAME, OpContext, Steps, batch_range, check_expression, check_type,
-                                        create_trigger, drop_trigger, ident, on_record, s, snapshot_name,
-                                        trigger_function)
 
 
 class ChangeColumnType(BaseModel):

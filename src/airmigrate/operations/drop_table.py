@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from airmigrate.engines import sql
 from pydantic import BaseModel, ConfigDict, Field
 
+from airmigrate.engines import sql
 from airmigrate.operations.base import NAME, OpContext, Steps, ident, s
 
 

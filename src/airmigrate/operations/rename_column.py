@@ -12,11 +12,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from airmigrate.engines import sql
 from pydantic import BaseModel, ConfigDict, Field
 
-from airmigrate.operations.base import (NAME, OpContext, Steps, batch_range, create_trigger, drop_trigger, ident,
-                                        s, trigger_function)
+from airmigrate.engines import sql
+from airmigrate.operations.base import (
+    NAME,
+    OpContext,
+    Steps,
+    batch_range,
+    create_trigger,
+    drop_trigger,
+    ident,
+    s,
+    trigger_function,
+)
 from airmigrate.operations.carry import carry_column, collate, refusals as carry_refusals
 
 

@@ -18,6 +18,7 @@ from collections import deque
 from airmigrate.db import Target, connect
 from airmigrate.pacing.controller import FLOOR, DutyCycle, Reading, shard_duty, sleep_after
 from airmigrate.pacing.signals import Sampler, StatementTotals, default_cpus
+from airmigrate.spec import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ class Pacer:
 
     def __init__(self, target: Target, run_id: int, throttle, shards: int = 1, app_latency_ratio=UNSET):
         if throttle is None and app_latency_ratio not in (UNSET, None):
-            from airmigrate.spec import Throttle
-
             throttle = Throttle()  # `throttle: null` in the spec, a ratio asked for this run
         self.target, self.run_id, self.throttle, self.shards = target, run_id, throttle, max(1, shards)
         ratio = getattr(throttle, "app_latency_ratio", None) if app_latency_ratio is UNSET else app_latency_ratio

@@ -17,15 +17,21 @@ from pathlib import Path
 
 from airmigrate import settings
 from airmigrate.db import Target, connect
+from airmigrate.errors import PreflightError
+from airmigrate.order import check_order
 from airmigrate.rehearsal import copy as copying
 from airmigrate.rehearsal.compat import check_statements, old_application
 from airmigrate.rehearsal.copy import RehearsalError
 from airmigrate.rehearsal.measure import LockSampler, Stopwatch, sizes
+from airmigrate.report.rehearsal import write_rehearsal_report
+from airmigrate.report.rehearsal_summary import last_rehearsal  # noqa: F401 (re-exported)
 from airmigrate.spec import Migration
+from airmigrate.stages import backfill, backup, cleanup, preflight, rollback, schema_change, validate
+from airmigrate.stages.references import check_references
 
 log = logging.getLogger(__name__)
 
-__all__ = ["rehearse", "RehearsalError", "last_rehearsal", "copy_name"]
+__all__ = ["rehearse", "RehearsalError", "last_rehearsal", "copy_name"]  # last_rehearsal: airmigrate.report's
 
 
 def copy_name(target: Target, migration: Migration) -> str:
@@ -84,8 +90,6 @@ def rehearse(target: Target, migration: Migration, sample: float | None = None, 
 def _refuse_applied(conn, migration: Migration) -> None:
     """Before anything is created: an applied migration has nothing to rehearse, and one whose predecessors
     the target has not applied would be refused on the copy too."""
-    from airmigrate.lifecycle.order import check_order
-
     exists = conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0]
     row = conn.execute("SELECT status FROM airmigrate.history WHERE migration_id = %s", (migration.id,)).fetchone() \
         if exists else None
@@ -98,9 +102,6 @@ def _refuse_applied(conn, migration: Migration) -> None:
 def _refuse_missing(conn, migration: Migration) -> None:
     """A typo names its file, line and column here, on the target, before a copy is made (the copy's own
     preflight would refuse it too, after copying every row)."""
-    from airmigrate.errors import PreflightError
-    from airmigrate.stages.references import check_references
-
     try:
         check_references(conn, migration)
     except PreflightError as exc:
@@ -108,8 +109,6 @@ def _refuse_missing(conn, migration: Migration) -> None:
 
 
 def _rehearse_on_copy(target: Target, copy_target: Target, migration: Migration, tables, sample, results) -> None:
-    from airmigrate.stages import backfill, backup, cleanup, preflight, rollback, schema_change, validate
-
     watch = Stopwatch(copy_target)
     started = time.monotonic()
     with watch.stage("copy") as entry:
@@ -229,17 +228,9 @@ def save(results: dict) -> Path:
     with os.fdopen(fd, "w") as out:
         json.dump(results, out, indent=2, default=str)
     try:
-        from airmigrate.report.rehearsal import write_rehearsal_report
 
         report = write_rehearsal_report(json.loads(json.dumps(results, default=str)), path)
         log.info("report: %s (and %s)", report, report.with_suffix(".md"))
     except Exception:  # the results are saved; the report is their paperwork
         log.warning("could not write the rehearsal's report", exc_info=True)
     return path
-
-
-def last_rehearsal(migration_id: str) -> dict | None:
-    """The newest saved rehearsal of a migration (for its report), or None."""
-    folder = settings.var_dir() / "rehearsals" / migration_id
-    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
-    return json.loads(files[-1].read_text()) if files else None

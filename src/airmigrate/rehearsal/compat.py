@@ -4,11 +4,9 @@ transaction that is rolled back, so the copy is not changed by checking it."""
 
 from __future__ import annotations
 
-
-from airmigrate.engines import sql
-
 from airmigrate import db
 from airmigrate.db import Target, connect
+from airmigrate.engines import sql
 from airmigrate.spec import Migration
 
 

@@ -13,13 +13,11 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-
-from airmigrate.engines import sql
-
-from airmigrate import state, structure
-from airmigrate import db
+from airmigrate import db, state, structure
 from airmigrate.db import Target, connect
+from airmigrate.engines import sql
 from airmigrate.errors import AirmigrateError
+from airmigrate.order import touched
 from airmigrate.spec import Migration
 from airmigrate.stages.backfill.keys import Key
 from airmigrate.stages.backup import pg_dump_binary
@@ -49,8 +47,6 @@ class Table:
 def tables_to_copy(conn, migration: Migration) -> list[Table]:
     """The migration's table, the existing tables it touches, and every table those reference by foreign key
     (so the copy's constraints hold)."""
-    from airmigrate.lifecycle.order import touched
-
     spec = migration.spec
     if conn.execute("SELECT to_regclass(%s)", (f'"{spec.schema_name}"."{spec.table_name}"',)).fetchone()[0] is None:
         raise RehearsalError(f"the target has no table {spec.table} (migration.yaml `table`): there is nothing to "

@@ -18,10 +18,12 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from airmigrate.engines.sql import Json as Jsonb
-
 from airmigrate import settings
 from airmigrate.db import Target, connect
+from airmigrate.engines.sql import Json as Jsonb
+from airmigrate.report.collect import collect, run_row
+from airmigrate.report.render import render_html, render_markdown
+from airmigrate.schemadocs.shape import snapshot
 from airmigrate.spec import Migration
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,6 @@ def report_name(run: dict) -> str:
 
 def capture_before(conn, migration: Migration, run_id: int) -> None:
     """The touched tables' shape before the run changes anything, once per run (a resumed run keeps the first)."""
-    from airmigrate.report.schema import snapshot
-
     before = json.loads(json.dumps(snapshot(conn, migration), default=str))
     conn.execute("UPDATE airmigrate.runs SET facts = facts || jsonb_build_object('schema_before', %s::jsonb) "
                  "WHERE run_id = %s AND NOT facts ? 'schema_before'", (Jsonb(before), run_id))
@@ -85,9 +85,6 @@ def write_report(target: Target, migration: Migration, direction: str = "up", ru
     """Write the run's report (HTML and Markdown) and return the HTML's path; None when the target has no such
     run (a dry run, an already applied migration: nothing ran). The run: ``run_id``, else the one of
     ``dag_run_id``, else the latest of that direction."""
-    from airmigrate.report.collect import collect, run_row
-    from airmigrate.report.render import render_html, render_markdown
-
     with connect(target, autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('airmigrate.runs')").fetchone()[0] is None:
             return None

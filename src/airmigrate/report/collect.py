@@ -10,10 +10,15 @@ import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 
-from airmigrate import state
-from airmigrate.report import schema as schema_mod
+from airmigrate import plan, state
+from airmigrate.app_versions import NEW_ONLY, app_versions
+from airmigrate.control import cancellation
+from airmigrate.gates import needs_approval, needs_rollback_approval
 from airmigrate.report import svg
+from airmigrate.report.rehearsal_summary import last_rehearsal as newest, render
+from airmigrate.schemadocs import shape as schema_mod
 from airmigrate.spec import Migration
+from airmigrate.stages.backfill import settings_of
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +76,6 @@ def collect(conn, migration: Migration, run: dict, direction: str, target_name: 
 
 
 def _cancelled(conn, run_id: int) -> bool:
-    from airmigrate.control import cancellation
-
     if conn.execute("SELECT to_regclass('airmigrate.controls')").fetchone()[0] is None:
         return False
     return cancellation(conn, run_id) is not None
@@ -114,9 +117,6 @@ def purpose(migration: Migration, hist: dict | None) -> dict:
 
 
 def breaking_changes(migration: Migration) -> dict:
-    from airmigrate.airflow.approval import needs_approval, needs_rollback_approval
-    from airmigrate.lifecycle.migrate import NEW_ONLY, app_versions
-
     expand, contract, why = app_versions(migration)
     return {"expand": expand, "contract": contract, "reasons": why, "breaking": contract == NEW_ONLY,
             "contract_needs_approval": needs_approval(migration),
@@ -127,8 +127,6 @@ def breaking_changes(migration: Migration) -> dict:
 
 def plan_rows(conn, migration: Migration) -> dict:
     """The statements in run order with their lock, scan/rewrite and transaction boundary (airmigrate.plan)."""
-    from airmigrate import plan
-
     try:
         planned, note = plan.static_plan(migration, conn), ""
     except Exception as exc:  # e.g. the table is gone after a contract: plan without the catalog
@@ -207,7 +205,6 @@ def backfill_facts(migration: Migration, run: dict, batches: list[dict], attempt
         span = (max(b["finished_at"] for b in timed) - min(b["started_at"] for b in timed)).total_seconds()
     rows = sum(b["rows"] or 0 for b in done)
     series = svg.rate_series(batches)
-    from airmigrate.stages.backfill import settings_of
 
     settings = settings_of(migration)
     throttle = {k: v for k, v in settings.throttle.model_dump().items() if v is not None} \
@@ -316,16 +313,12 @@ def _dump_seconds(path: str, mtime: float) -> float | None:
 
 
 def rollback_facts(conn, migration: Migration) -> dict:
-    from airmigrate import plan
-
     command = f"airmigrate run {migration.id} --rollback"
     try:
         text = plan.render_rollback(migration, conn, sql=True)
     except Exception as exc:
         log.info("rollback plan against the target failed (%s): static plan", exc)
         text = plan.render_rollback(migration, None, sql=True)
-    from airmigrate.airflow.approval import needs_rollback_approval
-
     return {"command": command + (" --approve" if needs_rollback_approval(migration) else ""),
             "dry_run": f"{command} --param dry_run=true", "plan": f"airmigrate plan {migration.id} --rollback",
             "dag_id": migration.rollback_dag_id, "needs_approval": needs_rollback_approval(migration), "sql": text}
@@ -351,9 +344,6 @@ def last_rehearsal(migration_id: str, facts: dict) -> dict:
     """The last rehearsal's figures (var/rehearsals/<id>/*.json, see airmigrate.rehearsal): its summary lines
     (durations, WAL, lock hold times, size growth) and the longest lock holds; empty when none was saved."""
     try:
-        from airmigrate.rehearsal import last_rehearsal as newest
-        from airmigrate.rehearsal.summary import render
-
         results = facts.get("rehearsal") or newest(migration_id)
         if not results:
             return {"rehearsal": None}

@@ -9,6 +9,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+from airmigrate.report import _private_dir, _write_private, reports_dir
 from airmigrate.report.render import _environment, mask
 
 __all__ = ["write_rehearsal_report", "rehearsal_report_data"]
@@ -46,8 +47,6 @@ def report_stem(results: dict) -> str:
 
 def write_rehearsal_report(results: dict, json_path: Path | None = None) -> Path:
     """Write the rehearsal's HTML and Markdown report (0600 in 0700 folders); returns the HTML's path."""
-    from airmigrate.report import _private_dir, _write_private, reports_dir
-
     folder = reports_dir(results["migration"])
     _private_dir(folder)
     data = rehearsal_report_data(results, json_path)

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from airmigrate.db import Target, connect
-from airmigrate.report.schema import table_shape
 from airmigrate.schemadocs.diagram import foreign_key_diagram
+from airmigrate.schemadocs.shape import table_shape
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "airmigrate", "pg_toast")
 

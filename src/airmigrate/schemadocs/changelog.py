@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from airmigrate import settings
+from airmigrate.app_versions import NEW_ONLY, app_versions
 from airmigrate.spec import Migration
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,6 @@ def changelog_path() -> Path:
 
 
 def entry(migration: Migration, hist: dict) -> str:
-    from airmigrate.lifecycle.migrate import NEW_ONLY, app_versions
-
     spec = migration.spec
     expand, contract, why = app_versions(migration)
     breaking = (f"breaking for the old application version after the contract ({'; '.join(why)}): deploy the new "

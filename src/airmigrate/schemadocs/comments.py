@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from airmigrate.engines import sql
-
 from airmigrate.db import Target, connect, run_ddl
+from airmigrate.engines import sql
 from airmigrate.spec import Migration
 
 log = logging.getLogger(__name__)

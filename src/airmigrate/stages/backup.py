@@ -9,14 +9,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from airmigrate.engines import sql
-
 from airmigrate import settings, state, structure
+from airmigrate.backup_policy import decide
 from airmigrate.db import Target, connect
+from airmigrate.engines import sql
 from airmigrate.errors import AirmigrateError
-from airmigrate.spec import Migration
 from airmigrate.operations.base import snapshot_name
-from airmigrate.stages.backup_policy import decide
+from airmigrate.spec import Migration
 from airmigrate.stages.generated import column_types, runtime_steps
 
 log = logging.getLogger(__name__)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from airmigrate.engines import sql
-
 from airmigrate import operations, structure
+from airmigrate.db import split_statements
+from airmigrate.engines import sql
 from airmigrate.operations import Steps
 from airmigrate.operations.base import SNAPSHOT_PREFIX  # noqa: F401  (re-exported)
 from airmigrate.spec import Migration
@@ -107,8 +107,6 @@ def recorded_fact(conn, migration_id: str, name: str, active: bool = False):
 
 def join_sql(text: str | None, statements: list[str]) -> str:
     """A SQL file's text followed by generated statements, as one script for the executor."""
-    from airmigrate.db import split_statements
-
     has_sql = bool(text and text.strip() and split_statements(text))  # a comment-only file adds nothing
     parts = [text.strip().rstrip(";")] if has_sql else []
     return ";\n".join(parts + statements) + (";\n" if parts or statements else "")

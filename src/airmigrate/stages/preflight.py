@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, Callable
 
-from airmigrate import engines
-from airmigrate.engines import sql
-
-from airmigrate import operations, state, structure
+from airmigrate import engines, operations, state, structure
 from airmigrate.db import Target, connect
+from airmigrate.engines import sql
 from airmigrate.errors import PreflightError
-from airmigrate.lifecycle.order import check_order
 from airmigrate.lint import lint_migration, unacknowledged
+from airmigrate.order import check_order
 from airmigrate.spec import Migration, file_checksums
 from airmigrate.stages.references import check_references
 
 log = logging.getLogger(__name__)
 
 
-def preflight(target: Target, migration: Migration, dag_run_id: str | None = None, dry_run: bool = False) -> dict:
+def preflight(target: Target, migration: Migration, dag_run_id: str | None = None, dry_run: bool = False,
+              sql_of: Callable[[Any], str] | None = None) -> dict:
     """Check reachability, table and key, history (not applied, files unchanged), then open or resume the run.
-    A dry run checks only and writes nothing."""
+    A dry run checks only and writes nothing; `sql_of(conn)` (the plan's rendering, from the caller: the plan
+    sits above the stages) gives the SQL it shows."""
     spec = migration.spec
     with connect(target, autocommit=True) as conn:
         if not dry_run:
@@ -31,9 +32,7 @@ def preflight(target: Target, migration: Migration, dag_run_id: str | None = Non
                      f"{applied['applied_at']:%Y-%m-%d %H:%M}" if applied["applied_at"] else "?", applied["applied_by"])
             return {"already_applied": True, "applied_at": applied["applied_at"], "applied_by": applied["applied_by"]}
         if dry_run:  # the whole SQL the run would execute, here in one place (the log and the task's XCom)
-            from airmigrate.plan import render_sql
-
-            text = render_sql(migration, conn)
+            text = sql_of(conn) if sql_of else ""
             log.info("dry_run: checks passed; %s has ~%s rows; nothing written. The run would execute:\n%s",
                      spec.table, f"{estimated_rows:,}", text)
             return {"dry_run": True, "estimated_rows": estimated_rows, "sql": text}

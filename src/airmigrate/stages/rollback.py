@@ -18,17 +18,23 @@ from __future__ import annotations
 
 import logging
 
-from airmigrate.engines import sql
-from airmigrate.engines.sql import Json as Jsonb
-
 from airmigrate import state, structure
 from airmigrate.db import Target, connect
+from airmigrate.engines import sql
+from airmigrate.engines.sql import Json as Jsonb
 from airmigrate.errors import PreflightError
+from airmigrate.order import check_dependents
 from airmigrate.schemadocs import changelog
 from airmigrate.spec import Migration
 from airmigrate.stages import backfill
-from airmigrate.stages.generated import (column_types, down_batch_statements, join_sql, recorded_fact,
-                                        rollback_steps)
+from airmigrate.stages.generated import (
+    column_types,
+    down_batch_statements,
+    join_sql,
+    recorded_fact,
+    rollback_steps,
+    runtime_steps,
+)
 from airmigrate.stages.schema_change import apply_sql
 
 log = logging.getLogger(__name__)
@@ -45,7 +51,6 @@ def preflight_rollback(target: Target, migration: Migration, dag_run_id: str | N
         if hist is None or hist["status"] == "rolled_back":
             raise PreflightError(f"{migration.id} is not applied on {target.describe()} "
                                  f"({'never ran' if hist is None else 'already rolled back'}); nothing to roll back")
-        from airmigrate.lifecycle.order import check_dependents  # a later migration relying on this one
 
         check_dependents(conn, migration, dry_run=dry_run)
         if dry_run:
@@ -70,8 +75,6 @@ def record_table_shape(conn, migration: Migration, run_id: int) -> None:
 
 def rollback_sql(conn, migration: Migration, live: frozenset[str]) -> str:
     """The rollback's SQL by phase, as it would run now (for dry runs, the plan and the report)."""
-    from airmigrate.stages.generated import runtime_steps
-
     steps = runtime_steps(conn, migration, live)
     parts = ["-- down (short DDL, each group under lock_timeout with retries)",
              join_sql(migration.down_sql, steps.down).strip() or "(nothing)"]

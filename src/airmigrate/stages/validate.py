@@ -10,6 +10,7 @@ from airmigrate import settings, state
 from airmigrate.db import Target, connect
 from airmigrate.errors import ValidationFailed
 from airmigrate.spec import Migration
+from airmigrate.validation import run_suite
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ def validate(target: Target, migration: Migration, run_id: int) -> dict:
                     migration.id)
         result = {"validation": "no suite", "expectations": 0}
     else:
-        from airmigrate.validation import run_suite  # imports great_expectations: only when a suite runs
-
         docs_dir = settings.data_docs_dir() / migration.id
         with quiet_gx() as chatter:
             try:

@@ -12,8 +12,8 @@ import threading
 import time
 
 import pglast
-from pglast.enums import AlterTableType
 import psycopg
+from pglast.enums import AlterTableType
 
 from airmigrate.engines import sql
 from airmigrate.engines.postgres.connection import connect, first_line as _first_line

@@ -8,8 +8,17 @@ from typing import Any
 import psycopg
 
 from airmigrate.engines.base import Engine
-from airmigrate.engines.postgres import (connection, ddl, lint_rules, lock_model, lock_rules, not_null, parsing,
-                                       references, touches)
+from airmigrate.engines.postgres import (
+    connection,
+    ddl,
+    lint_rules,
+    lock_model,
+    lock_rules,
+    not_null,
+    parsing,
+    references,
+    touches,
+)
 from airmigrate.engines.sql import Composable
 from airmigrate.engines.target import Target
 from airmigrate.findings import Finding

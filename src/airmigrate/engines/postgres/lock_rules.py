@@ -6,9 +6,32 @@ from __future__ import annotations
 
 import pglast
 
-from airmigrate.engines.postgres.lock_model import (AE, ALTER_EFFECTS, ALTER_LOCKS, BUILTIN_TYPES, LOCK_MODES, SERIAL_TYPES, SHARE, SRE,
-                                   SUE, SUE_RELOPTIONS, UNKNOWN, Analysis, RelationLock, _Catalog, _effect, _enum,
-                                   _max, _name, _rangevars, _sequences, _strings, _typename, _volatile, _walk)
+from airmigrate.engines.postgres.lock_model import (
+    AE,
+    ALTER_EFFECTS,
+    ALTER_LOCKS,
+    BUILTIN_TYPES,
+    LOCK_MODES,
+    SERIAL_TYPES,
+    SHARE,
+    SRE,
+    SUE,
+    SUE_RELOPTIONS,
+    UNKNOWN,
+    Analysis,
+    RelationLock,
+    _Catalog,
+    _effect,
+    _enum,
+    _max,
+    _name,
+    _rangevars,
+    _sequences,
+    _strings,
+    _typename,
+    _volatile,
+    _walk,
+)
 from airmigrate.engines.postgres.scans import seq_scanned
 from airmigrate.sqlfiles import bound_placeholders
 

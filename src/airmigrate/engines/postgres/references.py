@@ -13,13 +13,18 @@ A resumed run (history running, failed or expanded) has already created part of 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pglast
 import yaml
 
 from airmigrate.engines.postgres.references_catalog import Problem, _Catalog, _column_refs, _ref_column
 from airmigrate.engines.postgres.references_sql import _SqlStatement
-from airmigrate.spec import SPEC_FILE, Migration
 from airmigrate.sqlfiles import bound_placeholders
+
+if TYPE_CHECKING:  # the migration is read as data; the spec package sits above the engines
+    from airmigrate.spec import Migration
+
 
 def find_problems(conn, migration: Migration, resumed: bool) -> list[Problem]:
     """Every reference problem of the migration replayed against the target's catalog (see the module's doc)."""
@@ -48,7 +53,7 @@ class _Checker:
         self.problems: list[Problem] = []
         spec = migration.spec
         self.table = (spec.schema_name, spec.table_name)
-        self.spec_path = migration.folder / SPEC_FILE
+        self.spec_path = migration.spec_path
         self._yaml = None
         self.up_columns: set[str] = set()    # columns up.sql adds to the migration's table (for the hints)
 

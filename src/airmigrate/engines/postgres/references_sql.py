@@ -9,8 +9,14 @@ from typing import TYPE_CHECKING
 from pglast import ast
 from pglast.stream import RawStream
 
-from airmigrate.engines.postgres.references_catalog import (Problem, _column_refs, _enum, _location, _ref_column,
-                                                  _strings)
+from airmigrate.engines.postgres.references_catalog import (
+    Problem,
+    _column_refs,
+    _enum,
+    _location,
+    _ref_column,
+    _strings,
+)
 
 if TYPE_CHECKING:  # the checker that owns the statement (references.py imports this module)
     from airmigrate.engines.postgres.references import _Checker

@@ -10,7 +10,7 @@ from airmigrate.engines.base import USES
 
 
 def sql_touched(text: str, schema: str = "public", table: str | None = None) -> set[tuple[str, str]]:
-    """airmigrate.lifecycle.order.touched() of SQL text (batch placeholders bound); an unqualified table is in `schema` when it is `table` (the migration's), else in
+    """airmigrate.order.touched() of SQL text (batch placeholders bound); an unqualified table is in `schema` when it is `table` (the migration's), else in
     public (the usual search_path)."""
     out: set[tuple[str, str]] = set()
 

@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from airmigrate import engines
-from airmigrate.engines import base, sql
-
-from airmigrate import state
-from airmigrate.db import Target, connect, estimate_rows, set_timeouts
-from airmigrate.errors import BackfillError, SpecError
+from airmigrate import engines, state
 from airmigrate.control import RunControl
+from airmigrate.db import Target, connect, estimate_rows, set_timeouts
+from airmigrate.engines import base, sql
+from airmigrate.errors import BackfillError, SpecError
+from airmigrate.operations.base import on_record
 from airmigrate.pacing import UNSET, Pacer
 from airmigrate.spec import BackfillSpec, Migration
 from airmigrate.stages.backfill.keys import Key
@@ -106,7 +105,6 @@ def sync_trigger_sql(migration: Migration) -> tuple[list[str], list[str]]:
     sync = settings_of(migration).sync
     if not sync:
         return [], []
-    from airmigrate.operations.base import on_record
 
     spec, name = migration.spec, sync_trigger_name(migration)
     table, function = sql.Identifier(spec.schema_name, spec.table_name), sql.Identifier("airmigrate", name)

@@ -10,7 +10,6 @@ import importlib.util
 from pathlib import Path
 
 from airmigrate.engines import sql
-
 from airmigrate.errors import SpecError
 from airmigrate.spec import Migration
 

@@ -19,7 +19,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from airmigrate import db
+from airmigrate.datadocs_offline import make_offline
+from airmigrate.engines import sql
 from airmigrate.errors import SpecError, ValidationFailed
+from airmigrate.validation.suites import load_suite_file  # noqa: F401 (the package's API)
 
 log = logging.getLogger(__name__)
 URL_VARIABLE = "AIRMIGRATE_GX_CONNECTION_URL"
@@ -32,30 +36,6 @@ class ValidationOutcome:
     evaluated: int
     failed: list[str] = field(default_factory=list)
     data_docs_index: Path | None = None
-
-
-def load_suite_file(path: Path, check_types: bool = True) -> dict:
-    """Read a suite file and check its shape and expectation types, naming the file and the field on error."""
-    path = Path(path)
-    try:
-        suite = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SpecError(path, f"line {exc.lineno}", f"not valid JSON ({exc.msg})", "fix the JSON syntax") from None
-    if not isinstance(suite, dict) or not isinstance(suite.get("expectations"), list):
-        raise SpecError(path, "expectations", "missing or not a list",
-                        'write {"name": "...", "expectations": [{"type": ..., "kwargs": {...}}]}')
-    for i, expectation in enumerate(suite["expectations"]):
-        if not isinstance(expectation, dict) or not isinstance(expectation.get("type"), str):
-            raise SpecError(path, f"expectations[{i}].type", "missing",
-                            "name the expectation, e.g. expect_column_values_to_not_be_null")
-        if not isinstance(expectation.get("kwargs", {}), dict):
-            raise SpecError(path, f"expectations[{i}].kwargs", "not an object", 'write "kwargs": {"column": ...}')
-    suite.setdefault("name", path.stem)
-    if check_types:
-        from airmigrate.expectation_registry import check_expectation_types
-
-        check_expectation_types(path, suite)
-    return suite
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -122,8 +102,6 @@ def run_suite(url: str, table: str, suite_path: Path, data_docs_dir: Path, schem
     if len(results) != len(checked):
         failed.append(f"Great Expectations evaluated {len(results)} of the {len(checked)} expectations it was given "
                       f"({len(suite_dict['expectations'])} in {suite_path.name}): the rest did not run")
-    from airmigrate.datadocs_offline import make_offline
-
     make_offline(data_docs_dir)  # GX's pages load ~10 CDN assets: offline (where databases live) they would not
     index = data_docs_dir / "index.html"
     return ValidationOutcome(success=bool(result.success) and not failed,
@@ -133,11 +111,7 @@ def run_suite(url: str, table: str, suite_path: Path, data_docs_dir: Path, schem
 
 def _table_query(url: str, schema: str, table: str) -> tuple[str, str, list[str]]:
     """(SELECT * FROM "schema"."table", its quoted name, its columns in order); the names are used exactly."""
-    from airmigrate.engines import sql
-
-    from airmigrate.db import Target, connect
-
-    with connect(Target.from_url(url), autocommit=True) as conn:
+    with db.connect(db.Target.from_url(url), autocommit=True) as conn:
         name = sql.Identifier(schema, table)
         qualified = name.as_string(conn)
         columns = [row[0] for row in conn.execute(

@@ -1,6 +1,11 @@
-"""A rehearsal's results as a few lines for the terminal and the task log."""
+"""A rehearsal's results as a few lines for the terminal and the task log, and the newest saved one (its report
+quotes it)."""
 
 from __future__ import annotations
+
+import json
+
+from airmigrate import settings
 
 
 def render(results: dict) -> str:
@@ -35,3 +40,10 @@ def _compat(results: dict) -> str:
     said = [f"{n} {status}" for status, n in counts.items() if n]
     failed = results.get("compat_failures", [])
     return f"{len(checks)} checks, " + ", ".join(said) + (f" ({'; '.join(failed)})" if failed else "")
+
+
+def last_rehearsal(migration_id: str) -> dict | None:
+    """The newest saved rehearsal of a migration (for its report), or None."""
+    folder = settings.var_dir() / "rehearsals" / migration_id
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return json.loads(files[-1].read_text()) if files else None

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import logging
 
-
-from airmigrate import state
-from airmigrate.errors import PreflightError, SpecError
-from airmigrate import engines
+from airmigrate import engines, state
 from airmigrate.engines.base import USES
+from airmigrate.errors import PreflightError, SpecError
+from airmigrate.gates import needs_rollback_approval
 from airmigrate.spec import SPEC_FILE, Migration, bound_placeholders, discover, load_migration
 
 log = logging.getLogger(__name__)
@@ -149,7 +148,6 @@ def check_dependents(conn, migration: Migration, dry_run: bool = False) -> None:
         return
     later = found[-1][0].id
     lines = "; ".join(f"{other.id} ({why})" for other, why in found)
-    from airmigrate.gates import needs_rollback_approval
 
     approve = " --approve" if any(needs_rollback_approval(m) for m in [migration, *(m for m, _ in found)]) else ""
     message = (f"{migration.id} cannot be rolled back while {lines} {'is' if len(found) == 1 else 'are'} in the "

@@ -81,15 +81,6 @@ def check_expectation_types(path: Path | str, suite: dict) -> None:
                             "(without it the expectation would silently not run)")
 
 
-def check_suite_file(path: Path | str) -> dict:
-    """Shape and expectation types of a suite file, without importing Great Expectations; returns the suite."""
-    from airmigrate.validation import load_suite_file  # no GX import at module level there either
-
-    suite = load_suite_file(Path(path))
-    check_expectation_types(path, suite)
-    return suite
-
-
 def _read_cache(path: Path, version: str) -> list[str] | None:
     try:
         data = json.loads(path.read_text())
