@@ -9,8 +9,10 @@ import os
 import sys
 
 # the values docker-compose.yml falls back to when the variable is not set
+# (AIRFLOW_CONN_AIRMIGRATE_TARGET unset means the laptop profile's own target-db, with its password in the file)
 DEFAULTS = {"AIRFLOW_ADMIN_PASSWORD": "admin", "AIRFLOW_JWT_SECRET": "change-me-airmigrate-jwt-secret",
-            "METADATA_DB_PASSWORD": "airflow", "TARGET_DB_PASSWORD": "airmigrate", "AIRFLOW_FERNET_KEY": ""}
+            "METADATA_DB_PASSWORD": "airflow", "REDIS_PASSWORD": "airmigrate-redis",
+            "AIRFLOW_CONN_AIRMIGRATE_TARGET": "", "AIRFLOW_FERNET_KEY": ""}
 
 
 def defaults_in_use(env: dict[str, str]) -> list[str]:
