@@ -12,6 +12,7 @@ from pathlib import Path
 
 from airmigrate import state
 from airmigrate.report import schema as schema_mod
+from airmigrate.report.workers import by_worker
 from airmigrate.report import svg
 from airmigrate.spec import Migration
 
@@ -227,6 +228,7 @@ def backfill_facts(migration: Migration, run: dict, batches: list[dict], attempt
         "batch_p90_s": durations[int(0.9 * (len(durations) - 1))] if durations else None,
         "batch_max_s": durations[-1] if durations else None,
         "workers": sorted({b["worker"] for b in batches if b["worker"]}),
+        "by_worker": by_worker(batches),  # which worker ran which batch
         "series": series,
         "series_rows": [{"t": f"{t:.1f}", "rate": f"{r:,.0f}"} for t, r in series],
         "throttle": throttle, "sleep_between_batches_ms": getattr(settings, "sleep_between_batches_ms", 0),
