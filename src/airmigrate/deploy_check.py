@@ -1,6 +1,6 @@
 """`python -m airmigrate.deploy_check`: the first thing docker-compose.yml's airflow-init runs (issue 18 §13).
-It refuses to start the stack with the defaults written in the file (passwords, the JWT secret, no Fernet key)
-unless the `laptop` profile is asked for (COMPOSE_PROFILES=laptop): a default anyone can read in the repository
+It refuses to start the stack with the defaults written in the file (passwords, Redis's too, the JWT secret, no
+Fernet key, the laptop's own target-db instead of AIRFLOW_CONN_AIRMIGRATE_TARGET) unless the `laptop` profile is asked for (COMPOSE_PROFILES=laptop): a default anyone can read in the repository
 is no secret on a shared machine. Exit 0 when fine, 1 with the names to set."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main(env: dict[str, str] | None = None) -> int:
             print(f"laptop profile: running with the file's defaults for {', '.join(weak)}", file=sys.stderr)
         return 0
     print(f"refusing to start with the defaults of docker-compose.yml for {', '.join(weak)}: set them (e.g. in "
-          ".env next to docker-compose.yml; AIRFLOW_FERNET_KEY from `python -c \"from cryptography.fernet import "
+          ".env next to docker-compose.yml, from .env.example; AIRFLOW_FERNET_KEY from `python -c \"from cryptography.fernet import "
           "Fernet; print(Fernet.generate_key().decode())\"`), or on your own machine only start with "
           "COMPOSE_PROFILES=laptop", file=sys.stderr)
     return 1
