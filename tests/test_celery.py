@@ -135,7 +135,8 @@ def test_workers_and_the_api_server_share_only_the_var_folder(shared_databases, 
     queue = f"airmigrate-shared-{uuid.uuid4().hex[:8]}"  # no other test's worker takes these tasks
     deployment = {"AIRMIGRATE_VAR_DIR": str(shared), "AIRMIGRATE_DOCS_DIR": str(shared / "docs" / "schema"),
                   "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(shared / "logs"),
-                  "AIRMIGRATE_BACKUP_DIR": str(shared / "backups"), "AIRMIGRATE_DATA_DOCS_DIR": str(shared / "data_docs"),
+                  "AIRMIGRATE_BACKUP_DIR": str(shared / "backups"),
+                  "AIRMIGRATE_DATA_DOCS_DIR": str(shared / "data_docs"),
                   "AIRMIGRATE_MIGRATIONS_DIR": str(migrations), "AIRMIGRATE_EXPECTATIONS_DIR": str(expectations)}
     own = {name: root / name for name in ("api-home", "worker-a", "worker-b")}
     for path in own.values():
@@ -143,9 +144,11 @@ def test_workers_and_the_api_server_share_only_the_var_folder(shared_databases, 
     airflow = LocalAirflow(own["api-home"] / "airflow", shared_databases["target"].airflow_uri(),
                            components=("api-server", "scheduler", "dag-processor"),
                            extra_env={**deployment, "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-                                      "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlalchemy_url(shared_databases["metadata"]),
+                                      "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
+                                          sqlalchemy_url(shared_databases["metadata"]),
                                       "AIRFLOW__CELERY__BROKER_URL": broker,
-                                      "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + sqlalchemy_url(shared_databases["results"]),
+                                      "AIRFLOW__CELERY__RESULT_BACKEND":
+                                          "db+" + sqlalchemy_url(shared_databases["results"]),
                                       "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
                                       "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
                                       "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",

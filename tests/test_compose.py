@@ -202,7 +202,8 @@ def test_only_loopback_and_no_default_secrets_outside_the_laptop_profile():
     for name in secrets:  # each one alone at its default refuses the stack
         assert deploy_check.main(resolved_init_env(**{k: v for k, v in secrets.items() if k != name})) == 1, name
     env = resolved_init_env(**secrets)
-    assert services()["api-server"]["environment"]["AIRFLOW_CONN_AIRMIGRATE_TARGET"].endswith("@target-db:5432/airmigrate")
+    target = services()["api-server"]["environment"]["AIRFLOW_CONN_AIRMIGRATE_TARGET"]
+    assert target.endswith("@target-db:5432/airmigrate")  # unset: the laptop's own target-db
     result = subprocess.run([sys.executable, "-m", "airmigrate.deploy_check"], capture_output=True, text=True,
                             env={**os.environ, **{f"AIRMIGRATE_CHECK_{k}": v for k, v in secrets.items()},
                                  "AIRMIGRATE_CHECK_REDIS_PASSWORD": "airmigrate-redis"})

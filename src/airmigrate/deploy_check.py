@@ -1,7 +1,8 @@
 """`python -m airmigrate.deploy_check`: the first thing docker-compose.yml's airflow-init runs (issue 18 §13).
 It refuses to start the stack with the defaults written in the file (passwords, Redis's too, the JWT secret, no
 Fernet key, the laptop's own target-db instead of AIRFLOW_CONN_AIRMIGRATE_TARGET) unless the `laptop` profile is
-asked for (COMPOSE_PROFILES=laptop): a default anyone can read in the repository is no secret on a shared machine. Exit 0 when fine, 1 with the names to set."""
+asked for (COMPOSE_PROFILES=laptop): a default anyone can read in the repository is no secret on a shared machine.
+Exit 0 when fine, 1 with the names to set."""
 
 from __future__ import annotations
 
