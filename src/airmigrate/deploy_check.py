@@ -33,8 +33,9 @@ def main(env: dict[str, str] | None = None) -> int:
             print(f"laptop profile: running with the file's defaults for {', '.join(weak)}", file=sys.stderr)
         return 0
     print(f"refusing to start with the defaults of docker-compose.yml for {', '.join(weak)}: set them (e.g. in "
-          ".env next to docker-compose.yml, from .env.example; AIRFLOW_FERNET_KEY from `python -c \"from cryptography.fernet import "
-          "Fernet; print(Fernet.generate_key().decode())\"`), or on your own machine only start with "
+          ".env next to docker-compose.yml, from .env.example; AIRFLOW_FERNET_KEY from `python -c \"from "
+          "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\"`), or on your own machine only "
+          "start with "
           "COMPOSE_PROFILES=laptop", file=sys.stderr)
     return 1
 
