@@ -8,7 +8,10 @@ database and the Celery result backend are PostgreSQL databases made for this te
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import socket
 import uuid
 from pathlib import Path
@@ -85,3 +88,116 @@ def test_two_celery_workers_share_one_backfill(databases, tmp_path_factory):
 def _tail(airflow, lines=40):
     logs = sorted((airflow.home / "logs").glob("*.out"))
     return "\n".join(f"== {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) for p in logs)
+
+
+# --- issue 24: what the deployment shares ------------------------------------------------------------------
+
+SHARED_ID = "0104_shared_evidence"
+
+
+@pytest.fixture(scope="module")
+def shared_databases(pg_server, template_db):
+    suffix = uuid.uuid4().hex[:8]
+    made = {"target": devdb.recreate_database(pg_server, f"amtest_celshare_{suffix}", template=template_db),
+            "metadata": devdb.recreate_database(pg_server, f"amtest_celshare_meta_{suffix}"),
+            "results": devdb.recreate_database(pg_server, f"amtest_celshare_res_{suffix}")}
+    yield made
+    for target in made.values():
+        devdb.drop_database(pg_server, target.dbname)
+
+
+def _shared_migration(root: Path) -> tuple[Path, Path]:
+    """0103's slow backfill with a table dump (backup: table) and an expectation suite (Data Docs)."""
+    migrations, expectations = root / "migrations", root / "expectations"
+    folder = migrations / SHARED_ID
+    shutil.copytree(FIXTURES / "migrations" / "0103_slow_backfill", folder)
+    spec = (folder / "migration.yaml").read_text().replace("shards: 1\n", "shards: 2\nbackup: table\n")
+    (folder / "migration.yaml").write_text(spec.replace("kill the worker in the middle of the backfill",
+                                                        "run its shards on two Celery workers"))
+    expectations.mkdir()
+    (expectations / f"{SHARED_ID}.json").write_text(json.dumps({"name": SHARED_ID, "expectations": [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "email_verified"}}]}))
+    return migrations, expectations
+
+
+def test_workers_and_the_api_server_share_only_the_var_folder(shared_databases, tmp_path_factory):
+    """Two Celery workers, each with its own home, temp folder and Airflow home (like two containers), and an
+    api-server with its own: the one thing they share is the var folder (the Compose file's airmigrate-var
+    volume, the Helm values' ReadWriteMany claim). The batches name the Celery worker that ran them (its node
+    name, nothing set by hand); the report one worker wrote, its Data Docs and the backup another may have taken
+    are read through the api-server afterwards."""
+    root = tmp_path_factory.mktemp("celery-shared")
+    shared = root / "shared-var"  # the volume
+    shared.mkdir()
+    migrations, expectations = _shared_migration(root)
+    broker = (f"redis://127.0.0.1:6379/{int(uuid.uuid4().int % 15) + 1}" if redis_answers()
+              else "sqla+" + sqlalchemy_url(shared_databases["results"]))
+    queue = f"airmigrate-shared-{uuid.uuid4().hex[:8]}"  # no other test's worker takes these tasks
+    deployment = {"AIRMIGRATE_VAR_DIR": str(shared), "AIRMIGRATE_DOCS_DIR": str(shared / "docs" / "schema"),
+                  "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(shared / "logs"),
+                  "AIRMIGRATE_BACKUP_DIR": str(shared / "backups"),
+                  "AIRMIGRATE_DATA_DOCS_DIR": str(shared / "data_docs"),
+                  "AIRMIGRATE_MIGRATIONS_DIR": str(migrations), "AIRMIGRATE_EXPECTATIONS_DIR": str(expectations)}
+    own = {name: root / name for name in ("api-home", "worker-a", "worker-b")}
+    for path in own.values():
+        (path / "tmp").mkdir(parents=True)
+    airflow = LocalAirflow(own["api-home"] / "airflow", shared_databases["target"].airflow_uri(),
+                           components=("api-server", "scheduler", "dag-processor"),
+                           extra_env={**deployment, "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                                      "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
+                                          sqlalchemy_url(shared_databases["metadata"]),
+                                      "AIRFLOW__CELERY__BROKER_URL": broker,
+                                      "AIRFLOW__CELERY__RESULT_BACKEND":
+                                          "db+" + sqlalchemy_url(shared_databases["results"]),
+                                      "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
+                                      "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+                                      "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+                                      "AIRMIGRATE_HOME": str(own["api-home"]), "HOME": str(own["api-home"]),
+                                      "TMPDIR": str(own["api-home"] / "tmp")})
+    airflow.env.pop("AIRMIGRATE_WORKER_NAME", None)
+    try:
+        airflow.start(timeout=420)
+        for name in ("worker-a", "worker-b"):
+            home = own[name]
+            airflow.spawn(name, ["celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "1",
+                                 "--queues", queue, "--skip-serve-logs"],
+                          env={"AIRFLOW_HOME": str(home / "airflow"), "AIRMIGRATE_HOME": str(home), "HOME": str(home),
+                               "TMPDIR": str(home / "tmp")})
+        airflow.wait_for(lambda: all(" ready." in (airflow.home / "logs" / f"{name}.out").read_text(errors="replace")
+                                     for name in ("worker-a", "worker-b")), 300, "the Celery workers did not start")
+        run_id = trigger(airflow, SHARED_ID, {"batch_size": 500, "shards": 2})
+        assert wait_finished(airflow, SHARED_ID, run_id) == "success", _tail(airflow)
+
+        with connect(shared_databases["target"]) as conn:
+            workers = {row[0] for row in conn.execute("SELECT DISTINCT worker FROM airmigrate.batches")}
+        nodes = {w.split("@", 1)[0] for w in workers}
+        assert nodes == {"worker-a", "worker-b"}, f"batches ran on {workers}"  # the Celery node names
+
+        # the report, through the api-server (it reads the shared folder; it never ran a task)
+        page = airflow.api("GET", f"/airmigrate/reports/dag-run/{SHARED_ID}/{run_id}")
+        assert page.status_code == 200 and page.url.endswith(".html"), page.text[:500]
+        html = page.text
+        for worker in workers:
+            assert worker.split(":", 1)[0] in html  # which worker ran which batch
+        assert "(file not found)" not in html  # the worker that wrote the report saw the dump
+        markdown = airflow.api("GET", page.url.split(airflow.url, 1)[1].removesuffix(".html") + ".md")
+        assert markdown.status_code == 200 and "Which worker ran which batch" in markdown.text
+        assert "worker-a@" in markdown.text and "worker-b@" in markdown.text
+        docs = re.findall(r'href="([^"]+\.data-docs/[^"]+)"', html)
+        assert docs, "no Data Docs link in the report"
+        base = page.url.rsplit("/", 1)[0]
+        data_docs = airflow.api("GET", (base + "/" + docs[0]).split(airflow.url, 1)[1])
+        assert data_docs.status_code == 200 and "Data Docs created by Great Expectations" in data_docs.text
+        pages = list((shared / "reports" / SHARED_ID).glob("*.data-docs/validations/**/*.html"))
+        assert pages and "email_verified" in pages[0].read_text()  # the run's validation, kept beside its report
+        dump = re.search(r"<code>([^<]+\.dump)</code>", html)
+        assert dump, "no table dump named in the report"
+        path = Path(dump.group(1))
+        assert shared in path.parents and path.is_file() and path.stat().st_size > 0
+        assert path.read_bytes()[:5] == b"PGDMP"  # a pg_dump custom-format archive
+    finally:
+        airflow.stop()
+    # nothing a run leaves behind is on a worker's own disk
+    for name in ("worker-a", "worker-b"):
+        left = [p for p in own[name].rglob("*") if p.is_file() and p.suffix in (".html", ".md", ".dump")]
+        assert not left, left

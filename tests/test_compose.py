@@ -15,39 +15,50 @@ import compose
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = Path(compose.__file__).parent / "docker-compose"
-AIRFLOW_SERVICES = {"airflow-init", "api-server", "scheduler", "dag-processor", "triggerer"}
+WORKERS = {"airflow-worker-1", "airflow-worker-2"}
+AIRFLOW_SERVICES = {"airflow-init", "api-server", "scheduler", "dag-processor", "triggerer"} | WORKERS
+VAR = "/opt/airmigrate/var"
+COMPOSE_FILES = sorted([ROOT / "docker-compose.yml", *(ROOT / "deploy").rglob("*compose*.y*ml")])
 
 
-def compose_config(path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(COMPOSE), "-f", str(path), "--project-directory", str(ROOT), "config", *args],
+def compose_config(path: Path, *args: str, profiles: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([str(COMPOSE), "-f", str(path), "--project-directory", str(ROOT),
+                           *(("--profile", profiles) if profiles else ()), "config", *args],
                           capture_output=True, text=True, timeout=60)
 
 
-def services() -> dict:
+def services(profiles: str = "") -> dict:
     """The services as Compose resolves them (anchors merged, ${VAR:-default} interpolated)."""
-    result = compose_config(ROOT / "docker-compose.yml", "--format", "json")
+    result = compose_config(ROOT / "docker-compose.yml", "--format", "json", profiles=profiles)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)["services"]
 
 
-def test_file_is_valid():
-    result = compose_config(ROOT / "docker-compose.yml", "-q")
-    assert result.returncode == 0, result.stderr
+def test_every_compose_file_is_valid():
+    assert ROOT / "docker-compose.yml" in COMPOSE_FILES
+    for path in COMPOSE_FILES:
+        for profile in ("", "laptop"):
+            result = compose_config(path, "-q", profiles=profile)
+            assert result.returncode == 0, (path, profile, result.stderr)
 
 
 def test_stack_shape():
     stack = services()
-    assert set(stack) == AIRFLOW_SERVICES | {"metadata-db", "target-db"}
+    assert set(stack) == AIRFLOW_SERVICES | {"metadata-db", "redis"}
+    assert set(services("laptop")) == set(stack) | {"target-db"}  # a target of its own on a laptop only
     assert any(p["target"] == 8080 and p["published"] == "8080" and p.get("host_ip") == "127.0.0.1"
                for p in stack["api-server"]["ports"])  # the host's loopback only
     for name in AIRFLOW_SERVICES:
         service = stack[name]
         mounts = {v["target"] for v in service["volumes"]}
         assert {"/opt/airmigrate/dags", "/opt/airmigrate/plugins", "/opt/airmigrate/migrations"} <= mounts
-        assert service["environment"]["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+        assert service["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
         assert service["environment"]["AIRFLOW_CONN_AIRMIGRATE_TARGET"].endswith("@target-db:5432/airmigrate")
+        assert "_PIP_ADDITIONAL_REQUIREMENTS" not in service["environment"]  # everything is in the image
     assert stack["scheduler"]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
     assert stack["scheduler"]["depends_on"]["metadata-db"]["condition"] == "service_healthy"
+    for name in WORKERS | {"scheduler", "api-server"}:
+        assert stack[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert [stack[s]["command"][1] for s in ("api-server", "scheduler", "dag-processor", "triggerer")] == \
         ["api-server", "scheduler", "dag-processor", "triggerer"]
 
@@ -62,18 +73,63 @@ def test_a_broken_file_is_refused(tmp_path):
     assert result.returncode != 0 and "no-such-service" in result.stderr
 
 
+def _common_env(env: dict) -> dict:
+    """A service's environment less what a service may add to it (airflow-init's checks, the workers' dumb-init
+    setting)."""
+    return {k: v for k, v in env.items() if not k.startswith("AIRMIGRATE_CHECK_")
+            and k not in ("AIRMIGRATE_COMPOSE_PROFILES", "AIRFLOW_ADMIN_PASSWORD", "DUMB_INIT_SETSID")}
+
+
 def test_airflow_services_share_what_tasks_need():
-    """One image, one JWT secret (the scheduler signs task tokens the api-server checks), one var volume."""
+    """One image built from the Dockerfile and one environment for every Airflow service (one JWT secret: the
+    scheduler signs task tokens the api-server checks; one broker; one target), one var volume."""
     stack = services()
-    airflow = [stack[name] for name in AIRFLOW_SERVICES]
-    assert len({s["image"] for s in airflow}) == 1
-    assert len({s["environment"]["AIRFLOW__API_AUTH__JWT_SECRET"] for s in airflow}) == 1
-    for service in airflow:
-        env = service["environment"]
-        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://api-server:8080/execution/"
-        assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"].startswith("/opt/airmigrate/var/")
-        var = [v for v in service["volumes"] if v["target"] == "/opt/airmigrate/var"]
+    airflow = {name: stack[name] for name in AIRFLOW_SERVICES}
+    assert {s["image"] for s in airflow.values()} == {"airmigrate-airflow:3.3.2"}
+    assert {s["build"]["context"] for s in airflow.values()} == {str(ROOT)}
+    assert all(s["build"].get("dockerfile", "Dockerfile") == "Dockerfile" for s in airflow.values())
+    envs = {name: _common_env(s["environment"]) for name, s in airflow.items()}
+    assert all(env == envs["api-server"] for env in envs.values()), \
+        {name: set(env.items()) ^ set(envs["api-server"].items()) for name, env in envs.items()}
+    assert stack["airflow-worker-1"]["environment"]["DUMB_INIT_SETSID"] == "0"
+    env = envs["api-server"]
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://api-server:8080/execution/"
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"].startswith(VAR + "/")
+    assert env["AIRFLOW__CELERY__BROKER_URL"].endswith("@redis:6379/0")
+    for service in airflow.values():
+        var = [v for v in service["volumes"] if v["target"] == VAR]
         assert var and var[0]["type"] == "volume" and var[0]["source"] == "airmigrate-var"
+        assert not var[0].get("read_only")
+
+
+def test_workers_and_api_server_share_the_var_volume():
+    """Two Celery workers from the one image, Redis as their broker; whatever a task writes (reports and their
+    Data Docs, backups, Data Docs, schema docs, task logs) lands on the volume the api-server serves from."""
+    stack = services()
+    assert WORKERS <= set(stack) and "redis" in stack
+    assert stack["redis"]["image"].startswith("redis:") and not stack["redis"].get("ports")  # not published
+    for name in WORKERS:
+        assert stack[name]["command"] == ["airflow", "celery", "worker"]
+        assert stack[name]["hostname"] == name  # the Celery node celery@<name>: the batch table's worker
+    assert len({stack[name]["hostname"] for name in WORKERS}) == len(WORKERS)
+    env = stack["api-server"]["environment"]
+    written = {k: v for k, v in env.items() if k in ("AIRMIGRATE_VAR_DIR", "AIRMIGRATE_BACKUP_DIR",
+                                                     "AIRMIGRATE_DATA_DOCS_DIR", "AIRMIGRATE_DOCS_DIR",
+                                                     "AIRFLOW__LOGGING__BASE_LOG_FOLDER")}
+    assert len(written) == 5
+    for key, path in written.items():
+        assert path == VAR or path.startswith(VAR + "/"), key
+    volumes = {name: {v["source"] for v in stack[name]["volumes"] if v["target"] == VAR}
+               for name in WORKERS | {"api-server"}}
+    assert len({frozenset(v) for v in volumes.values()}) == 1
+
+
+def test_the_image_holds_what_kubernetes_needs():
+    """Helm mounts nothing from the project: the DAG files, the plugin, the migrations and their expectations
+    are in the image (Compose mounts the project's copies over them)."""
+    text = (ROOT / "Dockerfile").read_text()
+    for folder in ("dags", "plugins", "migrations", "expectations"):
+        assert f"COPY --chown=airflow:0 {folder}/ /opt/airmigrate/{folder}/" in text
 
 
 def test_airflow_init_writes_the_admin_password(tmp_path):
@@ -139,11 +195,18 @@ def test_only_loopback_and_no_default_secrets_outside_the_laptop_profile():
     assert deploy_check.main(resolved_init_env()) == 1
     assert deploy_check.main(resolved_init_env(COMPOSE_PROFILES="laptop")) == 0
     secrets = {"AIRFLOW_ADMIN_PASSWORD": "a-long-one", "AIRFLOW_JWT_SECRET": "x" * 40,
-               "METADATA_DB_PASSWORD": "m-pw", "TARGET_DB_PASSWORD": "t-pw", "AIRFLOW_FERNET_KEY": "k" * 44}
+               "METADATA_DB_PASSWORD": "m-pw", "REDIS_PASSWORD": "r-pw", "AIRFLOW_FERNET_KEY": "k" * 44,
+               "AIRFLOW_CONN_AIRMIGRATE_TARGET": "postgresql://app:pw@db.internal:5432/app"}
     assert deploy_check.main(resolved_init_env(**secrets)) == 0
     assert deploy_check.main(resolved_init_env(**{**secrets, "AIRFLOW_JWT_SECRET": ""})) == 1  # empty: default
+    for name in secrets:  # each one alone at its default refuses the stack
+        assert deploy_check.main(resolved_init_env(**{k: v for k, v in secrets.items() if k != name})) == 1, name
+    env = resolved_init_env(**secrets)
+    target = services()["api-server"]["environment"]["AIRFLOW_CONN_AIRMIGRATE_TARGET"]
+    assert target.endswith("@target-db:5432/airmigrate")  # unset: the laptop's own target-db
     result = subprocess.run([sys.executable, "-m", "airmigrate.deploy_check"], capture_output=True, text=True,
                             env={**os.environ, **{f"AIRMIGRATE_CHECK_{k}": v for k, v in secrets.items()},
-                                 "AIRMIGRATE_CHECK_TARGET_DB_PASSWORD": "airmigrate"})
-    assert result.returncode == 1 and "TARGET_DB_PASSWORD" in result.stderr and "COMPOSE_PROFILES=laptop" in \
+                                 "AIRMIGRATE_CHECK_REDIS_PASSWORD": "airmigrate-redis"})
+    assert result.returncode == 1 and "REDIS_PASSWORD" in result.stderr and "COMPOSE_PROFILES=laptop" in \
         result.stderr
+    assert env["AIRMIGRATE_CHECK_AIRFLOW_CONN_AIRMIGRATE_TARGET"] == secrets["AIRFLOW_CONN_AIRMIGRATE_TARGET"]

@@ -1,7 +1,8 @@
 """`python -m airmigrate.deploy_check`: the first thing docker-compose.yml's airflow-init runs (issue 18 §13).
-It refuses to start the stack with the defaults written in the file (passwords, the JWT secret, no Fernet key)
-unless the `laptop` profile is asked for (COMPOSE_PROFILES=laptop): a default anyone can read in the repository
-is no secret on a shared machine. Exit 0 when fine, 1 with the names to set."""
+It refuses to start the stack with the defaults written in the file (passwords, Redis's too, the JWT secret, no
+Fernet key, the laptop's own target-db instead of AIRFLOW_CONN_AIRMIGRATE_TARGET) unless the `laptop` profile is
+asked for (COMPOSE_PROFILES=laptop): a default anyone can read in the repository is no secret on a shared machine.
+Exit 0 when fine, 1 with the names to set."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import os
 import sys
 
 # the values docker-compose.yml falls back to when the variable is not set
+# (AIRFLOW_CONN_AIRMIGRATE_TARGET unset means the laptop profile's own target-db, with its password in the file)
 DEFAULTS = {"AIRFLOW_ADMIN_PASSWORD": "admin", "AIRFLOW_JWT_SECRET": "change-me-airmigrate-jwt-secret",
-            "METADATA_DB_PASSWORD": "airflow", "TARGET_DB_PASSWORD": "airmigrate", "AIRFLOW_FERNET_KEY": ""}
+            "METADATA_DB_PASSWORD": "airflow", "REDIS_PASSWORD": "airmigrate-redis",
+            "AIRFLOW_CONN_AIRMIGRATE_TARGET": "", "AIRFLOW_FERNET_KEY": ""}
 
 
 def defaults_in_use(env: dict[str, str]) -> list[str]:
@@ -30,8 +33,9 @@ def main(env: dict[str, str] | None = None) -> int:
             print(f"laptop profile: running with the file's defaults for {', '.join(weak)}", file=sys.stderr)
         return 0
     print(f"refusing to start with the defaults of docker-compose.yml for {', '.join(weak)}: set them (e.g. in "
-          ".env next to docker-compose.yml; AIRFLOW_FERNET_KEY from `python -c \"from cryptography.fernet import "
-          "Fernet; print(Fernet.generate_key().decode())\"`), or on your own machine only start with "
+          ".env next to docker-compose.yml, from .env.example; AIRFLOW_FERNET_KEY from `python -c \"from "
+          "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\"`), or on your own machine only "
+          "start with "
           "COMPOSE_PROFILES=laptop", file=sys.stderr)
     return 1
 

@@ -16,6 +16,7 @@ from airmigrate.control import cancellation
 from airmigrate.gates import needs_approval, needs_rollback_approval
 from airmigrate.report import svg
 from airmigrate.report.rehearsal_summary import last_rehearsal as newest, render
+from airmigrate.report.workers import by_worker
 from airmigrate.schemadocs import shape as schema_mod
 from airmigrate.spec import Migration
 from airmigrate.stages.backfill import settings_of
@@ -224,6 +225,7 @@ def backfill_facts(migration: Migration, run: dict, batches: list[dict], attempt
         "batch_p90_s": durations[int(0.9 * (len(durations) - 1))] if durations else None,
         "batch_max_s": durations[-1] if durations else None,
         "workers": sorted({b["worker"] for b in batches if b["worker"]}),
+        "by_worker": by_worker(batches),  # which worker ran which batch
         "series": series,
         "series_rows": [{"t": f"{t:.1f}", "rate": f"{r:,.0f}"} for t, r in series],
         "throttle": throttle, "sleep_between_batches_ms": getattr(settings, "sleep_between_batches_ms", 0),

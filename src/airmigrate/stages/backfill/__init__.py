@@ -17,9 +17,7 @@ error while the others go on.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,6 +36,7 @@ from airmigrate.stages.backfill.shares import one_shard_note
 from airmigrate.stages.backfill.transform import apply_transform, load_transform
 from airmigrate.stages.backfill.tuning import BatchSizer, wait_until_healthy
 from airmigrate.stages.generated import down_batch_statements, runtime_steps
+from airmigrate.worker_name import batch_worker
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +162,7 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
     raise BackfillError listing the failed ranges at the end. `shards` (how many run at once) and
     `app_latency_ratio` (a run's override of the spec's) feed the pacer."""
     settings, key = settings_of(migration), key_of(migration)
-    worker = f"{os.environ.get('AIRMIGRATE_WORKER_NAME') or socket.gethostname()}:{os.getpid()}:shard{shard}"
+    worker = batch_worker(shard)  # which worker ran which batch (airmigrate.worker_name)
     metrics = metrics or (lambda name, value: None)
     started = time.monotonic()
     with connect(target) as conn:
