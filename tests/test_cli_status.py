@@ -12,7 +12,7 @@ import pytest
 
 from airmigrate import state
 from airmigrate.cli import EXIT_BROKEN_PIPE
-from airmigrate.cli_status import progress_line
+from airmigrate.cli.status import progress_line
 from airmigrate.db import connect
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from airmigrate.errors import AirmigrateError
 
 
 def cmd_plan(args) -> int:
-    from airmigrate.cli_common import configured_target, load_named
+    from airmigrate.cli.common import configured_target, load_named
     from airmigrate.db import connect
 
     migration = load_named(args.migration)
@@ -77,7 +77,7 @@ def target_problems(migration) -> tuple[int, int]:
     target lint cannot know: (0, 0)."""
     import os
 
-    from airmigrate.cli_common import configured_target
+    from airmigrate.cli.common import configured_target
     from airmigrate.db import connect
     from airmigrate.precheck import findings
 

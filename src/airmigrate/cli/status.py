@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from airmigrate import lease, settings
-from airmigrate.cli_common import configured_target, load_named, prepare_airflow_env
+from airmigrate.cli.common import configured_target, load_named, prepare_airflow_env
 
 
 def cmd_status(args) -> int:

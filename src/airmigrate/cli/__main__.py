@@ -1,0 +1,7 @@
+"""`python -m airmigrate.cli`."""
+
+import sys
+
+from airmigrate.cli import main
+
+sys.exit(main())
