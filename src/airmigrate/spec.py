@@ -8,6 +8,7 @@ error a user can act on.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,8 +345,6 @@ def load_migration(folder: Path | str, expectations_dir: Path | str | None = Non
             raise SpecError(spec_path, f"depends_on[{i}]", f"'{dependency}' is listed twice",
                             "list each migration once")
         if not (folder.parent / dependency).is_dir():
-            import difflib
-
             siblings = sorted(p.name for p in folder.parent.iterdir() if FOLDER_NAME.match(p.name))
             close = difflib.get_close_matches(dependency, siblings, n=1)
             raise SpecError(spec_path, f"depends_on[{i}]", f"there is no migration folder '{dependency}' in "

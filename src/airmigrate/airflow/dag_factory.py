@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -204,8 +205,6 @@ def build_migrate_dag(migrations: list[Migration], stopped_at: str | None = None
 def _deferrable() -> bool:
     """Wait in the triggerer (no worker slot held while a migration runs). The approval gates need a triggerer
     anyway; AIRMIGRATE_DEFERRABLE=false waits in a worker for setups without one."""
-    import os
-
     return os.environ.get("AIRMIGRATE_DEFERRABLE", "true").lower() not in ("0", "false", "no")
 
 

@@ -18,6 +18,8 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from markupsafe import escape
+
 from airmigrate import settings
 from airmigrate.db import Target, connect
 from airmigrate.engines.sql import Json as Jsonb
@@ -130,8 +132,6 @@ def find_report(migration_id: str, dag_run_id: str) -> Path | None:
 
 
 def _attr(text: str) -> str:
-    from markupsafe import escape
-
     return str(escape(text))
 
 

