@@ -31,7 +31,7 @@ RECIPES = {
     "backfill-single-update": "write exactly one UPDATE ... WHERE <key> BETWEEN %(lo)s AND %(hi)s",
     "table-rewrite": "avoid VACUUM FULL / CLUSTER / LOCK TABLE in a migration; use pg_repack off-line if needed",
     "syntax-error": "fix the SQL so PostgreSQL can parse it",
-    "backfill-percent": "write a literal % as %% (`id %% 2`, `LIKE 'a%%'`): psycopg reads every % in backfill.sql, "
+    "backfill-percent": "write a literal % as %% (`id %% 2`, `LIKE 'a%%'`): the database driver reads every % in backfill.sql, "
                         "even in comments and strings; the only placeholders are the batch bounds %(lo)s and %(hi)s",
     "backfill-unbounded": "bound the rows with a top-level AND condition of the WHERE: "
                           "WHERE <key> BETWEEN %(lo)s AND %(hi)s (not only in SET, a subquery or an OR / NOT branch)",

@@ -199,7 +199,7 @@ def hold_for_task(target: Target, migration_id: str, dag_run_id: str | None, wai
 @contextlib.contextmanager
 def _heartbeat(conn, migration_id: str, dag_run_id: str | None):
     """Every few seconds, and once more at the end (so the next task of the DAG run has a full lease to
-    start in), the owner's open run says it is alive. On the lease's own connection (psycopg serialises its
+    start in), the owner's open run says it is alive. On the lease's own connection (the driver serialises its
     use between this thread and the holder): one connection a task, not two."""
     stop = threading.Event()
 

@@ -1,6 +1,6 @@
 """Lint every SQL file of a migration before anything runs: the engine's rules plus the neutral ones.
 
-The engine (PostgreSQL: squawk and our pglast rules, ``engines/postgres/lint_rules.py``) knows its locking
+The engine (PostgreSQL: squawk and our rules over its parser's tree, ``engines/postgres/lint_rules.py``) knows its locking
 pitfalls and where a statement belongs; here: the batch placeholders every driver reads, the expectation suite,
 the backup policy, and the acknowledgements. Each finding carries file:line, the rule and the safe recipe. A
 migration may acknowledge a rule with a written reason (``acknowledge:`` in migration.yaml); anything else
@@ -21,7 +21,7 @@ from airmigrate.validation.suites import load_suite_file
 
 
 def percent_findings(path: Path, raw: str, key_columns: tuple[str, ...] | None) -> list[Finding]:
-    """Every `%` psycopg would not read as `%%` or a bound batch placeholder: each batch would fail at run
+    """Every `%` the driver would not read as `%%` or a bound batch placeholder: each batch would fail at run
     time ("only '%s', '%b', '%t' are allowed as placeholders" or a missing key), however the SQL parses."""
     names, findings = batch_names(key_columns), []
     for match in PERCENT.finditer(raw):
@@ -32,7 +32,7 @@ def percent_findings(path: Path, raw: str, key_columns: tuple[str, ...] | None) 
         line = raw.count("\n", 0, match.start()) + 1
         findings.append(Finding(str(path), line, "backfill-percent",
                                 f"`{match.group(0).strip() or '%'}` in `{raw.splitlines()[line - 1].strip()[:80]}` "
-                                f"is neither %% nor a batch placeholder: psycopg rejects it and every batch fails",
+                                f"is neither %% nor a batch placeholder: the driver rejects it and every batch fails",
                                 RECIPES["backfill-percent"]))
     return findings
 

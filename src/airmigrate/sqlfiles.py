@@ -10,11 +10,11 @@ PLACEHOLDER = re.compile(r"(?<!')%\(((?:lo|hi)(?:_\d+)?)\)s(?!')")
 
 
 def bound_placeholders(text: str) -> str:
-    """Quote psycopg placeholders into string literals (same line) so parsers accept the file; idempotent."""
+    """Quote the driver's batch placeholders into string literals (same line) so parsers accept the file; idempotent."""
     return PLACEHOLDER.sub(r"'%(\1)s'", text.replace("%%", "%"))
 
 
-PERCENT = re.compile(r"%(?:%|\(([^)]*)\)(.)|.|$)", re.S)   # how psycopg reads a query (psycopg/_queries.py)
+PERCENT = re.compile(r"%(?:%|\(([^)]*)\)(.)|.|$)", re.S)   # how the drivers read a query (pyformat: %% or %(name)s)
 BATCH_NAME = re.compile(r"^(lo|hi)(?:_(\d+))?$")
 BOUND_LITERAL = re.compile(r"^%\(((?:lo|hi)(?:_\d+)?)\)s$")   # a placeholder once bound_placeholders quoted it
 

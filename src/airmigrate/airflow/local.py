@@ -24,7 +24,7 @@ from pathlib import Path
 
 import requests
 
-from airmigrate import devdb, settings
+from airmigrate import devdb, engines, settings
 from airmigrate.db import Target, connect
 from airmigrate.engines import sql
 from airmigrate.settings import DEMO_DB
@@ -36,8 +36,8 @@ RETRY_STATUS = frozenset({500, 502, 503, 504})
 
 
 def sqlalchemy_url(target: Target) -> str:
-    """The SQLAlchemy form of a target (psycopg 3 driver; a socket directory stays in ?host=)."""
-    return "postgresql+psycopg://" + target.url().split("://", 1)[1]
+    """The SQLAlchemy form of a target, with its engine's driver (a socket directory stays in ?host=)."""
+    return engines.named(target.engine).sqlalchemy_url(target.url())
 
 
 def metadata_database(server: Target, name: str, *, recreate: bool = True) -> str:

@@ -24,7 +24,7 @@ class Registration:
     name: str
     module: str
     schemes: tuple[str, ...]  # URL schemes and Airflow connection types
-    drivers: tuple[str, ...]  # top-level packages of its connection objects
+    drivers: tuple[str, ...] = ()  # top-level packages of connection objects it did not make (its own: by class)
 
 
 REGISTRY: dict[str, Registration] = {}
@@ -35,7 +35,7 @@ def register(registration: Registration) -> None:
     REGISTRY[registration.name] = registration
 
 
-register(Registration("postgresql", "airmigrate.engines.postgres", ("postgresql", "postgres", "pgsql"), ("psycopg",)))
+register(Registration("postgresql", "airmigrate.engines.postgres", ("postgresql", "postgres", "pgsql")))
 
 
 def named(name: str) -> "Engine":
@@ -48,7 +48,7 @@ def named(name: str) -> "Engine":
 
 
 def name_for_scheme(scheme: str) -> str:
-    """The engine's name for a URL scheme or an Airflow connection type (``postgresql+psycopg`` counts)."""
+    """The engine's name for a URL scheme or an Airflow connection type (a SQLAlchemy ``name+driver`` counts)."""
     base = scheme.lower().split("+", 1)[0]
     for registration in REGISTRY.values():
         if base in registration.schemes:
@@ -81,7 +81,8 @@ def current() -> "Engine":
 
 
 def of(context: Any = None) -> "Engine":
-    """The engine of a connection or cursor (by its driver package), else the configured target's."""
+    """The engine of a connection or cursor (its class is the engine's, or of a driver it names), else the
+    configured target's."""
     if context is None:
         return current()
     driver = type(context).__module__.split(".", 1)[0]

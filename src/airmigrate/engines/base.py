@@ -53,6 +53,10 @@ class Engine(ABC):
         """A DB-API connection that takes :mod:`airmigrate.engines.sql` pieces wherever it takes a query."""
 
     @abstractmethod
+    def sqlalchemy_url(self, url: str) -> str:
+        """A target URL of this engine in SQLAlchemy's form, naming the driver (Airflow's metadata, GX)."""
+
+    @abstractmethod
     def render(self, piece: Composable, context: Any = None) -> str:
         """A neutral SQL piece as this engine's text (identifiers quoted, literals escaped)."""
 

@@ -1,11 +1,11 @@
-"""SQL composition that no engine owns: the vocabulary of ``psycopg.sql`` (SQL, Identifier, Literal, Placeholder,
-Composed), as plain data that the target's engine renders.
+"""SQL composition that no engine owns: SQL, Identifier, Literal, Placeholder and Composed (the vocabulary, and
+the API, of PostgreSQL's driver's composition module), as plain data that the target's engine renders.
 
-Why not ``psycopg.sql`` itself: stages, operations and the plan build statements with it, and they must not know
+Why not the driver's own module: stages, operations and the plan build statements with it, and they must not know
 which database they build for. These objects carry the structure (which part is an identifier, which a literal,
 which a parameter); :func:`airmigrate.engines.of` finds the engine that renders them for a connection (or for the
 configured target when there is none), so the same operation renders ``"a"."b"`` for PostgreSQL and could render
-`` `a`.`b` `` for another engine. The API matches psycopg's, so code reads the same as before.
+`` `a`.`b` `` for another engine. The API is the PostgreSQL driver's, so code reads the same as before.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Composable:
     def __eq__(self, other: Any) -> bool:
         return type(self) is type(other) and self._obj == other._obj
 
-    __hash__ = None  # mutable lists inside, as in psycopg
+    __hash__ = None  # mutable lists inside
 
 
 class Composed(Composable):
@@ -87,7 +87,7 @@ class SQL(Composable):
         return self._obj
 
     def format(self, *args: Any, **kwargs: Any) -> Composed:
-        """``{}``, ``{0}`` and ``{name}`` replaced by pieces (other values become literals), as psycopg does."""
+        """``{}``, ``{0}`` and ``{name}`` replaced by pieces (other values become literals)."""
         parts: list[Any] = []
         auto: int | None = 0
         for pre, name, spec, conv in self._formatter.parse(self._obj):
@@ -148,7 +148,7 @@ class Literal(Composable):
 
 
 class Placeholder(Composable):
-    """A parameter: ``%s``, or ``%(name)s`` when named (the form both psycopg and PyMySQL take)."""
+    """A parameter: ``%s``, or ``%(name)s`` when named (the pyformat style both engines' drivers take)."""
 
     def __init__(self, name: str = ""):
         if not isinstance(name, str):

@@ -304,7 +304,7 @@ def _backfill_sql(table: str, key: str, column: str, expression: str) -> str:
 -- backfill.sql: one batch, keys %(lo)s..%(hi)s inclusive, run until every batch of {table} is done.
 -- Exactly one UPDATE, bounded by the key range, and safe to re-run: the IS DISTINCT FROM guard skips rows
 -- that already hold the value, so a retried or resumed batch writes nothing twice. Replace {expression}
--- with the value computed from the row, in both places. psycopg reads every percent sign in this file,
+-- with the value computed from the row, in both places. the database driver reads every percent sign in this file,
 -- comments too: write a literal one as %%.
 UPDATE {table}
 SET {column} = {expression}

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airmigrate import db
+from airmigrate import db, engines
 from airmigrate.datadocs_offline import make_offline
 from airmigrate.engines import sql
 from airmigrate.errors import SpecError, ValidationFailed
@@ -39,8 +39,8 @@ class ValidationOutcome:
 
 
 def sqlalchemy_url(url: str) -> str:
-    """postgresql://... -> postgresql+psycopg://... (psycopg 3 driver)."""
-    return "postgresql+psycopg://" + url.split("://", 1)[1]
+    """A target URL in SQLAlchemy's form, with the engine's driver (GX reads the table through SQLAlchemy)."""
+    return engines.for_url(url).sqlalchemy_url(url)
 
 
 def run_suite(url: str, table: str, suite_path: Path, data_docs_dir: Path, schema: str = "public") -> ValidationOutcome:

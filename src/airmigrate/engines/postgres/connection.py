@@ -37,6 +37,10 @@ def render(piece: sql.Composable, context: Any = None) -> str:
     return native(piece).as_string(context)
 
 
+class Connection(psycopg.Connection):
+    """psycopg's connection, of this module: ``airmigrate.engines.of(conn)`` knows its engine by its class."""
+
+
 class Cursor(psycopg.Cursor):
     """psycopg's cursor, taking neutral pieces where it takes ``psycopg.sql`` ones."""
 
@@ -85,7 +89,7 @@ def connect(target, autocommit: bool = False, application_name: str | None = Non
     """A connection to the target; `application_name` names it in pg_stat_activity (at most 63 bytes kept)."""
     extra = {"application_name": application_name[:63]} if application_name else {}
     try:
-        conn = psycopg.connect(conninfo(target), autocommit=autocommit, connect_timeout=10,
+        conn = Connection.connect(conninfo(target), autocommit=autocommit, connect_timeout=10,
                                cursor_factory=Cursor, **extra)
     except psycopg.OperationalError as exc:
         raise TransientError(f"cannot connect to {target.describe()}: {first_line(exc)}") from None

@@ -48,6 +48,9 @@ class PostgresEngine(Engine):
                 ) -> psycopg.Connection:
         return connection.connect(target, autocommit=autocommit, application_name=application_name)
 
+    def sqlalchemy_url(self, url: str) -> str:
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+
     def render(self, piece: Composable, context: Any = None) -> str:
         return connection.render(piece, context)
 
