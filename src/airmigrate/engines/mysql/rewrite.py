@@ -117,7 +117,7 @@ def sql_touched(text: str, schema: str, table: str | None) -> set[tuple[str, str
             created = tree.this if isinstance(tree.this, exp.Table) else tree.this.this
             out.add(("table", rel(created)))
         elif isinstance(tree, exp.Drop) and (tree.args.get("kind") or "").upper() == "TABLE":
-            for dropped in [tree.this, *(tree.expressions or ())]:
+            for dropped in _dropped(tree):
                 if isinstance(dropped, exp.Table):
                     out.add(("table", rel(dropped)))
         elif isinstance(tree, exp.Update) and isinstance(tree.this, exp.Table):
@@ -139,7 +139,7 @@ def _action_touches(action: exp.Expression, where: str, schema: str, out: set) -
             out.add(("column", f"{where}.{action.expression.name}"))
     elif isinstance(action, exp.Drop):
         kind = (action.args.get("kind") or "").upper()
-        name = action.this.name if action.this is not None else ""
+        name = next((d.name for d in _dropped(action)), "")
         if kind == "COLUMN":
             out.add(("column", f"{where}.{name}"))
         elif kind in ("INDEX", "KEY"):
@@ -167,3 +167,8 @@ def _action_touches(action: exp.Expression, where: str, schema: str, out: set) -
     elif isinstance(action, exp.AlterRename) and isinstance(action.this, exp.Table):
         out.add(("table", where))
         out.add(("table", f"{action.this.db or schema}.{action.this.name}"))
+
+
+def _dropped(node: exp.Drop) -> list[exp.Expression]:
+    """What a DROP names (sqlglot keeps them in ``tables``, whatever their kind)."""
+    return list(node.args.get("tables") or ()) or ([node.this] if node.this is not None else [])
