@@ -176,6 +176,11 @@ def test_probe_asks_the_server_on_an_empty_copy(mysql_db):
     assert index.lock == "LOCK=NONE" and index.effect == "scan"
     assert left == {"t"}                      # the probe is gone
     assert columns(mysql_db) == {"id": "int(11)", "a": "int(11)", "s": "varchar(20)"}  # the table untouched
+    with db.connect(mysql_db, autocommit=True) as conn:
+        as_written = MYSQL.analyze("ALTER TABLE t MODIFY a BIGINT, ALGORITHM=INPLACE", conn)
+        only_lock = MYSQL.analyze("ALTER TABLE t ADD INDEX i_a (a), LOCK=NONE", conn)
+    assert any("refuses the ALGORITHM/LOCK it names" in note for note in as_written.notes)
+    assert only_lock.lock == "LOCK=NONE" and "ALGORITHM=NOCOPY" in only_lock.notes[0]
     offline = MYSQL.analyze("ALTER TABLE t MODIFY a BIGINT")
     assert offline.lock in MYSQL.write_blocking and "static" in offline.notes[0]
 
@@ -199,6 +204,28 @@ def test_executor_writes_the_online_algorithm_and_refuses_a_copy(mysql_db, caplo
     assert "Cannot change column type" in str(refused.value) and "pt-online-schema-change" in str(refused.value)
     assert time.monotonic() - started < 5
     assert columns(mysql_db)["a"] == "int(11)"
+
+
+@pytest.mark.parametrize("statement", ["ALTER TABLE t ADD COLUMN b INT, ALGORITHM=INPLACE",
+                                       "CREATE INDEX i_s ON t (s) LOCK=SHARED"])
+def test_executor_runs_a_written_clause_as_written(mysql_db, caplog, statement):
+    caplog.set_level(logging.INFO, logger="airmigrate.engines.mysql.ddl")
+    MYSQL.run_ddl(mysql_db, statement)
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("SQL> ")] == [f"SQL> {statement}"]
+
+
+def test_executor_statement_time_limit(mysql_db):
+    with db.connect(mysql_db, autocommit=True) as conn:   # 100,000 rows, on MySQL and MariaDB alike
+        conn.execute("CREATE TABLE digits (d INT)")
+        conn.execute("INSERT INTO digits VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)")
+        conn.execute("CREATE TABLE big (id INT PRIMARY KEY, a INT)")
+        conn.execute("INSERT INTO big SELECT a.d + 10 * b.d + 100 * c.d + 1000 * e.d + 10000 * f.d, a.d "
+                     "FROM digits a, digits b, digits c, digits e, digits f")
+    started = time.monotonic()
+    with pytest.raises(Exception) as stopped:
+        MYSQL.run_ddl(mysql_db, "CREATE INDEX big_a ON big (a)", statement_timeout_ms=20)
+    assert MYSQL.error_kind(stopped.value) == base.STATEMENT_TIMEOUT and not MYSQL.is_transient(stopped.value)
+    assert time.monotonic() - started < 5
 
 
 def _ddl_session(target: Target) -> bool:

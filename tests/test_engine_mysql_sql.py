@@ -83,6 +83,7 @@ def test_lint_rules(tmp_path):
 
     assert rules("ALTER TABLE t MODIFY a BIGINT") == ["mysql-table-copy"]
     assert rules("ALTER TABLE t MODIFY a BIGINT, ALGORITHM=INPLACE, LOCK=NONE") == []   # the server will say
+    assert rules("ALTER TABLE t ADD COLUMN b INT, ALGORITHM=COPY") == ["mysql-table-copy"]
     assert rules("ALTER TABLE t ADD COLUMN b INT") == []
     assert rules("ALTER TABLE t DROP COLUMN b") == ["destructive-in-expand"]
     assert rules("ALTER TABLE t DROP COLUMN b", role="cleanup") == []

@@ -49,11 +49,13 @@ def lint_sql(path: Path, text: str, role: str, version: str, key_columns: tuple[
         word, tree = first_word(statement), parse_one(statement)
         if role == "up" and _destroys(word, tree):
             add(line, "destructive-in-expand", f"{_describe(word, tree)} in the expand step, before validation")
-        if word == "ALTER" and online.table_span(statement) and not online.has_clause(statement):
-            verdict = online.guess(statement)
-            if verdict.algorithm == "COPY":
-                add(line, "mysql-table-copy", "this ALTER copies the whole table with writes blocked (ALGORITHM=COPY"
-                    ", LOCK=SHARED): every INSERT/UPDATE/DELETE waits until the copy ends")
+        if word == "ALTER" and online.table_span(statement):
+            own = online.written(statement)
+            copies = own.get("ALGORITHM") == "COPY" or own.get("LOCK") in ("SHARED", "EXCLUSIVE") if own else \
+                online.guess(statement).algorithm == "COPY"
+            if copies:
+                add(line, "mysql-table-copy", "this ALTER copies or locks the whole table with writes blocked "
+                    "(ALGORITHM=COPY, LOCK=SHARED or EXCLUSIVE): every INSERT/UPDATE/DELETE waits until it ends")
         if role in ("up", "cleanup") and word == "UPDATE" and tree is not None and tree.args.get("where") is None:
             add(line, "unbatched-update", "UPDATE without WHERE touches every row in one transaction")
         if role in ("up", "cleanup") and word == "DELETE":

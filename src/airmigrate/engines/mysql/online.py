@@ -73,20 +73,30 @@ def table_span(statement: str) -> tuple[int, int, str | None, str] | None:
     return tokens[at].start, tokens[at].end + 1, None, tokens[at].text
 
 
-def has_clause(statement: str) -> bool:
-    """Does the statement say ALGORITHM= or LOCK= itself (then it is run as written: the server refuses it
-    in milliseconds when it cannot)?"""
+def written(statement: str) -> dict[str, str]:
+    """The ALGORITHM= / LOCK= the statement names itself ({"ALGORITHM": "COPY", "LOCK": "SHARED"}); such a
+    statement is run as written (the server refuses it in milliseconds when it cannot)."""
     tokens = _tokens(statement)
-    return any(t.text.upper() in ("ALGORITHM", "LOCK") and i + 1 < len(tokens) and tokens[i + 1].text == "="
-               for i, t in enumerate(tokens) if t.token_type != TokenType.STRING)
+    return {t.text.upper(): tokens[i + 2].text.upper() for i, t in enumerate(tokens)
+            if t.token_type != TokenType.STRING and t.text.upper() in ("ALGORITHM", "LOCK")
+            and i + 2 < len(tokens) and tokens[i + 1].text == "="}
+
+
+def has_clause(statement: str) -> bool:
+    return bool(written(statement))
 
 
 def with_clause(statement: str, verdict: Verdict) -> str:
     """The statement with the verdict written in: ``, ALGORITHM=..`` for ALTER TABLE, `` ALGORITHM=..`` (no
-    comma) for CREATE INDEX."""
+    comma) for CREATE INDEX; what the statement names itself is not written twice."""
+    own = written(statement)
+    parts = [f"{key}={value}" for key, value in (("ALGORITHM", verdict.algorithm), ("LOCK", verdict.lock))
+             if value and key not in own]
+    if not parts:
+        return statement
     if first_word(statement) == "CREATE":
-        return f"{statement} {verdict.clause().replace(', ', ' ')}"
-    return f"{statement}, {verdict.clause()}"
+        return f"{statement} {' '.join(parts)}"
+    return f"{statement}, {', '.join(parts)}"
 
 
 def renames_table(statement: str) -> bool:
@@ -132,10 +142,12 @@ def probe(conn, statement: str) -> tuple[Verdict | None, str]:
             cur.execute(f"CREATE TABLE {probe_ref} LIKE {source}")
         except pymysql.err.MySQLError as exc:
             return None, f"cannot copy {schema}.{_unquoted(table)} for a probe: {message(exc)}"
-        refusal = ""
+        refusal, own = "", written(statement)
         for algorithm, lock in LADDER:
             if algorithm == "NOCOPY" and not mariadb:
                 continue  # MySQL has no NOCOPY
+            if own.get("ALGORITHM", algorithm) != algorithm or own.get("LOCK", lock) != lock:
+                continue  # what the statement names itself is what it gets
             verdict = Verdict(algorithm, lock, refusal, asked=True)
             try:
                 cur.execute(with_clause(on_probe, verdict))
@@ -143,6 +155,8 @@ def probe(conn, statement: str) -> tuple[Verdict | None, str]:
             except pymysql.err.MySQLError as exc:
                 if code(exc) not in ALTER_NOT_SUPPORTED:
                     return None, f"the server refused it on an empty copy: {message(exc)}"
+                if own:
+                    return None, f"the server refuses the ALGORITHM/LOCK it names: {exc.args[1]}"
                 if lock == "NONE" and (not refusal or algorithm != "INSTANT"):
                     refusal = str(exc.args[1])
         return None, f"no algorithm worked on an empty copy: {refusal}"
@@ -225,9 +239,10 @@ def _ddl(statement: str, conn) -> Analysis:
     start, end, schema, table = table_span(statement)
     relation = statement[start:end]
     verdict, why = (probe(conn, statement) if conn is not None else (None, "no connection: a static guess"))
-    if has_clause(statement):
-        why = "the statement names its own ALGORITHM/LOCK; " + why
+    own = written(statement)
     verdict = verdict or guess(statement)
+    if own and not verdict.asked:  # as written, whatever the guess: the server refuses what it cannot do
+        verdict = Verdict(own.get("ALGORITHM", verdict.algorithm), own.get("LOCK", verdict.lock))
     lock = f"LOCK={verdict.lock}" if verdict.lock else EXCLUSIVE
     notes = [f"ALGORITHM={verdict.algorithm}" + (" (the server's answer on an empty copy)" if verdict.asked
                                                  else f" ({why})")]
