@@ -21,6 +21,9 @@ def test_url_to_target_defaults_and_secrets():
     bare = Target.from_url("mysql://db.example")
     assert (bare.user, bare.port, bare.dbname) == ("root", 3306, "mysql")
     assert Target.from_url(target.url()) == target
+    socket = Target.from_url("mysql://root@/shop?unix_socket=/run/mysqld/mysqld.sock")
+    assert socket.host == "/run/mysqld/mysqld.sock" and Target.from_url(socket.url()) == socket
+    assert "MYSQL_PWD" in MYSQL.client_env(target) and "p@ss" not in " ".join(MYSQL.client_env(bare).values())
     assert Target.from_airflow_uri("mysql://app:secret@h:3306/shop").engine == "mysql"
     assert engines.configured_name({"AIRMIGRATE_TARGET_URL": "mariadb://root@127.0.0.1/test"}) == "mysql"
 

@@ -175,10 +175,11 @@ class Connection(pymysql.connections.Connection):
 
 def parse_url(url: str) -> dict[str, Any]:
     """host, port, user, password, dbname of a ``mysql://`` or ``mariadb://`` URL (``mysql+pymysql://`` too);
-    defaults: root at 127.0.0.1:3306, database ``mysql``. ``?unix_socket=/path`` names a socket."""
+    defaults: root at 127.0.0.1:3306, database ``mysql``. ``?unix_socket=/path/mysqld.sock`` names a socket."""
     parts = urlsplit(url)
     query = parse_qs(parts.query)
-    host = query.get("unix_socket", [None])[0] or unquote(parts.hostname or "") or DEFAULTS["host"]
+    socket = (query.get("unix_socket") or query.get("host") or [None])[0]   # ?host=/dir: what Target.url writes
+    host = socket or unquote(parts.hostname or "") or DEFAULTS["host"]
     return {"host": host, "port": parts.port or DEFAULTS["port"],
             "user": unquote(parts.username or "") or DEFAULTS["user"],
             "password": unquote(parts.password) if parts.password else None,

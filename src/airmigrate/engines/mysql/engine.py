@@ -26,8 +26,9 @@ class MySQLEngine(Engine):
         return connection.conninfo(target)
 
     def client_env(self, target: Target) -> dict[str, str]:
-        """mysqldump and the mysql client read MYSQL_PWD (the password never goes on a command line)."""
-        env = {"MYSQL_HOST": target.host, "MYSQL_TCP_PORT": str(target.port), "USER": target.user}
+        """mysqldump and the mysql client read the host, the port and the password from the environment (the
+        password never goes on a command line); they have no variable for the user: it goes on theirs (-u)."""
+        env = {"MYSQL_HOST": target.host, "MYSQL_TCP_PORT": str(target.port)}
         if target.password:
             env["MYSQL_PWD"] = target.password
         return env
