@@ -72,6 +72,8 @@ def test_what_sql_touches_and_drops():
                                 "ALTER TABLE o ADD CONSTRAINT fk FOREIGN KEY (uid) REFERENCES u (id)", "shop", "t")
     assert {("column", "shop.t.b"), ("column", "shop.t.c"), ("index", "shop.i"), (base.USES, "shop.t.d"),
             ("constraint", "shop.o.fk"), (base.USES, "shop.o.uid"), (base.USES, "shop.u.id")} <= touched
+    assert MYSQL.sql_touched("ALTER TABLE t RENAME COLUMN a TO b, CHANGE d e INT", "s", "t") == {
+        ("column", "s.t.a"), ("column", "s.t.b"), ("column", "s.t.d"), ("column", "s.t.e")}
     assert MYSQL.drops_anything("ALTER TABLE t DROP COLUMN c") and not MYSQL.drops_anything("ALTER TABLE t ADD d INT")
     assert MYSQL.data_losing_statements("DROP TABLE x; TRUNCATE y; ALTER TABLE t MODIFY a BIGINT") == \
         ["DROP TABLE", "TRUNCATE", "MODIFY COLUMN"]

@@ -131,12 +131,10 @@ def _action_touches(action: exp.Expression, where: str, schema: str, out: set) -
     if isinstance(action, exp.ColumnDef):
         out.add(("column", f"{where}.{action.name}"))
     elif isinstance(action, (exp.ModifyColumn, exp.AlterColumn, exp.RenameColumn)):
-        for part in ("this", "to"):
+        for part in ("this", "to", "rename_from"):   # CHANGE old new: sqlglot keeps `old` in rename_from
             node = action.args.get(part)
             if isinstance(node, (exp.Column, exp.Identifier, exp.ColumnDef)):
                 out.add(("column", f"{where}.{node.name}"))
-        if isinstance(action, exp.ModifyColumn) and isinstance(action.expression, exp.ColumnDef):
-            out.add(("column", f"{where}.{action.expression.name}"))
     elif isinstance(action, exp.Drop):
         kind = (action.args.get("kind") or "").upper()
         name = next((d.name for d in _dropped(action)), "")
