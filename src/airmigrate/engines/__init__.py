@@ -36,6 +36,7 @@ def register(registration: Registration) -> None:
 
 
 register(Registration("postgresql", "airmigrate.engines.postgres", ("postgresql", "postgres", "pgsql")))
+register(Registration("mysql", "airmigrate.engines.mysql", ("mysql", "mariadb"), ("pymysql",)))
 
 
 def named(name: str) -> "Engine":

@@ -1,0 +1,129 @@
+"""The MySQL / MariaDB engine object: each method hands over to the module that holds that knowledge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from airmigrate.engines.base import Engine
+from airmigrate.engines.mysql import catalog, connection, ddl, lint_rules, online, parsing, rewrite
+from airmigrate.engines.sql import Composable
+from airmigrate.engines.target import Target
+from airmigrate.findings import Finding
+from airmigrate.locks import Analysis
+
+
+class MySQLEngine(Engine):
+    name = "mysql"
+
+    def parse_url(self, url: str) -> dict[str, Any]:
+        return connection.parse_url(url)
+
+    def default_target(self) -> dict[str, Any]:
+        return dict(connection.DEFAULTS)
+
+    def conninfo(self, target: Target) -> str:
+        return connection.conninfo(target)
+
+    def client_env(self, target: Target) -> dict[str, str]:
+        """mysqldump and the mysql client read the host, the port and the password from the environment (the
+        password never goes on a command line); they have no variable for the user: it goes on theirs (-u)."""
+        env = {"MYSQL_HOST": target.host, "MYSQL_TCP_PORT": str(target.port)}
+        if target.password:
+            env["MYSQL_PWD"] = target.password
+        return env
+
+    def connect(self, target: Target, autocommit: bool = False, application_name: str | None = None) -> Any:
+        return connection.connect(target, autocommit=autocommit, application_name=application_name)
+
+    def sqlalchemy_url(self, url: str) -> str:
+        return "mysql+pymysql://" + url.split("://", 1)[1]
+
+    def render(self, piece: Composable, context: Any = None) -> str:
+        return connection.render(piece, context)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return connection.is_transient(exc)
+
+    def error_kind(self, exc: BaseException) -> str | None:
+        return connection.error_kind(exc)
+
+    def split_statements(self, text: str) -> list[str]:
+        return parsing.split_statements(text)
+
+    def group_statements(self, statements: list[str]) -> list[tuple[bool, list[str]]]:
+        return parsing.group_statements(statements)
+
+    def needs_autocommit(self, statement: str) -> bool:
+        return parsing.needs_autocommit(statement)
+
+    def run_ddl(self, target: Target, sql_text: str, **options: Any) -> list[str]:
+        return ddl.run_ddl(target, sql_text, **options)
+
+    def run_group(self, target: Target, group: list[str], autocommit: bool, **options: Any) -> None:
+        ddl.run_group(target, group, autocommit, **options)
+
+    def set_timeouts(self, cur: Any, lock_timeout_ms: int, statement_timeout_ms: int, local: bool) -> None:
+        ddl.set_timeouts(cur, lock_timeout_ms, statement_timeout_ms, local)
+
+    def estimate_rows(self, conn: Any, schema: str, table: str) -> int:
+        return ddl.estimate_rows(conn, schema, table)
+
+    def syntax_error(self, text: str) -> tuple[int, str] | None:
+        return parsing.syntax_error(text)
+
+    def one_select(self, text: str) -> str:
+        return parsing.one_select(text)
+
+    def check_type(self, text: str) -> str:
+        return parsing.check_type(text)
+
+    def check_expression(self, text: str) -> str:
+        return parsing.check_expression(text)
+
+    def on_record(self, expression: str, record: str) -> str:
+        return parsing.on_record(expression, record)
+
+    def mirror_index(self, definition: str, old: str, new: str, name: str,
+                     relation: tuple[str, str] | None = None) -> str:
+        return rewrite.mirror_index(definition, old, new, name, relation)
+
+    def constraint_not_valid(self, add_constraint: str, old: str, new: str) -> str:
+        return rewrite.constraint_not_valid(add_constraint, old, new)
+
+    def foreign_key_not_valid(self, add_constraint: str, referenced_old: str, referenced_new: str) -> str:
+        return rewrite.foreign_key_not_valid(add_constraint, referenced_old, referenced_new)
+
+    def index_on(self, definition: str, name: str, table: str) -> str:
+        return rewrite.index_on(definition, name, table)
+
+    def drops_anything(self, text: str) -> bool:
+        return rewrite.drops_anything(text)
+
+    def data_losing_statements(self, text: str) -> list[str]:
+        return rewrite.data_losing_statements(text)
+
+    def reference_problems(self, conn: Any, migration: Any, resumed: bool) -> list:
+        return catalog.find_problems(conn, migration, resumed)
+
+    def sql_touched(self, text: str, schema: str, table: str | None) -> set[tuple[str, str]]:
+        return rewrite.sql_touched(text, schema, table)
+
+    def columns_read(self, expression: str) -> list[str]:
+        return parsing.columns_read(expression)
+
+    def lint_sql(self, path: Path, text: str, role: str, version: str, key_columns: tuple[str, ...] | None,
+                 generated: bool) -> list[Finding]:
+        return lint_rules.lint_sql(path, text, role, version, key_columns, generated)
+
+    lock_modes = online.LOCK_MODES
+    write_blocking = online.WRITE_BLOCKING
+
+    def analyze(self, statement: str, conn: Any = None) -> Analysis:
+        return online.analyze(statement, conn)
+
+    def not_null_proofs(self) -> catalog.NotNullProofs:
+        return catalog.NotNullProofs()
+
+
+ENGINE = MySQLEngine()
