@@ -86,8 +86,10 @@ class Throttle(BaseModel):
                                                        "slows the backfill (gh-ost's throttle-http)")
     external_max: float | None = Field(None, description="The limit for external_query / external_url")
     max_replication_lag_s: float | None = Field(1.5, description="Pause while a replica lags more (gh-ost: 1.5 s)")
-    max_transaction_age_s: float | None = Field(300, description="Pause while another transaction is older")
-    max_lock_waiters: int | None = Field(5, description="Pause while more sessions wait for locks")
+    max_transaction_age_s: float | None = Field(
+        300, description="Pause while another transaction in the target database is older")
+    max_lock_waiters: int | None = Field(
+        5, description="Pause while more sessions of the target database wait for locks")
     pause_during_autovacuum: bool = Field(True, description="Pause while autovacuum works on the table")
     max_wal_backlog_mb: float | None = Field(
         1024, description="Pause while replication slots hold back more WAL than this (a slow consumer "

@@ -70,8 +70,11 @@ HEALTH_QUERIES = {
     "oldest transaction": (
         "SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0) FROM pg_stat_activity "
         "WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
-        "AND application_name NOT LIKE 'airmigrate%%'"),
-    "lock waiters": "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+        "AND datname = current_database() AND application_name NOT LIKE 'airmigrate%%'"),
+    # this database's only: another database's old transaction holds back no vacuum of our table (PostgreSQL 14+
+    # computes the horizon per database) and waits on no lock of ours
+    "lock waiters": "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()",
     "autovacuum": "SELECT count(*) FROM pg_stat_progress_vacuum WHERE relid = to_regclass(%(table)s)",
     "WAL backlog": "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), 0) / 1e6 "
                    "FROM pg_replication_slots WHERE restart_lsn IS NOT NULL AND NOT pg_is_in_recovery()",
