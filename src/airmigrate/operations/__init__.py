@@ -18,6 +18,7 @@ from airmigrate.operations import (
     add_index,
     add_unique,
     change_column_type,
+    delete_rows,
     drop_column,
     drop_table,
     rename_column,
@@ -29,12 +30,17 @@ MODULES = {
     "add_column": add_column, "rename_column": rename_column, "split_table": split_table,
     "change_column_type": change_column_type, "add_index": add_index, "add_foreign_key": add_foreign_key,
     "add_check": add_check, "add_unique": add_unique, "drop_column": drop_column, "drop_table": drop_table,
+    "delete_rows": delete_rows,
 }
+
+# operations that delete or move whole rows: alone in their migration (spec), walked back over their archive
+ROW_OPERATIONS = ("delete_rows",)
 
 Operation = Annotated[Union[
     add_column.AddColumn, rename_column.RenameColumn, split_table.SplitTable,
     change_column_type.ChangeColumnType, add_index.AddIndex, add_foreign_key.AddForeignKey,
     add_check.AddCheck, add_unique.AddUnique, drop_column.DropColumn, drop_table.DropTable,
+    delete_rows.DeleteRows,
 ], Field(discriminator="op")]
 
 
@@ -56,10 +62,12 @@ def combined(operations, make_context) -> Steps:
         dropped_columns=[c for p in parts for c in p.dropped_columns],
         self_restored=[c for p in parts for c in p.self_restored],
         destructive=any(p.destructive for p in parts),
+        down_walk=next((p.down_walk for p in parts if p.down_walk), None),
+        vacuum_dead_tuples=min((p.vacuum_dead_tuples for p in parts if p.vacuum_dead_tuples), default=None),
     )
 
 
-__all__ = ["Operation", "OpContext", "Steps", "steps_for", "combined", "for_migration", "MODULES", "refusals",
+__all__ = ["Operation", "ROW_OPERATIONS", "OpContext", "Steps", "steps_for", "combined", "for_migration", "MODULES", "refusals",
            "probes"]
 
 

@@ -218,7 +218,10 @@ def unbounded_batch(node, key_columns: tuple[str, ...] | None) -> str | None:
 def _row_filter(node):
     """The WHERE that picks a statement's rows; None when it has none, False when the statement picks no rows."""
     if isinstance(node, ast.InsertStmt):
-        node = node.selectStmt
+        # WITH d AS (DELETE ... WHERE <bounds> RETURNING *) INSERT ... SELECT * FROM d: the CTE picks the rows
+        ctes = [c.ctequery for c in (node.withClause.ctes if node.withClause else ())
+                if isinstance(c.ctequery, (ast.UpdateStmt, ast.DeleteStmt))]
+        node = ctes[0] if ctes else node.selectStmt
     if isinstance(node, (ast.UpdateStmt, ast.DeleteStmt, ast.SelectStmt)):
         return node.whereClause
     return False

@@ -67,10 +67,12 @@ class BatchSizer:
 
 HEALTH_QUERIES = {
     "replication lag": "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0) FROM pg_stat_replication",
+    # the target database's own transactions: since PostgreSQL 14 only they hold back the vacuum of its tables
+    # (one idle elsewhere on the server, e.g. another application's database, holds back shared catalogs only)
     "oldest transaction": (
         "SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0) FROM pg_stat_activity "
         "WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
-        "AND application_name NOT LIKE 'airmigrate%%'"),
+        "AND datname = current_database() AND application_name NOT LIKE 'airmigrate%%'"),
     "lock waiters": "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
     "autovacuum": "SELECT count(*) FROM pg_stat_progress_vacuum WHERE relid = to_regclass(%(table)s)",
     "WAL backlog": "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), 0) / 1e6 "
