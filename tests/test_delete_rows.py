@@ -3,12 +3,19 @@ referencing rows, VACUUM between batches, the rollback putting every row back, t
 
 from __future__ import annotations
 
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 
 from airmigrate.db import connect
 from airmigrate.errors import PreflightError, SpecError
 from airmigrate.lint import lint_migration, unacknowledged
-from airmigrate.stages import backfill, cleanup, preflight, rollback
+from airmigrate.stages import backfill, backup, cleanup, preflight, rollback, schema_change
 from conftest import table_checksum
 from test_operations import Application, apply_all, assert_app_healthy, make_migration, q, roll_back
 
@@ -76,3 +83,57 @@ def test_contract_waits_for_keep_archive_days(fresh_db, tmp_path):
         conn.commit()
     cleanup.cleanup(fresh_db, migration, run_id)
     assert q(fresh_db, "SELECT to_regclass('airmigrate.\"archive_0050_delete_rows\"')")[0][0] is None
+
+
+WORKER = """
+import sys
+from airmigrate.db import Target
+from airmigrate.spec import load_migration
+from airmigrate.stages.backfill import run_shard
+run_shard(Target.from_url(sys.argv[1]), load_migration(sys.argv[2]), int(sys.argv[3]))
+"""
+
+
+def test_kill_9_at_random_moments_then_resume_loses_nothing_and_archives_nothing_twice(fresh_db, tmp_path):
+    with connect(fresh_db) as conn:  # ~1 ms per matching row: the run lasts long enough to be killed in it
+        conn.execute("CREATE FUNCTION slow_true() RETURNS boolean LANGUAGE plpgsql VOLATILE AS "
+                     "$$ BEGIN PERFORM pg_sleep(0.001); RETURN true; END $$")
+        conn.commit()
+    migration = make_migration(tmp_path, {"op": "delete_rows", "where": "id % 3 = 0 AND slow_true()"},
+                               batch_size=600)
+    run_id = preflight.preflight(fresh_db, migration)["run_id"]
+    backup.backup(fresh_db, migration, run_id)
+    schema_change.schema_change(fresh_db, migration, run_id)
+    backfill.start_backfill(fresh_db, migration, run_id)
+    rng = random.Random(21)
+    archived = 0
+    for _ in range(3):
+        worker = subprocess.Popen([sys.executable, "-c", WORKER, fresh_db.url(), str(migration.folder), str(run_id)])
+        deadline = time.monotonic() + 60
+        while q(fresh_db, ARCHIVED)[0][0] <= archived and worker.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.4))
+        if worker.poll() is None:
+            os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        archived = q(fresh_db, ARCHIVED)[0][0]
+        assert_consistent(fresh_db)
+    assert 0 < archived < 10000, "the kills must land in the middle of the run"
+    backfill.run_shard(fresh_db, migration, run_id)
+    assert_consistent(fresh_db)
+    assert q(fresh_db, ARCHIVED)[0][0] == 10000
+    assert q(fresh_db, "SELECT count(*) FROM users WHERE id %% 3 = 0")[0][0] == 0
+    assert q(fresh_db, "SELECT sum(rows) FROM airmigrate.batches WHERE run_id = %s AND status = 'succeeded'",
+             (run_id,))[0][0] == 10000
+
+
+ARCHIVED = 'SELECT count(*) FROM airmigrate."archive_0050_delete_rows"'
+
+
+def assert_consistent(target) -> None:
+    """Every row is in exactly one place: the table or the archive; the archive holds only matching rows."""
+    total, distinct, wrong = q(target, 'SELECT count(*), count(DISTINCT id), count(*) FILTER (WHERE id %% 3 <> 0) '
+                                       'FROM (SELECT id FROM users UNION ALL '
+                                       'SELECT id FROM airmigrate."archive_0050_delete_rows") x')[0]
+    assert (total, distinct) == (30000, 30000)
+    assert q(target, 'SELECT count(*) FROM airmigrate."archive_0050_delete_rows" WHERE id %% 3 <> 0')[0][0] == 0
