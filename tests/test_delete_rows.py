@@ -3,6 +3,7 @@ referencing rows, VACUUM between batches, the rollback putting every row back, t
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -11,7 +12,9 @@ import sys
 import time
 
 import pytest
+import yaml
 
+from airmigrate.airflow.runner import run_dag
 from airmigrate.db import connect
 from airmigrate.errors import PreflightError, SpecError
 from airmigrate.lint import lint_migration, unacknowledged
@@ -137,3 +140,48 @@ def assert_consistent(target) -> None:
                                        'SELECT id FROM airmigrate."archive_0050_delete_rows") x')[0]
     assert (total, distinct) == (30000, 30000)
     assert q(target, 'SELECT count(*) FROM airmigrate."archive_0050_delete_rows" WHERE id %% 3 <> 0')[0][0] == 0
+
+
+def write_dag_migration(root, **op) -> None:
+    """A migrations folder holding one delete_rows migration, with a suite proving no row matches any more."""
+    (root / "migrations" / "0001_delete_every_third_user").mkdir(parents=True)
+    (root / "expectations").mkdir()
+    spec = {"description": "delete every third user", "table": "users", "batch_size": 3000,
+            "operations": [{"op": "delete_rows", "where": "id % 3 = 0", **op}]}
+    (root / "migrations" / "0001_delete_every_third_user" / "migration.yaml").write_text(yaml.safe_dump(spec))
+    suite = {"name": "0001_delete_every_third_user", "expectations": [
+        {"type": "unexpected_rows_expectation",
+         "kwargs": {"unexpected_rows_query": "SELECT id FROM {batch} WHERE id % 3 = 0",
+                    "description": "no row matches `where` any more"}}]}
+    (root / "expectations" / "0001_delete_every_third_user.json").write_text(json.dumps(suite))
+
+
+def test_through_airflow_expand_then_rollback_dag_then_contract_after_keep_days(fresh_db, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRMIGRATE_MIGRATIONS_DIR", str(tmp_path / "migrations"))
+    monkeypatch.setenv("AIRMIGRATE_EXPECTATIONS_DIR", str(tmp_path / "expectations"))
+    write_dag_migration(tmp_path, keep_archive_days=1)
+    before = table_checksum(fresh_db)
+    dagrun = run_dag("0001_delete_every_third_user", {"until": "expand"})
+    assert str(dagrun.state) == "success"
+    assert q(fresh_db, "SELECT count(*) FROM users")[0][0] == 20000
+    assert q(fresh_db, 'SELECT count(*) FROM airmigrate."archive_0001_delete_every_third_user"')[0][0] == 10000
+    assert q(fresh_db, "SELECT status FROM airmigrate.history")[0][0] == "expanded"
+
+    dagrun = run_dag("0001_delete_every_third_user__rollback", {"approve_rollback": True})
+    assert str(dagrun.state) == "success"
+    assert table_checksum(fresh_db) == before
+    assert q(fresh_db, "SELECT to_regclass('airmigrate.\"archive_0001_delete_every_third_user\"')")[0][0] is None
+
+    # the whole way: the contract refuses to drop a one-day-old archive (the run fails, nothing is dropped) ...
+    dagrun = run_dag("0001_delete_every_third_user", {"approve_contract": True})
+    assert str(dagrun.state) == "failed"
+    assert q(fresh_db, 'SELECT count(*) FROM airmigrate."archive_0001_delete_every_third_user"')[0][0] == 10000
+    # ... and a day later the same run goes on from its contract and drops it
+    with connect(fresh_db) as conn:
+        conn.execute("UPDATE airmigrate.batches SET finished_at = finished_at - interval '25 hours'")
+        conn.commit()
+    dagrun = run_dag("0001_delete_every_third_user", {"approve_contract": True})
+    assert str(dagrun.state) == "success"
+    assert q(fresh_db, "SELECT to_regclass('airmigrate.\"archive_0001_delete_every_third_user\"')")[0][0] is None
+    assert q(fresh_db, "SELECT status FROM airmigrate.history")[0][0] == "applied"
+    assert q(fresh_db, "SELECT count(*) FROM users")[0][0] == 20000
