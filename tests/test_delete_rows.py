@@ -185,3 +185,62 @@ def test_through_airflow_expand_then_rollback_dag_then_contract_after_keep_days(
     assert q(fresh_db, "SELECT to_regclass('airmigrate.\"archive_0001_delete_every_third_user\"')")[0][0] is None
     assert q(fresh_db, "SELECT status FROM airmigrate.history")[0][0] == "applied"
     assert q(fresh_db, "SELECT count(*) FROM users")[0][0] == 20000
+
+
+def test_preflight_names_rows_of_other_tables_that_reference_deleted_ones(fresh_db, tmp_path):
+    with connect(fresh_db) as conn:
+        conn.execute("CREATE TABLE orders (id int PRIMARY KEY, user_id bigint REFERENCES users (id))")
+        conn.execute("CREATE TABLE visits (id int PRIMARY KEY, user_id bigint REFERENCES users (id) "
+                     "ON DELETE CASCADE)")
+        conn.execute("INSERT INTO orders VALUES (1, 3), (2, 4)")  # 3 matches `where`, 4 does not
+        conn.execute("INSERT INTO visits VALUES (1, 6)")
+        conn.commit()
+    migration = make_migration(tmp_path, delete_op())
+    with pytest.raises(PreflightError) as refused:
+        preflight.preflight(fresh_db, migration)
+    text = str(refused.value)
+    assert "1 row(s) of public.orders" in text and "orders_user_id_fkey" in text and "NO ACTION" in text
+    assert "public.visits" in text and "CASCADE" in text and "outside the archive" in text
+    assert q(fresh_db, "SELECT count(*) FROM users")[0][0] == 30000
+    assert q(fresh_db, "SELECT to_regclass('airmigrate.runs')")[0][0] is None or \
+        q(fresh_db, "SELECT count(*) FROM airmigrate.runs")[0][0] == 0
+
+
+def test_archive_none_needs_an_acknowledgement_and_keeps_a_pg_dump(fresh_db, tmp_path):
+    migration = make_migration(tmp_path, delete_op(archive="none"))
+    refused = unacknowledged(lint_migration(migration))
+    assert [f.rule for f in refused] == ["delete-without-archive"]
+    with pytest.raises(PreflightError, match="delete-without-archive"):
+        preflight.preflight(fresh_db, migration)
+    (tmp_path / "ack").mkdir()
+    migration = make_migration(tmp_path / "ack", delete_op(archive="none"), acknowledge=[
+        {"rule": "delete-without-archive", "reason": "personal data past its retention period must not be kept"}])
+    assert unacknowledged(lint_migration(migration)) == []
+    run_id = apply_all(fresh_db, migration)
+    assert q(fresh_db, MATCHING)[0][0] == 0
+    facts = q(fresh_db, "SELECT facts FROM airmigrate.runs WHERE run_id = %s", (run_id,))[0][0]
+    assert facts["backup_path"] and "without an archive" in facts["backup_reason"]
+    assert q(fresh_db, "SELECT count(*) FROM pg_tables WHERE schemaname = 'airmigrate' AND tablename LIKE "
+                       "'archive%%'")[0][0] == 0
+
+
+def test_spec_refuses_delete_rows_beside_other_changes_and_a_broken_condition(tmp_path):
+    with pytest.raises(SpecError) as beside:
+        make_migration(tmp_path, delete_op(), backfill={"sql": "backfill.sql", "columns": ["phone"]})
+    assert "only operation" in str(beside.value) and "migration.yaml" in str(beside.value)
+    (tmp_path / "b").mkdir()
+    with pytest.raises(SpecError) as broken:
+        make_migration(tmp_path / "b", delete_op(where="id < 3; DROP TABLE users"))
+    assert "where" in str(broken.value)
+
+
+def test_plan_shows_matching_rows_batches_and_wal(fresh_db, tmp_path):
+    from airmigrate import plan
+
+    migration = make_migration(tmp_path, delete_op(where="id <= 10000"))
+    with connect(fresh_db) as conn:
+        text = plan.render(migration, plan.static_plan(migration, conn), plan.estimate(conn, migration))
+    assert "WITH d AS (DELETE FROM" in text
+    matching = int(text.split("delete_rows: ~")[1].split(" rows")[0].replace(",", ""))
+    assert 9000 < matching < 11000  # the planner's estimate of the 10,000
+    assert "archived into airmigrate.archive_0050_delete_rows" in text and "WAL ~" in text

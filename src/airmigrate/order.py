@@ -200,6 +200,8 @@ def touched(migration: Migration) -> set[tuple[str, str]]:
                 column(name, of=f"{schema}.{op.new_table}")
         elif kind == "drop_table":
             out.add(("table", f"{schema}.{op.table}"))
+        elif kind == "delete_rows":  # its rows: a later migration of the table depends on it
+            out.add(("table", f"{schema}.{table}"))
         elif kind in ("add_index", "add_unique", "add_foreign_key"):
             for name in op.columns:
                 column(name, USES)

@@ -26,7 +26,7 @@ from airmigrate.spec import identifier_fix, identifier_problem, load_migration
 from airmigrate.validation.suites import load_suite_file
 
 OPS = ("sql", "add_column", "rename_column", "change_column_type", "split_table", "add_index", "add_check",
-       "add_foreign_key", "add_unique", "drop_column", "drop_table")
+       "add_foreign_key", "add_unique", "drop_column", "drop_table", "delete_rows")
 SLUG = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
 NUMBERED = re.compile(r"^([0-9]{4})_(.+)$")
 # The migration id names PostgreSQL objects limited to 63 bytes: triggers and functions am_sync_<id>_<n>,
@@ -89,7 +89,7 @@ def new_migration(slug: str, op: str = "sql", table: str | None = None, column: 
     _check_name("--key", key)
     if column is None:
         column = DEFAULT_COLUMN.get(op, "column_name")
-        if op != "drop_table":
+        if op not in ("drop_table", "delete_rows"):
             placeholders.append(f"column {column} (give --column)")
     _check_name("--column", column)
     if op == "rename_column" and to is None:
@@ -176,6 +176,10 @@ def render(migration_id: str, slug: str, op: str, table: str, key: str, column: 
         summary, body, more = _operation(op, table, table_name, key, column, type_, to)
         placeholders += more
         files = {"down.sql": _down_sql_generated(migration_id)}
+        if op == "delete_rows":  # the suite proves it: no row matches any more
+            expectations.append({"type": "unexpected_rows_expectation", "kwargs": {
+                "unexpected_rows_query": f"SELECT {_sql_name(key)} FROM {{batch}} WHERE {_sql_name(key)} < 0",
+                "description": "no row matches the delete_rows condition any more (keep it equal to `where`)"}})
         if op in ("add_column", "rename_column"):
             expectations.append({"type": "expect_column_to_exist",
                                  "kwargs": {"column": column if op == "add_column" else to}})
@@ -281,6 +285,15 @@ def _operation(op: str, table: str, table_name: str, key: str, column: str, type
         summary = f"drop {table}.{column}"
         lines = [f"column: {column}",
                  "# dropped only in the contract step, after an approval; its values are kept for the rollback"]
+    elif op == "delete_rows":
+        condition = f"{_sql_name(key)} < 0"
+        placeholders.append(f"condition {condition} (where)")
+        summary = f"delete the rows of {table} that match a condition"
+        lines = [f"where: {_yaml_sql(condition)}   # the rows to delete: one condition over the row",
+                 "archive: table             # keep them in airmigrate.archive_<id>; the rollback puts them back",
+                 "keep_archive_days: 7       # the contract drops the archive only after this (run --until expand, "
+                 "then `complete`)",
+                 "# vacuum_dead_tuples: 100000   # VACUUM the table between batches past this many dead rows"]
     else:  # drop_table
         summary = f"drop table {table}"
         lines = [f"table: {table_name}",

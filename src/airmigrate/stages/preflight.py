@@ -108,7 +108,7 @@ def check_referencing_rows(conn, migration: Migration) -> None:
                                          for r, c in zip(fk["referenced"], fk["columns"]))
             found = conn.execute(sql.SQL(
                 "SELECT count(*) FROM (SELECT 1 FROM {child} c WHERE EXISTS (SELECT 1 FROM {parent} p WHERE {join} "
-                "AND (" + op.where.replace("%", "%%") + ")) LIMIT 1000) x").format(
+                "AND (" + op.where + ")) LIMIT 1000) x").format(
                 child=sql.Identifier(fk["schema"], fk["table"]), parent=sql.Identifier(spec.schema_name,
                                                                                       spec.table_name),
                 join=join)).fetchone()[0]

@@ -47,7 +47,7 @@ def referencing_keys(conn, schema: str, table: str) -> list[dict]:
 def estimate_matching(conn, schema: str, table: str, where: str) -> tuple[int, int]:
     """(rows the planner expects `where` to match, the table's mean row size in bytes): EXPLAIN, never run."""
     qualified = sql.Identifier(schema, table)
-    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE " + where.replace("%", "%%")).format(
+    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE " + where).format(
         qualified)).fetchone()[0]
     width = conn.execute("SELECT CASE WHEN reltuples > 0 THEN relpages * 8192 / reltuples END FROM pg_class "
                          "WHERE oid = to_regclass(%s)", (qualified.as_string(conn),)).fetchone()

@@ -237,6 +237,9 @@ class _Checker:
                        self.catalog.constraint_exists(self.table, op.name))
         self.catalog.constraints[(*self.table, op.name)] = True
 
+    def _op_delete_rows(self, i, op) -> None:
+        self.expression_columns(op.where, ["operations", i, "where"], "delete_rows condition")
+
     def _op_drop_table(self, i, op) -> None:
         table = (self.table[0], op.table)
         if self.catalog.columns(table) is None and not self.resumed:
