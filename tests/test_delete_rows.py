@@ -243,4 +243,4 @@ def test_plan_shows_matching_rows_batches_and_wal(fresh_db, tmp_path):
     assert "WITH d AS (DELETE FROM" in text
     matching = int(text.split("delete_rows: ~")[1].split(" rows")[0].replace(",", ""))
     assert 9000 < matching < 11000  # the planner's estimate of the 10,000
-    assert "archived into airmigrate.archive_0050_delete_rows" in text and "WAL ~" in text
+    assert "kept in airmigrate.archive_0050_delete_rows" in text and "WAL ~" in text

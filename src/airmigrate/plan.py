@@ -130,11 +130,12 @@ def _deletes(conn, migration: Migration) -> list[dict]:
     deleted row's tuple header change plus, with an archive, the row written again with its key."""
     spec, out = migration.spec, []
     for op in spec.operations:
-        if op.op == "delete_rows":
+        if op.op in ("delete_rows", "move_rows"):
             matching, width = engines.of(conn).estimate_matching(conn, spec.schema_name, spec.table_name, op.where)
-            per_row = 60 + (width + 60 if op.archive == "table" else 0)
-            out.append({"where": op.where, "matching": matching, "archive": op.archive,
-                        "wal_bytes": matching * per_row})
+            archive = getattr(op, "archive", "table")
+            per_row = 60 + (width + 60 if archive == "table" else 0) + (width + 60 if op.op == "move_rows" else 0)
+            out.append({"op": op.op, "where": op.where, "matching": matching, "archive": archive,
+                        "to": getattr(op, "to", None), "wal_bytes": matching * per_row})
     return out
 
 
@@ -156,8 +157,9 @@ def render(migration: Migration, planned: list[PlannedStatement], est: dict | No
         lines.append(f"rows ~{est['rows']:,} (planner estimate); {est['batches']:,} batches of "
                      f"{spec.batch_size:,} on {spec.shards} shards; backfill ETA: {eta}")
     for d in (est or {}).get("deletes", []):
-        lines.append(f"delete_rows: ~{d['matching']:,} rows match `{d['where']}` (planner estimate), deleted"
-                     + (" and archived into airmigrate." + archive_name(migration.id) if d["archive"] == "table" else
+        lines.append(f"{d['op']}: ~{d['matching']:,} rows match `{d['where']}` (planner estimate), "
+                     + (f"moved into {d['to']}" if d["to"] else "deleted")
+                     + (" and kept in airmigrate." + archive_name(migration.id) if d["archive"] == "table" else
                         " WITHOUT an archive (the backup's pg_dump keeps them)")
                      + f" batch by batch; WAL ~{d['wal_bytes'] / 2**20:,.0f} MB; VACUUM between batches as "
                        "dead tuples pile up")

@@ -26,7 +26,7 @@ from airmigrate.spec import identifier_fix, identifier_problem, load_migration
 from airmigrate.validation.suites import load_suite_file
 
 OPS = ("sql", "add_column", "rename_column", "change_column_type", "split_table", "add_index", "add_check",
-       "add_foreign_key", "add_unique", "drop_column", "drop_table", "delete_rows")
+       "add_foreign_key", "add_unique", "drop_column", "drop_table", "delete_rows", "move_rows")
 SLUG = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
 NUMBERED = re.compile(r"^([0-9]{4})_(.+)$")
 # The migration id names PostgreSQL objects limited to 63 bytes: triggers and functions am_sync_<id>_<n>,
@@ -89,7 +89,7 @@ def new_migration(slug: str, op: str = "sql", table: str | None = None, column: 
     _check_name("--key", key)
     if column is None:
         column = DEFAULT_COLUMN.get(op, "column_name")
-        if op not in ("drop_table", "delete_rows"):
+        if op not in ("drop_table", "delete_rows", "move_rows"):
             placeholders.append(f"column {column} (give --column)")
     _check_name("--column", column)
     if op == "rename_column" and to is None:
@@ -176,7 +176,7 @@ def render(migration_id: str, slug: str, op: str, table: str, key: str, column: 
         summary, body, more = _operation(op, table, table_name, key, column, type_, to)
         placeholders += more
         files = {"down.sql": _down_sql_generated(migration_id)}
-        if op == "delete_rows":  # the suite proves it: no row matches any more
+        if op in ("delete_rows", "move_rows"):  # the suite proves it: no row matches any more
             expectations.append({"type": "unexpected_rows_expectation", "kwargs": {
                 "unexpected_rows_query": f"SELECT {_sql_name(key)} FROM {{batch}} WHERE {_sql_name(key)} < 0",
                 "description": "no row matches the delete_rows condition any more (keep it equal to `where`)"}})
@@ -294,6 +294,15 @@ def _operation(op: str, table: str, table_name: str, key: str, column: str, type
                  "keep_archive_days: 7       # the contract drops the archive only after this (run --until expand, "
                  "then `complete`)",
                  "# vacuum_dead_tuples: 100000   # VACUUM the table between batches past this many dead rows"]
+    elif op == "move_rows":
+        condition, destination = f"{_sql_name(key)} < 0", f"{table_name}_archive"[:63]
+        placeholders += [f"condition {condition} (where)", f"destination {destination} (to)"]
+        summary = f"move the rows of {table} that match a condition into {destination}"
+        lines = [f"to: {destination}", f"where: {_yaml_sql(condition)}   # the rows to move: one condition over the row",
+                 "create: true               # make the destination LIKE the table (false: it must exist)",
+                 "# columns: {id: id, note: \"'moved'\"}   # destination column: expression (needs an existing "
+                 "destination)",
+                 "keep_archive_days: 7       # the originals are kept this long (run --until expand, then `complete`)"]
     else:  # drop_table
         summary = f"drop table {table}"
         lines = [f"table: {table_name}",

@@ -21,6 +21,7 @@ from airmigrate.operations import (
     delete_rows,
     drop_column,
     drop_table,
+    move_rows,
     rename_column,
     split_table,
 )
@@ -30,17 +31,17 @@ MODULES = {
     "add_column": add_column, "rename_column": rename_column, "split_table": split_table,
     "change_column_type": change_column_type, "add_index": add_index, "add_foreign_key": add_foreign_key,
     "add_check": add_check, "add_unique": add_unique, "drop_column": drop_column, "drop_table": drop_table,
-    "delete_rows": delete_rows,
+    "delete_rows": delete_rows, "move_rows": move_rows,
 }
 
 # operations that delete or move whole rows: alone in their migration (spec), walked back over their archive
-ROW_OPERATIONS = ("delete_rows",)
+ROW_OPERATIONS = ("delete_rows", "move_rows")
 
 Operation = Annotated[Union[
     add_column.AddColumn, rename_column.RenameColumn, split_table.SplitTable,
     change_column_type.ChangeColumnType, add_index.AddIndex, add_foreign_key.AddForeignKey,
     add_check.AddCheck, add_unique.AddUnique, drop_column.DropColumn, drop_table.DropTable,
-    delete_rows.DeleteRows,
+    delete_rows.DeleteRows, move_rows.MoveRows,
 ], Field(discriminator="op")]
 
 

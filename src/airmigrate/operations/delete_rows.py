@@ -62,30 +62,40 @@ def steps(op: DeleteRows, ctx: OpContext) -> Steps:
     expand = [s("CREATE TABLE IF NOT EXISTS {a} (LIKE {t}, PRIMARY KEY ({k}))", a=archive, t=tbl, k=key)]
     backfill = [s("WITH d AS (DELETE FROM {t} WHERE " + matching + " RETURNING *) INSERT INTO {a} SELECT * FROM d",
                   t=tbl, a=archive)]
-    contract = [s("DO $am$ BEGIN IF to_regclass({q}) IS NULL THEN RETURN; END IF; "
-                  "IF (SELECT max(b.finished_at) FROM airmigrate.batches b JOIN airmigrate.runs r USING (run_id) "
-                  "WHERE r.migration_id = {m} AND r.direction = 'up') > now() - make_interval(days => {d}) THEN "
-                  "RAISE EXCEPTION 'the archive % keeps the deleted rows for keep_archive_days (%) after the last "
-                  "batch: the contract drops it after that. Run `airmigrate complete %` then (or roll back "
-                  "meanwhile); nothing was dropped', {q}, {d}, {m}; END IF; DROP TABLE {a}; END $am$",
-                  q=sql.Literal(archive.as_string(None)), m=sql.Literal(ctx.migration_id),
-                  d=sql.Literal(op.keep_archive_days), a=archive)]
+    contract = [contract_drop(ctx, archive, op.keep_archive_days)]
     columns = restorable_columns(ctx)
     cols = sql.SQL("*") if columns is None else sql.SQL(", ").join(map(ident, columns))
     into = sql.SQL("") if columns is None else sql.SQL("({})").format(cols)
     down_backfill = [s("INSERT INTO {t} {into} OVERRIDING SYSTEM VALUE SELECT {cols} FROM {a} WHERE "
                        + batch_range(ctx) + " ON CONFLICT DO NOTHING", t=tbl, into=into, cols=cols, a=archive)]
-    # the archive goes only when every row in it is back in the table (a row the application re-created under
-    # the same key since keeps its archived version: the archive stays, and the rollback's log says so)
-    down_contract = [s("DO $am$ BEGIN IF to_regclass({q}) IS NULL THEN RETURN; END IF; "
-                       "IF EXISTS (SELECT 1 FROM {a} x WHERE NOT EXISTS (SELECT 1 FROM {t} y WHERE y.{k} = x.{k})) "
-                       "THEN RAISE WARNING 'rows of % are not back in % (their key is taken): the archive is kept', "
-                       "{q}, {tq}; ELSE DROP TABLE {a}; END IF; END $am$",
-                       q=sql.Literal(archive.as_string(None)), a=archive, t=tbl, k=key,
-                       tq=sql.Literal(tbl.as_string(None)))]
+    down_contract = drop_archive_when_kept(ctx, archive)
     return Steps(expand=expand, backfill=backfill, contract=contract, down_backfill=down_backfill,
                  down_contract=down_contract, destructive=True, down_walk=("airmigrate", archive_name(ctx.migration_id)),
                  vacuum_dead_tuples=op.vacuum_dead_tuples)
+
+
+def contract_drop(ctx: OpContext, archive: sql.Identifier, keep_days: int) -> str:
+    """The contract: drop the archive, refusing (nothing dropped) while its last batch is younger than keep_days."""
+    return s("DO $am$ BEGIN IF to_regclass({q}) IS NULL THEN RETURN; END IF; "
+             "IF (SELECT max(b.finished_at) FROM airmigrate.batches b JOIN airmigrate.runs r USING (run_id) "
+             "WHERE r.migration_id = {m} AND r.direction = 'up') > now() - make_interval(days => {d}) THEN "
+             "RAISE EXCEPTION 'the archive % keeps the rows for keep_archive_days (%) after the last batch: the "
+             "contract drops it after that. Run `airmigrate complete %` then (or roll back meanwhile); nothing was "
+             "dropped', {q}, {d}, {m}; END IF; DROP TABLE {a}; END $am$",
+             q=sql.Literal(archive.as_string(None)), m=sql.Literal(ctx.migration_id), d=sql.Literal(keep_days),
+             a=archive)
+
+
+def drop_archive_when_kept(ctx: OpContext, archive: sql.Identifier) -> list[str]:
+    """The rollback's last step: the archive goes only when every row in it is back in the table (a row the
+    application re-created under the same key since keeps its archived version: the archive stays, with a
+    warning in the rollback's log)."""
+    tbl, key = ctx.qualified, ident(ctx.key)
+    return [s("DO $am$ BEGIN IF to_regclass({q}) IS NULL THEN RETURN; END IF; "
+              "IF EXISTS (SELECT 1 FROM {a} x WHERE NOT EXISTS (SELECT 1 FROM {t} y WHERE y.{k} = x.{k})) "
+              "THEN RAISE WARNING 'rows of % are not back in % (their key is taken): the archive is kept', "
+              "{q}, {tq}; ELSE DROP TABLE {a}; END IF; END $am$",
+              q=sql.Literal(archive.as_string(None)), a=archive, t=tbl, k=key, tq=sql.Literal(tbl.as_string(None)))]
 
 
 def restorable_columns(ctx: OpContext) -> list[str] | None:

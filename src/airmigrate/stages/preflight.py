@@ -92,12 +92,12 @@ def check_structure(conn, migration: Migration) -> None:
 
 
 def check_referencing_rows(conn, migration: Migration) -> None:
-    """delete_rows: rows of other tables that reference rows it would delete are named now, never found by a
+    """delete_rows, move_rows: rows of other tables that reference rows it would delete are named now, never found by a
     batch failing half-way (ON DELETE NO ACTION / RESTRICT) or changed without an archive (CASCADE, SET NULL)."""
     spec, engine = migration.spec, engines.of(conn)
     problems = []
     for op in spec.operations:
-        if op.op != "delete_rows":
+        if op.op not in ("delete_rows", "move_rows"):
             continue
         for fk in engine.referencing_keys(conn, spec.schema_name, spec.table_name):
             if (fk["schema"], fk["table"]) == (spec.schema_name, spec.table_name):

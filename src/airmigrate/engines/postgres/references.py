@@ -240,6 +240,21 @@ class _Checker:
     def _op_delete_rows(self, i, op) -> None:
         self.expression_columns(op.where, ["operations", i, "where"], "delete_rows condition")
 
+    def _op_move_rows(self, i, op) -> None:
+        self.expression_columns(op.where, ["operations", i, "where"], "move_rows condition")
+        for column, expression in op.columns.items():
+            self.expression_columns(expression, ["operations", i, "columns", column], f"the expression of {column}")
+        destination = (self.table[0], op.to)
+        if self.catalog.columns(destination) is None:
+            if not op.create and not self.resumed:
+                self.spec_problem(["operations", i, "to"], f"table {'.'.join(destination)} does not exist in the "
+                                  "target", "correct the name, create it in an earlier migration, or set "
+                                  "`create: true` to make it LIKE the table")
+            return
+        for column in (op.columns or {}).keys() | {self.migration.spec.key}:
+            self._need_column(["operations", i, "columns" if op.columns else "to"], column,
+                              f"move_rows into {op.to} writes", table=destination)
+
     def _op_drop_table(self, i, op) -> None:
         table = (self.table[0], op.table)
         if self.catalog.columns(table) is None and not self.resumed:
