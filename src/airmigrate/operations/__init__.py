@@ -23,6 +23,7 @@ from airmigrate.operations import (
     drop_table,
     move_rows,
     rename_column,
+    rename_table,
     split_table,
 )
 from airmigrate.operations.base import OpContext, Steps
@@ -32,6 +33,7 @@ MODULES = {
     "change_column_type": change_column_type, "add_index": add_index, "add_foreign_key": add_foreign_key,
     "add_check": add_check, "add_unique": add_unique, "drop_column": drop_column, "drop_table": drop_table,
     "delete_rows": delete_rows, "move_rows": move_rows,
+    "rename_table": rename_table, "rename_index": rename_table, "rename_constraint": rename_table,
 }
 
 # operations that delete or move whole rows: alone in their migration (spec), walked back over their archive
@@ -41,7 +43,8 @@ Operation = Annotated[Union[
     add_column.AddColumn, rename_column.RenameColumn, split_table.SplitTable,
     change_column_type.ChangeColumnType, add_index.AddIndex, add_foreign_key.AddForeignKey,
     add_check.AddCheck, add_unique.AddUnique, drop_column.DropColumn, drop_table.DropTable,
-    delete_rows.DeleteRows, move_rows.MoveRows,
+    delete_rows.DeleteRows, move_rows.MoveRows, rename_table.RenameTable, rename_table.RenameIndex,
+    rename_table.RenameConstraint,
 ], Field(discriminator="op")]
 
 

@@ -30,8 +30,10 @@ SQUAWK_EXCLUDED = (
 
 DROPS_ALLOWED = {"ban-drop-column", "ban-drop-table", "ban-drop-function", "ban-drop-constraint", "ban-drop-trigger"}
 # The generated contract swaps a column only after the sync trigger kept both names equal, and retires
-# a dropped table into the airmigrate schema (rename + SET SCHEMA) instead of dropping it.
-GENERATED_ALLOWED = {"renaming-column", "renaming-table", "ban-set-schema"}
+# a dropped table into the airmigrate schema (rename + SET SCHEMA) instead of dropping it; rename_table leaves a view
+# under the old name, and rename_index / rename_constraint rename what no application statement names.
+GENERATED_ALLOWED = {"renaming-column", "renaming-table", "ban-set-schema", "renaming-object"}
+GENERATED_EXPAND_ALLOWED = {"renaming-object"}  # rename_index: the index keeps working, only its name changes
 
 
 def squawk_binary() -> str:
@@ -276,6 +278,8 @@ def lint_sql(path: Path, text: str, role: str, pg_version: str, key_columns: tup
         if role in ("cleanup", "down"):  # dropping is what contract and rollback are for
             allowed = DROPS_ALLOWED | (GENERATED_ALLOWED if generated else set())
             squawked = [f for f in squawked if f.rule not in allowed]
+        elif generated:
+            squawked = [f for f in squawked if f.rule not in GENERATED_EXPAND_ALLOWED]
         findings += squawked
     return findings
 

@@ -255,6 +255,24 @@ class _Checker:
             self._need_column(["operations", i, "columns" if op.columns else "to"], column,
                               f"move_rows into {op.to} writes", table=destination)
 
+    def _op_rename_table(self, i, op) -> None:
+        self._new_name(["operations", i, "to"], f"table or view {op.to}", self.catalog.relation_exists(self.table[0], op.to))
+
+    def _op_rename_index(self, i, op) -> None:
+        where = ["operations", i]
+        if not self.catalog.relation_exists(self.table[0], op.name) and not self.resumed:
+            self.spec_problem(where + ["name"], f"index {self.table[0]}.{op.name} does not exist in the target",
+                              "correct the index name (`\\di` in psql lists them)")
+        self._new_name(where + ["to"], f"index {op.to}", self.catalog.relation_exists(self.table[0], op.to))
+
+    def _op_rename_constraint(self, i, op) -> None:
+        where = ["operations", i]
+        if not self.catalog.constraint_exists(self.table, op.name) and not self.resumed:
+            self.spec_problem(where + ["name"], f"constraint {op.name} does not exist on {self.table_name}",
+                              "correct the constraint name (`\\d <table>` in psql lists them)")
+        self._new_name(where + ["to"], f"constraint {op.to} on {self.table_name}",
+                       self.catalog.constraint_exists(self.table, op.to))
+
     def _op_drop_table(self, i, op) -> None:
         table = (self.table[0], op.table)
         if self.catalog.columns(table) is None and not self.resumed:
