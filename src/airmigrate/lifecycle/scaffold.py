@@ -26,7 +26,8 @@ from airmigrate.spec import identifier_fix, identifier_problem, load_migration
 from airmigrate.validation.suites import load_suite_file
 
 OPS = ("sql", "add_column", "rename_column", "change_column_type", "split_table", "add_index", "add_check",
-       "add_foreign_key", "add_unique", "drop_column", "drop_table", "delete_rows", "move_rows")
+       "add_foreign_key", "add_unique", "drop_column", "drop_table", "delete_rows", "move_rows", "rename_table", "rename_index",
+       "rename_constraint")
 SLUG = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
 NUMBERED = re.compile(r"^([0-9]{4})_(.+)$")
 # The migration id names PostgreSQL objects limited to 63 bytes: triggers and functions am_sync_<id>_<n>,
@@ -89,7 +90,8 @@ def new_migration(slug: str, op: str = "sql", table: str | None = None, column: 
     _check_name("--key", key)
     if column is None:
         column = DEFAULT_COLUMN.get(op, "column_name")
-        if op not in ("drop_table", "delete_rows", "move_rows"):
+        if op not in ("drop_table", "delete_rows", "move_rows", "rename_table", "rename_index",
+       "rename_constraint"):
             placeholders.append(f"column {column} (give --column)")
     _check_name("--column", column)
     if op == "rename_column" and to is None:
@@ -294,6 +296,22 @@ def _operation(op: str, table: str, table_name: str, key: str, column: str, type
                  "keep_archive_days: 7       # the contract drops the archive only after this (run --until expand, "
                  "then `complete`)",
                  "# vacuum_dead_tuples: 100000   # VACUUM the table between batches past this many dead rows"]
+    elif op == "rename_table":
+        new_name = to or f"{table_name}_new"[:63]
+        if to is None:
+            placeholders.append(f"new name {new_name} (give --to)")
+        summary = f"rename {table} to {new_name}"
+        lines = [f"to: {new_name}", "# a view under the old name keeps the running release working until the "
+                 "contract drops it"]
+    elif op in ("rename_index", "rename_constraint"):
+        what = "index" if op == "rename_index" else "constraint"
+        name = f"{'idx' if what == 'index' else 'chk'}_{table_name}_{column}"[:63]
+        new_name = to or f"{name}_new"[:63]
+        placeholders.append(f"{what} {name}")
+        if to is None:
+            placeholders.append(f"new name {new_name} (give --to)")
+        summary = f"rename {what} {name} to {new_name}"
+        lines = [f"name: {name}", f"to: {new_name}"]
     elif op == "move_rows":
         condition, destination = f"{_sql_name(key)} < 0", f"{table_name}_archive"[:63]
         placeholders += [f"condition {condition} (where)", f"destination {destination} (to)"]
