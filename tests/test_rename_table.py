@@ -129,3 +129,42 @@ def test_rename_refusals_name_the_field(fresh_db, tmp_path):
     migration = make_migration(tmp_path / "t", {"op": "rename_table", "to": "accounts"})
     with pytest.raises(PreflightError, match="accounts"):
         preflight.preflight(fresh_db, migration)
+
+
+def test_create_table_then_rollback_drops_it_empty_or_keeps_its_rows(fresh_db, tmp_path):
+    op = {"op": "create_table", "columns": {"id": "bigint", "user_id": "bigint", "total": "numeric(12,2)"},
+          "not_null": ["user_id"], "checks": {"chk_total": "total >= 0"}}
+    migration = make_migration(tmp_path, op, table="orders")
+    apply_all(fresh_db, migration)
+    assert sorted(q(fresh_db, "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                              "WHERE conrelid = 'orders'::regclass")) == [("CHECK ((total >= (0)::numeric))",),
+                                                                         ("PRIMARY KEY (id)",)]
+    assert q(fresh_db, "SELECT attname FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attnotnull "
+                       "AND attnum > 0 ORDER BY attnum") == [("id",), ("user_id",)]
+    with connect(fresh_db) as conn:
+        conn.execute("INSERT INTO orders VALUES (1, 3, 9.5)")
+        conn.commit()
+    run_id = rollback.preflight_rollback(fresh_db, migration)["run_id"]
+    rollback.down(fresh_db, migration, run_id)
+    rollback.restore(fresh_db, migration, run_id)
+    assert q(fresh_db, "SELECT to_regclass('orders')")[0][0] is None
+    assert q(fresh_db, "SELECT count(*) FROM airmigrate.\"created_0050_create_table_orders\"")[0][0] == 1
+
+    (tmp_path / "empty").mkdir()
+    migration = make_migration(tmp_path / "empty", {"op": "create_table", "columns": {"id": "bigint"}},
+                               table="invoices")
+    apply_all(fresh_db, migration)
+    run_id = rollback.preflight_rollback(fresh_db, migration)["run_id"]
+    rollback.down(fresh_db, migration, run_id)
+    rollback.restore(fresh_db, migration, run_id)
+    assert q(fresh_db, "SELECT count(*) FROM pg_class WHERE relname LIKE '%%invoices%%'")[0][0] == 0
+
+
+def test_create_table_refuses_an_existing_table_or_a_missing_key(fresh_db, tmp_path):
+    migration = make_migration(tmp_path, {"op": "create_table", "columns": {"id": "bigint"}})  # table: users
+    with pytest.raises(PreflightError, match="already exists"):
+        preflight.preflight(fresh_db, migration)
+    (tmp_path / "k").mkdir()
+    migration = make_migration(tmp_path / "k", {"op": "create_table", "columns": {"code": "text"}}, table="codes")
+    with pytest.raises(PreflightError, match=r"key id is not among"):
+        preflight.preflight(fresh_db, migration)

@@ -18,6 +18,7 @@ from airmigrate.operations import (
     add_index,
     add_unique,
     change_column_type,
+    create_table,
     delete_rows,
     drop_column,
     drop_table,
@@ -34,6 +35,7 @@ MODULES = {
     "add_check": add_check, "add_unique": add_unique, "drop_column": drop_column, "drop_table": drop_table,
     "delete_rows": delete_rows, "move_rows": move_rows,
     "rename_table": rename_table, "rename_index": rename_table, "rename_constraint": rename_table,
+    "create_table": create_table,
 }
 
 # operations that delete or move whole rows: alone in their migration (spec), walked back over their archive
@@ -44,7 +46,7 @@ Operation = Annotated[Union[
     change_column_type.ChangeColumnType, add_index.AddIndex, add_foreign_key.AddForeignKey,
     add_check.AddCheck, add_unique.AddUnique, drop_column.DropColumn, drop_table.DropTable,
     delete_rows.DeleteRows, move_rows.MoveRows, rename_table.RenameTable, rename_table.RenameIndex,
-    rename_table.RenameConstraint,
+    rename_table.RenameConstraint, create_table.CreateTable,
 ], Field(discriminator="op")]
 
 

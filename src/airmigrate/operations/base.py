@@ -8,12 +8,14 @@ to be exactly one type name or one expression.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from airmigrate import engines
 from airmigrate.engines import sql
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$"
+NAME_RE = re.compile(NAME)
 SNAPSHOT_PREFIX = "snapshot_"
 
 

@@ -15,13 +15,12 @@ goes, and a destination the migration created goes when it is empty. The contrac
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from airmigrate.engines import sql
-from airmigrate.operations.base import NAME, OpContext, Steps, batch_range, check_expression, ident, s
+from airmigrate.operations.base import NAME, NAME_RE, OpContext, Steps, batch_range, check_expression, ident, s
 from airmigrate.operations.delete_rows import (
     archive_name,
     archive_of,
@@ -65,8 +64,6 @@ class MoveRows(BaseModel):
                              "leave out `columns`, or create the destination in an earlier migration")
         return self
 
-
-NAME_RE = re.compile(NAME)
 
 
 def steps(op: MoveRows, ctx: OpContext) -> Steps:

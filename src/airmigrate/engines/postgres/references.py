@@ -255,6 +255,14 @@ class _Checker:
             self._need_column(["operations", i, "columns" if op.columns else "to"], column,
                               f"move_rows into {op.to} writes", table=destination)
 
+    def _op_create_table(self, i, op) -> None:
+        self._new_name(["table"], f"table {'.'.join(self.table)}", self.catalog.columns(self.table) is not None)
+        missing = [k for k in self.migration.spec.key_columns if k not in op.columns]
+        if missing and not op.primary_key:
+            self.spec_problem(["operations", i, "columns"], f"the key {', '.join(missing)} is not among the new "
+                              f"table's columns ({', '.join(op.columns)})", "add it to `columns`, or set `key` "
+                              "(and `primary_key`) to one of them")
+
     def _op_rename_table(self, i, op) -> None:
         self._new_name(["operations", i, "to"], f"table or view {op.to}", self.catalog.relation_exists(self.table[0], op.to))
 
