@@ -27,7 +27,7 @@ from airmigrate.validation.suites import load_suite_file
 
 OPS = ("sql", "add_column", "rename_column", "change_column_type", "split_table", "add_index", "add_check",
        "add_foreign_key", "add_unique", "drop_column", "drop_table", "delete_rows", "move_rows", "rename_table", "rename_index",
-       "rename_constraint")
+       "rename_constraint", "create_table")
 SLUG = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
 NUMBERED = re.compile(r"^([0-9]{4})_(.+)$")
 # The migration id names PostgreSQL objects limited to 63 bytes: triggers and functions am_sync_<id>_<n>,
@@ -91,7 +91,7 @@ def new_migration(slug: str, op: str = "sql", table: str | None = None, column: 
     if column is None:
         column = DEFAULT_COLUMN.get(op, "column_name")
         if op not in ("drop_table", "delete_rows", "move_rows", "rename_table", "rename_index",
-       "rename_constraint"):
+       "rename_constraint", "create_table"):
             placeholders.append(f"column {column} (give --column)")
     _check_name("--column", column)
     if op == "rename_column" and to is None:
@@ -296,6 +296,13 @@ def _operation(op: str, table: str, table_name: str, key: str, column: str, type
                  "keep_archive_days: 7       # the contract drops the archive only after this (run --until expand, "
                  "then `complete`)",
                  "# vacuum_dead_tuples: 100000   # VACUUM the table between batches past this many dead rows"]
+    elif op == "create_table":
+        summary = f"create table {table}"
+        lines = [f"columns: {{{key}: bigint, created_at: timestamptz}}   # column: type, in order",
+                 f"# primary_key: [{key}]         # default: the migration's key",
+                 "# not_null: [created_at]",
+                 "# checks: {chk_created: \"created_at > '2000-01-01'\"}",
+                 "# the rollback drops it when empty, else moves it into schema airmigrate (no row lost)"]
     elif op == "rename_table":
         new_name = to or f"{table_name}_new"[:63]
         if to is None:
