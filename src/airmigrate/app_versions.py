@@ -36,6 +36,8 @@ def app_versions(migration: Migration) -> tuple[str, str, list[str]]:
             reason = f"drop_column {op.column}: no release may read or write it any more"
         elif kind == "drop_table":
             reason = f"drop_table {op.table}: no release may use it any more"
+        elif kind == "rename_table":
+            reason = f"rename_table to {op.to}: the view under the old name {migration.spec.table} is dropped"
         elif kind in ("add_check", "add_unique", "add_foreign_key"):
             why.append(f"{kind} {getattr(op, 'name', '')}: validated at expand: both versions must write rows "
                        "that satisfy it")

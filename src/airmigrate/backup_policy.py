@@ -45,6 +45,8 @@ def destructive_statements(migration: Migration) -> list[str]:
     found = []
     if any(op.op == "drop_table" for op in migration.spec.operations):
         found.append("drops a table (drop_table operation)")
+    if any(op.op == "delete_rows" and op.archive == "none" for op in migration.spec.operations):
+        found.append("deletes rows without an archive (delete_rows with archive: none)")
     for name, text in (("up.sql", migration.up_sql), ("cleanup.sql", migration.cleanup_sql)):
         for what in engines.current().data_losing_statements(text or ""):
             found.append(f"runs {what} in {name}")

@@ -25,9 +25,13 @@ RECIPES = {
     "renaming-table": "create a view under the old name, or migrate readers first",
     "destructive-in-expand": "move DROP / TRUNCATE into cleanup.sql: it runs only after validation passed",
     "unbatched-update": "put the UPDATE in backfill.sql, bounded by %(lo)s and %(hi)s, so it runs in batches",
-    "unbatched-delete": "delete in key-range batches, each its own short transaction, with pauses for vacuum: the "
-                        "delete_rows operation ({op: delete_rows, where: \"is_obsolete\"}; being built) is that "
-                        "recipe; until then acknowledge the rule for a small table, with the row count as the reason",
+    "unbatched-delete": "use the delete_rows operation ({op: delete_rows, where: \"<the rows to delete>\"}): key-range "
+                        "batches, each deleting its rows and archiving them in one short transaction, VACUUM between "
+                        "batches, a rollback that puts them back; or acknowledge the rule for a small table, with the "
+                        "row count as the reason",
+    "delete-without-archive": "keep archive: table (the default) so the rollback can put the rows back; for data that "
+                              "must not be kept, acknowledge this rule with the reason: the backup stage then keeps a "
+                              "pg_dump of the table, and the contract waits for an approval",
     "backfill-single-update": "write exactly one UPDATE ... WHERE <key> BETWEEN %(lo)s AND %(hi)s",
     "table-rewrite": "avoid VACUUM FULL / CLUSTER / LOCK TABLE in a migration; use pg_repack off-line if needed",
     "syntax-error": "fix the SQL so PostgreSQL can parse it",

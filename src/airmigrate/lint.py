@@ -96,8 +96,19 @@ def lint_migration(migration, pg_version: str = "15.0") -> list[Finding]:
                                   generated=True, key_columns=spec.key_columns)
     if getattr(migration, "expectations_file", None):
         findings += _acknowledge(lint_suite(migration.expectations_file), acknowledged)
-    findings += _acknowledge(backup_findings(migration), acknowledged)
+    findings += _acknowledge(backup_findings(migration) + archive_findings(migration), acknowledged)
     return findings
+
+
+def archive_findings(migration) -> list[Finding]:
+    """delete_rows with `archive: none`: the rows are gone for good (only the backup's pg_dump has them)."""
+    path = migration.folder / "migration.yaml"
+    text = path.read_text() if path.is_file() else ""
+    line = next((i for i, row in enumerate(text.splitlines(), 1) if "delete_rows" in row), 1)
+    return [Finding(str(path), line, "delete-without-archive", f"operations[{i}]: delete_rows with archive: none "
+                    "deletes rows nothing but a pg_dump keeps; the rollback cannot put them back",
+                    RECIPES["delete-without-archive"])
+            for i, op in enumerate(migration.spec.operations) if op.op == "delete_rows" and op.archive == "none"]
 
 
 def backup_findings(migration) -> list[Finding]:

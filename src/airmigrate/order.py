@@ -200,6 +200,16 @@ def touched(migration: Migration) -> set[tuple[str, str]]:
                 column(name, of=f"{schema}.{op.new_table}")
         elif kind == "drop_table":
             out.add(("table", f"{schema}.{op.table}"))
+        elif kind in ("delete_rows", "move_rows"):  # its rows: a later migration of the table depends on it
+            out.add(("table", f"{schema}.{table}"))
+            if kind == "move_rows":
+                out.add(("table", f"{schema}.{op.to}"))
+        elif kind == "rename_table":
+            out.update({("table", f"{schema}.{table}"), ("table", f"{schema}.{op.to}")})
+        elif kind == "rename_index":
+            out.update({("index", f"{schema}.{op.name}"), ("index", f"{schema}.{op.to}")})
+        elif kind == "rename_constraint":
+            out.update({("constraint", f"{schema}.{table}.{op.name}"), ("constraint", f"{schema}.{table}.{op.to}")})
         elif kind in ("add_index", "add_unique", "add_foreign_key"):
             for name in op.columns:
                 column(name, USES)

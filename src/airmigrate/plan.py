@@ -15,6 +15,7 @@ from airmigrate.app_versions import render_app_versions
 from airmigrate.db import estimate_rows
 from airmigrate.locks import Analysis, RelationLock  # noqa: F401 (plan's API)
 from airmigrate.operations.base import snapshot_name
+from airmigrate.operations.delete_rows import archive_name
 from airmigrate.spec import Migration, bound_placeholders
 from airmigrate.stages.backfill import sync_trigger_sql as backfill_sync_trigger_sql
 from airmigrate.stages.backfill.transform import transform_statements
@@ -121,7 +122,21 @@ def estimate(conn, migration: Migration) -> dict:
     batches = -(-rows // spec.batch_size) if backfills else 0
     rate = float(measured) * spec.shards if measured else None
     return {"rows": rows, "batches": batches, "rows_per_s": rate, "eta_s": (rows / rate) if rate and backfills else None,
-            "backfills": backfills}
+            "backfills": backfills, "deletes": _deletes(conn, migration)}
+
+
+def _deletes(conn, migration: Migration) -> list[dict]:
+    """delete_rows: the rows `where` matches (the planner's estimate) and the WAL they write, roughly: each
+    deleted row's tuple header change plus, with an archive, the row written again with its key."""
+    spec, out = migration.spec, []
+    for op in spec.operations:
+        if op.op in ("delete_rows", "move_rows"):
+            matching, width = engines.of(conn).estimate_matching(conn, spec.schema_name, spec.table_name, op.where)
+            archive = getattr(op, "archive", "table")
+            per_row = 60 + (width + 60 if archive == "table" else 0) + (width + 60 if op.op == "move_rows" else 0)
+            out.append({"op": op.op, "where": op.where, "matching": matching, "archive": archive,
+                        "to": getattr(op, "to", None), "wal_bytes": matching * per_row})
+    return out
 
 
 def render(migration: Migration, planned: list[PlannedStatement], est: dict | None = None) -> str:
@@ -141,6 +156,13 @@ def render(migration: Migration, planned: list[PlannedStatement], est: dict | No
             else "no throughput measured on this target yet"
         lines.append(f"rows ~{est['rows']:,} (planner estimate); {est['batches']:,} batches of "
                      f"{spec.batch_size:,} on {spec.shards} shards; backfill ETA: {eta}")
+    for d in (est or {}).get("deletes", []):
+        lines.append(f"{d['op']}: ~{d['matching']:,} rows match `{d['where']}` (planner estimate), "
+                     + (f"moved into {d['to']}" if d["to"] else "deleted")
+                     + (" and kept in airmigrate." + archive_name(migration.id) if d["archive"] == "table" else
+                        " WITHOUT an archive (the backup's pg_dump keeps them)")
+                     + f" batch by batch; WAL ~{d['wal_bytes'] / 2**20:,.0f} MB; VACUUM between batches as "
+                       "dead tuples pile up")
 
     lines += render_app_versions(migration)
     return "\n".join(lines)

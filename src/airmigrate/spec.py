@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from airmigrate import engines
 from airmigrate.errors import SpecError
-from airmigrate.operations import Operation
+from airmigrate.operations import ROW_OPERATIONS, Operation
 
 # The fields' names live in spec_fields.py, the folder checks in spec_checks.py; callers import them from here.
 from airmigrate.spec_checks import (  # noqa: F401
@@ -278,6 +278,16 @@ class MigrationSpec(BaseModel):
     def _composite_key_limits(self):
         if isinstance(self.key, list) and (self.operations or (self.backfill and self.backfill.transform)):
             raise ValueError("operations and pandas transforms need a single-column `key`")
+        return self
+
+    @model_validator(mode="after")
+    def _row_operations_alone(self):
+        """delete_rows batches and rolls back over its own rows (the rollback walks the archive's keys): it is the
+        migration's only change."""
+        row_ops = [op.op for op in self.operations if op.op in ROW_OPERATIONS]
+        if row_ops and (len(self.operations) > 1 or self.backfill is not None):
+            raise ValueError(f"{row_ops[0]} must be the migration's only operation, without `backfill`: put the "
+                             "other changes in a migration of their own (`airmigrate new`)")
         return self
 
     @property

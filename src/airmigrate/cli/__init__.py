@@ -144,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("--table", help="the table it changes (needed for an operation)")
     new.add_argument("--column", help="the column the operation (or the sql template) changes")
     new.add_argument("--type", help="the column type for add_column, change_column_type, sql (default text)")
-    new.add_argument("--to", help="the new name for rename_column")
+    new.add_argument("--to", help="the new name for rename_column, rename_table, rename_index, rename_constraint")
     new.add_argument("--key", default="id", help="batching key column (default id)")
     new.set_defaults(func=cmd_new)
     schema = sub.add_parser("schema", help="print the JSON Schema of migration.yaml")

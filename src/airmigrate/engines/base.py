@@ -158,6 +158,24 @@ class Engine(ABC):
     def columns_read(self, expression: str) -> list[str]:
         """The columns an expression reads, in order of first mention."""
 
+    # -- table upkeep and rows of other tables (bulk deletes) -------------------------------------------------
+    @abstractmethod
+    def dead_tuples(self, conn: Any, schema: str, table: str) -> int:
+        """How many dead row versions the table holds (the statistics system's count)."""
+
+    @abstractmethod
+    def vacuum(self, conn: Any, schema: str, table: str, lock_timeout_ms: int) -> bool:
+        """Reclaim the table's dead rows without blocking the application (never a rewrite), from an
+        autocommit connection; False when another vacuum holds the table."""
+
+    @abstractmethod
+    def estimate_matching(self, conn: Any, schema: str, table: str, where: str) -> tuple[int, int]:
+        """(the planner's estimate of the rows `where` matches, the mean row size in bytes); nothing runs."""
+
+    @abstractmethod
+    def referencing_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
+        """Other tables' foreign keys to this one: name, schema, table, columns, referenced, on_delete."""
+
     # -- lint and locks ------------------------------------------------------------------------------------------
     @abstractmethod
     def lint_sql(self, path: Path, text: str, role: str, version: str, key_columns: tuple[str, ...] | None,

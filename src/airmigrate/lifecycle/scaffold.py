@@ -26,7 +26,8 @@ from airmigrate.spec import identifier_fix, identifier_problem, load_migration
 from airmigrate.validation.suites import load_suite_file
 
 OPS = ("sql", "add_column", "rename_column", "change_column_type", "split_table", "add_index", "add_check",
-       "add_foreign_key", "add_unique", "drop_column", "drop_table")
+       "add_foreign_key", "add_unique", "drop_column", "drop_table", "delete_rows", "move_rows", "rename_table", "rename_index",
+       "rename_constraint", "create_table")
 SLUG = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
 NUMBERED = re.compile(r"^([0-9]{4})_(.+)$")
 # The migration id names PostgreSQL objects limited to 63 bytes: triggers and functions am_sync_<id>_<n>,
@@ -89,7 +90,8 @@ def new_migration(slug: str, op: str = "sql", table: str | None = None, column: 
     _check_name("--key", key)
     if column is None:
         column = DEFAULT_COLUMN.get(op, "column_name")
-        if op != "drop_table":
+        if op not in ("drop_table", "delete_rows", "move_rows", "rename_table", "rename_index",
+       "rename_constraint", "create_table"):
             placeholders.append(f"column {column} (give --column)")
     _check_name("--column", column)
     if op == "rename_column" and to is None:
@@ -176,6 +178,10 @@ def render(migration_id: str, slug: str, op: str, table: str, key: str, column: 
         summary, body, more = _operation(op, table, table_name, key, column, type_, to)
         placeholders += more
         files = {"down.sql": _down_sql_generated(migration_id)}
+        if op in ("delete_rows", "move_rows"):  # the suite proves it: no row matches any more
+            expectations.append({"type": "unexpected_rows_expectation", "kwargs": {
+                "unexpected_rows_query": f"SELECT {_sql_name(key)} FROM {{batch}} WHERE {_sql_name(key)} < 0",
+                "description": "no row matches the delete_rows condition any more (keep it equal to `where`)"}})
         if op in ("add_column", "rename_column"):
             expectations.append({"type": "expect_column_to_exist",
                                  "kwargs": {"column": column if op == "add_column" else to}})
@@ -281,6 +287,47 @@ def _operation(op: str, table: str, table_name: str, key: str, column: str, type
         summary = f"drop {table}.{column}"
         lines = [f"column: {column}",
                  "# dropped only in the contract step, after an approval; its values are kept for the rollback"]
+    elif op == "delete_rows":
+        condition = f"{_sql_name(key)} < 0"
+        placeholders.append(f"condition {condition} (where)")
+        summary = f"delete the rows of {table} that match a condition"
+        lines = [f"where: {_yaml_sql(condition)}   # the rows to delete: one condition over the row",
+                 "archive: table             # keep them in airmigrate.archive_<id>; the rollback puts them back",
+                 "keep_archive_days: 7       # the contract drops the archive only after this (run --until expand, "
+                 "then `complete`)",
+                 "# vacuum_dead_tuples: 100000   # VACUUM the table between batches past this many dead rows"]
+    elif op == "create_table":
+        summary = f"create table {table}"
+        lines = [f"columns: {{{key}: bigint, created_at: timestamptz}}   # column: type, in order",
+                 f"# primary_key: [{key}]         # default: the migration's key",
+                 "# not_null: [created_at]",
+                 "# checks: {chk_created: \"created_at > '2000-01-01'\"}",
+                 "# the rollback drops it when empty, else moves it into schema airmigrate (no row lost)"]
+    elif op == "rename_table":
+        new_name = to or f"{table_name}_new"[:63]
+        if to is None:
+            placeholders.append(f"new name {new_name} (give --to)")
+        summary = f"rename {table} to {new_name}"
+        lines = [f"to: {new_name}", "# a view under the old name keeps the running release working until the "
+                 "contract drops it"]
+    elif op in ("rename_index", "rename_constraint"):
+        what = "index" if op == "rename_index" else "constraint"
+        name = f"{'idx' if what == 'index' else 'chk'}_{table_name}_{column}"[:63]
+        new_name = to or f"{name}_new"[:63]
+        placeholders.append(f"{what} {name}")
+        if to is None:
+            placeholders.append(f"new name {new_name} (give --to)")
+        summary = f"rename {what} {name} to {new_name}"
+        lines = [f"name: {name}", f"to: {new_name}"]
+    elif op == "move_rows":
+        condition, destination = f"{_sql_name(key)} < 0", f"{table_name}_archive"[:63]
+        placeholders += [f"condition {condition} (where)", f"destination {destination} (to)"]
+        summary = f"move the rows of {table} that match a condition into {destination}"
+        lines = [f"to: {destination}", f"where: {_yaml_sql(condition)}   # the rows to move: one condition over the row",
+                 "create: true               # make the destination LIKE the table (false: it must exist)",
+                 "# columns: {id: id, note: \"'moved'\"}   # destination column: expression (needs an existing "
+                 "destination)",
+                 "keep_archive_days: 7       # the originals are kept this long (run --until expand, then `complete`)"]
     else:  # drop_table
         summary = f"drop table {table}"
         lines = [f"table: {table_name}",

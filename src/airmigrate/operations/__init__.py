@@ -18,9 +18,13 @@ from airmigrate.operations import (
     add_index,
     add_unique,
     change_column_type,
+    create_table,
+    delete_rows,
     drop_column,
     drop_table,
+    move_rows,
     rename_column,
+    rename_table,
     split_table,
 )
 from airmigrate.operations.base import OpContext, Steps
@@ -29,12 +33,20 @@ MODULES = {
     "add_column": add_column, "rename_column": rename_column, "split_table": split_table,
     "change_column_type": change_column_type, "add_index": add_index, "add_foreign_key": add_foreign_key,
     "add_check": add_check, "add_unique": add_unique, "drop_column": drop_column, "drop_table": drop_table,
+    "delete_rows": delete_rows, "move_rows": move_rows,
+    "rename_table": rename_table, "rename_index": rename_table, "rename_constraint": rename_table,
+    "create_table": create_table,
 }
+
+# operations that delete or move whole rows: alone in their migration (spec), walked back over their archive
+ROW_OPERATIONS = ("delete_rows", "move_rows")
 
 Operation = Annotated[Union[
     add_column.AddColumn, rename_column.RenameColumn, split_table.SplitTable,
     change_column_type.ChangeColumnType, add_index.AddIndex, add_foreign_key.AddForeignKey,
     add_check.AddCheck, add_unique.AddUnique, drop_column.DropColumn, drop_table.DropTable,
+    delete_rows.DeleteRows, move_rows.MoveRows, rename_table.RenameTable, rename_table.RenameIndex,
+    rename_table.RenameConstraint, create_table.CreateTable,
 ], Field(discriminator="op")]
 
 
@@ -56,10 +68,12 @@ def combined(operations, make_context) -> Steps:
         dropped_columns=[c for p in parts for c in p.dropped_columns],
         self_restored=[c for p in parts for c in p.self_restored],
         destructive=any(p.destructive for p in parts),
+        down_walk=next((p.down_walk for p in parts if p.down_walk), None),
+        vacuum_dead_tuples=min((p.vacuum_dead_tuples for p in parts if p.vacuum_dead_tuples), default=None),
     )
 
 
-__all__ = ["Operation", "OpContext", "Steps", "steps_for", "combined", "for_migration", "MODULES", "refusals",
+__all__ = ["Operation", "ROW_OPERATIONS", "OpContext", "Steps", "steps_for", "combined", "for_migration", "MODULES", "refusals",
            "probes"]
 
 

@@ -8,12 +8,14 @@ to be exactly one type name or one expression.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from airmigrate import engines
 from airmigrate.engines import sql
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$"
+NAME_RE = re.compile(NAME)
 SNAPSHOT_PREFIX = "snapshot_"
 
 
@@ -79,6 +81,10 @@ class Steps:
     dropped_columns: list[str] = field(default_factory=list)    # dropped by the contract: snapshotted
     self_restored: list[str] = field(default_factory=list)      # snapshotted, but put back by down_backfill
     destructive: bool = False                                   # contract drops something: approval by default
+    # the table whose key the rollback's batches walk, (schema, table): the archive of delete_rows, whose rows
+    # are no longer in the migration's table; None: the migration's table
+    down_walk: tuple[str, str] | None = None
+    vacuum_dead_tuples: int | None = None   # VACUUM the table between batches past this many dead tuples
 
 
 def check_type(value: str) -> str:

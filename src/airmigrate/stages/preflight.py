@@ -56,12 +56,20 @@ def run_checks(conn, migration: Migration) -> tuple[dict | None, int]:
     applied = check_history(conn, migration)  # before the table check: a contract may have dropped it
     if applied:
         return applied, 0
-    estimated_rows = check_table(conn, spec.schema_name, spec.table_name, spec.key_columns)
+    if creates_table(migration) and structure.read_table(conn, spec.schema_name, spec.table_name) is None:
+        estimated_rows = 0  # create_table makes it in the expand
+    else:
+        estimated_rows = check_table(conn, spec.schema_name, spec.table_name, spec.key_columns)
     check_order(conn, migration)
     check_references(conn, migration)
     check_structure(conn, migration)
+    check_referencing_rows(conn, migration)
     check_lint(migration, conn.info.server_version)
     return None, estimated_rows
+
+
+def creates_table(migration: Migration) -> bool:
+    return any(op.op == "create_table" for op in migration.spec.operations)
 
 
 def check_structure(conn, migration: Migration) -> None:
@@ -88,6 +96,42 @@ def check_structure(conn, migration: Migration) -> None:
         raise PreflightError(
             f"{migration.id} cannot keep the structure of {migration.spec.table}; nothing was changed:\n- "
             + "\n- ".join(problems))
+
+
+def check_referencing_rows(conn, migration: Migration) -> None:
+    """delete_rows, move_rows: rows of other tables that reference rows it would delete are named now, never found by a
+    batch failing half-way (ON DELETE NO ACTION / RESTRICT) or changed without an archive (CASCADE, SET NULL)."""
+    spec, engine = migration.spec, engines.of(conn)
+    problems = []
+    for op in spec.operations:
+        if op.op not in ("delete_rows", "move_rows"):
+            continue
+        for fk in engine.referencing_keys(conn, spec.schema_name, spec.table_name):
+            if (fk["schema"], fk["table"]) == (spec.schema_name, spec.table_name):
+                log.warning("%s references itself (%s): rows pointing at deleted ones must match `where` too",
+                            spec.table, fk["name"])
+                continue
+            join = sql.SQL(" AND ").join(sql.SQL("p.{} = c.{}").format(sql.Identifier(r), sql.Identifier(c))
+                                         for r, c in zip(fk["referenced"], fk["columns"]))
+            found = conn.execute(sql.SQL(
+                "SELECT count(*) FROM (SELECT 1 FROM {child} c WHERE EXISTS (SELECT 1 FROM {parent} p WHERE {join} "
+                "AND (" + op.where + ")) LIMIT 1000) x").format(
+                child=sql.Identifier(fk["schema"], fk["table"]), parent=sql.Identifier(spec.schema_name,
+                                                                                      spec.table_name),
+                join=join)).fetchone()[0]
+            if not found:
+                continue
+            child = f"{fk['schema']}.{fk['table']}"
+            what = ("every batch holding them would fail" if fk["on_delete"] in ("NO ACTION", "RESTRICT") else
+                    f"they would be {'deleted' if fk['on_delete'] == 'CASCADE' else 'changed'} with them, "
+                    "outside the archive, and a rollback could not bring them back")
+            problems.append(f"{'1000+' if found >= 1000 else found} row(s) of {child} reference rows `where` "
+                            f"matches, through {fk['name']} ({', '.join(fk['columns'])}; ON DELETE "
+                            f"{fk['on_delete']}): {what}. Delete or re-point those rows first (a delete_rows "
+                            f"migration on {child} before this one), or narrow `where`")
+    if problems:
+        raise PreflightError(f"{migration.id} would delete rows other tables still reference; nothing was "
+                             "changed:\n- " + "\n- ".join(problems))
 
 
 def check_lint(migration: Migration, server_version: int) -> None:

@@ -14,6 +14,7 @@ from airmigrate.engines.postgres import (
     lint_rules,
     lock_model,
     lock_rules,
+    maintenance,
     not_null,
     parsing,
     references,
@@ -123,6 +124,18 @@ class PostgresEngine(Engine):
 
     def columns_read(self, expression: str) -> list[str]:
         return touches.columns_read(expression)
+
+    def dead_tuples(self, conn: Any, schema: str, table: str) -> int:
+        return maintenance.dead_tuples(conn, schema, table)
+
+    def vacuum(self, conn: Any, schema: str, table: str, lock_timeout_ms: int) -> bool:
+        return maintenance.vacuum(conn, schema, table, lock_timeout_ms)
+
+    def estimate_matching(self, conn: Any, schema: str, table: str, where: str) -> tuple[int, int]:
+        return maintenance.estimate_matching(conn, schema, table, where)
+
+    def referencing_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
+        return maintenance.referencing_keys(conn, schema, table)
 
     def lint_sql(self, path: Path, text: str, role: str, version: str, key_columns: tuple[str, ...] | None,
                  generated: bool) -> list[Finding]:

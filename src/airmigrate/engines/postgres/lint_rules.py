@@ -30,8 +30,10 @@ SQUAWK_EXCLUDED = (
 
 DROPS_ALLOWED = {"ban-drop-column", "ban-drop-table", "ban-drop-function", "ban-drop-constraint", "ban-drop-trigger"}
 # The generated contract swaps a column only after the sync trigger kept both names equal, and retires
-# a dropped table into the airmigrate schema (rename + SET SCHEMA) instead of dropping it.
-GENERATED_ALLOWED = {"renaming-column", "renaming-table", "ban-set-schema"}
+# a dropped table into the airmigrate schema (rename + SET SCHEMA) instead of dropping it; rename_table leaves a view
+# under the old name, and rename_index / rename_constraint rename what no application statement names.
+GENERATED_ALLOWED = {"renaming-column", "renaming-table", "ban-set-schema", "renaming-object"}
+GENERATED_EXPAND_ALLOWED = {"renaming-object"}  # rename_index: the index keeps working, only its name changes
 
 
 def squawk_binary() -> str:
@@ -218,7 +220,10 @@ def unbounded_batch(node, key_columns: tuple[str, ...] | None) -> str | None:
 def _row_filter(node):
     """The WHERE that picks a statement's rows; None when it has none, False when the statement picks no rows."""
     if isinstance(node, ast.InsertStmt):
-        node = node.selectStmt
+        # WITH d AS (DELETE ... WHERE <bounds> RETURNING *) INSERT ... SELECT * FROM d: the CTE picks the rows
+        ctes = [c.ctequery for c in (node.withClause.ctes if node.withClause else ())
+                if isinstance(c.ctequery, (ast.UpdateStmt, ast.DeleteStmt))]
+        node = ctes[0] if ctes else node.selectStmt
     if isinstance(node, (ast.UpdateStmt, ast.DeleteStmt, ast.SelectStmt)):
         return node.whereClause
     return False
@@ -273,6 +278,8 @@ def lint_sql(path: Path, text: str, role: str, pg_version: str, key_columns: tup
         if role in ("cleanup", "down"):  # dropping is what contract and rollback are for
             allowed = DROPS_ALLOWED | (GENERATED_ALLOWED if generated else set())
             squawked = [f for f in squawked if f.rule not in allowed]
+        elif generated:
+            squawked = [f for f in squawked if f.rule not in GENERATED_EXPAND_ALLOWED]
         findings += squawked
     return findings
 

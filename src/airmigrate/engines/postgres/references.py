@@ -237,6 +237,50 @@ class _Checker:
                        self.catalog.constraint_exists(self.table, op.name))
         self.catalog.constraints[(*self.table, op.name)] = True
 
+    def _op_delete_rows(self, i, op) -> None:
+        self.expression_columns(op.where, ["operations", i, "where"], "delete_rows condition")
+
+    def _op_move_rows(self, i, op) -> None:
+        self.expression_columns(op.where, ["operations", i, "where"], "move_rows condition")
+        for column, expression in op.columns.items():
+            self.expression_columns(expression, ["operations", i, "columns", column], f"the expression of {column}")
+        destination = (self.table[0], op.to)
+        if self.catalog.columns(destination) is None:
+            if not op.create and not self.resumed:
+                self.spec_problem(["operations", i, "to"], f"table {'.'.join(destination)} does not exist in the "
+                                  "target", "correct the name, create it in an earlier migration, or set "
+                                  "`create: true` to make it LIKE the table")
+            return
+        for column in (op.columns or {}).keys() | {self.migration.spec.key}:
+            self._need_column(["operations", i, "columns" if op.columns else "to"], column,
+                              f"move_rows into {op.to} writes", table=destination)
+
+    def _op_create_table(self, i, op) -> None:
+        self._new_name(["table"], f"table {'.'.join(self.table)}", self.catalog.columns(self.table) is not None)
+        missing = [k for k in self.migration.spec.key_columns if k not in op.columns]
+        if missing and not op.primary_key:
+            self.spec_problem(["operations", i, "columns"], f"the key {', '.join(missing)} is not among the new "
+                              f"table's columns ({', '.join(op.columns)})", "add it to `columns`, or set `key` "
+                              "(and `primary_key`) to one of them")
+
+    def _op_rename_table(self, i, op) -> None:
+        self._new_name(["operations", i, "to"], f"table or view {op.to}", self.catalog.relation_exists(self.table[0], op.to))
+
+    def _op_rename_index(self, i, op) -> None:
+        where = ["operations", i]
+        if not self.catalog.relation_exists(self.table[0], op.name) and not self.resumed:
+            self.spec_problem(where + ["name"], f"index {self.table[0]}.{op.name} does not exist in the target",
+                              "correct the index name (`\\di` in psql lists them)")
+        self._new_name(where + ["to"], f"index {op.to}", self.catalog.relation_exists(self.table[0], op.to))
+
+    def _op_rename_constraint(self, i, op) -> None:
+        where = ["operations", i]
+        if not self.catalog.constraint_exists(self.table, op.name) and not self.resumed:
+            self.spec_problem(where + ["name"], f"constraint {op.name} does not exist on {self.table_name}",
+                              "correct the constraint name (`\\d <table>` in psql lists them)")
+        self._new_name(where + ["to"], f"constraint {op.to} on {self.table_name}",
+                       self.catalog.constraint_exists(self.table, op.to))
+
     def _op_drop_table(self, i, op) -> None:
         table = (self.table[0], op.table)
         if self.catalog.columns(table) is None and not self.resumed:

@@ -35,6 +35,7 @@ from airmigrate.stages.backfill.keys import Key
 from airmigrate.stages.backfill.shares import one_shard_note
 from airmigrate.stages.backfill.transform import apply_transform, load_transform
 from airmigrate.stages.backfill.tuning import BatchSizer, wait_until_healthy
+from airmigrate.stages.backfill.upkeep import Upkeep
 from airmigrate.stages.generated import down_batch_statements, runtime_steps
 from airmigrate.worker_name import batch_worker
 
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 2.0  # the run-wide %/ETA (a query over the batch table) is refreshed at most this often
 
-__all__ = ["start_backfill", "run_shard", "has_backfill", "key_of", "load_transform", "drop_sync_trigger"]
+__all__ = ["start_backfill", "run_shard", "has_backfill", "key_of", "walk_key", "load_transform", "drop_sync_trigger"]
 
 
 def settings_of(migration: Migration) -> BackfillSpec:
@@ -53,6 +54,22 @@ def settings_of(migration: Migration) -> BackfillSpec:
 def key_of(migration: Migration) -> Key:
     spec = migration.spec
     return Key(spec.schema_name, spec.table_name, spec.key_columns)
+
+
+def walk_key(conn, migration: Migration, direction: str = "up", run_id: int | None = None) -> Key:
+    """The key the batches walk: the table's, or for a rollback whose rows are elsewhere (delete_rows: its
+    archive) that table's; a rollback whose archive is gone is refused, naming it."""
+    key = key_of(migration)
+    if direction != "down" or not migration.spec.operations:
+        return key
+    walk = runtime_steps(conn, migration).down_walk
+    if walk is None:
+        return key
+    if conn.execute("SELECT to_regclass(%s)", (sql.Identifier(*walk).as_string(conn),)).fetchone()[0] is None:
+        raise BackfillError(f"{walk[0]}.{walk[1]}, which holds the rows the rollback puts back, does not exist (the "
+                            "contract dropped it after keep_archive_days): the rows can only come back from the "
+                            "backup stage's pg_dump of the table; nothing was changed")
+    return Key(walk[0], walk[1], key.columns)
 
 
 def has_backfill(conn, migration: Migration, direction: str = "up", run_id: int | None = None) -> bool:
@@ -82,7 +99,8 @@ def start_backfill(target: Target, migration: Migration, run_id: int, batch_size
             return 0
         if direction == "up":
             install_sync_trigger(conn, migration)
-        estimated = estimate_rows(conn, spec.schema_name, spec.table_name)
+        walked = walk_key(conn, migration, direction, run_id)
+        estimated = estimate_rows(conn, walked.schema, walked.table)
         conn.execute("INSERT INTO airmigrate.cursors (run_id, batch_size, estimated_rows) VALUES (%s, %s, %s) "
                      "ON CONFLICT (run_id) DO NOTHING", (run_id, size, estimated))
         # a new trigger of a paused or cancelled run means: go on
@@ -161,7 +179,7 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
     """Claim and run batches until none is left (or `should_stop`, e.g. the off-peak window closed);
     raise BackfillError listing the failed ranges at the end. `shards` (how many run at once) and
     `app_latency_ratio` (a run's override of the spec's) feed the pacer."""
-    settings, key = settings_of(migration), key_of(migration)
+    settings = settings_of(migration)
     worker = batch_worker(shard)  # which worker ran which batch (airmigrate.worker_name)
     metrics = metrics or (lambda name, value: None)
     started = time.monotonic()
@@ -169,8 +187,10 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
         if not has_backfill(conn, migration, direction, run_id):
             conn.commit()
             return {"batches": 0, "rows": 0}
+        key = walk_key(conn, migration, direction, run_id)
         apply_batch = batch_function(migration, batch_statements(conn, migration, direction, run_id), key,
                                      with_user_code=direction == "up")
+        upkeep = Upkeep(target, migration) if direction == "up" else None
         if retry_failed:
             requeue_failed(conn, run_id)
         sizer = BatchSizer(current_size(conn, run_id), settings.target_batch_seconds, settings.min_batch_size,
@@ -178,9 +198,10 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
         conn.commit()
         control = RunControl(run_id)
         with Pacer(target, run_id, settings.throttle, shards or migration.spec.shards, app_latency_ratio) as pacer:
-            done_rows, done_batches = _batch_loop(conn, migration, run_id, worker, apply_batch, sizer, pacer, shard,
-                                                  metrics, lambda: should_stop() or _controlled(conn, control, sizer),
-                                                  started)
+            done_rows, done_batches = _batch_loop(conn, migration, key, run_id, worker, apply_batch, sizer, pacer,
+                                                  shard, metrics,
+                                                  lambda: should_stop() or _controlled(conn, control, sizer), started,
+                                                  upkeep)
         summary = state.batch_summary(conn, run_id)
         failed = state.failed_batches(conn, run_id)
         alone = one_shard_note(conn, run_id, shards or migration.spec.shards) if done_batches else None
@@ -211,16 +232,17 @@ def _controlled(conn, control: RunControl, sizer: BatchSizer) -> bool:
     return control.stop_reason is not None
 
 
-def _batch_loop(conn, migration: Migration, run_id: int, worker: str, apply_batch, sizer: BatchSizer, pacer: Pacer,
-                shard: int, metrics, should_stop, started: float) -> tuple[int, int]:
+def _batch_loop(conn, migration: Migration, key: Key, run_id: int, worker: str, apply_batch, sizer: BatchSizer,
+                pacer: Pacer, shard: int, metrics, should_stop, started: float,
+                upkeep: "Upkeep | None" = None) -> tuple[int, int]:
     """Health check, probe pause, one batch, the pacer's pause; until no batch is left. (rows, batches)"""
-    settings, key = settings_of(migration), key_of(migration)
+    settings = settings_of(migration)
     done_rows = done_batches = 0
     progress = Progress(run_id)
     while not should_stop():
         wait_until_healthy(conn, settings.throttle, f'"{key.schema}"."{key.table}"', shard, should_stop)
         pacer.before_batch(should_stop)
-        batch = claim_and_run(conn, migration, run_id, worker, apply_batch)
+        batch = claim_and_run(conn, migration, run_id, worker, apply_batch, key)
         if batch is None:
             if not create_next_batch(conn, key, run_id, sizer.size):
                 break
@@ -234,6 +256,8 @@ def _batch_loop(conn, migration: Migration, run_id: int, worker: str, apply_batc
             metrics("rows", batch.rows)
             metrics("batches", 1)
             metrics("batch_seconds", batch.seconds)
+            if upkeep is not None:
+                upkeep.after_batch(batch.rows)
             pacer.after_batch(batch.seconds, should_stop)
         elif batch.outcome == "split":
             remember_size(conn, run_id, sizer.halve())
@@ -267,7 +291,8 @@ def create_next_batch(conn, key: Key, run_id: int, size: int) -> bool:
     return True
 
 
-def claim_and_run(conn, migration: Migration, run_id: int, worker: str, apply_batch) -> Batch | None:
+def claim_and_run(conn, migration: Migration, run_id: int, worker: str, apply_batch,
+                  key: Key | None = None) -> Batch | None:
     """One transaction: claim a pending batch (SKIP LOCKED), change its rows, mark it succeeded."""
     spec, batch = migration.spec, None
     try:
@@ -297,15 +322,16 @@ def claim_and_run(conn, migration: Migration, run_id: int, worker: str, apply_ba
         if batch is None:
             raise
         if kind == base.STATEMENT_TIMEOUT:
-            return split_batch(conn, migration, run_id, batch, worker, exc)
+            return split_batch(conn, migration, run_id, batch, worker, exc, key)
         # rows held by the application (a lock timeout: try this batch later), or the user's SQL or transform
         # failed on this batch: count it, go on with the others
         return record_failure(conn, run_id, batch, settings_of(migration).max_attempts, exc, worker)
 
 
-def split_batch(conn, migration: Migration, run_id: int, batch: Batch, worker: str, exc) -> Batch:
+def split_batch(conn, migration: Migration, run_id: int, batch: Batch, worker: str, exc,
+                key: Key | None = None) -> Batch:
     """statement_timeout: replace the batch by its two halves (GitLab's rule); a single row cannot split."""
-    halves = key_of(migration).split(conn, batch.lo, batch.hi)
+    halves = (key or key_of(migration)).split(conn, batch.lo, batch.hi)
     conn.commit()
     if halves is None:
         return record_failure(conn, run_id, batch, settings_of(migration).max_attempts, exc, worker)

@@ -67,6 +67,8 @@ class BatchSizer:
 
 HEALTH_QUERIES = {
     "replication lag": "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0) FROM pg_stat_replication",
+    # the target database's own transactions: since PostgreSQL 14 only they hold back the vacuum of its tables
+    # (one idle elsewhere on the server, e.g. another application's database, holds back shared catalogs only)
     "oldest transaction": (
         "SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0) FROM pg_stat_activity "
         "WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
