@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from airmigrate.engines.base import Engine
-from airmigrate.engines.mysql import catalog, connection, ddl, lint_rules, online, parsing, rewrite
+from airmigrate.engines.mysql import catalog, connection, ddl, lint_rules, maintenance, online, parsing, rewrite
 from airmigrate.engines.sql import Composable
 from airmigrate.engines.target import Target
 from airmigrate.findings import Finding
@@ -124,6 +124,18 @@ class MySQLEngine(Engine):
 
     def not_null_proofs(self) -> catalog.NotNullProofs:
         return catalog.NotNullProofs()
+
+    def dead_tuples(self, conn: Any, schema: str, table: str) -> int:
+        return maintenance.dead_tuples(conn, schema, table)
+
+    def vacuum(self, conn: Any, schema: str, table: str, lock_timeout_ms: int) -> bool:
+        return maintenance.vacuum(conn, schema, table, lock_timeout_ms)
+
+    def estimate_matching(self, conn: Any, schema: str, table: str, where: str) -> tuple[int, int]:
+        return maintenance.estimate_matching(conn, schema, table, where)
+
+    def referencing_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
+        return maintenance.referencing_keys(conn, schema, table)
 
 
 ENGINE = MySQLEngine()

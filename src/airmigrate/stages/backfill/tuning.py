@@ -73,8 +73,7 @@ HEALTH_QUERIES = {
         "SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0) FROM pg_stat_activity "
         "WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
         "AND datname = current_database() AND application_name NOT LIKE 'airmigrate%%'"),
-    # this database's only: another database's old transaction holds back no vacuum of our table (PostgreSQL 14+
-    # computes the horizon per database) and waits on no lock of ours
+    # and its own lock waiters: another database's sessions wait on no lock of ours
     "lock waiters": "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                     "AND datname = current_database()",
     "autovacuum": "SELECT count(*) FROM pg_stat_progress_vacuum WHERE relid = to_regclass(%(table)s)",
