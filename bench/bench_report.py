@@ -210,11 +210,19 @@ def timeline(ax, name: str, line: dict) -> None:
                "x", color="tab:blue", label="pacer's signal")
     right.axhline(line["asked"], color="grey", linestyle="--")
     right.set_yscale("log")
+    right.yaxis.set_major_formatter(matplotlib_ticker().ScalarFormatter())
+    right.yaxis.set_minor_formatter(matplotlib_ticker().NullFormatter())
     ax.tick_params(labelsize=7)
     right.tick_params(labelsize=7)
     if name.endswith("1.1") or len(ax.figure.axes) <= 3:
         ax.legend(loc="upper left", fontsize=6)
         right.legend(loc="upper right", fontsize=6)
+
+
+def matplotlib_ticker():
+    import matplotlib.ticker
+
+    return matplotlib.ticker
 
 
 def timelines(run: dict, asked: dict[str, float]) -> dict:
