@@ -11,20 +11,22 @@ user when we are root, 127.0.0.1 on a free port, pg_stat_statements preloaded), 
 The application is pgbench (simple-update, `-N`) connected as role `app`, open loop: a FIXED ARRIVAL RATE
 (`-R`, `--latency-limit`, per-transaction log), so a hurt application shows up as latency, late and skipped
 transactions instead of quietly slowing down. Its load changes: each measurement is one cycle of a quiet
-phase (30% of the rate it reaches alone, closed loop) then a busy phase (80%). Scenarios, each on the same
-freshly packed table (previous column dropped, VACUUM FULL) and each measured over one cycle (time-boxed:
-rows/s is rows written / seconds, the cycle's two phases both seen), except the single UPDATE which runs to
-its end:
+phase (30% of the rate it reaches alone, closed loop) then a busy phase (--busy, 80%). Scenarios, each on the
+same freshly packed table (previous column dropped, VACUUM FULL) and each time-boxed to the whole cycle
+(passing over the table again when done, so the fast ones see the busy phase too; rows/s is rows written /
+the cycle's seconds), except the single UPDATE which runs to its end:
 
   update          ALTER TABLE ADD COLUMN + one UPDATE of the whole table (the physical limit)
-  loop B/S        a hand-written keyset loop: UPDATE ... WHERE aid BETWEEN lo AND lo+B-1, sleep S ms
+  loop B/Sms      a hand-written keyset loop: UPDATE ... WHERE aid BETWEEN lo AND lo+B-1, sleep S ms
+  loop B/Sms xN   the same with N workers sharing one range counter (N = airmigrate's shards)
   airmigrate      bench/migrations/9001 (app_latency_ratio null: full speed), shards as separate processes
   protect X       bench/migrations/9002/9004/9005/9006 (app_latency_ratio 1.1 / 1.25 / 1.5 / 2.0)
   pandas          bench/migrations/9003 (the pandas path, full speed)
 
 Printed and in --json: rows/s, ratio to the single UPDATE, application p50/p99/max per phase and their ratios
 to the application alone in the same phase, late (latency > limit) and skipped transactions, seconds at zero
-tps, the machine's idle CPU share; the median of --runs runs. Also the shard's peak RSS at two table sizes.
+tps, the machine's idle CPU share, the load average; the median of --runs runs; for each protect level the best
+loop setting at the same harm (p99 ratio in the worse phase). Also the shard's peak RSS at two table sizes.
 Nothing here is a test: bench/README.md reads the numbers.
 """
 
