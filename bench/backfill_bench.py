@@ -170,8 +170,13 @@ def one_run(cluster: Cluster, args, run_no: int, workdir: Path) -> dict:
         alone = [(cycle, app.cycle_end(cycle))]
         say(f"run {run_no}: application alone: {brief(app.window(*alone[0]))}")
         previous = None
-        for name, runner in scenario_plan(args):
+        for n, (name, runner) in enumerate(scenario_plan(args)):
             prepare_table(cluster, previous)
+            if n and args.alone_every and n % args.alone_every == 0:  # the machine's other load drifts: measure
+                cycle = app.cycle()                                    # the application alone again, often
+                app.wait_cycle_done(cycle)
+                alone.append((cycle, app.cycle_end(cycle)))
+                say(f"run {run_no}: application alone: {brief(app.window(*alone[-1]))}; load {os.getloadavg()[0]:.2f}")
             lsn = sql(cluster, "SELECT pg_current_wal_lsn()", fetch=True)[0][0]
             raw = runner(cluster, app, rows, workdir)
             raw["wal_bytes_per_row"] = sql(cluster, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{lsn}')",
@@ -194,10 +199,21 @@ def one_run(cluster: Cluster, args, run_no: int, workdir: Path) -> dict:
         app.wait_cycle_done(cycle)  # machine's other load over the run weighs on both ends alike
         alone.append((cycle, app.cycle_end(cycle)))
         out["baseline"] = app.window_of(alone)
-        say(f"run {run_no}: application alone, after: {brief(app.window(*alone[1]))}; both: {brief(out['baseline'])}")
+        for raw in out["scenarios"].values():
+            raw["baseline"] = app.window_of(nearest(alone, raw["start"], raw["end"]))
+        say(f"run {run_no}: application alone, after: {brief(app.window(*alone[-1]))}; all {len(alone)} cycles: "
+            f"{brief(out['baseline'])}")
     finally:
         app.stop()
     return out
+
+
+def nearest(alone: list[tuple[float, float]], start: float, end: float) -> list[tuple[float, float]]:
+    """The application-alone cycles just before and just after a scenario: its baseline, measured under the same
+    drift of the machine's other load (a run of 16 scenarios takes ten minutes; the load moves in that time)."""
+    before = [span for span in alone if span[1] <= start + 1]
+    after = [span for span in alone if span[0] >= end - 1]
+    return [s for s in (before[-1] if before else None, after[0] if after else None) if s] or alone
 
 
 def scenario_plan(args) -> list:
@@ -245,6 +261,8 @@ def main() -> None:
     parser.add_argument("--busy", type=float, default=0.8, help="busy phase rate, share of the max (0.8)")
     parser.add_argument("--clients", type=int, default=8, help="pgbench clients (8)")
     parser.add_argument("--latency-limit-ms", type=float, default=100, help="pgbench --latency-limit (100 ms)")
+    parser.add_argument("--alone-every", type=int, default=4, help="measure the application alone again after "
+                        "every N scenarios (4); each scenario's ratios are against the cycles just before and after it")
     parser.add_argument("--max-rate-s", type=float, help="closed-loop run measuring the max rate (10 s, --quick 5)")
     parser.add_argument("--only", help="comma-separated scenario name parts besides update, e.g. 'protect,loop'")
     parser.add_argument("--rss", help="table sizes for the peak RSS check, e.g. 1000000,10000000 "

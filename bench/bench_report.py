@@ -10,9 +10,10 @@ from pathlib import Path
 def figures(run: dict, asked: dict[str, float]) -> dict:
     """One run's figures per scenario, with every ratio against that run's single UPDATE and application alone;
     `asked`: the app_latency_ratio of each protecting scenario."""
-    base, update_rps = run["baseline"], run["scenarios"]["update"]["rows_per_s"]
+    update_rps = run["scenarios"]["update"]["rows_per_s"]
     out = {}
     for name, s in run["scenarios"].items():
+        base = s.get("baseline") or run["baseline"]  # the application alone just before and after this scenario
         row = {"name": name, "rows_per_s": s["rows_per_s"], "ratio_to_update": s["rows_per_s"] / update_rps,
                "asked_ratio": asked.get(name), "zero_tps_seconds": s["app"]["zero_tps_seconds"],
                "idle_cpu": s["app"]["idle_cpu"], "peak_rss_mb": s.get("peak_rss_mb"), "errors": s.get("errors") or [],
@@ -227,8 +228,10 @@ def matplotlib_ticker():
 
 def timelines(run: dict, asked: dict[str, float]) -> dict:
     """The first run's protecting scenarios, second by second, for the plot."""
-    base = {kind: run["baseline"][kind]["p99_ms"] for kind in ("quiet", "busy")}
-    return {name: {"start": s["start"], "seconds": s.get("app_seconds") or [], "log": s["pacing"]["log"],
-                   "baseline_p99_ms": base, "asked": asked[name]}
-            for name, s in run["scenarios"].items() if name in asked and (s.get("pacing") or {}).get("log")
-            and all(base.values())}
+    out = {}
+    for name, s in run["scenarios"].items():
+        base = {kind: (s.get("baseline") or run["baseline"])[kind]["p99_ms"] for kind in ("quiet", "busy")}
+        if name in asked and (s.get("pacing") or {}).get("log") and all(base.values()):
+            out[name] = {"start": s["start"], "seconds": s.get("app_seconds") or [], "log": s["pacing"]["log"],
+                         "baseline_p99_ms": base, "asked": asked[name]}
+    return out
