@@ -279,8 +279,11 @@ def main() -> None:
         from bench_shards import shard_worker
 
         return shard_worker(json.loads(args.shard_worker))
-    if args.plot_from:
-        plot(json.loads(args.plot_from.read_text()), args.plot_from.with_suffix(".png"))
+    if args.plot_from:  # the PNG again, and the targets and table as the run printed them
+        result = json.loads(args.plot_from.read_text())
+        plot(result, args.plot_from.with_suffix(".png"))
+        print("targets:\n  " + "\n  ".join(targets(result["table"], result["baseline"])))
+        print_table(result["table"], result["baseline"], result["meta"])
         return
     args.runs = args.runs or (1 if args.quick else 3)
     args.scale = args.scale or (30 if args.quick else 100)
