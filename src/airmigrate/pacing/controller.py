@@ -10,8 +10,9 @@ The rules, tuned on bench/backfill_bench.py against an application with a fixed 
   quarter of the ceiling: a protected run never begins by hitting the application with every shard); after it,
   a step that shrinks as the signal nears the target, never more than half-way to the lowest setting that was
   too much (so it does not oscillate around the knee). The memory is forgotten at each new baseline.
-- damping: the signal is an average over the last two decisions' samples, and the decision after a cut never
-  raises (its window still holds samples from before the cut), so one slow second moves the budget once.
+- damping: the signal pools the last two decisions' samples at least, and the decision after a cut never
+  raises nor cuts again unless the signal rose by RISING (its window still holds samples from before the cut),
+  so one slow second moves the budget once.
 
 The budget counts worker-seconds per second: 1.0 is one shard working without pause; with several shards the
 ceiling is their number and each works budget/shards of its time, so shards add up under one shared budget.
@@ -27,6 +28,7 @@ START = 0.25       # a protected run starts at this share of the ceiling
 SLOW_START = 2.0   # x2 a decision under target, until the first cut
 MIN_CUT, MAX_CUT = 0.5, 0.9  # a cut keeps between half and 90% of the budget
 STEP = 0.1         # the largest additive step after the first cut (share of the ceiling)
+RISING = 1.1       # just after a cut, the signal must rise by this much to be cut again (noise is not rising)
 DECREASE = MIN_CUT  # kept for callers that name the old constant
 
 
@@ -105,9 +107,9 @@ class DutyCycle:
         what = ", ".join(f"{name} {value:.2f}" for name, value in over.items())
         external_only = list(over) == ["external signal"]
         ratio = 0.0 if external_only else max(v for n, v in over.items() if n != "external signal")
-        if self.cut_last and not external_only and ratio <= self.cut_ratio:
+        if self.cut_last and not external_only and ratio <= self.cut_ratio * RISING:
             self.cut_last = False  # half of this window is from before the cut: wait one decision for its effect
-            return self.budget, f"{what} over target {self.target:.2f} but falling since the last cut: holding"
+            return self.budget, f"{what} over target {self.target:.2f} but not rising since the last cut: holding"
         self.cut_ratio = ratio
         keep = MIN_CUT if external_only else self.cut_for(ratio)
         limit = f"external_max {self.external_max}" if external_only else f"target {self.target:.2f}"

@@ -232,13 +232,14 @@ class Controller:
 
     def _sample_alone(self, seconds: float) -> list[float]:
         """The ages of the application's transactions while every shard pauses: `seconds`, longer (up to four
-        times) until MIN_AGES were seen, so a quiet application still gets a usable baseline. Sampled four times
-        as often as while working, so the pause stays short."""
+        times) until MIN_AGES were seen, so a quiet application still gets a usable baseline (not when it showed
+        almost none: then the statements' mean and the lock waits pace). Sampled four times as often as while
+        working, so the pause stays short."""
         ages, started = [], time.monotonic()
         while not self.stopped.is_set():
             elapsed = time.monotonic() - started
-            if elapsed >= 4 * seconds or (elapsed >= seconds and len(ages) >= MIN_AGES):
-                break
+            if elapsed >= 4 * seconds or (elapsed >= seconds and (len(ages) >= MIN_AGES or len(ages) < MIN_AGES / 4)):
+                break  # enough ages, or so few that waiting longer would not give enough: the pause stays short
             self.sampler.sample()
             ages += self.sampler.collect()["ages"]
             self.stopped.wait(SAMPLE_S / 4)  # four times as often: the pause is short, the backfill idle
