@@ -149,9 +149,9 @@ class Controller:
         throttle = self.throttle
         cpus = throttle.cpus or default_cpus(self.conn, self.target.host)
         self.sampler = Sampler(self.conn, cpus, throttle.cpu_pressure, throttle.external_query, throttle.external_url)
-        log.info("pacing: protecting the application at %.2fx its latency (%s); %d CPUs for the run queue",
-                 self.duty.target, "pg_stat_statements" if self.sampler.statements is not None else
-                 "no latency signal: lock waits and run queue only", cpus)
+        log.info("pacing: protecting the application at %.2fx its latency (its transactions' age, lock waits%s); "
+                 "%d CPUs for the run queue", self.duty.target, ", pg_stat_statements" if self.sampler.statements
+                 is not None else "; no pg_stat_statements", cpus)
         self.thread.start()
 
     def stop(self) -> None:

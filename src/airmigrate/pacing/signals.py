@@ -76,8 +76,8 @@ class Sampler:
     def __post_init__(self):
         self.statements, self.missing_statements = find_statements_view(self.conn)
         if self.missing_statements:
-            log.warning("pacing without the application's latency: %s. Falling back to lock waits and the run "
-                        "queue", self.missing_statements)
+            log.warning("pacing without the application's latency per statement: %s. Pacing by its transactions' "
+                        "age and lock waits", self.missing_statements)
 
     def sample(self) -> int:
         """One look at pg_stat_activity; returns the application backends blocked by ours. A backend counts
