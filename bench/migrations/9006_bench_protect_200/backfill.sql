@@ -1,2 +1,2 @@
 UPDATE pgbench_accounts SET p200_new = abalance + aid
-WHERE aid BETWEEN %(lo)s AND %(hi)s AND p200_new IS DISTINCT FROM abalance + aid;
+WHERE aid BETWEEN %(lo)s AND %(hi)s;

@@ -1,9 +1,9 @@
 """What a shard asks between batches: may I go on, and how long do I sleep first?
 
 One shard per run (the one that takes the run's advisory lock) runs the controller in a thread: it samples
-the signals five times a second, decides once a second (and at once when the application waits on our
-locks), pauses every shard for a short probe every `probe_every_s` to re-measure the application's
-baseline latency, and writes its decision to ``airmigrate.pacing`` (one row per run, read by the other
+the signals ten times a second, decides once a second (and at once when the application waits on our
+locks), pauses every shard for a short probe every `probe_every_s` (and sooner when the signal stays over
+target: the application's own load has likely changed) to re-measure the application's baseline, and writes its decision to ``airmigrate.pacing`` (one row per run, read by the other
 shards and the console) and ``airmigrate.pacing_log`` (one row per decision, for the charts). When that
 shard finishes, another takes the lock over. A crashed leader's session ends, so does its lock.
 """
@@ -16,19 +16,24 @@ import time
 from collections import deque
 
 from airmigrate.db import Target, connect
-from airmigrate.pacing.controller import FLOOR, DutyCycle, Reading, shard_duty, sleep_after
+from airmigrate.pacing.controller import DutyCycle, Reading, percentile, shard_duty, sleep_after
 from airmigrate.pacing.signals import Sampler, StatementTotals, default_cpus
 from airmigrate.spec import Throttle
 
 log = logging.getLogger(__name__)
 
-SAMPLE_S = 0.2        # signals five times a second
+SAMPLE_S = 0.1        # signals ten times a second
 DECIDE_S = 1.0        # a decision a second
 MAX_SLEEP_S = 10.0    # the longest pause after one batch, whatever the duty cycle
 READ_EVERY_S = 1.0    # a follower shard re-reads the shared budget this often
 QUIET_LOG_S = 10.0    # an unchanged decision is logged this often
 SETTLE_S = 2.0        # a probe waits at most this long for in-flight batches to finish
-STALE_AFTER = 3       # decisions over target at the floor before the baseline is measured again
+STALE_AFTER = 3       # decisions over target in a row before the baseline is measured again...
+REPROBE_AFTER_S = 5.0  # ...but not sooner than this after the last measurement
+TAIL = 0.95           # the quantile of the transactions' ages held against the baseline's (see signals.py)
+MIN_AGES = 40         # ages pooled for a tail figure (p95 of fewer is the largest one: one slow sample decides)
+POOL_DECISIONS = 5    # ...from the newest decision back, at most this many (a busy application: one or two)
+AGE_FLOOR_MS = 0.2    # a baseline below this is taken as this (an idle application: no ratio blow-ups)
 
 UNSET = object()
 
@@ -130,19 +135,22 @@ class Controller:
         self.duty = DutyCycle(ratio, ceiling=float(shards), external_max=throttle.external_max)
         self.probing, self.stopped = threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"airmigrate-pacer-{run_id}", daemon=True)
-        self.baseline_ms: float | None = None
+        self.baseline_ms: float | None = None       # per application statement (pg_stat_statements)
+        self.baseline_tx_ms: float | None = None    # the TAIL age of its transactions in flight
         self.window: deque[StatementTotals] = deque(maxlen=3)
+        self.ages: deque[list[float]] = deque(maxlen=POOL_DECISIONS)  # the last decisions' samples, newest last
+        self.probed_at = 0.0
         self.last_logged, self.last_reason, self.high_batch = 0.0, "", 0
-        self.full_since, self.hinted, self.over_at_floor = None, False, 0
+        self.full_since, self.hinted, self.over_streak, self.held = None, False, 0, None
 
     def start(self) -> None:
         self.conn = connect(self.target, autocommit=True)
         throttle = self.throttle
         cpus = throttle.cpus or default_cpus(self.conn, self.target.host)
         self.sampler = Sampler(self.conn, cpus, throttle.cpu_pressure, throttle.external_query, throttle.external_url)
-        log.info("pacing: protecting the application at %.2fx its latency (%s); %d CPUs for the run queue",
-                 self.duty.target, "pg_stat_statements" if self.sampler.statements is not None else
-                 "no latency signal: lock waits and run queue only", cpus)
+        log.info("pacing: protecting the application at %.2fx its latency (its transactions' age, lock waits%s); "
+                 "%d CPUs for the run queue", self.duty.target, ", pg_stat_statements" if self.sampler.statements
+                 is not None else "; no pg_stat_statements", cpus)
         self.thread.start()
 
     def stop(self) -> None:
@@ -160,7 +168,7 @@ class Controller:
 
     def _loop(self) -> None:
         every = self.throttle.probe_every_s
-        next_probe = time.monotonic() if self.sampler.statements is not None else float("inf")
+        next_probe = time.monotonic()
         next_decision, last_halving = time.monotonic() + DECIDE_S, 0.0
         while not self.stopped.is_set():
             now = time.monotonic()
@@ -174,7 +182,7 @@ class Controller:
                     last_halving = now
                 self._decide()
                 next_decision = now + DECIDE_S
-                if self._stale_baseline() and self.sampler.statements is not None:
+                if self._stale_baseline(self.held):
                     next_probe = time.monotonic()  # the application's own load changed: measure it again now
             self.stopped.wait(SAMPLE_S)
 
@@ -188,22 +196,53 @@ class Controller:
             deadline = time.monotonic() + SETTLE_S
             while self._our_active_backends() and time.monotonic() < deadline and not self.stopped.is_set():
                 time.sleep(0.05)
+            self.sampler.collect()
             before = self.sampler.statement_totals()
-            self.stopped.wait(seconds)
+            ages = self._sample_alone(seconds)
             after = self.sampler.statement_totals()
         finally:
             self.probing.clear()
             self.conn.execute("UPDATE airmigrate.pacing SET probe_until = NULL WHERE run_id = %s", (self.run_id,))
         baseline = after.latency_since(before) if before and after else None
-        if baseline:
-            self.baseline_ms = baseline
+        tail = percentile(ages, TAIL) if len(ages) >= MIN_AGES else None
+        if baseline or tail:
+            self.baseline_ms = baseline or self.baseline_ms
+            self.baseline_tx_ms = max(AGE_FLOOR_MS, tail) if tail is not None else self.baseline_tx_ms
             self.duty.forget_limit()
             self.conn.execute("UPDATE airmigrate.pacing SET baseline_ms = %s WHERE run_id = %s",
-                              (baseline, self.run_id))
-        log.info("pacing: baseline %s", f"{baseline:.3f} ms per application statement" if baseline else
-                 "not measured (too few application statements during the probe); keeping the last one")
+                              (self.baseline_tx_ms or self.baseline_ms, self.run_id))
+        log.info("pacing: baseline %s; %s", f"{baseline:.3f} ms per application statement" if baseline else
+                 "no statement figure", f"p{TAIL * 100:.0f} age of its transactions in flight {tail:.2f} ms "
+                 f"({len(ages)} seen)" if tail is not None else "too few transactions seen: keeping the last figure")
+        self.probed_at = time.monotonic()
         self.window.clear()
+        self.ages.clear()
         self.sampler.collect()  # drop samples taken before the probe
+
+    def _transaction_ms(self) -> float | None:
+        """The TAIL age of the application's transactions over the newest decisions' samples: two decisions at
+        least (damping), more until MIN_AGES ages are pooled (a small application), None if never."""
+        pooled: list[float] = []
+        for n, ages in enumerate(reversed(self.ages)):
+            pooled += ages
+            if n >= 1 and len(pooled) >= MIN_AGES:
+                break
+        return percentile(pooled, TAIL) if len(pooled) >= MIN_AGES else None
+
+    def _sample_alone(self, seconds: float) -> list[float]:
+        """The ages of the application's transactions while every shard pauses: `seconds`, longer (up to four
+        times) until MIN_AGES were seen, so a quiet application still gets a usable baseline (not when it showed
+        almost none: then the statements' mean and the lock waits pace). Sampled four times as often as while
+        working, so the pause stays short."""
+        ages, started = [], time.monotonic()
+        while not self.stopped.is_set():
+            elapsed = time.monotonic() - started
+            if elapsed >= 4 * seconds or (elapsed >= seconds and (len(ages) >= MIN_AGES or len(ages) < MIN_AGES / 4)):
+                break  # enough ages, or so few that waiting longer would not give enough: the pause stays short
+            self.sampler.sample()
+            ages += self.sampler.collect()["ages"]
+            self.stopped.wait(SAMPLE_S / 4)  # four times as often: the pause is short, the backfill idle
+        return ages
 
     def _our_active_backends(self) -> int:
         return self.conn.execute(
@@ -213,45 +252,51 @@ class Controller:
     def _decide(self) -> None:
         figures = self.sampler.collect()
         latency_ms = self._latency_ms()
+        self.ages.append(figures["ages"])
+        tx_ms = self._transaction_ms()
         rows_per_s = self._rows_per_s()
         target = self.conn.execute("SELECT target_ratio FROM airmigrate.pacing WHERE run_id = %s",
                                    (self.run_id,)).fetchone()
         if target and target[0] is not None:
             self.duty.target = float(target[0])  # changed while running (the console)
         reading = Reading(
+            transaction_ratio=tx_ms / self.baseline_tx_ms if tx_ms is not None and self.baseline_tx_ms else None,
             latency_ratio=latency_ms / self.baseline_ms if latency_ms is not None and self.baseline_ms else None,
             blocked=figures["blocked"], runnable_ratio=figures["runnable_ratio"],
             cpu_pressure_ratio=figures["cpu_pressure_ratio"], external=figures["external"], working=rows_per_s > 0)
-        if self.sampler.statements is not None and len(self.window) < 2 and not reading.blocked:
+        if not reading.impacts() and (self.baseline_tx_ms or self.baseline_ms) and not reading.blocked and \
+                len(self.ages) < 2:
             budget, reason = self.duty.budget, "holding: measuring the application's latency"  # just after a probe
         else:
             budget, reason = self.duty.decide(reading)
+        held = self.held = max(reading.impacts().values(), default=None)  # the figure held against the target
         self.conn.execute("UPDATE airmigrate.pacing SET budget = %s, reason = %s, updated_at = clock_timestamp() "
                           "WHERE run_id = %s", (budget, reason, self.run_id))
         self.conn.execute(
             "INSERT INTO airmigrate.pacing_log (run_id, budget, target_ratio, latency_ratio, latency_ms, baseline_ms, "
             "blocked, runnable, cpu_pressure, external, rows_per_s, decision) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (self.run_id, budget, self.duty.target, reading.latency_ratio, latency_ms, self.baseline_ms,
+            (self.run_id, budget, self.duty.target, held, tx_ms, self.baseline_tx_ms,
              reading.blocked, figures["runnable"], reading.cpu_pressure_ratio, reading.external, rows_per_s, reason))
         self._hint_more_shards(reason)
         if reason != self.last_reason or time.monotonic() - self.last_logged >= QUIET_LOG_S:
-            log.info("pacing: duty %.2f | app latency %s | blocked by us %d | run queue %s | %s rows/s | %s",
-                     budget, "n/a" if reading.latency_ratio is None else
+            log.info("pacing: duty %.2f | app transactions %s | app statements %s | blocked by us %d | run queue %s "
+                     "| %s rows/s | %s", budget, "n/a" if reading.transaction_ratio is None else
+                     f"{reading.transaction_ratio:.2f}x ({tx_ms:.2f} ms vs {self.baseline_tx_ms:.2f} ms)",
+                     "n/a" if reading.latency_ratio is None else
                      f"{reading.latency_ratio:.2f}x ({latency_ms:.3f} ms vs {self.baseline_ms:.3f} ms)",
                      reading.blocked, "n/a" if figures["runnable"] is None else f"{figures['runnable']:.1f}",
                      f"{rows_per_s:,.0f}", reason)
             self.last_logged, self.last_reason = time.monotonic(), reason
 
-    def _stale_baseline(self) -> bool:
-        """At the floor and still over target for STALE_AFTER decisions: more likely the application's own load
-        rose (a busy phase) than our 2% hurting it, so the baseline is re-measured rather than trusted."""
-        if self.duty.budget > FLOOR * 1.01 or "over target" not in self.last_reason:
-            self.over_at_floor = 0
-            return False
-        self.over_at_floor += 1
-        if self.over_at_floor >= STALE_AFTER:
-            self.over_at_floor = 0
+    def _stale_baseline(self, held: float | None) -> bool:
+        """Over target for STALE_AFTER decisions running although the pacer cut in between: more likely the
+        application's own load rose (a busy phase) than our smaller share hurting it more, so the baseline is
+        re-measured (a pause of probe_seconds) rather than trusted, at most every REPROBE_AFTER_S."""
+        over = held is not None and self.duty.target is not None and held > self.duty.target
+        self.over_streak = self.over_streak + 1 if over else 0
+        if self.over_streak >= STALE_AFTER and time.monotonic() - self.probed_at >= REPROBE_AFTER_S:
+            self.over_streak = 0
             return True
         return False
 

@@ -1,9 +1,13 @@
 """The application's impact, read from inside PostgreSQL (so it works wherever the database runs):
 
 - backends of the application waiting on a lock one of ours holds (``pg_blocking_pids``);
+- the age of the application's transactions in flight (``pg_stat_activity.xact_start``), sampled ten times a
+  second: what the application feels per transaction, its statements and the waits between them (for a CPU,
+  for a row lock of ours, for the WAL flush), which statement execution time alone misses; compared by the
+  caller with the same figure taken while we pause;
 - the application's mean time per statement, from ``pg_stat_statements`` deltas for every role but ours
   (so our own batches never count), compared by the caller with a baseline taken while we pause;
-- the run queue: active backends of this database that wait on nothing, per CPU;
+- the run queue: active backends of this database that wait on nothing, per CPU (logged only);
 - optional: ``/proc/pressure/cpu`` when airmigrate runs on the database host, and an external number
   (a SQL query or an HTTP URL, like gh-ost's throttle-query and throttle-http).
 
@@ -23,13 +27,17 @@ from airmigrate.engines import sql
 log = logging.getLogger(__name__)
 
 MIN_CALLS = 5  # fewer application statements in a window than this: no latency figure (too noisy)
+MAX_AGE_MS = 10_000  # a transaction open longer is a batch job or a forgotten session, not the latency we protect
 
 ACTIVITY = """
 SELECT count(*) FILTER (WHERE a.state = 'active' AND a.wait_event IS NULL AND a.pid <> pg_backend_pid()),
        coalesce(array_agg(a.pid) FILTER (
            WHERE a.application_name NOT LIKE 'airmigrate%%' AND a.wait_event_type = 'Lock'
              AND EXISTS (SELECT 1 FROM pg_stat_activity o WHERE o.pid = ANY (pg_blocking_pids(a.pid))
-                         AND o.application_name LIKE 'airmigrate%%' AND o.pid <> pg_backend_pid())), '{}')
+                         AND o.application_name LIKE 'airmigrate%%' AND o.pid <> pg_backend_pid())), '{}'),
+       coalesce(array_agg(1000 * extract(epoch FROM clock_timestamp() - a.xact_start)) FILTER (
+           WHERE a.application_name NOT LIKE 'airmigrate%%' AND a.pid <> pg_backend_pid()
+             AND a.xact_start IS NOT NULL AND a.state IN ('active', 'idle in transaction')), '{}')
 FROM pg_stat_activity a
 WHERE a.datname = current_database() AND a.backend_type = 'client backend'
 """
@@ -60,24 +68,26 @@ class Sampler:
     statements: sql.Composable | None = None    # the query over pg_stat_statements, when usable
     missing_statements: str | None = None       # why not, said once in the log
     _runnable: list[int] = field(default_factory=list)
+    _ages: list[float] = field(default_factory=list)
     _blocked: int = 0
     _pressure: tuple[float, float] | None = None
-    _waiting: frozenset = frozenset()
+    _waiting: tuple = (frozenset(), frozenset())
 
     def __post_init__(self):
         self.statements, self.missing_statements = find_statements_view(self.conn)
         if self.missing_statements:
-            log.warning("pacing without the application's latency: %s. Falling back to lock waits and the run "
-                        "queue", self.missing_statements)
+            log.warning("pacing without the application's latency per statement: %s. Pacing by its transactions' "
+                        "age and lock waits", self.missing_statements)
 
     def sample(self) -> int:
         """One look at pg_stat_activity; returns the application backends blocked by ours. A backend counts
-        when two samples in a row see it waiting (about SAMPLE_S or longer): a row lock held for a
-        few milliseconds is no harm, one held for a batch is."""
-        runnable, waiting = self.conn.execute(ACTIVITY).fetchone()
-        blocked = len(self._waiting & set(waiting))
-        self._waiting = frozenset(waiting)
+        when three samples in a row see it waiting (two sample periods or longer): a row lock held for a
+        few milliseconds is no harm, one held for a batch is (the ages count the shorter waits)."""
+        runnable, waiting, ages = self.conn.execute(ACTIVITY).fetchone()
+        blocked = len(self._waiting[0] & self._waiting[1] & set(waiting))
+        self._waiting = (self._waiting[1], frozenset(waiting))
         self._runnable.append(runnable)
+        self._ages.extend(float(age) for age in ages if 0 <= age < MAX_AGE_MS)
         self._blocked = max(self._blocked, blocked)
         return blocked
 
@@ -88,14 +98,16 @@ class Sampler:
         return StatementTotals(time.monotonic(), float(total_ms), int(calls))
 
     def collect(self) -> dict:
-        """Blocked (max), runnable per CPU (mean), CPU pressure and the external value since the last call."""
+        """Blocked (max), runnable per CPU (mean), the ages (ms) of the application's transactions seen in
+        flight, CPU pressure and the external value since the last call."""
         runnable = sum(self._runnable) / len(self._runnable) if self._runnable else None
         figures = {"blocked": self._blocked,
                    "runnable_ratio": None if runnable is None else max(1.0, runnable / self.cpus),
                    "runnable": runnable,
+                   "ages": self._ages,
                    "cpu_pressure_ratio": self._cpu_pressure() if self.use_cpu_pressure else None,
                    "external": self._external()}
-        self._runnable, self._blocked = [], 0
+        self._runnable, self._blocked, self._ages = [], 0, []
         return figures
 
     def _cpu_pressure(self) -> float | None:
