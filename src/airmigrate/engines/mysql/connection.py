@@ -6,7 +6,7 @@ Why a connection class of our own: stages write ``conn.execute(...)``, ``with co
 pieces and :class:`~airmigrate.engines.sql.Json` parameters; PyMySQL takes strings only. The subclasses below
 render the pieces (identifiers in backticks, literals with the connection's own escaping, which follows the
 server's NO_BACKSLASH_ESCAPES) and keep ``%(name)s`` placeholders as they are: PyMySQL reads the same pyformat
-as psycopg, so the batch contract (``%(lo)s``, ``%(hi)s``) does not change. Credentials never reach a log
+as the PostgreSQL driver, so the batch contract (``%(lo)s``, ``%(hi)s``) does not change. Credentials never reach a log
 line, an error message or a file (see ``Target.describe``).
 """
 
@@ -64,7 +64,7 @@ def literal(value: Any, context: Any = None) -> str:
 def render(piece: Any, context: Any = None, params: bool = False) -> str:
     """A neutral piece as MySQL text. With `params` (the statement will be bound with parameters), a ``%`` in an
     identifier or a literal is doubled, so PyMySQL's ``query % args`` leaves it as it was; a ``%`` in an
-    ``SQL`` piece is ours to write (``%%``) as with psycopg."""
+    ``SQL`` piece is ours to write (``%%``) as with the PostgreSQL driver."""
     if isinstance(piece, str):
         return piece
     if isinstance(piece, sql.SQL):
@@ -101,7 +101,7 @@ def adapt(params: Any) -> Any:
 
 class Cursor(pymysql.cursors.Cursor):
     """PyMySQL's cursor, taking neutral pieces where it takes strings. ``execute`` returns the cursor (as
-    psycopg's does) so ``conn.execute(q).fetchone()`` reads the same on both engines; the row count is
+    the PostgreSQL driver's does) so ``conn.execute(q).fetchone()`` reads the same on both engines; the row count is
     ``rowcount``."""
 
     def execute(self, query, args=None):
@@ -118,7 +118,7 @@ class Cursor(pymysql.cursors.Cursor):
 
 
 class _Info:
-    """The little of psycopg's ``conn.info`` a stage reads: which session this is, which server."""
+    """The little of the PostgreSQL driver's ``conn.info`` a stage reads: which session this is, which server."""
 
     def __init__(self, conn: "Connection"):
         self._conn = conn
@@ -133,7 +133,7 @@ class _Info:
 
 
 class Connection(pymysql.connections.Connection):
-    """PyMySQL's connection with psycopg's habits: ``execute``, ``transaction()``, ``info``, and a ``with``
+    """PyMySQL's connection with the PostgreSQL driver's habits: ``execute``, ``transaction()``, ``info``, and a ``with``
     block that commits on success and rolls back on an error before closing."""
 
     def __init__(self, *args, **kwargs):
@@ -155,7 +155,7 @@ class Connection(pymysql.connections.Connection):
     @contextmanager
     def transaction(self):
         """One transaction: committed when the block ends, rolled back when it raises. In autocommit mode too
-        (``BEGIN`` opens one explicitly), as psycopg's ``transaction()`` does."""
+        (``BEGIN`` opens one explicitly), as the PostgreSQL driver's ``transaction()`` does."""
         self.begin()
         try:
             yield self
