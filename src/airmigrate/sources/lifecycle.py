@@ -1,0 +1,142 @@
+"""The way up, the way back, baseline and the history listing of imported migrations.
+
+Every step runs under the tool's own lock (Flyway's advisory lock; for Alembic, airmigrate's lease is the
+lock, as Alembic takes none), and the tool's history table is the record: airmigrate.runs holds the run (its
+owner, the steps done, the batches), never a second history to disagree with the first.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from airmigrate import state
+from airmigrate.db import Target, connect
+from airmigrate.errors import PreflightError
+from airmigrate.sources.model import Imported, Status
+from airmigrate.sources.runner import check_lint, execute
+
+log = logging.getLogger(__name__)
+
+
+def _begin(conn, migration: Imported, direction: str, dag_run_id: str | None) -> tuple[int, str]:
+    """Open (or resume) the run; the time it first started, for the tool's execution_time."""
+    run_id, resumed = state.begin_run(conn, migration.id, direction, dag_run_id)
+    if not resumed:
+        started = conn.execute("SELECT clock_timestamp()::text").fetchone()[0]
+        state.add_facts(conn, run_id, started_at=started, title=migration.title, source=migration.source)
+    facts = conn.execute("SELECT facts FROM airmigrate.runs WHERE run_id = %s", (run_id,)).fetchone()[0]
+    return run_id, facts.get("started_at")
+
+
+def apply(target: Target, source, migration: Imported, dag_run_id: str | None = None, dry_run: bool = False) -> dict:
+    """Run one imported migration (or say it is applied already). PreflightError for a refusal, nothing run."""
+    settings = source.file.settings
+    with source.lock(target):
+        with connect(target, autocommit=True) as conn:
+            if not dry_run:
+                state.ensure_schema(conn)
+                source.prepare(conn)
+            status = source.statuses(conn)[migration.id]
+            if status.done:
+                log.info("%s (%s) is %s: nothing to do", migration.id, migration.title, status.state)
+                return {"already_applied": True, "state": status.state}
+            if status.problem and status.state != "failed":
+                raise PreflightError(f"{migration.id}: {status.detail}")
+            source.check_order(migration, source.statuses(conn))
+            check_lint(migration, source.file.acknowledged(migration), conn.info.server_version)
+            if dry_run:
+                return {"dry_run": True, "sql": migration.up_sql}
+            run_id, started = _begin(conn, migration, "up", dag_run_id)
+        try:
+            if migration.up_sql is None:  # a Python-only revision: the tool runs it, in this task
+                source.run_python(target, migration, "up", started)
+                steps = 1
+            else:
+                steps = execute(target, settings, migration, run_id, migration.up_sql,
+                                source.finish_up_sql(migration, started), "up", dag_run_id)
+        except Exception as exc:
+            _record_failure(target, source, migration, run_id, started, exc)
+            raise
+        with connect(target, autocommit=True) as conn:
+            state.finish_run(conn, run_id, "succeeded")
+    log.info("%s (%s) applied: %d step(s) in this run", migration.id, migration.title, steps)
+    return {"run_id": run_id, "steps": steps}
+
+
+def _record_failure(target: Target, source, migration: Imported, run_id: int, started: str, exc) -> None:
+    """The run says failed (resumable: the steps done stay done); when statements were committed before the
+    failure, the tool's history says so too (Flyway writes success = false for such a script)."""
+    try:
+        with connect(target, autocommit=True) as conn:
+            partial = bool(conn.execute("SELECT cardinality(completed_stages) > 0 FROM airmigrate.runs "
+                                        "WHERE run_id = %s", (run_id,)).fetchone()[0])
+            with conn.transaction():
+                if partial and hasattr(source, "failed_up_sql"):
+                    for statement in source.failed_up_sql(migration, started):
+                        conn.execute(statement)
+                state.finish_run(conn, run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+    except Exception:  # the task fails with the original error regardless
+        log.exception("could not record the failure of %s", migration.id)
+
+
+def rollback(target: Target, source, migration: Imported, dag_run_id: str | None = None) -> dict:
+    """The way back: the U script (Flyway) or downgrade() (Alembic), latest first; refused while a later
+    migration of the same source is applied."""
+    if migration.down_sql is None and not getattr(source, "python_down", lambda m: False)(migration):
+        raise PreflightError(f"{migration.id} cannot be rolled back: {source.no_down_reason(migration)}")
+    with source.lock(target):
+        with connect(target, autocommit=True) as conn:
+            state.ensure_schema(conn)
+            statuses = source.statuses(conn)
+            if statuses[migration.id].state != "applied":
+                raise PreflightError(f"{migration.id} is {statuses[migration.id].state}, not applied: nothing to "
+                                     "roll back")
+            ids = [m.id for m in source.migrations()]
+            later = [m for m in source.migrations()[ids.index(migration.id) + 1:]
+                     if not m.repeatable and statuses[m.id].state == "applied"]
+            if later:
+                raise PreflightError(f"{later[-1].id} is applied after {migration.id}: roll it back first "
+                                     f"(`airmigrate run {later[-1].id} --rollback`), latest first")
+            if migration.down_sql:
+                check_lint(migration, source.file.acknowledged(migration), conn.info.server_version, down=True)
+            run_id, started = _begin(conn, migration, "down", dag_run_id)
+        try:
+            if migration.down_sql is None:
+                source.run_python(target, migration, "down", started)
+            else:
+                execute(target, source.file.settings, migration, run_id, migration.down_sql,
+                        source.finish_down_sql(migration, started), "down", dag_run_id)
+        except Exception as exc:
+            with connect(target, autocommit=True) as conn:
+                state.finish_run(conn, run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        with connect(target, autocommit=True) as conn:
+            state.finish_run(conn, run_id, "rolled_back")
+    return {"run_id": run_id}
+
+
+def baseline(target: Target, source, migration: Imported) -> list[str]:
+    """`flyway baseline` / `alembic stamp`: record the project as applied up to `migration` without running it;
+    refused once the tool's history holds applied migrations (as Flyway refuses)."""
+    with source.lock(target):
+        with connect(target, autocommit=True) as conn:
+            source.prepare(conn)
+            statuses = source.statuses(conn)
+            taken = [m.id for m in source.migrations() if statuses[m.id].state not in ("pending",)]
+            if taken:
+                raise PreflightError(f"baseline: {', '.join(taken)} already in the history of {target.describe()}; "
+                                     "a baseline only adopts a project whose history is empty. Nothing recorded")
+            with conn.transaction():
+                for statement in source.baseline_sql(migration):
+                    conn.execute(statement)
+    upto = [m.id for m in source.migrations()]
+    return upto[:upto.index(migration.id) + 1]
+
+
+def entries(conn, sources) -> list[tuple[Imported, Status]]:
+    """Every imported migration with its state, for `airmigrate history` (no tables yet: all pending)."""
+    out = []
+    for source in sources:
+        statuses = source.statuses(conn)
+        out += [(m, statuses[m.id]) for m in source.migrations()]
+    return out

@@ -1,0 +1,203 @@
+"""Issue 23: a Flyway project run in place; flyway_schema_history written exactly as Flyway writes it.
+
+The golden rows are computed here without the importer: the checksum from the files' bytes split at line
+endings (Flyway's ChecksumCalculator), the rest from the file names (Flyway's naming rules)."""
+
+from __future__ import annotations
+
+import shutil
+import zlib
+from pathlib import Path
+
+import pytest
+
+from airmigrate.db import connect
+from airmigrate.errors import PreflightError
+from airmigrate.sources import load_sources
+from airmigrate.sources import lifecycle
+from airmigrate.sources.flyway import checksum
+from airmigrate.sources.flyway_history import flyway_lock, java_hash, lock_key
+
+FIXTURE = Path(__file__).parent / "fixtures" / "flyway_project"
+ROWS = 50_000  # the fixture says a million (flyway.conf); the environment overrides it, as Flyway allows
+
+
+def golden_checksum(path: Path) -> int:
+    """Independently of the importer: bytes split at \\n, a trailing \\r dropped, BOM dropped, CRC32, signed."""
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    value = zlib.crc32(b"".join(line.removesuffix(b"\r") for line in lines))
+    return value - 2**32 if value >= 2**31 else value
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """The fixture project beside a migrations tree pointing at it (as `airmigrate import flyway` writes it)."""
+    shutil.copytree(FIXTURE, tmp_path / "flyway")
+    migrations = tmp_path / "migrations"
+    (migrations / "_sources").mkdir(parents=True)
+    (migrations / "_sources" / "flyway.yaml").write_text("kind: flyway\nlocation: ../../flyway\n")
+    monkeypatch.setenv("FLYWAY_PLACEHOLDERS_ROWS", str(ROWS))
+    return tmp_path
+
+
+def test_checksum_is_flyways():
+    """LF and CRLF give the same checksum; a BOM does not count; known CRC32 values (Java's CRC32 as int)."""
+    assert checksum("a\nb\n") == checksum("a\r\nb\r\n") == checksum("\ufeffa\rb") == \
+        zlib.crc32(b"ab") - 2**32 * (zlib.crc32(b"ab") >= 2**31)
+    assert checksum("") == 0
+    for script in (FIXTURE / "sql").glob("*.sql"):
+        assert checksum(script.read_bytes()) == golden_checksum(script), script.name
+    assert java_hash('"public"."flyway_schema_history"') == hash_java('"public"."flyway_schema_history"')
+
+
+def hash_java(text: str) -> int:
+    h = 0
+    for ch in text:  # ASCII: one UTF-16 unit per character
+        h = (h * 31 + ord(ch)) % 2**32
+    return h - 2**32 if h >= 2**31 else h
+
+
+def test_order_and_names(project):
+    (source,) = load_sources(project / "migrations")
+    titles = [m.title for m in source.migrations()]
+    assert titles == ["V1 create accounts", "V1.1 add email index", "V2 fill tier", "R basic accounts view"]
+    assert [m.id for m in source.migrations()] == ["flyway_v1_create_accounts", "flyway_v1_1_add_email_index",
+                                                   "flyway_v2_fill_tier", "flyway_r_basic_accounts_view"]
+    v2 = source.migrations()[2]
+    assert "'basic'" in v2.up_sql and v2.down_sql.startswith("ALTER TABLE accounts DROP COLUMN tier")
+
+
+def migrate_all(target, source):
+    for migration in source.migrations():
+        lifecycle.apply(target, source, migration)
+
+
+def history(target):
+    with connect(target) as conn:
+        return conn.execute("SELECT installed_rank, version, description, type, script, checksum, installed_by, "
+                            "execution_time >= 0, success FROM flyway_schema_history ORDER BY 1").fetchall()
+
+
+def golden(name, version, description, rank, user="postgres", type_="SQL"):
+    path = FIXTURE / "sql" / name
+    return (rank, version, description, type_, name, golden_checksum(path), user, True, True)
+
+
+@pytest.mark.server
+def test_fresh_database_gets_flyways_history(project, empty_db):
+    (source,) = load_sources(project / "migrations")
+    migrate_all(empty_db, source)
+    assert history(empty_db) == [
+        golden("V1__create_accounts.sql", "1", "create accounts", 1),
+        golden("V1_1__add_email_index.sql", "1.1", "add email index", 2),
+        golden("V2__fill_tier.sql", "2", "fill tier", 3),
+        golden("R__basic_accounts_view.sql", None, "basic accounts view", 4),
+    ]
+    with connect(empty_db) as conn:
+        assert conn.execute("SELECT count(*), count(*) FILTER (WHERE tier = 'basic') FROM accounts").fetchone() \
+            == (ROWS, ROWS)
+        assert conn.execute("SELECT count(*) FROM basic_accounts").fetchone()[0] == ROWS
+        # the UPDATE ran in key-range batches through the backfill engine, not in one transaction
+        batches = conn.execute("SELECT count(*), sum(rows) FROM airmigrate.batches b JOIN airmigrate.runs r "
+                               "USING (run_id) WHERE r.migration_id = 'flyway_v2_fill_tier#1'").fetchone()
+        assert batches[0] >= ROWS // 20_000 and batches[1] == ROWS
+        # Flyway's own table shape: its primary key and index names
+        assert {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = "
+                                           "'flyway_schema_history'")} == {"flyway_schema_history_pk",
+                                                                           "flyway_schema_history_s_idx"}
+    # a second migrate does nothing: every script is applied, the repeatable's checksum is unchanged
+    migrate_all(empty_db, source)
+    assert len(history(empty_db)) == 4
+    statuses = _statuses(empty_db, source)
+    assert set(statuses.values()) == {"applied"}
+
+
+def _statuses(target, source):
+    with connect(target) as conn:
+        return {k: v.state for k, v in source.statuses(conn).items()}
+
+
+@pytest.mark.server
+def test_repeatable_runs_again_when_changed_and_drift_is_detected(project, empty_db):
+    (source,) = load_sources(project / "migrations")
+    migrate_all(empty_db, source)
+    view = project / "flyway" / "sql" / "R__basic_accounts_view.sql"
+    view.write_text(view.read_text().replace("SELECT id, email", "SELECT id, email, tier"))
+    (source,) = load_sources(project / "migrations")
+    assert _statuses(empty_db, source)["flyway_r_basic_accounts_view"] == "outdated"
+    migrate_all(empty_db, source)
+    rows = history(empty_db)
+    assert len(rows) == 5 and rows[-1][4] == "R__basic_accounts_view.sql" and rows[-1][5] == checksum(view.read_bytes())
+    # an applied versioned script edited afterwards: drift, with Flyway's checksums, and refused
+    v1 = project / "flyway" / "sql" / "V1__create_accounts.sql"
+    v1.write_bytes(v1.read_bytes() + b"-- an edit\n")
+    (source,) = load_sources(project / "migrations")
+    with connect(empty_db) as conn:
+        status = source.statuses(conn)["flyway_v1_create_accounts"]
+    assert status.state == "changed since applied" and status.problem
+    assert str(golden_checksum(FIXTURE / "sql" / "V1__create_accounts.sql")) in status.detail
+
+
+@pytest.mark.server
+def test_order_lint_undo_and_flyways_lock(project, empty_db):
+    (source,) = load_sources(project / "migrations")
+    v1, v11, v2, view = source.migrations()
+    with pytest.raises(PreflightError, match="must run after flyway_v1_create_accounts"):
+        lifecycle.apply(empty_db, source, v2)
+    lifecycle.apply(empty_db, source, v1)
+    lifecycle.apply(empty_db, source, v11)
+    # Flyway's advisory lock: while another session holds it, we wait (here: give up quickly)
+    with connect(empty_db, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (lock_key(source.project),))
+        with pytest.raises(Exception, match="advisory lock"):
+            with flyway_lock(empty_db, source.project, wait_s=1):
+                pass
+        other.execute("SELECT pg_advisory_unlock(%s)", (lock_key(source.project),))
+    lifecycle.apply(empty_db, source, v2)
+    # the undo: U2 runs, an UNDO_SQL row as Flyway Teams writes it, and V2 is pending again
+    with pytest.raises(PreflightError, match="repeatable script has no undo"):
+        lifecycle.rollback(empty_db, source, view)
+    with pytest.raises(PreflightError, match="has no undo script"):
+        lifecycle.rollback(empty_db, source, v11)
+    lifecycle.rollback(empty_db, source, v2)
+    rows = history(empty_db)
+    assert rows[-1][1:6] == ("2", "fill tier", "UNDO_SQL", "U2__fill_tier.sql",
+                             golden_checksum(FIXTURE / "sql" / "U2__fill_tier.sql"))
+    assert _statuses(empty_db, source)["flyway_v2_fill_tier"] == "rolled back"
+    with connect(empty_db) as conn:
+        assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'accounts' AND "
+                            "column_name = 'tier'").fetchone()[0] == 0
+    lifecycle.apply(empty_db, source, v2)  # and forward again
+    assert _statuses(empty_db, source)["flyway_v2_fill_tier"] == "applied"
+
+
+@pytest.mark.server
+def test_unbatched_update_and_plain_index_are_refused_with_the_recipe(project, empty_db):
+    sql = project / "flyway" / "sql"
+    (sql / "V3__bad.sql").write_text("UPDATE accounts SET email = lower(email);\n"
+                                     "CREATE INDEX accounts_tier_idx ON accounts (tier);\n")
+    (source,) = load_sources(project / "migrations")
+    migrate = source.migrations()
+    for migration in migrate[:3]:
+        lifecycle.apply(empty_db, source, migration)
+    with pytest.raises(PreflightError) as refused:
+        lifecycle.apply(empty_db, source, migrate[3])
+    text = str(refused.value)
+    assert "unbatched-update" in text and "-- airmigrate: batch key=" in text
+    assert "require-concurrent-index-creation" in text
+    assert len(history(empty_db)) == 3  # nothing written
+
+
+@pytest.mark.server
+def test_baseline_writes_flyways_baseline_row(project, empty_db):
+    (source,) = load_sources(project / "migrations")
+    v1, v11, v2, _ = source.migrations()
+    assert lifecycle.baseline(empty_db, source, v11) == [v1.id, v11.id]
+    assert history(empty_db) == [(1, "1.1", "<< Flyway Baseline >>", "BASELINE", "<< Flyway Baseline >>", None,
+                                  "postgres", True, True)]
+    assert _statuses(empty_db, source)[v1.id] == "baseline"
+    with pytest.raises(PreflightError, match="baseline"):
+        lifecycle.baseline(empty_db, source, v2)
