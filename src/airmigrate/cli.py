@@ -16,7 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
-from airmigrate import interrupt, lease, settings
+from airmigrate import cli_import, interrupt, lease, settings
 from airmigrate.cli_common import configured_target as _configured_target, load_named, prepare_airflow_env
 from airmigrate.cli_status import cmd_history, cmd_status
 from airmigrate.db import Target
@@ -103,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
                               "(recorded in airmigrate.actions)")
     migrate.add_argument("--allow-drift", action="store_true",
                          help="go on although an applied migration's files changed since (recorded)")
+    migrate.add_argument("--source", metavar="NAME", help="the migrations of an imported Flyway/Alembic project instead "
+                                                          "(`airmigrate import`), in that tool's order")
     migrate.set_defaults(func=cmd_migrate)
     baseline = sub.add_parser("baseline", help="record every migration up to --to as applied without running it "
                                                "(adopting airmigrate on an existing schema)")
@@ -159,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
                                         "its Airflow connection URI")
     env.add_argument("--database", default=DEMO_DB)
     env.set_defaults(func=cmd_target)
+    cli_import.add_parser(sub)
     return parser
 
 
@@ -172,6 +175,8 @@ def cmd_run(args) -> int:
         conf["until"] = args.until
     if args.cascade and not args.rollback:
         raise AirmigrateError("--cascade goes with --rollback: `airmigrate run <id> --rollback --cascade`")
+    if (code := cli_import.run_imported(args.migration, target, args.rollback, conf)) is not None:
+        return code  # a Flyway script or Alembic revision (airmigrate import)
     if args.cascade:  # the dependents first, latest first, each like a rollback of its own; stop at a failure
         from airmigrate.gates import needs_rollback_approval
         from airmigrate.db import connect
@@ -229,6 +234,8 @@ def cmd_migrate(args) -> int:
     OUTPUT["wait"] = args.wait
     prepare_airflow_env()
     target = _configured_target()
+    if args.source:
+        return cli_import.migrate_source(args.source, target)
     errors: dict[str, str] = {}
     code = migrate(target, lambda migration_id, conf: run_and_report(migration_id, target, conf=conf, errors=errors,
                                                                      what="migrate"),
@@ -242,6 +249,8 @@ def cmd_baseline(args) -> int:
 
     prepare_airflow_env()
     target = _configured_target()
+    if (code := cli_import.baseline_imported(args.to, target)) is not None:
+        return code  # the tool's own baseline (Flyway's BASELINE row, Alembic's stamp)
     ids = baseline(target, args.to)
     for migration_id in ids:
         print(f"{migration_id}: recorded as applied (not run)")
