@@ -89,6 +89,12 @@ class FlywaySource:
                                      "applied already: Flyway would refuse it too. Give it a higher version, or set "
                                      f"`out_of_order: true` in {self.file.path}")
 
+    def blocking_rollback(self, migration: Imported, statuses: dict[str, Status]) -> list[Imported]:
+        """Versions applied after this one: undone first, latest first (Flyway's undo order)."""
+        ids = [m.id for m in self.migrations()]
+        return [m for m in self.migrations()[ids.index(migration.id) + 1:]
+                if not m.repeatable and statuses[m.id].state == "applied"]
+
     # -- what to write ---------------------------------------------------------------------------------
     def lock(self, target):
         return fh.flyway_lock(target, self.project)

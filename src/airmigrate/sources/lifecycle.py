@@ -7,6 +7,7 @@ owner, the steps done, the batches), never a second history to disagree with the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from airmigrate import state
@@ -43,7 +44,9 @@ def apply(target: Target, source, migration: Imported, dag_run_id: str | None = 
             if status.problem and status.state != "failed":
                 raise PreflightError(f"{migration.id}: {status.detail}")
             source.check_order(migration, source.statuses(conn))
-            check_lint(migration, source.file.acknowledged(migration), conn.info.server_version)
+            migration = runnable(conn, source, migration, up=True)
+            check_lint(migration, source.file.acknowledged(migration), conn.info.server_version,
+                       view=getattr(source, "lint_view", None))
             if dry_run:
                 return {"dry_run": True, "sql": migration.up_sql}
             run_id, started = _begin(conn, migration, "up", dag_run_id)
@@ -61,6 +64,15 @@ def apply(target: Target, source, migration: Imported, dag_run_id: str | None = 
             state.finish_run(conn, run_id, "succeeded")
     log.info("%s (%s) applied: %d step(s) in this run", migration.id, migration.title, steps)
     return {"run_id": run_id, "steps": steps}
+
+
+def runnable(conn, source, migration: Imported, up: bool) -> Imported:
+    """The migration with the SQL it runs now: Alembic's offline SQL depends on the current heads (an INSERT of a
+    new branch head, an UPDATE of a moved one); Flyway's script is what it is."""
+    if not hasattr(source, "sql_now"):
+        return migration
+    text = source.sql_now(conn, migration, up)
+    return dataclasses.replace(migration, **({"up_sql": text} if up else {"down_sql": text}))
 
 
 def _record_failure(target: Target, source, migration: Imported, run_id: int, started: str, exc) -> None:
@@ -91,14 +103,14 @@ def rollback(target: Target, source, migration: Imported, dag_run_id: str | None
             if statuses[migration.id].state != "applied":
                 raise PreflightError(f"{migration.id} is {statuses[migration.id].state}, not applied: nothing to "
                                      "roll back")
-            ids = [m.id for m in source.migrations()]
-            later = [m for m in source.migrations()[ids.index(migration.id) + 1:]
-                     if not m.repeatable and statuses[m.id].state == "applied"]
+            later = source.blocking_rollback(migration, statuses)
             if later:
                 raise PreflightError(f"{later[-1].id} is applied after {migration.id}: roll it back first "
                                      f"(`airmigrate run {later[-1].id} --rollback`), latest first")
+            migration = runnable(conn, source, migration, up=False)
             if migration.down_sql:
-                check_lint(migration, source.file.acknowledged(migration), conn.info.server_version, down=True)
+                check_lint(migration, source.file.acknowledged(migration), conn.info.server_version, down=True,
+                           view=getattr(source, "lint_view", None))
             run_id, started = _begin(conn, migration, "down", dag_run_id)
         try:
             if migration.down_sql is None:

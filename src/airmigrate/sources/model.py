@@ -43,6 +43,8 @@ class SourceSettings(BaseModel):
     statement_timeout_ms: int = Field(3_600_000, ge=100, description="statement_timeout for every statement")
     out_of_order: bool = Field(False, description="Flyway's outOfOrder: run a version lower than the highest "
                                                   "applied one")
+    version_table: str = Field("alembic_version", description="Alembic: the version table (env.py's version_table)")
+    version_table_schema: str | None = Field(None, description="Alembic: its schema (env.py's version_table_schema)")
     acknowledge: dict[str, list[Acknowledged]] = Field(
         default_factory=dict, description="script file name (or migration id): the lint rules it breaks on purpose")
 
