@@ -201,3 +201,28 @@ def test_baseline_writes_flyways_baseline_row(project, empty_db):
     assert _statuses(empty_db, source)[v1.id] == "baseline"
     with pytest.raises(PreflightError, match="baseline"):
         lifecycle.baseline(empty_db, source, v2)
+
+
+@pytest.mark.server
+def test_partial_failure_writes_flyways_failed_row_and_resume_replaces_it(project, empty_db):
+    """A script with a statement outside a transaction (CONCURRENTLY) that fails after it: Flyway's
+    success = false row; fixed and run again: the failed row is replaced (as `flyway repair` + migrate)."""
+    sql = project / "flyway" / "sql"
+    bad = sql / "V3__tier_index.sql"
+    bad.write_text("CREATE INDEX CONCURRENTLY accounts_tier_idx ON accounts (tier);\n"
+                   "ALTER TABLE no_such_table ADD COLUMN x integer;\n")
+    (source,) = load_sources(project / "migrations")
+    for migration in source.migrations()[:3]:
+        lifecycle.apply(empty_db, source, migration)
+    v3 = source.migrations()[3]
+    with pytest.raises(Exception, match="no_such_table"):
+        lifecycle.apply(empty_db, source, v3)
+    last = history(empty_db)[-1]
+    assert (last[1], last[2], last[3], last[4], last[-1]) == ("3", "tier index", "SQL", "V3__tier_index.sql", False)
+    assert _statuses(empty_db, source)[v3.id] == "failed"
+    bad.write_text(bad.read_text().replace("no_such_table", "accounts"))
+    (source,) = load_sources(project / "migrations")
+    lifecycle.apply(empty_db, source, source.migrations()[3])
+    last = history(empty_db)[-1]
+    assert last[1] == "3" and last[5] == golden_checksum(bad) and last[-1] is True
+    assert [r[1] for r in history(empty_db)].count("3") == 1

@@ -9,6 +9,7 @@ project in the tool's order, each through its own DAG (as airmigrate__migrate do
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from airflow.sdk import DAG, BaseHook, Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
@@ -18,7 +19,8 @@ from airmigrate.airflow.dag_factory import DEFAULT_ARGS, MANUAL_DAG, START, WAIT
 from airmigrate.airflow.tasks import target_from_connection
 from airmigrate.db import is_transient
 from airmigrate.errors import SpecError
-from airmigrate.sources import find_or_fail, load_sources
+from airmigrate.sources import find_or_fail, open_source
+from airmigrate.sources.model import SOURCES_DIR, read_source_file
 from airmigrate.sources import lifecycle
 
 log = logging.getLogger(__name__)
@@ -109,12 +111,10 @@ def build_source_migrate_dag(source) -> DAG:
 def build_source_dags(migrations_dir=None) -> tuple[dict, list[str]]:
     """Every imported migration's DAGs and each source's chain, plus the errors of sources that do not load."""
     dags, errors = {}, []
-    try:
-        sources = load_sources(migrations_dir or settings.migrations_dir())
-    except SpecError as exc:
-        return {}, [str(exc)]
-    for source in sources:
-        try:
+    folder = Path(migrations_dir or settings.migrations_dir()) / SOURCES_DIR
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        try:  # one project that does not load keeps no other from loading
+            source = open_source(read_source_file(path))
             migrations = source.migrations()
         except SpecError as exc:
             errors.append(str(exc))
