@@ -314,6 +314,11 @@ def cmd_lint(args) -> int:
             findings += lint_sql_file(path)
             continue
         folders = [path] if (path / SPEC_FILE).exists() else discover(path)
+        try:  # imported Flyway / Alembic projects (migrations/_sources/)
+            findings += cli_import.lint_sources(path, args.pg_version)
+        except SpecError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            broken += 1
         for folder in folders:
             try:
                 migration = load_migration(folder, settings.expectations_dir())
@@ -345,6 +350,8 @@ def _changed_since_applied(migration) -> tuple[int, int]:
 def cmd_plan(args) -> int:
     from airmigrate.cli_plan import cmd_plan as plan
 
+    if (code := cli_import.plan_imported(args.migration)) is not None:
+        return code  # a Flyway script or Alembic revision (airmigrate import)
     return plan(args)
 
 

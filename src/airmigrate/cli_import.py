@@ -134,6 +134,42 @@ def migrate_source(name: str, target: Target) -> int:
     return 0
 
 
+def plan_imported(migration_id: str) -> int | None:
+    """`airmigrate plan <imported id>`: each step and statement with its lock (None: not an imported id). With a
+    target, Alembic's SQL is generated from the real current heads and the lock rules read the catalogs."""
+    from airmigrate.sources.plan import render
+
+    found = find(settings.migrations_dir(), migration_id)
+    if found is None:
+        return None
+    source, migration = found
+    try:
+        target = configured_target()
+    except AirmigrateError:
+        lines = render(migration, migration.up_sql)
+    else:
+        with connect(target, autocommit=True) as conn:
+            now = lifecycle.runnable(conn, source, migration, up=True)
+            lines = render(migration, now.up_sql, conn)
+    print("\n".join(lines))
+    return 0
+
+
+def lint_sources(migrations_dir: Path, pg_version: str) -> list:
+    """`airmigrate lint migrations/`: every imported script (up and down) with the rules native files get; an
+    unbatched UPDATE/DELETE says how to add the batch marker."""
+    from airmigrate.sources.runner import lint
+
+    findings = []
+    for source in load_sources(migrations_dir):
+        view = getattr(source, "lint_view", None)
+        for migration in source.migrations():
+            acknowledged = source.file.acknowledged(migration)
+            findings += lint(migration, acknowledged, pg_version, False, view)
+            findings += lint(migration, acknowledged, pg_version, True, view)
+    return findings
+
+
 def baseline_imported(to: str, target: Target) -> int | None:
     """`airmigrate baseline --to <imported id>`: the tool's own baseline (Flyway's BASELINE row, Alembic's stamp)."""
     found = find(settings.migrations_dir(), to)
