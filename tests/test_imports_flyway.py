@@ -157,6 +157,11 @@ def test_order_lint_undo_and_flyways_lock(project, empty_db):
                 pass
         other.execute("SELECT pg_advisory_unlock(%s)", (lock_key(source.project),))
     lifecycle.apply(empty_db, source, v2)
+    with connect(empty_db) as conn:  # V2 overwrites accounts.tier: a pg_dump of accounts first (backup: auto)
+        facts = conn.execute("SELECT facts FROM airmigrate.runs WHERE migration_id = %s", (v2.id,)).fetchone()[0]
+        assert len(facts["up_backup_paths"]) == 1 and Path(facts["up_backup_paths"][0]).stat().st_size > 0
+        facts = conn.execute("SELECT facts FROM airmigrate.runs WHERE migration_id = %s", (v11.id,)).fetchone()[0]
+        assert facts["up_backup_paths"] == []  # an index only: nothing to dump
     # the undo: U2 runs, an UNDO_SQL row as Flyway Teams writes it, and V2 is pending again
     with pytest.raises(PreflightError, match="repeatable script has no undo"):
         lifecycle.rollback(empty_db, source, view)

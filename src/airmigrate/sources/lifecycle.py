@@ -13,6 +13,7 @@ import logging
 from airmigrate import state
 from airmigrate.db import Target, connect
 from airmigrate.errors import PreflightError
+from airmigrate.sources.backup import backup
 from airmigrate.sources.model import Imported, Status
 from airmigrate.sources.runner import check_lint, execute
 
@@ -51,6 +52,7 @@ def apply(target: Target, source, migration: Imported, dag_run_id: str | None = 
                 return {"dry_run": True, "sql": migration.up_sql}
             run_id, started = _begin(conn, migration, "up", dag_run_id)
         try:
+            backup(target, migration, run_id, migration.up_sql, "up")
             if migration.up_sql is None:  # a Python-only revision: the tool runs it, in this task
                 source.run_python(target, migration, "up", started)
                 steps = 1
@@ -80,8 +82,9 @@ def _record_failure(target: Target, source, migration: Imported, run_id: int, st
     failure, the tool's history says so too (Flyway writes success = false for such a script)."""
     try:
         with connect(target, autocommit=True) as conn:
-            partial = bool(conn.execute("SELECT cardinality(completed_stages) > 0 FROM airmigrate.runs "
-                                        "WHERE run_id = %s", (run_id,)).fetchone()[0])
+            partial = bool(conn.execute("SELECT EXISTS (SELECT 1 FROM unnest(completed_stages) s WHERE s ~ "
+                                        "'^up:[0-9]+$') FROM airmigrate.runs WHERE run_id = %s",
+                                        (run_id,)).fetchone()[0])  # a statement committed (not the backup)
             with conn.transaction():
                 if partial and hasattr(source, "failed_up_sql"):
                     for statement in source.failed_up_sql(migration, started):
@@ -113,6 +116,7 @@ def rollback(target: Target, source, migration: Imported, dag_run_id: str | None
                            view=getattr(source, "lint_view", None))
             run_id, started = _begin(conn, migration, "down", dag_run_id)
         try:
+            backup(target, migration, run_id, migration.down_sql, "down")
             if migration.down_sql is None:
                 source.run_python(target, migration, "down", started)
             else:
