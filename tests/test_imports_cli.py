@@ -67,3 +67,25 @@ def test_refusals_answer_before_airflow_and_baseline(tree, empty_db):
     assert done.returncode == 0, out
     with connect(empty_db) as conn:
         assert conn.execute("SELECT version, type FROM flyway_schema_history").fetchall() == [("1.1", "BASELINE")]
+
+
+@pytest.mark.server
+def test_alembic_project_through_airflow(tmp_path, empty_db):
+    """The Alembic fixture (a branch, a merge, a Python-only revision) through its DAGs; then Alembic's own API
+    says current == heads; `downgrade -1` is the head's rollback DAG."""
+    from tests.test_imports_alembic import alembic_config, current_heads
+
+    shutil.copytree(FIXTURE.parent / "alembic_project", tmp_path / "alembic_project")
+    (tmp_path / "migrations").mkdir()
+    done, out = cli(empty_db, tmp_path, "import", "alembic", str(tmp_path / "alembic_project" / "alembic.ini"),
+                    "--name", "shop")
+    assert done.returncode == 0, out
+    done, out = cli(empty_db, tmp_path, "migrate", "--source", "shop")
+    assert done.returncode == 0, out[-4000:]
+    cfg = alembic_config(tmp_path, empty_db)
+    assert current_heads(cfg) == ("e4000",)
+    done, out = cli(empty_db, tmp_path, "run", "shop_e4000_status_from_each_order_s_amount_reads_ro", "--rollback")
+    assert done.returncode == 0, out[-4000:]
+    assert current_heads(cfg) == ("d3000",)
+    done, out = cli(empty_db, tmp_path, "history")
+    assert "shop_d3000_merge_the_two_branches" in out and "pending (shop)" in out and "applied (shop)" in out

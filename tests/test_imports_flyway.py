@@ -87,7 +87,10 @@ def golden(name, version, description, rank, user="postgres", type_="SQL"):
 
 
 @pytest.mark.server
-def test_fresh_database_gets_flyways_history(project, empty_db):
+def test_fresh_database_gets_flyways_history(project, empty_db, monkeypatch):
+    """The fixture as written: a million rows (flyway.conf's placeholder), their UPDATE batched by the marker."""
+    monkeypatch.delenv("FLYWAY_PLACEHOLDERS_ROWS")
+    rows = 1_000_000
     (source,) = load_sources(project / "migrations")
     migrate_all(empty_db, source)
     assert history(empty_db) == [
@@ -98,12 +101,12 @@ def test_fresh_database_gets_flyways_history(project, empty_db):
     ]
     with connect(empty_db) as conn:
         assert conn.execute("SELECT count(*), count(*) FILTER (WHERE tier = 'basic') FROM accounts").fetchone() \
-            == (ROWS, ROWS)
-        assert conn.execute("SELECT count(*) FROM basic_accounts").fetchone()[0] == ROWS
+            == (rows, rows)
+        assert conn.execute("SELECT count(*) FROM basic_accounts").fetchone()[0] == rows
         # the UPDATE ran in key-range batches through the backfill engine, not in one transaction
         batches = conn.execute("SELECT count(*), sum(rows) FROM airmigrate.batches b JOIN airmigrate.runs r "
                                "USING (run_id) WHERE r.migration_id = 'flyway_v2_fill_tier#1'").fetchone()
-        assert batches[0] >= ROWS // 20_000 and batches[1] == ROWS
+        assert batches[0] >= rows // 20_000 and batches[1] == rows
         # Flyway's own table shape: its primary key and index names
         assert {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = "
                                            "'flyway_schema_history'")} == {"flyway_schema_history_pk",
