@@ -22,9 +22,12 @@ FIXTURE = Path(__file__).parent / "fixtures" / "flyway_project"
 ROWS = 50_000  # the fixture says a million (flyway.conf); the environment overrides it, as Flyway allows
 
 
-def golden_checksum(path: Path) -> int:
-    """Independently of the importer: bytes split at \\n, a trailing \\r dropped, BOM dropped, CRC32, signed."""
+def golden_checksum(path: Path, placeholders: dict[bytes, bytes] | None = None) -> int:
+    """Independently of the importer: bytes split at \\n, a trailing \\r dropped, BOM dropped, CRC32, signed; a
+    repeatable script's placeholders replaced first (Flyway's SqlMigrationResolver)."""
     data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    for name, value in (placeholders or {}).items():
+        data = data.replace(b"${" + name + b"}", value)
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()
@@ -48,7 +51,7 @@ def test_checksum_is_flyways():
     assert checksum("a\nb\n") == checksum("a\r\nb\r\n") == checksum("\ufeffa\rb") == \
         zlib.crc32(b"ab") - 2**32 * (zlib.crc32(b"ab") >= 2**31)
     assert checksum("") == 0
-    for script in (FIXTURE / "sql").glob("*.sql"):
+    for script in (FIXTURE / "sql").glob("V*.sql"):  # versioned: the file as written
         assert checksum(script.read_bytes()) == golden_checksum(script), script.name
     assert java_hash('"public"."flyway_schema_history"') == hash_java('"public"."flyway_schema_history"')
 
@@ -81,9 +84,9 @@ def history(target):
                             "execution_time >= 0, success FROM flyway_schema_history ORDER BY 1").fetchall()
 
 
-def golden(name, version, description, rank, user="postgres", type_="SQL"):
+def golden(name, version, description, rank, user="postgres", type_="SQL", placeholders=None):
     path = FIXTURE / "sql" / name
-    return (rank, version, description, type_, name, golden_checksum(path), user, True, True)
+    return (rank, version, description, type_, name, golden_checksum(path, placeholders), user, True, True)
 
 
 @pytest.mark.server
@@ -97,7 +100,8 @@ def test_fresh_database_gets_flyways_history(project, empty_db, monkeypatch):
         golden("V1__create_accounts.sql", "1", "create accounts", 1),
         golden("V1_1__add_email_index.sql", "1.1", "add email index", 2),
         golden("V2__fill_tier.sql", "2", "fill tier", 3),
-        golden("R__basic_accounts_view.sql", None, "basic accounts view", 4),
+        golden("R__basic_accounts_view.sql", None, "basic accounts view", 4,
+               placeholders={b"email_domain": b"example.com"}),
     ]
     with connect(empty_db) as conn:
         assert conn.execute("SELECT count(*), count(*) FILTER (WHERE tier = 'basic') FROM accounts").fetchone() \
@@ -124,7 +128,7 @@ def _statuses(target, source):
 
 
 @pytest.mark.server
-def test_repeatable_runs_again_when_changed_and_drift_is_detected(project, empty_db):
+def test_repeatable_runs_again_when_changed_and_drift_is_detected(project, empty_db, monkeypatch):
     (source,) = load_sources(project / "migrations")
     migrate_all(empty_db, source)
     view = project / "flyway" / "sql" / "R__basic_accounts_view.sql"
@@ -133,7 +137,14 @@ def test_repeatable_runs_again_when_changed_and_drift_is_detected(project, empty
     assert _statuses(empty_db, source)["flyway_r_basic_accounts_view"] == "outdated"
     migrate_all(empty_db, source)
     rows = history(empty_db)
-    assert len(rows) == 5 and rows[-1][4] == "R__basic_accounts_view.sql" and rows[-1][5] == checksum(view.read_bytes())
+    assert len(rows) == 5 and rows[-1][4] == "R__basic_accounts_view.sql"
+    assert rows[-1][5] == golden_checksum(view, {b"email_domain": b"example.com"})
+    # a new placeholder value runs a repeatable script again (its checksum is taken after replacement)
+    monkeypatch.setenv("FLYWAY_PLACEHOLDERS_EMAIL_DOMAIN", "example.org")
+    (source,) = load_sources(project / "migrations")
+    assert _statuses(empty_db, source)["flyway_r_basic_accounts_view"] == "outdated"
+    assert _statuses(empty_db, source)["flyway_v1_create_accounts"] == "applied"  # versioned: the file as written
+    monkeypatch.delenv("FLYWAY_PLACEHOLDERS_EMAIL_DOMAIN")
     # an applied versioned script edited afterwards: drift, with Flyway's checksums, and refused
     v1 = project / "flyway" / "sql" / "V1__create_accounts.sql"
     v1.write_bytes(v1.read_bytes() + b"-- an edit\n")

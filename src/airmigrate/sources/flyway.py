@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -103,9 +104,12 @@ class Project:
     prefix: str = "${"
     suffix: str = "}"
     locations: tuple[Path, ...] = field(default_factory=tuple)
+    replace: bool = True  # flyway.placeholderReplacement
 
     def substitute(self, script: Script, text: str) -> str:
         """The script with its placeholders replaced, as Flyway runs it; a missing value names the script."""
+        if not self.replace:
+            return text
         pattern = re.compile(re.escape(self.prefix) + r"([A-Za-z0-9_:.\-]+)" + re.escape(self.suffix))
         builtins = {"flyway:defaultSchema": self.schema, "flyway:table": self.table,
                     "flyway:filename": script.path.name}
@@ -142,12 +146,18 @@ def load_project(location: Path | str, config: Path | str | None = None) -> Proj
     _no_duplicates(versioned)
     undo = {s.version: s for s in scripts if s.kind == "U"}
     schemas = [s.strip() for s in settings.get("schemas", "").split(",") if s.strip()]
-    return Project(root=root, config_file=config_file, versioned=tuple(versioned),
-                   repeatable=tuple(sorted((s for s in scripts if s.kind == "R"), key=lambda s: s.description)),
-                   undo=undo, placeholders=placeholders, table=settings.get("table", "flyway_schema_history"),
-                   schema=settings.get("defaultSchema") or (schemas[0] if schemas else "public"),
-                   installed_by=settings.get("installedBy"), prefix=settings.get("placeholderPrefix", "${"),
-                   suffix=settings.get("placeholderSuffix", "}"), locations=tuple(locations))
+    project = Project(root=root, config_file=config_file, versioned=tuple(versioned),
+                      repeatable=tuple(sorted((s for s in scripts if s.kind == "R"), key=lambda s: s.description)),
+                      undo=undo, placeholders=placeholders, table=settings.get("table", "flyway_schema_history"),
+                      schema=settings.get("defaultSchema") or (schemas[0] if schemas else "public"),
+                      installed_by=settings.get("installedBy"), prefix=settings.get("placeholderPrefix", "${"),
+                      suffix=settings.get("placeholderSuffix", "}"), locations=tuple(locations),
+                      replace=settings.get("placeholderReplacement", "true").lower() != "false")
+    # Flyway's SqlMigrationResolver: a repeatable script's checksum is taken after placeholder replacement (a new
+    # placeholder value runs it again); a versioned one's over the file as written
+    repeatable = tuple(dataclasses.replace(s, checksum=checksum(project.substitute(s, s.path.read_bytes().decode(
+        "utf-8")))) for s in project.repeatable) if project.replace else project.repeatable
+    return dataclasses.replace(project, repeatable=repeatable)
 
 
 def read_config(path: Path) -> dict[str, str]:
