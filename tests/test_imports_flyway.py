@@ -153,6 +153,12 @@ def test_repeatable_runs_again_when_changed_and_drift_is_detected(project, empty
         status = source.statuses(conn)["flyway_v1_create_accounts"]
     assert status.state == "changed since applied" and status.problem
     assert str(golden_checksum(FIXTURE / "sql" / "V1__create_accounts.sql")) in status.detail
+    # an applied script deleted from the folder: flyway validate's "not resolved locally"
+    (project / "flyway" / "sql" / "V1_1__add_email_index.sql").unlink()
+    (source,) = load_sources(project / "migrations")
+    with connect(empty_db) as conn:
+        (label, gone), = source.unresolved(conn)
+    assert label == "flyway V1.1 (V1_1__add_email_index.sql)" and gone.problem and "restore it" in gone.detail
 
 
 @pytest.mark.server

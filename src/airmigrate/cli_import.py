@@ -186,9 +186,13 @@ def history_entries(conn) -> list:
     from airmigrate.lifecycle.history import Entry
 
     entries = []
-    for migration, status in lifecycle.entries(conn, load_sources(settings.migrations_dir())):
+    sources = load_sources(settings.migrations_dir())
+    for migration, status in lifecycle.entries(conn, sources):
         entries.append(Entry(migration.id, f"{status.state} ({migration.source})", status.detail, status.problem,
                              status.applied_at, status.applied_by, status.duration_s))
+    for source in sources:  # what the tool's history holds that the folder cannot account for
+        entries += [Entry(label, status.state, status.detail, True, status.applied_at, status.applied_by,
+                          status.duration_s) for label, status in source.unresolved(conn)]
     return entries
 
 

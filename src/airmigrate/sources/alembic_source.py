@@ -104,8 +104,16 @@ class AlembicSource:
             return None
         return tuple(r[0] for r in conn.execute(f"SELECT version_num FROM {name} ORDER BY 1"))
 
+    def unresolved(self, conn) -> list[tuple[str, Status]]:
+        """alembic_version rows naming a revision the script folder does not have (Alembic: "Can't locate
+        revision"): each a problem in the listing."""
+        known = {m.ref.revision for m in self.migrations()}
+        return [(f"{self.name} {head}", Status("applied, revision missing", f"alembic_version holds {head}, which "
+                 "is not in the script folder: restore its file", problem=True))
+                for head in self.heads(conn) or () if head not in known]
+
     def statuses(self, conn) -> dict[str, Status]:
-        heads = self.heads(conn) or ()
+        heads = tuple(h for h in self.heads(conn) or () if h in {m.ref.revision for m in self.migrations()})
         applied = {rev.revision for rev in self.script.iterate_revisions(heads, "base")} if heads else set()
         return {m.id: Status("applied" if m.ref.revision in applied else "pending") for m in self.migrations()}
 

@@ -47,6 +47,21 @@ class FlywaySource:
             out[migration.id] = self._status(script, mine[-1] if mine else None, baseline)
         return out
 
+    def unresolved(self, conn) -> list[tuple[str, Status]]:
+        """Versions flyway_schema_history says are applied whose script is gone (`flyway validate`: "applied
+        migration not resolved locally"): (label, status) for the listing, each a problem."""
+        rows = fh.rows(conn, self.project)
+        here = {s.version for s in self.project.versioned}
+        last: dict[Version, object] = {}
+        for row in rows:
+            if row.version and row.type in ("SQL", "UNDO_SQL"):
+                last[Version(row.version)] = row
+        return [(f"{self.name} V{version} ({row.script})",
+                 Status("applied, script missing", f"{row.script} is in {fh.qualified(self.project)} but not in "
+                        f"{', '.join(str(p) for p in self.project.locations)}: restore it (flyway validate fails too)",
+                        row.installed_on, row.installed_by, row.execution_time / 1000, problem=True))
+                for version, row in sorted(last.items()) if version not in here and row.type == "SQL" and row.success]
+
     @staticmethod
     def _status(script: Script, last, baseline) -> Status:
         if last is None:
