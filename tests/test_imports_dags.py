@@ -29,7 +29,7 @@ def test_dags_per_script_and_revision(tree):
     assert errors == []
     assert {"flyway_v1_create_accounts", "flyway_v1_create_accounts__rollback", "flyway__migrate",
             "shop_a1000_create_orders", "shop__migrate"} <= set(dags)
-    assert [t.task_id for t in dags["flyway_v2_fill_tier"].topological_sort()] == ["preflight", "apply"]
+    assert [t.task_id for t in dags["flyway_v2_fill_tier"].topological_sort()] == ["preflight", "apply", "validate"]
     assert [t.task_id for t in dags["flyway_v2_fill_tier__rollback"].topological_sort()] == ["down"]
     chain = [t.task_id for t in dags["flyway__migrate"].topological_sort()]
     assert chain == ["flyway_v1_create_accounts", "flyway_v1_1_add_email_index", "flyway_v2_fill_tier",

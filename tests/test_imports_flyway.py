@@ -251,3 +251,26 @@ def test_partial_failure_writes_flyways_failed_row_and_resume_replaces_it(projec
     last = history(empty_db)[-1]
     assert last[1] == "3" and last[5] == golden_checksum(bad) and last[-1] is True
     assert [r[1] for r in history(empty_db)].count("3") == 1
+
+
+@pytest.mark.server
+def test_expectations_validate_an_imported_migration(project, empty_db, monkeypatch):
+    """expectations/<id>.json with a "table": Great Expectations on what the script changed."""
+    from airmigrate.errors import ValidationFailed
+
+    expectations = project / "expectations"
+    expectations.mkdir()
+    monkeypatch.setenv("AIRMIGRATE_EXPECTATIONS_DIR", str(expectations))
+    (source,) = load_sources(project / "migrations")
+    v1, v11, v2, _ = source.migrations()
+    assert lifecycle.validate(empty_db, v2) == {"validation": "no suite"}
+    for migration in (v1, v11, v2):
+        lifecycle.apply(empty_db, source, migration)
+    suite = expectations / f"{v2.id}.json"
+    suite.write_text('{"table": "public.accounts", "expectations": [{"type": "expect_column_values_to_not_be_null", '
+                     '"kwargs": {"column": "tier"}}]}')
+    assert lifecycle.validate(empty_db, v2)["validation"] == "passed"
+    suite.write_text('{"table": "accounts", "expectations": [{"type": "expect_column_values_to_be_in_set", '
+                     '"kwargs": {"column": "tier", "value_set": ["gold"]}}]}')
+    with pytest.raises(ValidationFailed, match="roll back"):
+        lifecycle.validate(empty_db, v2)

@@ -1,7 +1,8 @@
 """Imported migrations (Flyway scripts, Alembic revisions) -> Airflow DAGs, pure like dag_factory: parsing
 reads the team's folder, never the database.
 
-Per migration: ``<id>``: preflight (the tool's history, order, lint; dry_run prints the SQL) -> apply, and
+Per migration: ``<id>``: preflight (the tool's history, order, lint; dry_run prints the SQL) -> apply -> validate
+(expectations/<id>.json when there is one), and
 ``<id>__rollback``: down (U script / downgrade()). Per source: ``<source>__migrate``, every migration of the
 project in the tool's order, each through its own DAG (as airmigrate__migrate does for native folders).
 """
@@ -26,7 +27,7 @@ from airmigrate.sources import lifecycle
 log = logging.getLogger(__name__)
 
 
-def _run(migration_id: str, direction: str, dry_run_only: bool = False):
+def _run(migration_id: str, direction: str, dry_run_only: bool = False, validate_only: bool = False):
     """Load the migration, hold its lease, run the lifecycle step; transient errors retry, others fail."""
     source, migration = find_or_fail(settings.migrations_dir(), migration_id)
     target = target_from_connection(BaseHook.get_connection(source.file.settings.connection_id))
@@ -36,6 +37,10 @@ def _run(migration_id: str, direction: str, dry_run_only: bool = False):
         with lease.hold_for_task(target, migration.id, dag_run_id, float(params.get("wait_for_lease") or 0)):
             if direction == "down":
                 return lifecycle.rollback(target, source, migration, dag_run_id)
+            if validate_only:
+                if params.get("dry_run"):
+                    raise AirflowSkipException("dry_run: nothing to validate")
+                return lifecycle.validate(target, migration)
             if dry_run_only or params.get("dry_run"):
                 result = lifecycle.apply(target, source, migration, dag_run_id, dry_run=True)
                 log.info("%s (%s): checks passed; it runs:\n%s", migration.id, migration.title,
@@ -61,6 +66,11 @@ def apply_task(migration_id: str):
     return _run(migration_id, "up")
 
 
+def validate_task(migration_id: str):
+    """expectations/<id>.json, when there is one (Great Expectations, as the native validate stage)."""
+    return _run(migration_id, "up", validate_only=True)
+
+
 def down_task(migration_id: str):
     return _run(migration_id, "down")
 
@@ -75,7 +85,8 @@ def build_imported_dag(migration) -> DAG:
              params={"dry_run": Param(False, type="boolean", description="Only check and print the SQL"),
                      "wait_for_lease": WAIT_FOR_LEASE}) as dag:
         task(preflight_task, task_id="preflight", retries=0)(migration.id) >> \
-            task(apply_task, task_id="apply")(migration.id)
+            task(apply_task, task_id="apply")(migration.id) >> task(validate_task, task_id="validate", retries=0)(
+                migration.id)
     return dag
 
 

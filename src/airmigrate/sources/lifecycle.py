@@ -8,6 +8,7 @@ owner, the steps done, the batches), never a second history to disagree with the
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 
 from airmigrate import state
@@ -156,3 +157,29 @@ def entries(conn, sources) -> list[tuple[Imported, Status]]:
         statuses = source.statuses(conn)
         out += [(m, statuses[m.id]) for m in source.migrations()]
     return out
+
+
+def validate(target: Target, migration: Imported) -> dict:
+    """Great Expectations on the data an imported migration changed, as the native validate stage: the suite
+    `expectations/<id>.json` (optional) names its table with a top-level "table" (an imported script names none).
+    A failure says how to go back; the tool's history keeps saying applied (the script did run)."""
+    from airmigrate import settings
+    from airmigrate.errors import SpecError, ValidationFailed
+
+    path = settings.expectations_dir() / f"{migration.id}.json"
+    if not path.is_file():
+        log.info("%s has no expectation suite (%s): nothing validated", migration.id, path)
+        return {"validation": "no suite"}
+    table = json.loads(path.read_text()).get("table")
+    if not isinstance(table, str) or not table:
+        raise SpecError(path, "table", "missing", 'name the table the expectations check: "table": "schema.table"')
+    schema, _, name = table.rpartition(".")
+    from airmigrate.validation import run_suite  # imports great_expectations (5 s): only when a suite runs
+
+    outcome = run_suite(target.url(), name, path, settings.data_docs_dir() / migration.id, schema=schema or "public")
+    if not outcome.success:
+        raise ValidationFailed(f"{len(outcome.failed)} of {outcome.evaluated} expectations failed for {migration.id}:"
+                               "\n  " + "\n  ".join(outcome.failed) + f"\nData Docs: {outcome.data_docs_index}. Fix the "
+                               f"data, or roll back: `airmigrate run {migration.id} --rollback`")
+    log.info("validation passed: %d expectations", outcome.evaluated)
+    return {"validation": "passed", "expectations": outcome.evaluated, "data_docs": str(outcome.data_docs_index)}
