@@ -86,3 +86,66 @@ def test_kill_and_resume_keeps_flyways_history_consistent(tmp_path, empty_db, mo
         assert twice == 0
         assert conn.execute("SELECT sum(rows) FROM airmigrate.batches b JOIN airmigrate.runs r USING (run_id) WHERE "
                             "r.migration_id = %s", (f"{v2.id}#1",)).fetchone()[0] == ROWS
+
+
+ALEMBIC_CHILD = """
+import sys
+from airmigrate.db import Target
+from airmigrate.sources import lifecycle, load_sources
+(source,) = load_sources(sys.argv[1])
+(b2000,) = [m for m in source.migrations() if m.ref.revision == "b2000"]
+lifecycle.apply(Target.from_url(sys.argv[2]), source, b2000)
+"""
+
+
+@pytest.mark.server
+def test_kill_and_resume_keeps_alembic_version_consistent(tmp_path, empty_db):
+    """b2000 (a new branch head beside c2100) killed in its batched UPDATE: alembic_version unchanged; resumed:
+    Alembic's INSERT of the second head, every row once."""
+    shutil.copytree(FIXTURE.parent / "alembic_project", tmp_path / "alembic_project")
+    migrations = tmp_path / "migrations"
+    (migrations / "_sources").mkdir(parents=True)
+    (migrations / "_sources" / "alembic.yaml").write_text("kind: alembic\nlocation: ../../alembic_project\n")
+    (source,) = load_sources(migrations)
+    by_rev = {m.ref.revision: m for m in source.migrations()}
+    lifecycle.apply(empty_db, source, by_rev["a1000"])
+    lifecycle.apply(empty_db, source, by_rev["c2100"])
+    _kill_when_blocked(ALEMBIC_CHILD, migrations, empty_db, "orders", "status", 5000, "UPDATE orders SET status%%")
+    with connect(empty_db) as conn:
+        done = conn.execute("SELECT count(*) FROM orders WHERE status = 'new'").fetchone()[0]
+        assert 0 < done < 5000
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("c2100",)]
+    lifecycle.apply(empty_db, source, by_rev["b2000"])
+    with connect(empty_db) as conn:
+        assert conn.execute("SELECT count(*) FROM orders WHERE status = 'new'").fetchone()[0] == 5000
+        assert sorted(conn.execute("SELECT version_num FROM alembic_version").fetchall()) == [("b2000",), ("c2100",)]
+        twice = conn.execute("SELECT count(*) FROM (SELECT batch_no FROM airmigrate.batch_attempts a JOIN "
+                             "airmigrate.runs r USING (run_id) WHERE r.migration_id LIKE %s AND outcome = 'succeeded' "
+                             "GROUP BY batch_no HAVING count(*) > 1) s", (f"{by_rev['b2000'].id}#%",)).fetchone()[0]
+        assert twice == 0
+
+
+def _kill_when_blocked(child_code, migrations, target, table, column, last_id, query_like):
+    """Start the child, hold the table's last row once `column` exists, kill -9 the child once its batch waits."""
+    child = subprocess.Popen([sys.executable, "-c", child_code, str(migrations), target.url()])
+    blocker = connect(target)
+    try:
+        deadline = time.monotonic() + 60
+        with connect(target, autocommit=True) as watch:
+            while time.monotonic() < deadline and not watch.execute(
+                    "SELECT count(*) FROM information_schema.columns WHERE table_name = %s AND column_name = %s",
+                    (table, column)).fetchone()[0]:
+                time.sleep(0.01)
+            blocker.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR UPDATE", (last_id,))
+            waiting = 0
+            while time.monotonic() < deadline and not waiting:
+                waiting = watch.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+                                        "query LIKE %s", (query_like,)).fetchone()[0]
+                time.sleep(0.05)
+            assert waiting, "the batched UPDATE never reached the locked row"
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        child.kill()
+        blocker.rollback()
+        blocker.close()
