@@ -78,13 +78,18 @@ def cmd_import(args) -> int:
 
 def _listing(sources) -> list[str]:
     """Each migration with its state when a target is configured (without one: just the order)."""
+    order = [f"  {m.id:<50} {m.title}" for s in sources for m in s.migrations()]
     try:
         target = configured_target()
     except AirmigrateError:
-        return [f"  {m.id:<50} {m.title}" for s in sources for m in s.migrations()]
-    with connect(target, autocommit=True) as conn:
-        return [f"  {m.id:<50} {status.state:<22} {m.title}" + (f"\n      {status.detail}" if status.detail else "")
-                for m, status in lifecycle.entries(conn, sources)]
+        return order
+    try:
+        with connect(target, autocommit=True) as conn:
+            return [f"  {m.id:<50} {status.state:<22} {m.title}" + (f"\n      {status.detail}" if status.detail
+                                                                    else "")
+                    for m, status in lifecycle.entries(conn, sources)]
+    except AirmigrateError as exc:  # the project is imported all the same; its state shows once the target answers
+        return order + [f"  (their state in the target is unknown: {exc})"]
 
 
 def run_imported(migration_id: str, target: Target, rollback: bool, conf: dict, what: str = "run") -> int | None:
