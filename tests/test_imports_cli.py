@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+import os
+import subprocess
+
 from airmigrate.db import connect
-from tests.test_cli import airmigrate
+from tests.test_cli import CLI, ROOT
 
 FIXTURE = Path(__file__).parent / "fixtures" / "flyway_project"
 
@@ -22,8 +25,11 @@ def tree(tmp_path):
 
 
 def cli(target, tree, *args):
-    done = airmigrate(target, *args, AIRMIGRATE_MIGRATIONS_DIR=str(tree / "migrations"),
-                      FLYWAY_PLACEHOLDERS_ROWS="30000")
+    """`airmigrate ...` as a user runs it (each migration a dag.test: up to a minute each on a loaded machine)."""
+    env = {**os.environ, "AIRMIGRATE_TARGET_URL": target.url(), "AIRMIGRATE_MIGRATIONS_DIR": str(tree / "migrations"),
+           "FLYWAY_PLACEHOLDERS_ROWS": "30000"}
+    env.pop("AIRFLOW_CONN_AIRMIGRATE_TARGET", None)
+    done = subprocess.run([*CLI, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     return done, done.stdout + done.stderr
 
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from airmigrate.db import Target, connect
-from airmigrate.errors import PreflightError, SpecError
+from airmigrate.errors import PreflightError, SpecError, TransientError
 from airmigrate.sources.model import Imported, SourceFile, Status
 
 
@@ -145,7 +146,12 @@ class AlembicSource:
         conn = connect(target, autocommit=True, application_name="airmigrate alembic lock")
         key = f"airmigrate.alembic.{self.settings.version_table_schema or ''}.{self.settings.version_table}"
         try:
-            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+            deadline = time.monotonic() + 300
+            while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]:
+                if time.monotonic() > deadline:  # another revision of this project is running: retry later
+                    raise TransientError(f"another airmigrate run holds {key} (a revision of {self.name} is "
+                                         "running) for 300 s")
+                time.sleep(1.0)
             yield key
         finally:
             conn.close()
@@ -175,7 +181,6 @@ class AlembicSource:
     def run_python(self, target: Target, migration: Imported, direction: str, started_at: str) -> None:
         """One revision through Alembic itself, online, in one transaction with its alembic_version change."""
         import sqlalchemy
-        from alembic.runtime.environment import EnvironmentContext
         from alembic.runtime.migration import MigrationStep
 
         step = (MigrationStep.upgrade_from_script if direction == "up" else MigrationStep.downgrade_from_script)(
@@ -184,18 +189,26 @@ class AlembicSource:
                                     host=target.host, port=target.port, database=target.dbname)
         engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
         try:
-            with engine.connect() as connection:
-                connection.exec_driver_sql(f"SET lock_timeout = {int(self.settings.lock_timeout_ms)}")
-                connection.exec_driver_sql(f"SET statement_timeout = {int(self.settings.statement_timeout_ms)}")
-                env = EnvironmentContext(self.config, self.script, fn=lambda heads, ctx: [step])
-                with env:
-                    env.configure(connection=connection, version_table=self.settings.version_table,
-                                  version_table_schema=self.settings.version_table_schema)
-                    with env.begin_transaction():
-                        env.run_migrations()
-                connection.commit()
+            self._run_online(engine, step)
+        except sqlalchemy.exc.DBAPIError as exc:  # the driver's error: a lock timeout stays one (Airflow retries)
+            raise exc.orig if isinstance(exc.orig, Exception) else exc from None
         finally:
             engine.dispose()
+
+    def _run_online(self, engine, step) -> None:
+        """One transaction: the SETs, the revision's upgrade()/downgrade() and Alembic's alembic_version change."""
+        from alembic.runtime.environment import EnvironmentContext
+
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"SET lock_timeout = {int(self.settings.lock_timeout_ms)}")
+            connection.exec_driver_sql(f"SET statement_timeout = {int(self.settings.statement_timeout_ms)}")
+            env = EnvironmentContext(self.config, self.script, fn=lambda heads, ctx: [step])
+            with env:
+                env.configure(connection=connection, version_table=self.settings.version_table,
+                              version_table_schema=self.settings.version_table_schema)
+                with env.begin_transaction():
+                    env.run_migrations()
+            connection.commit()
 
     def python_down(self, migration: Imported) -> bool:
         return True  # downgrade() always exists in a revision file; offline or through Alembic

@@ -1,7 +1,7 @@
 """The way up, the way back, baseline and the history listing of imported migrations.
 
-Every step runs under the tool's own lock (Flyway's advisory lock; for Alembic, airmigrate's lease is the
-lock, as Alembic takes none), and the tool's history table is the record: airmigrate.runs holds the run (its
+Every step runs under the tool's own lock (Flyway's advisory lock; for Alembic, which takes none, an advisory lock
+per version table), and the tool's history table is the record: airmigrate.runs holds the run (its
 owner, the steps done, the batches), never a second history to disagree with the first.
 """
 
