@@ -274,3 +274,19 @@ def test_expectations_validate_an_imported_migration(project, empty_db, monkeypa
                      '"kwargs": {"column": "tier", "value_set": ["gold"]}}]}')
     with pytest.raises(ValidationFailed, match="roll back"):
         lifecycle.validate(empty_db, v2)
+
+
+@pytest.mark.server
+def test_default_schema_is_where_unqualified_names_go(project, empty_db, monkeypatch):
+    """flyway.defaultSchema: Flyway puts it first on the search_path and keeps its history table there."""
+    conf = project / "flyway" / "flyway.conf"
+    conf.write_text(conf.read_text() + "flyway.defaultSchema=app\n")
+    with connect(empty_db, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA app")
+    (source,) = load_sources(project / "migrations")
+    migrate_all(empty_db, source)
+    with connect(empty_db) as conn:
+        assert conn.execute("SELECT count(*), count(tier) FROM app.accounts").fetchone() == (ROWS, ROWS)
+        assert conn.execute("SELECT to_regclass('public.accounts'), to_regclass('app.accounts_email_idx') IS NOT NULL, "
+                            "to_regclass('app.basic_accounts') IS NOT NULL").fetchone() == (None, True, True)
+        assert conn.execute("SELECT count(*) FROM app.flyway_schema_history WHERE success").fetchone()[0] == 4

@@ -61,7 +61,7 @@ def strip_comments_head(statement: str) -> str:
     return "\n".join(lines)
 
 
-def marker_of(statement: str, marker: str | None, where) -> Batched | None:
+def marker_of(statement: str, marker: str | None, where, schema: str = "public") -> Batched | None:
     """The batch marker of one statement, parsed; None without one. A bad marker names the script and the fix."""
     match = MARKER.search(marker or "")
     if not match:
@@ -81,7 +81,9 @@ def marker_of(statement: str, marker: str | None, where) -> Batched | None:
         raise SpecError(where, "-- airmigrate: batch", "a batched statement cannot have RETURNING",
                         "remove RETURNING (each batch's rows are counted by airmigrate)")
     table = target["table"].replace('"', "")
-    table = table if "." in table else f"public.{table}"
+    if "." not in table:  # the script's default schema (Flyway's defaultSchema): the engine's connection has none
+        table = f"{schema}.{table}"
+        body = body[:target.start("table")] + f'"{schema}".' + body[target.start("table"):]
     return Batched(table, args["key"], int(args.get("size", 10_000)), bounded(body, table, args["key"]))
 
 

@@ -59,7 +59,7 @@ def apply(target: Target, source, migration: Imported, dag_run_id: str | None = 
                 steps = 1
             else:
                 steps = execute(target, settings, migration, run_id, migration.up_sql,
-                                source.finish_up_sql(migration, started), "up", dag_run_id)
+                                source.finish_up_sql(migration, started), "up", dag_run_id, _schema(source))
         except Exception as exc:
             _record_failure(target, source, migration, run_id, started, exc)
             raise
@@ -67,6 +67,12 @@ def apply(target: Target, source, migration: Imported, dag_run_id: str | None = 
             state.finish_run(conn, run_id, "succeeded")
     log.info("%s (%s) applied: %d step(s) in this run", migration.id, migration.title, steps)
     return {"run_id": run_id, "steps": steps}
+
+
+def _schema(source) -> str:
+    """Where unqualified names go: Flyway's defaultSchema (or first of schemas); public otherwise."""
+    project = getattr(source, "project", None)
+    return project.schema if project is not None else "public"
 
 
 def runnable(conn, source, migration: Imported, up: bool) -> Imported:
@@ -122,7 +128,7 @@ def rollback(target: Target, source, migration: Imported, dag_run_id: str | None
                 source.run_python(target, migration, "down", started)
             else:
                 execute(target, source.file.settings, migration, run_id, migration.down_sql,
-                        source.finish_down_sql(migration, started), "down", dag_run_id)
+                        source.finish_down_sql(migration, started), "down", dag_run_id, _schema(source))
         except Exception as exc:
             with connect(target, autocommit=True) as conn:
                 state.finish_run(conn, run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])

@@ -33,7 +33,7 @@ class Step:
     batched: Batched | None = None
 
 
-def plan_steps(sql_text: str, where) -> list[Step]:
+def plan_steps(sql_text: str, where, schema: str = "public") -> list[Step]:
     """The script's statements grouped as the executor runs them; a marked statement is a step of its own."""
     steps, plain = [], []
 
@@ -42,7 +42,7 @@ def plan_steps(sql_text: str, where) -> list[Step]:
         plain.clear()
 
     for statement, marker, _, _ in located(sql_text or ""):
-        batched = marker_of(statement, marker, where)
+        batched = marker_of(statement, marker, where, schema)
         if batched is None:
             plain.append(statement)
         else:
@@ -95,12 +95,16 @@ def _mark_sql(run_id: int, step: str) -> str:
 
 
 def execute(target: Target, settings, migration: Imported, run_id: int, sql_text: str, finish_sql: list[str],
-            direction: str = "up", dag_run_id: str | None = None) -> int:
+            direction: str = "up", dag_run_id: str | None = None, schema: str = "public") -> int:
     """Run the steps not yet done, then `finish_sql` (the tool's history row) in the last transaction. Returns
     how many steps were committed in this call."""
     timeouts = {"lock_timeout_ms": settings.lock_timeout_ms, "statement_timeout_ms": settings.statement_timeout_ms,
                 "attempts": 8, "table": None}
-    steps = plan_steps(sql_text, migration.file)
+    steps = plan_steps(sql_text, migration.file, schema)
+    # Flyway runs a script with its defaultSchema first on the search_path (changeCurrentSchemaTo)
+    prefix = [] if schema == "public" else [
+        "SELECT set_config('search_path', '\"" + schema.replace("'", "''").replace('"', '""')
+        + "\",' || current_setting('search_path'), false)"]
     committed, finished = 0, False
     with connect(target, autocommit=True) as conn:
         for index, step in enumerate(steps):
@@ -114,7 +118,7 @@ def execute(target: Target, settings, migration: Imported, run_id: int, sql_text
                 state.mark_stage_done(conn, run_id, tag, **{f"batched_{index}": {k: result.get(k) for k in (
                     "batches", "rows", "seconds")}})
             else:
-                statements = list(step.statements)
+                statements = prefix + list(step.statements)
                 if not step.autocommit:
                     statements.append(_mark_sql(run_id, tag))
                     if last:
