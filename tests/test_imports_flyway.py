@@ -290,3 +290,15 @@ def test_default_schema_is_where_unqualified_names_go(project, empty_db, monkeyp
         assert conn.execute("SELECT to_regclass('public.accounts'), to_regclass('app.accounts_email_idx') IS NOT NULL, "
                             "to_regclass('app.basic_accounts') IS NOT NULL").fetchone() == (None, True, True)
         assert conn.execute("SELECT count(*) FROM app.flyway_schema_history WHERE success").fetchone()[0] == 4
+
+
+@pytest.mark.server
+def test_native_migrate_says_what_imported_projects_still_have(project, empty_db, monkeypatch):
+    from airmigrate.cli_import import pending_note
+
+    monkeypatch.setenv("AIRMIGRATE_MIGRATIONS_DIR", str(project / "migrations"))
+    assert pending_note(empty_db) == ["flyway: 4 imported migration(s) not applied: `airmigrate migrate --source "
+                                      "flyway`"]
+    (source,) = load_sources(project / "migrations")
+    migrate_all(empty_db, source)
+    assert pending_note(empty_db) == []

@@ -241,6 +241,8 @@ def cmd_migrate(args) -> int:
                                                                      what="migrate"),
                    to=args.to, approve=args.approve, errors=errors, ignore_missing=args.ignore_missing,
                    allow_drift=args.allow_drift, wait_s=args.wait)
+    for line in cli_import.pending_note(target):
+        print(line)
     return interrupt.EXIT_INTERRUPTED if interrupt.requested() else code
 
 

@@ -175,6 +175,24 @@ def lint_sources(migrations_dir: Path, pg_version: str) -> list:
     return findings
 
 
+def pending_note(target: Target) -> list[str]:
+    """After a native `migrate`: the imported projects that still have pending migrations (they have their own
+    order and their own `migrate --source`), so nobody believes the target is up to date when it is not."""
+    try:
+        sources = load_sources(settings.migrations_dir())
+        if not sources:
+            return []
+        with connect(target, autocommit=True) as conn:
+            waiting = {}
+            for migration, status in lifecycle.entries(conn, sources):
+                if not status.done:
+                    waiting[migration.source] = waiting.get(migration.source, 0) + 1
+    except (AirmigrateError, SpecError) as exc:
+        return [f"imported projects: not checked ({exc})"]
+    return [f"{source}: {count} imported migration(s) not applied: `airmigrate migrate --source {source}`"
+            for source, count in waiting.items()]
+
+
 def baseline_imported(to: str, target: Target) -> int | None:
     """`airmigrate baseline --to <imported id>`: the tool's own baseline (Flyway's BASELINE row, Alembic's stamp)."""
     found = find(settings.migrations_dir(), to)
