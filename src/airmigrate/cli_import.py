@@ -1,6 +1,9 @@
 """`airmigrate import flyway DIR` / `airmigrate import alembic INI_OR_DIR`, and what the other commands do with
 an imported migration (run, migrate --source, baseline, history).
 
+Start-up time: the lifecycle (lint, the lock rules, pglast: half a second) is imported by the functions that use it,
+so every other command starts as fast as before.
+
 `import` writes one small settings file, ``migrations/_sources/<name>.yaml``, pointing the migrations tree at the
 team's project, checks that every script or revision loads (placeholders, names, the revision graph) and lists
 them with their state in the target. Nothing in the team's folder is written: the scripts run in place, and
@@ -17,7 +20,7 @@ from airmigrate import lease, settings
 from airmigrate.cli_common import configured_target, prepare_airflow_env
 from airmigrate.db import Target, connect
 from airmigrate.errors import AirmigrateError, PreflightError, SpecError
-from airmigrate.sources import find, find_or_fail, lifecycle, load_sources, open_source
+from airmigrate.sources import find, find_or_fail, load_sources, open_source
 from airmigrate.sources.model import SOURCES_DIR, read_source_file
 
 EXIT_USAGE = 2
@@ -78,6 +81,8 @@ def cmd_import(args) -> int:
 
 def _listing(sources) -> list[str]:
     """Each migration with its state when a target is configured (without one: just the order)."""
+    from airmigrate.sources import lifecycle
+
     order = [f"  {m.id:<50} {m.title}" for s in sources for m in s.migrations()]
     try:
         target = configured_target()
@@ -94,6 +99,8 @@ def _listing(sources) -> list[str]:
 
 def run_imported(migration_id: str, target: Target, rollback: bool, conf: dict, what: str = "run") -> int | None:
     """`airmigrate run <imported id>`: its DAG through Airflow (dag.test); None when the id is not imported."""
+    from airmigrate.sources import lifecycle
+
     found = find(settings.migrations_dir(), migration_id)
     if found is None:
         return None
@@ -142,6 +149,8 @@ def migrate_source(name: str, target: Target) -> int:
 def plan_imported(migration_id: str) -> int | None:
     """`airmigrate plan <imported id>`: each step and statement with its lock (None: not an imported id). With a
     target, Alembic's SQL is generated from the real current heads and the lock rules read the catalogs."""
+    from airmigrate.sources import lifecycle
+
     from airmigrate.sources.plan import render
 
     found = find(settings.migrations_dir(), migration_id)
@@ -178,6 +187,8 @@ def lint_sources(migrations_dir: Path, pg_version: str) -> list:
 def pending_note(target: Target) -> list[str]:
     """After a native `migrate`: the imported projects that still have pending migrations (they have their own
     order and their own `migrate --source`), so nobody believes the target is up to date when it is not."""
+    from airmigrate.sources import lifecycle
+
     try:
         sources = load_sources(settings.migrations_dir())
         if not sources:
@@ -195,6 +206,8 @@ def pending_note(target: Target) -> list[str]:
 
 def baseline_imported(to: str, target: Target) -> int | None:
     """`airmigrate baseline --to <imported id>`: the tool's own baseline (Flyway's BASELINE row, Alembic's stamp)."""
+    from airmigrate.sources import lifecycle
+
     found = find(settings.migrations_dir(), to)
     if found is None:
         return None
@@ -207,6 +220,7 @@ def baseline_imported(to: str, target: Target) -> int | None:
 def history_entries(conn) -> list:
     """`airmigrate history`'s lines for imported migrations (lifecycle.history.Entry), after the native ones."""
     from airmigrate.lifecycle.history import Entry
+    from airmigrate.sources import lifecycle
 
     entries = []
     sources = load_sources(settings.migrations_dir())
