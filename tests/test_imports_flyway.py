@@ -302,3 +302,19 @@ def test_native_migrate_says_what_imported_projects_still_have(project, empty_db
     (source,) = load_sources(project / "migrations")
     migrate_all(empty_db, source)
     assert pending_note(empty_db) == []
+
+
+@pytest.mark.server
+def test_a_broken_project_keeps_the_rest_working(project, empty_db, monkeypatch):
+    """A project that does not load is listed by history as such (exit 1), and never keeps a command about a
+    native folder or another project from working."""
+    from airmigrate.cli_import import find, history_entries
+
+    monkeypatch.setenv("AIRMIGRATE_MIGRATIONS_DIR", str(project / "migrations"))
+    (project / "migrations" / "_sources" / "broken.yaml").write_text("kind: flyway\nlocation: ../../nowhere\n")
+    assert find(None, "0001_add_user_email_verified") is None
+    assert find(None, "flyway_v2_fill_tier")[1].title == "V2 fill tier"
+    with connect(empty_db) as conn:
+        entries = history_entries(conn)
+    assert entries[0].id == "broken.yaml" and entries[0].state == "does not load" and entries[0].problem
+    assert "is not a folder" in entries[0].detail and len(entries) == 5

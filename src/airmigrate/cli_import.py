@@ -20,8 +20,8 @@ from airmigrate import lease, settings
 from airmigrate.cli_common import configured_target, prepare_airflow_env
 from airmigrate.db import Target, connect
 from airmigrate.errors import AirmigrateError, PreflightError, SpecError
-from airmigrate.sources import find, find_or_fail, load_sources, open_source
-from airmigrate.sources.model import SOURCES_DIR, read_source_file
+from airmigrate.sources import find_or_fail, load_sources, open_source
+from airmigrate.sources.model import SOURCES_DIR, read_source_file, source_paths
 
 EXIT_USAGE = 2
 
@@ -97,6 +97,29 @@ def _listing(sources) -> list[str]:
         return order + [f"  (their state in the target is unknown: {exc})"]
 
 
+def _loaded() -> tuple[list, list[tuple[str, str]]]:
+    """(the imported projects that load, (file, error) of those that do not): a broken project never keeps a
+    command about a native folder (or another project) from working."""
+    sources, broken = [], []
+    for path in source_paths(settings.migrations_dir()):
+        try:
+            source = open_source(read_source_file(path))
+            source.migrations()
+            sources.append(source)
+        except SpecError as exc:
+            broken.append((path.name, str(exc)))
+    return sources, broken
+
+
+def find(migrations_dir, migration_id: str):
+    """(source, migration) of an imported id, None for any other name (a native folder, a prefix)."""
+    for source in _loaded()[0]:
+        for migration in source.migrations():
+            if migration.id == migration_id:
+                return source, migration
+    return None
+
+
 def run_imported(migration_id: str, target: Target, rollback: bool, conf: dict, what: str = "run") -> int | None:
     """`airmigrate run <imported id>`: its DAG through Airflow (dag.test); None when the id is not imported."""
     from airmigrate.sources import lifecycle
@@ -132,7 +155,7 @@ def run_imported(migration_id: str, target: Target, rollback: bool, conf: dict, 
 
 def migrate_source(name: str, target: Target) -> int:
     """`airmigrate migrate --source NAME`: every migration of the project in the tool's order, stop at a failure."""
-    sources = {s.name: s for s in load_sources(settings.migrations_dir())}
+    sources = {s.name: s for s in _loaded()[0]}
     if name not in sources:
         raise AirmigrateError(f"--source {name}: no such imported project in {settings.migrations_dir() / SOURCES_DIR} "
                               f"(there are: {', '.join(sources) or 'none'}); `airmigrate import` adds one")
@@ -223,7 +246,8 @@ def history_entries(conn) -> list:
     from airmigrate.sources import lifecycle
 
     entries = []
-    sources = load_sources(settings.migrations_dir())
+    sources, broken = _loaded()
+    entries += [Entry(name, "does not load", f"error: {error}", True) for name, error in broken]
     for migration, status in lifecycle.entries(conn, sources):
         entries.append(Entry(migration.id, f"{status.state} ({migration.source})", status.detail, status.problem,
                              status.applied_at, status.applied_by, status.duration_s))

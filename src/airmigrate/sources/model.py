@@ -118,9 +118,12 @@ def read_source_file(path: Path) -> SourceFile:
                                                       "\"Importing a Flyway or Alembic project\"") from None
 
 
-def source_files(migrations_dir: Path) -> list[SourceFile]:
-    """Every source settings file under migrations/_sources/, by name."""
+def source_paths(migrations_dir: Path) -> list[Path]:
+    """The settings files under migrations/_sources/, by name."""
     folder = Path(migrations_dir) / SOURCES_DIR
-    if not folder.is_dir():
-        return []
-    return [read_source_file(p) for p in sorted(folder.glob("*.yaml"))]
+    return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def source_files(migrations_dir: Path) -> list[SourceFile]:
+    """Every source settings file under migrations/_sources/, read (SpecError at the first that does not load)."""
+    return [read_source_file(p) for p in source_paths(migrations_dir)]
