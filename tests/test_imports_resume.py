@@ -56,7 +56,7 @@ def test_kill_and_resume_keeps_flyways_history_consistent(tmp_path, empty_db, mo
             blocker.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (ROWS,))
             while time.monotonic() < deadline:
                 waiting = watch.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                        "AND query LIKE 'UPDATE accounts SET tier%%'").fetchone()[0]
+                                        "AND query LIKE 'UPDATE %%accounts SET tier%%'").fetchone()[0]
                 if waiting:
                     break
                 time.sleep(0.1)
@@ -110,7 +110,7 @@ def test_kill_and_resume_keeps_alembic_version_consistent(tmp_path, empty_db):
     by_rev = {m.ref.revision: m for m in source.migrations()}
     lifecycle.apply(empty_db, source, by_rev["a1000"])
     lifecycle.apply(empty_db, source, by_rev["c2100"])
-    _kill_when_blocked(ALEMBIC_CHILD, migrations, empty_db, "orders", "status", 5000, "UPDATE orders SET status%%")
+    _kill_when_blocked(ALEMBIC_CHILD, migrations, empty_db, "orders", "status", 5000, "UPDATE %%orders SET status%%")
     with connect(empty_db) as conn:
         done = conn.execute("SELECT count(*) FROM orders WHERE status = 'new'").fetchone()[0]
         assert 0 < done < 5000
