@@ -1,5 +1,6 @@
 """One DAG and one rollback DAG per folder under migrations/ (AIRMIGRATE_MIGRATIONS_DIR), and
-airmigrate__migrate, which triggers every migration's DAG in folder order (`airmigrate migrate`).
+airmigrate__migrate, which triggers every migration's DAG in folder order (`airmigrate migrate`); the same for
+every script or revision of an imported Flyway or Alembic project (migrations/_sources/, `airmigrate import`).
 
 Folders that do not parse are reported by airmigrate_errors.py, so they show as an import
 error there without keeping the good migrations from loading.
@@ -13,6 +14,8 @@ from pathlib import Path
 os.environ.setdefault("AIRMIGRATE_HOME", str(Path(__file__).resolve().parent.parent))
 
 from airmigrate.airflow.dag_factory import build_all  # noqa: E402
+from airmigrate.airflow.source_dags import build_source_dags  # noqa: E402
 
 dags, _errors = build_all()
 globals().update(dags)
+globals().update(build_source_dags()[0])

@@ -13,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from airmigrate.cli import imports
 from airmigrate.cli.demo import cmd_demo, cmd_target
 from airmigrate.cli.project import cmd_docs, cmd_lint, cmd_new, cmd_plan, cmd_rehearse, cmd_schema
 from airmigrate.cli.run import cmd_baseline, cmd_complete, cmd_migrate, cmd_run
@@ -97,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
                               "(recorded in airmigrate.actions)")
     migrate.add_argument("--allow-drift", action="store_true",
                          help="go on although an applied migration's files changed since (recorded)")
+    migrate.add_argument("--source", metavar="NAME", help="the migrations of an imported Flyway/Alembic project instead "
+                                                          "(`airmigrate import`), in that tool's order")
     migrate.set_defaults(func=cmd_migrate)
     baseline = sub.add_parser("baseline", help="record every migration up to --to as applied without running it "
                                                "(adopting airmigrate on an existing schema)")
@@ -153,4 +156,5 @@ def _parser() -> argparse.ArgumentParser:
                                         "its Airflow connection URI")
     env.add_argument("--database", default=DEMO_DB)
     env.set_defaults(func=cmd_target)
+    imports.add_parser(sub)
     return parser

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from airmigrate import settings
+from airmigrate.cli import imports
 from airmigrate.cli.common import configured_target as _configured_target, load_named
 from airmigrate.errors import SpecError
 
@@ -57,6 +58,11 @@ def cmd_lint(args) -> int:
             findings += lint_sql_file(path)
             continue
         folders = [path] if (path / SPEC_FILE).exists() else discover(path)
+        try:  # imported Flyway / Alembic projects (migrations/_sources/)
+            findings += imports.lint_sources(path, args.pg_version)
+        except SpecError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            broken += 1
         for folder in folders:
             try:
                 migration = load_migration(folder, settings.expectations_dir())
@@ -88,6 +94,8 @@ def _changed_since_applied(migration) -> tuple[int, int]:
 def cmd_plan(args) -> int:
     from airmigrate.cli.plan import cmd_plan as plan
 
+    if (code := imports.plan_imported(args.migration)) is not None:
+        return code  # a Flyway script or Alembic revision (airmigrate import)
     return plan(args)
 
 

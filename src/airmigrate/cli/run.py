@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from airmigrate import interrupt, lease
+from airmigrate.cli import imports
 from airmigrate.cli.common import configured_target as _configured_target, load_named, prepare_airflow_env
 from airmigrate.db import Target
 from airmigrate.errors import AirmigrateError
@@ -23,6 +24,8 @@ def cmd_run(args) -> int:
         conf["until"] = args.until
     if args.cascade and not args.rollback:
         raise AirmigrateError("--cascade goes with --rollback: `airmigrate run <id> --rollback --cascade`")
+    if (code := imports.run_imported(args.migration, target, args.rollback, conf)) is not None:
+        return code  # a Flyway script or Alembic revision (airmigrate import)
     if args.cascade:  # the dependents first, latest first, each like a rollback of its own; stop at a failure
         from airmigrate.db import connect
         from airmigrate.gates import needs_rollback_approval
@@ -53,11 +56,15 @@ def cmd_migrate(args) -> int:
     OUTPUT["wait"] = args.wait
     prepare_airflow_env()
     target = _configured_target()
+    if args.source:
+        return imports.migrate_source(args.source, target)
     errors: dict[str, str] = {}
     code = migrate(target, lambda migration_id, conf: run_and_report(migration_id, target, conf=conf, errors=errors,
                                                                      what="migrate"),
                    to=args.to, approve=args.approve, errors=errors, ignore_missing=args.ignore_missing,
                    allow_drift=args.allow_drift, wait_s=args.wait)
+    for line in imports.pending_note(target):
+        print(line)
     return interrupt.EXIT_INTERRUPTED if interrupt.requested() else code
 
 
@@ -66,6 +73,8 @@ def cmd_baseline(args) -> int:
 
     prepare_airflow_env()
     target = _configured_target()
+    if (code := imports.baseline_imported(args.to, target)) is not None:
+        return code  # the tool's own baseline (Flyway's BASELINE row, Alembic's stamp)
     ids = baseline(target, args.to)
     for migration_id in ids:
         print(f"{migration_id}: recorded as applied (not run)")

@@ -7,6 +7,7 @@ import math
 
 from airmigrate import lease, settings
 from airmigrate.cli.common import configured_target, load_named, prepare_airflow_env
+from airmigrate.cli.imports import history_entries
 
 
 def cmd_status(args) -> int:
@@ -61,6 +62,7 @@ def cmd_history(args) -> int:
     target = configured_target()
     with connect(target, autocommit=True) as conn:
         entries = history.listing(conn, settings.migrations_dir(), settings.expectations_dir())
+        entries += history_entries(conn)  # imported Flyway scripts / Alembic revisions, from their tool's history
     for line in history.render(entries):
         print(line)
     return 1 if history.has_problems(entries) else 0

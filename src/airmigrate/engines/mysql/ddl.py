@@ -22,7 +22,7 @@ import pymysql
 
 from airmigrate.engines import sql
 from airmigrate.engines.mysql import online
-from airmigrate.engines.mysql.connection import LOCK_WAIT_TIMEOUT, LOCK_NOWAIT, code, connect, message
+from airmigrate.engines.mysql.connection import LOCK_NOWAIT, LOCK_WAIT_TIMEOUT, code, connect, message
 from airmigrate.engines.mysql.parsing import group_statements, split_statements
 from airmigrate.engines.target import Target
 from airmigrate.errors import TransientError
