@@ -33,7 +33,7 @@ test: setup lint
 # The inner loop, no servers, under a minute: the import contracts, the lint of the project's migrations and
 # every test that needs neither a database server nor Airflow's metadata database.
 check: setup lint
-	AIRMIGRATE_CHECK=1 $(BIN)/python -m pytest -q -p no:cacheprovider
+	AIRMIGRATE_CHECK=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) -q -p no:cacheprovider
 
 # The architecture's import contracts (pyproject.toml [tool.importlinter]) and the project's own migrations.
 lint: setup
