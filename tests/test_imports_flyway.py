@@ -110,7 +110,7 @@ def test_fresh_database_gets_flyways_history(project, empty_db, monkeypatch):
         # the UPDATE ran in key-range batches through the backfill engine, not in one transaction
         batches = conn.execute("SELECT count(*), sum(rows) FROM airmigrate.batches b JOIN airmigrate.runs r "
                                "USING (run_id) WHERE r.migration_id = 'flyway_v2_fill_tier#1'").fetchone()
-        assert batches[0] >= rows // 20_000 and batches[1] == rows
+        assert batches[0] > 1 and batches[1] == rows  # how many: the adaptive batch sizer's call (timing)
         # Flyway's own table shape: its primary key and index names
         assert {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = "
                                            "'flyway_schema_history'")} == {"flyway_schema_history_pk",
