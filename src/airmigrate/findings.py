@@ -5,6 +5,7 @@ At the bottom of the house: the engines' lint rules and the neutral checks both 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 RECIPES = {
     "backup-none": "use backup: auto (a pg_dump before the destructive step), or acknowledge the rule with the reason "
@@ -69,3 +70,27 @@ def acknowledge(findings: list[Finding], acknowledged: dict[str, str] | None) ->
 
 def unacknowledged(findings: list[Finding]) -> list[Finding]:
     return [f for f in findings if not f.acknowledged]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A preflight reference finding (every engine's check makes them): the file, its line or migration.yaml's
+    field, what is wrong and the fix."""
+
+    file: Path
+    line: int | None
+    field: str | None
+    problem: str
+    fix: str
+
+    def __str__(self) -> str:
+        where = f"{_shown(self.file)}:{self.line}" if self.line else f"{_shown(self.file)}"
+        return f"{where}: {self.field + ': ' if self.field else ''}{self.problem}. Fix: {self.fix}"
+
+
+def _shown(path: Path) -> str:
+    """The path relative to the working directory when it is below it (what a user can open)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

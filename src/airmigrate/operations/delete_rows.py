@@ -24,15 +24,13 @@ from airmigrate.operations.base import OpContext, Steps, batch_range, check_expr
 ARCHIVE_PREFIX = "archive_"
 
 
-class DeleteRows(BaseModel):
+class RowsWhere(BaseModel):
+    """What delete_rows and move_rows share: the rows (one condition), how long their archive stays, and when
+    the table is vacuumed between batches."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-    op: Literal["delete_rows"]
-    where: str = Field(..., min_length=1, description="The rows to delete: one SQL condition over the table's "
-                                                      "columns, e.g. \"created_at < now() - interval '90 days'\"")
-    archive: Literal["table", "none"] = Field(
-        "table", description="table: keep the deleted rows in airmigrate.archive_<migration> (the rollback puts "
-                             "them back); none: no archive (needs approval and an acknowledged "
-                             "`delete-without-archive` lint finding; the backup stage keeps a pg_dump)")
+    where: str = Field(..., min_length=1, description="The rows: one SQL condition over the table's columns, e.g. "
+                                                      "\"created_at < now() - interval '90 days'\"")
     keep_archive_days: int = Field(7, ge=0, le=3650, description="The contract drops the archive only once its "
                                                                  "last batch is this many days old")
     vacuum_dead_tuples: int = Field(100_000, ge=1000, description="VACUUM the table (never FULL) between batches "
@@ -42,6 +40,14 @@ class DeleteRows(BaseModel):
     @classmethod
     def _one_condition(cls, value: str) -> str:
         return check_expression(value)
+
+
+class DeleteRows(RowsWhere):
+    op: Literal["delete_rows"]
+    archive: Literal["table", "none"] = Field(
+        "table", description="table: keep the deleted rows in airmigrate.archive_<migration> (the rollback puts "
+                             "them back); none: no archive (needs approval and an acknowledged "
+                             "`delete-without-archive` lint finding; the backup stage keeps a pg_dump)")
 
 
 def archive_name(migration_id: str) -> str:

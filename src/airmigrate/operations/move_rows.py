@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from airmigrate.engines import sql
 from airmigrate.operations.base import NAME, NAME_RE, OpContext, Steps, batch_range, check_expression, ident, s
 from airmigrate.operations.delete_rows import (
+    RowsWhere,
     archive_name,
     archive_of,
     contract_drop,
@@ -30,24 +31,15 @@ from airmigrate.operations.delete_rows import (
 )
 
 
-class MoveRows(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class MoveRows(RowsWhere):
+    """The archive here keeps the moved rows as they were (the rollback's source when `columns` changed them)."""
+
     op: Literal["move_rows"]
     to: str = Field(..., pattern=NAME, description="The destination table, in the migration's schema")
-    where: str = Field(..., min_length=1, description="The rows to move: one SQL condition over the table's columns")
     columns: dict[str, str] = Field(default_factory=dict, description="destination column: expression over the "
                                                                        "moved row; default: the same columns")
     create: bool = Field(False, description="Create the destination in the expand (LIKE the table, with its "
                                             "defaults, constraints and indexes); the rollback drops it when empty")
-    keep_archive_days: int = Field(7, ge=0, le=3650, description="The contract drops the archive of the original "
-                                                                 "rows only once its last batch is this many days old")
-    vacuum_dead_tuples: int = Field(100_000, ge=1000, description="VACUUM the table (never FULL) between batches "
-                                                                  "once it has this many dead tuples")
-
-    @field_validator("where")
-    @classmethod
-    def _one_condition(cls, value: str) -> str:
-        return check_expression(value)
 
     @field_validator("columns")
     @classmethod

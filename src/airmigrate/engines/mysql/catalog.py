@@ -6,21 +6,8 @@ problems" for what it did not look at (the preflight still stops on a missing ta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 
-
-@dataclass(frozen=True)
-class Problem:
-    file: Path
-    line: int | None
-    field: str | None
-    problem: str
-    fix: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else f"{self.file}"
-        return f"{where}: {self.field + ': ' if self.field else ''}{self.problem}. Fix: {self.fix}"
+from airmigrate.findings import Problem
 
 
 def find_problems(conn, migration, resumed: bool) -> list[Problem]:

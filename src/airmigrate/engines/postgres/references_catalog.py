@@ -4,32 +4,11 @@ Also the pglast helpers both halves of the check use."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 from pglast import ast
 
-
-@dataclass(frozen=True)
-class Problem:
-    file: Path
-    line: int | None
-    field: str | None
-    problem: str
-    fix: str
-
-    def __str__(self) -> str:
-        where = f"{_shown(self.file)}:{self.line}" if self.line else f"{_shown(self.file)}"
-        return f"{where}: {self.field + ': ' if self.field else ''}{self.problem}. Fix: {self.fix}"
-
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+from airmigrate.findings import Problem  # noqa: F401 (the check's findings)
 
 
 def _literal_name(schema: str | None, name: str) -> str:
