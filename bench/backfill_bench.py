@@ -270,6 +270,8 @@ def main() -> None:
     parser.add_argument("--rss-only", action="store_true", help="only the peak RSS check (--rss sizes)")
     parser.add_argument("--claims", action="store_true", help="only section 4's claim-rate check")
     parser.add_argument("--claim-shards", default="1,4,16,32", help="shard counts for --claims")
+    parser.add_argument("--data-parent", help="directory for the scratch cluster's files (default: the temp dir); "
+                        "/dev/shm when other work shares the disk (no fsync wait then: CPU and row locks only)")
     parser.add_argument("--json", type=Path, help="write every scenario's figures here")
     parser.add_argument("--keep-logs", action="store_true", help="keep the shard logs (pacer decisions, batches)")
     parser.add_argument("--plot-from", type=Path, help="only draw the PNG from a --json file")
@@ -292,7 +294,7 @@ def main() -> None:
     rss_sizes = ([] if args.rss == "none" else [int(s) for s in args.rss.split(",")] if args.rss
                  else [100_000, 1_000_000] if args.quick else [1_000_000, 10_000_000])
     t0 = time.time()
-    cluster = Cluster()
+    cluster = Cluster(args.data_parent)
     workdir = Path(tempfile.mkdtemp(prefix="airmigrate-bench-"))
     (workdir / "logs").mkdir()
     previous = signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))

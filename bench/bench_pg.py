@@ -38,9 +38,11 @@ class Cluster:
     """initdb + pg_ctl in a temp dir (the approach of tests/test_autovacuum.py); as root, everything runs as
     the `postgres` system user, which PostgreSQL requires."""
 
-    def __init__(self):
+    def __init__(self, parent: str | None = None):
+        """`parent`: where the temp dir goes (default: the system's temp dir). /dev/shm takes the disk out of
+        the measurement when other work on the machine shares it (commits then wait for no fsync)."""
         self.bindir = bindir()
-        self.base = Path(tempfile.mkdtemp(prefix="airmigrate-bench-pg-"))
+        self.base = Path(tempfile.mkdtemp(prefix="airmigrate-bench-pg-", dir=parent))
         self.as_user = None
         if os.geteuid() == 0:
             pg = pwd.getpwnam("postgres")

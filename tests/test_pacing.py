@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 
 import psycopg
 import pytest
@@ -21,6 +22,8 @@ from psycopg import sql
 
 from airmigrate.db import connect
 from airmigrate.pacing.controller import FLOOR, DutyCycle, Reading, percentile, shard_duty, sleep_after
+from airmigrate.pacing.pacer import Pacer, pooled_percentile
+from airmigrate.pacing.signals import Canary
 from airmigrate.spec import load_migration
 from airmigrate.stages import backfill, backup, preflight, schema_change
 from airmigrate.stages.backfill.tuning import BatchSizer
@@ -136,6 +139,27 @@ def test_against_a_simulated_application_the_budget_settles_under_the_target_wit
     assert max(budgets) - min(budgets) <= 0.35 * best, f"oscillates: {min(budgets):.2f}..{max(budgets):.2f}"
 
 
+def test_the_canarys_extra_round_trip_is_harm_held_against_the_target_beside_the_transactions_age():
+    reading = Reading(transaction_ratio=1.05, round_trip_ratio=1.4)
+    assert reading.impacts() == {"app transactions": 1.05, "round trips": 1.4}
+    assert DutyCycle(target=1.25, ceiling=2.0, budget=1.0).decide(reading)[1].startswith(
+        "round trips 1.40 over target 1.25")
+    # pooled from the newest window back: two windows at least, more until the minimum is reached
+    windows = deque([[9.0] * 10, [1.0] * 100, [2.0] * 100], maxlen=5)
+    assert pooled_percentile(windows, 0.99, 150) == 2.0           # the two newest suffice
+    assert pooled_percentile(windows, 0.99, 205) == 9.0           # the oldest joins to reach 205 values
+    assert pooled_percentile(windows, 0.99, 500) is None
+
+
+def test_while_pacing_a_batch_holds_its_row_locks_at_most_lock_hold_s(tmp_path):
+    """The duty cycle spreads the work over time, but a batch holds its row locks for its whole duration, and an
+    application transaction that touches one of its rows waits that long: paced, batches are short."""
+    paced = _migration(tmp_path, 1.5, lock_hold_s=0.03).spec.backfill.throttle
+    assert Pacer(None, 1, paced).batch_seconds(0.1) == pytest.approx(0.03)
+    assert Pacer(None, 1, paced).batch_seconds(0.01) == pytest.approx(0.01), "a shorter target stays"
+    assert Pacer(None, 1, paced, app_latency_ratio=None).batch_seconds(0.1) == pytest.approx(0.1), "full speed"
+
+
 def test_percentile_is_the_nearest_rank():
     assert percentile([], 0.95) is None
     assert percentile(list(range(1, 101)), 0.95) == 96 and percentile([3.0], 0.95) == 3.0
@@ -223,6 +247,23 @@ def paced_db(stats_pg):
     yield target
     with connect(stats_pg.target(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_the_canary_times_a_round_trip_a_hundredth_of_a_second_from_its_own_connection(paced_db):
+    canary = Canary(lambda: connect(paced_db, autocommit=True, application_name="airmigrate-canary"), 0.01).start()
+    try:
+        trips: list[float] = []
+        deadline = time.monotonic() + 60
+        while len(trips) < 30 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            trips += canary.take()
+        assert len(trips) >= 30 and all(0 < trip < 60_000 for trip in trips), trips
+        with connect(paced_db, autocommit=True) as conn:  # never counted as the application (the ages skip us)
+            assert conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'airmigrate-canary'"
+                                ).fetchone()[0] == 1
+    finally:
+        canary.stop()
+    assert not canary.thread.is_alive(), "stopped with the pacer"
 
 
 def _decisions(target, run_id):

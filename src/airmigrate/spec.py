@@ -75,6 +75,12 @@ class Throttle(BaseModel):
     probe_every_s: float = Field(30, ge=5, le=3600, description="Pause every shard this often to re-measure the "
                                                                  "application's own latency (its baseline)")
     probe_seconds: float = Field(1, gt=0, le=30, description="How long each such pause lasts")
+    lock_hold_s: float = Field(
+        0.02, gt=0, le=60,
+        description="While pacing: the longest a batch holds its row locks (its target duration, below "
+                    "target_batch_seconds when that is longer). An application transaction that touches a row of a "
+                    "running batch waits for the batch's end: short batches keep that wait short and the share of "
+                    "the table locked at once small")
     cpus: int | None = Field(None, ge=1, le=4096, description="The database server's cores, for the run-queue "
                                                               "signal (default: this machine's when the "
                                                               "database is local, else max_parallel_workers)")

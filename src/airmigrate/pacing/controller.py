@@ -39,6 +39,7 @@ class Reading:
 
     transaction_ratio: float | None = None  # pg_stat_activity: the application's transactions in flight, their age
     latency_ratio: float | None = None      # pg_stat_statements: mean time per call, other roles than ours
+    round_trip_ratio: float | None = None   # the canary's extra p99 round trip, over the transactions' tail age
     blocked: int = 0                        # application backends waiting on a lock our backfill holds
     runnable_ratio: float | None = None     # active backends per CPU: logged, not held against the target
     cpu_pressure_ratio: float | None = None # 1 + /proc/pressure/cpu 'some' share
@@ -54,7 +55,8 @@ class Reading:
         application is unharmed."""
         latency = self.transaction_ratio if self.transaction_ratio is not None else self.latency_ratio
         name = "app transactions" if self.transaction_ratio is not None else "app statements"
-        return {n: v for n, v in ((name, latency), ("cpu pressure", self.cpu_pressure_ratio)) if v is not None}
+        return {n: v for n, v in ((name, latency), ("round trips", self.round_trip_ratio),
+                                  ("cpu pressure", self.cpu_pressure_ratio)) if v is not None}
 
 
 @dataclass

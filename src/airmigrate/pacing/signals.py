@@ -7,6 +7,10 @@
   caller with the same figure taken while we pause;
 - the application's mean time per statement, from ``pg_stat_statements`` deltas for every role but ours
   (so our own batches never count), compared by the caller with a baseline taken while we pause;
+- the round trip of a trivial query timed from our own client fifty times a second (:class:`Canary`): what any
+  client of the database waits for a CPU, a lock on the server's shared structures, the network: on a busy
+  database server the application's tail latency (its p99) is mostly such waits, seen by every client alike,
+  while the transactions' ages above move with the typical transaction;
 - the run queue: active backends of this database that wait on nothing, per CPU (logged only);
 - optional: ``/proc/pressure/cpu`` when airmigrate runs on the database host, and an external number
   (a SQL query or an HTTP URL, like gh-ost's throttle-query and throttle-http).
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -161,3 +166,44 @@ def default_cpus(conn, host: str | None) -> int:
     if host in (None, "", "localhost", "127.0.0.1", "::1") or (host or "").startswith("/"):
         return os.cpu_count() or 1
     return max(1, int(conn.execute("SHOW max_parallel_workers").fetchone()[0]))
+
+
+class Canary:
+    """A thread timing ``SELECT 1`` from its own connection every `every_s`; `take()` hands over the round trips
+    (ms) since the last call. Its application_name starts with 'airmigrate', so it never counts as the
+    application. A failure stops the canary, not the backfill (the other signals remain)."""
+
+    def __init__(self, connect, every_s: float = 0.02):
+        self.connect, self.every_s = connect, every_s
+        self.stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._trips: list[float] = []
+        self.thread = threading.Thread(target=self._run, name="airmigrate-pacer-canary", daemon=True)
+
+    def start(self) -> "Canary":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
+
+    def take(self) -> list[float]:
+        with self._lock:
+            trips, self._trips = self._trips, []
+        return trips
+
+    def _run(self) -> None:
+        try:
+            with self.connect() as conn:
+                next_at = time.perf_counter()
+                while not self.stopped.is_set():
+                    started = time.perf_counter()
+                    conn.execute("SELECT 1").fetchone()
+                    with self._lock:
+                        self._trips.append((time.perf_counter() - started) * 1000)
+                    next_at = max(next_at + self.every_s, time.perf_counter())
+                    self.stopped.wait(next_at - time.perf_counter())
+        except Exception as exc:  # the pacer goes on with its other signals
+            log.warning("pacing: the round-trip canary stopped (%s)", str(exc).splitlines()[0] if str(exc) else exc)

@@ -193,11 +193,12 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
         upkeep = Upkeep(target, migration) if direction == "up" else None
         if retry_failed:
             requeue_failed(conn, run_id)
-        sizer = BatchSizer(current_size(conn, run_id), settings.target_batch_seconds, settings.min_batch_size,
-                           settings.max_batch_size, settings.adaptive)
+        pacer = Pacer(target, run_id, settings.throttle, shards or migration.spec.shards, app_latency_ratio)
+        sizer = BatchSizer(current_size(conn, run_id), pacer.batch_seconds(settings.target_batch_seconds),
+                           settings.min_batch_size, settings.max_batch_size, settings.adaptive)
         conn.commit()
         control = RunControl(run_id)
-        with Pacer(target, run_id, settings.throttle, shards or migration.spec.shards, app_latency_ratio) as pacer:
+        with pacer:
             done_rows, done_batches = _batch_loop(conn, migration, key, run_id, worker, apply_batch, sizer, pacer,
                                                   shard, metrics,
                                                   lambda: should_stop() or _controlled(conn, control, sizer), started,
