@@ -305,6 +305,12 @@ class MigrationSpec(BaseModel):
         return self.table.split(".")[0] if "." in self.table else "public"
 
     @property
+    def declared_schema(self) -> str | None:
+        """The schema `table` names, None for a bare name (the engine's default then: public, or MySQL's
+        database)."""
+        return self.table.split(".")[0] if "." in self.table else None
+
+    @property
     def table_name(self) -> str:
         return self.table.split(".")[-1]
 

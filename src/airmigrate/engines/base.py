@@ -192,3 +192,14 @@ class Engine(ABC):
     @abstractmethod
     def not_null_proofs(self) -> Any:
         """A fresh tracker with ``skips_scan(statement) -> bool``: which SET NOT NULL an earlier proof makes free."""
+
+    # -- validation ---------------------------------------------------------------------------------------------
+    gx_source: str  # the Great Expectations 1.x data source kind for this engine (context.data_sources.add_<it>)
+
+    @abstractmethod
+    def default_schema(self, target: Target) -> str:
+        """Where a bare table name lives: PostgreSQL's search path default, MySQL's database."""
+
+    @abstractmethod
+    def table_columns(self, conn: Any, schema: str, table: str) -> list[str] | None:
+        """The table's columns in order (exact names); None when there is no such table."""

@@ -56,7 +56,7 @@ def validate(target: Target, migration: Migration, run_id: int) -> dict:
         with quiet_gx() as chatter:
             try:
                 outcome = run_suite(target.url(), migration.spec.table_name, migration.expectations_file, docs_dir,
-                                    schema=migration.spec.schema_name)
+                                    schema=migration.spec.declared_schema)
             except Exception:
                 chatter.show()
                 raise

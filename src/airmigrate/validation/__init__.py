@@ -1,7 +1,7 @@
 """Great Expectations, the only module that imports it (importing GX costs ~5 s: never at DAG parse).
 
-A suite file in ``expectations/`` is GX 1.x's own ExpectationSuite JSON. It runs through GX's
-PostgreSQL datasource on a whole-table batch, so every expectation executes as SQL aggregates in
+A suite file in ``expectations/`` is GX 1.x's own ExpectationSuite JSON. It runs through the engine's GX
+datasource (GX's PostgreSQL one; its generic SQL one over ``mysql+pymysql://`` for MySQL) on a whole-table batch, so every expectation executes as SQL aggregates in
 the database (no table pull), and Data Docs are written to a local folder.
 
 Names are case-sensitive, as in PostgreSQL with quoted identifiers: the batch is a query asset over
@@ -43,8 +43,10 @@ def sqlalchemy_url(url: str) -> str:
     return engines.for_url(url).sqlalchemy_url(url)
 
 
-def run_suite(url: str, table: str, suite_path: Path, data_docs_dir: Path, schema: str = "public") -> ValidationOutcome:
-    """Validate schema.table (exact, case-sensitive names) with the suite; Data Docs go to data_docs_dir/index.html.
+def run_suite(url: str, table: str, suite_path: Path, data_docs_dir: Path, schema: str | None = None
+              ) -> ValidationOutcome:
+    """Validate schema.table (exact, case-sensitive names; no schema: the engine's default, PostgreSQL's public,
+    MySQL's database) with the suite; Data Docs go to data_docs_dir/index.html.
 
     Every expectation in the file is evaluated or reported failed: an outcome never passes with fewer results
     than the suite has expectations.
@@ -63,6 +65,9 @@ def run_suite(url: str, table: str, suite_path: Path, data_docs_dir: Path, schem
         except Exception as exc:  # unknown type, missing or wrong kwargs
             raise SpecError(suite_path, f"expectations[{i}]", f"Great Expectations refused it ({_one_line(exc)})",
                             "use the expectation types and kwargs of Great Expectations 1.x") from None
+    if schema is None:
+        target = db.Target.from_url(url)
+        schema = engines.named(target.engine).default_schema(target)
     query, qualified, columns = _table_query(url, schema, table)
     checked, failed = [], []
     for expectation in expectations:
@@ -84,7 +89,8 @@ def run_suite(url: str, table: str, suite_path: Path, data_docs_dir: Path, schem
     # A ${VAR} reference: GX resolves it when connecting, so the credentials stay out of its config and
     # Data Docs, and socket URLs (no host part) pass GX's URL check.
     os.environ[URL_VARIABLE] = sqlalchemy_url(url)
-    source = context.data_sources.add_postgres("target", connection_string="${" + URL_VARIABLE + "}")
+    add_source = getattr(context.data_sources, f"add_{engines.for_url(url).gx_source}")
+    source = add_source("target", connection_string="${" + URL_VARIABLE + "}")
     batch = source.add_query_asset(qualified, query=query).add_batch_definition_whole_table("whole_table")
     suite = context.suites.add(ExpectationSuite(name=suite_dict["name"], expectations=checked))
     if len(suite.expectations) != len(checked):
@@ -111,20 +117,15 @@ def run_suite(url: str, table: str, suite_path: Path, data_docs_dir: Path, schem
 
 def _table_query(url: str, schema: str, table: str) -> tuple[str, str, list[str]]:
     """(SELECT * FROM "schema"."table", its quoted name, its columns in order); the names are used exactly."""
-    with db.connect(db.Target.from_url(url), autocommit=True) as conn:
+    target = db.Target.from_url(url)
+    engine = engines.named(target.engine)
+    with db.connect(target, autocommit=True) as conn:
         name = sql.Identifier(schema, table)
         qualified = name.as_string(conn)
-        columns = [row[0] for row in conn.execute(
-            "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-            (schema, table)).fetchall()]
-        if not columns:
-            exists = conn.execute("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                                  "WHERE n.nspname = %s AND c.relname = %s", (schema, table)).fetchone()
-            if exists is None:
-                raise ValidationFailed(f"table {qualified} does not exist (names are case-sensitive): nothing to "
-                                       "validate. Check `table:` in migration.yaml against the database")
+        columns = engine.table_columns(conn, schema, table)
+        if columns is None:
+            raise ValidationFailed(f"table {qualified} does not exist (names are case-sensitive): nothing to "
+                                   "validate. Check `table:` in migration.yaml against the database")
         return sql.SQL("SELECT * FROM {}").format(name).as_string(conn), qualified, columns
 
 

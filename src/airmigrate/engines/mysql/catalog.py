@@ -29,3 +29,11 @@ class NotNullProofs:
 
     def skips_scan(self, statement: str) -> bool:
         return False
+
+
+def table_columns(conn, schema: str, table: str) -> list[str] | None:
+    """The columns in order (exact names), None when the table (or view) does not exist."""
+    columns = [row[0] for row in conn.execute(
+        "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+        "ORDER BY ORDINAL_POSITION", (schema, table)).fetchall()]
+    return columns or None

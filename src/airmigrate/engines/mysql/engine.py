@@ -137,5 +137,14 @@ class MySQLEngine(Engine):
     def referencing_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
         return maintenance.referencing_keys(conn, schema, table)
 
+    # -- validation
+    gx_source = "sql"  # GX 1.x's generic SQLAlchemy source (mysql+pymysql://)
+
+    def default_schema(self, target: Target) -> str:
+        return target.dbname
+
+    def table_columns(self, conn: Any, schema: str, table: str) -> list[str] | None:
+        return catalog.table_columns(conn, schema, table)
+
 
 ENGINE = MySQLEngine()

@@ -150,5 +150,13 @@ class PostgresEngine(Engine):
     def not_null_proofs(self) -> not_null.NotNullProofs:
         return not_null.NotNullProofs()
 
+    gx_source = "postgres"
+
+    def default_schema(self, target: Target) -> str:
+        return "public"
+
+    def table_columns(self, conn: Any, schema: str, table: str) -> list[str] | None:
+        return maintenance.table_columns(conn, schema, table)
+
 
 ENGINE = PostgresEngine()

@@ -52,3 +52,17 @@ def estimate_matching(conn, schema: str, table: str, where: str) -> tuple[int, i
     width = conn.execute("SELECT CASE WHEN reltuples > 0 THEN relpages * 8192 / reltuples END FROM pg_class "
                          "WHERE oid = to_regclass(%s)", (qualified.as_string(conn),)).fetchone()
     return int(plan[0]["Plan"]["Plan Rows"]), int(width[0] or 100) if width else 100
+
+
+def table_columns(conn, schema: str, table: str) -> list[str] | None:
+    """The columns in order (exact names), None when the table (or view) does not exist."""
+    columns = [row[0] for row in conn.execute(
+        "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        (schema, table)).fetchall()]
+    if columns:
+        return columns
+    exists = conn.execute("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                          "WHERE n.nspname = %s AND c.relname = %s", (schema, table)).fetchone()
+    return [] if exists else None
