@@ -29,6 +29,7 @@ MAX_SLEEP_S = 10.0    # the longest pause after one batch, whatever the duty cyc
 READ_EVERY_S = 1.0    # a follower shard re-reads the shared budget this often
 QUIET_LOG_S = 10.0    # an unchanged decision is logged this often
 SETTLE_S = 2.0        # a probe waits at most this long for in-flight batches to finish
+FIRST_PROBE_S = 2.0   # the first baseline is measured this long after the start (at the start share meanwhile)
 STALE_AFTER = 3       # decisions over target in a row before the baseline is measured again...
 REPROBE_AFTER_S = 5.0  # ...but not sooner than this after the last measurement
 TAIL = 0.95           # the quantile of the transactions' ages held against the baseline's (see signals.py)
@@ -191,10 +192,10 @@ class Controller:
 
     def _loop(self) -> None:
         every = self.throttle.probe_every_s
-        # the first baseline at once only with pg_stat_statements; without it the first pause comes after
-        # probe_every_s (lock waits pace until then): a pause before the first batch of every short run would
-        # stop a run whose window or budget ends within that second before it did anything (issue 20: to revisit)
-        next_probe = time.monotonic() if self.sampler.statements is not None else time.monotonic() + every
+        # the first baseline after FIRST_PROBE_S, at the start share until then: a pause before the first batch
+        # would stop a short run (a window or a stop budget ending within that second) before it did anything,
+        # and growing without a baseline would run unprotected until the first probe
+        next_probe = time.monotonic() + FIRST_PROBE_S
         next_decision, last_halving = time.monotonic() + DECIDE_S, 0.0
         while not self.stopped.is_set():
             now = time.monotonic()
@@ -304,7 +305,9 @@ class Controller:
             round_trip_ratio=self._round_trip_ratio(),
             blocked=figures["blocked"], runnable_ratio=figures["runnable_ratio"],
             cpu_pressure_ratio=figures["cpu_pressure_ratio"], external=figures["external"], working=rows_per_s > 0)
-        if not reading.impacts() and (self.baseline_tx_ms or self.baseline_ms) and not reading.blocked and \
+        if not reading.blocked and self.probed_at == 0.0:
+            budget, reason = self.duty.budget, "holding at the start share: no baseline yet"
+        elif not reading.impacts() and (self.baseline_tx_ms or self.baseline_ms) and not reading.blocked and \
                 len(self.ages) < 2:
             budget, reason = self.duty.budget, "holding: measuring the application's latency"  # just after a probe
         else:
