@@ -28,6 +28,7 @@ from airmigrate.airflow.dag_factory import (
 from airmigrate.airflow.tasks import target_from_connection
 from airmigrate.db import is_transient
 from airmigrate.errors import SpecError
+from airmigrate.report import imported as imported_report
 from airmigrate.sources import find_or_fail, lifecycle, open_source
 from airmigrate.sources.model import SOURCES_DIR, read_source_file
 
@@ -43,7 +44,8 @@ def _run(migration_id: str, direction: str, dry_run_only: bool = False, validate
     try:
         with lease.hold_for_task(target, migration.id, dag_run_id, float(params.get("wait_for_lease") or 0)):
             if direction == "down":
-                return lifecycle.rollback(target, source, migration, dag_run_id)
+                return _reported(target, source, migration, "down", dag_run_id,
+                                 lambda: lifecycle.rollback(target, source, migration, dag_run_id))
             if validate_only:
                 if params.get("dry_run"):
                     raise AirflowSkipException("dry_run: nothing to validate")
@@ -55,13 +57,26 @@ def _run(migration_id: str, direction: str, dry_run_only: bool = False, validate
                 if params.get("dry_run") and not dry_run_only:
                     raise AirflowSkipException("dry_run: nothing run")
                 return {k: v for k, v in result.items() if k != "sql"}
-            return lifecycle.apply(target, source, migration, dag_run_id)
+            return _reported(target, source, migration, "up", dag_run_id,
+                             lambda: lifecycle.apply(target, source, migration, dag_run_id))
     except (AirflowSkipException, AirflowFailException):
         raise
     except Exception as exc:
         if is_transient(exc):
             raise AirflowException(f"{type(exc).__name__}: {exc} (transient: Airflow retries)") from exc
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _reported(target, source, migration, direction: str, dag_run_id: str, step):
+    """Run the step, then write the run's report (a failed run's too), its path the task's last log line."""
+    try:
+        result = step()
+    except Exception:
+        imported_report.write_report_safely(target, source, migration, direction, dag_run_id)
+        raise
+    if not (isinstance(result, dict) and result.get("already_applied")):
+        imported_report.write_report_safely(target, source, migration, direction, dag_run_id)
+    return result
 
 
 def preflight_task(migration_id: str):

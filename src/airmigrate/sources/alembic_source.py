@@ -12,7 +12,8 @@
 
 The project's env.py is not run: airmigrate hands Alembic the connection, as env.py would. A project whose env.py
 sets another version table names it in the source settings (``version_table``, ``version_table_schema``). Alembic
-keeps no checksums: a changed revision file cannot be detected from Alembic's history.
+keeps no checksums: a revision airmigrate ran has the sha256 of its file in airmigrate.history, and a file changed
+since is drift; one applied by Alembic itself has nothing to compare with.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from airmigrate import state
 from airmigrate.db import Target, connect, split_statements
 from airmigrate.errors import PreflightError, SpecError, TransientError
 from airmigrate.sources.model import Imported, SourceFile, Status
@@ -114,9 +116,12 @@ class AlembicSource:
                 for head in self.heads(conn) or () if head not in known]
 
     def statuses(self, conn) -> dict[str, Status]:
+        """Applied or pending from alembic_version; an applied revision whose file changed since airmigrate ran
+        it (the sha256 in airmigrate.history) is drift, as a changed native file is."""
         heads = tuple(h for h in self.heads(conn) or () if h in {m.ref.revision for m in self.migrations()})
         applied = {rev.revision for rev in self.script.iterate_revisions(heads, "base")} if heads else set()
-        return {m.id: Status("applied" if m.ref.revision in applied else "pending") for m in self.migrations()}
+        ran = {row["migration_id"]: row for row in state.all_history(conn)}
+        return {m.id: _status(m, m.ref.revision in applied, ran.get(m.id)) for m in self.migrations()}
 
     def check_order(self, migration: Imported, statuses: dict[str, Status]) -> None:
         """Every revision it comes after (down_revision and depends_on, transitively) applied first."""
@@ -231,8 +236,27 @@ class AlembicSource:
 
         return split_statements(text)
 
+    def tool_rows(self, conn, migration: Imported) -> list[str]:
+        """alembic_version after the run (its heads), for the run's report."""
+        heads = self.heads(conn)
+        return [f"{self.settings.version_table}: " + (", ".join(heads) if heads else "(no row)")
+                if heads is not None else f"{self.settings.version_table}: (no table)"]
+
     def no_down_reason(self, migration: Imported) -> str:
         return "its downgrade() cannot be rendered"
+
+
+def _status(migration: Imported, applied: bool, hist: dict | None) -> Status:
+    if not applied:
+        return Status("pending")
+    if hist is None or hist["status"] != "applied":  # applied by Alembic itself: no checksum to compare
+        return Status("applied")
+    when = {"applied_at": hist["applied_at"], "applied_by": hist["applied_by"], "duration_s": hist["duration_s"]}
+    if hist["checksum"] != migration.checksum:
+        return Status("changed since applied", f"changed since applied: {migration.file} (sha256 "
+                      f"{hist['checksum'][:12]} applied, {migration.checksum[:12]} now): restore the revision file "
+                      "that ran; put the change in a new revision (`alembic revision`)", problem=True, **when)
+    return Status("applied", **when)
 
 
 def _tuple(value) -> tuple[str, ...]:
