@@ -6,6 +6,7 @@ Alembic revision file edited after it ran), named with the file and the fix."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -85,6 +86,23 @@ def test_imported_runs_write_history_runs_and_reports(tree, empty_db):
     assert entries["flyway_v2_fill_tier"].rows_backfilled == ROWS
     assert all(e.state.startswith("applied (") for e in entries.values()), entries
     assert len(entries) == 4 + 5
+
+    # the console's Migrations page: after the native folders, each with the state airmigrate recorded
+    from airmigrate.console import imported as console_imported
+    from airmigrate.console import web
+
+    os.environ["AIRFLOW_CONN_AIRMIGRATE_TARGET"] = empty_db.url()
+    try:
+        page = web._overview()
+    finally:
+        os.environ.pop("AIRFLOW_CONN_AIRMIGRATE_TARGET")
+    lines = {e["id"]: e for e in page}
+    assert [e["id"] for e in page] == console_imported.ids(tree / "migrations")  # no native folder in this tree
+    assert lines["flyway_v2_fill_tier"]["state"] == "applied" and lines["flyway_v2_fill_tier"]["position"] == 3
+    assert lines["flyway_v2_fill_tier"]["rows_backfilled"] == ROWS
+    assert lines["flyway_v2_fill_tier"]["history"]["checksum"] == str(golden_checksum(FIXTURE / "sql" /
+                                                                                      "V2__fill_tier.sql"))
+    assert {e["state"] for e in page} == {"applied"}
 
     # the per-run report, as a native run's: HTML and Markdown, private, with the tool's checksum and row
     v2 = flyway.migrations()[2]

@@ -141,18 +141,27 @@ def build_source_migrate_dag(source) -> DAG:
     return dag
 
 
-def build_source_dags(migrations_dir=None) -> tuple[dict, list[str]]:
-    """Every imported migration's DAGs and each source's chain, plus the errors of sources that do not load."""
-    dags, errors = {}, []
+def loaded_sources(migrations_dir=None) -> tuple[list, list[str]]:
+    """The imported projects that load, and the errors of those that do not (no DAG built)."""
+    sources, errors = [], []
     folder = Path(migrations_dir or settings.migrations_dir()) / SOURCES_DIR
     for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
         try:  # one project that does not load keeps no other from loading
             source = open_source(read_source_file(path))
-            migrations = source.migrations()
+            source.migrations()
         except SpecError as exc:
             errors.append(str(exc))
             continue
-        for migration in migrations:
+        sources.append(source)
+    return sources, errors
+
+
+def build_source_dags(migrations_dir=None) -> tuple[dict, list[str]]:
+    """Every imported migration's DAGs and each source's chain, plus the errors of sources that do not load."""
+    dags = {}
+    sources, errors = loaded_sources(migrations_dir)
+    for source in sources:
+        for migration in source.migrations():
             dags[migration.id] = build_imported_dag(migration)
             dags[f"{migration.id}__rollback"] = build_imported_rollback_dag(migration)
         dags[f"{source.name}__migrate"] = build_source_migrate_dag(source)
@@ -161,7 +170,8 @@ def build_source_dags(migrations_dir=None) -> tuple[dict, list[str]]:
 
 def raise_all_errors() -> None:
     """Native folders and imported projects that do not load, as one import error (dags/airmigrate_errors.py)."""
-    problems = build_source_dags()[1]
+    problems = loaded_sources()[1]  # no DAG built here: one made in this file would be this file's too (Airflow
+    # registers every DAG made during a file's parse), a duplicate of airmigrate_dags.py's
     try:
         raise_spec_errors()
     except FoldersDoNotLoad as exc:

@@ -28,6 +28,7 @@ from pathlib import Path
 from airmigrate import state
 from airmigrate.db import Target, connect, split_statements
 from airmigrate.errors import PreflightError, SpecError, TransientError
+from airmigrate.sources import render_cache
 from airmigrate.sources.model import Imported, SourceFile, Status
 
 
@@ -62,11 +63,23 @@ class AlembicSource:
 
     def _imported(self, rev) -> Imported:
         slug = re.sub(r"[^a-z0-9]+", "_", (rev.doc or "").lower()).strip("_")[:40].rstrip("_")
-        preview = self._offline_or_none(rev, True, _tuple(rev.down_revision))
-        down = self._offline_or_none(rev, False, (rev.revision,))
+        checksum = hashlib.sha256(Path(rev.path).read_bytes()).hexdigest()
+        preview, down = render_cache.cached(self._cache_key(rev, checksum), lambda: (
+            self._offline_or_none(rev, True, _tuple(rev.down_revision)),
+            self._offline_or_none(rev, False, (rev.revision,))))
         return Imported(id=f"{self.name}_{rev.revision[:12]}" + (f"_{slug}" if slug else ""), source=self.name,
                         title=f"{rev.revision} ({rev.doc})", file=Path(rev.path), up_sql=preview, down_sql=down,
-                        checksum=hashlib.sha256(Path(rev.path).read_bytes()).hexdigest(), ref=rev)
+                        checksum=checksum, ref=rev)
+
+    def _cache_key(self, rev, checksum: str) -> dict:
+        """What the offline SQL of a revision depends on: its file (mtime, size, sha256), the version table
+        and Alembic's version (a new Alembic may render differently)."""
+        from alembic import __version__ as alembic_version
+
+        info = Path(rev.path).stat()
+        return {"file": str(Path(rev.path).resolve()), "mtime_ns": info.st_mtime_ns, "size": info.st_size,
+                "sha256": checksum, "version_table": self.settings.version_table,
+                "version_table_schema": self.settings.version_table_schema, "alembic": alembic_version}
 
     def _offline_or_none(self, rev, up: bool, heads: tuple[str, ...]) -> str | None:
         try:
