@@ -157,3 +157,41 @@ def test_drift_is_judged_with_the_tools_checksums(tree, empty_db):
         assert shop.statuses(conn)[shop_id].state == "changed since applied"
     with pytest.raises(PreflightError, match="changed since applied"):
         lifecycle.apply(empty_db, shop, next(m for m in shop.migrations() if m.id == shop_id))
+
+
+@pytest.mark.server
+def test_baseline_of_an_imported_project_records_both_histories(tree, empty_db):
+    """`airmigrate baseline --to <imported id>`: the tool's baseline (Flyway's BASELINE row, Alembic's stamp) and
+    airmigrate's rows, as the native baseline writes them; the migrations after it then run as usual."""
+    flyway, shop = load_sources(tree / "migrations")
+    v1, v11, v2, view = flyway.migrations()
+    with connect(empty_db, autocommit=True) as conn:  # the schema the baselined scripts made, there already
+        conn.execute("CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL)")
+        conn.execute(f"INSERT INTO accounts SELECT g, 'u' || g || '@example.com' FROM generate_series(1, {ROWS}) g")
+    assert lifecycle.baseline(empty_db, flyway, v11) == [v1.id, v11.id]
+    rows = history_rows(empty_db)
+    assert set(rows) == {v1.id, v11.id}
+    assert rows[v11.id][:3] == ("applied", str(golden_checksum(FIXTURE / "sql" / "V1_1__add_email_index.sql")),
+                                {"V1_1__add_email_index.sql": str(golden_checksum(FIXTURE / "sql" /
+                                                                                  "V1_1__add_email_index.sql"))})
+    with connect(empty_db) as conn:
+        assert conn.execute("SELECT applied_by FROM airmigrate.history WHERE migration_id = %s",
+                            (v1.id,)).fetchone()[0].startswith("baseline by ")
+    lifecycle.apply(empty_db, flyway, v2)
+    lifecycle.apply(empty_db, flyway, view)
+    entries = {e.id: e for e in listing(empty_db)}
+    assert [entries[m.id].state for m in flyway.migrations()] == ["baseline (flyway)"] * 2 + ["applied (flyway)"] * 2
+    with connect(empty_db) as conn:
+        assert conn.execute("SELECT version, type FROM flyway_schema_history ORDER BY installed_rank").fetchall() == \
+            [("1.1", "BASELINE"), ("2", "SQL"), (None, "SQL")]
+
+    revisions = shop.migrations()
+    assert lifecycle.baseline(empty_db, shop, revisions[3]) == [m.id for m in revisions[:4]]
+    rows = history_rows(empty_db)
+    assert all(rows[m.id][0] == "applied" and rows[m.id][1] == m.checksum for m in revisions[:4])
+    with connect(empty_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (id bigint PRIMARY KEY, amount_cents integer NOT NULL, status text)")
+        conn.execute("INSERT INTO orders SELECT g, g % 1000, 'new' FROM generate_series(1, 100) g")
+    lifecycle.apply(empty_db, shop, revisions[4])  # the Python revision after the stamp
+    assert history_rows(empty_db)[revisions[4].id][0] == "applied"
+    assert not history.has_problems(listing(empty_db))

@@ -175,6 +175,28 @@ def migrate_source(name: str, target: Target) -> int:
     return 0
 
 
+def migrate_sources_first(target: Target) -> int:
+    """`airmigrate migrate`, first part: every imported project with a pending migration, by name, each in its
+    tool's order; a project that does not load, or a failure, stops everything (the native folders after them
+    may need what they create). 0 when there is nothing (left) to run."""
+    sources, broken = _loaded()
+    if broken:
+        for name, error in broken:
+            print(f"migrate: the imported project {name} does not load: {error}", flush=True)
+        return 1
+    if not sources:
+        return 0
+    from airmigrate.sources import lifecycle
+
+    with connect(target, autocommit=True) as conn:
+        waiting = [s.name for s in sources if any(not st.done for _, st in lifecycle.entries(conn, [s]))]
+    for name in waiting:
+        code = migrate_source(name, target)
+        if code:
+            return code
+    return 0
+
+
 def plan_imported(migration_id: str) -> int | None:
     """`airmigrate plan <imported id>`: each step and statement with its lock (None: not an imported id). With a
     target, Alembic's SQL is generated from the real current heads and the lock rules read the catalogs."""

@@ -160,17 +160,20 @@ def baseline(target: Target, source, migration: Imported) -> list[str]:
     refused once the tool's history holds applied migrations (as Flyway refuses)."""
     with source.lock(target):
         with connect(target, autocommit=True) as conn:
+            state.ensure_schema(conn)
             source.prepare(conn)
             statuses = source.statuses(conn)
             taken = [m.id for m in source.migrations() if statuses[m.id].state not in ("pending",)]
             if taken:
                 raise PreflightError(f"baseline: {', '.join(taken)} already in the history of {target.describe()}; "
                                      "a baseline only adopts a project whose history is empty. Nothing recorded")
+            upto = source.migrations()
+            upto = upto[:[m.id for m in upto].index(migration.id) + 1]
             with conn.transaction():
                 for statement in source.baseline_sql(migration):
                     conn.execute(statement)
-    upto = [m.id for m in source.migrations()]
-    return upto[:upto.index(migration.id) + 1]
+                record.baseline(conn, upto)  # airmigrate's row beside the tool's, as the native baseline writes
+    return [m.id for m in upto]
 
 
 def entries(conn, sources) -> list[tuple[Imported, Status]]:

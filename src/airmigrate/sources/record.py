@@ -11,7 +11,10 @@ itself, is brought up to date right after, and :func:`reconcile` catches up a ro
 
 from __future__ import annotations
 
+import getpass
+
 from airmigrate import state
+from airmigrate.engines.sql import Json as Jsonb
 from airmigrate.sources.flyway_history import literal
 from airmigrate.sources.model import Imported, Status
 
@@ -50,3 +53,18 @@ def reconcile(conn, migration: Imported, status: Status) -> None:
     hist = state.history(conn, migration.id)
     if hist is not None and hist["status"] in ("running", "failed"):
         conn.execute(applied_sql(migration.id))
+
+
+def baseline(conn, migrations: list[Imported]) -> None:
+    """Beside the tool's baseline row (or stamp): each migration up to it recorded as applied without running,
+    as the native `baseline` records a folder (applied_by "baseline by <user>", duration 0), with the tool's
+    checksum of the file as it is now: the file that describes the schema from here on."""
+    by = f"baseline by {getpass.getuser()}"
+    for migration in migrations:
+        conn.execute(
+            "INSERT INTO airmigrate.history AS h (migration_id, checksum, status, files, started_at, applied_at, "
+            "applied_by, duration_s) VALUES (%s, %s, 'applied', %s, now(), now(), %s, 0) ON CONFLICT (migration_id) "
+            "DO UPDATE SET checksum = EXCLUDED.checksum, status = 'applied', files = EXCLUDED.files, started_at = "
+            "now(), applied_at = now(), applied_by = EXCLUDED.applied_by, duration_s = 0, error = NULL, "
+            "rolled_back_at = NULL, rolled_back_by = NULL",
+            (migration.id, migration.checksum, Jsonb(files_of(migration)), by))
