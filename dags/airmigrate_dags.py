@@ -16,6 +16,8 @@ os.environ.setdefault("AIRMIGRATE_HOME", str(Path(__file__).resolve().parent.par
 from airmigrate.airflow.dag_factory import build_all  # noqa: E402
 from airmigrate.airflow.source_dags import build_source_dags  # noqa: E402
 
-dags, _errors = build_all()
+source_dags = build_source_dags()[0]
+# imported projects come first in airmigrate__migrate: their chains run before the native folders (README)
+dags, _errors = build_all(imported_first=tuple(d for d in source_dags if d.endswith("__migrate")))
 globals().update(dags)
-globals().update(build_source_dags()[0])
+globals().update(source_dags)

@@ -72,6 +72,9 @@ def test_kill_and_resume_keeps_flyways_history_consistent(tmp_path, empty_db, mo
         done = conn.execute("SELECT count(*) FROM accounts WHERE tier = 'basic'").fetchone()[0]
         assert 0 < done < ROWS  # killed mid-way: some batches committed, the rest not
         assert conn.execute("SELECT count(*) FROM flyway_schema_history WHERE version = '2'").fetchone()[0] == 0
+        # airmigrate's own row agrees: running (not applied), the run open to be resumed
+        assert conn.execute("SELECT status FROM airmigrate.history WHERE migration_id = %s", (v2.id,)).fetchone() \
+            == ("running",)
     with connect(empty_db) as conn:
         assert source.statuses(conn)[v2.id].state == "pending"
 
@@ -86,6 +89,10 @@ def test_kill_and_resume_keeps_flyways_history_consistent(tmp_path, empty_db, mo
         assert twice == 0
         assert conn.execute("SELECT sum(rows) FROM airmigrate.batches b JOIN airmigrate.runs r USING (run_id) WHERE "
                             "r.migration_id = %s", (f"{v2.id}#1",)).fetchone()[0] == ROWS
+        assert conn.execute("SELECT status, checksum FROM airmigrate.history WHERE migration_id = %s",
+                            (v2.id,)).fetchone() == ("applied", v2.checksum)
+        assert conn.execute("SELECT count(*), min(status) FROM airmigrate.runs WHERE migration_id = %s",
+                            (v2.id,)).fetchone() == (1, "succeeded")  # one run, resumed, not a second one
 
 
 ALEMBIC_CHILD = """
@@ -115,6 +122,8 @@ def test_kill_and_resume_keeps_alembic_version_consistent(tmp_path, empty_db):
         done = conn.execute("SELECT count(*) FROM orders WHERE status = 'new'").fetchone()[0]
         assert 0 < done < 5000
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("c2100",)]
+        assert conn.execute("SELECT status FROM airmigrate.history WHERE migration_id = %s",
+                            (by_rev["b2000"].id,)).fetchone() == ("running",)
     lifecycle.apply(empty_db, source, by_rev["b2000"])
     with connect(empty_db) as conn:
         assert conn.execute("SELECT count(*) FROM orders WHERE status = 'new'").fetchone()[0] == 5000
@@ -123,6 +132,8 @@ def test_kill_and_resume_keeps_alembic_version_consistent(tmp_path, empty_db):
                              "airmigrate.runs r USING (run_id) WHERE r.migration_id LIKE %s AND outcome = 'succeeded' "
                              "GROUP BY batch_no HAVING count(*) > 1) s", (f"{by_rev['b2000'].id}#%",)).fetchone()[0]
         assert twice == 0
+        assert conn.execute("SELECT status, checksum FROM airmigrate.history WHERE migration_id = %s",
+                            (by_rev["b2000"].id,)).fetchone() == ("applied", by_rev["b2000"].checksum)
 
 
 def _kill_when_blocked(child_code, migrations, target, table, column, last_id, query_like):

@@ -152,15 +152,19 @@ def build_rehearsal_dag(migration: Migration) -> DAG:
 MIGRATE_DAG_ID = "airmigrate__migrate"
 
 
-def build_migrate_dag(migrations: list[Migration], stopped_at: str | None = None) -> DAG:
+def build_migrate_dag(migrations: list[Migration], stopped_at: str | None = None,
+                      imported_first: tuple[str, ...] = ()) -> DAG:
     """airmigrate__migrate: one TriggerDagRunOperator per migration, chained in folder order. Each waits for its
     migration's own run (own logs, own UI), the first failure stops the chain, and an applied migration's run
-    is a quick green no-op (its preflight says so and every later task skips)."""
+    is a quick green no-op (its preflight says so and every later task skips). ``imported_first``: the chains
+    of imported projects (``<source>__migrate``), run before every native folder (README: the order between
+    native folders and imported projects)."""
     from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
     doc = ["# airmigrate__migrate", "Every migration in folder order, each as its own DAG run; the chain stops at the "
            "first failure. Applied migrations finish at once (nothing to do). Same as `airmigrate migrate`.", ""]
-    doc += [f"{i}. `{m.id}`" for i, m in enumerate(migrations, 1)]
+    doc += [f"{i}. `{dag_id}` (an imported project, all of it)" for i, dag_id in enumerate(imported_first, 1)]
+    doc += [f"{i}. `{m.id}`" for i, m in enumerate(migrations, len(imported_first) + 1)]
     if stopped_at:
         doc += ["", f"**Stops before {stopped_at}**: its folder does not load (see the import errors)."]
     with DAG(
@@ -182,6 +186,13 @@ def build_migrate_dag(migrations: list[Migration], stopped_at: str | None = None
                                      "files changed since (recorded)")},
     ) as dag:
         previous = _task("validate_history", tasks.validate_history_task, retries=0)()
+        for dag_id in imported_first:
+            trigger = TriggerDagRunOperator(task_id=dag_id, trigger_dag_id=dag_id, logical_date=None,
+                                            wait_for_completion=True, poke_interval=10, allowed_states=["success"],
+                                            failed_states=["failed"], deferrable=_deferrable(),
+                                            fail_when_dag_is_paused=True)
+            previous >> trigger
+            previous = trigger
         for migration in migrations:
             trigger = TriggerDagRunOperator(
                 task_id=migration.id,
@@ -208,7 +219,8 @@ def _deferrable() -> bool:
     return os.environ.get("AIRMIGRATE_DEFERRABLE", "true").lower() not in ("0", "false", "no")
 
 
-def build_all(migrations_dir: Path | None = None, expectations_dir: Path | None = None) -> tuple[dict, list[str]]:
+def build_all(migrations_dir: Path | None = None, expectations_dir: Path | None = None,
+              imported_first: tuple[str, ...] = ()) -> tuple[dict, list[str]]:
     """Every folder's three DAGs (up, rollback, rehearsal) and the migrate DAG, plus the error messages of the folders that did not parse.
     The migrate chain ends before the first folder that does not parse: what follows it must not run first."""
     dags, errors, chain, stopped_at = {}, [], [], None
@@ -225,7 +237,7 @@ def build_all(migrations_dir: Path | None = None, expectations_dir: Path | None 
         if stopped_at is None:
             chain.append(migration)
     if chain:
-        dags[MIGRATE_DAG_ID] = build_migrate_dag(chain, stopped_at)
+        dags[MIGRATE_DAG_ID] = build_migrate_dag(chain, stopped_at, imported_first)
     return dags, errors
 
 

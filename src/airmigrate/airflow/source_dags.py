@@ -28,6 +28,7 @@ from airmigrate.airflow.dag_factory import (
 from airmigrate.airflow.tasks import target_from_connection
 from airmigrate.db import is_transient
 from airmigrate.errors import SpecError
+from airmigrate.report import imported as imported_report
 from airmigrate.sources import find_or_fail, lifecycle, open_source
 from airmigrate.sources.model import SOURCES_DIR, read_source_file
 
@@ -43,7 +44,8 @@ def _run(migration_id: str, direction: str, dry_run_only: bool = False, validate
     try:
         with lease.hold_for_task(target, migration.id, dag_run_id, float(params.get("wait_for_lease") or 0)):
             if direction == "down":
-                return lifecycle.rollback(target, source, migration, dag_run_id)
+                return _reported(target, source, migration, "down", dag_run_id,
+                                 lambda: lifecycle.rollback(target, source, migration, dag_run_id))
             if validate_only:
                 if params.get("dry_run"):
                     raise AirflowSkipException("dry_run: nothing to validate")
@@ -55,13 +57,26 @@ def _run(migration_id: str, direction: str, dry_run_only: bool = False, validate
                 if params.get("dry_run") and not dry_run_only:
                     raise AirflowSkipException("dry_run: nothing run")
                 return {k: v for k, v in result.items() if k != "sql"}
-            return lifecycle.apply(target, source, migration, dag_run_id)
+            return _reported(target, source, migration, "up", dag_run_id,
+                             lambda: lifecycle.apply(target, source, migration, dag_run_id))
     except (AirflowSkipException, AirflowFailException):
         raise
     except Exception as exc:
         if is_transient(exc):
             raise AirflowException(f"{type(exc).__name__}: {exc} (transient: Airflow retries)") from exc
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _reported(target, source, migration, direction: str, dag_run_id: str, step):
+    """Run the step, then write the run's report (a failed run's too), its path the task's last log line."""
+    try:
+        result = step()
+    except Exception:
+        imported_report.write_report_safely(target, source, migration, direction, dag_run_id)
+        raise
+    if not (isinstance(result, dict) and result.get("already_applied")):
+        imported_report.write_report_safely(target, source, migration, direction, dag_run_id)
+    return result
 
 
 def preflight_task(migration_id: str):
@@ -126,18 +141,27 @@ def build_source_migrate_dag(source) -> DAG:
     return dag
 
 
-def build_source_dags(migrations_dir=None) -> tuple[dict, list[str]]:
-    """Every imported migration's DAGs and each source's chain, plus the errors of sources that do not load."""
-    dags, errors = {}, []
+def loaded_sources(migrations_dir=None) -> tuple[list, list[str]]:
+    """The imported projects that load, and the errors of those that do not (no DAG built)."""
+    sources, errors = [], []
     folder = Path(migrations_dir or settings.migrations_dir()) / SOURCES_DIR
     for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
         try:  # one project that does not load keeps no other from loading
             source = open_source(read_source_file(path))
-            migrations = source.migrations()
+            source.migrations()
         except SpecError as exc:
             errors.append(str(exc))
             continue
-        for migration in migrations:
+        sources.append(source)
+    return sources, errors
+
+
+def build_source_dags(migrations_dir=None) -> tuple[dict, list[str]]:
+    """Every imported migration's DAGs and each source's chain, plus the errors of sources that do not load."""
+    dags = {}
+    sources, errors = loaded_sources(migrations_dir)
+    for source in sources:
+        for migration in source.migrations():
             dags[migration.id] = build_imported_dag(migration)
             dags[f"{migration.id}__rollback"] = build_imported_rollback_dag(migration)
         dags[f"{source.name}__migrate"] = build_source_migrate_dag(source)
@@ -146,7 +170,8 @@ def build_source_dags(migrations_dir=None) -> tuple[dict, list[str]]:
 
 def raise_all_errors() -> None:
     """Native folders and imported projects that do not load, as one import error (dags/airmigrate_errors.py)."""
-    problems = build_source_dags()[1]
+    problems = loaded_sources()[1]  # no DAG built here: one made in this file would be this file's too (Airflow
+    # registers every DAG made during a file's parse), a duplicate of airmigrate_dags.py's
     try:
         raise_spec_errors()
     except FoldersDoNotLoad as exc:

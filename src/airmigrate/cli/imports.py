@@ -121,7 +121,9 @@ def find(migrations_dir, migration_id: str):
 
 
 def run_imported(migration_id: str, target: Target, rollback: bool, conf: dict, what: str = "run") -> int | None:
-    """`airmigrate run <imported id>`: its DAG through Airflow (dag.test); None when the id is not imported."""
+    """`airmigrate run <imported id>`: its DAG through Airflow (dag.test), then its report; None when the id is not
+    imported."""
+    from airmigrate.report import imported as imported_report
     from airmigrate.sources import lifecycle
 
     found = find(settings.migrations_dir(), migration_id)
@@ -150,6 +152,10 @@ def run_imported(migration_id: str, target: Target, rollback: bool, conf: dict, 
     print(f"{dag_id}: {dagrun.state}; {migration.title} is {status.state} in the {source.kind} history", flush=True)
     for task_id, error in task_errors(dagrun).items():
         print(f"  {task_id}: {error.splitlines()[0][:500]}", flush=True)
+    report = imported_report.write_report_safely(target, source, migration, "down" if rollback else "up",
+                                                 dagrun.run_id)
+    if report is not None:
+        print(f"report: {report}", flush=True)
     return 0 if str(dagrun.state) == "success" else 1
 
 
@@ -166,6 +172,28 @@ def migrate_source(name: str, target: Target) -> int:
             print(f"migrate --source {name}: stopped at {migration.id}", flush=True)
             return code
     print(f"migrate --source {name}: every migration applied", flush=True)
+    return 0
+
+
+def migrate_sources_first(target: Target) -> int:
+    """`airmigrate migrate`, first part: every imported project with a pending migration, by name, each in its
+    tool's order; a project that does not load, or a failure, stops everything (the native folders after them
+    may need what they create). 0 when there is nothing (left) to run."""
+    sources, broken = _loaded()
+    if broken:
+        for name, error in broken:
+            print(f"migrate: the imported project {name} does not load: {error}", flush=True)
+        return 1
+    if not sources:
+        return 0
+    from airmigrate.sources import lifecycle
+
+    with connect(target, autocommit=True) as conn:
+        waiting = [s.name for s in sources if any(not st.done for _, st in lifecycle.entries(conn, [s]))]
+    for name in waiting:
+        code = migrate_source(name, target)
+        if code:
+            return code
     return 0
 
 
@@ -247,9 +275,10 @@ def history_entries(conn) -> list:
     entries = []
     sources, broken = _loaded()
     entries += [Entry(name, "does not load", f"error: {error}", True) for name, error in broken]
+    backfilled = lifecycle.rows_backfilled(conn)
     for migration, status in lifecycle.entries(conn, sources):
         entries.append(Entry(migration.id, f"{status.state} ({migration.source})", status.detail, status.problem,
-                             status.applied_at, status.applied_by, status.duration_s))
+                             status.applied_at, status.applied_by, status.duration_s, backfilled.get(migration.id)))
     for source in sources:  # what the tool's history holds that the folder cannot account for
         entries += [Entry(label, status.state, status.detail, True, status.applied_at, status.applied_by,
                           status.duration_s) for label, status in source.unresolved(conn)]

@@ -58,6 +58,10 @@ def cmd_migrate(args) -> int:
     target = _configured_target()
     if args.source:
         return imports.migrate_source(args.source, target)
+    code = imports.migrate_sources_first(target)  # imported projects before the native folders (README)
+    if code:
+        print("migrate: stopped before the native folders (an imported project comes first)", flush=True)
+        return code
     errors: dict[str, str] = {}
     code = migrate(target, lambda migration_id, conf: run_and_report(migration_id, target, conf=conf, errors=errors,
                                                                      what="migrate"),

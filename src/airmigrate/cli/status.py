@@ -61,8 +61,9 @@ def cmd_history(args) -> int:
     prepare_airflow_env()
     target = configured_target()
     with connect(target, autocommit=True) as conn:
-        entries = history.listing(conn, settings.migrations_dir(), settings.expectations_dir())
-        entries += history_entries(conn)  # imported Flyway scripts / Alembic revisions, from their tool's history
+        imported = history_entries(conn)  # imported Flyway scripts / Alembic revisions, from their tool's history
+        entries = history.listing(conn, settings.migrations_dir(), settings.expectations_dir(),
+                                  {e.id for e in imported}) + imported
     for line in history.render(entries):
         print(line)
     return 1 if history.has_problems(entries) else 0

@@ -20,7 +20,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from airmigrate import settings
-from airmigrate.console import actions, data
+from airmigrate.console import actions, data, imported
 from airmigrate.console.side import AIRFLOW, AirflowSide  # noqa: F401 (filled in by the plugin)
 from airmigrate.spec import discover
 
@@ -103,8 +103,11 @@ def newest_dag_runs(ids: list[str]) -> dict[str, dict]:
 
 
 def _overview() -> list[dict]:
+    """Native folders in order, then imported projects' migrations in their tool's order."""
     ids = [f.name for f in discover(settings.migrations_dir())]
-    return data.overview(newest_dag_runs(ids))
+    dag_runs = newest_dag_runs(ids + imported.ids(settings.migrations_dir()))
+    native = data.overview(dag_runs)
+    return native + imported.overview(dag_runs, settings.migrations_dir(), len(native) + 1)
 
 
 def _detail(migration_id: str, batch_page: int = 1) -> dict | None:

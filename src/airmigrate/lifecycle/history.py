@@ -67,9 +67,12 @@ def changed_files(conn, migration: Migration) -> list[str] | None:
     return [change.removesuffix(" (added)").removesuffix(" (removed)") for change in _changes(hist, migration)]
 
 
-def listing(conn, migrations_dir: Path | str, expectations_dir: Path | str | None = None) -> list[Entry]:
-    """Every migration folder (in order) and every migration only the state tables know, with its state."""
-    rows = {row["migration_id"]: row for row in state.all_history(conn)}
+def listing(conn, migrations_dir: Path | str, expectations_dir: Path | str | None = None,
+            imported: frozenset[str] | set[str] = frozenset()) -> list[Entry]:
+    """Every migration folder (in order) and every migration only the state tables know, with its state.
+    ``imported``: the ids of imported migrations (Flyway scripts, Alembic revisions), listed by their source
+    beside these, not as folders gone missing."""
+    rows = {row["migration_id"]: row for row in state.all_history(conn) if row["migration_id"] not in imported}
     folders = {folder.name: folder for folder in discover(migrations_dir)}
     entries = []
     for migration_id in sorted(set(folders) | set(rows)):

@@ -71,3 +71,9 @@ def render_html(data: dict, secrets: tuple[str | None, ...] = ()) -> str:
 def render_markdown(data: dict, secrets: tuple[str | None, ...] = ()) -> str:
     text = _environment(False).get_template("report.md.j2").render(r=data)
     return mask(re.sub(r"\n{3,}", "\n\n", text), secrets)
+
+
+def render_named(template: str, data: dict, html: bool, secrets: tuple[str | None, ...] = ()) -> str:
+    """Another report's template (the imported run's) with the same filters, escaping and masking."""
+    text = _environment(html).get_template(template).render(r=data)
+    return mask(text if html else re.sub(r"\n{3,}", "\n\n", text), secrets)

@@ -12,7 +12,8 @@
 
 The project's env.py is not run: airmigrate hands Alembic the connection, as env.py would. A project whose env.py
 sets another version table names it in the source settings (``version_table``, ``version_table_schema``). Alembic
-keeps no checksums: a changed revision file cannot be detected from Alembic's history.
+keeps no checksums: a revision airmigrate ran has the sha256 of its file in airmigrate.history, and a file changed
+since is drift; one applied by Alembic itself has nothing to compare with.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from airmigrate import state
 from airmigrate.db import Target, connect, split_statements
 from airmigrate.errors import PreflightError, SpecError, TransientError
+from airmigrate.sources import render_cache
 from airmigrate.sources.model import Imported, SourceFile, Status
 
 
@@ -60,11 +63,23 @@ class AlembicSource:
 
     def _imported(self, rev) -> Imported:
         slug = re.sub(r"[^a-z0-9]+", "_", (rev.doc or "").lower()).strip("_")[:40].rstrip("_")
-        preview = self._offline_or_none(rev, True, _tuple(rev.down_revision))
-        down = self._offline_or_none(rev, False, (rev.revision,))
+        checksum = hashlib.sha256(Path(rev.path).read_bytes()).hexdigest()
+        preview, down = render_cache.cached(self._cache_key(rev, checksum), lambda: (
+            self._offline_or_none(rev, True, _tuple(rev.down_revision)),
+            self._offline_or_none(rev, False, (rev.revision,))))
         return Imported(id=f"{self.name}_{rev.revision[:12]}" + (f"_{slug}" if slug else ""), source=self.name,
                         title=f"{rev.revision} ({rev.doc})", file=Path(rev.path), up_sql=preview, down_sql=down,
-                        checksum=hashlib.sha256(Path(rev.path).read_bytes()).hexdigest(), ref=rev)
+                        checksum=checksum, ref=rev)
+
+    def _cache_key(self, rev, checksum: str) -> dict:
+        """What the offline SQL of a revision depends on: its file (mtime, size, sha256), the version table
+        and Alembic's version (a new Alembic may render differently)."""
+        from alembic import __version__ as alembic_version
+
+        info = Path(rev.path).stat()
+        return {"file": str(Path(rev.path).resolve()), "mtime_ns": info.st_mtime_ns, "size": info.st_size,
+                "sha256": checksum, "version_table": self.settings.version_table,
+                "version_table_schema": self.settings.version_table_schema, "alembic": alembic_version}
 
     def _offline_or_none(self, rev, up: bool, heads: tuple[str, ...]) -> str | None:
         try:
@@ -114,9 +129,12 @@ class AlembicSource:
                 for head in self.heads(conn) or () if head not in known]
 
     def statuses(self, conn) -> dict[str, Status]:
+        """Applied or pending from alembic_version; an applied revision whose file changed since airmigrate ran
+        it (the sha256 in airmigrate.history) is drift, as a changed native file is."""
         heads = tuple(h for h in self.heads(conn) or () if h in {m.ref.revision for m in self.migrations()})
         applied = {rev.revision for rev in self.script.iterate_revisions(heads, "base")} if heads else set()
-        return {m.id: Status("applied" if m.ref.revision in applied else "pending") for m in self.migrations()}
+        ran = {row["migration_id"]: row for row in state.all_history(conn)}
+        return {m.id: _status(m, m.ref.revision in applied, ran.get(m.id)) for m in self.migrations()}
 
     def check_order(self, migration: Imported, statuses: dict[str, Status]) -> None:
         """Every revision it comes after (down_revision and depends_on, transitively) applied first."""
@@ -231,8 +249,27 @@ class AlembicSource:
 
         return split_statements(text)
 
+    def tool_rows(self, conn, migration: Imported) -> list[str]:
+        """alembic_version after the run (its heads), for the run's report."""
+        heads = self.heads(conn)
+        return [f"{self.settings.version_table}: " + (", ".join(heads) if heads else "(no row)")
+                if heads is not None else f"{self.settings.version_table}: (no table)"]
+
     def no_down_reason(self, migration: Imported) -> str:
         return "its downgrade() cannot be rendered"
+
+
+def _status(migration: Imported, applied: bool, hist: dict | None) -> Status:
+    if not applied:
+        return Status("pending")
+    if hist is None or hist["status"] != "applied":  # applied by Alembic itself: no checksum to compare
+        return Status("applied")
+    when = {"applied_at": hist["applied_at"], "applied_by": hist["applied_by"], "duration_s": hist["duration_s"]}
+    if hist["checksum"] != migration.checksum:
+        return Status("changed since applied", f"changed since applied: {migration.file} (sha256 "
+                      f"{hist['checksum'][:12]} applied, {migration.checksum[:12]} now): restore the revision file "
+                      "that ran; put the change in a new revision (`alembic revision`)", problem=True, **when)
+    return Status("applied", **when)
 
 
 def _tuple(value) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ from airmigrate.errors import SpecError
 CONFIG_NAMES = ("flyway.conf", "flyway.toml", "conf/flyway.conf", "conf/flyway.toml")
 SCRIPT = re.compile(r"^(?P<prefix>[VUR])(?P<version>[^_]*(?:_(?!_)[^_]*)*)__(?P<description>.+)\.sql$", re.I)
 BASELINE_DESCRIPTION = "<< Flyway Baseline >>"
+SCHEMA_DESCRIPTION = "<< Flyway Schema Creation >>"
 
 
 def checksum(data: bytes | str) -> int:
@@ -105,6 +106,8 @@ class Project:
     suffix: str = "}"
     locations: tuple[Path, ...] = field(default_factory=tuple)
     replace: bool = True  # flyway.placeholderReplacement
+    schemas: tuple[str, ...] = ()  # the schemas Flyway manages: defaultSchema first, then flyway.schemas
+    create_schemas: bool = True  # flyway.createSchemas
 
     def substitute(self, script: Script, text: str) -> str:
         """The script with its placeholders replaced, as Flyway runs it; a missing value names the script."""
@@ -146,13 +149,16 @@ def load_project(location: Path | str, config: Path | str | None = None) -> Proj
     _no_duplicates(versioned)
     undo = {s.version: s for s in scripts if s.kind == "U"}
     schemas = [s.strip() for s in settings.get("schemas", "").split(",") if s.strip()]
+    default = settings.get("defaultSchema")
+    managed = ([default] if default and default not in schemas else []) + schemas  # Flyway: defaultSchema first
     project = Project(root=root, config_file=config_file, versioned=tuple(versioned),
                       repeatable=tuple(sorted((s for s in scripts if s.kind == "R"), key=lambda s: s.description)),
                       undo=undo, placeholders=placeholders, table=settings.get("table", "flyway_schema_history"),
                       schema=settings.get("defaultSchema") or (schemas[0] if schemas else "public"),
                       installed_by=settings.get("installedBy"), prefix=settings.get("placeholderPrefix", "${"),
                       suffix=settings.get("placeholderSuffix", "}"), locations=tuple(locations),
-                      replace=settings.get("placeholderReplacement", "true").lower() != "false")
+                      replace=settings.get("placeholderReplacement", "true").lower() != "false",
+                      schemas=tuple(managed), create_schemas=settings.get("createSchemas", "true").lower() != "false")
     # Flyway's SqlMigrationResolver: a repeatable script's checksum is taken after placeholder replacement (a new
     # placeholder value runs it again); a versioned one's over the file as written
     repeatable = tuple(dataclasses.replace(s, checksum=checksum(project.substitute(s, s.path.read_bytes().decode(

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from airmigrate.db import Target, connect
-from airmigrate.errors import TransientError
-from airmigrate.sources.flyway import BASELINE_DESCRIPTION, Project, Script, Version
+from airmigrate.errors import PreflightError, TransientError
+from airmigrate.sources.flyway import BASELINE_DESCRIPTION, SCHEMA_DESCRIPTION, Project, Script, Version
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +81,48 @@ def create_sql(project: Project) -> str:
             f'CREATE INDEX IF NOT EXISTS "{name}_s_idx" ON {table} ("success")')
 
 
+def quote(name: str) -> str:
+    """PostgreSQL's quoting of an identifier, as Flyway's database.quote() writes it (and its SCHEMA row lists)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def missing_schemas(conn, project: Project) -> list[str]:
+    """The schemas Flyway manages (defaultSchema, then flyway.schemas) that do not exist, in that order."""
+    return [name for name in project.schemas
+            if not conn.execute("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = %s)", (name,)).fetchone()[0]]
+
+
+def schema_marker_sql(project: Project, created: list[str]) -> str:
+    """Flyway's SCHEMA row (SchemaHistory.addSchemasMarker): installed_rank 0, no version, the schemas it created
+    as their quoted names joined by commas, no checksum, execution_time 0, success."""
+    by = literal(project.installed_by) if project.installed_by else "current_user"
+    return (f'INSERT INTO {qualified(project)} ("installed_rank", "version", "description", "type", "script", '
+            f'"checksum", "installed_by", "execution_time", "success") VALUES (0, NULL, {literal(SCHEMA_DESCRIPTION)}, '
+            f"'SCHEMA', {literal(','.join(quote(n) for n in created)[:1000])}, NULL, {by}, 0, true)")
+
+
 def ensure_table(conn, project: Project) -> None:
-    if conn.execute("SELECT to_regclass(%s)", (qualified(project),)).fetchone()[0] is None:
-        log.info("Creating Schema History table %s (as Flyway does)", qualified(project))
-        with conn.transaction():
-            for statement in create_sql(project).split(";\n"):
-                conn.execute(statement)
+    """Before the first migrate, as Flyway's DbSchemas + create: the managed schemas that do not exist are created
+    (flyway.createSchemas, default true), then the history table, then Flyway's SCHEMA row naming them, all in one
+    transaction; without createSchemas a missing history schema is refused, as Flyway refuses it."""
+    if conn.execute("SELECT to_regclass(%s)", (qualified(project),)).fetchone()[0] is not None:
+        return
+    missing = missing_schemas(conn, project)
+    if missing and not project.create_schemas:
+        if project.schema in missing:
+            raise PreflightError(f"schema {quote(project.schema)} does not exist and flyway.createSchemas is false: "
+                                 f"create it first (Flyway cannot create {qualified(project)} either), or set "
+                                 "flyway.createSchemas=true")
+        missing = []
+    log.info("Creating Schema History table %s (as Flyway does)%s", qualified(project),
+             f", after the schemas {', '.join(missing)}" if missing else "")
+    with conn.transaction():
+        for name in missing:
+            conn.execute(f"CREATE SCHEMA {quote(name)}")
+        for statement in create_sql(project).split(";\n"):
+            conn.execute(statement)
+        if missing:
+            conn.execute(schema_marker_sql(project, missing))
 
 
 @dataclass(frozen=True)

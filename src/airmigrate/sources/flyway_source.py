@@ -79,9 +79,9 @@ class FlywaySource:
         if last.checksum != script.checksum:
             if script.kind == "R":
                 return Status("outdated", f"checksum {last.checksum} -> {script.checksum}: runs again", **when)
-            return Status("changed since applied", f"{script.name}: Flyway checksum {last.checksum} applied, "
-                          f"{script.checksum} now (flyway validate fails too): restore the script; put the change "
-                          "in a new version", problem=True, **when)
+            return Status("changed since applied", f"changed since applied: {script.name} (Flyway checksum "
+                          f"{last.checksum} applied, {script.checksum} now; flyway validate fails too): restore the "
+                          "script that ran; put the change in a new version", problem=True, **when)
         return Status("applied", **when)
 
     def check_order(self, migration: Imported, statuses: dict[str, Status]) -> None:
@@ -141,6 +141,17 @@ class FlywaySource:
         if script.version is None:
             raise PreflightError(f"{migration.id} is a repeatable script: baseline names a version")
         return [fh.baseline_sql(self.project, script.version)]
+
+    def tool_rows(self, conn, migration: Imported) -> list[str]:
+        """This script's rows in flyway_schema_history (its version's, or a repeatable's description), for the
+        run's report."""
+        script: Script = migration.ref
+        mine = [r for r in fh.rows(conn, self.project) if (r.version and script.version and Version(r.version)
+                == script.version) or (script.version is None and r.version is None and r.type == "SQL"
+                and r.description == script.description)]
+        return [f"{fh.qualified(self.project)}: rank {r.installed_rank}, version {r.version}, {r.type} {r.script}, "
+                f"checksum {r.checksum}, by {r.installed_by} at {r.installed_on:%Y-%m-%d %H:%M:%S}, "
+                f"{r.execution_time} ms, success {str(r.success).lower()}" for r in mine] or ["(no row)"]
 
     def no_down_reason(self, migration: Imported) -> str:
         return (f"{migration.title} has no undo script: add U{migration.ref.version}__<description>.sql beside it"

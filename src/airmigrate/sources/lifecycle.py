@@ -14,6 +14,7 @@ import logging
 from airmigrate import settings, state
 from airmigrate.db import Target, connect
 from airmigrate.errors import PreflightError, SpecError, ValidationFailed
+from airmigrate.sources import record
 from airmigrate.sources.backup import backup
 from airmigrate.sources.model import Imported, Status
 from airmigrate.sources.runner import check_lint, execute
@@ -23,11 +24,15 @@ log = logging.getLogger(__name__)
 
 
 def _begin(conn, migration: Imported, direction: str, dag_run_id: str | None) -> tuple[int, str]:
-    """Open (or resume) the run; the time it first started, for the tool's execution_time."""
+    """Open (or resume) the run, and for the way up airmigrate.history's row (running, the tool's checksum);
+    the time it first started, for the tool's execution_time."""
     run_id, resumed = state.begin_run(conn, migration.id, direction, dag_run_id)
     if not resumed:
         started = conn.execute("SELECT clock_timestamp()::text").fetchone()[0]
-        state.add_facts(conn, run_id, started_at=started, title=migration.title, source=migration.source)
+        state.add_facts(conn, run_id, started_at=started, title=migration.title, source=migration.source,
+                        file=str(migration.file), checksum=migration.checksum, imported=True)
+    if direction == "up":
+        record.start(conn, migration, resumed)
     facts = conn.execute("SELECT facts FROM airmigrate.runs WHERE run_id = %s", (run_id,)).fetchone()[0]
     return run_id, facts.get("started_at")
 
@@ -42,6 +47,8 @@ def apply(target: Target, source, migration: Imported, dag_run_id: str | None = 
                 source.prepare(conn)
             status = source.statuses(conn)[migration.id]
             if status.done:
+                if not dry_run:
+                    record.reconcile(conn, migration, status)
                 log.info("%s (%s) is %s: nothing to do", migration.id, migration.title, status.state)
                 return {"already_applied": True, "state": status.state}
             if status.problem and status.state != "failed":
@@ -60,12 +67,16 @@ def apply(target: Target, source, migration: Imported, dag_run_id: str | None = 
                 steps = 1
             else:
                 steps = execute(target, settings, migration, run_id, migration.up_sql,
-                                source.finish_up_sql(migration, started), "up", dag_run_id, _schema(source))
+                                [*source.finish_up_sql(migration, started), record.applied_sql(migration.id)],
+                                "up", dag_run_id, _schema(source))
         except Exception as exc:
             _record_failure(target, source, migration, run_id, started, exc)
             raise
         with connect(target, autocommit=True) as conn:
-            state.finish_run(conn, run_id, "succeeded")
+            with conn.transaction():
+                if migration.up_sql is None:  # Alembic committed it: our row follows
+                    conn.execute(record.applied_sql(migration.id))
+                state.finish_run(conn, run_id, "succeeded")
     log.info("%s (%s) applied: %d step(s) in this run", migration.id, migration.title, steps)
     return {"run_id": run_id, "steps": steps}
 
@@ -98,6 +109,7 @@ def _record_failure(target: Target, source, migration: Imported, run_id: int, st
                     for statement in source.failed_up_sql(migration, started):
                         conn.execute(statement)
                 state.finish_run(conn, run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+                state.mark_history_failed(conn, migration.id, f"{type(exc).__name__}: {exc}"[:2000])
     except Exception:  # the task fails with the original error regardless
         log.exception("could not record the failure of %s", migration.id)
 
@@ -129,13 +141,17 @@ def rollback(target: Target, source, migration: Imported, dag_run_id: str | None
                 source.run_python(target, migration, "down", started)
             else:
                 execute(target, source.file.settings, migration, run_id, migration.down_sql,
-                        source.finish_down_sql(migration, started), "down", dag_run_id, _schema(source))
+                        [*source.finish_down_sql(migration, started), record.rolled_back_sql(migration.id)],
+                        "down", dag_run_id, _schema(source))
         except Exception as exc:
             with connect(target, autocommit=True) as conn:
                 state.finish_run(conn, run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
             raise
         with connect(target, autocommit=True) as conn:
-            state.finish_run(conn, run_id, "rolled_back")
+            with conn.transaction():
+                if migration.down_sql is None:  # Alembic committed it: our row follows
+                    conn.execute(record.rolled_back_sql(migration.id))
+                state.finish_run(conn, run_id, "rolled_back")
     return {"run_id": run_id}
 
 
@@ -144,17 +160,20 @@ def baseline(target: Target, source, migration: Imported) -> list[str]:
     refused once the tool's history holds applied migrations (as Flyway refuses)."""
     with source.lock(target):
         with connect(target, autocommit=True) as conn:
+            state.ensure_schema(conn)
             source.prepare(conn)
             statuses = source.statuses(conn)
             taken = [m.id for m in source.migrations() if statuses[m.id].state not in ("pending",)]
             if taken:
                 raise PreflightError(f"baseline: {', '.join(taken)} already in the history of {target.describe()}; "
                                      "a baseline only adopts a project whose history is empty. Nothing recorded")
+            upto = source.migrations()
+            upto = upto[:[m.id for m in upto].index(migration.id) + 1]
             with conn.transaction():
                 for statement in source.baseline_sql(migration):
                     conn.execute(statement)
-    upto = [m.id for m in source.migrations()]
-    return upto[:upto.index(migration.id) + 1]
+                record.baseline(conn, upto)  # airmigrate's row beside the tool's, as the native baseline writes
+    return [m.id for m in upto]
 
 
 def entries(conn, sources) -> list[tuple[Imported, Status]]:
@@ -164,6 +183,19 @@ def entries(conn, sources) -> list[tuple[Imported, Status]]:
         statuses = source.statuses(conn)
         out += [(m, statuses[m.id]) for m in source.migrations()]
     return out
+
+
+def rows_backfilled(conn) -> dict[str, int]:
+    """Rows written by the batched statements (runs `<id>#<step>`) of each imported migration's latest up run,
+    for the listing's column (the native one counts its backfill's the same way)."""
+    if not state.tables_exist(conn):
+        return {}
+    rows = conn.execute(
+        "SELECT split_part(r.migration_id, '#', 1), coalesce(sum(b.rows), 0) FROM airmigrate.runs r JOIN "
+        "airmigrate.batches b USING (run_id) WHERE r.migration_id LIKE '%%#%%' AND r.direction = 'up' AND "
+        "b.status = 'succeeded' AND r.run_id IN (SELECT max(run_id) FROM airmigrate.runs WHERE migration_id LIKE "
+        "'%%#%%' GROUP BY migration_id) GROUP BY 1").fetchall()
+    return {migration_id: int(total) for migration_id, total in rows}
 
 
 def validate(target: Target, migration: Imported) -> dict:
