@@ -145,10 +145,19 @@ def untouched_identical(target, touched) -> bool:
     return a == b
 
 
-def scalar(target, query: str, params=None):
-    """One value; without params a `%` in the query is the operator, with params it must be `%%`."""
+def scalar(target, query: str, params=None, row: bool = False):
+    """One value (or the row, with `row`); without params a `%` in the query is the operator, with them `%%`."""
     with connect(target) as c:
-        return c.execute(query, params).fetchone()[0]
+        found = c.execute(query, params).fetchone()
+    return found if row else found[0]
+
+
+def matching_left(target, run_id: int) -> tuple[int, int]:
+    """Rows matching `where` in the table: (written before the run's last batch committed, written after it). The
+    first must be 0; the second are the application's new rows once the run was over, which it no longer sees."""
+    return scalar(target, f"SELECT count(*) FILTER (WHERE created_at <= b.last), count(*) FILTER (WHERE created_at "
+                          f"> b.last) FROM users, (SELECT max(finished_at) AS last FROM airmigrate.batches WHERE "
+                          f"run_id = {run_id}) b WHERE {WHERE}", row=True)
 
 
 def main() -> dict:
@@ -160,7 +169,8 @@ def main() -> dict:
         app.start(), dead.start()
         run_id, out["delete_seconds"] = run_up(target, m)
         out["matching_left_le_1M"] = scalar(target, f"SELECT count(*) FROM users WHERE {WHERE} AND id <= {ROWS}")
-        out["matching_left"] = scalar(target, f"SELECT count(*) FROM users WHERE {WHERE}")
+        out["matching_left_written_before_the_last_batch"], out["matching_written_after_it"] = \
+            matching_left(target, run_id)
         with connect(target) as c:
             out["archived"], out["archived_distinct"] = c.execute(
                 'SELECT count(*), count(DISTINCT id) FROM airmigrate."archive_0060_purge_thirty_percent"').fetchone()
