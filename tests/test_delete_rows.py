@@ -13,14 +13,14 @@ import time
 
 import pytest
 import yaml
+from conftest import table_checksum
+from test_operations import Application, apply_all, assert_app_healthy, make_migration, q, roll_back
 
 from airmigrate.airflow.runner import run_dag
 from airmigrate.db import connect
 from airmigrate.errors import PreflightError, SpecError
 from airmigrate.lint import lint_migration, unacknowledged
-from airmigrate.stages import backfill, backup, cleanup, preflight, rollback, schema_change
-from conftest import table_checksum
-from test_operations import Application, apply_all, assert_app_healthy, make_migration, q, roll_back
+from airmigrate.stages import backfill, backup, cleanup, preflight, schema_change
 
 WHERE = "id %% 3 = 0 AND country <> 'ZZ'"  # yaml holds `id % 3`; the %% here is for q()
 MATCHING = f"SELECT count(*) FROM users WHERE {WHERE}"
@@ -97,37 +97,45 @@ run_shard(Target.from_url(sys.argv[1]), load_migration(sys.argv[2]), int(sys.arg
 """
 
 
-def test_kill_9_at_random_moments_then_resume_loses_nothing_and_archives_nothing_twice(fresh_db, tmp_path):
-    with connect(fresh_db) as conn:  # ~1 ms per matching row: the run lasts long enough to be killed in it
+def kill_9_at_random_moments_then_resume(target, migration, done_query: str, assert_consistent, expected: int):
+    """Run the batches in a worker process killed with SIGKILL at random moments after it made progress (three
+    times, checking `assert_consistent` after each kill), then resume in this process to the end. `done_query`
+    counts the rows handled so far; returns the run's id. Shared by the delete_rows and move_rows tests."""
+    with connect(target) as conn:  # ~1 ms per matching row: the run lasts long enough to be killed in it
         conn.execute("CREATE FUNCTION slow_true() RETURNS boolean LANGUAGE plpgsql VOLATILE AS "
                      "$$ BEGIN PERFORM pg_sleep(0.001); RETURN true; END $$")
         conn.commit()
-    migration = make_migration(tmp_path, {"op": "delete_rows", "where": "id % 3 = 0 AND slow_true()"},
-                               batch_size=600)
-    run_id = preflight.preflight(fresh_db, migration)["run_id"]
-    backup.backup(fresh_db, migration, run_id)
-    schema_change.schema_change(fresh_db, migration, run_id)
-    backfill.start_backfill(fresh_db, migration, run_id)
+    run_id = preflight.preflight(target, migration)["run_id"]
+    backup.backup(target, migration, run_id)
+    schema_change.schema_change(target, migration, run_id)
+    backfill.start_backfill(target, migration, run_id)
     rng = random.Random(21)
-    archived = 0
+    done = 0
     for _ in range(3):
-        worker = subprocess.Popen([sys.executable, "-c", WORKER, fresh_db.url(), str(migration.folder), str(run_id)])
+        worker = subprocess.Popen([sys.executable, "-c", WORKER, target.url(), str(migration.folder), str(run_id)])
         deadline = time.monotonic() + 60
-        while q(fresh_db, ARCHIVED)[0][0] <= archived and worker.poll() is None and time.monotonic() < deadline:
+        while q(target, done_query)[0][0] <= done and worker.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(rng.uniform(0, 0.4))
         if worker.poll() is None:
             os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
-        archived = q(fresh_db, ARCHIVED)[0][0]
-        assert_consistent(fresh_db)
-    assert 0 < archived < 10000, "the kills must land in the middle of the run"
-    backfill.run_shard(fresh_db, migration, run_id)
-    assert_consistent(fresh_db)
-    assert q(fresh_db, ARCHIVED)[0][0] == 10000
+        done = q(target, done_query)[0][0]
+        assert_consistent(target)
+    assert 0 < done < expected, "the kills must land in the middle of the run"
+    backfill.run_shard(target, migration, run_id)
+    assert_consistent(target)
+    assert q(target, done_query)[0][0] == expected
+    assert q(target, "SELECT sum(rows) FROM airmigrate.batches WHERE run_id = %s AND status = 'succeeded'",
+             (run_id,))[0][0] == expected
+    return run_id
+
+
+def test_kill_9_at_random_moments_then_resume_loses_nothing_and_archives_nothing_twice(fresh_db, tmp_path):
+    migration = make_migration(tmp_path, {"op": "delete_rows", "where": "id % 3 = 0 AND slow_true()"},
+                               batch_size=600)
+    kill_9_at_random_moments_then_resume(fresh_db, migration, ARCHIVED, assert_consistent, 10000)
     assert q(fresh_db, "SELECT count(*) FROM users WHERE id %% 3 = 0")[0][0] == 0
-    assert q(fresh_db, "SELECT sum(rows) FROM airmigrate.batches WHERE run_id = %s AND status = 'succeeded'",
-             (run_id,))[0][0] == 10000
 
 
 ARCHIVED = 'SELECT count(*) FROM airmigrate."archive_0050_delete_rows"'

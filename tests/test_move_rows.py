@@ -6,13 +6,13 @@ from __future__ import annotations
 import threading
 
 import pytest
+from test_delete_rows import keep_original, kill_9_at_random_moments_then_resume, untouched_md5
+from test_operations import Application, apply_all, assert_app_healthy, make_migration, q, roll_back
 
 from airmigrate.db import connect
 from airmigrate.errors import PreflightError, SpecError
 from airmigrate.lint import lint_migration, unacknowledged
 from airmigrate.stages import preflight
-from test_delete_rows import keep_original, untouched_md5
-from test_operations import Application, apply_all, assert_app_healthy, make_migration, q, roll_back
 
 ARCHIVE = 'airmigrate."archive_0050_move_rows"'
 
@@ -81,6 +81,26 @@ def test_move_rows_with_computed_columns_into_an_existing_table(fresh_db, tmp_pa
     roll_back(fresh_db, migration)
     assert q(fresh_db, "SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM users t")[0][0] == before
     assert q(fresh_db, "SELECT count(*) FROM users_archive")[0][0] == 0  # it existed before: kept, empty
+
+
+MOVED = "SELECT count(*) FROM users_archive"
+
+
+def assert_each_row_in_one_place(target) -> None:
+    """Every row is in exactly one of the table and the destination, the destination holds only matching rows,
+    and the archive the same keys as the destination (nothing moved twice, nothing lost)."""
+    assert q(target, "SELECT count(*), count(DISTINCT id) FROM (SELECT id FROM users UNION ALL "
+                     "SELECT id FROM users_archive) x")[0] == (30000, 30000)
+    assert q(target, "SELECT count(*) FROM users_archive WHERE id %% 3 <> 0")[0][0] == 0
+    assert q(target, f"SELECT count(*) FROM users_archive d FULL JOIN {ARCHIVE} a USING (id) "
+                     "WHERE d.id IS NULL OR a.id IS NULL")[0][0] == 0
+
+
+def test_kill_9_at_random_moments_then_resume_moves_nothing_twice_and_loses_nothing(fresh_db, tmp_path):
+    migration = make_migration(tmp_path, move_op(where="id % 3 = 0 AND slow_true()", create=True), batch_size=600)
+    kill_9_at_random_moments_then_resume(fresh_db, migration, MOVED, assert_each_row_in_one_place, 10000)
+    assert q(fresh_db, "SELECT count(*) FROM users WHERE id %% 3 = 0")[0][0] == 0
+    assert q(fresh_db, f"SELECT count(*) FROM {ARCHIVE}")[0][0] == 10000
 
 
 def test_move_rows_refusals(fresh_db, tmp_path):

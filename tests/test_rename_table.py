@@ -88,6 +88,34 @@ def test_rename_table_keeps_old_and_new_name_working_through_expand_contract_and
     assert q(fresh_db, "SELECT to_regclass('accounts')")[0][0] is None
 
 
+def test_rename_table_both_names_keep_working_through_expand_and_a_rollback_before_the_contract(fresh_db, tmp_path):
+    """The other way through: expand, then the rollback before any contract, with one application on each name
+    running the whole time (the old one from before the expand to the end, the new one from the expand until the
+    rollback's last step drops its view): zero errors."""
+    migration = make_migration(tmp_path, {"op": "rename_table", "to": "accounts"}, approval=False)
+    old_app = NamedApp(fresh_db, "users")
+    old_app.start()
+    old_app.until(20)
+    apply_all(fresh_db, migration)
+    new_app = NamedApp(fresh_db, "accounts")
+    new_app.start()
+    old_app.until(20)
+    new_app.until(20)
+    run_id = rollback.preflight_rollback(fresh_db, migration)["run_id"]
+    rollback.down(fresh_db, migration, run_id)  # users a table again, accounts its view: both still work
+    assert q(fresh_db, "SELECT relname::text, relkind::text FROM pg_class WHERE relname IN ('users', 'accounts') "
+                       "ORDER BY relname") == [("accounts", "v"), ("users", "r")]
+    old_app.until(20)
+    new_app.until(20)
+    new_app.finish()  # the newer release is gone before the rollback's last step
+    assert new_app.errors == []
+    assert rollback.restore(fresh_db, migration, run_id)["structure_identical"]
+    old_app.until(20)
+    old_app.finish()
+    assert old_app.errors == []
+    assert q(fresh_db, "SELECT to_regclass('accounts')")[0][0] is None
+
+
 def test_rename_table_rollback_before_the_contract(fresh_db, tmp_path):
     migration = make_migration(tmp_path, {"op": "rename_table", "to": "accounts"}, approval=False)
     apply_all(fresh_db, migration)

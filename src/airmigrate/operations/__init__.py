@@ -70,6 +70,7 @@ def combined(operations, make_context) -> Steps:
         destructive=any(p.destructive for p in parts),
         down_walk=next((p.down_walk for p in parts if p.down_walk), None),
         vacuum_dead_tuples=min((p.vacuum_dead_tuples for p in parts if p.vacuum_dead_tuples), default=None),
+        sweep=next((p.sweep for p in parts if p.sweep), None),  # delete_rows / move_rows: the only operation
     )
 
 

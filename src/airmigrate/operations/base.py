@@ -85,6 +85,9 @@ class Steps:
     # are no longer in the migration's table; None: the migration's table
     down_walk: tuple[str, str] | None = None
     vacuum_dead_tuples: int | None = None   # VACUUM the table between batches past this many dead tuples
+    # the rows the batches must leave none of (delete_rows, move_rows: their `where`): once the walk reached the
+    # end, a final sweep makes batches over the rows still matching it, behind the cursor (stages/backfill/sweep)
+    sweep: str | None = None
 
 
 def check_type(value: str) -> str:

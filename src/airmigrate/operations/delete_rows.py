@@ -63,7 +63,7 @@ def steps(op: DeleteRows, ctx: OpContext) -> Steps:
     matching = batch_range(ctx) + " AND (" + op.where + ")"
     if op.archive == "none":
         return Steps(backfill=[s("DELETE FROM {t} WHERE " + matching, t=tbl)], destructive=True,
-                     vacuum_dead_tuples=op.vacuum_dead_tuples)
+                     vacuum_dead_tuples=op.vacuum_dead_tuples, sweep=op.where)
     archive = archive_of(ctx)
     expand = [s("CREATE TABLE IF NOT EXISTS {a} (LIKE {t}, PRIMARY KEY ({k}))", a=archive, t=tbl, k=key)]
     backfill = [s("WITH d AS (DELETE FROM {t} WHERE " + matching + " RETURNING *) INSERT INTO {a} SELECT * FROM d",
@@ -77,7 +77,7 @@ def steps(op: DeleteRows, ctx: OpContext) -> Steps:
     down_contract = drop_archive_when_kept(ctx, archive)
     return Steps(expand=expand, backfill=backfill, contract=contract, down_backfill=down_backfill,
                  down_contract=down_contract, destructive=True, down_walk=("airmigrate", archive_name(ctx.migration_id)),
-                 vacuum_dead_tuples=op.vacuum_dead_tuples)
+                 vacuum_dead_tuples=op.vacuum_dead_tuples, sweep=op.where)
 
 
 def contract_drop(ctx: OpContext, archive: sql.Identifier, keep_days: int) -> str:

@@ -90,4 +90,5 @@ def steps(op: MoveRows, ctx: OpContext) -> Steps:
                                q=sql.Literal(dest.as_string(None)), d=dest))
     return Steps(expand=expand, backfill=backfill, contract=[contract_drop(ctx, archive, op.keep_archive_days)],
                  down_backfill=down_backfill, down_contract=down_contract, destructive=True,
-                 down_walk=("airmigrate", archive_name(ctx.migration_id)), vacuum_dead_tuples=op.vacuum_dead_tuples)
+                 down_walk=("airmigrate", archive_name(ctx.migration_id)), vacuum_dead_tuples=op.vacuum_dead_tuples,
+                 sweep=op.where)

@@ -33,6 +33,7 @@ from airmigrate.pacing import UNSET, Pacer
 from airmigrate.spec import BackfillSpec, Migration
 from airmigrate.stages.backfill.keys import Key
 from airmigrate.stages.backfill.shares import one_shard_note
+from airmigrate.stages.backfill.sweep import sweep_batches
 from airmigrate.stages.backfill.transform import apply_transform, load_transform
 from airmigrate.stages.backfill.tuning import BatchSizer, wait_until_healthy
 from airmigrate.stages.backfill.upkeep import Upkeep
@@ -191,6 +192,7 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
         apply_batch = batch_function(migration, batch_statements(conn, migration, direction, run_id), key,
                                      with_user_code=direction == "up")
         upkeep = Upkeep(target, migration) if direction == "up" else None
+        sweep = runtime_steps(conn, migration).sweep if direction == "up" else None
         if retry_failed:
             requeue_failed(conn, run_id)
         pacer = Pacer(target, run_id, settings.throttle, shards or migration.spec.shards, app_latency_ratio)
@@ -202,7 +204,7 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
             done_rows, done_batches = _batch_loop(conn, migration, key, run_id, worker, apply_batch, sizer, pacer,
                                                   shard, metrics,
                                                   lambda: should_stop() or _controlled(conn, control, sizer), started,
-                                                  upkeep)
+                                                  upkeep, sweep)
         summary = state.batch_summary(conn, run_id)
         failed = state.failed_batches(conn, run_id)
         alone = one_shard_note(conn, run_id, shards or migration.spec.shards) if done_batches else None
@@ -235,7 +237,7 @@ def _controlled(conn, control: RunControl, sizer: BatchSizer) -> bool:
 
 def _batch_loop(conn, migration: Migration, key: Key, run_id: int, worker: str, apply_batch, sizer: BatchSizer,
                 pacer: Pacer, shard: int, metrics, should_stop, started: float,
-                upkeep: "Upkeep | None" = None) -> tuple[int, int]:
+                upkeep: "Upkeep | None" = None, sweep: str | None = None) -> tuple[int, int]:
     """Health check, probe pause, one batch, the pacer's pause; until no batch is left. (rows, batches)"""
     settings = settings_of(migration)
     done_rows = done_batches = 0
@@ -245,7 +247,7 @@ def _batch_loop(conn, migration: Migration, key: Key, run_id: int, worker: str, 
         pacer.before_batch(should_stop)
         batch = claim_and_run(conn, migration, run_id, worker, apply_batch, key)
         if batch is None:
-            if not create_next_batch(conn, key, run_id, sizer.size):
+            if not create_next_batch(conn, key, run_id, sizer.size, sweep):
                 break
             continue
         if batch.outcome == "succeeded":
@@ -270,8 +272,9 @@ def _batch_loop(conn, migration: Migration, key: Key, run_id: int, worker: str, 
     return done_rows, done_batches
 
 
-def create_next_batch(conn, key: Key, run_id: int, size: int) -> bool:
-    """One short transaction on the cursor row: the next range becomes a pending batch. False when done."""
+def create_next_batch(conn, key: Key, run_id: int, size: int, sweep: str | None = None) -> bool:
+    """One short transaction on the cursor row: the next range becomes a pending batch. False when done. With
+    `sweep` (delete_rows, move_rows: their `where`), the end of the walk is followed by the final sweep (.sweep)."""
     with conn.transaction():
         cursor = conn.execute("SELECT position, exhausted, next_batch_no FROM airmigrate.cursors WHERE run_id = %s "
                               "FOR UPDATE", (run_id,)).fetchone()
@@ -283,6 +286,11 @@ def create_next_batch(conn, key: Key, run_id: int, size: int) -> bool:
             return False
         bounds = key.next_range(conn, position, size)
         if bounds is None:
+            made = sweep_batches(conn, key, run_id, sweep, size, batch_no) if sweep else 0
+            if made is None:  # another shard's batch is unfinished (or failed): the shard finishing last sweeps
+                return False
+            if made:
+                return True
             conn.execute("UPDATE airmigrate.cursors SET exhausted = true WHERE run_id = %s", (run_id,))
             return False
         conn.execute("INSERT INTO airmigrate.batches (run_id, batch_no, lo, hi, size) VALUES (%s, %s, %s, %s, %s)",

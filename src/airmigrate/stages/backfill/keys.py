@@ -64,15 +64,24 @@ class Key:
         row = conn.execute(query, [*params, offset]).fetchone()
         return self.encode(list(row)) if row else None
 
-    def _after(self, position: str | None):
-        if position is None:
+    def _after(self, position: str | None, condition: str | None = None):
+        """WHERE the key is past `position` (and `condition`, an expression the operation's parser checked, holds
+        for the row); no WHERE for neither."""
+        parts, params = [], []
+        if condition is not None:  # a `%` in it is the operator: this query also has placeholders
+            parts.append(sql.SQL("(" + condition.replace("%", "%%") + ")"))
+        if position is not None:
+            parts.append(sql.SQL("{} > {}").format(self._row(), self._values()))
+            params = self.decode(position)
+        if not parts:
             return sql.SQL(""), []
-        return sql.SQL("WHERE {} > {}").format(self._row(), self._values()), self.decode(position)
+        return sql.SQL("WHERE ") + sql.SQL(" AND ").join(parts), params
 
     # -- ranges ---------------------------------------------------------------------------------------
-    def next_range(self, conn, after: str | None, size: int) -> tuple[str, str] | None:
-        """The next `size` keys after `after` as inclusive (lo, hi); None when no key is left."""
-        where, params = self._after(after)
+    def next_range(self, conn, after: str | None, size: int, condition: str | None = None) -> tuple[str, str] | None:
+        """The next `size` keys after `after` as inclusive (lo, hi); None when no key is left. With `condition`:
+        the keys of the rows it holds for (the range may hold other keys between them)."""
+        where, params = self._after(after, condition)
         lo = self._first(conn, where, params)
         if lo is None:
             return None
@@ -89,6 +98,11 @@ class Key:
     def count(self, conn, lo: str, hi: str) -> int:
         query = sql.SQL("SELECT count(*) FROM {t} WHERE {between}").format(t=self._table(), between=self.between())
         return conn.execute(query, self.bounds(lo, hi)).fetchone()[0]
+
+    def count_where(self, conn, condition: str) -> int:
+        """The rows `condition` holds for (a scan: the final sweep's last word only)."""
+        where, params = self._after(None, condition)
+        return conn.execute(sql.SQL("SELECT count(*) FROM {} ").format(self._table()) + where, params).fetchone()[0]
 
     def split(self, conn, lo: str, hi: str) -> tuple[tuple[str, str], tuple[str, str]] | None:
         """Two halves of a range (by rows, through the index); None when it holds fewer than two rows."""
