@@ -7,6 +7,7 @@ written into a file we opened 0600, under a 0077 umask.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -59,14 +60,30 @@ def dump_table(target: Target, schema: str, table: str, path: Path) -> None:
 
 
 def restore_table(target: Target, path: Path, schema: str) -> None:
-    """Replace the table with the dump's copy (pg_restore --clean --if-exists, all in one transaction: either the
-    whole table comes back or nothing changes). The dump names its own schema."""
-    cmd = [client_binary("pg_restore"), "--clean", "--if-exists", "--single-transaction", "--no-owner",
-           "--no-password", f"--dbname={target.dbname}", str(path)]
-    result = subprocess.run(cmd, env=_env(target), capture_output=True, text=True)
-    if result.returncode != 0:
-        raise AirmigrateError(f"pg_restore of {path.name} failed (exit {result.returncode}): "
-                              f"{result.stderr.strip()[:500]}")
+    """Replace the table with the dump's copy, all in one transaction (either the whole table comes back or
+    nothing changes). pg_restore writes the script (--clean --if-exists: the table dropped first), psql runs it
+    with ON_ERROR_STOP. Why not pg_restore straight into the server: a newer pg_restore (18) sets
+    ``transaction_timeout``, which an older server (15) refuses; those settings are left out of the script."""
+    env = _env(target)
+    script = subprocess.Popen([client_binary("pg_restore"), "--clean", "--if-exists", "--no-owner", "--file=-",
+                               str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    runner = subprocess.Popen([client_binary("psql"), "--no-psqlrc", "--quiet", "--single-transaction",
+                               "--no-password", "--set=ON_ERROR_STOP=1", f"--dbname={target.dbname}"],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        for line in script.stdout:
+            if not NEWER_SETTINGS.match(line):
+                runner.stdin.write(line)
+    except BrokenPipeError:
+        pass  # psql stopped at an error: its message says which
+    finally:
+        runner.stdin.close()
+    errors = runner.stderr.read().decode(errors="replace") + script.stderr.read().decode(errors="replace")
+    if runner.wait() != 0 or script.wait() != 0:
+        raise AirmigrateError(f"restoring {path.name} failed: {errors.strip()[:500]}")
+
+
+NEWER_SETTINGS = re.compile(rb"^SET (transaction_timeout) = ")
 
 
 def relation_bytes(conn, schema: str, table: str) -> int:
