@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
 
 from airmigrate import engines
 from airmigrate.engines import base, sql
+from airmigrate.engines.base import Executor
+from airmigrate.engines.mysql import clients, ptosc
 from airmigrate.engines.target import Target
 
 MYSQL = engines.named("mysql")
@@ -99,3 +103,23 @@ def test_lint_rules(tmp_path):
         ["backfill-unbounded"]
     assert rules("UPDATE t SET a = 1 WHERE id BETWEEN '%(lo)s' AND '%(hi)s'; UPDATE t SET a = 2", role="backfill") \
         == ["backfill-single-update", "backfill-unbounded"]
+
+
+def test_pt_osc_command_progress_and_option_file():
+    """pt-osc's argv holds no credential (the DSN's F= names the option file); its progress lines become
+    percentages; the option file quotes what a password may hold."""
+    target = Target.from_url('mysql://app:se%22cr%5Cet%23@db.example:3307/shop')
+    assert ptosc.split("ALTER TABLE `shop`.`orders` MODIFY a BIGINT NOT NULL;", "x") == \
+        ("shop", "orders", "MODIFY a BIGINT NOT NULL")
+    assert ptosc.split("ALTER TABLE orders ADD COLUMN b INT", "shop") == ("shop", "orders", "ADD COLUMN b INT")
+    assert ptosc.takes("ALTER TABLE t MODIFY a BIGINT") and not ptosc.takes("CREATE INDEX i ON t (a)")
+    assert not ptosc.takes("ALTER TABLE t RENAME TO u")
+    argv = ptosc.command("/tmp/x/client.cnf", "shop", "orders", "MODIFY a BIGINT", Executor("pt-osc", 0.25))
+    assert argv[-1] == "F=/tmp/x/client.cnf,D=shop,t=orders" and "--chunk-time=0.25" in argv
+    assert "--max-load=Threads_running=25" in argv and "--no-version-check" in argv
+    assert not any("se\"cr" in a for a in argv)
+    last, tail = {"percent": None}, deque(maxlen=3)
+    ptosc._log_line("Copying `shop`.`orders`:  42% 00:12 remain", last, tail)
+    assert last["percent"] == 42
+    text = clients.option_text(target)
+    assert 'password="se\\"cr\\\\et#"' in text and 'host="db.example"' in text and "port=3307" in text

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from airmigrate import db, engines, operations
 from airmigrate.app_versions import render_app_versions
 from airmigrate.db import estimate_rows
+from airmigrate.engines.base import ONLINE
 from airmigrate.locks import Analysis, RelationLock  # noqa: F401 (plan's API)
 from airmigrate.operations.base import snapshot_name
 from airmigrate.operations.delete_rows import archive_name
@@ -89,9 +90,24 @@ def static_plan(migration: Migration, conn=None) -> list[PlannedStatement]:
             analysis = analyze(statement, conn)
             effect = "" if proven.skips_scan(statement) else analysis.effect
             also = _elsewhere(analysis, migration.spec.table_name) + analysis.notes
-            planned.append(PlannedStatement(stage, statement, analysis.lock, effect,
+            lock = analysis.lock
+            if _executor_takes(migration, statement, conn):
+                lock = engines.of(conn).lock_modes[0]
+                also += (f"executor: {migration.spec.executor} runs it instead: a shadow copy kept in sync by "
+                         f"triggers, {migration.spec.chunk_time:g} s chunks, then an atomic swap (writes go on)",)
+            planned.append(PlannedStatement(stage, statement, lock, effect,
                                             not db.needs_autocommit(bound_placeholders(statement)), also))
     return planned
+
+
+def _executor_takes(migration: Migration, statement: str, conn) -> bool:
+    """Does the migration's executor (pt-osc) run this statement instead of the server, which could only copy?
+    Only the target can say (conn)."""
+    if conn is None or migration.spec.executor == ONLINE:
+        return False
+    engine = engines.of(conn)
+    return bool(engine.online_problems(conn, [statement], ONLINE)) and \
+        not engine.online_problems(conn, [statement], migration.spec.executor)
 
 
 def _elsewhere(analysis: Analysis, table: str) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from airmigrate import engines
+from airmigrate.engines.base import ONLINE, Executor
 from airmigrate.errors import SpecError
 from airmigrate.operations import ROW_OPERATIONS, Operation
 
@@ -43,6 +44,7 @@ from airmigrate.spec_fields import (  # noqa: F401
     CRON_FIELDS,
     CRON_FIX,
     CRON_PRESETS,
+    EXECUTORS,
     FOLDER_NAME,
     IDENTIFIER,
     IDENTIFIER_RULE,
@@ -53,6 +55,7 @@ from airmigrate.spec_fields import (  # noqa: F401
     FieldProblem,
     Identifier,
     check_cron,
+    check_executor,
     identifier_fix,
     identifier_problem,
     setting_problem,
@@ -101,6 +104,13 @@ class Throttle(BaseModel):
         1024, description="Pause while replication slots hold back more WAL than this (a slow consumer "
                           "would fill the disk)")
     max_pause_s: float = Field(30, gt=0, description="Longest single pause (exponential backoff up to this)")
+    max_threads_running: int = Field(25, ge=1, le=100_000,
+                                     description="MySQL / MariaDB, executor: pt-osc: pause the copy while more "
+                                                 "threads run (its --max-load Threads_running)")
+    critical_threads_running: int = Field(50, ge=1, le=100_000,
+                                          description="MySQL / MariaDB, executor: pt-osc: abort the copy (its "
+                                                      "triggers and shadow table removed) while more threads run "
+                                                      "(its --critical-load Threads_running)")
 
     @field_validator("external_query")
     @classmethod
@@ -241,6 +251,12 @@ class MigrationSpec(BaseModel):
         600_000, ge=100, description="statement_timeout for every DDL statement and backfill batch."
     )
     ddl_attempts: int = Field(8, ge=1, le=50, description="Attempts per DDL group on lock timeout (55P03).")
+    executor: str = Field(ONLINE, description="How an ALTER the server can only do by copying the table runs. "
+                                              + "; ".join(f"{k}: {v}" for k, v in EXECUTORS.items()) + ".")
+    chunk_time: float = Field(0.5, gt=0, le=60, description="executor: pt-osc: seconds each chunk of copied rows "
+                                                            "should take (its --chunk-time); its --max-load and "
+                                                            "--critical-load come from backfill.throttle's "
+                                                            "max_threads_running and critical_threads_running")
     schedule: str | None = Field(None, description="Cron expression to run in an off-peak window; none = manual.")
     window: Window | None = Field(None, description="Off-peak window: outside it the backfill finishes the batch "
                                                     "in hand and waits (without a worker slot) for the next one")
@@ -275,6 +291,11 @@ class MigrationSpec(BaseModel):
                                    identifier_fix(part))
         return value
 
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor(cls, value):
+        return check_executor(value)
+
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str | None) -> str | None:
@@ -295,6 +316,13 @@ class MigrationSpec(BaseModel):
             raise ValueError(f"{row_ops[0]} must be the migration's only operation, without `backfill`: put the "
                              "other changes in a migration of their own (`airmigrate new`)")
         return self
+
+    def executor_settings(self) -> Executor:
+        """What the engine's DDL executor is told: the executor, pt-osc's chunk time and loads (from the
+        backfill's throttle when there is one, else its defaults)."""
+        throttle = (self.backfill.throttle if self.backfill else None) or Throttle()
+        return Executor(self.executor, self.chunk_time, f"Threads_running={throttle.max_threads_running}",
+                        f"Threads_running={throttle.critical_threads_running}")
 
     @property
     def key_columns(self) -> tuple[str, ...]:

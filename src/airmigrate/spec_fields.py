@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import Field
 
+from airmigrate.engines.base import ONLINE, PT_OSC
+
 SPEC_FILE = "migration.yaml"
 FOLDER_NAME = re.compile(r"^[0-9]{4}_[a-z0-9_]+$")
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
@@ -107,3 +109,22 @@ def setting_problem(name: str, value) -> str | None:
     if name == "app_latency_ratio" and value is not None and not (number and 1 < value <= RATIO_MAX):
         return f"give a ratio above 1 and at most {RATIO_MAX} (e.g. 1.25), or none for full speed"
     return None
+
+
+# How a change the server can only do by copying the table runs (`executor`); the engine says which it has.
+EXECUTORS = {ONLINE: "the server's own online DDL only: a change that would copy the table is refused by the "
+                     "preflight, quoting the server",
+             PT_OSC: "MySQL / MariaDB: pt-online-schema-change (Debian's percona-toolkit) copies the table online "
+                     "for a change the server can only do by copying"}
+EXECUTOR_FIX = (f"write `executor: {PT_OSC}` (pt-online-schema-change, for an ALTER MySQL can only do by copying the "
+                f"table) or leave `executor` out (`{ONLINE}`, the default: the server's own online DDL)")
+
+
+def check_executor(value) -> str:
+    """`executor` as the engines know it; anything else names both values and what each does."""
+    if value in EXECUTORS:
+        return value
+    close = {"ptosc": PT_OSC, "pt_osc": PT_OSC, "pt-online-schema-change": PT_OSC, "inplace": ONLINE,
+             "instant": ONLINE}.get(str(value).strip().lower())
+    hint = f" (did you mean `{close}`?)" if close else ""
+    raise FieldProblem(f"'{value}' is not an executor{hint}", EXECUTOR_FIX)

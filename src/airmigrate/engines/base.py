@@ -9,6 +9,7 @@ says so, not an ``if engine == ...`` in a stage. Modelled on SQLAlchemy's ``Dial
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,21 @@ DATABASE = "database"                     # any other error the database reporte
 
 # What a migration touches (lifecycle.order): a column an index or constraint of it only reads.
 USES = "uses_column"
+
+
+# -- backups and online schema change (the executor's data; the Engine's methods are in its section of that name)
+# How a schema change that the server can only do by copying the table is run (migration.yaml's `executor`).
+ONLINE = "online"   # the server's own online DDL only: a change that would copy is refused, quoting the server
+PT_OSC = "pt-osc"   # pt-online-schema-change: a shadow copy kept in sync by triggers, swapped in at the end
+
+
+@dataclass(frozen=True)
+class Executor:
+    """What :meth:`Engine.run_group` is told about the migration's executor (plain data: the spec builds it)."""
+    name: str = ONLINE
+    chunk_time: float = 0.5                      # pt-osc --chunk-time: seconds each copied chunk should take
+    max_load: str = "Threads_running=25"         # pt-osc --max-load: pause the copy above this
+    critical_load: str = "Threads_running=50"    # pt-osc --critical-load: abort the copy above this
 
 
 class Engine(ABC):
@@ -203,3 +219,30 @@ class Engine(ABC):
     @abstractmethod
     def table_columns(self, conn: Any, schema: str, table: str) -> list[str] | None:
         """The table's columns in order (exact names); None when there is no such table."""
+
+    # -- backups and online schema change ------------------------------------------------------------------------
+    dump_suffix: str           # the file name ending of a dump of this engine (".dump": pg_dump -Fc; ".sql")
+    executors: tuple[str, ...]  # the `executor` values this engine runs: ONLINE always, PT_OSC where it has it
+
+    @abstractmethod
+    def dump_table(self, target: Target, schema: str, table: str, path: Path) -> None:
+        """A consistent dump of one table into `path` (0600), taken without blocking the application's writes;
+        the file is removed and AirmigrateError raised (the client's message, no credentials) when it fails."""
+
+    @abstractmethod
+    def restore_table(self, target: Target, path: Path, schema: str) -> None:
+        """Replace the table with its copy in a dump :meth:`dump_table` wrote (into `schema`)."""
+
+    @abstractmethod
+    def dump_binary(self) -> str:
+        """The path of the engine's dump client (pg_dump, mysqldump / mariadb-dump)."""
+
+    @abstractmethod
+    def relation_bytes(self, conn: Any, schema: str, table: str) -> int:
+        """A table's size on disk with its indexes, in bytes; 0 when it does not exist."""
+
+    @abstractmethod
+    def online_problems(self, conn: Any, statements: list[str], executor: str) -> list[str]:
+        """What in `statements` the server could do only by copying the table with writes blocked, and
+        `executor` does not take over: one line each quoting the server's refusal and naming the fix (empty when
+        everything runs online). Asks the server where it can answer for free; changes nothing."""

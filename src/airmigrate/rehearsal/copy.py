@@ -13,14 +13,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from airmigrate import db, state, structure
+from airmigrate import db, engines, state, structure
 from airmigrate.db import Target, connect
 from airmigrate.engines import sql
 from airmigrate.errors import AirmigrateError
 from airmigrate.order import touched
 from airmigrate.spec import Migration
 from airmigrate.stages.backfill.keys import Key
-from airmigrate.stages.backup import pg_dump_binary
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +112,7 @@ def copy_structure(source: Target, copy: Target, tables: list[Table], section: s
     """pg_dump --schema-only --section=<pre-data|post-data> of the tables, run statement by statement on the
     copy. A statement that cannot run there (a trigger calling a function that was not copied) is skipped and
     listed: the report names it."""
-    args = [pg_dump_binary(), "--schema-only", "--no-owner", "--no-privileges", "--no-password",
+    args = [engines.named(source.engine).dump_binary(), "--schema-only", "--no-owner", "--no-privileges", "--no-password",
             f"--section={section}", *[f"--table={_quoted(t)}" for t in tables]]
     result = subprocess.run(args, env={**os.environ, **source.libpq_env()}, capture_output=True, text=True)
     if result.returncode != 0:

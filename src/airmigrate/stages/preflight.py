@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from airmigrate import engines, operations, state, structure
+from airmigrate import db, engines, operations, state, structure
 from airmigrate.db import Target, connect
 from airmigrate.engines import sql
 from airmigrate.errors import PreflightError
 from airmigrate.lint import lint_migration, unacknowledged
 from airmigrate.order import check_order
 from airmigrate.spec import Migration, file_checksums
+from airmigrate.stages.generated import runtime_steps
 from airmigrate.stages.references import check_references
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,26 @@ def run_checks(conn, migration: Migration) -> tuple[dict | None, int]:
     else:
         estimated_rows = check_table(conn, spec.schema_name, spec.table_name, spec.key_columns)
     check_order(conn, migration)
+    check_online(conn, migration)
     check_references(conn, migration)
     check_structure(conn, migration)
     check_referencing_rows(conn, migration)
     check_lint(migration, conn.info.server_version)
     return None, estimated_rows
+
+
+def check_online(conn, migration: Migration) -> None:
+    """Refuse, before anything runs, a schema change the server could only do by copying the table with the
+    application's writes blocked (the engine asks the server on an empty copy), unless the migration's `executor`
+    takes it over; each refusal quotes the server and names the fix."""
+    spec = migration.spec
+    statements = db.split_statements(migration.up_sql or "")
+    if spec.operations:
+        statements += runtime_steps(conn, migration).expand
+    problems = engines.of(conn).online_problems(conn, statements, spec.executor)
+    if problems:
+        raise PreflightError(f"{migration.id} would block {spec.table}'s writes; nothing was changed:\n- "
+                             + "\n- ".join(problems))
 
 
 def creates_table(migration: Migration) -> bool:

@@ -38,7 +38,7 @@ def apply_sql(target: Target, migration: Migration, run_id: int, stage: str, sql
                 continue
             db.run_group(target, statements, autocommit, lock_timeout_ms=spec.lock_timeout_ms,
                          statement_timeout_ms=spec.statement_timeout_ms, attempts=spec.ddl_attempts,
-                         table=(spec.schema_name, spec.table_name),
+                         table=(spec.schema_name, spec.table_name), executor=spec.executor_settings(),
                          still_needed=lambda step=step: not state.stage_done(conn, run_id, step))
             state.mark_stage_done(conn, run_id, step)
             ran.extend(statements)

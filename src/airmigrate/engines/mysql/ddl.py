@@ -21,13 +21,18 @@ import time
 import pymysql
 
 from airmigrate.engines import sql
-from airmigrate.engines.mysql import online
+from airmigrate.engines.base import PT_OSC, Executor
+from airmigrate.engines.mysql import online, ptosc
 from airmigrate.engines.mysql.connection import LOCK_NOWAIT, LOCK_WAIT_TIMEOUT, code, connect, message
 from airmigrate.engines.mysql.parsing import group_statements, split_statements
 from airmigrate.engines.target import Target
 from airmigrate.errors import TransientError
 
 log = logging.getLogger(__name__)
+
+
+COPY_FIX = ("Add `executor: pt-osc` to migration.yaml (pt-online-schema-change copies the table online, writes "
+            "go on), or change the column with the change_column_type operation (expand / backfill / swap)")
 
 
 class CopyRefused(RuntimeError):
@@ -68,12 +73,14 @@ def estimate_rows(conn, schema: str, table: str) -> int:
 
 
 def run_ddl(target: Target, sql_text: str, *, lock_timeout_ms: int = 1000, statement_timeout_ms: int = 600_000,
-            attempts: int = 8, table: tuple[str, str] | None = None, allow_copy: bool = False) -> list[str]:
+            attempts: int = 8, table: tuple[str, str] | None = None, allow_copy: bool = False,
+            executor: Executor | None = None) -> list[str]:
     """Run a SQL file safely (see the module's doc). Returns the statements run."""
     statements = split_statements(sql_text)
     for autocommit, group in group_statements(statements):
         run_group(target, group, autocommit, lock_timeout_ms=lock_timeout_ms,
-                  statement_timeout_ms=statement_timeout_ms, attempts=attempts, table=table, allow_copy=allow_copy)
+                  statement_timeout_ms=statement_timeout_ms, attempts=attempts, table=table, allow_copy=allow_copy,
+                  executor=executor)
     return statements
 
 
@@ -94,16 +101,17 @@ def online_statement(conn, statement: str, allow_copy: bool = False) -> str:
         raise CopyRefused(
             f"{statement[:160]}: the server can only do this by copying the table with writes blocked "
             f"(ALGORITHM={verdict.algorithm}, LOCK={verdict.lock}); it says: {verdict.refusal or 'no reason given'}. "
-            "Use pt-online-schema-change (executor: pt-osc, being built), or expand / backfill / swap")
+            f"{COPY_FIX}")
     return online.with_clause(statement, verdict)
 
 
 def run_group(target: Target, group: list[str], autocommit: bool, *, lock_timeout_ms: int = 1000,
               statement_timeout_ms: int = 600_000, attempts: int = 8, table: tuple[str, str] | None = None,
-              still_needed=None, allow_copy: bool = False) -> None:
+              still_needed=None, allow_copy: bool = False, executor: Executor | None = None) -> None:
     """One DDL statement (or a transaction of DML statements), retried on a lock wait timeout with
     exponential backoff and jitter; before each retry `still_needed()` (when given) says whether the state
-    records the step as done meanwhile. The last failure names who held the lock (``Blockers``)."""
+    records the step as done meanwhile. The last failure names who held the lock (``Blockers``). An ALTER the
+    server could only do by copying goes to pt-online-schema-change when `executor` says pt-osc."""
     for attempt in range(1, attempts + 1):
         if attempt > 1 and still_needed is not None and not still_needed():
             log.info("not retrying: the state says this step is done meanwhile")
@@ -112,20 +120,12 @@ def run_group(target: Target, group: list[str], autocommit: bool, *, lock_timeou
         try:
             with connect(target, autocommit=True, application_name="airmigrate ddl") as conn:
                 set_timeouts(conn, lock_timeout_ms, statement_timeout_ms, local=False)
-                statements = [online_statement(conn, s, allow_copy) for s in group] if autocommit else group
-                blockers = Blockers(target, conn.thread_id(), lock_wait_seconds(lock_timeout_ms) / 2)
-                watchdog = None if _is_mariadb(conn) else Watchdog(target, conn.thread_id(), statement_timeout_ms)
-                try:
-                    if autocommit:
-                        for stmt in statements:
-                            _execute_logged(conn, stmt)
-                    else:
-                        with conn.transaction():
-                            for stmt in statements:
-                                _execute_logged(conn, stmt)
-                finally:
-                    if watchdog:
-                        watchdog.cancel()
+                statements = _prepared(conn, group, autocommit, allow_copy, executor)
+                if statements is not None:
+                    blockers = Blockers(target, conn.thread_id(), lock_wait_seconds(lock_timeout_ms) / 2)
+                    _execute_group(target, conn, statements, autocommit, statement_timeout_ms)
+            if statements is None:  # pt-osc waits for its own locks (short waits, retried): not in this loop
+                ptosc.run(target, group[0], executor)
             return
         except pymysql.err.MySQLError as exc:
             if code(exc) not in (LOCK_WAIT_TIMEOUT, LOCK_NOWAIT):
@@ -143,6 +143,35 @@ def run_group(target: Target, group: list[str], autocommit: bool, *, lock_timeou
         finally:
             if blockers:
                 blockers.cancel()
+
+
+def _prepared(conn, group: list[str], autocommit: bool, allow_copy: bool, executor: Executor | None
+              ) -> list[str] | None:
+    """The group as it will run (the online algorithm written into each DDL statement), or None when its one
+    ALTER can only copy and the executor is pt-osc, which runs it instead."""
+    try:
+        return [online_statement(conn, s, allow_copy) for s in group] if autocommit else group
+    except CopyRefused:
+        if executor and executor.name == PT_OSC and len(group) == 1 and ptosc.takes(group[0]):
+            log.info("the server can only copy for this change: pt-online-schema-change runs it (executor: pt-osc)")
+            return None
+        raise
+
+
+def _execute_group(target: Target, conn, statements: list[str], autocommit: bool, statement_timeout_ms: int) -> None:
+    """Each statement alone (DDL) or all in one transaction (DML), MySQL's DDL under a watchdog."""
+    watchdog = None if _is_mariadb(conn) else Watchdog(target, conn.thread_id(), statement_timeout_ms)
+    try:
+        if autocommit:
+            for stmt in statements:
+                _execute_logged(conn, stmt)
+        else:
+            with conn.transaction():
+                for stmt in statements:
+                    _execute_logged(conn, stmt)
+    finally:
+        if watchdog:
+            watchdog.cancel()
 
 
 def _execute_logged(conn, stmt: str) -> None:
@@ -225,3 +254,22 @@ class Watchdog:
 
     def cancel(self) -> None:
         self._timer.cancel()
+
+
+def online_problems(conn, statements: list[str], executor: str) -> list[str]:
+    """Each ALTER / CREATE INDEX the server could do only by copying the table with writes blocked (asked on an
+    empty copy, as the executor will), unless `executor` is pt-osc and takes it: one line each quoting the
+    server and naming the fix. A statement that names its own ALGORITHM / LOCK runs as written (lint judges
+    it); one the probe cannot try (a column an earlier statement adds) is left to the run, which refuses it there
+    in milliseconds before it copies."""
+    problems = []
+    for statement in statements:
+        if online.table_span(statement) is None or online.renames_table(statement) or online.has_clause(statement):
+            continue
+        verdict, why = online.probe(conn, statement)
+        if verdict is None or verdict.online or (executor == PT_OSC and ptosc.takes(statement)):
+            continue
+        problems.append(f"{' '.join(statement.split())[:160]}: the server can only do this by copying the table "
+                        f"with writes blocked (ALGORITHM={verdict.algorithm}, LOCK={verdict.lock}); it says: "
+                        f"\"{verdict.refusal or 'no reason given'}\". {COPY_FIX}")
+    return problems

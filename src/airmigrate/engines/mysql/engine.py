@@ -5,8 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from airmigrate.engines.base import Engine
-from airmigrate.engines.mysql import catalog, connection, ddl, lint_rules, maintenance, online, parsing, rewrite
+from airmigrate.engines.base import ONLINE, PT_OSC, Engine
+from airmigrate.engines.mysql import (
+    backup,
+    catalog,
+    clients,
+    connection,
+    ddl,
+    lint_rules,
+    maintenance,
+    online,
+    parsing,
+    rewrite,
+)
 from airmigrate.engines.sql import Composable
 from airmigrate.engines.target import Target
 from airmigrate.findings import Finding
@@ -145,6 +156,25 @@ class MySQLEngine(Engine):
 
     def table_columns(self, conn: Any, schema: str, table: str) -> list[str] | None:
         return catalog.table_columns(conn, schema, table)
+
+    # -- backups and online schema change ------------------------------------------------------------------------
+    dump_suffix = ".sql"
+    executors = (ONLINE, PT_OSC)
+
+    def dump_table(self, target: Target, schema: str, table: str, path: Path) -> None:
+        backup.dump_table(target, schema, table, path)
+
+    def restore_table(self, target: Target, path: Path, schema: str) -> None:
+        backup.restore_table(target, path, schema)
+
+    def dump_binary(self) -> str:
+        return clients.binary(clients.DUMP)
+
+    def relation_bytes(self, conn: Any, schema: str, table: str) -> int:
+        return backup.relation_bytes(conn, schema, table)
+
+    def online_problems(self, conn: Any, statements: list[str], executor: str) -> list[str]:
+        return ddl.online_problems(conn, statements, executor)
 
 
 ENGINE = MySQLEngine()

@@ -247,7 +247,8 @@ def _ddl(statement: str, conn) -> Analysis:
     notes = [f"ALGORITHM={verdict.algorithm}" + (" (the server's answer on an empty copy)" if verdict.asked
                                                  else f" ({why})")]
     if verdict.refusal:
-        notes.append(f"the server refuses LOCK=NONE: {verdict.refusal}")
+        notes.append(f"the server refuses LOCK=NONE: {verdict.refusal}" if not verdict.online else
+                     f"nothing cheaper: {verdict.refusal}")
     if verdict.algorithm == "COPY":
         notes.append("a copy blocks writes for its whole duration: pt-online-schema-change does it online")
     return Analysis((RelationLock(relation, lock),), EFFECT[verdict.algorithm], tuple(notes))

@@ -7,8 +7,9 @@ from typing import Any
 
 import psycopg
 
-from airmigrate.engines.base import Engine
+from airmigrate.engines.base import ONLINE, Engine
 from airmigrate.engines.postgres import (
+    backup,
     connection,
     ddl,
     lint_rules,
@@ -71,9 +72,11 @@ class PostgresEngine(Engine):
         return ddl.needs_autocommit(statement)
 
     def run_ddl(self, target: Target, sql_text: str, **options: Any) -> list[str]:
+        options.pop("executor", None)
         return ddl.run_ddl(target, sql_text, **options)
 
     def run_group(self, target: Target, group: list[str], autocommit: bool, **options: Any) -> None:
+        options.pop("executor", None)  # always online here (online_problems refuses any other)
         ddl.run_group(target, group, autocommit, **options)
 
     def set_timeouts(self, cur: Any, lock_timeout_ms: int, statement_timeout_ms: int, local: bool) -> None:
@@ -158,5 +161,30 @@ class PostgresEngine(Engine):
     def table_columns(self, conn: Any, schema: str, table: str) -> list[str] | None:
         return maintenance.table_columns(conn, schema, table)
 
+    # -- backups and online schema change ------------------------------------------------------------------------
+    dump_suffix = ".dump"
+    executors = (ONLINE,)
+
+    def dump_table(self, target: Target, schema: str, table: str, path: Path) -> None:
+        backup.dump_table(target, schema, table, path)
+
+    def restore_table(self, target: Target, path: Path, schema: str) -> None:
+        backup.restore_table(target, path, schema)
+
+    def dump_binary(self) -> str:
+        return backup.client_binary("pg_dump")
+
+    def relation_bytes(self, conn: Any, schema: str, table: str) -> int:
+        return backup.relation_bytes(conn, schema, table)
+
+    def online_problems(self, conn: Any, statements: list[str], executor: str) -> list[str]:
+        """PostgreSQL has no copy-or-refuse choice to make here (its lock rules and lint judge each statement);
+        only an executor it does not have is a problem."""
+        if executor not in self.executors:
+            return [f"executor: {executor} is a MySQL / MariaDB tool; PostgreSQL runs every change with its own "
+                    "DDL (remove `executor` from migration.yaml, or use the expand / backfill / swap operations)"]
+        return []
+
 
 ENGINE = PostgresEngine()
+
