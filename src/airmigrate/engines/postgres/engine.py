@@ -18,6 +18,7 @@ from airmigrate.engines.postgres import (
     not_null,
     parsing,
     references,
+    state_sql,
     touches,
 )
 from airmigrate.engines.sql import Composable
@@ -149,6 +150,28 @@ class PostgresEngine(Engine):
 
     def not_null_proofs(self) -> not_null.NotNullProofs:
         return not_null.NotNullProofs()
+
+    # -- state tables and claims
+    def state_sql(self) -> Any:
+        return state_sql
+
+    def create_state_tables(self, conn: Any) -> None:
+        state_sql.create_state_tables(conn)
+
+    def xact_lock(self, conn: Any, key: tuple[int, int]) -> None:
+        state_sql.xact_lock(conn, key)
+
+    def lease_try(self, conn: Any, key: tuple[int, int], exclusive: bool, label: str) -> bool:
+        return state_sql.lease_try(conn, key, exclusive, label)
+
+    def lease_release(self, conn: Any, key: tuple[int, int]) -> None:
+        state_sql.lease_release(conn, key)
+
+    def lease_sessions(self, conn: Any, key: tuple[int, int], exclude: set[int]) -> list[tuple]:
+        return state_sql.lease_sessions(conn, key, exclude)
+
+    def paces_by_latency(self) -> bool:
+        return True
 
 
 ENGINE = PostgresEngine()
