@@ -4,9 +4,10 @@ Two CI pipelines, two operators, or a CLI run beside a DAG run must never both a
 takes a lock for its whole migrate; we take one per migration, so the migrations of two `migrate` processes
 still run one after the other, each once.
 
-- The lease is a PostgreSQL **session advisory lock** keyed by the migration (the same key for its up,
-  rollback and rehearsal): the server releases it the moment its holder's connection dies, which is what
-  a kill -9 needs. A CLI process (`airmigrate run`, `migrate`, `complete`) holds it **exclusively** for
+- The lease is a **session lock** keyed by the migration (the same key for its up, rollback and rehearsal):
+  the server releases it the moment its holder's connection dies, which is what a kill -9 needs. Each
+  engine takes it its own way (``Engine.lease_try``: PostgreSQL's advisory locks, exclusive and shared;
+  MySQL's named locks, GET_LOCK, with the shared mode built from one lock per holder). A CLI process (`airmigrate run`, `migrate`, `complete`) holds it **exclusively** for
   its whole run; an Airflow task holds it **shared** while it works, so the mapped shards of one run
   share it and a CLI runner cannot slip in.
 - A run row names its **owner** (the Airflow DAG run id), a human-readable **holder** (which process,
@@ -32,6 +33,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from airmigrate import engines
 from airmigrate.db import Target, connect
 from airmigrate.errors import PreflightError
 
@@ -82,6 +84,7 @@ class Owner:
 
 _HELD: dict[str, tuple[object, str]] = {}  # migration id -> (lock connection, holder) held here
 _OWN_PIDS: set[int] = set()  # backend pids of this process's lease connections (their locks are ours)
+_LABELS: dict[int, str] = {}  # backend pid -> the label its lease connection was opened with
 
 
 def held_here(migration_id: str) -> str | None:
@@ -105,11 +108,22 @@ def _lock_connection(target: Target, label: str):
     refused runner can say who holds the lock even before that holder wrote a run row."""
     conn = connect(target, autocommit=True, application_name=label)
     _OWN_PIDS.add(conn.info.backend_pid)
+    _LABELS[conn.info.backend_pid] = label
     return conn
+
+
+def _take(conn, migration_id: str, exclusive: bool) -> bool:
+    return engines.of(conn).lease_try(conn, lock_key(migration_id), exclusive,
+                                      _LABELS.get(conn.info.backend_pid, "airmigrate"))
+
+
+def _release(conn, migration_id: str) -> None:
+    engines.of(conn).lease_release(conn, lock_key(migration_id))
 
 
 def _close(conn) -> None:
     _OWN_PIDS.discard(conn.info.backend_pid)
+    _LABELS.pop(conn.info.backend_pid, None)
     with contextlib.suppress(Exception):
         conn.close()
 
@@ -151,7 +165,7 @@ def hold_for_cli(target: Target, migration_id: str, what: str, wait_s: float = 0
         finally:
             _HELD.pop(migration_id, None)
             with contextlib.suppress(Exception):
-                conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock_key(migration_id))
+                _release(conn, migration_id)
     finally:
         _close(conn)
 
@@ -164,11 +178,11 @@ def _try_exclusive(conn, migration_id: str) -> str | None:
     live = live_foreign_run(conn, migration_id, dag_run_id=None)
     if live:
         return live
-    if not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", lock_key(migration_id)).fetchone()[0]:
+    if not _take(conn, migration_id, exclusive=True):
         return lock_holders(conn, migration_id) or "another runner holds its lock"
     live = live_foreign_run(conn, migration_id, dag_run_id=None)
     if live:
-        conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock_key(migration_id))
+        _release(conn, migration_id)
         return live
     return None
 
@@ -185,7 +199,7 @@ def hold_for_task(target: Target, migration_id: str, dag_run_id: str | None, wai
     conn = _lock_connection(target, f"airmigrate task on {socket.gethostname()} pid {os.getpid()}")
     try:
         deadline = time.monotonic() + max(GRACE_S, wait_s)
-        while not conn.execute("SELECT pg_try_advisory_lock_shared(%s, %s)", lock_key(migration_id)).fetchone()[0]:
+        while not _take(conn, migration_id, exclusive=False):
             if time.monotonic() >= deadline:
                 busy = lock_holders(conn, migration_id) or "another runner holds its lock"
                 raise LeaseHeld(refusal(migration_id, busy, waited=wait_s))
@@ -224,37 +238,29 @@ def _heartbeat(conn, migration_id: str, dag_run_id: str | None):
 def extend(conn, migration_id: str, dag_run_id: str | None, seconds: float) -> None:
     """The owner's open run is alive for `seconds` more (never shortened: a waiting state may have set more)."""
     conn.execute(
-        "UPDATE airmigrate.runs SET heartbeat_at = now(), lease_until = greatest(lease_until, now() + "
-        "make_interval(secs => %s)) WHERE migration_id = %s AND owner IS NOT DISTINCT FROM %s AND status = "
-        "'running'", (seconds, migration_id, dag_run_id))
+        engines.of(conn).state_sql().EXTEND_LEASE, (seconds, migration_id, dag_run_id))
 
 
 def extend_until(conn, migration_id: str, dag_run_id: str | None, until: datetime, why: str) -> None:
     """A waiting owner (rescheduled to the window's opening, paused, awaiting approval) keeps its lease
     until it wakes up again, plus the usual margin."""
     conn.execute(
-        "UPDATE airmigrate.runs SET heartbeat_at = now(), lease_until = greatest(lease_until, %s + "
-        "make_interval(secs => %s)), facts = facts || jsonb_build_object('waiting', %s) WHERE migration_id = %s "
-        "AND owner IS NOT DISTINCT FROM %s AND status = 'running'",
+        engines.of(conn).state_sql().EXTEND_LEASE_UNTIL,
         (until, lease_seconds(), why, migration_id, dag_run_id))
 
 
 # --- who is in the way ------------------------------------------------------------------------------------
 
 def lock_holders(conn, migration_id: str) -> str | None:
-    """The other sessions holding the migration's lock, as pg_stat_activity names them."""
-    first, second = lock_key(migration_id)
-    rows = conn.execute(
-        "SELECT a.application_name, a.client_addr::text, l.pid, l.mode, a.backend_start FROM pg_locks l "
-        "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
-        "AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid AND l.objsubid = 2 "
-        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND NOT l.pid = ANY(%s)",
-        (first, second & 0xFFFFFFFF, list(_OWN_PIDS))).fetchall()
+    """The other sessions holding the migration's lock, as the server names them (PostgreSQL: pg_stat_activity;
+    MySQL: the processlist and the label each holder left)."""
+    rows = engines.of(conn).lease_sessions(conn, lock_key(migration_id), set(_OWN_PIDS))
     if not rows:
         return None
     run = _open_run(conn, migration_id)
     who = run["holder"] if run and run.get("holder") else ", ".join(
-        f"{name or 'a session'} (from {addr or 'a local socket'}, connected {start.astimezone(timezone.utc):%H:%M:%S} UTC)"
+        f"{name or 'a session'} (from {addr or 'a local socket'}"
+        + (f", connected {start.astimezone(timezone.utc):%H:%M:%S} UTC)" if start else ")")
         for name, addr, _, _, start in rows)
     if not run:
         return who + " (its run is not recorded yet)"
@@ -281,16 +287,12 @@ def live_foreign_run(conn, migration_id: str, dag_run_id: str | None) -> str | N
 def _open_run(conn, migration_id: str) -> dict | None:
     """The migration's open run (a running one first), or None (also on a target with no state tables yet: the
     first deploy, whose winner is still creating them)."""
-    if conn.execute("SELECT to_regclass('airmigrate.runs')").fetchone()[0] is None:
+    statements = engines.of(conn).state_sql()
+    if not statements.state_table_exists(conn, "runs"):
         return None
-    cur = conn.execute(
-        "SELECT run_id, direction, status, owner, holder, owner_kind, facts->>'waiting' AS waiting, "
-        "extract(epoch FROM now() - heartbeat_at)::float AS heartbeat_age, "
-        "extract(epoch FROM lease_until - now())::float AS lease_left FROM airmigrate.runs "
-        "WHERE migration_id = %s AND status IN ('pending', 'running', 'paused', 'failed') "
-        "ORDER BY (status = 'running') DESC, run_id DESC LIMIT 1", (migration_id,))
+    cur = conn.execute(statements.OPEN_RUN, (migration_id,))
     row = cur.fetchone()
-    return dict(zip([c.name for c in cur.description], row)) if row else None
+    return dict(zip([c[0] for c in cur.description], row)) if row else None
 
 
 def refusal(migration_id: str, busy: str, waited: float = 0.0) -> str:

@@ -1,9 +1,12 @@
-"""State tables in the target database (schema ``airmigrate``).
+"""State tables in the target database (schema ``airmigrate``; on MySQL / MariaDB the database ``airmigrate``).
 
-The database enforces the rules: CHECK constraints on statuses and a partial unique
-index that allows one active run per migration and direction. A backfill batch's
-status row is updated in the same transaction as its data, so a crash can neither
-lose nor double-count a batch.
+The database enforces the rules: CHECK constraints on statuses and a unique index that allows one active run
+per migration and direction (PostgreSQL: a partial index; MySQL: a generated column, the migration while its
+run is active and NULL after, under a UNIQUE index). A backfill batch's status row is updated in the same
+transaction as its data, so a crash can neither lose nor double-count a batch.
+
+The tables' DDL and the statements that differ between engines are the engine's (``Engine.state_sql()``, the
+same names in each engine's ``state_sql`` module); what every engine reads alike stays here.
 """
 
 from __future__ import annotations
@@ -13,147 +16,11 @@ import json
 import logging
 import os
 
-from airmigrate import lease
+from airmigrate import engines, lease
 from airmigrate.engines.sql import Json as Jsonb
 
 log = logging.getLogger(__name__)
 
-SCHEMA_DDL = """
-CREATE SCHEMA IF NOT EXISTS airmigrate;
-CREATE TABLE IF NOT EXISTS airmigrate.history (
-    migration_id   text PRIMARY KEY,
-    checksum       text NOT NULL,
-    status         text NOT NULL,  -- running, applied, expanded, failed, rolled_back (see the upgrade below)
-    backup_path    text,
-    snapshot_table text,
-    started_at     timestamptz NOT NULL DEFAULT now(),
-    applied_at     timestamptz,
-    applied_by     text,
-    duration_s     double precision,
-    rolled_back_at timestamptz,
-    rolled_back_by text
-);
--- upgrades of state tables an earlier version made (only when needed: ALTER TABLE takes a lock even when it
--- would change nothing)
-DO $upgrade$ BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'airmigrate.history'::regclass AND attname = 'files')
-    THEN
-        ALTER TABLE airmigrate.history ADD COLUMN IF NOT EXISTS error text, ADD COLUMN files jsonb,
-            DROP CONSTRAINT IF EXISTS history_status_check;
-        ALTER TABLE airmigrate.history ADD CONSTRAINT history_status_check
-            CHECK (status IN ('running', 'applied', 'expanded', 'failed', 'rolled_back'));
-    END IF;
-END $upgrade$;
-CREATE TABLE IF NOT EXISTS airmigrate.runs (
-    run_id           bigserial PRIMARY KEY,
-    migration_id     text NOT NULL,
-    direction        text NOT NULL CHECK (direction IN ('up', 'down')),
-    dag_run_id       text,
-    status           text NOT NULL CHECK (status IN ('pending', 'running', 'paused', 'succeeded', 'failed', 'rolled_back')),
-    completed_stages text[] NOT NULL DEFAULT '{}',
-    facts            jsonb NOT NULL DEFAULT '{}',
-    started_at       timestamptz NOT NULL DEFAULT now(),
-    finished_at      timestamptz,
-    error            text
-);
-CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active_per_migration
-    ON airmigrate.runs (migration_id, direction) WHERE status IN ('pending', 'running', 'paused', 'failed');
--- one runner per migration (airmigrate.lease): the run's owner (its DAG run), who that is, and its lease
-DO $lease$ BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'airmigrate.runs'::regclass AND attname = 'lease_until')
-    THEN
-        ALTER TABLE airmigrate.runs ADD COLUMN IF NOT EXISTS owner text, ADD COLUMN IF NOT EXISTS holder text,
-            ADD COLUMN IF NOT EXISTS owner_kind text, ADD COLUMN IF NOT EXISTS heartbeat_at timestamptz,
-            ADD COLUMN lease_until timestamptz;
-    END IF;
-END $lease$;
-CREATE TABLE IF NOT EXISTS airmigrate.batches (
-    run_id      bigint NOT NULL REFERENCES airmigrate.runs ON DELETE CASCADE,
-    batch_no    integer NOT NULL,
-    lo          text NOT NULL,
-    hi          text NOT NULL,
-    status      text NOT NULL DEFAULT 'pending'
-                CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'split')),
-    size        integer NOT NULL DEFAULT 0,
-    rows        bigint,
-    attempts    integer NOT NULL DEFAULT 0,
-    last_error  text,
-    worker      text,
-    started_at  timestamptz,
-    finished_at timestamptz,
-    PRIMARY KEY (run_id, batch_no)
-);
-CREATE TABLE IF NOT EXISTS airmigrate.cursors (
-    run_id         bigint PRIMARY KEY REFERENCES airmigrate.runs ON DELETE CASCADE,
-    position       text,
-    exhausted      boolean NOT NULL DEFAULT false,
-    next_batch_no  integer NOT NULL DEFAULT 0,
-    batch_size     integer NOT NULL CHECK (batch_size > 0),
-    estimated_rows bigint NOT NULL DEFAULT 0,
-    started_at     timestamptz NOT NULL DEFAULT now()
-);
--- Pacing (airmigrate.pacing): the run's shared budget, written by the shard that leads, read by the others
--- and the console (which may change target_ratio while it runs); one log row per decision for the charts.
-CREATE TABLE IF NOT EXISTS airmigrate.pacing (
-    run_id       bigint PRIMARY KEY REFERENCES airmigrate.runs ON DELETE CASCADE,
-    budget       real NOT NULL,
-    target_ratio real,
-    baseline_ms  double precision,
-    probe_until  timestamptz,
-    reason       text,
-    updated_at   timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS airmigrate.pacing_log (
-    id           bigserial PRIMARY KEY,
-    run_id       bigint NOT NULL REFERENCES airmigrate.runs ON DELETE CASCADE,
-    at           timestamptz NOT NULL DEFAULT clock_timestamp(),
-    budget       real NOT NULL,
-    target_ratio real,
-    latency_ratio real,
-    latency_ms   double precision,
-    baseline_ms  double precision,
-    blocked      integer NOT NULL DEFAULT 0,
-    runnable     real,
-    cpu_pressure real,
-    external     double precision,
-    rows_per_s   real,
-    decision     text NOT NULL
-);
-CREATE INDEX IF NOT EXISTS pacing_log_run ON airmigrate.pacing_log (run_id, at);
--- Operations (airmigrate.control): what the console asked a running backfill to do, read by its shards every
--- few seconds, and every action with who and when (the migration's history of interventions).
-CREATE TABLE IF NOT EXISTS airmigrate.controls (
-    run_id      bigint PRIMARY KEY REFERENCES airmigrate.runs ON DELETE CASCADE,
-    paused      boolean NOT NULL DEFAULT false,
-    cancelled   boolean NOT NULL DEFAULT false,
-    batch_size  integer CHECK (batch_size > 0),
-    updated_at  timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS airmigrate.actions (
-    id           bigserial PRIMARY KEY,
-    migration_id text NOT NULL,
-    run_id       bigint,
-    action       text NOT NULL,
-    detail       text,
-    actor        text NOT NULL,
-    at           timestamptz NOT NULL DEFAULT now()
-);
--- Every attempt at a batch (issue 18): its outcome, error, worker and time. airmigrate.batches keeps only the
--- latest attempt (a retry resets it), this keeps them all, so a failed-then-retried batch stays on the record.
-CREATE TABLE IF NOT EXISTS airmigrate.batch_attempts (
-    id          bigserial PRIMARY KEY,
-    run_id      bigint NOT NULL REFERENCES airmigrate.runs ON DELETE CASCADE,
-    batch_no    integer NOT NULL,
-    lo          text,
-    hi          text,
-    outcome     text NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'split')),
-    error       text,
-    worker      text,
-    started_at  timestamptz,
-    finished_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE INDEX IF NOT EXISTS batch_attempts_run ON airmigrate.batch_attempts (run_id, batch_no);
-"""
 
 ACTIVE = ("pending", "running", "paused", "failed")
 
@@ -163,11 +30,33 @@ def who() -> str:
     return os.environ.get("AIRMIGRATE_USER") or getpass.getuser()
 
 
+def _q(conn):
+    """The connection's engine's state statements."""
+    return engines.of(conn).state_sql()
+
+
+def _names(cur) -> list[str]:
+    return [c[0] for c in cur.description]
+
+
+def _json(value):
+    """A JSON column's value as Python (drivers that hand JSON over as text: MySQL's)."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _row(cur, row, *json_columns: str) -> dict | None:
+    if row is None:
+        return None
+    found = dict(zip(_names(cur), row))
+    for name in json_columns:
+        if name in found:
+            found[name] = _json(found[name])
+    return found
+
+
 def ensure_schema(conn) -> None:
-    """Create the state tables once; an advisory lock keeps parallel shards from racing."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('airmigrate.schema'))")
-        conn.execute(SCHEMA_DDL)
+    """Create the state tables once; the engine's lock keeps parallel shards from racing."""
+    engines.of(conn).create_state_tables(conn)
 
 
 def history(conn, migration_id: str) -> dict | None:
@@ -175,7 +64,7 @@ def history(conn, migration_id: str) -> dict | None:
         "SELECT migration_id, checksum, status, backup_path, snapshot_table, applied_at, applied_by, duration_s, "
         "error, files FROM airmigrate.history WHERE migration_id = %s", (migration_id,))
     row = cur.fetchone()
-    return dict(zip([c.name for c in cur.description], row)) if row else None
+    return _row(cur, row, "files")
 
 
 def begin_run(conn, migration_id: str, direction: str, dag_run_id: str | None,
@@ -188,38 +77,26 @@ def begin_run(conn, migration_id: str, direction: str, dag_run_id: str | None,
     the same moment cannot both pass the check."""
     owner = owner or lease.owner_for(migration_id, dag_run_id)
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (lease.LOCK_CLASS + 1, lease.lock_key(migration_id)[1]))
+        engines.of(conn).xact_lock(conn, (lease.LOCK_CLASS + 1, lease.lock_key(migration_id)[1]))
         busy = lease.live_foreign_run(conn, migration_id, dag_run_id)
         if busy:
             raise lease.LeaseHeld(lease.refusal(migration_id, busy))
-        claim = ("owner = %(owner)s, holder = %(holder)s, owner_kind = %(kind)s, heartbeat_at = now(), "
-                 "lease_until = now() + make_interval(secs => %(lease)s)")
         values = {"owner": dag_run_id, "holder": owner.holder, "kind": owner.kind, "lease": lease.lease_seconds(),
                   "migration_id": migration_id, "direction": direction}
-        row = conn.execute(
-            "SELECT run_id, owner, holder, status FROM airmigrate.runs WHERE migration_id = %s AND direction = %s "
-            "AND status = ANY(%s) FOR UPDATE", (migration_id, direction, list(ACTIVE))).fetchone()
+        row = conn.execute(_q(conn).ACTIVE_RUN_FOR_UPDATE, (migration_id, direction, list(ACTIVE))).fetchone()
         if row:
             if row[1] != dag_run_id:
                 log.info("run %d of %s (%s) was owned by %s, which is gone: %s takes it over and resumes it",
                          row[0], migration_id, row[3], row[2] or "an earlier runner", owner.holder)
-            conn.execute("UPDATE airmigrate.runs SET status = 'running', dag_run_id = %(owner)s, error = NULL, "
-                         + claim + " WHERE run_id = %(run_id)s", {**values, "run_id": row[0]})
+            conn.execute(_q(conn).TAKE_OVER_RUN, {**values, "run_id": row[0]})
             return row[0], True
-        run_id = conn.execute(
-            "INSERT INTO airmigrate.runs (migration_id, direction, dag_run_id, status, owner, holder, owner_kind, "
-            "heartbeat_at, lease_until) VALUES (%(migration_id)s, %(direction)s, %(owner)s, 'running', %(owner)s, "
-            "%(holder)s, %(kind)s, now(), now() + make_interval(secs => %(lease)s)) RETURNING run_id",
-            values).fetchone()[0]
-        return run_id, False
+        return _q(conn).insert_run(conn, values), False
 
 
 def owned_run(conn, migration_id: str, direction: str, dag_run_id: str | None) -> int | None:
     """The open run of this migration that `dag_run_id` owns; LeaseLost when another runner owns it now
     (a task of a runner that lost never acts, nor writes the run's state). None when there is no open run."""
-    row = conn.execute(
-        "SELECT run_id, owner, holder FROM airmigrate.runs WHERE migration_id = %s AND direction = %s "
-        "AND status = ANY(%s)", (migration_id, direction, list(ACTIVE))).fetchone()
+    row = conn.execute(_q(conn).OWNED_RUN, (migration_id, direction, list(ACTIVE))).fetchone()
     if row is None:
         return None
     run_id, owner, holder = row
@@ -230,54 +107,40 @@ def owned_run(conn, migration_id: str, direction: str, dag_run_id: str | None) -
 
 
 def active_run(conn, migration_id: str, direction: str = "up") -> int | None:
-    row = conn.execute(
-        "SELECT run_id FROM airmigrate.runs WHERE migration_id = %s AND direction = %s AND status = ANY(%s)",
-        (migration_id, direction, list(ACTIVE))).fetchone()
+    row = conn.execute(_q(conn).ACTIVE_RUN, (migration_id, direction, list(ACTIVE))).fetchone()
     return row[0] if row else None
 
 
 def latest_run(conn, migration_id: str, direction: str | None = "up") -> dict | None:
     """The migration's newest run in that direction; with direction None whichever way it went (up or rollback):
     what its state is now (issue 18)."""
-    cur = conn.execute(
-        "SELECT run_id, direction, dag_run_id, status, completed_stages, facts, started_at, finished_at, error "
-        "FROM airmigrate.runs WHERE migration_id = %s AND (%s::text IS NULL OR direction = %s) "
-        "ORDER BY run_id DESC LIMIT 1", (migration_id, direction, direction))
-    row = cur.fetchone()
-    return dict(zip([c.name for c in cur.description], row)) if row else None
+    cur = conn.execute(_q(conn).LATEST_RUN, (migration_id, direction, direction))
+    return _row(cur, cur.fetchone(), "completed_stages", "facts")
 
 
 def stage_done(conn, run_id: int, stage: str) -> bool:
-    row = conn.execute("SELECT %s = ANY(completed_stages) FROM airmigrate.runs WHERE run_id = %s",
-                       (stage, run_id)).fetchone()
+    row = conn.execute(_q(conn).STAGE_DONE, (stage, run_id)).fetchone()
     return bool(row and row[0])
 
 
 def mark_stage_done(conn, run_id: int, stage: str, **facts) -> None:
     """Record a finished stage (and facts for the report) so a resumed run skips it."""
-    conn.execute(
-        "UPDATE airmigrate.runs SET completed_stages = array_append(completed_stages, %s), facts = facts || %s "
-        "WHERE run_id = %s AND NOT (%s = ANY(completed_stages))",
-        (stage, Jsonb(json.loads(json.dumps(facts, default=str))), run_id, stage))
+    _q(conn).mark_stage_done(conn, run_id, stage, json.loads(json.dumps(facts, default=str)))
 
 
 def add_facts(conn, run_id: int, **facts) -> None:
-    conn.execute("UPDATE airmigrate.runs SET facts = facts || %s WHERE run_id = %s",
-                 (Jsonb(json.loads(json.dumps(facts, default=str))), run_id))
+    _q(conn).add_facts(conn, run_id, json.loads(json.dumps(facts, default=str)))
 
 
 def finish_run(conn, run_id: int, status: str, error: str | None = None) -> None:
-    conn.execute("UPDATE airmigrate.runs SET status = %s, finished_at = now(), error = %s WHERE run_id = %s",
+    conn.execute(_q(conn).FINISH_RUN,
                  (status, error, run_id))
 
 
 def start_history(conn, migration_id: str, checksum: str, files: dict[str, str] | None = None) -> None:
     """A run starts: status running, the checksum (and each file's, for drift reports) of what runs."""
     conn.execute(
-        "INSERT INTO airmigrate.history (migration_id, checksum, status, files) VALUES (%s, %s, 'running', %s) "
-        "ON CONFLICT (migration_id) DO UPDATE SET checksum = EXCLUDED.checksum, status = 'running', "
-        "files = EXCLUDED.files, started_at = now(), applied_at = NULL, rolled_back_at = NULL, "
-        "rolled_back_by = NULL, error = NULL",
+        _q(conn).START_HISTORY,
         (migration_id, checksum, Jsonb(files) if files is not None else None))
 
 
@@ -297,20 +160,15 @@ def mark_expanded(conn, migration_id: str) -> None:
 
 def tables_exist(conn) -> bool:
     """Has airmigrate's state been created in this target yet (a first deploy has no history table)?"""
-    return conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is not None
+    return _q(conn).state_table_exists(conn, "history")
 
 
 def all_history(conn) -> list[dict]:
     """Every history row with its latest up run's rows backfilled: what `airmigrate history` lists."""
-    if conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is None:
+    if not _q(conn).state_table_exists(conn, "history"):
         return []
-    cur = conn.execute(
-        "SELECT h.migration_id, h.checksum, h.status, h.files, h.error, h.started_at, h.applied_at, h.applied_by, "
-        "h.duration_s, h.rolled_back_at, h.rolled_back_by, "
-        "(SELECT coalesce(sum(b.rows), 0) FROM airmigrate.batches b WHERE b.status = 'succeeded' AND b.run_id = "
-        " (SELECT max(r.run_id) FROM airmigrate.runs r WHERE r.migration_id = h.migration_id AND r.direction = 'up')"
-        ") AS rows_backfilled FROM airmigrate.history h ORDER BY h.migration_id")
-    return [dict(zip([c.name for c in cur.description], row)) for row in cur.fetchall()]
+    cur = conn.execute(_q(conn).ALL_HISTORY)
+    return [_row(cur, row, "files") for row in cur.fetchall()]
 
 
 def record_backup(conn, migration_id: str, backup_path: str | None, snapshot_table: str | None) -> None:
@@ -325,24 +183,16 @@ def mark_history_failed(conn, migration_id: str, error: str) -> None:
 
 
 def mark_applied(conn, migration_id: str) -> None:
-    conn.execute(
-        "UPDATE airmigrate.history SET status = 'applied', applied_at = now(), applied_by = %s, "
-        "duration_s = extract(epoch FROM now() - started_at) WHERE migration_id = %s", (who(), migration_id))
+    conn.execute(_q(conn).MARK_APPLIED, (who(), migration_id))
 
 
 def mark_rolled_back(conn, migration_id: str) -> None:
-    conn.execute(
-        "UPDATE airmigrate.history SET status = 'rolled_back', rolled_back_at = now(), rolled_back_by = %s "
-        "WHERE migration_id = %s", (who(), migration_id))
+    conn.execute(_q(conn).MARK_ROLLED_BACK, (who(), migration_id))
 
 
 def batch_summary(conn, run_id: int) -> dict:
     """Batches by status, rows done and wall time of the backfill: the numbers for status and the report."""
-    row = conn.execute(
-        "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'failed'), "
-        "count(*) FILTER (WHERE status = 'pending'), coalesce(sum(rows) FILTER (WHERE status = 'succeeded'), 0), "
-        "extract(epoch FROM max(finished_at) - min(started_at)) FROM airmigrate.batches WHERE run_id = %s "
-        "AND status <> 'split'", (run_id,)).fetchone()
+    row = conn.execute(_q(conn).BATCH_SUMMARY, (run_id,)).fetchone()
     keys = ("total", "succeeded", "failed", "pending", "rows", "seconds")
     return dict(zip(keys, row))
 
@@ -369,23 +219,18 @@ def record_attempt(conn, run_id: int, batch_no: int, lo, hi, outcome: str, error
 
 def batch_attempts(conn, run_id: int) -> list[dict]:
     """Every attempt of the run's batches, by batch and time (empty when an older schema has no such table)."""
-    if conn.execute("SELECT to_regclass('airmigrate.batch_attempts')").fetchone()[0] is None:
+    if not _q(conn).state_table_exists(conn, "batch_attempts"):
         return []
     cur = conn.execute("SELECT batch_no, lo, hi, outcome, error, worker, started_at, finished_at FROM "
                        "airmigrate.batch_attempts WHERE run_id = %s ORDER BY batch_no, id", (run_id,))
-    return [dict(zip([c.name for c in cur.description], row)) for row in cur.fetchall()]
+    return [_row(cur, row) for row in cur.fetchall()]
 
 
 def runs_of(conn, migration_id: str, limit: int = 50) -> list[dict]:
     """Every run of the migration, newest first, with the approvals given or refused in each (from
     airmigrate.actions): the console's list of runs."""
-    cur = conn.execute(
-        "SELECT r.run_id, r.direction, r.dag_run_id, r.status, r.started_at, r.finished_at, r.error, "
-        "coalesce((SELECT jsonb_agg(jsonb_build_object('action', a.action, 'actor', a.actor, 'at', a.at) "
-        "ORDER BY a.at) FROM airmigrate.actions a WHERE a.run_id = r.run_id AND (a.action LIKE 'approve%%' "
-        "OR a.action LIKE 'reject%%')), '[]'::jsonb) AS approvals "
-        "FROM airmigrate.runs r WHERE r.migration_id = %s ORDER BY r.run_id DESC LIMIT %s", (migration_id, limit))
-    return [dict(zip([c.name for c in cur.description], row)) for row in cur.fetchall()]
+    cur = conn.execute(_q(conn).RUNS_OF, (migration_id, limit))
+    return [_row(cur, row, "approvals") for row in cur.fetchall()]
 
 
 PAUSE_GAP_S = 5.0  # no batch running for longer than this is a pause, not work (left out of the rate)
@@ -395,12 +240,9 @@ def progress_now(conn, run_id: int, recent: int = 50) -> dict | None:
     """The console's progress (issue 18 §10): keys covered against the estimate, never over 100% (when more keys
     turn up than the planner estimated, the estimate grows to them), and an ETA from the recent rate of work with
     the pauses left out: the last ``recent`` batches' keys over the time a batch was running."""
-    if conn.execute("SELECT to_regclass('airmigrate.cursors')").fetchone()[0] is None:
+    if not _q(conn).state_table_exists(conn, "cursors"):
         return None
-    row = conn.execute(
-        "SELECT c.estimated_rows, c.exhausted, coalesce(sum(b.size) FILTER (WHERE b.status = 'succeeded'), 0), "
-        "count(*) FILTER (WHERE b.status IN ('pending', 'running', 'failed')) FROM airmigrate.cursors c "
-        "LEFT JOIN airmigrate.batches b USING (run_id) WHERE c.run_id = %s GROUP BY c.run_id", (run_id,)).fetchone()
+    row = conn.execute(_q(conn).PROGRESS_NOW, (run_id,)).fetchone()
     if row is None:
         return None
     estimated, exhausted, covered, unfinished = row

@@ -246,3 +246,40 @@ class Engine(ABC):
         """What in `statements` the server could do only by copying the table with writes blocked, and
         `executor` does not take over: one line each quoting the server's refusal and naming the fix (empty when
         everything runs online). Asks the server where it can answer for free; changes nothing."""
+
+    # -- state tables and claims -------------------------------------------------------------------------------
+    # airmigrate's own tables in the target (airmigrate.state), the one-runner lease (airmigrate.lease) and the
+    # backfill's claims. What differs between engines is a named statement of the engine's ``state_sql`` module
+    # (the same names in every engine) or one of the methods below; the neutral statements stay in state.py.
+    @abstractmethod
+    def state_sql(self) -> Any:
+        """The engine's ``state_sql`` module: the statements, templates and small functions that differ (a test
+        checks that every engine's module defines the same names)."""
+
+    @abstractmethod
+    def create_state_tables(self, conn: Any) -> None:
+        """Create the state tables when missing, once even when shards race (each engine's own lock)."""
+
+    @abstractmethod
+    def xact_lock(self, conn: Any, key: tuple[int, int]) -> None:
+        """A lock on `key` held until the current transaction ends (begin_run's check-then-claim)."""
+
+    @abstractmethod
+    def lease_try(self, conn: Any, key: tuple[int, int], exclusive: bool, label: str) -> bool:
+        """Take the migration's lease on this session without waiting: exclusive (a CLI run) or shared (an
+        Airflow task; any number at once, never beside an exclusive holder). Released when the session ends
+        (a kill -9 included). False when someone else is in the way. `label` names this holder to others."""
+
+    @abstractmethod
+    def lease_release(self, conn: Any, key: tuple[int, int]) -> None:
+        """Give back the exclusive lease this session holds (the shared one goes with the session)."""
+
+    @abstractmethod
+    def lease_sessions(self, conn: Any, key: tuple[int, int], exclude: set[int]) -> list[tuple]:
+        """The other sessions holding the lease (not those in `exclude`, this process's own), each as (label,
+        client address or None, session id, mode, connected at)."""
+
+    @abstractmethod
+    def paces_by_latency(self) -> bool:
+        """Can airmigrate.pacing measure the application's latency on this engine? When not, a throttled run
+        goes at full speed with its health checks (the hard stops) only."""

@@ -194,13 +194,17 @@ def conninfo(target) -> str:
 def connect(target, autocommit: bool = False, application_name: str | None = None) -> Connection:
     """A connection to the target (utf8mb4). `application_name` becomes the session's ``program_name``
     connection attribute, which performance_schema.session_connect_attrs shows; the processlist shows the
-    user and host only."""
+    user and host only. Transactions are READ COMMITTED, PostgreSQL's default that airmigrate's statements
+    are written for: a batch's UPDATE and a claim's SELECT ... FOR UPDATE SKIP LOCKED take no gap locks, which
+    under InnoDB's REPEATABLE READ would stop the application's inserts beside the batch's range (and the
+    next batch's creation) until the batch commits."""
     where = {"unix_socket": target.host} if target.host.startswith("/") else {"host": target.host,
                                                                                "port": target.port}
     try:
         return Connection(user=target.user, password=target.password or "", database=target.dbname,
                           charset="utf8mb4", autocommit=autocommit, connect_timeout=10,
-                          program_name=(application_name or "airmigrate")[:64], **where)
+                          program_name=(application_name or "airmigrate")[:64],
+                          init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", **where)
     except pymysql.err.OperationalError as exc:
         raise TransientError(f"cannot connect to {target.describe()}: {message(exc)}") from None
 

@@ -17,6 +17,7 @@ from airmigrate.engines.mysql import (
     online,
     parsing,
     rewrite,
+    state_sql,
 )
 from airmigrate.engines.sql import Composable
 from airmigrate.engines.target import Target
@@ -175,6 +176,29 @@ class MySQLEngine(Engine):
 
     def online_problems(self, conn: Any, statements: list[str], executor: str) -> list[str]:
         return ddl.online_problems(conn, statements, executor)
+
+    # -- state tables and claims
+    def state_sql(self) -> Any:
+        return state_sql
+
+    def create_state_tables(self, conn: Any) -> None:
+        state_sql.create_state_tables(conn)
+
+    def xact_lock(self, conn: Any, key: tuple[int, int]) -> None:
+        state_sql.xact_lock(conn, key)
+
+    def lease_try(self, conn: Any, key: tuple[int, int], exclusive: bool, label: str) -> bool:
+        return state_sql.lease_try(conn, key, exclusive, label)
+
+    def lease_release(self, conn: Any, key: tuple[int, int]) -> None:
+        state_sql.lease_release(conn, key)
+
+    def lease_sessions(self, conn: Any, key: tuple[int, int], exclude: set[int]) -> list[tuple]:
+        return state_sql.lease_sessions(conn, key, exclude)
+
+    def paces_by_latency(self) -> bool:
+        """Not yet: airmigrate.pacing reads PostgreSQL's statistics (pg_stat_statements, pg_stat_activity)."""
+        return False
 
 
 ENGINE = MySQLEngine()

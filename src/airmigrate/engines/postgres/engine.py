@@ -19,6 +19,7 @@ from airmigrate.engines.postgres import (
     not_null,
     parsing,
     references,
+    state_sql,
     touches,
 )
 from airmigrate.engines.sql import Composable
@@ -184,6 +185,28 @@ class PostgresEngine(Engine):
             return [f"executor: {executor} is a MySQL / MariaDB tool; PostgreSQL runs every change with its own "
                     "DDL (remove `executor` from migration.yaml, or use the expand / backfill / swap operations)"]
         return []
+
+    # -- state tables and claims
+    def state_sql(self) -> Any:
+        return state_sql
+
+    def create_state_tables(self, conn: Any) -> None:
+        state_sql.create_state_tables(conn)
+
+    def xact_lock(self, conn: Any, key: tuple[int, int]) -> None:
+        state_sql.xact_lock(conn, key)
+
+    def lease_try(self, conn: Any, key: tuple[int, int], exclusive: bool, label: str) -> bool:
+        return state_sql.lease_try(conn, key, exclusive, label)
+
+    def lease_release(self, conn: Any, key: tuple[int, int]) -> None:
+        state_sql.lease_release(conn, key)
+
+    def lease_sessions(self, conn: Any, key: tuple[int, int], exclude: set[int]) -> list[tuple]:
+        return state_sql.lease_sessions(conn, key, exclude)
+
+    def paces_by_latency(self) -> bool:
+        return True
 
 
 ENGINE = PostgresEngine()

@@ -66,7 +66,7 @@ def walk_key(conn, migration: Migration, direction: str = "up", run_id: int | No
     walk = runtime_steps(conn, migration).down_walk
     if walk is None:
         return key
-    if conn.execute("SELECT to_regclass(%s)", (sql.Identifier(*walk).as_string(conn),)).fetchone()[0] is None:
+    if not engines.of(conn).state_sql().relation_exists(conn, *walk):
         raise BackfillError(f"{walk[0]}.{walk[1]}, which holds the rows the rollback puts back, does not exist (the "
                             "contract dropped it after keep_archive_days): the rows can only come back from the "
                             "backup stage's pg_dump of the table; nothing was changed")
@@ -102,8 +102,7 @@ def start_backfill(target: Target, migration: Migration, run_id: int, batch_size
             install_sync_trigger(conn, migration)
         walked = walk_key(conn, migration, direction, run_id)
         estimated = estimate_rows(conn, walked.schema, walked.table)
-        conn.execute("INSERT INTO airmigrate.cursors (run_id, batch_size, estimated_rows) VALUES (%s, %s, %s) "
-                     "ON CONFLICT (run_id) DO NOTHING", (run_id, size, estimated))
+        conn.execute(engines.of(conn).state_sql().OPEN_CURSOR, (run_id, size, estimated))
         # a new trigger of a paused or cancelled run means: go on
         conn.execute("UPDATE airmigrate.controls SET paused = false, cancelled = false WHERE run_id = %s "
                      "AND (paused OR cancelled)", (run_id,))
@@ -195,7 +194,8 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
         sweep = runtime_steps(conn, migration).sweep if direction == "up" else None
         if retry_failed:
             requeue_failed(conn, run_id)
-        pacer = Pacer(target, run_id, settings.throttle, shards or migration.spec.shards, app_latency_ratio)
+        throttle, app_latency_ratio = pacing_of(conn, settings.throttle, app_latency_ratio)
+        pacer = Pacer(target, run_id, throttle, shards or migration.spec.shards, app_latency_ratio)
         sizer = BatchSizer(current_size(conn, run_id), pacer.batch_seconds(settings.target_batch_seconds),
                            settings.min_batch_size, settings.max_batch_size, settings.adaptive)
         conn.commit()
@@ -223,6 +223,23 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
     if stopped in ("paused", "cancelled"):
         log.info("shard %d stopped: the run was %s from the console", shard, stopped)
     return {"batches": done_batches, "rows": done_rows, "seconds": elapsed, "stopped": stopped}
+
+
+_UNPACED: set[str] = set()  # engines whose "full speed, hard stops only" was said in this process
+
+
+def pacing_of(conn, throttle, app_latency_ratio):
+    """(throttle, ratio) for the pacer. An engine whose application latency the pacer cannot read yet (MySQL)
+    goes at full speed: the pacer is off, the health checks (the throttle's hard stops) still pause a shard.
+    Said once per process, not once per shard or batch."""
+    engine = engines.of(conn)
+    if engine.paces_by_latency() or (throttle is None and app_latency_ratio in (UNSET, None)):
+        return throttle, app_latency_ratio
+    if engine.name not in _UNPACED:
+        _UNPACED.add(engine.name)
+        log.info("throttle: the pacer does not measure the application's latency on %s yet: the backfill goes at "
+                 "full speed, paused only by the throttle's hard stops (lock waiters, long transactions)", engine.name)
+    return None, None
 
 
 def _controlled(conn, control: RunControl, sizer: BatchSizer) -> bool:
@@ -316,11 +333,8 @@ def claim_and_run(conn, migration: Migration, run_id: int, worker: str, apply_ba
             t0 = time.monotonic()
             batch.rows = apply_batch(conn, batch.lo, batch.hi)
             batch.seconds = time.monotonic() - t0
-            conn.execute(
-                # now() is the transaction's start, i.e. the claim; clock_timestamp() is the real end
-                "UPDATE airmigrate.batches SET status = 'succeeded', rows = %s, attempts = attempts + 1, worker = %s, "
-                "last_error = NULL, started_at = now(), finished_at = clock_timestamp() "
-                "WHERE run_id = %s AND batch_no = %s", (batch.rows, worker, run_id, batch.batch_no))
+            engines.of(conn).state_sql().batch_succeeded(conn, run_id, batch.batch_no, batch.rows, worker,
+                                                         batch.claimed_at)
             state.record_attempt(conn, run_id, batch.batch_no, batch.lo, batch.hi, "succeeded", None, worker,
                                  batch.claimed_at)
         return batch
@@ -345,8 +359,7 @@ def split_batch(conn, migration: Migration, run_id: int, batch: Batch, worker: s
     if halves is None:
         return record_failure(conn, run_id, batch, settings_of(migration).max_attempts, exc, worker)
     with conn.transaction():
-        first = conn.execute("UPDATE airmigrate.cursors SET next_batch_no = next_batch_no + 2 WHERE run_id = %s "
-                             "RETURNING next_batch_no - 2", (run_id,)).fetchone()[0]
+        first = engines.of(conn).state_sql().take_batch_numbers(conn, run_id, 2)
         conn.execute("UPDATE airmigrate.batches SET status = 'split', attempts = attempts + 1, last_error = %s, "
                      "worker = %s WHERE run_id = %s AND batch_no = %s",
                      (f"split after: {_first_line(exc)}", worker, run_id, batch.batch_no))
@@ -402,8 +415,7 @@ def remember_size(conn, run_id: int, size: int) -> None:
 
 
 def failed_share(conn, run_id: int) -> float:
-    total, failed = conn.execute("SELECT count(*), count(*) FILTER (WHERE status = 'failed') FROM airmigrate.batches "
-                                 "WHERE run_id = %s AND status <> 'split'", (run_id,)).fetchone()
+    total, failed = conn.execute(engines.of(conn).state_sql().FAILED_SHARE, (run_id,)).fetchone()
     conn.commit()
     return failed / total if total else 0.0
 
@@ -416,10 +428,8 @@ class Progress:
         self.run_id, self.refreshed, self.percent, self.eta = run_id, 0.0, 0.0, 0.0
 
     def refresh(self, conn) -> None:
-        covered, estimated, run_seconds = conn.execute(
-            "SELECT coalesce(sum(b.size) FILTER (WHERE b.status = 'succeeded'), 0), max(c.estimated_rows), "
-            "extract(epoch FROM now() - max(c.started_at)) FROM airmigrate.batches b JOIN airmigrate.cursors c "
-            "USING (run_id) WHERE run_id = %s", (self.run_id,)).fetchone()
+        covered, estimated, run_seconds = conn.execute(engines.of(conn).state_sql().PROGRESS_REFRESH,
+                                                       (self.run_id,)).fetchone()
         conn.commit()
         self.percent = min(99.9, 100 * covered / estimated) if estimated else 0.0
         rate = covered / max(float(run_seconds or 0), 1e-9)

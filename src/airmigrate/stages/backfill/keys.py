@@ -1,8 +1,10 @@
 """Key ranges by walking the key's index: even batches on sparse keys, no count(*), any key type.
 
 A key is one column (integer, bigint, uuid, text, ...) or several (composite, compared as a row,
-lexicographically, which a btree index on those columns serves). Key values travel as text and
-PostgreSQL casts them back to the column type; a composite position is stored as a JSON array.
+lexicographically, which a btree index on those columns serves). Key values travel as text and the
+database casts them back to the column type; a composite position is stored as a JSON array. The few
+words that differ between engines (the cast to text, OFFSET before or after LIMIT, a row BETWEEN) are
+templates of the engine's ``state_sql``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from airmigrate import engines
 from airmigrate.engines import sql
 
 
@@ -50,8 +53,9 @@ class Key:
         return sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(self.columns))) \
             if self.composite else sql.Placeholder()
 
-    def _select(self):
-        return sql.SQL(", ").join(sql.SQL("{}::text AS {}").format(sql.Identifier(c), sql.Identifier(f"k{i}"))
+    def _select(self, conn=None):
+        as_text = sql.SQL(engines.of(conn).state_sql().KEY_AS_TEXT)
+        return sql.SQL(", ").join(as_text.format(sql.Identifier(c), sql.Identifier(f"k{i}"))
                                   for i, c in enumerate(self.columns))
 
     def _order(self, descending: bool = False):
@@ -59,8 +63,8 @@ class Key:
         return sql.SQL(", ").join(sql.SQL("{}{}").format(sql.Identifier(c), direction) for c in self.columns)
 
     def _first(self, conn, where, params, offset: int = 0, descending: bool = False):
-        query = sql.SQL("SELECT {sel} FROM {t} {where} ORDER BY {order} OFFSET %s LIMIT 1").format(
-            sel=self._select(), t=self._table(), where=where, order=self._order(descending))
+        query = sql.SQL(engines.of(conn).state_sql().FIRST_KEY).format(
+            sel=self._select(conn), t=self._table(), where=where, order=self._order(descending))
         row = conn.execute(query, [*params, offset]).fetchone()
         return self.encode(list(row)) if row else None
 
@@ -88,15 +92,16 @@ class Key:
         hi = self._first(conn, where, params, offset=size - 1) or self._first(conn, where, params, descending=True)
         return lo, hi
 
-    def between(self) -> sql.Composed:
+    def between(self, conn=None) -> sql.Composed:
         """`key BETWEEN lo AND hi` with positional placeholders; its parameters: :meth:`bounds`."""
-        return sql.SQL("{row} BETWEEN {v} AND {v}").format(row=self._row(), v=self._values())
+        return sql.SQL(engines.of(conn).state_sql().ROW_BETWEEN).format(row=self._row(), v=self._values())
 
     def bounds(self, lo: str, hi: str) -> list:
         return [*self.decode(lo), *self.decode(hi)]
 
     def count(self, conn, lo: str, hi: str) -> int:
-        query = sql.SQL("SELECT count(*) FROM {t} WHERE {between}").format(t=self._table(), between=self.between())
+        query = sql.SQL("SELECT count(*) FROM {t} WHERE {between}").format(t=self._table(),
+                                                                           between=self.between(conn))
         return conn.execute(query, self.bounds(lo, hi)).fetchone()[0]
 
     def count_where(self, conn, condition: str) -> int:

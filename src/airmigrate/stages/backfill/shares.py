@@ -10,6 +10,7 @@ the run's summary.
 
 from __future__ import annotations
 
+from airmigrate import engines
 from airmigrate.spec import Migration
 
 
@@ -30,7 +31,7 @@ def one_shard_note(conn, run_id: int, shards: int) -> str | None:
 
 def run_note(conn, migration: Migration, dag_run_id: str) -> str | None:
     """The note for the forward run of that Airflow run (the CLI's summary), when it applies."""
-    if conn.execute("SELECT to_regclass('airmigrate.runs')").fetchone()[0] is None:
+    if not engines.of(conn).state_sql().state_table_exists(conn, "runs"):
         return None
     row = conn.execute("SELECT run_id FROM airmigrate.runs WHERE migration_id = %s AND direction = 'up' "
                        "AND dag_run_id = %s", (migration.id, dag_run_id)).fetchone()

@@ -16,6 +16,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from airmigrate import engines
+
 log = logging.getLogger(__name__)
 
 GROWTH = 1.5          # at most x1.5 per batch
@@ -65,21 +67,9 @@ class BatchSizer:
         return self.size
 
 
-HEALTH_QUERIES = {
-    "replication lag": "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0) FROM pg_stat_replication",
-    # the target database's own transactions: since PostgreSQL 14 only they hold back the vacuum of its tables
-    # (one idle elsewhere on the server, e.g. another application's database, holds back shared catalogs only)
-    "oldest transaction": (
-        "SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0) FROM pg_stat_activity "
-        "WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
-        "AND datname = current_database() AND application_name NOT LIKE 'airmigrate%%'"),
-    # and its own lock waiters: another database's sessions wait on no lock of ours
-    "lock waiters": "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = current_database()",
-    "autovacuum": "SELECT count(*) FROM pg_stat_progress_vacuum WHERE relid = to_regclass(%(table)s)",
-    "WAL backlog": "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), 0) / 1e6 "
-                   "FROM pg_replication_slots WHERE restart_lsn IS NOT NULL AND NOT pg_is_in_recovery()",
-}
+# The health queries are the engine's (``state_sql().HEALTH_QUERIES``, by the names below); a check the engine
+# cannot measure is None there: skipped, said once per process.
+_UNMEASURED: set[tuple[str, str]] = set()
 
 
 def health_problem(conn, throttle, table: str) -> str | None:
@@ -89,10 +79,17 @@ def health_problem(conn, throttle, table: str) -> str | None:
     limits = {"replication lag": throttle.max_replication_lag_s, "oldest transaction": throttle.max_transaction_age_s,
               "lock waiters": throttle.max_lock_waiters, "autovacuum": 0 if throttle.pause_during_autovacuum else None,
               "WAL backlog": throttle.max_wal_backlog_mb}
+    engine = engines.of(conn)
+    queries = engine.state_sql().HEALTH_QUERIES
     for name, limit in limits.items():
         if limit is None:
             continue
-        value = float(conn.execute(HEALTH_QUERIES[name], {"table": table}).fetchone()[0] or 0)
+        if queries.get(name) is None:
+            if (engine.name, name) not in _UNMEASURED:
+                _UNMEASURED.add((engine.name, name))
+                log.info("throttle: %s is not measured on %s: that limit is not checked", name, engine.name)
+            continue
+        value = float(conn.execute(queries[name], {"table": table}).fetchone()[0] or 0)
         conn.commit()
         if value > limit:
             unit = {"replication lag": "s", "oldest transaction": "s", "WAL backlog": " MB"}.get(name, "")

@@ -1,0 +1,461 @@
+"""MySQL's and MariaDB's text for airmigrate's state tables, the lease and the backfill's claims: the same names as
+every engine's ``state_sql`` module (reached through ``Engine.state_sql()``), each doing what PostgreSQL's does.
+
+What differs, and why:
+- The tables live in a database ``airmigrate`` on the target's server (MySQL has no schemas inside a database).
+- One active run per migration and direction: MySQL has no partial unique index, so a stored generated column
+  holds ``direction:migration`` while the run is active (pending, running, paused, failed) and NULL after; a
+  UNIQUE index on it allows any number of NULLs and one active run.
+- facts, files and completed_stages are JSON columns (MariaDB: LONGTEXT checked by JSON_VALID). Facts are merged
+  key by key with JSON_SET, which replaces a top-level key as PostgreSQL's ``jsonb || jsonb`` does (MySQL's
+  JSON_MERGE_PATCH would merge nested objects and drop nulls).
+- Times are UTC (UTC_TIMESTAMP(6) in DATETIME(6) columns), whatever the session's time zone, which stays the
+  application's: airmigrate never changes how the user's own SQL reads NOW().
+- ``rows`` is a reserved word (window functions): quoted in every statement.
+- No transaction-scoped advisory lock: begin_run locks a row of ``airmigrate.xact_locks`` (released at commit
+  or rollback, as pg_advisory_xact_lock is). The lease is GET_LOCK, a session lock the server releases when the
+  session dies (a kill -9 too). GET_LOCK has no shared mode: an exclusive holder (a CLI run) holds the
+  migration's lock for the whole run; a shared holder (an Airflow task) takes it only for a moment, takes a
+  lock of its own (``<lock>.s<session id>``), writes it into ``airmigrate.leases`` and lets the first go. An
+  exclusive taker, once it holds the migration's lock, refuses while any registered shared lock is still held
+  by its session. The registry also names every holder (its label), which MySQL's processlist cannot.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timezone
+
+NOW = "UTC_TIMESTAMP(6)"
+ACTIVE_KEY = ("CASE WHEN status IN ('pending', 'running', 'paused', 'failed') "
+              "THEN CONCAT(direction, ':', migration_id) END")
+
+SCHEMA_DDL = (
+    "CREATE DATABASE IF NOT EXISTS airmigrate CHARACTER SET utf8mb4",
+    f"""CREATE TABLE IF NOT EXISTS airmigrate.history (
+    migration_id   VARCHAR(255) NOT NULL PRIMARY KEY,
+    checksum       VARCHAR(255) NOT NULL,
+    status         VARCHAR(16) NOT NULL
+                   CHECK (status IN ('running', 'applied', 'expanded', 'failed', 'rolled_back')),
+    backup_path    TEXT,
+    snapshot_table VARCHAR(64),
+    started_at     DATETIME(6) NOT NULL DEFAULT ({NOW}),
+    applied_at     DATETIME(6),
+    applied_by     TEXT,
+    duration_s     DOUBLE,
+    rolled_back_at DATETIME(6),
+    rolled_back_by TEXT,
+    error          TEXT,
+    files          JSON
+) ENGINE = InnoDB""",
+    f"""CREATE TABLE IF NOT EXISTS airmigrate.runs (
+    run_id           BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    migration_id     VARCHAR(255) NOT NULL,
+    direction        VARCHAR(4) NOT NULL CHECK (direction IN ('up', 'down')),
+    dag_run_id       VARCHAR(250),
+    status           VARCHAR(16) NOT NULL
+                     CHECK (status IN ('pending', 'running', 'paused', 'succeeded', 'failed', 'rolled_back')),
+    completed_stages JSON NOT NULL DEFAULT ('[]'),
+    facts            JSON NOT NULL DEFAULT ('{{}}'),
+    started_at       DATETIME(6) NOT NULL DEFAULT ({NOW}),
+    finished_at      DATETIME(6),
+    error            TEXT,
+    owner            VARCHAR(250),
+    holder           TEXT,
+    owner_kind       VARCHAR(16),
+    heartbeat_at     DATETIME(6),
+    lease_until      DATETIME(6),
+    active_key       VARCHAR(260) AS ({ACTIVE_KEY}) STORED,
+    UNIQUE KEY runs_one_active_per_migration (active_key),
+    KEY runs_migration (migration_id, direction, run_id)
+) ENGINE = InnoDB""",
+    """CREATE TABLE IF NOT EXISTS airmigrate.batches (
+    run_id      BIGINT NOT NULL,
+    batch_no    INT NOT NULL,
+    lo          TEXT NOT NULL,
+    hi          TEXT NOT NULL,
+    status      VARCHAR(10) NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'split')),
+    size        INT NOT NULL DEFAULT 0,
+    `rows`      BIGINT,
+    attempts    INT NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    worker      TEXT,
+    started_at  DATETIME(6),
+    finished_at DATETIME(6),
+    PRIMARY KEY (run_id, batch_no),
+    KEY batches_claim (run_id, status, batch_no),
+    FOREIGN KEY (run_id) REFERENCES airmigrate.runs (run_id) ON DELETE CASCADE
+) ENGINE = InnoDB""",
+    f"""CREATE TABLE IF NOT EXISTS airmigrate.cursors (
+    run_id         BIGINT NOT NULL PRIMARY KEY,
+    position       TEXT,
+    exhausted      BOOLEAN NOT NULL DEFAULT FALSE,
+    next_batch_no  INT NOT NULL DEFAULT 0,
+    batch_size     INT NOT NULL CHECK (batch_size > 0),
+    estimated_rows BIGINT NOT NULL DEFAULT 0,
+    started_at     DATETIME(6) NOT NULL DEFAULT ({NOW}),
+    FOREIGN KEY (run_id) REFERENCES airmigrate.runs (run_id) ON DELETE CASCADE
+) ENGINE = InnoDB""",
+    f"""CREATE TABLE IF NOT EXISTS airmigrate.pacing (
+    run_id       BIGINT NOT NULL PRIMARY KEY,
+    budget       FLOAT NOT NULL,
+    target_ratio FLOAT,
+    baseline_ms  DOUBLE,
+    probe_until  DATETIME(6),
+    reason       TEXT,
+    updated_at   DATETIME(6) NOT NULL DEFAULT ({NOW}),
+    FOREIGN KEY (run_id) REFERENCES airmigrate.runs (run_id) ON DELETE CASCADE
+) ENGINE = InnoDB""",
+    f"""CREATE TABLE IF NOT EXISTS airmigrate.pacing_log (
+    id            BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    run_id        BIGINT NOT NULL,
+    at            DATETIME(6) NOT NULL DEFAULT ({NOW}),
+    budget        FLOAT NOT NULL,
+    target_ratio  FLOAT,
+    latency_ratio FLOAT,
+    latency_ms    DOUBLE,
+    baseline_ms   DOUBLE,
+    blocked       INT NOT NULL DEFAULT 0,
+    runnable      FLOAT,
+    cpu_pressure  FLOAT,
+    external      DOUBLE,
+    rows_per_s    FLOAT,
+    decision      TEXT NOT NULL,
+    KEY pacing_log_run (run_id, at),
+    FOREIGN KEY (run_id) REFERENCES airmigrate.runs (run_id) ON DELETE CASCADE
+) ENGINE = InnoDB""",
+    f"""CREATE TABLE IF NOT EXISTS airmigrate.controls (
+    run_id     BIGINT NOT NULL PRIMARY KEY,
+    paused     BOOLEAN NOT NULL DEFAULT FALSE,
+    cancelled  BOOLEAN NOT NULL DEFAULT FALSE,
+    batch_size INT CHECK (batch_size > 0),
+    updated_at DATETIME(6) NOT NULL DEFAULT ({NOW}),
+    FOREIGN KEY (run_id) REFERENCES airmigrate.runs (run_id) ON DELETE CASCADE
+) ENGINE = InnoDB""",
+    f"""CREATE TABLE IF NOT EXISTS airmigrate.actions (
+    id           BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    migration_id VARCHAR(255) NOT NULL,
+    run_id       BIGINT,
+    action       VARCHAR(64) NOT NULL,
+    detail       TEXT,
+    actor        TEXT NOT NULL,
+    at           DATETIME(6) NOT NULL DEFAULT ({NOW}),
+    KEY actions_run (run_id, at)
+) ENGINE = InnoDB""",
+    f"""CREATE TABLE IF NOT EXISTS airmigrate.batch_attempts (
+    id          BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    run_id      BIGINT NOT NULL,
+    batch_no    INT NOT NULL,
+    lo          TEXT,
+    hi          TEXT,
+    outcome     VARCHAR(10) NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'split')),
+    error       TEXT,
+    worker      TEXT,
+    started_at  DATETIME(6),
+    finished_at DATETIME(6) NOT NULL DEFAULT ({NOW}),
+    KEY batch_attempts_run (run_id, batch_no),
+    FOREIGN KEY (run_id) REFERENCES airmigrate.runs (run_id) ON DELETE CASCADE
+) ENGINE = InnoDB""",
+    # begin_run's transaction-scoped lock: a row per key, locked until the transaction ends
+    """CREATE TABLE IF NOT EXISTS airmigrate.xact_locks (
+    k1 BIGINT NOT NULL,
+    k2 BIGINT NOT NULL,
+    PRIMARY KEY (k1, k2)
+) ENGINE = InnoDB""",
+)
+# The lease's registry (see the module's doc): made by the first lease, which may come before the other tables
+LEASES_DDL = (
+    "CREATE DATABASE IF NOT EXISTS airmigrate CHARACTER SET utf8mb4",
+    f"""CREATE TABLE IF NOT EXISTS airmigrate.leases (
+    lock_name     VARCHAR(64) NOT NULL PRIMARY KEY,
+    lease_key     VARCHAR(64) NOT NULL,
+    mode          VARCHAR(16) NOT NULL,
+    connection_id BIGINT NOT NULL,
+    label         TEXT,
+    since         DATETIME(6) NOT NULL DEFAULT ({NOW}),
+    KEY leases_key (lease_key)
+) ENGINE = InnoDB""",
+)
+TABLES = ("history", "runs", "batches", "cursors", "pacing", "pacing_log", "controls", "actions", "batch_attempts",
+          "xact_locks")
+
+SCHEMA_LOCK = "SELECT GET_LOCK('airmigrate.schema', 60)"
+XACT_LOCK = "INSERT INTO airmigrate.xact_locks (k1, k2) VALUES (%s, %s) ON DUPLICATE KEY UPDATE k1 = VALUES(k1)"
+
+
+def state_table_exists(conn, table: str) -> bool:
+    return relation_exists(conn, "airmigrate", table)
+
+
+def relation_exists(conn, schema: str, table: str) -> bool:
+    return conn.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                        (schema, table)).fetchone()[0] > 0
+
+
+# -- runs -------------------------------------------------------------------------------------------------------
+# PyMySQL writes a list parameter as ('a', 'b'): `IN %s` is PostgreSQL's `= ANY(%s)` with the same parameters
+ACTIVE_RUN_FOR_UPDATE = ("SELECT run_id, owner, holder, status FROM airmigrate.runs WHERE migration_id = %s "
+                         "AND direction = %s AND status IN %s FOR UPDATE")
+TAKE_OVER_RUN = ("UPDATE airmigrate.runs SET status = 'running', dag_run_id = %(owner)s, error = NULL, "
+                 f"owner = %(owner)s, holder = %(holder)s, owner_kind = %(kind)s, heartbeat_at = {NOW}, "
+                 f"lease_until = {NOW} + INTERVAL ROUND(%(lease)s * 1000000) MICROSECOND WHERE run_id = %(run_id)s")
+INSERT_RUN = ("INSERT INTO airmigrate.runs (migration_id, direction, dag_run_id, status, owner, holder, owner_kind, "
+              "heartbeat_at, lease_until) VALUES (%(migration_id)s, %(direction)s, %(owner)s, 'running', %(owner)s, "
+              f"%(holder)s, %(kind)s, {NOW}, {NOW} + INTERVAL ROUND(%(lease)s * 1000000) MICROSECOND)")
+
+
+def insert_run(conn, values: dict) -> int:
+    """INSERT_RUN's new run_id (MySQL has no INSERT ... RETURNING; the session's last insert id is the row's)."""
+    return conn.execute(INSERT_RUN, values).lastrowid
+
+
+OWNED_RUN = ("SELECT run_id, owner, holder FROM airmigrate.runs WHERE migration_id = %s AND direction = %s "
+             "AND status IN %s")
+ACTIVE_RUN = "SELECT run_id FROM airmigrate.runs WHERE migration_id = %s AND direction = %s AND status IN %s"
+LATEST_RUN = ("SELECT run_id, direction, dag_run_id, status, completed_stages, facts, started_at, finished_at, error "
+              "FROM airmigrate.runs WHERE migration_id = %s AND (%s IS NULL OR direction = %s) "
+              "ORDER BY run_id DESC LIMIT 1")
+STAGE_DONE = "SELECT JSON_CONTAINS(completed_stages, JSON_QUOTE(%s)) FROM airmigrate.runs WHERE run_id = %s"
+FINISH_RUN = f"UPDATE airmigrate.runs SET status = %s, finished_at = {NOW}, error = %s WHERE run_id = %s"
+RUNS_OF = (
+    "SELECT r.run_id, r.direction, r.dag_run_id, r.status, r.started_at, r.finished_at, r.error, "
+    "COALESCE((SELECT JSON_ARRAYAGG(JSON_OBJECT('action', a.action, 'actor', a.actor, 'at', a.at) "
+    "ORDER BY a.at) FROM airmigrate.actions a WHERE a.run_id = r.run_id AND (a.action LIKE 'approve%%' "
+    "OR a.action LIKE 'reject%%')), JSON_ARRAY()) AS approvals "
+    "FROM airmigrate.runs r WHERE r.migration_id = %s ORDER BY r.run_id DESC LIMIT %s")
+
+
+def _set_facts(facts: dict) -> tuple[str, list]:
+    """``facts = JSON_SET(facts, '$."k"', JSON_EXTRACT(<patch>, '$."k"'), ...)``: each top-level key replaced
+    whole (a null kept), as ``jsonb || jsonb``; the patch travels once per key as a parameter."""
+    if not facts:
+        return "facts = facts", []
+    patch = json.dumps(facts)
+    paths = [f"'$.{_json_key(key)}'" for key in facts]
+    return ("facts = JSON_SET(facts, " + ", ".join(f"{p}, JSON_EXTRACT(%s, {p})" for p in paths) + ")",
+            [patch] * len(paths))
+
+
+def _json_key(key: str) -> str:
+    """A JSON path member, double-quoted (a fact's name is a Python keyword argument: no quote inside)."""
+    if '"' in key or "\\" in key or "'" in key:
+        raise ValueError(f"a fact's name cannot hold quotes or backslashes: {key!r}")
+    return f'"{key}"'
+
+
+def mark_stage_done(conn, run_id: int, stage: str, facts: dict) -> None:
+    """completed_stages + [stage] and facts merged, once per stage."""
+    set_facts, params = _set_facts(facts)
+    conn.execute(f"UPDATE airmigrate.runs SET {set_facts}, completed_stages = JSON_ARRAY_APPEND(completed_stages, "
+                 "'$', %s) WHERE run_id = %s AND NOT JSON_CONTAINS(completed_stages, JSON_QUOTE(%s))",
+                 (*params, stage, run_id, stage))
+
+
+def add_facts(conn, run_id: int, facts: dict) -> None:
+    set_facts, params = _set_facts(facts)
+    conn.execute(f"UPDATE airmigrate.runs SET {set_facts} WHERE run_id = %s", (*params, run_id))
+
+
+# -- history ----------------------------------------------------------------------------------------------------
+START_HISTORY = (
+    "INSERT INTO airmigrate.history (migration_id, checksum, status, files) VALUES (%s, %s, 'running', %s) "
+    "ON DUPLICATE KEY UPDATE checksum = VALUES(checksum), status = 'running', files = VALUES(files), "
+    f"started_at = {NOW}, applied_at = NULL, rolled_back_at = NULL, rolled_back_by = NULL, error = NULL")
+ALL_HISTORY = (
+    "SELECT h.migration_id, h.checksum, h.status, h.files, h.error, h.started_at, h.applied_at, h.applied_by, "
+    "h.duration_s, h.rolled_back_at, h.rolled_back_by, "
+    "(SELECT CAST(COALESCE(SUM(b.`rows`), 0) AS SIGNED) FROM airmigrate.batches b WHERE b.status = 'succeeded' "
+    "AND b.run_id = (SELECT MAX(r.run_id) FROM airmigrate.runs r WHERE r.migration_id = h.migration_id "
+    "AND r.direction = 'up')) AS rows_backfilled FROM airmigrate.history h ORDER BY h.migration_id")
+MARK_APPLIED = (f"UPDATE airmigrate.history SET status = 'applied', applied_at = {NOW}, applied_by = %s, "
+                f"duration_s = TIMESTAMPDIFF(MICROSECOND, started_at, {NOW}) / 1e6 WHERE migration_id = %s")
+MARK_ROLLED_BACK = (f"UPDATE airmigrate.history SET status = 'rolled_back', rolled_back_at = {NOW}, "
+                    "rolled_back_by = %s WHERE migration_id = %s")
+
+# -- batches ----------------------------------------------------------------------------------------------------
+BATCH_SUMMARY = (
+    "SELECT COUNT(*), COUNT(CASE WHEN status = 'succeeded' THEN 1 END), COUNT(CASE WHEN status = 'failed' THEN 1 END), "
+    "COUNT(CASE WHEN status = 'pending' THEN 1 END), "
+    "CAST(COALESCE(SUM(CASE WHEN status = 'succeeded' THEN `rows` END), 0) AS SIGNED), "
+    "TIMESTAMPDIFF(MICROSECOND, MIN(started_at), MAX(finished_at)) / 1e6 FROM airmigrate.batches WHERE run_id = %s "
+    "AND status <> 'split'")
+PROGRESS_NOW = (
+    "SELECT c.estimated_rows, c.exhausted, CAST(COALESCE(SUM(CASE WHEN b.status = 'succeeded' THEN b.size END), 0) "
+    "AS SIGNED), COUNT(CASE WHEN b.status IN ('pending', 'running', 'failed') THEN 1 END) FROM airmigrate.cursors c "
+    "LEFT JOIN airmigrate.batches b ON b.run_id = c.run_id WHERE c.run_id = %s GROUP BY c.run_id, c.estimated_rows, "
+    "c.exhausted")
+PROGRESS_REFRESH = (
+    "SELECT CAST(COALESCE(SUM(CASE WHEN b.status = 'succeeded' THEN b.size END), 0) AS SIGNED), "
+    f"MAX(c.estimated_rows), TIMESTAMPDIFF(MICROSECOND, MAX(c.started_at), {NOW}) / 1e6 FROM airmigrate.batches b "
+    "JOIN airmigrate.cursors c ON c.run_id = b.run_id WHERE b.run_id = %s")
+FAILED_SHARE = ("SELECT COUNT(*), COUNT(CASE WHEN status = 'failed' THEN 1 END) FROM airmigrate.batches "
+                "WHERE run_id = %s AND status <> 'split'")
+OPEN_CURSOR = ("INSERT INTO airmigrate.cursors (run_id, batch_size, estimated_rows) VALUES (%s, %s, %s) "
+               "ON DUPLICATE KEY UPDATE run_id = run_id")
+BATCH_SUCCEEDED = (
+    # no transaction-start clock in MySQL: the claim's time comes from the worker
+    "UPDATE airmigrate.batches SET status = 'succeeded', `rows` = %s, attempts = attempts + 1, worker = %s, "
+    f"last_error = NULL, started_at = %s, finished_at = {NOW} WHERE run_id = %s AND batch_no = %s")
+
+
+def batch_succeeded(conn, run_id: int, batch_no: int, rows: int, worker: str, claimed_at) -> None:
+    claimed = claimed_at.astimezone(timezone.utc).replace(tzinfo=None) if claimed_at is not None else None
+    conn.execute(BATCH_SUCCEEDED, (rows, worker, claimed, run_id, batch_no))
+
+
+def take_batch_numbers(conn, run_id: int, count: int) -> int:
+    """Reserve `count` batch numbers (no UPDATE ... RETURNING: the cursor row is locked, read, then moved)."""
+    first = conn.execute("SELECT next_batch_no FROM airmigrate.cursors WHERE run_id = %s FOR UPDATE",
+                         (run_id,)).fetchone()[0]
+    conn.execute("UPDATE airmigrate.cursors SET next_batch_no = next_batch_no + %s WHERE run_id = %s", (count, run_id))
+    return first
+
+
+# -- the key walk (stages.backfill.keys) ------------------------------------------------------------------------
+KEY_AS_TEXT = "CAST({} AS CHAR) AS {}"
+FIRST_KEY = "SELECT {sel} FROM {t} {where} ORDER BY {order} LIMIT 1 OFFSET %s"
+ROW_BETWEEN = "{row} >= {v} AND {row} <= {v}"  # MariaDB refuses a row constructor in BETWEEN
+
+# -- the lease (airmigrate.lease) -------------------------------------------------------------------------------
+TRY_LOCK = "SELECT GET_LOCK(%s, 0)"
+TRY_LOCK_SHARED = TRY_LOCK  # the shared mode is built from exclusive locks (module doc)
+UNLOCK = "SELECT RELEASE_LOCK(%s)"
+LOCK_SESSIONS = (
+    "SELECT l.label, p.HOST, l.connection_id, l.mode, l.since FROM airmigrate.leases l "
+    "LEFT JOIN information_schema.PROCESSLIST p ON p.ID = l.connection_id "
+    "WHERE l.lease_key = %s AND IS_USED_LOCK(l.lock_name) = l.connection_id")
+EXTEND_LEASE = (
+    f"UPDATE airmigrate.runs SET heartbeat_at = {NOW}, lease_until = GREATEST(COALESCE(lease_until, {NOW}), "
+    f"{NOW} + INTERVAL ROUND(%s * 1000000) MICROSECOND) WHERE migration_id = %s AND owner <=> %s "
+    "AND status = 'running'")
+EXTEND_LEASE_UNTIL = (
+    f"UPDATE airmigrate.runs SET heartbeat_at = {NOW}, lease_until = GREATEST(COALESCE(lease_until, {NOW}), "
+    "%s + INTERVAL ROUND(%s * 1000000) MICROSECOND), facts = JSON_SET(facts, '$.waiting', %s) "
+    "WHERE migration_id = %s AND owner <=> %s AND status = 'running'")
+OPEN_RUN = (
+    "SELECT run_id, direction, status, owner, holder, owner_kind, JSON_VALUE(facts, '$.waiting') AS waiting, "
+    f"TIMESTAMPDIFF(MICROSECOND, heartbeat_at, {NOW}) / 1e6 AS heartbeat_age, "
+    f"TIMESTAMPDIFF(MICROSECOND, {NOW}, lease_until) / 1e6 AS lease_left FROM airmigrate.runs "
+    "WHERE migration_id = %s AND status IN ('pending', 'running', 'paused', 'failed') "
+    "ORDER BY (status = 'running') DESC, run_id DESC LIMIT 1")
+
+# -- health checks between batches (stages.backfill.tuning): a hard stop each; None = not measured here ---------
+HEALTH_QUERIES = {
+    "replication lag": None,  # SHOW REPLICA STATUS is not a SELECT; issue 22's pacer work reads it
+    # the oldest InnoDB transaction of another session (one left open holds back purge, as on PostgreSQL vacuum)
+    "oldest transaction": (
+        "SELECT COALESCE(MAX(TIMESTAMPDIFF(SECOND, trx_started, NOW())), 0) FROM information_schema.INNODB_TRX "
+        "WHERE trx_mysql_thread_id <> CONNECTION_ID()"),
+    # sessions waiting on a row lock, or on a metadata lock (an ALTER queued behind a long transaction)
+    "lock waiters": (
+        "SELECT (SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT') + "
+        "(SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE LIKE 'Waiting for%%lock' "
+        "AND ID <> CONNECTION_ID())"),
+    "autovacuum": None,  # InnoDB purges in the background; nothing to wait for
+    "WAL backlog": None,
+}
+
+
+# -- what Engine's state methods run ----------------------------------------------------------------------------
+
+def create_state_tables(conn) -> None:
+    """Each CREATE on its own (MySQL's DDL commits by itself: no transaction to put them in), under a named lock
+    so shards starting together do not race; nothing at all when every table is there already."""
+    if _count_tables(conn, TABLES) == len(TABLES):
+        conn.commit()
+        return
+    if not conn.execute(SCHEMA_LOCK).fetchone()[0]:
+        raise TimeoutError("waited 60 s for another session creating airmigrate's state tables")
+    try:
+        for statement in SCHEMA_DDL:
+            conn.execute(statement)
+    finally:
+        conn.execute("SELECT RELEASE_LOCK('airmigrate.schema')")
+        conn.commit()
+
+
+def _count_tables(conn, names: tuple[str, ...]) -> int:
+    return conn.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'airmigrate' "
+                        "AND TABLE_NAME IN %s", (list(names),)).fetchone()[0]
+
+
+def xact_lock(conn, key: tuple[int, int]) -> None:
+    conn.execute(XACT_LOCK, key)
+
+
+_LEASE_TABLES: set[tuple] = set()  # servers whose lease registry this process has seen
+
+
+def lock_name(key: tuple[int, int]) -> str:
+    """The migration's named lock (64 characters at most, server-wide: the key's two halves)."""
+    return f"airmigrate.lease.{key[0] & 0xFFFFFFFF:08x}.{key[1] & 0xFFFFFFFF:08x}"
+
+
+def _ensure_leases(conn) -> None:
+    where = (conn.host, conn.port)
+    if where in _LEASE_TABLES:
+        return
+    if _count_tables(conn, ("leases",)) == 0:
+        for statement in LEASES_DDL:
+            conn.execute(statement)
+    _LEASE_TABLES.add(where)
+
+
+def _register(conn, name: str, key_name: str, mode: str, label: str) -> None:
+    conn.execute(f"REPLACE INTO airmigrate.leases (lock_name, lease_key, mode, connection_id, label, since) "
+                 f"VALUES (%s, %s, %s, CONNECTION_ID(), %s, {NOW})", (name, key_name, mode, label[:500]))
+
+
+def _shared_holders(conn, key_name: str) -> int:
+    return conn.execute("SELECT COUNT(*) FROM airmigrate.leases WHERE lease_key = %s AND mode = 'shared' "
+                        "AND IS_USED_LOCK(lock_name) = connection_id", (key_name,)).fetchone()[0]
+
+
+def lease_try(conn, key: tuple[int, int], exclusive: bool, label: str) -> bool:
+    """The exclusive lease: the migration's lock, kept, and no live shared holder. The shared lease: the
+    migration's lock for a moment, a lock of this session's own registered, the migration's lock let go."""
+    _ensure_leases(conn)
+    name = lock_name(key)
+    if not conn.execute(TRY_LOCK, (name,)).fetchone()[0]:
+        return False
+    if exclusive:
+        if _shared_holders(conn, name):
+            conn.execute(UNLOCK, (name,))
+            return False
+        _register(conn, name, name, "exclusive", label)
+        return True
+    try:
+        own = f"{name}.s{conn.thread_id()}"
+        if not conn.execute(TRY_LOCK, (own,)).fetchone()[0]:  # our own session's name: cannot be taken
+            return False
+        _register(conn, own, name, "shared", label)
+        conn.execute("DELETE FROM airmigrate.leases WHERE lease_key = %s AND (IS_USED_LOCK(lock_name) IS NULL OR "
+                     "IS_USED_LOCK(lock_name) <> connection_id)", (name,))  # the dead holders' rows
+        return True
+    finally:
+        conn.execute(UNLOCK, (name,))
+
+
+def lease_release(conn, key: tuple[int, int]) -> None:
+    name = lock_name(key)
+    conn.execute("DELETE FROM airmigrate.leases WHERE lock_name = %s AND connection_id = CONNECTION_ID()", (name,))
+    conn.execute(UNLOCK, (name,))
+
+
+def lease_sessions(conn, key: tuple[int, int], exclude: set[int]) -> list[tuple]:
+    """Registered holders whose session still holds their lock, and whoever holds the migration's lock without
+    a row (a task between its two steps, or a session of another program): (label, host, session, mode, since)."""
+    name = lock_name(key)
+    rows = []
+    if _count_tables(conn, ("leases",)):
+        rows = [(label, host, session, mode, since.replace(tzinfo=timezone.utc) if since else None)
+                for label, host, session, mode, since in conn.execute(LOCK_SESSIONS, (name,)).fetchall()
+                if session not in exclude]
+    holder = conn.execute("SELECT IS_USED_LOCK(%s)", (name,)).fetchone()[0]
+    if holder is not None and holder not in exclude and holder not in {r[2] for r in rows}:
+        found = conn.execute("SELECT USER, HOST FROM information_schema.PROCESSLIST WHERE ID = %s",
+                             (holder,)).fetchone()
+        rows.append((f"session {holder}" + (f" of {found[0]}" if found else ""), found[1] if found else None,
+                     holder, "exclusive", None))
+    return rows

@@ -1,0 +1,334 @@
+"""PostgreSQL's text for airmigrate's state tables, the lease and the backfill's claims: the statements that differ
+between engines, under the same names in every engine's ``state_sql`` module (reached through
+``Engine.state_sql()``; the neutral statements stay in :mod:`airmigrate.state`). Moved here unchanged, byte for
+byte: a PostgreSQL target sees exactly what it saw before the MySQL engine came."""
+
+from __future__ import annotations
+
+from airmigrate.engines import sql
+
+# The schema: one script (PostgreSQL runs it as one statement list under a transaction-scoped advisory lock)
+SCHEMA_DDL = """
+CREATE SCHEMA IF NOT EXISTS airmigrate;
+CREATE TABLE IF NOT EXISTS airmigrate.history (
+    migration_id   text PRIMARY KEY,
+    checksum       text NOT NULL,
+    status         text NOT NULL,  -- running, applied, expanded, failed, rolled_back (see the upgrade below)
+    backup_path    text,
+    snapshot_table text,
+    started_at     timestamptz NOT NULL DEFAULT now(),
+    applied_at     timestamptz,
+    applied_by     text,
+    duration_s     double precision,
+    rolled_back_at timestamptz,
+    rolled_back_by text
+);
+-- upgrades of state tables an earlier version made (only when needed: ALTER TABLE takes a lock even when it
+-- would change nothing)
+DO $upgrade$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'airmigrate.history'::regclass AND attname = 'files')
+    THEN
+        ALTER TABLE airmigrate.history ADD COLUMN IF NOT EXISTS error text, ADD COLUMN files jsonb,
+            DROP CONSTRAINT IF EXISTS history_status_check;
+        ALTER TABLE airmigrate.history ADD CONSTRAINT history_status_check
+            CHECK (status IN ('running', 'applied', 'expanded', 'failed', 'rolled_back'));
+    END IF;
+END $upgrade$;
+CREATE TABLE IF NOT EXISTS airmigrate.runs (
+    run_id           bigserial PRIMARY KEY,
+    migration_id     text NOT NULL,
+    direction        text NOT NULL CHECK (direction IN ('up', 'down')),
+    dag_run_id       text,
+    status           text NOT NULL CHECK (status IN ('pending', 'running', 'paused', 'succeeded', 'failed', 'rolled_back')),
+    completed_stages text[] NOT NULL DEFAULT '{}',
+    facts            jsonb NOT NULL DEFAULT '{}',
+    started_at       timestamptz NOT NULL DEFAULT now(),
+    finished_at      timestamptz,
+    error            text
+);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active_per_migration
+    ON airmigrate.runs (migration_id, direction) WHERE status IN ('pending', 'running', 'paused', 'failed');
+-- one runner per migration (airmigrate.lease): the run's owner (its DAG run), who that is, and its lease
+DO $lease$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'airmigrate.runs'::regclass AND attname = 'lease_until')
+    THEN
+        ALTER TABLE airmigrate.runs ADD COLUMN IF NOT EXISTS owner text, ADD COLUMN IF NOT EXISTS holder text,
+            ADD COLUMN IF NOT EXISTS owner_kind text, ADD COLUMN IF NOT EXISTS heartbeat_at timestamptz,
+            ADD COLUMN lease_until timestamptz;
+    END IF;
+END $lease$;
+CREATE TABLE IF NOT EXISTS airmigrate.batches (
+    run_id      bigint NOT NULL REFERENCES airmigrate.runs ON DELETE CASCADE,
+    batch_no    integer NOT NULL,
+    lo          text NOT NULL,
+    hi          text NOT NULL,
+    status      text NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'split')),
+    size        integer NOT NULL DEFAULT 0,
+    rows        bigint,
+    attempts    integer NOT NULL DEFAULT 0,
+    last_error  text,
+    worker      text,
+    started_at  timestamptz,
+    finished_at timestamptz,
+    PRIMARY KEY (run_id, batch_no)
+);
+CREATE TABLE IF NOT EXISTS airmigrate.cursors (
+    run_id         bigint PRIMARY KEY REFERENCES airmigrate.runs ON DELETE CASCADE,
+    position       text,
+    exhausted      boolean NOT NULL DEFAULT false,
+    next_batch_no  integer NOT NULL DEFAULT 0,
+    batch_size     integer NOT NULL CHECK (batch_size > 0),
+    estimated_rows bigint NOT NULL DEFAULT 0,
+    started_at     timestamptz NOT NULL DEFAULT now()
+);
+-- Pacing (airmigrate.pacing): the run's shared budget, written by the shard that leads, read by the others
+-- and the console (which may change target_ratio while it runs); one log row per decision for the charts.
+CREATE TABLE IF NOT EXISTS airmigrate.pacing (
+    run_id       bigint PRIMARY KEY REFERENCES airmigrate.runs ON DELETE CASCADE,
+    budget       real NOT NULL,
+    target_ratio real,
+    baseline_ms  double precision,
+    probe_until  timestamptz,
+    reason       text,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS airmigrate.pacing_log (
+    id           bigserial PRIMARY KEY,
+    run_id       bigint NOT NULL REFERENCES airmigrate.runs ON DELETE CASCADE,
+    at           timestamptz NOT NULL DEFAULT clock_timestamp(),
+    budget       real NOT NULL,
+    target_ratio real,
+    latency_ratio real,
+    latency_ms   double precision,
+    baseline_ms  double precision,
+    blocked      integer NOT NULL DEFAULT 0,
+    runnable     real,
+    cpu_pressure real,
+    external     double precision,
+    rows_per_s   real,
+    decision     text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pacing_log_run ON airmigrate.pacing_log (run_id, at);
+-- Operations (airmigrate.control): what the console asked a running backfill to do, read by its shards every
+-- few seconds, and every action with who and when (the migration's history of interventions).
+CREATE TABLE IF NOT EXISTS airmigrate.controls (
+    run_id      bigint PRIMARY KEY REFERENCES airmigrate.runs ON DELETE CASCADE,
+    paused      boolean NOT NULL DEFAULT false,
+    cancelled   boolean NOT NULL DEFAULT false,
+    batch_size  integer CHECK (batch_size > 0),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS airmigrate.actions (
+    id           bigserial PRIMARY KEY,
+    migration_id text NOT NULL,
+    run_id       bigint,
+    action       text NOT NULL,
+    detail       text,
+    actor        text NOT NULL,
+    at           timestamptz NOT NULL DEFAULT now()
+);
+-- Every attempt at a batch (issue 18): its outcome, error, worker and time. airmigrate.batches keeps only the
+-- latest attempt (a retry resets it), this keeps them all, so a failed-then-retried batch stays on the record.
+CREATE TABLE IF NOT EXISTS airmigrate.batch_attempts (
+    id          bigserial PRIMARY KEY,
+    run_id      bigint NOT NULL REFERENCES airmigrate.runs ON DELETE CASCADE,
+    batch_no    integer NOT NULL,
+    lo          text,
+    hi          text,
+    outcome     text NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'split')),
+    error       text,
+    worker      text,
+    started_at  timestamptz,
+    finished_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS batch_attempts_run ON airmigrate.batch_attempts (run_id, batch_no);
+"""
+
+
+# -- the one transaction-scoped lock: begin_run's, keyed by the migration --------------------------------------
+XACT_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
+SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('airmigrate.schema'))"
+
+
+def state_table_exists(conn, table: str) -> bool:
+    """Does airmigrate.<table> exist (a first deploy has none yet)?"""
+    return conn.execute(f"SELECT to_regclass('airmigrate.{table}')").fetchone()[0] is not None
+
+
+def relation_exists(conn, schema: str, table: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s)", (sql.Identifier(schema, table).as_string(conn),)).fetchone()[0] \
+        is not None
+
+
+# -- runs -------------------------------------------------------------------------------------------------------
+ACTIVE_RUN_FOR_UPDATE = ("SELECT run_id, owner, holder, status FROM airmigrate.runs WHERE migration_id = %s "
+                         "AND direction = %s AND status = ANY(%s) FOR UPDATE")
+TAKE_OVER_RUN = ("UPDATE airmigrate.runs SET status = 'running', dag_run_id = %(owner)s, error = NULL, "
+                 "owner = %(owner)s, holder = %(holder)s, owner_kind = %(kind)s, heartbeat_at = now(), "
+                 "lease_until = now() + make_interval(secs => %(lease)s) WHERE run_id = %(run_id)s")
+INSERT_RUN = ("INSERT INTO airmigrate.runs (migration_id, direction, dag_run_id, status, owner, holder, owner_kind, "
+              "heartbeat_at, lease_until) VALUES (%(migration_id)s, %(direction)s, %(owner)s, 'running', %(owner)s, "
+              "%(holder)s, %(kind)s, now(), now() + make_interval(secs => %(lease)s)) RETURNING run_id")
+
+
+def insert_run(conn, values: dict) -> int:
+    """INSERT_RUN's new run_id."""
+    return conn.execute(INSERT_RUN, values).fetchone()[0]
+
+
+OWNED_RUN = ("SELECT run_id, owner, holder FROM airmigrate.runs WHERE migration_id = %s AND direction = %s "
+             "AND status = ANY(%s)")
+ACTIVE_RUN = "SELECT run_id FROM airmigrate.runs WHERE migration_id = %s AND direction = %s AND status = ANY(%s)"
+LATEST_RUN = ("SELECT run_id, direction, dag_run_id, status, completed_stages, facts, started_at, finished_at, error "
+              "FROM airmigrate.runs WHERE migration_id = %s AND (%s::text IS NULL OR direction = %s) "
+              "ORDER BY run_id DESC LIMIT 1")
+STAGE_DONE = "SELECT %s = ANY(completed_stages) FROM airmigrate.runs WHERE run_id = %s"
+MARK_STAGE_DONE = ("UPDATE airmigrate.runs SET completed_stages = array_append(completed_stages, %s), "
+                   "facts = facts || %s WHERE run_id = %s AND NOT (%s = ANY(completed_stages))")
+ADD_FACTS = "UPDATE airmigrate.runs SET facts = facts || %s WHERE run_id = %s"
+
+
+def mark_stage_done(conn, run_id: int, stage: str, facts: dict) -> None:
+    """completed_stages + [stage] and facts merged (jsonb ||: each top-level key replaced), once per stage."""
+    conn.execute(MARK_STAGE_DONE, (stage, sql.Json(facts), run_id, stage))
+
+
+def add_facts(conn, run_id: int, facts: dict) -> None:
+    conn.execute(ADD_FACTS, (sql.Json(facts), run_id))
+
+
+FINISH_RUN = "UPDATE airmigrate.runs SET status = %s, finished_at = now(), error = %s WHERE run_id = %s"
+RUNS_OF = (
+    "SELECT r.run_id, r.direction, r.dag_run_id, r.status, r.started_at, r.finished_at, r.error, "
+    "coalesce((SELECT jsonb_agg(jsonb_build_object('action', a.action, 'actor', a.actor, 'at', a.at) "
+    "ORDER BY a.at) FROM airmigrate.actions a WHERE a.run_id = r.run_id AND (a.action LIKE 'approve%%' "
+    "OR a.action LIKE 'reject%%')), '[]'::jsonb) AS approvals "
+    "FROM airmigrate.runs r WHERE r.migration_id = %s ORDER BY r.run_id DESC LIMIT %s")
+
+# -- history ----------------------------------------------------------------------------------------------------
+START_HISTORY = (
+    "INSERT INTO airmigrate.history (migration_id, checksum, status, files) VALUES (%s, %s, 'running', %s) "
+    "ON CONFLICT (migration_id) DO UPDATE SET checksum = EXCLUDED.checksum, status = 'running', "
+    "files = EXCLUDED.files, started_at = now(), applied_at = NULL, rolled_back_at = NULL, "
+    "rolled_back_by = NULL, error = NULL")
+ALL_HISTORY = (
+    "SELECT h.migration_id, h.checksum, h.status, h.files, h.error, h.started_at, h.applied_at, h.applied_by, "
+    "h.duration_s, h.rolled_back_at, h.rolled_back_by, "
+    "(SELECT coalesce(sum(b.rows), 0) FROM airmigrate.batches b WHERE b.status = 'succeeded' AND b.run_id = "
+    " (SELECT max(r.run_id) FROM airmigrate.runs r WHERE r.migration_id = h.migration_id AND r.direction = 'up')"
+    ") AS rows_backfilled FROM airmigrate.history h ORDER BY h.migration_id")
+MARK_APPLIED = ("UPDATE airmigrate.history SET status = 'applied', applied_at = now(), applied_by = %s, "
+                "duration_s = extract(epoch FROM now() - started_at) WHERE migration_id = %s")
+MARK_ROLLED_BACK = ("UPDATE airmigrate.history SET status = 'rolled_back', rolled_back_at = now(), rolled_back_by = %s "
+                    "WHERE migration_id = %s")
+
+# -- batches ----------------------------------------------------------------------------------------------------
+BATCH_SUMMARY = (
+    "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'failed'), "
+    "count(*) FILTER (WHERE status = 'pending'), coalesce(sum(rows) FILTER (WHERE status = 'succeeded'), 0), "
+    "extract(epoch FROM max(finished_at) - min(started_at)) FROM airmigrate.batches WHERE run_id = %s "
+    "AND status <> 'split'")
+PROGRESS_NOW = (
+    "SELECT c.estimated_rows, c.exhausted, coalesce(sum(b.size) FILTER (WHERE b.status = 'succeeded'), 0), "
+    "count(*) FILTER (WHERE b.status IN ('pending', 'running', 'failed')) FROM airmigrate.cursors c "
+    "LEFT JOIN airmigrate.batches b USING (run_id) WHERE c.run_id = %s GROUP BY c.run_id")
+PROGRESS_REFRESH = (
+    "SELECT coalesce(sum(b.size) FILTER (WHERE b.status = 'succeeded'), 0), max(c.estimated_rows), "
+    "extract(epoch FROM now() - max(c.started_at)) FROM airmigrate.batches b JOIN airmigrate.cursors c "
+    "USING (run_id) WHERE run_id = %s")
+FAILED_SHARE = ("SELECT count(*), count(*) FILTER (WHERE status = 'failed') FROM airmigrate.batches "
+                "WHERE run_id = %s AND status <> 'split'")
+OPEN_CURSOR = ("INSERT INTO airmigrate.cursors (run_id, batch_size, estimated_rows) VALUES (%s, %s, %s) "
+               "ON CONFLICT (run_id) DO NOTHING")
+BATCH_SUCCEEDED = (
+    # now() is the transaction's start, i.e. the claim; clock_timestamp() is the real end
+    "UPDATE airmigrate.batches SET status = 'succeeded', rows = %s, attempts = attempts + 1, worker = %s, "
+    "last_error = NULL, started_at = now(), finished_at = clock_timestamp() "
+    "WHERE run_id = %s AND batch_no = %s")
+
+
+def batch_succeeded(conn, run_id: int, batch_no: int, rows: int, worker: str, claimed_at) -> None:
+    """The batch's state row, in the transaction of its data change (the claim's time is the transaction's)."""
+    conn.execute(BATCH_SUCCEEDED, (rows, worker, run_id, batch_no))
+
+
+def take_batch_numbers(conn, run_id: int, count: int) -> int:
+    """Reserve `count` batch numbers on the run's cursor (a split's halves); returns the first."""
+    assert count == 2, "a split takes two numbers"
+    return conn.execute("UPDATE airmigrate.cursors SET next_batch_no = next_batch_no + 2 WHERE run_id = %s "
+                        "RETURNING next_batch_no - 2", (run_id,)).fetchone()[0]
+
+
+# -- the key walk (stages.backfill.keys) ------------------------------------------------------------------------
+KEY_AS_TEXT = "{}::text AS {}"
+FIRST_KEY = "SELECT {sel} FROM {t} {where} ORDER BY {order} OFFSET %s LIMIT 1"
+ROW_BETWEEN = "{row} BETWEEN {v} AND {v}"
+
+# -- the lease (airmigrate.lease) -------------------------------------------------------------------------------
+TRY_LOCK = "SELECT pg_try_advisory_lock(%s, %s)"
+TRY_LOCK_SHARED = "SELECT pg_try_advisory_lock_shared(%s, %s)"
+UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
+LOCK_SESSIONS = (
+    "SELECT a.application_name, a.client_addr::text, l.pid, l.mode, a.backend_start FROM pg_locks l "
+    "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+    "AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid AND l.objsubid = 2 "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND NOT l.pid = ANY(%s)")
+EXTEND_LEASE = (
+    "UPDATE airmigrate.runs SET heartbeat_at = now(), lease_until = greatest(lease_until, now() + "
+    "make_interval(secs => %s)) WHERE migration_id = %s AND owner IS NOT DISTINCT FROM %s AND status = "
+    "'running'")
+EXTEND_LEASE_UNTIL = (
+    "UPDATE airmigrate.runs SET heartbeat_at = now(), lease_until = greatest(lease_until, %s + "
+    "make_interval(secs => %s)), facts = facts || jsonb_build_object('waiting', %s) WHERE migration_id = %s "
+    "AND owner IS NOT DISTINCT FROM %s AND status = 'running'")
+OPEN_RUN = (
+    "SELECT run_id, direction, status, owner, holder, owner_kind, facts->>'waiting' AS waiting, "
+    "extract(epoch FROM now() - heartbeat_at)::float AS heartbeat_age, "
+    "extract(epoch FROM lease_until - now())::float AS lease_left FROM airmigrate.runs "
+    "WHERE migration_id = %s AND status IN ('pending', 'running', 'paused', 'failed') "
+    "ORDER BY (status = 'running') DESC, run_id DESC LIMIT 1")
+
+# -- health checks between batches (stages.backfill.tuning): a hard stop each; None = not measured here ---------
+HEALTH_QUERIES = {
+    "replication lag": "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0) FROM pg_stat_replication",
+    # the target database's own transactions: since PostgreSQL 14 only they hold back the vacuum of its tables
+    # (one idle elsewhere on the server, e.g. another application's database, holds back shared catalogs only)
+    "oldest transaction": (
+        "SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0) FROM pg_stat_activity "
+        "WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+        "AND datname = current_database() AND application_name NOT LIKE 'airmigrate%%'"),
+    # and its own lock waiters: another database's sessions wait on no lock of ours
+    "lock waiters": "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()",
+    "autovacuum": "SELECT count(*) FROM pg_stat_progress_vacuum WHERE relid = to_regclass(%(table)s)",
+    "WAL backlog": "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), 0) / 1e6 "
+                   "FROM pg_replication_slots WHERE restart_lsn IS NOT NULL AND NOT pg_is_in_recovery()",
+}
+
+
+# -- what Engine's state methods run ----------------------------------------------------------------------------
+
+def create_state_tables(conn) -> None:
+    """The whole script in one transaction under an advisory lock, so parallel shards do not race."""
+    with conn.transaction():
+        conn.execute(SCHEMA_LOCK)
+        conn.execute(SCHEMA_DDL)
+
+
+def xact_lock(conn, key: tuple[int, int]) -> None:
+    conn.execute(XACT_LOCK, key)
+
+
+def lease_try(conn, key: tuple[int, int], exclusive: bool, label: str) -> bool:
+    """A session advisory lock (the label is the connection's application_name already)."""
+    return bool(conn.execute(TRY_LOCK if exclusive else TRY_LOCK_SHARED, key).fetchone()[0])
+
+
+def lease_release(conn, key: tuple[int, int]) -> None:
+    conn.execute(UNLOCK, key)
+
+
+def lease_sessions(conn, key: tuple[int, int], exclude: set[int]) -> list[tuple]:
+    first, second = key
+    return conn.execute(LOCK_SESSIONS, (first, second & 0xFFFFFFFF, list(exclude))).fetchall()
