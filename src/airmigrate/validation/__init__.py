@@ -13,7 +13,6 @@ case-insensitively and can pick ``email`` for ``Email``).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
