@@ -135,13 +135,29 @@ def test_concurrent_workers_update_every_key_exactly_once(fresh_db, tmp_path):
 def test_batch_size_adapts_toward_the_target_duration(fresh_db, tmp_path):
     slow = ("WITH pause AS (SELECT pg_sleep(count(*) * 0.0001) FROM users WHERE id BETWEEN %(lo)s AND %(hi)s) "
             "UPDATE users SET touched = touched + 1 FROM pause WHERE id BETWEEN %(lo)s AND %(hi)s")
-    migration = write_migration(tmp_path, backfill_sql=slow, target_batch_seconds=0.2, min_batch_size=100)
+    # full speed: pacing (on by default) would aim the batches at throttle.lock_hold_s instead (the test below)
+    migration = write_migration(tmp_path, backfill_sql=slow, target_batch_seconds=0.2, min_batch_size=100,
+                                throttle={"app_latency_ratio": None})
     run_id = prepare(fresh_db, migration, batch_size=500)
     backfill.run_shard(fresh_db, migration, run_id)
     sizes = [b[3] for b in batches(fresh_db, run_id)]
     assert sizes[0] == 500 and sizes[1] == 750  # growth capped at x1.5 per step
     assert all(b <= a * 1.5 + 1 for a, b in zip(sizes, sizes[1:]))
     assert 1200 <= sizes[-2] <= 2600  # 0.1 ms per row: 0.2 s is ~2,000 rows (less under load)
+    assert scalar(fresh_db, "SELECT count(*) FROM users WHERE touched <> 1") == 0
+
+
+def test_paced_batches_aim_at_lock_hold_s_so_their_row_locks_stay_short(fresh_db, tmp_path):
+    """With pacing on (the default throttle), a batch aims at throttle.lock_hold_s, not target_batch_seconds: it
+    holds its row locks for its whole duration, and an application transaction touching one waits that long."""
+    slow = ("WITH pause AS (SELECT pg_sleep(count(*) * 0.0001) FROM users WHERE id BETWEEN %(lo)s AND %(hi)s) "
+            "UPDATE users SET touched = touched + 1 FROM pause WHERE id BETWEEN %(lo)s AND %(hi)s")
+    migration = write_migration(tmp_path, backfill_sql=slow, target_batch_seconds=0.2, min_batch_size=100,
+                                throttle={"app_latency_ratio": 2.0, "lock_hold_s": 0.05})
+    run_id = prepare(fresh_db, migration, batch_size=2000)
+    backfill.run_shard(fresh_db, migration, run_id)
+    sizes = [b[3] for b in batches(fresh_db, run_id)]
+    assert sizes[0] == 2000 and max(sizes[3:]) <= 600, sizes  # 0.1 ms a row: 0.05 s is ~500 rows, not 2,000
     assert scalar(fresh_db, "SELECT count(*) FROM users WHERE touched <> 1") == 0
 
 

@@ -133,7 +133,8 @@ def test_int_to_bigint_refused_without_executor_and_online_with_pt_osc(target, t
     assert during > 10                                  # the application wrote all along
     assert column_type(target) == "bigint(20)" and leftovers(target) == ([], [])
     assert any("Successfully altered" in m for m in log)
-    assert any(m.startswith("pt-osc progress: ") and "% of `" in m for m in log)   # its progress, parsed
+    if finished - started >= 2.5:  # pt-osc reports its progress once a second of copying (a quick copy: none)
+        assert any(m.startswith("pt-osc progress: ") and "% of `" in m for m in log)   # its progress, parsed
     assert not any(target.password and target.password in m for m in log)
     assert rows_of(target, "big") == rows_of(target, "ref")   # every row, the writer's changes included
 

@@ -62,8 +62,8 @@ def run_checks(conn, migration: Migration) -> tuple[dict | None, int]:
     else:
         estimated_rows = check_table(conn, spec.schema_name, spec.table_name, spec.key_columns)
     check_order(conn, migration)
+    check_references(conn, migration)  # first: it names the yaml field of a column that is not there
     check_online(conn, migration)
-    check_references(conn, migration)
     check_structure(conn, migration)
     check_referencing_rows(conn, migration)
     check_lint(migration, conn.info.server_version)
