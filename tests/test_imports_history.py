@@ -88,8 +88,7 @@ def test_imported_runs_write_history_runs_and_reports(tree, empty_db):
     assert len(entries) == 4 + 5
 
     # the console's Migrations page: after the native folders, each with the state airmigrate recorded
-    from airmigrate.console import imported as console_imported
-    from airmigrate.console import web
+    from airmigrate.console import imported as console_imported, web
 
     os.environ["AIRFLOW_CONN_AIRMIGRATE_TARGET"] = empty_db.url()
     try:
