@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-
-import os
-import subprocess
 
 from airmigrate.db import connect
 from tests.test_cli import CLI, ROOT
@@ -95,3 +94,33 @@ def test_alembic_project_through_airflow(tmp_path, empty_db):
     assert current_heads(cfg) == ("d3000",)
     done, out = cli(empty_db, tmp_path, "history")
     assert "shop_d3000_merge_the_two_branches" in out and "pending (shop)" in out and "applied (shop)" in out
+
+
+def native_folder_on_accounts(migrations):
+    """A native migration on a table the Flyway project creates: it can only run after the project."""
+    folder = migrations / "0001_account_note"
+    folder.mkdir(parents=True)
+    (folder / "up.sql").write_text("ALTER TABLE accounts ADD COLUMN note text;\n")
+    (folder / "down.sql").write_text("ALTER TABLE accounts DROP COLUMN note;\n")
+    (folder / "migration.yaml").write_text("description: a note per account\ntable: accounts\nkey: id\n")
+
+
+@pytest.mark.server
+def test_migrate_runs_imported_projects_before_native_folders(tree, empty_db):
+    """The order rule (README): `airmigrate migrate` runs every imported project's pending migrations first,
+    then the native folders, which may use what the project made."""
+    native_folder_on_accounts(tree / "migrations")
+    assert cli(empty_db, tree, "import", "flyway", str(tree / "db"))[0].returncode == 0
+    done, out = cli(empty_db, tree, "migrate")
+    assert done.returncode == 0, out[-4000:]
+    with connect(empty_db) as conn:
+        order = [r[0] for r in conn.execute("SELECT migration_id FROM airmigrate.runs WHERE migration_id NOT LIKE "
+                                            "'%%#%%' ORDER BY run_id")]
+        assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'accounts' AND "
+                            "column_name = 'note'").fetchone()[0] == 1
+    assert order == ["flyway_v1_create_accounts", "flyway_v1_1_add_email_index", "flyway_v2_fill_tier",
+                     "flyway_r_basic_accounts_view", "0001_account_note"]
+    assert "not applied" not in out  # nothing imported left behind
+    done, out = cli(empty_db, tree, "history")
+    assert done.returncode == 0 and "0001_account_note" in out and "flyway_v2_fill_tier" in out, out
+    assert "folder missing" not in out  # the imported rows of airmigrate.history are not taken for lost folders

@@ -50,3 +50,16 @@ def test_a_broken_project_is_an_error_naming_file_and_fix(tree):
     assert "V9__uses.sql: placeholder ${nowhere}: has no value" in errors[0]
     assert "flyway.placeholders.nowhere" in errors[0]
     assert "shop__migrate" in dags  # the other project still loads
+
+
+def test_airmigrate_migrate_triggers_imported_projects_first(tree):
+    """airmigrate__migrate: each imported project's chain before the native folders (the order rule)."""
+    from airmigrate.airflow.dag_factory import build_all
+    from tests.test_imports_cli import native_folder_on_accounts
+
+    native_folder_on_accounts(tree / "migrations")
+    sources = build_source_dags(tree / "migrations")[0]
+    dags, errors = build_all(tree / "migrations", imported_first=tuple(d for d in sources if d.endswith("__migrate")))
+    assert errors == []
+    chain = [t.task_id for t in dags["airmigrate__migrate"].topological_sort()]
+    assert chain == ["validate_history", "flyway__migrate", "shop__migrate", "0001_account_note"]

@@ -13,8 +13,7 @@ import pytest
 
 from airmigrate.db import connect
 from airmigrate.errors import PreflightError
-from airmigrate.sources import load_sources
-from airmigrate.sources import lifecycle
+from airmigrate.sources import lifecycle, load_sources
 from airmigrate.sources.flyway import checksum
 from airmigrate.sources.flyway_history import flyway_lock, java_hash, lock_key
 

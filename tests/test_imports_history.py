@@ -18,6 +18,7 @@ from airmigrate.errors import PreflightError
 from airmigrate.lifecycle import history
 from airmigrate.report import imported as imported_report
 from airmigrate.sources import lifecycle, load_sources
+from tests.test_console import client  # noqa: F401 (the console's test client, a fixture)
 from tests.test_imports_flyway import FIXTURE, golden_checksum
 
 ALEMBIC = Path(__file__).parent / "fixtures" / "alembic_project"
@@ -55,7 +56,7 @@ def history_rows(target):
 
 
 @pytest.mark.server
-def test_imported_runs_write_history_runs_and_reports(tree, empty_db):
+def test_imported_runs_write_history_runs_and_reports(tree, empty_db, client):
     flyway, shop = load_sources(tree / "migrations")
     for source in (flyway, shop):
         for migration in source.migrations():
@@ -88,12 +89,16 @@ def test_imported_runs_write_history_runs_and_reports(tree, empty_db):
     assert len(entries) == 4 + 5
 
     # the console's Migrations page: after the native folders, each with the state airmigrate recorded
-    from airmigrate.console import imported as console_imported
-    from airmigrate.console import web
+    from airmigrate.console import imported as console_imported, web
 
     os.environ["AIRFLOW_CONN_AIRMIGRATE_TARGET"] = empty_db.url()
     try:
         page = web._overview()
+        html = client.get("/", headers={"Accept": "text/html"})  # the page renders them like native lines
+        assert html.status_code == 200 and 'data-migration="flyway_v2_fill_tier" data-state="applied"' in html.text
+        one = client.get("/migrations/flyway_v2_fill_tier", follow_redirects=False)  # no page yet: its DAG's
+        assert one.status_code == 303 and one.headers["location"] == "/dags/flyway_v2_fill_tier"
+        assert client.get("/api/migrations/flyway_v2_fill_tier").json()["state"] == "applied"
     finally:
         os.environ.pop("AIRFLOW_CONN_AIRMIGRATE_TARGET")
     lines = {e["id"]: e for e in page}

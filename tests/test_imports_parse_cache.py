@@ -54,13 +54,13 @@ def test_dag_parse_renders_a_revision_once_until_its_file_changes(tree, renders)
     assert "shop__migrate" in first.dag_ids
     assert sorted(renders) == sorted((r, up) for r in ("a1000", "b2000", "c2100", "d3000", "e4000")
                                      for up in (True, False))
-    docs = first.get_dag(merge).doc_md
+    docs = first.dags[merge].doc_md
     assert "DELETE FROM alembic_version" in docs  # the DAG docs still show Alembic's offline SQL
     renders.clear()
 
     second = parse()  # the dag-processor's next parse: nothing changed, nothing rendered
     assert renders == [] and second.import_errors == {}
-    assert second.get_dag(merge).doc_md == docs
+    assert second.dags[merge].doc_md == docs
 
     revision = tree / "shop" / "alembic" / "versions" / "b2000_add_status.py"
     revision.write_text(revision.read_text().replace("'new'", "'fresh'"))

@@ -10,7 +10,6 @@ project in the tool's order, each through its own DAG (as airmigrate__migrate do
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from airflow.sdk import DAG, BaseHook, Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
@@ -27,10 +26,8 @@ from airmigrate.airflow.dag_factory import (
 )
 from airmigrate.airflow.tasks import target_from_connection
 from airmigrate.db import is_transient
-from airmigrate.errors import SpecError
 from airmigrate.report import imported as imported_report
-from airmigrate.sources import find_or_fail, lifecycle, open_source
-from airmigrate.sources.model import SOURCES_DIR, read_source_file
+from airmigrate.sources import find_or_fail, lifecycle, load_sources_safely
 
 log = logging.getLogger(__name__)
 
@@ -143,17 +140,8 @@ def build_source_migrate_dag(source) -> DAG:
 
 def loaded_sources(migrations_dir=None) -> tuple[list, list[str]]:
     """The imported projects that load, and the errors of those that do not (no DAG built)."""
-    sources, errors = [], []
-    folder = Path(migrations_dir or settings.migrations_dir()) / SOURCES_DIR
-    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
-        try:  # one project that does not load keeps no other from loading
-            source = open_source(read_source_file(path))
-            source.migrations()
-        except SpecError as exc:
-            errors.append(str(exc))
-            continue
-        sources.append(source)
-    return sources, errors
+    sources, broken = load_sources_safely(migrations_dir or settings.migrations_dir())
+    return sources, [error for _, error in broken]
 
 
 def build_source_dags(migrations_dir=None) -> tuple[dict, list[str]]:

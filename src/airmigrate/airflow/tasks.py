@@ -27,6 +27,7 @@ from airmigrate.gates import needs_approval, needs_rollback_approval
 from airmigrate.lifecycle.migrate import load_all, validate_history
 from airmigrate.rehearsal import RehearsalError, rehearse
 from airmigrate.report.rehearsal_summary import render
+from airmigrate.sources import load_sources_safely
 from airmigrate.spec import Migration, load_migration, setting_problem
 from airmigrate.stages import backfill, backup, cleanup, preflight, schema_change, validate
 
@@ -447,12 +448,17 @@ def validate_history_task():
         return []
     try:
         notes = validate_history(target_for(migrations[0]), migrations, bool(params.get("ignore_missing")),
-                                 bool(params.get("allow_drift")), who=_triggering_user())
+                                 bool(params.get("allow_drift")), who=_triggering_user(), imported=_imported_ids())
     except AirmigrateError as exc:  # a refusal: retrying would refuse the same way
         raise AirflowFailException(str(exc)) from exc
     for note in notes:
         log.warning("%s", note)
     return notes
+
+
+def _imported_ids() -> set[str]:
+    """The imported projects' migration ids (their airmigrate.history rows are theirs, not lost folders)."""
+    return {m.id for source in load_sources_safely(settings.migrations_dir())[0] for m in source.migrations()}
 
 
 def _triggering_user() -> str | None:

@@ -20,8 +20,8 @@ from airmigrate import lease, settings
 from airmigrate.cli.common import configured_target, prepare_airflow_env
 from airmigrate.db import Target, connect
 from airmigrate.errors import AirmigrateError, PreflightError, SpecError
-from airmigrate.sources import find_or_fail, load_sources, open_source
-from airmigrate.sources.model import SOURCES_DIR, read_source_file, source_paths
+from airmigrate.sources import find_or_fail, load_sources, load_sources_safely, open_source
+from airmigrate.sources.model import SOURCES_DIR, read_source_file
 
 EXIT_USAGE = 2
 
@@ -100,15 +100,8 @@ def _listing(sources) -> list[str]:
 def _loaded() -> tuple[list, list[tuple[str, str]]]:
     """(the imported projects that load, (file, error) of those that do not): a broken project never keeps a
     command about a native folder (or another project) from working."""
-    sources, broken = [], []
-    for path in source_paths(settings.migrations_dir()):
-        try:
-            source = open_source(read_source_file(path))
-            source.migrations()
-            sources.append(source)
-        except SpecError as exc:
-            broken.append((path.name, str(exc)))
-    return sources, broken
+    sources, broken = load_sources_safely(settings.migrations_dir())
+    return sources, [(path.name, error) for path, error in broken]
 
 
 def find(migrations_dir, migration_id: str):
@@ -173,6 +166,11 @@ def migrate_source(name: str, target: Target) -> int:
             return code
     print(f"migrate --source {name}: every migration applied", flush=True)
     return 0
+
+
+def imported_ids() -> set[str]:
+    """Every imported migration's id: airmigrate.history rows the native folders need not account for."""
+    return {m.id for source in _loaded()[0] for m in source.migrations()}
 
 
 def migrate_sources_first(target: Target) -> int:

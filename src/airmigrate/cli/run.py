@@ -66,7 +66,7 @@ def cmd_migrate(args) -> int:
     code = migrate(target, lambda migration_id, conf: run_and_report(migration_id, target, conf=conf, errors=errors,
                                                                      what="migrate"),
                    to=args.to, approve=args.approve, errors=errors, ignore_missing=args.ignore_missing,
-                   allow_drift=args.allow_drift, wait_s=args.wait)
+                   allow_drift=args.allow_drift, wait_s=args.wait, imported=imports.imported_ids())
     for line in imports.pending_note(target):
         print(line)
     return interrupt.EXIT_INTERRUPTED if interrupt.requested() else code

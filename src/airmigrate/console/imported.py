@@ -16,22 +16,13 @@ from airmigrate import state
 from airmigrate.console import side
 from airmigrate.console.data import combined_state, links
 from airmigrate.console.pool import pooled
-from airmigrate.errors import SpecError
-from airmigrate.sources import open_source
-from airmigrate.sources.model import read_source_file, source_paths
+from airmigrate.sources import load_sources_safely
 
 
 def sources(migrations_dir):
     """(source, None) for each project that loads, (None, (file name, error)) for one that does not."""
-    out = []
-    for path in source_paths(migrations_dir):
-        try:
-            source = open_source(read_source_file(path))
-            source.migrations()
-            out.append((source, None))
-        except SpecError as exc:
-            out.append((None, (path.name, str(exc))))
-    return out
+    loaded, broken = load_sources_safely(migrations_dir)
+    return [(source, None) for source in loaded] + [(None, (path.name, error)) for path, error in broken]
 
 
 def ids(migrations_dir) -> list[str]:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 
 from airmigrate import settings
 from airmigrate.console import actions, data, imported
@@ -154,6 +154,9 @@ async def migrations_page(request: Request, user=Depends(current_user)):
 async def migration_page(request: Request, migration_id: str, user=Depends(current_user)):
     entry = await asyncio.to_thread(_detail, migration_id, _batch_page(request))
     if entry is None:
+        if migration_id in await asyncio.to_thread(imported.ids, settings.migrations_dir()):
+            # an imported migration has no page of its own yet: its DAG's (runs, logs, the report tab)
+            return RedirectResponse(data.links(migration_id, None)["dag"], status_code=303)
         raise HTTPException(404, f"no migration folder {migration_id}")
     await asyncio.to_thread(_only_what_they_may_do, user, [entry])
     return _page(request, "migration.html", m=entry)
@@ -177,6 +180,9 @@ async def migrations_json():
 @router.get("/api/migrations/{migration_id}")
 async def migration_json(migration_id: str):
     entry = await asyncio.to_thread(_detail, migration_id)
+    if entry is None:
+        entry = next((e for e in await asyncio.to_thread(_overview) if e["id"] == migration_id and
+                      e.get("imported")), None)  # an imported migration: its line of the list
     if entry is None:
         raise HTTPException(404, f"no migration folder {migration_id}")
     return JSONResponse(jsonable_encoder(entry))

@@ -73,17 +73,19 @@ def pending(conn, migrations: list[Migration], allow_drift: bool = False) -> lis
     return out
 
 
-def unaccounted(conn, migrations: list[Migration]) -> tuple[list[str], list[str]]:
+def unaccounted(conn, migrations: list[Migration], imported: frozenset[str] | set[str] = frozenset()) \
+        -> tuple[list[str], list[str]]:
     """What the target's history holds that the folders cannot account for: (missing, changed), each a line
     naming the migration. Missing: a migration in the history (not rolled back) whose folder is gone (deleted,
-    renamed). Changed: an applied migration whose files differ from what was applied (Flyway's validate)."""
+    renamed). Changed: an applied migration whose files differ from what was applied (Flyway's validate).
+    ``imported``: the ids of imported migrations (their source accounts for them, and checks their drift)."""
     if conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is None:
         return [], []
     here = {m.id: m for m in migrations}
     rows = conn.execute("SELECT migration_id, status, applied_at, applied_by FROM airmigrate.history "
                         "WHERE status <> 'rolled_back' ORDER BY migration_id").fetchall()
     missing = [f"{mid} ({status}{f' on {at:%Y-%m-%d %H:%M} by {by}' if at else ''}): its folder is missing from "
-               f"{settings.migrations_dir()}" for mid, status, at, by in rows if mid not in here]
+               f"{settings.migrations_dir()}" for mid, status, at, by in rows if mid not in here and mid not in imported]
     changed = []
     for mid, status, _, _ in rows:
         if mid in here and status == "applied":
@@ -94,12 +96,13 @@ def unaccounted(conn, migrations: list[Migration]) -> tuple[list[str], list[str]
 
 
 def validate_history(target: Target, migrations: list[Migration], ignore_missing: bool = False,
-                     allow_drift: bool = False, who: str | None = None) -> list[str]:
+                     allow_drift: bool = False, who: str | None = None,
+                     imported: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """Before anything is applied: refuse (AirmigrateError, exit 2, nothing changed) while the history holds a
     migration whose folder is missing or whose applied files changed, unless the flag for it says to go on;
     what was let through is recorded in airmigrate.actions (who, when, which). Returns the notes to print."""
     with connect(target, autocommit=True) as conn:
-        missing, changed = unaccounted(conn, migrations)
+        missing, changed = unaccounted(conn, migrations, imported)
         refused = ([*missing] if not ignore_missing else []) + ([*changed] if not allow_drift else [])
         if refused:
             flags = ([" --ignore-missing (a folder deleted or renamed on purpose)"] if missing and not ignore_missing
@@ -121,7 +124,8 @@ def validate_history(target: Target, migrations: list[Migration], ignore_missing
 
 def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = None, approve: bool = False,
             out: Callable[[str], None] = print, errors: dict[str, str] | None = None,
-            ignore_missing: bool = False, allow_drift: bool = False, wait_s: float = 0.0) -> int:
+            ignore_missing: bool = False, allow_drift: bool = False, wait_s: float = 0.0,
+            imported: frozenset[str] | set[str] = frozenset()) -> int:
     """Run every pending migration (up to `to`) in order with `run(migration_id, conf) -> exit code`, stop at
     the first failure, print one summary. 0 when everything up to `to` is applied (or expanded, its contract
     deliberately waiting), else 1. `errors` (filled by `run`: migration id -> its failing task's error) names
@@ -129,7 +133,7 @@ def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = No
     resumed with retry_failed, so its failed batches run again after the fix. Refusals before
     anything ran (a folder that does not load, a changed applied migration, an approval not given) raise."""
     everything = load_all()
-    for note in validate_history(target, everything, ignore_missing, allow_drift):
+    for note in validate_history(target, everything, ignore_missing, allow_drift, imported=imported):
         out(note)
     migrations = up_to(everything, to)
     with connect(target, autocommit=True) as conn:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from airmigrate.errors import AirmigrateError
+from airmigrate.errors import AirmigrateError, SpecError
 from airmigrate.sources.alembic_source import AlembicSource
 from airmigrate.sources.flyway_source import FlywaySource
-from airmigrate.sources.model import Imported, SourceFile, source_files
+from airmigrate.sources.model import Imported, SourceFile, read_source_file, source_files, source_paths
 
 
 def open_source(source: SourceFile):
@@ -26,6 +26,21 @@ def open_source(source: SourceFile):
 def load_sources(migrations_dir: Path | str) -> list:
     """Every imported project under migrations/_sources/ (SpecError naming the file when one does not load)."""
     return [open_source(source) for source in source_files(Path(migrations_dir))]
+
+
+def load_sources_safely(migrations_dir: Path | str) -> tuple[list, list[tuple[Path, str]]]:
+    """(the projects that load, (settings file, error) of those that do not): one broken project never keeps the
+    others (or the native folders) from working."""
+    sources, broken = [], []
+    for path in source_paths(Path(migrations_dir)):
+        try:
+            source = open_source(read_source_file(path))
+            source.migrations()
+        except SpecError as exc:
+            broken.append((path, str(exc)))
+            continue
+        sources.append(source)
+    return sources, broken
 
 
 def find(migrations_dir: Path | str, migration_id: str) -> tuple[object, Imported] | None:

@@ -7,6 +7,8 @@ flyway-database-postgresql ``PostgreSQLAdvisoryLockTemplate``):
 - a row: ``installed_rank`` = max + 1, ``version`` (NULL for repeatables), ``description``, ``type`` (``SQL``,
   ``BASELINE``, ``UNDO_SQL``), ``script``, ``checksum``, ``installed_by`` (the ``installedBy`` setting, else
   the database user), ``installed_on`` (the column's default now()), ``execution_time`` in ms, ``success``;
+- before the table, the managed schemas that do not exist (``createSchemas``), and after it Flyway's SCHEMA row
+  (``DbSchemas`` / ``SchemaHistory.addSchemasMarker``: installed_rank 0, the created schemas' quoted names);
 - the lock: a PostgreSQL advisory lock keyed ``0x466C79776179`` ("Flyway") + Java's ``String.hashCode()`` of
   the quoted table name ``"schema"."table"``; a Flyway started meanwhile waits for us, and we for it.
 

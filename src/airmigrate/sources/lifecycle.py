@@ -1,8 +1,10 @@
 """The way up, the way back, baseline and the history listing of imported migrations.
 
 Every step runs under the tool's own lock (Flyway's advisory lock; for Alembic, which takes none, an advisory lock
-per version table), and the tool's history table is the record: airmigrate.runs holds the run (its
-owner, the steps done, the batches), never a second history to disagree with the first.
+per version table), and the tool's history table is the authority: airmigrate.runs holds the run (its owner, the
+steps done, the batches) and airmigrate.history mirrors it (record.py: the tool's checksum, written in the same
+transaction as the tool's row), so the listing, the console and the report show imported runs as native ones
+without a second history that could disagree with the first.
 """
 
 from __future__ import annotations
