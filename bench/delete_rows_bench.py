@@ -138,7 +138,8 @@ def run_down(target, m) -> float:
 
 def untouched_identical(target, touched) -> bool:
     """Every original row no application statement wrote is md5-identical to its copy taken before."""
-    q = "SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM {} t WHERE id <= %s AND NOT id = ANY(%s)"
+    q = ("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM {} t WHERE id <= %s "
+         "AND id NOT IN (SELECT unnest(%s::bigint[]))")  # a hashed subplan: `<> ALL` of 20,000 keys takes minutes
     with connect(target) as c:
         a = c.execute(q.format("users"), (ROWS, list(touched))).fetchone()[0]
         b = c.execute(q.format("users_before"), (ROWS, list(touched))).fetchone()[0]
