@@ -4,10 +4,7 @@ updates; a REPEATABLE READ reader counts source + destination in one snapshot th
 The database, the application, the dead-tuple watcher and the run up and down are bench/delete_rows_bench.py's.
 `.venv/bin/python bench/move_rows_bench.py [bench/move_rows.json]` prints the figures README.md quotes (and writes
 them to the file given); it exits non-zero when one of the "done when" conditions does not hold."""
-import json
-import sys
 import threading
-from pathlib import Path
 
 import psycopg
 from delete_rows_bench import (
@@ -19,6 +16,8 @@ from delete_rows_bench import (
     matching_left,
     migration_of,
     million_database,
+    pacing,
+    report,
     run_down,
     run_up,
     scalar,
@@ -71,6 +70,7 @@ def main() -> dict:
         app, dead, snapshots = App(target), DeadTuples(target), Snapshots(target)
         for t in (app, dead, snapshots):
             t.start()
+        out["app_alone"] = app.baseline()
         run_id, out["move_seconds"] = run_up(target, m)
         out["matching_left_in_source_le_1M"] = scalar(target, f"SELECT count(*) FROM users WHERE ({WHERE}) "
                                                               f"AND id <= {ROWS}")
@@ -90,14 +90,15 @@ def main() -> dict:
             out["manual_vacuums"] = c.execute("SELECT vacuum_count FROM pg_stat_user_tables "
                                               "WHERE relname = 'users'").fetchone()[0]
         out["max_dead_tuples_seen"] = dead.peak
-        out["app_max_wait_s_during_move"], out["app_statements_during_move"] = app.take_waits()
+        out["app_during_move"] = app.take_waits()
+        out["pacing"] = pacing(target, run_id)
         out["snapshot_samples_during_move"] = snapshots.samples
         out["rollback_seconds"] = run_down(target, m)
         for t in (app, dead, snapshots):
             t.stop.set()
         for t in (app, dead, snapshots):
             t.join(10)
-        out["app_max_wait_s_during_rollback"], out["app_statements_during_rollback"] = app.take_waits()
+        out["app_during_rollback"] = app.take_waits()
         out["app_errors"] = app.errors[:3]
         out["snapshot_samples_in_all"] = snapshots.samples
         out["source_plus_destination_seen"] = sorted(snapshots.sums)
@@ -113,8 +114,8 @@ def main() -> dict:
         "no row in both tables in any snapshot": out["rows_in_both_seen"] == [0],
         "moved = in destination = archived, each once": out["moved_by_batches"] == out["in_destination"]
         == out["in_destination_distinct"] == out["archived"],
-        "no application statement waited > lock_timeout + 1 s": max(out["app_max_wait_s_during_move"],
-                                                                     out["app_max_wait_s_during_rollback"])
+        "no application statement waited > lock_timeout + 1 s": max(out["app_during_move"]["max_s"],
+                                                                     out["app_during_rollback"]["max_s"])
         < lock_timeout_s + 1,
         "no application error": not out["app_errors"],
         "rollback md5-identical": out["untouched_rows_md5_identical"] and out["rows_back_le_1M"] == ROWS,
@@ -123,9 +124,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    figures = main()
-    text = json.dumps(figures, indent=1, default=str)
-    print(text)
-    if len(sys.argv) > 1:
-        Path(sys.argv[1]).write_text(text + "\n")
-    sys.exit(0 if all(figures["checks"].values()) else 1)
+    report(main())
