@@ -56,7 +56,8 @@ def make_table(url: str, rows: int) -> None:
     """pgbench_accounts as `pgbench -i` makes it (abalance varied, so the transform has something to add)."""
     sql(url, ["CREATE TABLE pgbench_accounts (aid integer NOT NULL, bid integer, abalance integer, "
               "filler character(84)) WITH (fillfactor = 100, autovacuum_enabled = off)",
-              f"INSERT INTO pgbench_accounts SELECT a, (a - 1) / 100000 + 1, ((a::bigint * 7919) % 10000 - 5000)::int, '' "
+              "INSERT INTO pgbench_accounts SELECT a, (a - 1) / 100000 + 1, "
+              f"((a::bigint * 7919) % 10000 - 5000)::int, '' "
               f"FROM generate_series(1, {int(rows)}) a",
               "ALTER TABLE pgbench_accounts ADD PRIMARY KEY (aid)", "VACUUM ANALYZE pgbench_accounts",
               "CHECKPOINT"])
@@ -102,12 +103,12 @@ class Clock:
         def wrapper(*args, **kwargs):
             conn = args[0] if args and hasattr(args[0], "info") else None
             server = backend_cpu(conn) if conn is not None else None
-            wall, client = time.perf_counter(), time.process_time()
+            wall, client = time.perf_counter(), time.thread_time()  # the step's thread only
             try:
                 return function(*args, **kwargs)
             finally:
                 self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - wall
-                self.client[name] = self.client.get(name, 0.0) + time.process_time() - client
+                self.client[name] = self.client.get(name, 0.0) + time.thread_time() - client
                 if server is not None:
                     end = backend_cpu(conn)
                     self.server[name] = self.server.get(name, 0.0) + end - server
@@ -171,7 +172,8 @@ def report(rows: int, update: tuple[float, float | None], pandas: dict) -> None:
     say(f"single UPDATE: {rows:,} rows in {update_s:.2f}s = {update_rate:,.0f} rows/s"
         + (f", server CPU {update_cpu / rows * 1e6:.2f} us/row" if update_cpu is not None else ""))
     say(f"pandas path:   {pandas['rows']:,} rows in {pandas['wall']:.2f}s = {pandas_rate:,.0f} rows/s with "
-        f"{len(shards)} shard(s), {pandas['batches']} batches (mean {pandas['rows'] / max(pandas['batches'], 1):,.0f} rows)")
+        f"{len(shards)} shard(s), {pandas['batches']} batches "
+        f"(mean {pandas['rows'] / max(pandas['batches'], 1):,.0f} rows)")
     say(f"ratio pandas / UPDATE, rows/s: {pandas_rate / update_rate:.2f}x")
     batches, per_row = max(pandas["batches"], 1), 1e6 / max(pandas["rows"], 1)
     total = {"wall": sum(r["seconds"] for r in shards), "client": sum(r["client_cpu"] for r in shards),
