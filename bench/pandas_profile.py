@@ -1,6 +1,6 @@
 """Where the pandas path's time goes, against a single UPDATE of the same table measured in the same run.
 
-    nice -n 19 ionice -c3 .venv/bin/python bench/pandas_profile.py [--rows 1000000] [--shards 2] [--url URL]
+    nice -n 19 ionice -c3 .venv/bin/python bench/pandas_profile.py [--rows 1000000] [--shards 2] [--batch N] [--airflow]
 
 A scratch database (h20p_profile_<pid>) on the local PostgreSQL (127.0.0.1:5432 unless --url names another
 server's postgres database) gets a pgbench-like table of --rows accounts (fillfactor 100, autovacuum off, as
@@ -22,13 +22,15 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
-FOLDER = ROOT / "bench" / "migrations" / "9003_bench_pandas"
+MIGRATION = ROOT / "bench" / "migrations" / "9003_bench_pandas"
 STEPS = ("fetch_batch", "build_frame", "transform", "write_batch", "update_batch")
 
 
@@ -56,7 +58,8 @@ def make_table(url: str, rows: int) -> None:
     """pgbench_accounts as `pgbench -i` makes it (abalance varied, so the transform has something to add)."""
     sql(url, ["CREATE TABLE pgbench_accounts (aid integer NOT NULL, bid integer, abalance integer, "
               "filler character(84)) WITH (fillfactor = 100, autovacuum_enabled = off)",
-              f"INSERT INTO pgbench_accounts SELECT a, (a - 1) / 100000 + 1, ((a::bigint * 7919) % 10000 - 5000)::int, '' "
+              "INSERT INTO pgbench_accounts SELECT a, (a - 1) / 100000 + 1, "
+              f"((a::bigint * 7919) % 10000 - 5000)::int, '' "
               f"FROM generate_series(1, {int(rows)}) a",
               "ALTER TABLE pgbench_accounts ADD PRIMARY KEY (aid)", "VACUUM ANALYZE pgbench_accounts",
               "CHECKPOINT"])
@@ -102,12 +105,12 @@ class Clock:
         def wrapper(*args, **kwargs):
             conn = args[0] if args and hasattr(args[0], "info") else None
             server = backend_cpu(conn) if conn is not None else None
-            wall, client = time.perf_counter(), time.process_time()
+            wall, client = time.perf_counter(), time.thread_time()  # the step's thread only
             try:
                 return function(*args, **kwargs)
             finally:
                 self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - wall
-                self.client[name] = self.client.get(name, 0.0) + time.process_time() - client
+                self.client[name] = self.client.get(name, 0.0) + time.thread_time() - client
                 if server is not None:
                     end = backend_cpu(conn)
                     self.server[name] = self.server.get(name, 0.0) + end - server
@@ -115,7 +118,21 @@ class Clock:
         return wrapper
 
 
-def shard_process(url: str, run_id: int, shard: int, shards: int, go, results) -> None:
+def fixed_batches(folder: Path, batch: int, workdir: Path) -> Path:
+    """A copy of the migration with a fixed batch size (adaptive off): per-row figures without the sizer's
+    answer to the machine's load (it shrinks batches when they take longer, and the bookkeeping's share grows)."""
+    import yaml
+
+    copy = workdir / folder.name
+    shutil.copytree(folder, copy)
+    spec = yaml.safe_load((copy / "migration.yaml").read_text())
+    spec["batch_size"], spec["backfill"]["adaptive"] = batch, False
+    (copy / "migration.yaml").write_text(yaml.safe_dump(spec))
+    return copy
+
+
+def shard_process(folder: Path, url: str, run_id: int, shard: int, shards: int, go, results,
+                  with_airflow: bool = False) -> None:
     """A child: one shard of the run, its steps timed, released by `go`; puts its figures on `results`."""
     from airmigrate.db import Target
     from airmigrate.spec import load_migration
@@ -126,8 +143,10 @@ def shard_process(url: str, run_id: int, shard: int, shards: int, go, results) -
     for name in STEPS[:2] + STEPS[3:]:
         setattr(steps, name, clock.timed(name, getattr(steps, name)))
     backfill.load_transform = lambda path: clock.timed("transform", spec_transform(path))
-    target, migration = Target.from_url(url), load_migration(FOLDER)
+    target, migration = Target.from_url(url), load_migration(folder)
     import pandas  # noqa: F401  (imported before the clock starts, as a long-running worker has it)
+    if with_airflow:  # the heap of a shard that runs as an Airflow task: what a full garbage collection walks
+        import airflow.sdk  # noqa: F401
 
     go.wait()
     start, cpu = time.perf_counter(), time.process_time()
@@ -140,19 +159,19 @@ def shard_process(url: str, run_id: int, shard: int, shards: int, go, results) -
                  "wall": clock.wall, "client": clock.client, "server": clock.server})
 
 
-def pandas_path(url: str, shards: int) -> dict:
+def pandas_path(folder: Path, url: str, shards: int, with_airflow: bool = False) -> dict:
     """The migration's run opened as the DAG opens it, then its shards as processes released together."""
     from airmigrate.db import Target
     from airmigrate.spec import load_migration
     from airmigrate.stages import backfill, preflight, schema_change
 
-    target, migration = Target.from_url(url), load_migration(FOLDER)
+    target, migration = Target.from_url(url), load_migration(folder)
     run_id = preflight.preflight(target, migration)["run_id"]
     schema_change.schema_change(target, migration, run_id)
     backfill.start_backfill(target, migration, run_id)
     context = multiprocessing.get_context("spawn")
     go, results = context.Event(), context.Queue()
-    procs = [context.Process(target=shard_process, args=(url, run_id, n, shards, go, results))
+    procs = [context.Process(target=shard_process, args=(folder, url, run_id, n, shards, go, results, with_airflow))
              for n in range(shards)]
     for proc in procs:
         proc.start()
@@ -171,7 +190,8 @@ def report(rows: int, update: tuple[float, float | None], pandas: dict) -> None:
     say(f"single UPDATE: {rows:,} rows in {update_s:.2f}s = {update_rate:,.0f} rows/s"
         + (f", server CPU {update_cpu / rows * 1e6:.2f} us/row" if update_cpu is not None else ""))
     say(f"pandas path:   {pandas['rows']:,} rows in {pandas['wall']:.2f}s = {pandas_rate:,.0f} rows/s with "
-        f"{len(shards)} shard(s), {pandas['batches']} batches (mean {pandas['rows'] / max(pandas['batches'], 1):,.0f} rows)")
+        f"{len(shards)} shard(s), {pandas['batches']} batches "
+        f"(mean {pandas['rows'] / max(pandas['batches'], 1):,.0f} rows)")
     say(f"ratio pandas / UPDATE, rows/s: {pandas_rate / update_rate:.2f}x")
     batches, per_row = max(pandas["batches"], 1), 1e6 / max(pandas["rows"], 1)
     total = {"wall": sum(r["seconds"] for r in shards), "client": sum(r["client_cpu"] for r in shards),
@@ -194,6 +214,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--shards", type=int, default=2, help="as bench/migrations/9003 runs (default 2)")
+    parser.add_argument("--batch", type=int, help="a fixed batch size (default: the migration's, adaptive)")
+    parser.add_argument("--airflow", action="store_true",
+                        help="import Airflow in the shards first, as a shard running as an Airflow task has it")
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="a server's maintenance database; the scratch database is made beside it")
     args = parser.parse_args()
@@ -205,7 +228,9 @@ def main() -> None:
         make_table(url, args.rows)
         update = single_update(url)
         repack(url, "u_new")
-        report(args.rows, update, pandas_path(url, args.shards))
+        with tempfile.TemporaryDirectory(prefix="h20p_") as workdir:
+            folder = fixed_batches(MIGRATION, args.batch, Path(workdir)) if args.batch else MIGRATION
+            report(args.rows, update, pandas_path(folder, url, args.shards, args.airflow))
     finally:
         sql(args.url, f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         say(f"load average at end: {os.getloadavg()}")

@@ -192,6 +192,12 @@ class Engine(ABC):
     def referencing_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
         """Other tables' foreign keys to this one: name, schema, table, columns, referenced, on_delete."""
 
+    # -- the pandas path's write ---------------------------------------------------------------------------------
+    @abstractmethod
+    def copy_columns(self, conn: Any, table: str, names: list[str], columns: list) -> None:
+        """Load rows, given column by column (a numpy array, or a list of Python values with None for NULL), into
+        `table`, a scratch table of this connection, with the driver's bulk load; inside the caller's transaction."""
+
     # -- lint and locks ------------------------------------------------------------------------------------------
     @abstractmethod
     def lint_sql(self, path: Path, text: str, role: str, version: str, key_columns: tuple[str, ...] | None,

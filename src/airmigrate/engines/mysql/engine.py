@@ -124,6 +124,10 @@ class MySQLEngine(Engine):
     def columns_read(self, expression: str) -> list[str]:
         return parsing.columns_read(expression)
 
+    def copy_columns(self, conn: Any, table: str, names: list[str], columns: list) -> None:
+        raise NotImplementedError("the pandas path (backfill.transform) runs on PostgreSQL targets only: on MySQL, "
+                                  "give the backfill as SQL (backfill.sql)")
+
     def lint_sql(self, path: Path, text: str, role: str, version: str, key_columns: tuple[str, ...] | None,
                  generated: bool) -> list[Finding]:
         return lint_rules.lint_sql(path, text, role, version, key_columns, generated)

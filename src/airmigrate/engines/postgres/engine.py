@@ -10,6 +10,7 @@ import psycopg
 from airmigrate.engines.base import ONLINE, Engine
 from airmigrate.engines.postgres import (
     backup,
+    bulk,
     connection,
     ddl,
     lint_rules,
@@ -140,6 +141,9 @@ class PostgresEngine(Engine):
 
     def referencing_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
         return maintenance.referencing_keys(conn, schema, table)
+
+    def copy_columns(self, conn: Any, table: str, names: list[str], columns: list) -> None:
+        bulk.copy_columns(conn, table, names, columns)
 
     def lint_sql(self, path: Path, text: str, role: str, version: str, key_columns: tuple[str, ...] | None,
                  generated: bool) -> list[Finding]:

@@ -34,7 +34,7 @@ from airmigrate.spec import BackfillSpec, Migration
 from airmigrate.stages.backfill.keys import Key
 from airmigrate.stages.backfill.shares import one_shard_note
 from airmigrate.stages.backfill.sweep import sweep_batches
-from airmigrate.stages.backfill.transform import apply_transform, load_transform
+from airmigrate.stages.backfill.transform import apply_transform, load_transform, transform_statements
 from airmigrate.stages.backfill.tuning import BatchSizer, wait_until_healthy
 from airmigrate.stages.backfill.upkeep import Upkeep
 from airmigrate.stages.generated import down_batch_statements, runtime_steps
@@ -467,9 +467,10 @@ def batch_function(migration: Migration, generated: list[str], key: Key, with_us
     statements = [user_sql.strip().rstrip(";")] if user_sql is not None else []
     statements += [_escape_percent(statement) for statement in generated]
     transform = load_transform(migration.transform_file) if with_user_code and migration.transform_file else None
+    pandas_sql = transform_statements(migration) if transform else None
 
     def apply_batch(conn, lo, hi) -> int:
-        rows = apply_transform(conn, migration, transform, lo, hi) if transform else 0
+        rows = apply_transform(conn, migration, transform, lo, hi, pandas_sql) if transform else 0
         params = key.params(lo, hi)
         for statement in statements:
             rows += conn.execute(statement, params).rowcount
