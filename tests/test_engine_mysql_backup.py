@@ -4,7 +4,6 @@ afterwards (never on argv, never in the environment); restore_dump puts the tabl
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import stat
@@ -68,12 +67,18 @@ def test_dump_is_private_and_restores_the_table(target, with_password, tmp_path,
     seen: list[tuple[list[str], dict]] = []
     real_run = subprocess.run
 
+    modes: list[tuple[int, int]] = []
+
     def recording_run(args, **kwargs):  # the real client runs; we keep what it was given
         seen.append((list(args), dict(kwargs.get("env") or {})))
+        cnf = args[1].split("=", 1)[1]
+        modes.append((stat.S_IMODE(os.stat(cnf).st_mode), stat.S_IMODE(os.stat(os.path.dirname(cnf)).st_mode)))
         return real_run(args, **kwargs)
 
     monkeypatch.setattr(subprocess, "run", recording_run)
-    leftovers_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "airmigrate-mysql-*")))
+    private_tmp = tmp_path / "tmp"   # the option files' folders go here: nothing else writes there
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     path = backup.dump_table(with_password, migration_on(with_password))
 
     assert path.suffix == ".sql" and stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -83,10 +88,11 @@ def test_dump_is_private_and_restores_the_table(target, with_password, tmp_path,
     assert "LOCK TABLES" not in text   # the restore takes no write lock around its inserts either
     argv, env = seen[0]
     assert os.path.basename(argv[0]) in ("mariadb-dump", "mysqldump") and "--single-transaction" in argv
-    assert argv[1].startswith("--defaults-extra-file=")
+    assert argv[1].startswith(f"--defaults-extra-file={private_tmp}/") and modes == [(0o600, 0o700)]
+    assert not os.path.exists(argv[1].split("=", 1)[1])
     assert not any(PASSWORD in a or "p@ss" in a for a in argv) and "MYSQL_PWD" not in env
     assert PASSWORD not in text
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "airmigrate-mysql-*"))) == leftovers_before
+    assert list(private_tmp.iterdir()) == []   # the option file and its folder are gone
 
     with db.connect(target, autocommit=True) as conn:   # what a bad migration does to the table
         conn.execute("DELETE FROM t WHERE id > 100")
@@ -99,7 +105,7 @@ def test_dump_is_private_and_restores_the_table(target, with_password, tmp_path,
                             "DATABASE()").fetchall() == (("t_keep",),)
         assert MYSQL.relation_bytes(conn, target.dbname, "t") > 0
         assert MYSQL.relation_bytes(conn, target.dbname, "missing") == 0
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "airmigrate-mysql-*"))) == leftovers_before
+    assert list(private_tmp.iterdir()) == []   # the option file and its folder are gone
 
 
 def test_failed_dump_leaves_no_file_and_no_password(target, with_password, tmp_path, monkeypatch):

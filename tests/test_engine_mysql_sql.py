@@ -12,6 +12,8 @@ from airmigrate.engines import base, sql
 from airmigrate.engines.base import Executor
 from airmigrate.engines.mysql import clients, ptosc
 from airmigrate.engines.target import Target
+from airmigrate.lint import lint_migration, unacknowledged
+from airmigrate.spec import load_migration
 
 MYSQL = engines.named("mysql")
 
@@ -123,3 +125,20 @@ def test_pt_osc_command_progress_and_option_file():
     assert last["percent"] == 42
     text = clients.option_text(target)
     assert 'password="se\\"cr\\\\et#"' in text and 'host="db.example"' in text and "port=3307" in text
+
+
+@pytest.mark.parametrize("extra, refused", [("", True), ("executor: pt-osc\n", False)])
+def test_executor_pt_osc_answers_the_table_copy_lint(tmp_path, monkeypatch, extra, refused):
+    """Without an executor a copying ALTER is refused by lint (recipe: executor: pt-osc); with one it is taken as
+    acknowledged, with the reason said."""
+    monkeypatch.setenv("AIRMIGRATE_TARGET_URL", "mysql://root@127.0.0.1:3306/shop")
+    folder = tmp_path / "0001_widen"
+    folder.mkdir()
+    (folder / "migration.yaml").write_text(f"description: widen\ntable: shop.big\n{extra}")
+    (folder / "up.sql").write_text("ALTER TABLE big MODIFY a BIGINT NOT NULL;\n")
+    (folder / "down.sql").write_text("SELECT 1;\n")
+    findings = [f for f in lint_migration(load_migration(folder)) if f.rule == "mysql-table-copy"]
+    assert len(findings) == 1 and "executor: pt-osc" in findings[0].recipe
+    assert bool(unacknowledged(findings)) is refused
+    if not refused:
+        assert findings[0].acknowledged == "executor: pt-osc runs it online"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from airmigrate import engines
 from airmigrate.backup_policy import destructive_statements
+from airmigrate.engines.base import ONLINE
 from airmigrate.errors import SpecError
 from airmigrate.findings import RECIPES, Finding, acknowledge as _acknowledge, unacknowledged  # noqa: F401 (API)
 from airmigrate.operations import for_migration
@@ -73,6 +74,11 @@ def lint_migration(migration, pg_version: str = "15.0") -> list[Finding]:
     """Every SQL file of a parsed migration, the SQL its operations generate, and its expectation suite."""
     spec = migration.spec
     acknowledged = {a.rule: a.reason for a in getattr(spec, "acknowledge", ()) or ()}
+    executor = getattr(spec, "executor", ONLINE)
+    if executor != ONLINE:  # the table copy the rule warns about is what the executor does online
+        engine = engines.current()
+        acknowledged.update({rule: f"executor: {executor} runs it online" for rule in engine.executor_rules
+                             if rule not in acknowledged and executor in engine.executors})
     files = [(name, role) for name, role in ((spec.up, "up"), (spec.down, "down"))
              if name or (migration.folder / f"{role}.sql").is_file()]
     files = [(name or f"{role}.sql", role) for name, role in files]

@@ -229,6 +229,7 @@ class Engine(ABC):
     # -- backups and online schema change ------------------------------------------------------------------------
     dump_suffix: str           # the file name ending of a dump of this engine (".dump": pg_dump -Fc; ".sql")
     executors: tuple[str, ...]  # the `executor` values this engine runs: ONLINE always, PT_OSC where it has it
+    executor_rules: tuple[str, ...] = ()  # lint rules (a table copy) that an executor other than ONLINE answers
 
     @abstractmethod
     def dump_table(self, target: Target, schema: str, table: str, path: Path) -> None:

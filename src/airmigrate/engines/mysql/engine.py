@@ -165,6 +165,7 @@ class MySQLEngine(Engine):
     # -- backups and online schema change ------------------------------------------------------------------------
     dump_suffix = ".sql"
     executors = (ONLINE, PT_OSC)
+    executor_rules = ("mysql-table-copy",)   # pt-osc copies the table online: what the rule warns about is handled
 
     def dump_table(self, target: Target, schema: str, table: str, path: Path) -> None:
         backup.dump_table(target, schema, table, path)

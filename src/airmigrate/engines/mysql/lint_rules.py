@@ -3,7 +3,8 @@
 A first set, the ones that matter most on MySQL:
 - ``mysql-table-copy``: an ALTER the server does only by copying the table under a shared lock (a type change,
   ADD CHECK, a charset change): writes stop for the whole copy. Recipe: pt-online-schema-change, or expand /
-  backfill / swap. Read conservatively from the tree; the plan asks the server itself (the empty-copy probe).
+  backfill / swap; a migration with `executor: pt-osc` has it acknowledged (the engine's ``executor_rules``).
+  Read conservatively from the tree; the plan asks the server itself (the empty-copy probe).
 - ``destructive-in-expand``, ``unbatched-update``, ``unbatched-delete``, ``backfill-single-update``,
   ``backfill-unbounded``, ``syntax-error``: the neutral rules, read from MySQL's SQL.
 Not a rule: an ALTER without ALGORITHM/LOCK. The executor asks the server and writes the online algorithm into
@@ -21,8 +22,8 @@ from airmigrate.engines.mysql.parsing import first_word, parse_one, statement_sp
 from airmigrate.findings import RECIPES, Finding
 from airmigrate.sqlfiles import BOUND_LITERAL, batch_names
 
-COPY_RECIPE = ("pt-online-schema-change (the migration's `executor: pt-osc`, being built) copies it online with "
-               "triggers; or add a new column, backfill it in batches, then swap in cleanup")
+COPY_RECIPE = ("add `executor: pt-osc` to migration.yaml (pt-online-schema-change copies the table online with "
+               "triggers); or add a new column, backfill it in batches, then swap in cleanup")
 MYSQL_RECIPES = {**RECIPES, "mysql-table-copy": COPY_RECIPE,
                  "syntax-error": "fix the SQL so MySQL can parse it"}
 
