@@ -6,6 +6,7 @@ problems" for what it did not look at (the preflight still stops on a missing ta
 
 from __future__ import annotations
 
+
 from airmigrate.findings import Problem
 
 

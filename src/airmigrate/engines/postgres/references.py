@@ -95,8 +95,8 @@ class _Checker:
     def check_type(self, typename: str, report) -> str | None:
         canonical, why = self.catalog.canonical_type(typename)
         if canonical is None:
-            report(why, "use a type the target has (e.g. text, bigint, numeric(12,2)), or create the type "
-                        "first (CREATE TYPE / CREATE DOMAIN in up.sql, or an earlier migration)")
+            report(why, f"use a type the target has (e.g. text, bigint, numeric(12,2)), or create the type "
+                        f"first (CREATE TYPE / CREATE DOMAIN in up.sql, or an earlier migration)")
         return canonical
 
     def missing_column(self, column: str, table: tuple[str, str] | None = None) -> bool:

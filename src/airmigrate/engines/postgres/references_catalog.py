@@ -4,6 +4,7 @@ Also the pglast helpers both halves of the check use."""
 
 from __future__ import annotations
 
+
 import psycopg
 from pglast import ast
 
