@@ -37,6 +37,7 @@ from airmigrate.spec_checks import (  # noqa: F401
     _sql_file,
     bound_placeholders,
     check_transform_file,
+    engine_variant,
     file_checksums,
 )
 from airmigrate.spec_fields import (  # noqa: F401
@@ -411,7 +412,8 @@ def load_migration(folder: Path | str, expectations_dir: Path | str | None = Non
     transform_file = None
     if spec.backfill and spec.backfill.sql:
         texts["backfill.sql"] = _read_sql(folder, spec.backfill.sql, "backfill.sql", required=True)
-        _check_backfill_placeholders(folder / spec.backfill.sql, texts["backfill.sql"], spec.key_columns)
+        _check_backfill_placeholders(folder / engine_variant(folder, spec.backfill.sql), texts["backfill.sql"],
+                                     spec.key_columns)
     if spec.backfill and spec.backfill.transform:
         transform_file = _require_file(folder, spec.backfill.transform, "backfill.transform")
         check_transform_file(transform_file, folder / spec.backfill.transform)
