@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from airmigrate import db, state
+from airmigrate import control, db, state
 from airmigrate.engines import sql
 from airmigrate.engines.target import Target
 from airmigrate.errors import BackfillError
@@ -276,3 +276,76 @@ def _swallow(conn, statement: str) -> None:
         conn.rollback()
     except Exception:
         pass
+
+
+def test_composite_and_text_keys_walk_every_row_once(target, tmp_path):
+    """A composite key (a row compared as a whole: MariaDB has no row BETWEEN, so >= and <=) and a text key."""
+    with db.connect(target, autocommit=True) as conn:
+        conn.execute("CREATE TABLE pairs (tenant INT, seq INT, touched INT NOT NULL DEFAULT 0, PRIMARY KEY (tenant, seq))")
+        conn.execute("INSERT INTO pairs (tenant, seq) VALUES " + ", ".join(f"({i % 13}, {i})" for i in range(1, 3001)))
+        conn.execute("CREATE TABLE codes (code VARCHAR(40) PRIMARY KEY, touched INT NOT NULL DEFAULT 0)")
+        conn.execute("INSERT INTO codes (code) VALUES " + ", ".join(f"('k-{i * 7919 % 3001:05d}')" for i in range(3000)))
+    cases = {"pairs": (["tenant", "seq"], "UPDATE pairs SET touched = touched + 1 WHERE (tenant, seq) >= "
+                                          "(%(lo_0)s, %(lo_1)s) AND (tenant, seq) <= (%(hi_0)s, %(hi_1)s)"),
+             "codes": ("code", "UPDATE codes SET touched = touched + 1 WHERE code BETWEEN %(lo)s AND %(hi)s")}
+    for table, (key, update) in cases.items():
+        folder = tmp_path / f"0002_{table}_{target.dbname}"
+        folder.mkdir()
+        (folder / "backfill.sql").write_text(update)
+        (folder / "up.sql").write_text("SELECT 1;\n")
+        (folder / "down.sql").write_text("SELECT 1;\n")
+        (folder / "migration.yaml").write_text(yaml.safe_dump({
+            "description": "keys", "table": f"{target.dbname}.{table}", "key": key, "batch_size": 400,
+            "backfill": {"sql": "backfill.sql", "columns": ["touched"], "adaptive": False, "min_batch_size": 400}}))
+        migration = load_migration(folder)
+        run_id = begin(target, migration)
+        done = backfill.run_shard(target, migration, run_id)
+        assert done["rows"] == 3000 and done["batches"] == 8, (table, done)
+        assert scalar(target, f"SELECT COUNT(*) FROM {table} WHERE touched <> 1") == 0, table
+
+
+def test_a_batch_over_the_statement_time_limit_is_split_in_half(target, tmp_path):
+    """MariaDB's max_statement_time stops the 1,000-row batch (1.5 s of SLEEP); its halves fit in the limit."""
+    make_items(target, 2000)
+    folder = tmp_path / f"0003_{target.dbname}"
+    folder.mkdir()
+    (folder / "backfill.sql").write_text("UPDATE items SET touched = touched + 1 + 0 * SLEEP(0.0015) "
+                                         "WHERE id BETWEEN %(lo)s AND %(hi)s")
+    (folder / "up.sql").write_text("SELECT 1;\n")
+    (folder / "down.sql").write_text("SELECT 1;\n")
+    (folder / "migration.yaml").write_text(yaml.safe_dump({
+        "description": "split", "table": f"{target.dbname}.items", "key": "id", "batch_size": 1000,
+        "statement_timeout_ms": 1000,
+        "backfill": {"sql": "backfill.sql", "columns": ["touched"], "adaptive": False, "min_batch_size": 1000}}))
+    migration = load_migration(folder)
+    run_id = begin(target, migration)
+    backfill.run_shard(target, migration, run_id)
+    assert scalar(target, "SELECT COUNT(*) FROM items WHERE touched <> 1") == 0
+    with db.connect(target) as conn:
+        statuses = dict(conn.execute("SELECT status, COUNT(*) FROM airmigrate.batches WHERE run_id = %s "
+                                     "GROUP BY status", (run_id,)).fetchall())
+    assert statuses.get("split", 0) >= 1 and statuses["succeeded"] >= 3, statuses
+
+
+def test_pause_from_the_console_stops_the_shards_and_a_new_start_goes_on(target, tmp_path, monkeypatch):
+    """airmigrate.control on MySQL: pause recorded with who, the shard stops claiming, starting again resumes."""
+    make_items(target, 20_000)
+    migration = write_migration(tmp_path, target, adaptive=False, min_batch_size=500, sleep_between_batches_ms=50)
+    run_id = begin(target, migration)
+    monkeypatch.setattr(control, "CHECK_EVERY_S", 0.1)
+    shard = threading.Thread(target=lambda: results.append(backfill.run_shard(target, migration, run_id)), daemon=True)
+    results: list[dict] = []
+    shard.start()
+    wait_for(lambda: succeeded(target, run_id) >= 2, "the first batches")
+    with db.connect(target) as conn:
+        said = control.act(conn, migration.id, "pause", "tester")
+    shard.join(timeout=120)
+    assert "paused" in said and results and results[0]["stopped"] == "paused"
+    left = scalar(target, "SELECT COUNT(*) FROM items WHERE touched = 0")
+    assert 0 < left < 20_000
+    with db.connect(target) as conn:
+        assert conn.execute("SELECT actor FROM airmigrate.actions WHERE run_id = %s AND action = 'pause'",
+                            (run_id,)).fetchone()[0] == "tester"
+    backfill.start_backfill(target, migration, run_id)  # a new trigger: go on
+    backfill.run_shard(target, migration, run_id)
+    assert scalar(target, "SELECT COUNT(*) FROM items WHERE touched <> 1") == 0

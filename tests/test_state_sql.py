@@ -12,7 +12,7 @@ def test_every_engine_names_the_same_state_statements():
     needed = {"SCHEMA_DDL", "ACTIVE_RUN_FOR_UPDATE", "TAKE_OVER_RUN", "insert_run", "OWNED_RUN", "ACTIVE_RUN",
               "LATEST_RUN", "STAGE_DONE", "mark_stage_done", "add_facts", "FINISH_RUN", "RUNS_OF", "START_HISTORY",
               "ALL_HISTORY", "MARK_APPLIED", "MARK_ROLLED_BACK", "BATCH_SUMMARY", "PROGRESS_NOW", "PROGRESS_REFRESH",
-              "FAILED_SHARE", "OPEN_CURSOR", "batch_succeeded", "take_batch_numbers", "KEY_AS_TEXT", "FIRST_KEY",
+              "FAILED_SHARE", "OPEN_CURSOR", "OPEN_CONTROLS", "batch_succeeded", "take_batch_numbers", "KEY_AS_TEXT", "FIRST_KEY",
               "ROW_BETWEEN", "EXTEND_LEASE", "EXTEND_LEASE_UNTIL", "OPEN_RUN", "HEALTH_QUERIES", "state_table_exists",
               "relation_exists", "create_state_tables", "xact_lock", "lease_try", "lease_release", "lease_sessions"}
     for name, module in modules.items():

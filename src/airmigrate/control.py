@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from airmigrate import state
+from airmigrate import engines, state
 from airmigrate.errors import AirmigrateError
 from airmigrate.spec import setting_problem
 
@@ -34,7 +34,7 @@ def act(conn, migration_id: str, action: str, actor: str, value: float | None = 
     if run_id is None:
         raise ControlError(f"{migration_id} has no active run to {action.replace('_', ' ')}")
     with conn.transaction():
-        conn.execute("INSERT INTO airmigrate.controls (run_id) VALUES (%s) ON CONFLICT DO NOTHING", (run_id,))
+        conn.execute(engines.of(conn).state_sql().OPEN_CONTROLS, (run_id,))
         done = _apply(conn, run_id, action, value)
         conn.execute("INSERT INTO airmigrate.actions (migration_id, run_id, action, detail, actor) "
                      "VALUES (%s, %s, %s, %s, %s)", (migration_id, run_id, action, done, actor))

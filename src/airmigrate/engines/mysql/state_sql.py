@@ -291,6 +291,7 @@ PROGRESS_REFRESH = (
     "JOIN airmigrate.cursors c ON c.run_id = b.run_id WHERE b.run_id = %s")
 FAILED_SHARE = ("SELECT COUNT(*), COUNT(CASE WHEN status = 'failed' THEN 1 END) FROM airmigrate.batches "
                 "WHERE run_id = %s AND status <> 'split'")
+OPEN_CONTROLS = "INSERT INTO airmigrate.controls (run_id) VALUES (%s) ON DUPLICATE KEY UPDATE run_id = run_id"
 OPEN_CURSOR = ("INSERT INTO airmigrate.cursors (run_id, batch_size, estimated_rows) VALUES (%s, %s, %s) "
                "ON DUPLICATE KEY UPDATE run_id = run_id")
 BATCH_SUCCEEDED = (

@@ -239,6 +239,7 @@ PROGRESS_REFRESH = (
     "USING (run_id) WHERE run_id = %s")
 FAILED_SHARE = ("SELECT count(*), count(*) FILTER (WHERE status = 'failed') FROM airmigrate.batches "
                 "WHERE run_id = %s AND status <> 'split'")
+OPEN_CONTROLS = "INSERT INTO airmigrate.controls (run_id) VALUES (%s) ON CONFLICT DO NOTHING"
 OPEN_CURSOR = ("INSERT INTO airmigrate.cursors (run_id, batch_size, estimated_rows) VALUES (%s, %s, %s) "
                "ON CONFLICT (run_id) DO NOTHING")
 BATCH_SUCCEEDED = (
