@@ -12,6 +12,7 @@ from airmigrate.engines.mysql import (
     clients,
     connection,
     ddl,
+    demo,
     lint_rules,
     maintenance,
     online,
@@ -199,6 +200,19 @@ class MySQLEngine(Engine):
     def paces_by_latency(self) -> bool:
         """Not yet: airmigrate.pacing reads PostgreSQL's statistics (pg_stat_statements, pg_stat_activity)."""
         return False
+
+    # -- the demo database
+    def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:
+        return demo.recreate_database(admin, name, template)
+
+    def drop_database(self, admin: Target, name: str) -> None:
+        demo.drop_database(admin, name)
+
+    def forget_state(self, conn: Any, migration_ids: tuple[str, ...]) -> None:
+        demo.forget_state(conn, migration_ids)
+
+    def seed_users(self, conn: Any, rows: int) -> None:
+        demo.seed_users(conn, rows)
 
 
 ENGINE = MySQLEngine()

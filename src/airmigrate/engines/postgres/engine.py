@@ -12,6 +12,7 @@ from airmigrate.engines.postgres import (
     backup,
     connection,
     ddl,
+    demo,
     lint_rules,
     lock_model,
     lock_rules,
@@ -208,6 +209,18 @@ class PostgresEngine(Engine):
     def paces_by_latency(self) -> bool:
         return True
 
+    # -- the demo database
+    def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:
+        return demo.recreate_database(admin, name, template)
+
+    def drop_database(self, admin: Target, name: str) -> None:
+        demo.drop_database(admin, name)
+
+    def forget_state(self, conn: Any, migration_ids: tuple[str, ...]) -> None:
+        demo.forget_state(conn, migration_ids)
+
+    def seed_users(self, conn: Any, rows: int) -> None:
+        demo.seed_users(conn, rows)
+
 
 ENGINE = PostgresEngine()
-
