@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from airmigrate import engines
 from airmigrate.engines.base import ONLINE, Executor
+from airmigrate.engines.target import configured_default_schema
 from airmigrate.errors import SpecError
 from airmigrate.operations import ROW_OPERATIONS, Operation
 
@@ -331,7 +332,9 @@ class MigrationSpec(BaseModel):
 
     @property
     def schema_name(self) -> str:
-        return self.table.split(".")[0] if "." in self.table else "public"
+        """The schema `table` names, else where a bare name lives on the configured target (PostgreSQL: public;
+        MySQL: the target's database)."""
+        return self.declared_schema or configured_default_schema()
 
     @property
     def declared_schema(self) -> str | None:

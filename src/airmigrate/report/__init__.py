@@ -20,7 +20,7 @@ from pathlib import Path
 
 from markupsafe import escape
 
-from airmigrate import settings
+from airmigrate import engines, settings
 from airmigrate.db import Target, connect
 from airmigrate.engines.sql import Json as Jsonb
 from airmigrate.report.collect import collect, run_row
@@ -88,7 +88,7 @@ def write_report(target: Target, migration: Migration, direction: str = "up", ru
     run (a dry run, an already applied migration: nothing ran). The run: ``run_id``, else the one of
     ``dag_run_id``, else the latest of that direction."""
     with connect(target, autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass('airmigrate.runs')").fetchone()[0] is None:
+        if not engines.of(conn).state_sql().state_table_exists(conn, "runs"):
             return None
         if run_id is None:
             query = "SELECT run_id FROM airmigrate.runs WHERE migration_id = %s AND direction = %s"

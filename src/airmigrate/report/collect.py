@@ -10,7 +10,7 @@ import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 
-from airmigrate import plan, state
+from airmigrate import engines, plan, state
 from airmigrate.app_versions import NEW_ONLY, app_versions
 from airmigrate.control import cancellation
 from airmigrate.gates import needs_approval, needs_rollback_approval
@@ -77,14 +77,14 @@ def collect(conn, migration: Migration, run: dict, direction: str, target_name: 
 
 
 def _cancelled(conn, run_id: int) -> bool:
-    if conn.execute("SELECT to_regclass('airmigrate.controls')").fetchone()[0] is None:
+    if not engines.of(conn).state_sql().state_table_exists(conn, "controls"):
         return False
     return cancellation(conn, run_id) is not None
 
 
 def run_actions(conn, run_id: int) -> list[dict]:
     """What people did to this run from the console or the approval step (who, when, what), oldest first."""
-    if conn.execute("SELECT to_regclass('airmigrate.actions')").fetchone()[0] is None:
+    if not engines.of(conn).state_sql().state_table_exists(conn, "actions"):
         return []
     rows = conn.execute("SELECT at, action, detail, actor FROM airmigrate.actions WHERE run_id = %s ORDER BY at",
                         (run_id,)).fetchall()

@@ -215,4 +215,13 @@ class MySQLEngine(Engine):
         demo.seed_users(conn, rows)
 
 
+    def key_check(self, conn: Any, schema: str, table: str, key: tuple[str, ...]) -> dict | None:
+        return catalog.key_check(conn, schema, table, key)
+
+    def column_types(self, conn: Any, schema: str, table: str) -> dict[str, str]:
+        return catalog.column_types(conn, schema, table)
+
+    def read_table_structure(self, conn: Any, schema: str, table: str) -> dict | None:
+        return catalog.read_table(conn, schema, table)
+
 ENGINE = MySQLEngine()

@@ -13,6 +13,7 @@ from airmigrate.engines.postgres import (
     connection,
     ddl,
     demo,
+    keys,
     lint_rules,
     lock_model,
     lock_rules,
@@ -21,6 +22,7 @@ from airmigrate.engines.postgres import (
     parsing,
     references,
     state_sql,
+    structure,
     touches,
 )
 from airmigrate.engines.sql import Composable
@@ -222,5 +224,14 @@ class PostgresEngine(Engine):
     def seed_users(self, conn: Any, rows: int) -> None:
         demo.seed_users(conn, rows)
 
+
+    def key_check(self, conn: Any, schema: str, table: str, key: tuple[str, ...]) -> dict | None:
+        return keys.key_check(conn, schema, table, key)
+
+    def column_types(self, conn: Any, schema: str, table: str) -> dict[str, str]:
+        return maintenance.column_types(conn, schema, table)
+
+    def read_table_structure(self, conn: Any, schema: str, table: str) -> dict | None:
+        return structure.read_table(conn, schema, table)
 
 ENGINE = PostgresEngine()

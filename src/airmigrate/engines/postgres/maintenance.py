@@ -66,3 +66,12 @@ def table_columns(conn, schema: str, table: str) -> list[str] | None:
     exists = conn.execute("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                           "WHERE n.nspname = %s AND c.relname = %s", (schema, table)).fetchone()
     return [] if exists else None
+
+
+def column_types(conn, schema: str, table: str) -> dict[str, str]:
+    """name -> formatted type (format_type) of a table's live columns."""
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
+        (f'"{schema}"."{table}"',)).fetchall()
+    return dict(rows)
