@@ -318,3 +318,8 @@ class Engine(ABC):
     def read_table_structure(self, conn: Any, schema: str, table: str) -> dict | None:
         """airmigrate.structure.read_table's answer from the engine's catalog: columns, constraints, indexes,
         triggers, grants, referencing keys, each with the columns it uses; None when there is no such table."""
+
+    @abstractmethod
+    def foreign_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
+        """The foreign keys from and to the table, each {name, from_table, from_columns, to_table, to_columns}
+        (tables as schema.table): the report's diagram."""

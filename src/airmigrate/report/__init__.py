@@ -51,8 +51,7 @@ def report_name(run: dict) -> str:
 def capture_before(conn, migration: Migration, run_id: int) -> None:
     """The touched tables' shape before the run changes anything, once per run (a resumed run keeps the first)."""
     before = json.loads(json.dumps(snapshot(conn, migration), default=str))
-    conn.execute("UPDATE airmigrate.runs SET facts = facts || jsonb_build_object('schema_before', %s::jsonb) "
-                 "WHERE run_id = %s AND NOT facts ? 'schema_before'", (Jsonb(before), run_id))
+    engines.of(conn).state_sql().add_fact_once(conn, run_id, "schema_before", before)
 
 
 def record_stage_time(conn, run_id: int, task_id: str, started: datetime, finished: datetime | None,
@@ -61,9 +60,7 @@ def record_stage_time(conn, run_id: int, task_id: str, started: datetime, finish
     task instances cannot be read (a worker has no metadata database access)."""
     entry = {"start": started.astimezone(timezone.utc).isoformat(),
              "end": finished.astimezone(timezone.utc).isoformat() if finished else None, "state": status}
-    conn.execute("UPDATE airmigrate.runs SET facts = jsonb_set(facts, '{stage_times}', "
-                 "coalesce(facts->'stage_times', '{}'::jsonb) || jsonb_build_object(%s::text, %s::jsonb)) "
-                 "WHERE run_id = %s", (task_id, Jsonb(entry), run_id))
+    engines.of(conn).state_sql().set_stage_time(conn, run_id, task_id, entry)
 
 
 

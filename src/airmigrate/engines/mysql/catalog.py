@@ -105,3 +105,17 @@ def read_table(conn, schema: str, table: str) -> dict | None:
     return {"schema": schema, "table": table, "comment": found[0] or None, "privileges": [], "columns": columns,
             "constraints": constraints, "indexes": index_info, "triggers": {}, "referenced_by": referenced_by,
             "dependents": {}}
+
+
+def foreign_keys(conn, schema: str, table: str) -> list[dict]:
+    """The foreign keys from and to the table: name, from_table, from_columns, to_table, to_columns."""
+    rows = conn.execute(
+        "SELECT CONSTRAINT_NAME, CONCAT(TABLE_SCHEMA, '.', TABLE_NAME), GROUP_CONCAT(COLUMN_NAME ORDER BY "
+        "ORDINAL_POSITION), CONCAT(REFERENCED_TABLE_SCHEMA, '.', REFERENCED_TABLE_NAME), "
+        "GROUP_CONCAT(REFERENCED_COLUMN_NAME ORDER BY ORDINAL_POSITION) FROM information_schema.KEY_COLUMN_USAGE "
+        "WHERE REFERENCED_TABLE_NAME IS NOT NULL AND ((TABLE_SCHEMA = %s AND TABLE_NAME = %s) OR "
+        "(REFERENCED_TABLE_SCHEMA = %s AND REFERENCED_TABLE_NAME = %s)) GROUP BY CONSTRAINT_NAME, TABLE_SCHEMA, "
+        "TABLE_NAME, REFERENCED_TABLE_SCHEMA, REFERENCED_TABLE_NAME ORDER BY CONSTRAINT_NAME",
+        (schema, table, schema, table)).fetchall()
+    return [{"name": r[0], "from_table": r[1], "from_columns": r[2].split(","), "to_table": r[3],
+             "to_columns": r[4].split(",")} for r in rows]

@@ -224,4 +224,7 @@ class MySQLEngine(Engine):
     def read_table_structure(self, conn: Any, schema: str, table: str) -> dict | None:
         return catalog.read_table(conn, schema, table)
 
+    def foreign_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
+        return catalog.foreign_keys(conn, schema, table)
+
 ENGINE = MySQLEngine()

@@ -487,3 +487,19 @@ def recorded_fact(conn, migration_id: str, name: str, active: bool):
                        "AND (NOT %s OR status <> 'rolled_back') ORDER BY run_id DESC LIMIT 1",
                        (path, migration_id, path, active)).fetchone()
     return _decoded(row[0]) if row else None
+
+
+def add_fact_once(conn, run_id: int, name: str, value) -> None:
+    """Record the fact `name` unless the run has it already (a resumed run keeps the first)."""
+    path = '$."' + name.replace('"', '') + '"'
+    conn.execute("UPDATE airmigrate.runs SET facts = JSON_SET(facts, %s, JSON_EXTRACT(%s, '$')) "
+                 "WHERE run_id = %s AND NOT JSON_CONTAINS_PATH(facts, 'one', %s)",
+                 (path, json.dumps(value, default=str), run_id, path))
+
+
+def set_stage_time(conn, run_id: int, task_id: str, entry: dict) -> None:
+    """facts.stage_times[task_id] = entry (the other stages' entries kept)."""
+    key = '$.stage_times."' + task_id.replace('"', '') + '"'
+    conn.execute("UPDATE airmigrate.runs SET facts = JSON_SET(IF(JSON_CONTAINS_PATH(facts, 'one', '$.stage_times'), "
+                 "facts, JSON_SET(facts, '$.stage_times', JSON_OBJECT())), %s, JSON_EXTRACT(%s, '$')) "
+                 "WHERE run_id = %s", (key, json.dumps(entry, default=str), run_id))

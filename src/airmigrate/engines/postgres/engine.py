@@ -234,4 +234,7 @@ class PostgresEngine(Engine):
     def read_table_structure(self, conn: Any, schema: str, table: str) -> dict | None:
         return structure.read_table(conn, schema, table)
 
+    def foreign_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
+        return structure.foreign_keys(conn, schema, table)
+
 ENGINE = PostgresEngine()

@@ -352,3 +352,16 @@ def recorded_fact(conn, migration_id: str, name: str, active: bool):
                        "AND facts ? %s AND (NOT %s OR status <> 'rolled_back') ORDER BY run_id DESC LIMIT 1",
                        (name, migration_id, name, active)).fetchone()
     return row[0] if row else None
+
+
+def add_fact_once(conn, run_id: int, name: str, value) -> None:
+    """Record the fact `name` unless the run has it already (a resumed run keeps the first)."""
+    conn.execute(f"UPDATE airmigrate.runs SET facts = facts || jsonb_build_object('{name}', %s::jsonb) "
+                 f"WHERE run_id = %s AND NOT facts ? '{name}'", (sql.Json(value), run_id))
+
+
+def set_stage_time(conn, run_id: int, task_id: str, entry: dict) -> None:
+    """facts.stage_times[task_id] = entry (the other stages' entries kept)."""
+    conn.execute("UPDATE airmigrate.runs SET facts = jsonb_set(facts, '{stage_times}', "
+                 "coalesce(facts->'stage_times', '{}'::jsonb) || jsonb_build_object(%s::text, %s::jsonb)) "
+                 "WHERE run_id = %s", (task_id, sql.Json(entry), run_id))

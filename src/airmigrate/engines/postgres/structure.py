@@ -95,3 +95,24 @@ def read_table(conn, schema: str, table: str) -> dict | None:
     return {"schema": schema, "table": table, "comment": comment, "privileges": sorted(acl or []),
             "columns": columns, "constraints": constraints, "indexes": indexes, "triggers": triggers,
             "referenced_by": referenced_by, "dependents": dependents}
+
+
+def foreign_keys(conn, schema: str, table: str) -> list[dict]:
+    """The foreign keys from and to the table: name, from_table, from_columns, to_table, to_columns."""
+    row = conn.execute("SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                       "WHERE n.nspname = %s AND c.relname = %s", (schema, table)).fetchone()
+    if row is None:
+        return []
+    oid = row[0]
+    return [{"name": r[0], "from_table": r[1], "from_columns": list(r[2]), "to_table": r[3],
+            "to_columns": list(r[4])} for r in conn.execute(
+        "SELECT con.conname::text, fn.nspname || '.' || fc.relname, "
+        "(SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.conkey) WITH ORDINALITY k(n, ord) "
+        " JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n), "
+        "tn.nspname || '.' || tc.relname, "
+        "(SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.confkey) WITH ORDINALITY k(n, ord) "
+        " JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n) "
+        "FROM pg_constraint con JOIN pg_class fc ON fc.oid = con.conrelid JOIN pg_namespace fn ON "
+        "fn.oid = fc.relnamespace JOIN pg_class tc ON tc.oid = con.confrelid JOIN pg_namespace tn ON "
+        "tn.oid = tc.relnamespace WHERE con.contype = 'f' AND (con.conrelid = %s OR con.confrelid = %s) "
+        "ORDER BY con.conname", (oid, oid))]
