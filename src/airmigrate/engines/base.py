@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -323,3 +324,19 @@ class Engine(ABC):
     def foreign_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
         """The foreign keys from and to the table, each {name, from_table, from_columns, to_table, to_columns}
         (tables as schema.table): the report's diagram."""
+
+    @abstractmethod
+    def write_rows(self, conn: Any, table: tuple[str, str], columns: list[str], rows: Callable[[], Iterable[tuple]],
+                   bounds: dict) -> int | None:
+        """The pandas path's write-back, in the caller's transaction: `rows()` gives tuples of `columns` (the key
+        first) of the batch's key range `bounds` (lo, hi); returns the rows changed. None: the engine writes with
+        the pandas path's own statements (PostgreSQL: COPY into a temp table and UPDATE ... FROM, the ones
+        `airmigrate plan --sql` prints), which the caller then runs."""
+
+    @abstractmethod
+    def column_comments(self, conn: Any, schema: str, table: str) -> dict[str, str | None]:
+        """name -> comment (None when it has none) of the table's live columns."""
+
+    @abstractmethod
+    def comment_column_sql(self, conn: Any, schema: str, table: str, column: str, text: str) -> str:
+        """The statement that sets a column's comment (COMMENT ON COLUMN; MySQL: ALTER TABLE ... MODIFY COLUMN)."""

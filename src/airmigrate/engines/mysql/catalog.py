@@ -6,6 +6,10 @@ problems" for what it did not look at (the preflight still stops on a missing ta
 
 from __future__ import annotations
 
+import re
+
+from airmigrate.engines import sql
+from airmigrate.engines.mysql import connection
 from airmigrate.findings import Problem
 
 
@@ -119,3 +123,22 @@ def foreign_keys(conn, schema: str, table: str) -> list[dict]:
         (schema, table, schema, table)).fetchall()
     return [{"name": r[0], "from_table": r[1], "from_columns": r[2].split(","), "to_table": r[3],
              "to_columns": r[4].split(",")} for r in rows]
+
+
+def column_comments(conn, schema: str, table: str) -> dict[str, str | None]:
+    """name -> comment (None: none; MySQL stores an empty string) of the table's columns."""
+    return {name: comment or None for name, comment in conn.execute(
+        "SELECT COLUMN_NAME, COLUMN_COMMENT FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+        "AND TABLE_NAME = %s", (schema, table)).fetchall()}
+
+
+def comment_column_sql(conn, schema: str, table: str, column: str, text: str) -> str:
+    """MySQL has no COMMENT ON: ALTER TABLE ... MODIFY COLUMN with the column's own definition as SHOW CREATE TABLE
+    prints it (type, NULL, default, generation...) and the new COMMENT; a comment-only change is a metadata
+    change for the server (no table copy)."""
+    create = conn.execute(sql.SQL("SHOW CREATE TABLE {}").format(sql.Identifier(schema, table))).fetchone()[1]
+    quoted = connection.quote_identifier(column)
+    line = next(ln.strip().rstrip(",") for ln in create.splitlines() if ln.strip().startswith(quoted + " "))
+    line = re.sub(r" COMMENT '(?:[^'\\]|\\.|'')*'", "", line)
+    return (sql.SQL("ALTER TABLE {} MODIFY COLUMN ").format(sql.Identifier(schema, table)).as_string(conn)
+            + line + " COMMENT " + connection.literal(text, conn))

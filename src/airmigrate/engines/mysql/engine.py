@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from airmigrate.engines.base import ONLINE, PT_OSC, Engine
 from airmigrate.engines.mysql import (
     backup,
+    bulk,
     catalog,
     clients,
     connection,
@@ -226,5 +228,15 @@ class MySQLEngine(Engine):
 
     def foreign_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
         return catalog.foreign_keys(conn, schema, table)
+
+    def write_rows(self, conn: Any, table: tuple[str, str], columns: list[str], rows: Callable[[], Iterable[tuple]],
+                   bounds: dict) -> int | None:
+        return bulk.write_rows(conn, table, columns, rows(), bounds)
+
+    def column_comments(self, conn: Any, schema: str, table: str) -> dict[str, str | None]:
+        return catalog.column_comments(conn, schema, table)
+
+    def comment_column_sql(self, conn: Any, schema: str, table: str, column: str, text: str) -> str:
+        return catalog.comment_column_sql(conn, schema, table, column, text)
 
 ENGINE = MySQLEngine()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -236,5 +237,15 @@ class PostgresEngine(Engine):
 
     def foreign_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
         return structure.foreign_keys(conn, schema, table)
+
+    def write_rows(self, conn: Any, table: tuple[str, str], columns: list[str], rows: Callable[[], Iterable[tuple]],
+                   bounds: dict) -> int | None:
+        return None  # transform.py's statements: COPY into a temp table, then UPDATE ... FROM
+
+    def column_comments(self, conn: Any, schema: str, table: str) -> dict[str, str | None]:
+        return maintenance.column_comments(conn, schema, table)
+
+    def comment_column_sql(self, conn: Any, schema: str, table: str, column: str, text: str) -> str:
+        return maintenance.comment_column_sql(conn, schema, table, column, text)
 
 ENGINE = PostgresEngine()

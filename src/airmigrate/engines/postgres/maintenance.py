@@ -75,3 +75,16 @@ def column_types(conn, schema: str, table: str) -> dict[str, str]:
         "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
         (f'"{schema}"."{table}"',)).fetchall()
     return dict(rows)
+
+
+def column_comments(conn, schema: str, table: str) -> dict[str, str | None]:
+    """name -> comment (None: none) of the table's live columns."""
+    return dict(conn.execute(
+        "SELECT attname, col_description(attrelid, attnum) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+        "AND attnum > 0 AND NOT attisdropped",
+        (sql.Identifier(schema, table).as_string(conn),)).fetchall())
+
+
+def comment_column_sql(conn, schema: str, table: str, column: str, text: str) -> str:
+    return sql.SQL("COMMENT ON COLUMN {} IS {}").format(sql.Identifier(schema, table, column),
+                                                        sql.Literal(text)).as_string(conn)

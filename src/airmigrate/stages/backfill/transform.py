@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from airmigrate import engines
 from airmigrate.engines import sql
 from airmigrate.errors import SpecError
 from airmigrate.spec import Migration
@@ -58,8 +59,21 @@ def apply_transform(conn, migration: Migration, transform, lo: str, hi: str) -> 
     if not rows:
         return 0
     result = checked(migration, transform(build_frame(names, rows)))
+    spec = migration.spec
+    out_cols = [spec.key, *spec.backfill.columns]
+    written = engines.of(conn).write_rows(conn, (spec.schema_name, spec.table_name), out_cols,
+                                          lambda: python_rows(result, out_cols), bounds)
+    if written is not None:  # the engine's own set-based write (MySQL); None: these statements (PostgreSQL)
+        return written
     write_batch(conn, migration, statements, result)
     return update_batch(conn, statements["update"], bounds)
+
+
+def python_rows(result, out_cols: list[str]):
+    """The result's rows as tuples of Python objects (NaN/NaT -> None), column by column: ~4x faster than
+    itertuples."""
+    columns = [result[c].astype(object).where(result[c].notna(), None).tolist() for c in out_cols]
+    return zip(*columns)
 
 
 # Each step a function of its own, so bench/pandas_profile.py can time it where it runs.
@@ -67,7 +81,7 @@ def apply_transform(conn, migration: Migration, transform, lo: str, hi: str) -> 
 def fetch_batch(conn, statement, bounds: dict) -> tuple[list[str], list]:
     """The batch's rows as the driver returns them, and their column names."""
     cur = conn.execute(statement, bounds)
-    return [d.name for d in cur.description], cur.fetchall()
+    return [d[0] for d in cur.description], cur.fetchall()
 
 
 def build_frame(names: list[str], rows: list):
