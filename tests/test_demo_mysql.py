@@ -82,7 +82,8 @@ def test_facts_the_stages_and_the_report_write_and_read(seeded):
             assert conn.execute(statements.APPLIED_RECORDED, (run_id,)).fetchone()[0] in (1, True)
             assert conn.execute(statements.SWEEPS_DONE, (run_id,)).fetchone()[0] == 2
             assert statements.live_columns(conn, run_id) == ["id", "x"]
-            assert statements.recorded_fact(conn, migration_id, "schema_before", False) == {"tables": {"a.b": [1, None]}}
+            before = statements.recorded_fact(conn, migration_id, "schema_before", False)
+            assert before == {"tables": {"a.b": [1, None]}}
             assert statements.recorded_fact(conn, migration_id, "missing", False) is None
             run = run_row(conn, run_id)
             assert run["facts"]["stage_times"] == {"preflight": {"start": "s1", "end": None, "state": "success"},

@@ -44,7 +44,8 @@ def check_order(conn, migration: Migration) -> None:
     _check_depends_on(migration, names, statuses)
     if migration.spec.out_of_order:
         return
-    if engines.of(conn).state_sql().state_table_exists(conn, "runs") and state.active_run(conn, migration.id, "up") is not None:
+    has_runs = engines.of(conn).state_sql().state_table_exists(conn, "runs")
+    if has_runs and state.active_run(conn, migration.id, "up") is not None:
         log.info("%s resumes its own run: folder order was checked when it started", migration.id)
         return
     spec_file = migration.folder / SPEC_FILE

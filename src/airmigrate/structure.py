@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from airmigrate import engines
 
+
 def read_table(conn, schema: str, table: str) -> dict | None:
     """Everything about `schema.table` an operation must carry over or a check must compare; None when
     the table does not exist. Each constraint and index lists the columns it uses. The engine reads its catalog

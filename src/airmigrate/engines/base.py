@@ -9,8 +9,8 @@ says so, not an ``if engine == ...`` in a stage. Modelled on SQLAlchemy's ``Dial
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -22,7 +22,6 @@ from markupsafe import escape
 
 from airmigrate import engines, settings
 from airmigrate.db import Target, connect
-from airmigrate.engines.sql import Json as Jsonb
 from airmigrate.report.collect import collect, run_row
 from airmigrate.report.render import render_html, render_markdown
 from airmigrate.schemadocs.shape import snapshot
