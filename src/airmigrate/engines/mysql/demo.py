@@ -51,14 +51,20 @@ def recreate_database(admin: Target, name: str, template: str | None = None) -> 
     if template:
         raise NotImplementedError("MySQL/MariaDB have no template databases")
     drop_database(admin, name)
-    with connection.connect(admin, autocommit=True) as conn:
+    with connection.connect(_server(admin), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} CHARACTER SET utf8mb4").format(sql.Identifier(name)))
     return admin.with_dbname(name)
 
 
 def drop_database(admin: Target, name: str) -> None:
-    with connection.connect(admin, autocommit=True) as conn:
+    with connection.connect(_server(admin), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def _server(admin: Target) -> Target:
+    """The admin target's server, through a database every server has: the URL's own need not exist yet (the
+    demo's URL names the server; `.../h22d_demo` before that database is made)."""
+    return admin.with_dbname("information_schema")
 
 
 def forget_state(conn: Any, migration_ids: tuple[str, ...]) -> None:
