@@ -59,6 +59,20 @@ def test_example_migrations_load(name):
     assert migration.id == name and migration.expectations_file is not None
 
 
+def test_an_engines_variant_of_a_file_replaces_it_on_that_engine_and_nowhere_else(monkeypatch):
+    """up.mysql.sql beside up.sql: MySQL / MariaDB run it, PostgreSQL never reads it (issue 22)."""
+    folder = ROOT / "migrations" / "0001_add_user_email_verified"
+    on_postgres = load_migration(folder, ROOT / "expectations")
+    assert "CONCURRENTLY" in on_postgres.up_sql and "IS DISTINCT FROM" in on_postgres.backfill_sql
+    monkeypatch.setenv("AIRMIGRATE_TARGET_URL", "mysql://root@127.0.0.1:3306/test")
+    on_mysql = load_migration(folder, ROOT / "expectations")
+    assert "ALGORITHM=INSTANT" in on_mysql.up_sql and "LOCK=NONE" in on_mysql.up_sql
+    assert "<=>" in on_mysql.backfill_sql and "DROP COLUMN email_verified" in on_mysql.down_sql
+    assert on_mysql.checksum == on_postgres.checksum, "one folder, one checksum: every file counts on both"
+    phone = load_migration(ROOT / "migrations" / "0002_normalize_user_phone", ROOT / "expectations")
+    assert "VARCHAR(32)" in phone.up_sql and "ALGORITHM=INSTANT" in phone.down_sql
+
+
 def test_published_json_schema_matches_the_model_and_the_examples():
     published = json.loads((ROOT / "migration.schema.json").read_text())
     assert published == json_schema(), "run `.venv/bin/airmigrate schema > migration.schema.json`"

@@ -121,7 +121,9 @@ def cancel_message(migration_id: str, rollback_dag_id: str, actor: str | None, a
 def cancellation(conn, run_id: int) -> dict | None:
     """{"by", "at"} when the run's backfill was cancelled and not started again since (a new trigger clears the
     flag); None otherwise."""
-    row = conn.execute("SELECT c.cancelled, a.actor, a.at FROM airmigrate.controls c LEFT JOIN LATERAL (SELECT actor, "
-                       "at FROM airmigrate.actions WHERE run_id = c.run_id AND action = 'cancel' ORDER BY at DESC "
-                       "LIMIT 1) a ON true WHERE c.run_id = %s", (run_id,)).fetchone()
-    return {"by": row[1], "at": row[2]} if row and row[0] else None
+    row = conn.execute("SELECT cancelled FROM airmigrate.controls WHERE run_id = %s", (run_id,)).fetchone()
+    if not (row and row[0]):
+        return None
+    last = conn.execute("SELECT actor, at FROM airmigrate.actions WHERE run_id = %s AND action = 'cancel' "
+                        "ORDER BY at DESC LIMIT 1", (run_id,)).fetchone()  # two plain statements: every engine's
+    return {"by": last[0] if last else None, "at": last[1] if last else None}

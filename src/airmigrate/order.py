@@ -44,7 +44,8 @@ def check_order(conn, migration: Migration) -> None:
     _check_depends_on(migration, names, statuses)
     if migration.spec.out_of_order:
         return
-    if _has_table(conn, "airmigrate.runs") and state.active_run(conn, migration.id, "up") is not None:
+    has_runs = engines.of(conn).state_sql().state_table_exists(conn, "runs")
+    if has_runs and state.active_run(conn, migration.id, "up") is not None:
         log.info("%s resumes its own run: folder order was checked when it started", migration.id)
         return
     spec_file = migration.folder / SPEC_FILE
@@ -86,10 +87,6 @@ def _check_depends_on(migration: Migration, names: list[str], statuses: dict[str
             raise PreflightError(
                 f"{migration.id} depends on {dependency} (depends_on in {spec_file}), which {what}. Fix: run it "
                 f"first: `airmigrate run {dependency}`, then {migration.id}")
-
-
-def _has_table(conn, name: str) -> bool:
-    return conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None
 
 
 def _statuses(conn) -> dict[str, str]:

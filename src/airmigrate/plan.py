@@ -127,7 +127,7 @@ def estimate(conn, migration: Migration) -> dict:
 
     rows = estimate_rows(conn, spec.schema_name, spec.table_name)
     measured = None
-    if conn.execute("SELECT to_regclass('airmigrate.batches')").fetchone()[0]:
+    if engines.of(conn).state_sql().state_table_exists(conn, "batches"):
         # this migration's own recent batches when it has any (a re-plan after a rollback), else the target's
         measured = conn.execute(
             "SELECT sum(rows) / nullif(sum(extract(epoch FROM finished_at - started_at)), 0) FROM "
@@ -228,7 +228,7 @@ def rollback_phases(migration: Migration, conn=None) -> list[tuple[str, list[str
     live = frozenset(column_types(conn, spec.schema_name, spec.table_name)) if conn is not None else None
     steps = _steps(migration, conn, live)
     copy_back = list(steps.down_backfill)
-    if conn is not None and conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is not None:
+    if conn is not None and engines.of(conn).state_sql().state_table_exists(conn, "history"):
         row = conn.execute("SELECT snapshot_table FROM airmigrate.history WHERE migration_id = %s",
                            (migration.id,)).fetchone()
         snapshot = row[0] if row else None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from airmigrate import state
+from airmigrate import engines, state
 from airmigrate.db import Target, connect
 from airmigrate.errors import PreflightError
 from airmigrate.order import check_order
@@ -54,7 +54,7 @@ def before_airflow(target: Target, migration: Migration) -> Verdict:
 
 
 def _history_line(conn, migration: Migration) -> list[str]:
-    if conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is None:
+    if not engines.of(conn).state_sql().state_table_exists(conn, "history"):
         return []
     hist = state.history(conn, migration.id)
     return [f"  history: {hist['status']}"] if hist else []

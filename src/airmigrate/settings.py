@@ -47,4 +47,5 @@ def trust_forwarded_host() -> bool:
     return os.environ.get("AIRMIGRATE_TRUST_FORWARDED_HOST", "").strip().lower() in ("1", "true", "yes")
 
 
+DEMO_MIGRATIONS = ("0001_add_user_email_verified", "0002_normalize_user_phone")  # the examples `make demo` runs
 DEMO_DB = "airmigrate_demo"  # the database `make demo` (re)creates; `make airflow` points at it too

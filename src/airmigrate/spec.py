@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from airmigrate import engines
 from airmigrate.engines.base import ONLINE, Executor
+from airmigrate.engines.target import configured_default_schema
 from airmigrate.errors import SpecError
 from airmigrate.operations import ROW_OPERATIONS, Operation
 
@@ -37,6 +38,7 @@ from airmigrate.spec_checks import (  # noqa: F401
     _sql_file,
     bound_placeholders,
     check_transform_file,
+    engine_variant,
     file_checksums,
 )
 from airmigrate.spec_fields import (  # noqa: F401
@@ -330,7 +332,9 @@ class MigrationSpec(BaseModel):
 
     @property
     def schema_name(self) -> str:
-        return self.table.split(".")[0] if "." in self.table else "public"
+        """The schema `table` names, else where a bare name lives on the configured target (PostgreSQL: public;
+        MySQL: the target's database)."""
+        return self.declared_schema or configured_default_schema()
 
     @property
     def declared_schema(self) -> str | None:
@@ -411,7 +415,8 @@ def load_migration(folder: Path | str, expectations_dir: Path | str | None = Non
     transform_file = None
     if spec.backfill and spec.backfill.sql:
         texts["backfill.sql"] = _read_sql(folder, spec.backfill.sql, "backfill.sql", required=True)
-        _check_backfill_placeholders(folder / spec.backfill.sql, texts["backfill.sql"], spec.key_columns)
+        _check_backfill_placeholders(folder / engine_variant(folder, spec.backfill.sql), texts["backfill.sql"],
+                                     spec.key_columns)
     if spec.backfill and spec.backfill.transform:
         transform_file = _require_file(folder, spec.backfill.transform, "backfill.transform")
         check_transform_file(transform_file, folder / spec.backfill.transform)

@@ -179,15 +179,31 @@ def _require_file(folder: Path, name: str, field: str) -> Path:
     return path
 
 
+def engine_variant(folder: Path, name: str) -> str:
+    """`name`, or its variant for the target's engine when the folder has one: ``up.mysql.sql`` beside ``up.sql``
+    is what runs on MySQL / MariaDB (the way Flyway keeps vendor-specific locations), so one migration folder
+    serves both engines where their SQL differs (CONCURRENTLY, IS DISTINCT FROM, ALGORITHM=...)."""
+    stem, dot, suffix = name.rpartition(".")
+    variant = f"{stem}.{engines.current().name}.{suffix}" if dot else None
+    return variant if variant and (folder / variant).is_file() else name
+
+
+def other_engine_variant(path: Path) -> bool:
+    """A file like ``up.mysql.sql`` that belongs to an engine other than the target's."""
+    parts = path.name.split(".")
+    return len(parts) == 3 and parts[1] in engines.REGISTRY and parts[1] != engines.current().name
+
+
 def _sql_file(folder: Path, named: str | None, field: str, optional: bool) -> str:
     """up/down: the named file, else `<field>.sql` when present; required unless operations generate the SQL."""
-    name = named or f"{field}.sql"
+    name = engine_variant(folder, named or f"{field}.sql")
     if named is None and optional and not (folder / name).is_file():
         return ""
     return _read_sql(folder, name, field, required=not optional)
 
 
 def _read_sql(folder: Path, name: str, field: str, required: bool = False) -> str:
+    name = engine_variant(folder, name)
     text = _require_file(folder, name, field).read_text()
     if required and not text.strip():
         raise SpecError(folder / name, field, "the SQL file is empty", "write the SQL statements it should run")

@@ -44,6 +44,11 @@ def _json(value):
     return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
+def row_dict(cur, row, *json_columns: str) -> dict | None:
+    """A row as {column: value}, the `json_columns` decoded (MySQL hands JSON over as text)."""
+    return _row(cur, row, *json_columns)
+
+
 def _row(cur, row, *json_columns: str) -> dict | None:
     if row is None:
         return None

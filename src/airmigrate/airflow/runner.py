@@ -16,7 +16,7 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-from airmigrate import settings, state
+from airmigrate import engines, settings, state
 from airmigrate.db import Target, connect
 from airmigrate.order import dependents
 from airmigrate.spec import Migration
@@ -194,7 +194,7 @@ def report(dagrun, migration: Migration, target: Target, rollback: bool = False)
     errors = task_errors(dagrun)
     failed = [(task_id, errors.get(task_id)) for task_id, task_state, _, _ in rows if task_state == "failed"]
     with connect(target, autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass('airmigrate.runs')").fetchone()[0] is None:
+        if not engines.of(conn).state_sql().state_table_exists(conn, "runs"):
             return "\n".join(lines + ["  (no airmigrate state in the target yet)"] + _error_lines(failed))
         run = state.latest_run(conn, migration.id, "down" if rollback else "up")
         hist = state.history(conn, migration.id)

@@ -7,6 +7,7 @@ and the run is marked failed in ``airmigrate.runs`` with the message.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from datetime import datetime, timedelta, timezone
@@ -166,9 +167,10 @@ def _mark_interrupted(target: Target, migration: Migration, direction: str, why:
 
 
 def _schema_touched(conn, run_id: int) -> bool:
-    row = conn.execute("SELECT EXISTS (SELECT 1 FROM unnest(completed_stages) s WHERE s LIKE 'schema_change%%') "
-                       "FROM airmigrate.runs WHERE run_id = %s", (run_id,)).fetchone()
-    return bool(row and row[0])
+    """Has the run finished a schema_change stage (read in Python: completed_stages is an array or JSON)?"""
+    row = conn.execute("SELECT completed_stages FROM airmigrate.runs WHERE run_id = %s", (run_id,)).fetchone()
+    stages = json.loads(row[0]) if row and isinstance(row[0], (str, bytes)) else (row[0] if row else None)
+    return any(str(s).startswith("schema_change") for s in stages or [])
 
 
 def pause_run(migration_id: str, direction: str = "up", who: str | None = None) -> None:

@@ -9,9 +9,7 @@ import time
 from airmigrate import settings
 from airmigrate.cli.common import prepare_airflow_env
 from airmigrate.cli.run import OUTPUT, newest_report, run_and_report
-from airmigrate.settings import DEMO_DB
-
-EXAMPLES = ("0001_add_user_email_verified", "0002_normalize_user_phone")
+from airmigrate.settings import DEMO_DB, DEMO_MIGRATIONS as EXAMPLES
 
 
 def cmd_demo(args) -> int:

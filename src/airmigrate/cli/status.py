@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from airmigrate import lease, settings
+from airmigrate import engines, lease, settings
 from airmigrate.cli.common import configured_target, load_named, prepare_airflow_env
 from airmigrate.cli.imports import history_entries
 
@@ -20,7 +20,7 @@ def cmd_status(args) -> int:
     prepare_airflow_env()
     target = configured_target()
     with connect(target, autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is None:
+        if not engines.of(conn).state_sql().state_table_exists(conn, "history"):
             print(f"{args.migration}: never run on {target.describe()} (no airmigrate state there)")
             return 0
         hist = state.history(conn, args.migration)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from urllib.parse import quote
 
-from airmigrate import settings, state
+from airmigrate import engines, settings, state
 from airmigrate.console import side, stage_rows
 from airmigrate.console.chart import chart_svg  # noqa: F401 (the pages' chart, kept importable here)
 from airmigrate.console.pool import pooled
@@ -326,7 +326,7 @@ def pacing_series(conn, run_id: int, limit: int = 600) -> list[dict]:
 def batches_table(conn, run_id: int, limit: int = 500, offset: int = 0) -> list[dict]:
     """Range, rows, seconds, attempts, worker, error; failed first, then running, then by number. Attempts and
     the error count every try (airmigrate.batch_attempts): a retried batch keeps its earlier failures."""
-    history = conn.execute("SELECT to_regclass('airmigrate.batch_attempts') IS NOT NULL").fetchone()[0]
+    history = engines.of(conn).state_sql().state_table_exists(conn, "batch_attempts")
     tries = ("(SELECT count(*) FROM airmigrate.batch_attempts a WHERE a.run_id = b.run_id AND a.batch_no = "
              "b.batch_no)" if history else "0")
     last_failure = ("(SELECT a.error FROM airmigrate.batch_attempts a WHERE a.run_id = b.run_id AND a.batch_no = "

@@ -5,6 +5,7 @@ data. Safe to log only through :meth:`Target.describe` (the password is never in
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote, unquote, urlsplit
 
@@ -78,3 +79,18 @@ class Target:
     def describe(self) -> str:
         """Safe to log: no password."""
         return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+
+def configured_default_schema(environ: dict[str, str] | None = None) -> str:
+    """Where a bare table name lives on the configured target (the engine's ``default_schema``: PostgreSQL's
+    public, MySQL's database of the target), so a migration's ``table: users`` names the same table in every
+    stage, whichever engine runs it."""
+    env = os.environ if environ is None else environ
+    uri = env.get("AIRFLOW_CONN_AIRMIGRATE_TARGET")
+    if uri:
+        target = Target.from_airflow_uri(uri)
+    elif env.get("AIRMIGRATE_TARGET_URL"):
+        target = Target.from_url(env["AIRMIGRATE_TARGET_URL"])
+    else:
+        target = Target(engine=engines.DEFAULT, **engines.named(engines.DEFAULT).default_target())
+    return engines.named(target.engine).default_schema(target)

@@ -13,7 +13,7 @@ import dataclasses
 from datetime import datetime
 from pathlib import Path
 
-from airmigrate import state
+from airmigrate import engines, state
 from airmigrate.errors import SpecError
 from airmigrate.spec import Migration, discover, file_checksums, load_migration
 
@@ -59,7 +59,7 @@ def changed_files(conn, migration: Migration) -> list[str] | None:
     """The files of an applied (or expanded) migration that differ from what ran: [] when none, None when it
     is not applied. A file added to or removed from the folder counts. Commands that would act on the
     migration refuse a non-empty answer: the change belongs in a new migration folder."""
-    if conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is None:
+    if not engines.of(conn).state_sql().state_table_exists(conn, "history"):
         return None
     hist = state.history(conn, migration.id)
     if hist is None or hist["status"] not in APPLIED:

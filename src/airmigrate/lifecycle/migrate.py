@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from airmigrate import lease, settings, state
+from airmigrate import engines, lease, settings, state
 from airmigrate.app_versions import NEW_ONLY, OLD_AND_NEW, app_versions, render_app_versions  # noqa: F401 (API)
 from airmigrate.db import Target, connect
 from airmigrate.engines.sql import Json as Jsonb
@@ -56,7 +56,7 @@ def up_to(migrations: list[Migration], to: str | None) -> list[Migration]:
 def pending(conn, migrations: list[Migration], allow_drift: bool = False) -> list[tuple[Migration, str, dict | None]]:
     """(migration, action, history) per migration: run, resume, applied (unchanged) or expanded. A changed
     applied migration raises the preflight's PreflightError naming the files."""
-    has_state = conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is not None
+    has_state = engines.of(conn).state_sql().state_table_exists(conn, "history")
     out = []
     for migration in migrations:
         hist = state.history(conn, migration.id) if has_state else None
@@ -79,7 +79,7 @@ def unaccounted(conn, migrations: list[Migration], imported: frozenset[str] | se
     naming the migration. Missing: a migration in the history (not rolled back) whose folder is gone (deleted,
     renamed). Changed: an applied migration whose files differ from what was applied (Flyway's validate).
     ``imported``: the ids of imported migrations (their source accounts for them, and checks their drift)."""
-    if conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is None:
+    if not engines.of(conn).state_sql().state_table_exists(conn, "history"):
         return [], []
     here = {m.id: m for m in migrations}
     rows = conn.execute("SELECT migration_id, status, applied_at, applied_by FROM airmigrate.history "
@@ -161,8 +161,8 @@ def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = No
         out(f"\n== {migration.id} ({'resumed' if action == RESUME else 'pending'})")
         with lease.hold_for_cli(target, migration.id, "migrate", wait_s, say=out):
             with connect(target, autocommit=True) as conn:
-                now = state.history(conn, migration.id) if conn.execute(
-                    "SELECT to_regclass('airmigrate.history')").fetchone()[0] else None
+                has_state = engines.of(conn).state_sql().state_table_exists(conn, "history")
+                now = state.history(conn, migration.id) if has_state else None
             if now and now["status"] == "applied" and (hist is None or now["applied_at"] != hist["applied_at"]):
                 # another runner applied it while this one waited for the lease: nothing to do here
                 results.append((migration.id, "already applied", None, f"by {now['applied_by']} meanwhile"))
@@ -172,7 +172,7 @@ def migrate(target: Target, run: Callable[[str, dict], int], to: str | None = No
             code = run(migration.id, {**conf, **retry})
             seconds = time.monotonic() - t0
         with connect(target, autocommit=True) as conn:  # a refusal before Airflow started made no state tables
-            made = conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is not None
+            made = engines.of(conn).state_sql().state_table_exists(conn, "history")
             hist = state.history(conn, migration.id) if made else None
         status = hist["status"] if hist else "not started"
         if code == 0 and status == "applied":
@@ -249,7 +249,7 @@ def baseline(target: Target, to: str) -> list[str]:
 def check_expanded(target: Target, migration: Migration) -> None:
     """`complete` runs the contract of an expanded migration only."""
     with connect(target, autocommit=True) as conn:
-        has_state = conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is not None
+        has_state = engines.of(conn).state_sql().state_table_exists(conn, "history")
         hist = state.history(conn, migration.id) if has_state else None
     if hist is None or hist["status"] != "expanded":
         now = hist["status"] if hist else "never run"

@@ -20,9 +20,8 @@ from pathlib import Path
 
 from markupsafe import escape
 
-from airmigrate import settings
+from airmigrate import engines, settings
 from airmigrate.db import Target, connect
-from airmigrate.engines.sql import Json as Jsonb
 from airmigrate.report.collect import collect, run_row
 from airmigrate.report.render import render_html, render_markdown
 from airmigrate.schemadocs.shape import snapshot
@@ -51,8 +50,7 @@ def report_name(run: dict) -> str:
 def capture_before(conn, migration: Migration, run_id: int) -> None:
     """The touched tables' shape before the run changes anything, once per run (a resumed run keeps the first)."""
     before = json.loads(json.dumps(snapshot(conn, migration), default=str))
-    conn.execute("UPDATE airmigrate.runs SET facts = facts || jsonb_build_object('schema_before', %s::jsonb) "
-                 "WHERE run_id = %s AND NOT facts ? 'schema_before'", (Jsonb(before), run_id))
+    engines.of(conn).state_sql().add_fact_once(conn, run_id, "schema_before", before)
 
 
 def record_stage_time(conn, run_id: int, task_id: str, started: datetime, finished: datetime | None,
@@ -61,9 +59,7 @@ def record_stage_time(conn, run_id: int, task_id: str, started: datetime, finish
     task instances cannot be read (a worker has no metadata database access)."""
     entry = {"start": started.astimezone(timezone.utc).isoformat(),
              "end": finished.astimezone(timezone.utc).isoformat() if finished else None, "state": status}
-    conn.execute("UPDATE airmigrate.runs SET facts = jsonb_set(facts, '{stage_times}', "
-                 "coalesce(facts->'stage_times', '{}'::jsonb) || jsonb_build_object(%s::text, %s::jsonb)) "
-                 "WHERE run_id = %s", (task_id, Jsonb(entry), run_id))
+    engines.of(conn).state_sql().set_stage_time(conn, run_id, task_id, entry)
 
 
 
@@ -88,7 +84,7 @@ def write_report(target: Target, migration: Migration, direction: str = "up", ru
     run (a dry run, an already applied migration: nothing ran). The run: ``run_id``, else the one of
     ``dag_run_id``, else the latest of that direction."""
     with connect(target, autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass('airmigrate.runs')").fetchone()[0] is None:
+        if not engines.of(conn).state_sql().state_table_exists(conn, "runs"):
             return None
         if run_id is None:
             query = "SELECT run_id FROM airmigrate.runs WHERE migration_id = %s AND direction = %s"

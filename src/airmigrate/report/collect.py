@@ -10,7 +10,7 @@ import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 
-from airmigrate import plan, state
+from airmigrate import engines, plan, state
 from airmigrate.app_versions import NEW_ONLY, app_versions
 from airmigrate.control import cancellation
 from airmigrate.gates import needs_approval, needs_rollback_approval
@@ -77,14 +77,14 @@ def collect(conn, migration: Migration, run: dict, direction: str, target_name: 
 
 
 def _cancelled(conn, run_id: int) -> bool:
-    if conn.execute("SELECT to_regclass('airmigrate.controls')").fetchone()[0] is None:
+    if not engines.of(conn).state_sql().state_table_exists(conn, "controls"):
         return False
     return cancellation(conn, run_id) is not None
 
 
 def run_actions(conn, run_id: int) -> list[dict]:
     """What people did to this run from the console or the approval step (who, when, what), oldest first."""
-    if conn.execute("SELECT to_regclass('airmigrate.actions')").fetchone()[0] is None:
+    if not engines.of(conn).state_sql().state_table_exists(conn, "actions"):
         return []
     rows = conn.execute("SELECT at, action, detail, actor FROM airmigrate.actions WHERE run_id = %s ORDER BY at",
                         (run_id,)).fetchall()
@@ -95,13 +95,13 @@ def run_row(conn, run_id: int) -> dict | None:
     cur = conn.execute("SELECT run_id, migration_id, direction, dag_run_id, status, completed_stages, facts, "
                        "started_at, finished_at, error FROM airmigrate.runs WHERE run_id = %s", (run_id,))
     row = cur.fetchone()
-    return dict(zip([c.name for c in cur.description], row)) if row else None
+    return state.row_dict(cur, row, "completed_stages", "facts")
 
 
 def batch_rows(conn, run_id: int) -> list[dict]:
-    cur = conn.execute("SELECT batch_no, lo, hi, status, size, rows, attempts, last_error, worker, started_at, "
-                       "finished_at FROM airmigrate.batches WHERE run_id = %s ORDER BY batch_no", (run_id,))
-    return [dict(zip([c.name for c in cur.description], row)) for row in cur.fetchall()]
+    cur = conn.execute("SELECT batch_no, lo, hi, status, size, b.rows, attempts, last_error, worker, started_at, "
+                       "finished_at FROM airmigrate.batches b WHERE run_id = %s ORDER BY batch_no", (run_id,))
+    return [dict(zip([c[0] for c in cur.description], row)) for row in cur.fetchall()]
 
 
 def purpose(migration: Migration, hist: dict | None) -> dict:
@@ -297,10 +297,10 @@ def backup_facts(conn, migration: Migration, hist: dict | None, facts: dict) -> 
     policy = getattr(migration.spec, "backup", None)
     out["policy"] = str(getattr(policy, "value", policy)) if policy is not None else None
     if snapshot:
-        row = conn.execute("SELECT pg_total_relation_size(c.oid), greatest(c.reltuples, 0)::bigint FROM pg_class c "
-                           "WHERE c.oid = to_regclass(%s)", (f'airmigrate."{snapshot}"',)).fetchone()
-        if row:
-            out["snapshot_size_bytes"], out["snapshot_rows"] = int(row[0]), int(row[1])
+        engine = engines.of(conn)
+        if engine.state_sql().relation_exists(conn, "airmigrate", snapshot):
+            out["snapshot_size_bytes"] = engine.relation_bytes(conn, "airmigrate", snapshot)
+            out["snapshot_rows"] = engine.estimate_rows(conn, "airmigrate", snapshot)
     return out
 
 

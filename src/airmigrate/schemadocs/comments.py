@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from airmigrate import engines
 from airmigrate.db import Target, connect, run_ddl
-from airmigrate.engines import sql
 from airmigrate.spec import Migration
 
 log = logging.getLogger(__name__)
@@ -16,18 +16,15 @@ def comment_statements(conn, migration: Migration, columns_before: list[str] | N
     """COMMENT ON COLUMN for each `comments:` entry, and for each column the migration added without one
     (compared with the columns the backup recorded): "<id>: <first line of the description>"."""
     spec = migration.spec
-    live = dict(conn.execute(
-        "SELECT attname, col_description(attrelid, attnum) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-        "AND attnum > 0 AND NOT attisdropped",
-        (sql.Identifier(spec.schema_name, spec.table_name).as_string(conn),)).fetchall())
+    engine = engines.of(conn)
+    live = engine.column_comments(conn, spec.schema_name, spec.table_name)
     comments = {c: text for c, text in spec.comments.items() if c in live}
     if columns_before is not None:  # a renamed column is the old one under a new name: it keeps what it had
         renamed = {op.to for op in spec.operations if op.op == "rename_column"}
         origin = f"{migration.id}: {spec.description.strip().splitlines()[0]}"
         comments.update({c: origin for c, now in live.items() if c not in columns_before and c not in comments
                          and c not in renamed and now is None})
-    return [sql.SQL("COMMENT ON COLUMN {} IS {}").format(sql.Identifier(spec.schema_name, spec.table_name, column),
-                                                         sql.Literal(text)).as_string(conn)
+    return [engine.comment_column_sql(conn, spec.schema_name, spec.table_name, column, text)
             for column, text in sorted(comments.items())]
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airmigrate import structure
+from airmigrate import engines, structure
+from airmigrate.engines.target import configured_default_schema
 from airmigrate.spec import Migration
 
 SECTIONS = ("columns", "indexes", "constraints", "triggers")
@@ -51,33 +52,21 @@ def snapshot(conn, migration: Migration) -> dict:
 
 def table_shape(conn, qualified: str) -> dict | None:
     schema, _, table = qualified.rpartition(".")
-    row = conn.execute(
-        "SELECT c.oid, pg_total_relation_size(c.oid), greatest(c.reltuples, 0)::bigint FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s "
-        "AND c.relkind IN ('r', 'p')", (schema or "public", table)).fetchone()
-    if row is None:
+    schema = schema or configured_default_schema()
+    engine = engines.of(conn)
+    info = structure.read_table(conn, schema, table)  # the definition "identical" compares
+    if info is None:
         return None
-    oid, size, estimate = row
-    info = structure.read_table(conn, schema or "public", table)  # the definition "identical" compares
+    size, estimate = engine.relation_bytes(conn, schema, table), engine.estimate_rows(conn, schema, table)
     columns = [{"name": name, "nullable": not c["not_null"], **c} for name, c in info["columns"].items()]
     indexes = [{"name": name, "definition": i["definition"]} for name, i in info["indexes"].items()]
     constraints = [{"name": name, "kind": _KINDS.get(c["kind"], c["kind"]), "definition": c["definition"]}
                    for name, c in info["constraints"].items()]
     triggers = [{"name": name, "definition": d} for name, d in info["triggers"].items()]
-    foreign_keys = [{"name": r[0], "from_table": r[1], "from_columns": list(r[2]), "to_table": r[3],
-                     "to_columns": list(r[4])} for r in conn.execute(
-        "SELECT con.conname::text, fn.nspname || '.' || fc.relname, "
-        "(SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.conkey) WITH ORDINALITY k(n, ord) "
-        " JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n), "
-        "tn.nspname || '.' || tc.relname, "
-        "(SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.confkey) WITH ORDINALITY k(n, ord) "
-        " JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n) "
-        "FROM pg_constraint con JOIN pg_class fc ON fc.oid = con.conrelid JOIN pg_namespace fn ON "
-        "fn.oid = fc.relnamespace JOIN pg_class tc ON tc.oid = con.confrelid JOIN pg_namespace tn ON "
-        "tn.oid = tc.relnamespace WHERE con.contype = 'f' AND (con.conrelid = %s OR con.confrelid = %s) "
-        "ORDER BY con.conname", (oid, oid))]
+    foreign_keys = engine.foreign_keys(conn, schema, table)
     return {"columns": columns, "indexes": indexes, "constraints": constraints, "triggers": triggers,
-            "foreign_keys": foreign_keys, "comment": info["comment"], "privileges": info["privileges"], "size_bytes": int(size), "rows_estimate": int(estimate)}
+            "foreign_keys": foreign_keys, "comment": info["comment"], "privileges": info["privileges"],
+            "size_bytes": int(size), "rows_estimate": int(estimate)}
 
 
 _KINDS = {"p": "primary key", "u": "unique", "f": "foreign key", "c": "check", "x": "exclusion", "t": "trigger",

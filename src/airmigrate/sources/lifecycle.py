@@ -193,11 +193,15 @@ def rows_backfilled(conn) -> dict[str, int]:
     if not state.tables_exist(conn):
         return {}
     rows = conn.execute(
-        "SELECT split_part(r.migration_id, '#', 1), coalesce(sum(b.rows), 0) FROM airmigrate.runs r JOIN "
+        "SELECT r.migration_id, coalesce(sum(b.rows), 0) FROM airmigrate.runs r JOIN "
         "airmigrate.batches b USING (run_id) WHERE r.migration_id LIKE '%%#%%' AND r.direction = 'up' AND "
         "b.status = 'succeeded' AND r.run_id IN (SELECT max(run_id) FROM airmigrate.runs WHERE migration_id LIKE "
-        "'%%#%%' GROUP BY migration_id) GROUP BY 1").fetchall()
-    return {migration_id: int(total) for migration_id, total in rows}
+        "'%%#%%' GROUP BY migration_id) GROUP BY r.migration_id").fetchall()
+    out: dict[str, int] = {}
+    for step, total in rows:  # `<id>#<step>` summed per id here: SQL every engine runs
+        migration_id = step.split("#", 1)[0]
+        out[migration_id] = out.get(migration_id, 0) + int(total)
+    return out
 
 
 def validate(target: Target, migration: Imported) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from airmigrate import state
+from airmigrate import engines, state
 from airmigrate.db import Target, connect
 from airmigrate.schemadocs import changelog
 from airmigrate.schemadocs.comments import apply_comments
@@ -29,7 +29,7 @@ def cleanup(target: Target, migration: Migration, run_id: int) -> dict:
         before = (state.latest_run(conn, migration.id) or {}).get("facts", {}).get("column_types")
     apply_comments(target, migration, list(before) if before is not None else None)
     with connect(target, autocommit=True) as conn, conn.transaction():
-        first_time = not conn.execute("SELECT facts ? 'applied_recorded' FROM airmigrate.runs WHERE run_id = %s",
+        first_time = not conn.execute(engines.of(conn).state_sql().APPLIED_RECORDED,
                                       (run_id,)).fetchone()[0]  # a retried task records it (and its entry) once
         if first_time:
             state.mark_applied(conn, migration.id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airmigrate import operations, structure
+from airmigrate import engines, operations, structure
 from airmigrate.db import split_statements
 from airmigrate.engines import sql
 from airmigrate.operations import Steps
@@ -11,12 +11,8 @@ from airmigrate.spec import Migration
 
 
 def column_types(conn, schema: str, table: str) -> dict[str, str]:
-    """name -> formatted type (format_type) of a table's live columns."""
-    rows = conn.execute(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
-        (f'"{schema}"."{table}"',)).fetchall()
-    return dict(rows)
+    """name -> the type the engine spells (format_type, MySQL's COLUMN_TYPE) of a table's live columns."""
+    return engines.of(conn).column_types(conn, schema, table)
 
 
 def runtime_steps(conn, migration: Migration, live_columns: frozenset[str] | None = None) -> Steps:
@@ -42,8 +38,8 @@ def table_structure(conn, migration: Migration) -> dict | None:
 def rollback_steps(conn, migration: Migration, run_id: int) -> Steps:
     """The rollback run's steps, from the table's shape recorded when that run started: its down, batches
     and down_contract phases must agree even though the down phase changes the table in between."""
-    row = conn.execute("SELECT facts -> 'live_columns' FROM airmigrate.runs WHERE run_id = %s", (run_id,)).fetchone()
-    live = frozenset(row[0]) if row and row[0] is not None else None
+    recorded = engines.of(conn).state_sql().live_columns(conn, run_id)
+    live = frozenset(recorded) if recorded is not None else None
     return runtime_steps(conn, migration, live)
 
 
@@ -97,12 +93,10 @@ def recorded_column_types(conn, migration_id: str) -> dict[str, str]:
 def recorded_fact(conn, migration_id: str, name: str, active: bool = False):
     """A fact the newest up run of the migration recorded (the backup stage's view of the table before it);
     `active`: only from a run not rolled back yet."""
-    if conn.execute("SELECT to_regclass('airmigrate.runs')").fetchone()[0] is None:
+    statements = engines.of(conn).state_sql()
+    if not statements.state_table_exists(conn, "runs"):
         return None
-    row = conn.execute("SELECT facts -> %s FROM airmigrate.runs WHERE migration_id = %s AND direction = 'up' "
-                       "AND facts ? %s AND (NOT %s OR status <> 'rolled_back') ORDER BY run_id DESC LIMIT 1",
-                       (name, migration_id, name, active)).fetchone()
-    return row[0] if row and row[0] else None
+    return statements.recorded_fact(conn, migration_id, name, active) or None
 
 
 def join_sql(text: str | None, statements: list[str]) -> str:

@@ -43,7 +43,7 @@ def preflight(target: Target, migration: Migration, dag_run_id: str | None = Non
         else:  # a fixed migration resumes with the fixed files: what it finishes with is what history keeps
             state.resume_history(conn, migration.id, migration.checksum, file_checksums(migration))
         version = conn.info.server_version
-    log.info("target %s (PostgreSQL %d): %s has ~%s rows; run %d %s", target.describe(), version, spec.table,
+    log.info("target %s (server %s): %s has ~%s rows; run %d %s", target.describe(), version, spec.table,
              f"{estimated_rows:,}", run_id, "resumed" if resumed else "started")
     return {"run_id": run_id, "resumed": resumed, "estimated_rows": estimated_rows, "server_version": version}
 
@@ -150,9 +150,10 @@ def check_referencing_rows(conn, migration: Migration) -> None:
                              "changed:\n- " + "\n- ".join(problems))
 
 
-def check_lint(migration: Migration, server_version: int) -> None:
+def check_lint(migration: Migration, server_version: int | str) -> None:
     """Refuse unsafe SQL (squawk + our rules) unless migration.yaml acknowledges the rule with a reason."""
-    version = f"{server_version // 10000}.{server_version % 10000}"
+    version = server_version if isinstance(server_version, str) else (  # MySQL's driver says "10.11.6-MariaDB"
+        f"{server_version // 10000}.{server_version % 10000}")
     findings = lint_migration(migration, version)
     for finding in findings:
         if finding.acknowledged:
@@ -167,53 +168,28 @@ def check_lint(migration: Migration, server_version: int) -> None:
 
 def check_table(conn, schema: str, table: str, key: tuple[str, ...]) -> int:
     """The table exists and `key` is a unique NOT NULL key (a valid, non-partial unique index on exactly
-    those columns, all NOT NULL); returns the planner's row estimate (never count(*))."""
+    those columns, all NOT NULL); returns the planner's row estimate (never count(*)). The engine reads its
+    catalog (Engine.key_check)."""
     name = f"{schema}.{table}"
-    row = conn.execute(
-        "SELECT c.oid, greatest(c.reltuples, 0)::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')", (schema, table)).fetchone()
-    if row is None:
+    found = engines.of(conn).key_check(conn, schema, table, key)
+    if found is None:
         raise PreflightError(f"table {name} does not exist in the target database; "
                              "check `table` in migration.yaml and the connection it uses")
-    oid, estimate = row
-    columns = [r[0] for r in conn.execute(
-        "SELECT attname::text FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped "
-        "ORDER BY attnum", (oid,))]
+    columns = found["columns"]
     missing = [k for k in key if k not in columns]
     if missing:
-        keys = candidate_keys(conn, oid)
         raise PreflightError(
             f"{name} has no column {', '.join(missing)} (its columns: {', '.join(columns) or 'none'}); `key` in "
-            f"migration.yaml (default id) names the batching key. Set `key` to {_keys_hint(keys)}")
-    unique = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = %(oid)s AND i.indisunique AND i.indisvalid "
-        "AND i.indpred IS NULL AND i.indnatts = cardinality(%(key)s::text[]) AND (SELECT array_agg(a.attname::text "
-        "ORDER BY a.attname) FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-        "AND a.attnotnull) = (SELECT array_agg(k ORDER BY k) FROM unnest(%(key)s::text[]) k))",
-        {"oid": oid, "key": list(key)}).fetchone()[0]
-    if not unique:
-        keys = candidate_keys(conn, oid)
+            f"migration.yaml (default id) names the batching key. Set `key` to {_keys_hint(found['candidates'])}")
+    if not found["unique"]:
         raise PreflightError(
             f"{name} ({', '.join(key)}) is not a primary key or unique NOT NULL key; batches need one. Set `key` "
-            f"in migration.yaml to {_keys_hint(keys)}")
+            f"in migration.yaml to {_keys_hint(found['candidates'])}")
+    estimate = found["estimate"]
     if estimate == 0:  # never analyzed: reltuples is -1 (clamped to 0); an index-only estimate is cheap
         estimate = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1000000) s").format(
             sql.Identifier(schema, table))).fetchone()[0]
     return int(estimate)
-
-
-def candidate_keys(conn, oid: int) -> list[list[str]]:
-    """The table's usable batching keys: columns of each valid, non-partial unique index whose columns are all
-    NOT NULL (primary key first)."""
-    rows = conn.execute(
-        "SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index i "
-        "CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) "
-        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
-        "WHERE k.ord <= i.indnkeyatts AND i.indrelid = %s AND i.indisunique AND i.indisvalid "
-        "AND i.indpred IS NULL AND i.indexprs IS NULL "
-        "GROUP BY i.indexrelid, i.indisprimary HAVING bool_and(a.attnotnull) "
-        "ORDER BY i.indisprimary DESC, count(*), i.indexrelid", (oid,)).fetchall()
-    return [r[0] for r in rows]
 
 
 def _keys_hint(keys: list[list[str]]) -> str:
@@ -228,7 +204,7 @@ def check_history(conn, migration: Migration) -> dict | None:
     """Applied means done: an applied migration whose files are unchanged returns its history row (the caller
     does nothing); one whose files changed since is refused, naming the files (Flyway's checksum rule).
     None when the migration is to run (no history, rolled back) or to resume (running, failed, expanded)."""
-    if conn.execute("SELECT to_regclass('airmigrate.history')").fetchone()[0] is None:
+    if not engines.of(conn).state_sql().state_table_exists(conn, "history"):
         return None
     hist = state.history(conn, migration.id)
     if hist is None or hist["status"] not in ("applied",):

@@ -6,6 +6,10 @@ problems" for what it did not look at (the preflight still stops on a missing ta
 
 from __future__ import annotations
 
+import re
+
+from airmigrate.engines import sql
+from airmigrate.engines.mysql import connection
 from airmigrate.findings import Problem
 
 
@@ -36,3 +40,105 @@ def table_columns(conn, schema: str, table: str) -> list[str] | None:
         "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
         "ORDER BY ORDINAL_POSITION", (schema, table)).fetchall()]
     return columns or None
+
+
+def key_check(conn, schema: str, table: str, key: tuple[str, ...]) -> dict | None:
+    """What the preflight asks of the migration's table (see Engine.key_check) from information_schema: InnoDB's
+    row estimate (TABLE_ROWS), the columns, and the unique keys whose columns are all NOT NULL (PRIMARY first);
+    MySQL has no partial or invalid unique index, and an expression part has no COLUMN_NAME (left out)."""
+    row = conn.execute("SELECT COALESCE(TABLE_ROWS, 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                       "AND TABLE_NAME = %s AND TABLE_TYPE = 'BASE TABLE'", (schema, table)).fetchone()
+    if row is None:
+        return None
+    columns = table_columns(conn, schema, table) or []
+    parts = conn.execute(
+        "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.IS_NULLABLE FROM information_schema.STATISTICS s "
+        "LEFT JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME "
+        "AND c.COLUMN_NAME = s.COLUMN_NAME WHERE s.TABLE_SCHEMA = %s AND s.TABLE_NAME = %s AND s.NON_UNIQUE = 0 "
+        "ORDER BY s.INDEX_NAME = 'PRIMARY' DESC, s.INDEX_NAME, s.SEQ_IN_INDEX", (schema, table)).fetchall()
+    indexes: dict[str, list] = {}
+    for name, column, nullable in parts:
+        indexes.setdefault(name, []).append((column, nullable))
+    candidates = [[c for c, _ in cols] for cols in indexes.values() if all(c and n == "NO" for c, n in cols)]
+    candidates.sort(key=len)  # stable: PRIMARY stays first among keys of its length
+    unique = sorted(key) in [sorted(k) for k in candidates]
+    return {"estimate": int(row[0]), "columns": columns, "unique": unique, "candidates": candidates}
+
+
+def column_types(conn, schema: str, table: str) -> dict[str, str]:
+    """name -> COLUMN_TYPE (e.g. varchar(64), bigint(20) unsigned) of a table's columns; empty when no table."""
+    return dict(conn.execute("SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+                             "AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (schema, table)).fetchall())
+
+
+def read_table(conn, schema: str, table: str) -> dict | None:
+    """The table's definition in airmigrate.structure's shape, from information_schema: columns (type,
+    nullability, default, generation, collation, comment), indexes and unique/primary keys with their columns,
+    foreign keys referencing it. Privileges, statistics targets and dependents PostgreSQL reports are empty."""
+    found = conn.execute("SELECT TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                         "AND TABLE_NAME = %s AND TABLE_TYPE = 'BASE TABLE'", (schema, table)).fetchone()
+    if found is None:
+        return None
+    columns = {r[0]: {"type": r[1], "not_null": r[2] == "NO", "default": r[3], "identity": None,
+                      "generated": r[4] or None, "collation": r[5], "comment": r[6] or None, "statistics": None,
+                      "owns_sequence": None, "privileges": []}
+               for r in conn.execute(
+                   "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, GENERATION_EXPRESSION, "
+                   "COLLATION_NAME, COLUMN_COMMENT FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+                   "AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (schema, table)).fetchall()}
+    indexes: dict[str, dict] = {}
+    for name, non_unique, column, kind in conn.execute(
+            "SELECT INDEX_NAME, NON_UNIQUE, COLUMN_NAME, INDEX_TYPE FROM information_schema.STATISTICS "
+            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY INDEX_NAME, SEQ_IN_INDEX", (schema, table)):
+        entry = indexes.setdefault(name, {"parts": [], "unique": not non_unique, "kind": kind})
+        entry["parts"].append(column or "(expression)")
+    index_info = {name: {"definition": f"{'UNIQUE ' if e['unique'] else ''}{e['kind']} ({', '.join(e['parts'])})",
+                         "columns": sorted(c for c in e["parts"] if c in columns),
+                         "constraint": name if e["unique"] else None} for name, e in indexes.items()}
+    constraints = {name: {"kind": "p" if name == "PRIMARY" else "u", "definition": info["definition"],
+                          "columns": list(indexes[name]["parts"]), "index": info["definition"]}
+                   for name, info in index_info.items() if info["constraint"]}
+    referenced_by = {f"{r[1]}.{r[0]}": {"definition": f"FOREIGN KEY ({r[3]}) REFERENCES {table} ({r[4]})",
+                                        "columns": r[3].split(","), "name": r[0], "table": [r[1], r[2]]}
+                     for r in conn.execute(
+                         "SELECT CONSTRAINT_NAME, TABLE_SCHEMA, TABLE_NAME, GROUP_CONCAT(COLUMN_NAME ORDER BY "
+                         "ORDINAL_POSITION), GROUP_CONCAT(REFERENCED_COLUMN_NAME ORDER BY ORDINAL_POSITION) "
+                         "FROM information_schema.KEY_COLUMN_USAGE WHERE REFERENCED_TABLE_SCHEMA = %s "
+                         "AND REFERENCED_TABLE_NAME = %s GROUP BY CONSTRAINT_NAME, TABLE_SCHEMA, TABLE_NAME",
+                         (schema, table)).fetchall()}
+    return {"schema": schema, "table": table, "comment": found[0] or None, "privileges": [], "columns": columns,
+            "constraints": constraints, "indexes": index_info, "triggers": {}, "referenced_by": referenced_by,
+            "dependents": {}}
+
+
+def foreign_keys(conn, schema: str, table: str) -> list[dict]:
+    """The foreign keys from and to the table: name, from_table, from_columns, to_table, to_columns."""
+    rows = conn.execute(
+        "SELECT CONSTRAINT_NAME, CONCAT(TABLE_SCHEMA, '.', TABLE_NAME), GROUP_CONCAT(COLUMN_NAME ORDER BY "
+        "ORDINAL_POSITION), CONCAT(REFERENCED_TABLE_SCHEMA, '.', REFERENCED_TABLE_NAME), "
+        "GROUP_CONCAT(REFERENCED_COLUMN_NAME ORDER BY ORDINAL_POSITION) FROM information_schema.KEY_COLUMN_USAGE "
+        "WHERE REFERENCED_TABLE_NAME IS NOT NULL AND ((TABLE_SCHEMA = %s AND TABLE_NAME = %s) OR "
+        "(REFERENCED_TABLE_SCHEMA = %s AND REFERENCED_TABLE_NAME = %s)) GROUP BY CONSTRAINT_NAME, TABLE_SCHEMA, "
+        "TABLE_NAME, REFERENCED_TABLE_SCHEMA, REFERENCED_TABLE_NAME ORDER BY CONSTRAINT_NAME",
+        (schema, table, schema, table)).fetchall()
+    return [{"name": r[0], "from_table": r[1], "from_columns": r[2].split(","), "to_table": r[3],
+             "to_columns": r[4].split(",")} for r in rows]
+
+
+def column_comments(conn, schema: str, table: str) -> dict[str, str | None]:
+    """name -> comment (None: none; MySQL stores an empty string) of the table's columns."""
+    return {name: comment or None for name, comment in conn.execute(
+        "SELECT COLUMN_NAME, COLUMN_COMMENT FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+        "AND TABLE_NAME = %s", (schema, table)).fetchall()}
+
+
+def comment_column_sql(conn, schema: str, table: str, column: str, text: str) -> str:
+    """MySQL has no COMMENT ON: ALTER TABLE ... MODIFY COLUMN with the column's own definition as SHOW CREATE TABLE
+    prints it (type, NULL, default, generation...) and the new COMMENT; a comment-only change is a metadata
+    change for the server (no table copy)."""
+    create = conn.execute(sql.SQL("SHOW CREATE TABLE {}").format(sql.Identifier(schema, table))).fetchone()[1]
+    quoted = connection.quote_identifier(column)
+    line = next(ln.strip().rstrip(",") for ln in create.splitlines() if ln.strip().startswith(quoted + " "))
+    line = re.sub(r" COMMENT '(?:[^'\\]|\\.|'')*'", "", line)
+    return (sql.SQL("ALTER TABLE {} MODIFY COLUMN ").format(sql.Identifier(schema, table)).as_string(conn)
+            + line + " COMMENT " + connection.literal(text, conn))

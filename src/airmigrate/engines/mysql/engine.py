@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from airmigrate.engines.base import ONLINE, PT_OSC, Engine
 from airmigrate.engines.mysql import (
     backup,
+    bulk,
     catalog,
     clients,
     connection,
     ddl,
+    demo,
     lint_rules,
     maintenance,
     online,
@@ -205,5 +208,40 @@ class MySQLEngine(Engine):
         """Not yet: airmigrate.pacing reads PostgreSQL's statistics (pg_stat_statements, pg_stat_activity)."""
         return False
 
+    # -- the demo database
+    def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:
+        return demo.recreate_database(admin, name, template)
+
+    def drop_database(self, admin: Target, name: str) -> None:
+        demo.drop_database(admin, name)
+
+    def forget_state(self, conn: Any, migration_ids: tuple[str, ...]) -> None:
+        demo.forget_state(conn, migration_ids)
+
+    def seed_users(self, conn: Any, rows: int) -> None:
+        demo.seed_users(conn, rows)
+
+
+    def key_check(self, conn: Any, schema: str, table: str, key: tuple[str, ...]) -> dict | None:
+        return catalog.key_check(conn, schema, table, key)
+
+    def column_types(self, conn: Any, schema: str, table: str) -> dict[str, str]:
+        return catalog.column_types(conn, schema, table)
+
+    def read_table_structure(self, conn: Any, schema: str, table: str) -> dict | None:
+        return catalog.read_table(conn, schema, table)
+
+    def foreign_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
+        return catalog.foreign_keys(conn, schema, table)
+
+    def write_rows(self, conn: Any, table: tuple[str, str], columns: list[str], rows: Callable[[], Iterable[tuple]],
+                   bounds: dict) -> int | None:
+        return bulk.write_rows(conn, table, columns, rows(), bounds)
+
+    def column_comments(self, conn: Any, schema: str, table: str) -> dict[str, str | None]:
+        return catalog.column_comments(conn, schema, table)
+
+    def comment_column_sql(self, conn: Any, schema: str, table: str, column: str, text: str) -> str:
+        return catalog.comment_column_sql(conn, schema, table, column, text)
 
 ENGINE = MySQLEngine()

@@ -460,3 +460,46 @@ def lease_sessions(conn, key: tuple[int, int], exclude: set[int]) -> list[tuple]
         rows.append((f"session {holder}" + (f" of {found[0]}" if found else ""), found[1] if found else None,
                      holder, "exclusive", None))
     return rows
+
+
+# -- facts read by the stages (cleanup, the backfill's sweep, generated steps); JSON comes back as text
+APPLIED_RECORDED = ("SELECT JSON_CONTAINS_PATH(facts, 'one', '$.applied_recorded') FROM airmigrate.runs "
+                    "WHERE run_id = %s")
+SWEEPS_DONE = "SELECT CAST(JSON_VALUE(facts, '$.sweeps') AS SIGNED) FROM airmigrate.runs WHERE run_id = %s"
+
+
+def _decoded(value):
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def live_columns(conn, run_id: int):
+    """The run's recorded live_columns fact (a list), None when not recorded."""
+    row = conn.execute("SELECT JSON_EXTRACT(facts, '$.live_columns') FROM airmigrate.runs WHERE run_id = %s",
+                       (run_id,)).fetchone()
+    return _decoded(row[0]) if row else None
+
+
+def recorded_fact(conn, migration_id: str, name: str, active: bool):
+    """The fact `name` of the migration's newest up run that has it (`active`: not rolled back); None if none."""
+    path = '$."' + name.replace('"', '') + '"'
+    row = conn.execute("SELECT JSON_EXTRACT(facts, %s) FROM airmigrate.runs WHERE migration_id = %s "
+                       "AND direction = 'up' AND JSON_CONTAINS_PATH(facts, 'one', %s) "
+                       "AND (NOT %s OR status <> 'rolled_back') ORDER BY run_id DESC LIMIT 1",
+                       (path, migration_id, path, active)).fetchone()
+    return _decoded(row[0]) if row else None
+
+
+def add_fact_once(conn, run_id: int, name: str, value) -> None:
+    """Record the fact `name` unless the run has it already (a resumed run keeps the first)."""
+    path = '$."' + name.replace('"', '') + '"'
+    conn.execute("UPDATE airmigrate.runs SET facts = JSON_SET(facts, %s, JSON_EXTRACT(%s, '$')) "
+                 "WHERE run_id = %s AND NOT JSON_CONTAINS_PATH(facts, 'one', %s)",
+                 (path, json.dumps(value, default=str), run_id, path))
+
+
+def set_stage_time(conn, run_id: int, task_id: str, entry: dict) -> None:
+    """facts.stage_times[task_id] = entry (the other stages' entries kept)."""
+    key = '$.stage_times."' + task_id.replace('"', '') + '"'
+    conn.execute("UPDATE airmigrate.runs SET facts = JSON_SET(IF(JSON_CONTAINS_PATH(facts, 'one', '$.stage_times'), "
+                 "facts, JSON_SET(facts, '$.stage_times', JSON_OBJECT())), %s, JSON_EXTRACT(%s, '$')) "
+                 "WHERE run_id = %s", (key, json.dumps(entry, default=str), run_id))

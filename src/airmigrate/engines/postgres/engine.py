@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from airmigrate.engines.postgres import (
     bulk,
     connection,
     ddl,
+    demo,
+    keys,
     lint_rules,
     lock_model,
     lock_rules,
@@ -21,6 +24,7 @@ from airmigrate.engines.postgres import (
     parsing,
     references,
     state_sql,
+    structure,
     touches,
 )
 from airmigrate.engines.sql import Composable
@@ -212,6 +216,40 @@ class PostgresEngine(Engine):
     def paces_by_latency(self) -> bool:
         return True
 
+    # -- the demo database
+    def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:
+        return demo.recreate_database(admin, name, template)
+
+    def drop_database(self, admin: Target, name: str) -> None:
+        demo.drop_database(admin, name)
+
+    def forget_state(self, conn: Any, migration_ids: tuple[str, ...]) -> None:
+        demo.forget_state(conn, migration_ids)
+
+    def seed_users(self, conn: Any, rows: int) -> None:
+        demo.seed_users(conn, rows)
+
+
+    def key_check(self, conn: Any, schema: str, table: str, key: tuple[str, ...]) -> dict | None:
+        return keys.key_check(conn, schema, table, key)
+
+    def column_types(self, conn: Any, schema: str, table: str) -> dict[str, str]:
+        return maintenance.column_types(conn, schema, table)
+
+    def read_table_structure(self, conn: Any, schema: str, table: str) -> dict | None:
+        return structure.read_table(conn, schema, table)
+
+    def foreign_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
+        return structure.foreign_keys(conn, schema, table)
+
+    def write_rows(self, conn: Any, table: tuple[str, str], columns: list[str], rows: Callable[[], Iterable[tuple]],
+                   bounds: dict) -> int | None:
+        return None  # transform.py's statements: COPY into a temp table, then UPDATE ... FROM
+
+    def column_comments(self, conn: Any, schema: str, table: str) -> dict[str, str | None]:
+        return maintenance.column_comments(conn, schema, table)
+
+    def comment_column_sql(self, conn: Any, schema: str, table: str, column: str, text: str) -> str:
+        return maintenance.comment_column_sql(conn, schema, table, column, text)
 
 ENGINE = PostgresEngine()
-

@@ -66,3 +66,25 @@ def table_columns(conn, schema: str, table: str) -> list[str] | None:
     exists = conn.execute("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                           "WHERE n.nspname = %s AND c.relname = %s", (schema, table)).fetchone()
     return [] if exists else None
+
+
+def column_types(conn, schema: str, table: str) -> dict[str, str]:
+    """name -> formatted type (format_type) of a table's live columns."""
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
+        (f'"{schema}"."{table}"',)).fetchall()
+    return dict(rows)
+
+
+def column_comments(conn, schema: str, table: str) -> dict[str, str | None]:
+    """name -> comment (None: none) of the table's live columns."""
+    return dict(conn.execute(
+        "SELECT attname, col_description(attrelid, attnum) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+        "AND attnum > 0 AND NOT attisdropped",
+        (sql.Identifier(schema, table).as_string(conn),)).fetchall())
+
+
+def comment_column_sql(conn, schema: str, table: str, column: str, text: str) -> str:
+    return sql.SQL("COMMENT ON COLUMN {} IS {}").format(sql.Identifier(schema, table, column),
+                                                        sql.Literal(text)).as_string(conn)

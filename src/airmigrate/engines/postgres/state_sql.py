@@ -333,3 +333,35 @@ def lease_release(conn, key: tuple[int, int]) -> None:
 def lease_sessions(conn, key: tuple[int, int], exclude: set[int]) -> list[tuple]:
     first, second = key
     return conn.execute(LOCK_SESSIONS, (first, second & 0xFFFFFFFF, list(exclude))).fetchall()
+
+
+# -- facts read by the stages (cleanup, the backfill's sweep, generated steps)
+APPLIED_RECORDED = "SELECT facts ? 'applied_recorded' FROM airmigrate.runs WHERE run_id = %s"
+SWEEPS_DONE = "SELECT (facts ->> 'sweeps')::int FROM airmigrate.runs WHERE run_id = %s"
+
+
+def live_columns(conn, run_id: int):
+    """The run's recorded live_columns fact (a list), None when not recorded."""
+    row = conn.execute("SELECT facts -> 'live_columns' FROM airmigrate.runs WHERE run_id = %s", (run_id,)).fetchone()
+    return row[0] if row else None
+
+
+def recorded_fact(conn, migration_id: str, name: str, active: bool):
+    """The fact `name` of the migration's newest up run that has it (`active`: not rolled back); None if none."""
+    row = conn.execute("SELECT facts -> %s FROM airmigrate.runs WHERE migration_id = %s AND direction = 'up' "
+                       "AND facts ? %s AND (NOT %s OR status <> 'rolled_back') ORDER BY run_id DESC LIMIT 1",
+                       (name, migration_id, name, active)).fetchone()
+    return row[0] if row else None
+
+
+def add_fact_once(conn, run_id: int, name: str, value) -> None:
+    """Record the fact `name` unless the run has it already (a resumed run keeps the first)."""
+    conn.execute(f"UPDATE airmigrate.runs SET facts = facts || jsonb_build_object('{name}', %s::jsonb) "
+                 f"WHERE run_id = %s AND NOT facts ? '{name}'", (sql.Json(value), run_id))
+
+
+def set_stage_time(conn, run_id: int, task_id: str, entry: dict) -> None:
+    """facts.stage_times[task_id] = entry (the other stages' entries kept)."""
+    conn.execute("UPDATE airmigrate.runs SET facts = jsonb_set(facts, '{stage_times}', "
+                 "coalesce(facts->'stage_times', '{}'::jsonb) || jsonb_build_object(%s::text, %s::jsonb)) "
+                 "WHERE run_id = %s", (task_id, sql.Json(entry), run_id))

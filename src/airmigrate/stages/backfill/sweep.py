@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 
-from airmigrate import state
+from airmigrate import engines, state
 from airmigrate.stages.backfill.keys import Key
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,7 @@ def sweep_batches(conn, key: Key, run_id: int, condition: str, size: int, next_b
     if conn.execute("SELECT EXISTS (SELECT 1 FROM airmigrate.batches WHERE run_id = %s AND status IN "
                     "('pending', 'running', 'failed'))", (run_id,)).fetchone()[0]:
         return None
-    row = conn.execute("SELECT (facts ->> 'sweeps')::int FROM airmigrate.runs WHERE run_id = %s",
-                       (run_id,)).fetchone()
+    row = conn.execute(engines.of(conn).state_sql().SWEEPS_DONE, (run_id,)).fetchone()
     done = (row[0] if row else None) or 0
     ranges = list(_matching_ranges(conn, key, condition, size, None if done < MAX_SWEEPS else 1))
     if not ranges:

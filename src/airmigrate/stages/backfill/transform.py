@@ -58,7 +58,8 @@ def transform_statements(migration: Migration) -> dict[str, sql.Composed]:
 
 
 def apply_transform(conn, migration: Migration, transform, lo: str, hi: str, statements: dict | None = None) -> int:
-    """Read the batch into pandas, transform it, COPY the result into a temp table, one UPDATE ... FROM.
+    """Read the batch into pandas, transform it, write the result back: the engine's own set-based write where it
+    has one (MySQL), else COPY into a temp table and one UPDATE ... FROM (PostgreSQL).
     `statements`: transform_statements(migration), composed once by a caller that runs many batches."""
     statements, bounds = statements or transform_statements(migration), {"lo": lo, "hi": hi}
     with collector_paused():
@@ -67,8 +68,21 @@ def apply_transform(conn, migration: Migration, transform, lo: str, hi: str, sta
             return 0
         result = checked(migration, transform(build_frame(names, rows)))
         del rows
+        spec = migration.spec
+        out_cols = [spec.key, *spec.backfill.columns]
+        written = engines.of(conn).write_rows(conn, (spec.schema_name, spec.table_name), out_cols,
+                                              lambda: python_rows(result, out_cols), bounds)
+        if written is not None:
+            return written
         write_batch(conn, migration, statements, result)
     return update_batch(conn, statements["update"], bounds)
+
+
+def python_rows(result, out_cols: list[str]):
+    """The result's rows as tuples of Python objects (NaN/NaT -> None), column by column: ~4x faster than
+    itertuples."""
+    columns = [result[c].astype(object).where(result[c].notna(), None).tolist() for c in out_cols]
+    return zip(*columns)
 
 
 @contextmanager
@@ -93,7 +107,7 @@ def collector_paused():
 def fetch_batch(conn, statement, bounds: dict) -> tuple[list[str], list]:
     """The batch's rows as the driver returns them, and their column names."""
     cur = conn.execute(statement, bounds)
-    return [d.name for d in cur.description], cur.fetchall()
+    return [d[0] for d in cur.description], cur.fetchall()
 
 
 def build_frame(names: list[str], rows: list):
