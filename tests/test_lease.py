@@ -252,3 +252,19 @@ def test_on_a_target_never_migrated_the_second_runner_refuses_instead_of_crashin
     message = str(refused.value)
     assert "airmigrate migrate on ci-1 pid 4242" in message and "its run is not recorded yet" in message, message
     assert "refused after waiting 0.5 s" in message
+
+
+def test_a_waiting_owner_extends_its_lease_until_it_wakes_and_says_why(fresh_db):
+    """A task waiting for its window or an approval keeps its run: extend_until moves lease_until past the wake-up
+    and records why (this failed on PostgreSQL with "could not determine data type of parameter" and the task's
+    heartbeat only logged it, so another runner could take a waiting run over)."""
+    from datetime import datetime, timedelta, timezone
+
+    with connect(fresh_db, autocommit=True) as conn:
+        state.ensure_schema(conn)
+        run_id, _ = state.begin_run(conn, "0900_waits", "up", "manual__1")
+        until = datetime.now(timezone.utc) + timedelta(hours=3)
+        lease.extend_until(conn, "0900_waits", "manual__1", until, "window opens at 02:00")
+        lease_until, waiting = conn.execute("SELECT lease_until, facts->>'waiting' FROM airmigrate.runs "
+                                            "WHERE run_id = %s", (run_id,)).fetchone()
+    assert lease_until >= until and waiting == "window opens at 02:00"

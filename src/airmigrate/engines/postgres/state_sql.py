@@ -281,7 +281,7 @@ EXTEND_LEASE = (
     "'running'")
 EXTEND_LEASE_UNTIL = (
     "UPDATE airmigrate.runs SET heartbeat_at = now(), lease_until = greatest(lease_until, %s + "
-    "make_interval(secs => %s)), facts = facts || jsonb_build_object('waiting', %s) WHERE migration_id = %s "
+    "make_interval(secs => %s)), facts = facts || jsonb_build_object('waiting', %s::text) WHERE migration_id = %s "
     "AND owner IS NOT DISTINCT FROM %s AND status = 'running'")
 OPEN_RUN = (
     "SELECT run_id, direction, status, owner, holder, owner_kind, facts->>'waiting' AS waiting, "
