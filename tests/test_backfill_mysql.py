@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mysql_support import URL, WORKER, skip_without_server  # noqa: F401
 
 from airmigrate import control, db, state
 from airmigrate.engines import sql
@@ -30,24 +31,12 @@ from airmigrate.spec import Throttle, load_migration
 from airmigrate.stages import backfill
 from airmigrate.stages.backfill import tuning
 
-URL = os.environ.get("AIRMIGRATE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 ROOT = Path(__file__).resolve().parent.parent
-WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 pytestmark = pytest.mark.server
 
 
-def _unanswered(target: Target) -> str | None:
-    try:
-        db.connect(target).close()
-    except Exception as exc:
-        return type(exc).__name__
-    return None
-
-
-if os.environ.get("AIRMIGRATE_CHECK") != "1" and (_why := _unanswered(Target.from_url(URL))):
-    pytest.skip(f"no MySQL/MariaDB answers at {Target.from_url(URL).describe()} ({_why}): the MySQL backfill tests are "
-                "skipped; set AIRMIGRATE_TEST_MYSQL_URL to run them", allow_module_level=True)
+skip_without_server()  # one line in the summary when no server answers (a user's machine)
 
 
 @pytest.fixture

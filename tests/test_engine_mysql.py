@@ -7,38 +7,24 @@ in test_engine_mysql_sql.py (and runs in `make check`). Each server test gets a 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
 
 import pytest
+from mysql_support import URL, WORKER, skip_without_server  # noqa: F401
 
 from airmigrate import db, engines
 from airmigrate.engines import base, sql
 from airmigrate.engines.target import Target
 from airmigrate.errors import TransientError
 
-URL = os.environ.get("AIRMIGRATE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
-WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 MYSQL = engines.named("mysql")
 
 pytestmark = pytest.mark.server  # every test here needs the server (`make check` leaves them out)
 
 
-def _unanswered(target: Target) -> str | None:
-    """Why the server does not answer, or None."""
-    try:
-        db.connect(target).close()
-    except Exception as exc:
-        return type(exc).__name__
-    return None
-
-
-# One line in the summary when there is no server (a user's machine): the whole module skips at collection.
-if os.environ.get("AIRMIGRATE_CHECK") != "1" and (_why := _unanswered(Target.from_url(URL))):
-    pytest.skip(f"no MySQL/MariaDB answers at {Target.from_url(URL).describe()} ({_why}): the MySQL engine's "
-                "server tests are skipped; set AIRMIGRATE_TEST_MYSQL_URL to run them", allow_module_level=True)
+skip_without_server()  # one line in the summary when no server answers (a user's machine)
 
 
 @pytest.fixture(scope="module")

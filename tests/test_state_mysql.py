@@ -16,27 +16,17 @@ import uuid
 from pathlib import Path
 
 import pytest
+from mysql_support import URL, WORKER, skip_without_server  # noqa: F401
 
 from airmigrate import db, engines, lease, state
 from airmigrate.engines.target import Target
 
-URL = os.environ.get("AIRMIGRATE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.server
 
 
-def _unanswered(target: Target) -> str | None:
-    try:
-        db.connect(target).close()
-    except Exception as exc:
-        return type(exc).__name__
-    return None
-
-
-if os.environ.get("AIRMIGRATE_CHECK") != "1" and (_why := _unanswered(Target.from_url(URL))):
-    pytest.skip(f"no MySQL/MariaDB answers at {Target.from_url(URL).describe()} ({_why}): the MySQL state-table and "
-                "lease tests are skipped; set AIRMIGRATE_TEST_MYSQL_URL to run them", allow_module_level=True)
+skip_without_server()  # one line in the summary when no server answers (a user's machine)
 
 
 @pytest.fixture
