@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from mysql_support import URL, WORKER, skip_without_server  # noqa: F401
 
-from airmigrate import db, engines, lease, state
+from airmigrate import db, lease, state
+from airmigrate.engines.mysql import leases as mysql_leases
 from airmigrate.engines.target import Target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -216,7 +217,7 @@ def test_tasks_share_the_lease_and_keep_a_cli_runner_out_until_the_last_one_ends
         with db.connect(target) as conn:
             holders = conn.execute("SELECT mode, label FROM airmigrate.leases WHERE lease_key = %s AND "
                                    "IS_USED_LOCK(lock_name) = connection_id",
-                                   (engines.named("mysql").state_sql().lock_name(lease.lock_key(migration_id)),)
+                                   (mysql_leases.lock_name(lease.lock_key(migration_id)),)
                                    ).fetchall()
         assert [mode for mode, _ in holders] == ["exclusive"]
 

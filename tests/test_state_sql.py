@@ -14,7 +14,7 @@ def test_every_engine_names_the_same_state_statements():
               "ALL_HISTORY", "MARK_APPLIED", "MARK_ROLLED_BACK", "BATCH_SUMMARY", "PROGRESS_NOW", "PROGRESS_REFRESH",
               "FAILED_SHARE", "OPEN_CURSOR", "OPEN_CONTROLS", "batch_succeeded", "take_batch_numbers", "KEY_AS_TEXT", "FIRST_KEY",
               "ROW_BETWEEN", "EXTEND_LEASE", "EXTEND_LEASE_UNTIL", "OPEN_RUN", "HEALTH_QUERIES", "state_table_exists",
-              "relation_exists", "create_state_tables", "xact_lock", "lease_try", "lease_release", "lease_sessions"}
+              "relation_exists", "create_state_tables", "xact_lock"}
     for name, module in modules.items():
         assert needed <= set(vars(module)), f"{name} lacks {sorted(needed - set(vars(module)))}"
     health = {name: set(module.HEALTH_QUERIES) for name, module in modules.items()}

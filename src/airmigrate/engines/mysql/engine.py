@@ -15,6 +15,7 @@ from airmigrate.engines.mysql import (
     connection,
     ddl,
     demo,
+    leases,
     lint_rules,
     maintenance,
     online,
@@ -196,13 +197,13 @@ class MySQLEngine(Engine):
         state_sql.xact_lock(conn, key)
 
     def lease_try(self, conn: Any, key: tuple[int, int], exclusive: bool, label: str) -> bool:
-        return state_sql.lease_try(conn, key, exclusive, label)
+        return leases.lease_try(conn, key, exclusive, label)
 
     def lease_release(self, conn: Any, key: tuple[int, int]) -> None:
-        state_sql.lease_release(conn, key)
+        leases.lease_release(conn, key)
 
     def lease_sessions(self, conn: Any, key: tuple[int, int], exclude: set[int]) -> list[tuple]:
-        return state_sql.lease_sessions(conn, key, exclude)
+        return leases.lease_sessions(conn, key, exclude)
 
     def paces_by_latency(self) -> bool:
         """Not yet: airmigrate.pacing reads PostgreSQL's statistics (pg_stat_statements, pg_stat_activity)."""

@@ -13,12 +13,7 @@ What differs, and why:
   application's: airmigrate never changes how the user's own SQL reads NOW().
 - ``rows`` is a reserved word (window functions): quoted in every statement.
 - No transaction-scoped advisory lock: begin_run locks a row of ``airmigrate.xact_locks`` (released at commit
-  or rollback, as pg_advisory_xact_lock is). The lease is GET_LOCK, a session lock the server releases when the
-  session dies (a kill -9 too). GET_LOCK has no shared mode: an exclusive holder (a CLI run) holds the
-  migration's lock for the whole run; a shared holder (an Airflow task) takes it only for a moment, takes a
-  lock of its own (``<lock>.s<session id>``), writes it into ``airmigrate.leases`` and lets the first go. An
-  exclusive taker, once it holds the migration's lock, refuses while any registered shared lock is still held
-  by its session. The registry also names every holder (its label), which MySQL's processlist cannot.
+  or rollback, as pg_advisory_xact_lock is). The lease (GET_LOCK and its registry) is in :mod:`.leases`.
 """
 
 from __future__ import annotations
@@ -164,19 +159,6 @@ SCHEMA_DDL = (
     PRIMARY KEY (k1, k2)
 ) ENGINE = InnoDB""",
 )
-# The lease's registry (see the module's doc): made by the first lease, which may come before the other tables
-LEASES_DDL = (
-    "CREATE DATABASE IF NOT EXISTS airmigrate CHARACTER SET utf8mb4",
-    f"""CREATE TABLE IF NOT EXISTS airmigrate.leases (
-    lock_name     VARCHAR(64) NOT NULL PRIMARY KEY,
-    lease_key     VARCHAR(64) NOT NULL,
-    mode          VARCHAR(16) NOT NULL,
-    connection_id BIGINT NOT NULL,
-    label         TEXT,
-    since         DATETIME(6) NOT NULL DEFAULT ({NOW}),
-    KEY leases_key (lease_key)
-) ENGINE = InnoDB""",
-)
 TABLES = ("history", "runs", "batches", "cursors", "pacing", "pacing_log", "controls", "actions", "batch_attempts",
           "xact_locks")
 
@@ -318,14 +300,7 @@ KEY_AS_TEXT = "CAST({} AS CHAR) AS {}"
 FIRST_KEY = "SELECT {sel} FROM {t} {where} ORDER BY {order} LIMIT 1 OFFSET %s"
 ROW_BETWEEN = "{row} >= {v} AND {row} <= {v}"  # MariaDB refuses a row constructor in BETWEEN
 
-# -- the lease (airmigrate.lease) -------------------------------------------------------------------------------
-TRY_LOCK = "SELECT GET_LOCK(%s, 0)"
-TRY_LOCK_SHARED = TRY_LOCK  # the shared mode is built from exclusive locks (module doc)
-UNLOCK = "SELECT RELEASE_LOCK(%s)"
-LOCK_SESSIONS = (
-    "SELECT l.label, p.HOST, l.connection_id, l.mode, l.since FROM airmigrate.leases l "
-    "LEFT JOIN information_schema.PROCESSLIST p ON p.ID = l.connection_id "
-    "WHERE l.lease_key = %s AND IS_USED_LOCK(l.lock_name) = l.connection_id")
+# -- the lease (airmigrate.lease; the named locks and their registry: .leases) -------------------------------------------------------------------------------
 EXTEND_LEASE = (
     f"UPDATE airmigrate.runs SET heartbeat_at = {NOW}, lease_until = GREATEST(COALESCE(lease_until, {NOW}), "
     f"{NOW} + INTERVAL ROUND(%s * 1000000) MICROSECOND) WHERE migration_id = %s AND owner <=> %s "
@@ -363,7 +338,7 @@ HEALTH_QUERIES = {
 def create_state_tables(conn) -> None:
     """Each CREATE on its own (MySQL's DDL commits by itself: no transaction to put them in), under a named lock
     so shards starting together do not race; nothing at all when every table is there already."""
-    if _count_tables(conn, TABLES) == len(TABLES):
+    if count_tables(conn, TABLES) == len(TABLES):
         conn.commit()
         return
     if not conn.execute(SCHEMA_LOCK).fetchone()[0]:
@@ -376,90 +351,13 @@ def create_state_tables(conn) -> None:
         conn.commit()
 
 
-def _count_tables(conn, names: tuple[str, ...]) -> int:
+def count_tables(conn, names: tuple[str, ...]) -> int:
     return conn.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'airmigrate' "
                         "AND TABLE_NAME IN %s", (list(names),)).fetchone()[0]
 
 
 def xact_lock(conn, key: tuple[int, int]) -> None:
     conn.execute(XACT_LOCK, key)
-
-
-_LEASE_TABLES: set[tuple] = set()  # servers whose lease registry this process has seen
-
-
-def lock_name(key: tuple[int, int]) -> str:
-    """The migration's named lock (64 characters at most, server-wide: the key's two halves)."""
-    return f"airmigrate.lease.{key[0] & 0xFFFFFFFF:08x}.{key[1] & 0xFFFFFFFF:08x}"
-
-
-def _ensure_leases(conn) -> None:
-    where = (conn.host, conn.port)
-    if where in _LEASE_TABLES:
-        return
-    if _count_tables(conn, ("leases",)) == 0:
-        for statement in LEASES_DDL:
-            conn.execute(statement)
-    _LEASE_TABLES.add(where)
-
-
-def _register(conn, name: str, key_name: str, mode: str, label: str) -> None:
-    conn.execute(f"REPLACE INTO airmigrate.leases (lock_name, lease_key, mode, connection_id, label, since) "
-                 f"VALUES (%s, %s, %s, CONNECTION_ID(), %s, {NOW})", (name, key_name, mode, label[:500]))
-
-
-def _shared_holders(conn, key_name: str) -> int:
-    return conn.execute("SELECT COUNT(*) FROM airmigrate.leases WHERE lease_key = %s AND mode = 'shared' "
-                        "AND IS_USED_LOCK(lock_name) = connection_id", (key_name,)).fetchone()[0]
-
-
-def lease_try(conn, key: tuple[int, int], exclusive: bool, label: str) -> bool:
-    """The exclusive lease: the migration's lock, kept, and no live shared holder. The shared lease: the
-    migration's lock for a moment, a lock of this session's own registered, the migration's lock let go."""
-    _ensure_leases(conn)
-    name = lock_name(key)
-    if not conn.execute(TRY_LOCK, (name,)).fetchone()[0]:
-        return False
-    if exclusive:
-        if _shared_holders(conn, name):
-            conn.execute(UNLOCK, (name,))
-            return False
-        _register(conn, name, name, "exclusive", label)
-        return True
-    try:
-        own = f"{name}.s{conn.thread_id()}"
-        if not conn.execute(TRY_LOCK, (own,)).fetchone()[0]:  # our own session's name: cannot be taken
-            return False
-        _register(conn, own, name, "shared", label)
-        conn.execute("DELETE FROM airmigrate.leases WHERE lease_key = %s AND (IS_USED_LOCK(lock_name) IS NULL OR "
-                     "IS_USED_LOCK(lock_name) <> connection_id)", (name,))  # the dead holders' rows
-        return True
-    finally:
-        conn.execute(UNLOCK, (name,))
-
-
-def lease_release(conn, key: tuple[int, int]) -> None:
-    name = lock_name(key)
-    conn.execute("DELETE FROM airmigrate.leases WHERE lock_name = %s AND connection_id = CONNECTION_ID()", (name,))
-    conn.execute(UNLOCK, (name,))
-
-
-def lease_sessions(conn, key: tuple[int, int], exclude: set[int]) -> list[tuple]:
-    """Registered holders whose session still holds their lock, and whoever holds the migration's lock without
-    a row (a task between its two steps, or a session of another program): (label, host, session, mode, since)."""
-    name = lock_name(key)
-    rows = []
-    if _count_tables(conn, ("leases",)):
-        rows = [(label, host, session, mode, since.replace(tzinfo=timezone.utc) if since else None)
-                for label, host, session, mode, since in conn.execute(LOCK_SESSIONS, (name,)).fetchall()
-                if session not in exclude]
-    holder = conn.execute("SELECT IS_USED_LOCK(%s)", (name,)).fetchone()[0]
-    if holder is not None and holder not in exclude and holder not in {r[2] for r in rows}:
-        found = conn.execute("SELECT USER, HOST FROM information_schema.PROCESSLIST WHERE ID = %s",
-                             (holder,)).fetchone()
-        rows.append((f"session {holder}" + (f" of {found[0]}" if found else ""), found[1] if found else None,
-                     holder, "exclusive", None))
-    return rows
 
 
 # -- facts read by the stages (cleanup, the backfill's sweep, generated steps); JSON comes back as text
