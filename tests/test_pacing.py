@@ -288,9 +288,9 @@ def test_the_pacer_holds_the_application_near_the_asked_latency_ratio(paced_db, 
     decisions = _decisions(paced_db, run_id)
     with connect(paced_db) as conn:
         baseline = conn.execute("SELECT baseline_ms FROM airmigrate.pacing WHERE run_id = %s", (run_id,)).fetchone()[0]
-    # the baseline: the slowest application transactions seen in flight while we pause, ~2 ms statements
-    # alone: its 2 ms statement (plus what a busy machine adds), far from the 20 ms it takes beside a batch of ours
-    assert FAST_S * 1000 <= baseline < SLOW_S * 1000 / 2, f"the probe measures the application alone: {baseline}"
+    # alone: about its 2 ms statement (an age is read in flight, so a little under it; a busy machine adds), far
+    # from the 20 ms it takes beside a batch of ours
+    assert FAST_S * 1000 / 2 <= baseline < SLOW_S * 1000 / 2, f"the probe measures the application alone: {baseline}"
     assert decisions[0][1] <= 0.25, "a protected run starts low, not at full speed"
     over = [d for d in decisions if "over target 1.50" in d[3]]
     assert over, f"growing, it finds the setting that hurts the application: {decisions[:8]}"
