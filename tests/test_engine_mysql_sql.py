@@ -12,6 +12,7 @@ from airmigrate.engines import base, sql
 from airmigrate.engines.base import Executor
 from airmigrate.engines.mysql import clients, ptosc
 from airmigrate.engines.target import Target
+from airmigrate.errors import SpecError
 from airmigrate.lint import lint_migration, unacknowledged
 from airmigrate.spec import load_migration
 
@@ -142,3 +143,21 @@ def test_executor_pt_osc_answers_the_table_copy_lint(tmp_path, monkeypatch, extr
     assert bool(unacknowledged(findings)) is refused
     if not refused:
         assert findings[0].acknowledged == "executor: pt-osc runs it online"
+
+
+def test_an_operation_without_mysql_steps_is_refused_at_load(tmp_path, monkeypatch):
+    """An operation the engine has no steps for is refused when the spec loads, naming the field, why and the way
+    around it (SQL files for the engine); on PostgreSQL the same folder loads."""
+    folder = tmp_path / "0001_add"
+    folder.mkdir()
+    (folder / "migration.yaml").write_text(
+        "description: add\ntable: users\nkey: id\noperations:\n  - op: split_table\n    columns: [bio]\n"
+        "    new_table: user_bios\n")
+    monkeypatch.setenv("AIRMIGRATE_TARGET_URL", "postgresql://postgres@127.0.0.1/x")
+    assert load_migration(folder).spec.operations[0].op == "split_table"
+    monkeypatch.setenv("AIRMIGRATE_TARGET_URL", "mysql://root@127.0.0.1:3306/shop")
+    with pytest.raises(SpecError) as caught:
+        load_migration(folder)
+    assert caught.value.field == "operations.0.split_table.op"
+    assert "split_table has no MySQL / MariaDB steps" in caught.value.problem
+    assert "up.mysql.sql" in caught.value.fix and str(folder / "migration.yaml") == caught.value.file

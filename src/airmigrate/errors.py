@@ -10,6 +10,15 @@ class AirmigrateError(Exception):
     """Base of every error airmigrate raises on purpose."""
 
 
+class FieldProblem(ValueError):
+    """A spec validator's complaint that carries its own fix (read by airmigrate.spec's _parse_spec, which turns it
+    into a SpecError naming the file and the field)."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(problem)
+        self.fix = fix
+
+
 class SpecError(AirmigrateError):
     """A migration folder or expectations file is wrong: names the file, the field and the fix."""
 

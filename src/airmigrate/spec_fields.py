@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import Field
 
 from airmigrate.engines.base import ONLINE, PT_OSC
+from airmigrate.errors import FieldProblem
 
 SPEC_FILE = "migration.yaml"
 FOLDER_NAME = re.compile(r"^[0-9]{4}_[a-z0-9_]+$")
@@ -27,14 +28,6 @@ IDENTIFIER_WHY = ("such a name needs no quotes, so migration.yaml, your SQL file
                   "same object; an object whose real name needs quotes must be renamed in the database first")
 
 Identifier = Annotated[str, Field(pattern=IDENTIFIER.pattern, description="A plain PostgreSQL identifier")]
-
-
-class FieldProblem(ValueError):
-    """A validator's complaint that carries its own fix (read by _parse_spec)."""
-
-    def __init__(self, problem: str, fix: str):
-        super().__init__(problem)
-        self.fix = fix
 
 
 def identifier_problem(value: str) -> str | None:

@@ -292,6 +292,12 @@ class Engine(ABC):
         """Can airmigrate.pacing measure the application's latency on this engine? When not, a throttled run
         goes at full speed with its health checks (the hard stops) only."""
 
+    # -- operations -----------------------------------------------------------------------------------------------
+    def operation_refusal(self, op: str) -> tuple[str, str] | None:
+        """(why, fix) when the operation `op` (migration.yaml's `op:`) cannot run on this engine: the spec refuses it
+        at load, naming the field, before anything runs. None: the engine runs it."""
+        return None
+
     # -- the demo database (`make demo`, devdb) -------------------------------------------------------------------
     @abstractmethod
     def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from airmigrate.operations.base import NAME, OpContext, Steps, check_expression, ident, s
+from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps, check_expression, ident, s
 
 
-class AddCheck(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class AddCheck(OperationModel):
     op: Literal["add_check"]
     name: str = Field(..., pattern=NAME)
     expression: str

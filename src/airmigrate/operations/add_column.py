@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from airmigrate.engines import sql
 from airmigrate.operations.base import (
     NAME,
     OpContext,
+    OperationModel,
     Steps,
     batch_range,
     check_expression,
@@ -30,8 +31,7 @@ from airmigrate.operations.base import (
 )
 
 
-class AddColumn(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class AddColumn(OperationModel):
     op: Literal["add_column"]
     column: str = Field(..., pattern=NAME)
     type: str = Field(..., description="PostgreSQL type, e.g. boolean, bigint, numeric(12,2)")

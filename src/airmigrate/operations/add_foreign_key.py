@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from airmigrate.engines import sql
 from airmigrate.operations.add_check import add_not_valid_then_validate, drop_constraint
-from airmigrate.operations.base import NAME, OpContext, Steps, ident
+from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps, ident
 
 
-class AddForeignKey(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class AddForeignKey(OperationModel):
     op: Literal["add_foreign_key"]
     name: str = Field(..., pattern=NAME)
     columns: list[str] = Field(..., min_length=1)

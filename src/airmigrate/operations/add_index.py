@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from airmigrate.engines import sql
-from airmigrate.operations.base import NAME, OpContext, Steps, check_expression, ident, s
+from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps, check_expression, ident, s
 
 
-class AddIndex(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class AddIndex(OperationModel):
     op: Literal["add_index"]
     name: str = Field(..., pattern=NAME)
     columns: list[str] = Field(..., min_length=1)

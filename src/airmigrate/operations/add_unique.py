@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from airmigrate.operations.add_check import drop_constraint
 from airmigrate.operations.add_index import create_index, drop_index
-from airmigrate.operations.base import NAME, OpContext, Steps, ident, s
+from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps, ident, s
 
 
-class AddUnique(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class AddUnique(OperationModel):
     op: Literal["add_unique"]
     name: str = Field(..., pattern=NAME)
     columns: list[str] = Field(..., min_length=1)

@@ -11,8 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel, ConfigDict, field_validator
+
 from airmigrate import engines
 from airmigrate.engines import sql
+from airmigrate.errors import FieldProblem
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$"
 NAME_RE = re.compile(NAME)
@@ -22,6 +25,21 @@ SNAPSHOT_PREFIX = "snapshot_"
 def snapshot_name(migration_id: str) -> str:
     """The table (in schema airmigrate) where the backup stage keeps (key, old values) for the rollback."""
     return f"{SNAPSHOT_PREFIX}{migration_id}"[:63]
+
+
+class OperationModel(BaseModel):
+    """What every operation's model shares: no unknown fields, immutable, and refused at load on an engine that
+    cannot run it (the engine's operation_refusal names why and the way around it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("op", check_fields=False)
+    @classmethod
+    def _runs_on_engine(cls, value: str) -> str:
+        refusal = engines.current().operation_refusal(value)
+        if refusal is not None:
+            raise FieldProblem(*refusal)
+        return value
 
 
 @dataclass(frozen=True)

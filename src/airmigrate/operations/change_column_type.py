@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from airmigrate.operations.base import (
     NAME,
     OpContext,
+    OperationModel,
     Steps,
     batch_range,
     check_expression,
@@ -32,8 +33,7 @@ from airmigrate.operations.base import (
 from airmigrate.operations.carry import carry_column, collate, probe, refusals as carry_refusals
 
 
-class ChangeColumnType(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ChangeColumnType(OperationModel):
     op: Literal["change_column_type"]
     column: str = Field(..., pattern=NAME)
     type: str

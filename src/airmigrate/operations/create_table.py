@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from airmigrate.engines import sql
-from airmigrate.operations.base import NAME_RE, OpContext, Steps, check_expression, check_type, ident, s
+from airmigrate.operations.base import NAME_RE, OpContext, OperationModel, Steps, check_expression, check_type, ident, s
 
 
-class CreateTable(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class CreateTable(OperationModel):
     op: Literal["create_table"]
     columns: dict[str, str] = Field(..., min_length=1, description="column: type, in order")
     primary_key: list[str] = Field(default_factory=list, description="default: the migration's `key`")

@@ -16,19 +16,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from airmigrate.engines import sql
-from airmigrate.operations.base import OpContext, Steps, batch_range, check_expression, ident, s
+from airmigrate.operations.base import OpContext, OperationModel, Steps, batch_range, check_expression, ident, s
 
 ARCHIVE_PREFIX = "archive_"
 
 
-class RowsWhere(BaseModel):
+class RowsWhere(OperationModel):
     """What delete_rows and move_rows share: the rows (one condition), how long their archive stays, and when
     the table is vacuumed between batches."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     where: str = Field(..., min_length=1, description="The rows: one SQL condition over the table's columns, e.g. "
                                                       "\"created_at < now() - interval '90 days'\"")
     keep_archive_days: int = Field(7, ge=0, le=3650, description="The contract drops the archive only once its "

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from airmigrate.operations.base import NAME, OpContext, Steps, ident, s
+from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps, ident, s
 
 
-class DropColumn(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class DropColumn(OperationModel):
     op: Literal["drop_column"]
     column: str = Field(..., pattern=NAME)
 

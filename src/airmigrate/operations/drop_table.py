@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from airmigrate.engines import sql
-from airmigrate.operations.base import NAME, OpContext, Steps, ident, s
+from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps, ident, s
 
 
-class DropTable(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class DropTable(OperationModel):
     op: Literal["drop_table"]
     table: str = Field(..., pattern=NAME)
 

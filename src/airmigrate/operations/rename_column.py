@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from airmigrate.engines import sql
 from airmigrate.operations.base import (
     NAME,
     OpContext,
+    OperationModel,
     Steps,
     batch_range,
     create_trigger,
@@ -29,8 +30,7 @@ from airmigrate.operations.base import (
 from airmigrate.operations.carry import carry_column, collate, refusals as carry_refusals
 
 
-class RenameColumn(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RenameColumn(OperationModel):
     op: Literal["rename_column"]
     column: str = Field(..., pattern=NAME)
     to: str = Field(..., pattern=NAME)

@@ -15,27 +15,24 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from airmigrate.engines import sql
-from airmigrate.operations.base import NAME, OpContext, Steps, ident, s
+from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps, ident, s
 
 
-class RenameTable(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RenameTable(OperationModel):
     op: Literal["rename_table"]
     to: str = Field(..., pattern=NAME, description="The table's new name (same schema)")
 
 
-class RenameIndex(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RenameIndex(OperationModel):
     op: Literal["rename_index"]
     name: str = Field(..., pattern=NAME, description="The index's name now (in the migration's schema)")
     to: str = Field(..., pattern=NAME)
 
 
-class RenameConstraint(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RenameConstraint(OperationModel):
     op: Literal["rename_constraint"]
     name: str = Field(..., pattern=NAME, description="The constraint's name now (on the migration's table)")
     to: str = Field(..., pattern=NAME)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from airmigrate.engines import sql
 from airmigrate.operations.base import (
     NAME,
     OpContext,
+    OperationModel,
     Steps,
     batch_range,
     create_trigger,
@@ -29,8 +30,7 @@ from airmigrate.operations.base import (
 from airmigrate.operations.carry import Carry, carry_column, collate, refusals as carry_refusals
 
 
-class SplitTable(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class SplitTable(OperationModel):
     op: Literal["split_table"]
     new_table: str = Field(..., pattern=NAME)
     columns: list[str] = Field(..., min_length=1)

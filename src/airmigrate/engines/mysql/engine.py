@@ -19,6 +19,7 @@ from airmigrate.engines.mysql import (
     lint_rules,
     maintenance,
     online,
+    operations,
     parsing,
     rewrite,
     state_sql,
@@ -208,6 +209,10 @@ class MySQLEngine(Engine):
     def paces_by_latency(self) -> bool:
         """Not yet: airmigrate.pacing reads PostgreSQL's statistics (pg_stat_statements, pg_stat_activity)."""
         return False
+
+    # -- operations
+    def operation_refusal(self, op: str) -> tuple[str, str] | None:
+        return operations.refusal(op)
 
     # -- the demo database
     def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:
