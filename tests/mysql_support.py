@@ -1,12 +1,16 @@
 """What the MySQL / MariaDB server tests share: the server (AIRMIGRATE_TEST_MYSQL_URL, else 127.0.0.1:3306 as
 root), the one-line skip of a whole module when it does not answer, a fresh database per test, and a table of
-n rows made by the server itself (a cross join of digits: no round trip per row)."""
+n rows made by the server itself (a cross join of digits: no round trip per row), and the application meanwhile
+(:class:`Writer`)."""
 
 from __future__ import annotations
 
 import os
+import random
+import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -70,3 +74,33 @@ def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
             return found
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class Writer(threading.Thread):
+    """The application while a migration runs: `work(conn, rng, i)` in a loop on its own autocommit connection, a
+    short pause between; every error and the slowest call are kept (the operations' tests fail on any error and on
+    a statement slower than the lock wait limit + 1 s)."""
+
+    def __init__(self, target: Target, work: Callable, pause_s: float = 0.002, seed: int = 7):
+        super().__init__(daemon=True)
+        self.target, self.work, self.pause_s, self.seed = target, work, pause_s, seed
+        self.stop, self.calls, self.errors, self.slowest = threading.Event(), 0, [], 0.0
+
+    def run(self) -> None:
+        rng = random.Random(self.seed)
+        with db.connect(self.target, autocommit=True) as conn:
+            while not self.stop.is_set():
+                started = time.monotonic()
+                try:
+                    self.work(conn, rng, self.calls)
+                    self.calls += 1
+                except Exception as exc:  # the application's error: what the tests look for
+                    self.errors.append(repr(exc))
+                self.slowest = max(self.slowest, time.monotonic() - started)
+                time.sleep(self.pause_s)
+
+    def finish(self) -> "Writer":
+        """Stop and wait for the loop; the writer, for its counts."""
+        self.stop.set()
+        self.join(timeout=60)
+        return self

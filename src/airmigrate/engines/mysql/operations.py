@@ -12,15 +12,28 @@ SQL_FILES_FIX = ("write the change as up.mysql.sql / down.mysql.sql in the migra
                  "migration on PostgreSQL")
 
 # op -> why it does not run on MySQL / MariaDB (yet); an op leaves this table when its MySQL steps exist
-NOT_ON_MYSQL: dict[str, str] = {
-    op: f"{op} has no MySQL / MariaDB steps yet (its steps are PostgreSQL SQL: triggers in PL/pgSQL, DO blocks)"
-    for op in ("add_column", "rename_column", "change_column_type", "split_table", "add_index", "add_unique",
-               "add_foreign_key", "add_check", "drop_column", "drop_table", "delete_rows", "move_rows",
-               "rename_table", "rename_index", "rename_constraint", "create_table")
+NOT_YET = "has no MySQL / MariaDB steps yet (its steps are PostgreSQL SQL: triggers in PL/pgSQL, DO blocks)"
+NOT_ON_MYSQL: dict[str, str] = {  # one line each: an op leaves by its own line
+    "add_column": NOT_YET,
+    "rename_column": NOT_YET,
+    "change_column_type": NOT_YET,
+    "drop_column": NOT_YET,
+    "split_table": NOT_YET,
+    "add_index": NOT_YET,
+    "add_unique": NOT_YET,
+    "add_foreign_key": NOT_YET,
+    "add_check": NOT_YET,
+    "drop_table": NOT_YET,
+    "rename_table": NOT_YET,
+    "rename_index": NOT_YET,
+    "rename_constraint": NOT_YET,
+    "create_table": NOT_YET,
+    "delete_rows": NOT_YET,
+    "move_rows": NOT_YET,
 }
 
 
 def refusal(op: str) -> tuple[str, str] | None:
     """(why, fix) for an operation MySQL / MariaDB does not run; None when it does."""
     why = NOT_ON_MYSQL.get(op)
-    return None if why is None else (why, SQL_FILES_FIX)
+    return None if why is None else (f"{op} {why}", SQL_FILES_FIX)
