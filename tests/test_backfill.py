@@ -89,6 +89,28 @@ def test_every_key_type_gives_even_batches_covering_every_row_once(fresh_db, tmp
     assert len(done) == 10 and all(b[4] == "succeeded" and b[5] == 1 for b in done)
 
 
+def test_a_dense_integer_key_computes_its_ranges_and_a_sparse_stretch_is_walked_again(fresh_db, tmp_path):
+    """Ids 1..3000 then every 1000th: the dense stretch's ranges end at lo + size - 1 (no walk), the sparse one is
+    found at the next walk (every WALK_EVERY ranges) and walked from there; every row once, whatever the ranges."""
+    from airmigrate.stages.backfill.keys import WALK_EVERY
+
+    with connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE mixed (id bigint PRIMARY KEY, touched int DEFAULT 0)")
+        conn.execute("INSERT INTO mixed (id) SELECT g FROM generate_series(1, 3000) g")
+        conn.execute("INSERT INTO mixed (id) SELECT 10000 + g * 1000 FROM generate_series(1, 3000) g")
+        conn.execute("ANALYZE mixed")
+    migration = write_migration(tmp_path, table="mixed", adaptive=False, up="SELECT 1;")
+    run_id = prepare(fresh_db, migration, batch_size=250)
+    backfill.run_shard(fresh_db, migration, run_id)
+    assert scalar(fresh_db, "SELECT count(*) FROM mixed WHERE touched <> 1") == 0
+    with connect(fresh_db) as conn:
+        held = [conn.execute("SELECT count(*) FROM mixed WHERE id BETWEEN %s AND %s", (int(lo), int(hi))).fetchone()[0]
+                for _, lo, hi, *_ in batches(fresh_db, run_id)]
+    assert held[:12] == [250] * 12 and len(held) >= 24  # 3000 dense keys: twelve full ranges
+    short = [n for n in held[:-1] if n < 250]  # computed past the dense stretch, until the next walk
+    assert 1 <= len(short) <= WALK_EVERY - 1, held
+
+
 def test_table_without_a_unique_key_is_refused(fresh_db, tmp_path):
     with connect(fresh_db, autocommit=True) as conn:
         conn.execute("CREATE TABLE heap (id int, v text)")
