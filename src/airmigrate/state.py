@@ -133,6 +133,13 @@ def mark_stage_done(conn, run_id: int, stage: str, **facts) -> None:
     _q(conn).mark_stage_done(conn, run_id, stage, json.loads(json.dumps(facts, default=str)))
 
 
+def run_facts(conn, run_id: int) -> dict:
+    """The run's facts (empty when it has none)."""
+    row = conn.execute("SELECT facts FROM airmigrate.runs WHERE run_id = %s", (run_id,)).fetchone()
+    facts = row[0] if row else None
+    return (json.loads(facts) if isinstance(facts, (str, bytes)) else facts) or {}
+
+
 def add_facts(conn, run_id: int, **facts) -> None:
     _q(conn).add_facts(conn, run_id, json.loads(json.dumps(facts, default=str)))
 

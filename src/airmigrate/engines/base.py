@@ -292,6 +292,13 @@ class Engine(ABC):
         """Can airmigrate.pacing measure the application's latency on this engine? When not, a throttled run
         goes at full speed with its health checks (the hard stops) only."""
 
+    # -- a DDL step a crash interrupted ----------------------------------------------------------------------------
+    def already_in_place(self, exc: BaseException) -> bool:
+        """Does `exc` say that what the statement does is already done: the object it creates exists, the one it
+        drops is gone? Asked only of a step an earlier attempt started and never recorded (a crash between the
+        server's commit and ours): its change is then in place, not half-applied."""
+        return False
+
     # -- operations -----------------------------------------------------------------------------------------------
     def operation_refusal(self, op: str) -> tuple[str, str] | None:
         """(why, fix) when the operation `op` (migration.yaml's `op:`) cannot run on this engine: the spec refuses it

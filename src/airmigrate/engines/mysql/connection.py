@@ -242,3 +242,13 @@ def is_transient(exc: BaseException) -> bool:
     """A lock wait timeout, a deadlock, or a lost connection: a retry can help. A statement time limit is not
     (the same statement would hit it again: smaller batches help, which is the caller's decision)."""
     return isinstance(exc, TransientError) or code(exc) in TRANSIENT or isinstance(exc, pymysql.err.InterfaceError)
+
+
+# table exists, duplicate column, duplicate key name, can't DROP (it does not exist), duplicate foreign key name,
+# duplicate check constraint name (MySQL 8 / MariaDB), unknown table on DROP
+IN_PLACE_ERRORS = {1050, 1060, 1061, 1091, 1826, 3822, 4028, 1051}
+
+
+def already_in_place(exc: BaseException) -> bool:
+    """The statement's object already exists (or its dropped object is gone), by error number."""
+    return code(exc) in IN_PLACE_ERRORS

@@ -210,6 +210,10 @@ class MySQLEngine(Engine):
         """Not yet: airmigrate.pacing reads PostgreSQL's statistics (pg_stat_statements, pg_stat_activity)."""
         return False
 
+    # -- a DDL step a crash interrupted
+    def already_in_place(self, exc: BaseException) -> bool:
+        return connection.already_in_place(exc)
+
     # -- operations
     def operation_refusal(self, op: str) -> tuple[str, str] | None:
         return operations.refusal(op)

@@ -113,3 +113,13 @@ def error_kind(exc: BaseException) -> str | None:
     if isinstance(exc, psycopg.Error):
         return base.DATABASE
     return None
+
+
+# duplicate_column, duplicate_table (an index too), duplicate_object (constraint, trigger), duplicate_schema; and
+# for a DROP without IF EXISTS: undefined_column, undefined_object, undefined_table
+IN_PLACE_STATES = {"42701", "42P07", "42710", "42P06", "42703", "42704", "42P01"}
+
+
+def already_in_place(exc: BaseException) -> bool:
+    """The statement's object already exists (or its dropped object is gone), by SQLSTATE."""
+    return isinstance(exc, psycopg.Error) and getattr(exc, "sqlstate", None) in IN_PLACE_STATES

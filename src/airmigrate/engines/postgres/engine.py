@@ -216,6 +216,10 @@ class PostgresEngine(Engine):
     def paces_by_latency(self) -> bool:
         return True
 
+    # -- a DDL step a crash interrupted
+    def already_in_place(self, exc: BaseException) -> bool:
+        return connection.already_in_place(exc)
+
     # -- the demo database
     def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:
         return demo.recreate_database(admin, name, template)
