@@ -50,8 +50,8 @@ def test_seed_users_is_realistic_and_server_side(seeded):
 
 
 def test_reseeding_forgets_only_the_demo_migrations_state(seeded):
-    """The state database is server-wide on MySQL: a fresh demo forgets its own migrations' runs and history,
-    never another migration's."""
+    """A target database's state may hold other migrations too: a fresh demo forgets its own migrations' runs
+    and history, never another migration's."""
     mine, other = f"am_demo_mine_{uuid.uuid4().hex[:6]}", f"am_demo_other_{uuid.uuid4().hex[:6]}"
     with db.connect(seeded, autocommit=True) as conn:
         state.ensure_schema(conn)

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from airmigrate.engines.mysql import clients
+from airmigrate.engines.mysql.state_names import schema_of
 from airmigrate.engines.target import Target
 from airmigrate.errors import AirmigrateError
 
@@ -75,5 +76,5 @@ def restore_table(target: Target, path: Path, schema: str) -> None:
 def relation_bytes(conn, schema: str, table: str) -> int:
     """Data and indexes of a table as InnoDB counts them (information_schema.TABLES); 0 when it does not exist."""
     row = conn.execute("SELECT COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0) FROM information_schema.TABLES "
-                       "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s", (schema, table)).fetchone()
+                       "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s", (schema_of(conn, schema), table)).fetchone()
     return int(row[0]) if row else 0
