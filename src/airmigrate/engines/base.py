@@ -346,6 +346,14 @@ class Engine(ABC):
         the pandas path's own statements (PostgreSQL: COPY into a temp table and UPDATE ... FROM, the ones
         `airmigrate plan --sql` prints), which the caller then runs."""
 
+    # -- the rollback's snapshot restore (issue 22: rollback on MySQL as on PostgreSQL) -------------------------
+    @abstractmethod
+    def restore_from_snapshot(self, table: Composable, snapshot: Composable, keys: list[str], columns: list[str],
+                              bounds: Composable) -> Composable:
+        """The rollback's per-batch statement: `columns` of `table` (alias t) set back to the backup stage's
+        snapshot's (alias s, joined on `keys`) in the batch's `bounds`, only where they differ, NULL-safe and
+        byte for byte (a case-insensitive collation must not hide an upper-cased value)."""
+
     @abstractmethod
     def column_comments(self, conn: Any, schema: str, table: str) -> dict[str, str | None]:
         """name -> comment (None when it has none) of the table's live columns."""

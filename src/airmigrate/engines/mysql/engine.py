@@ -244,6 +244,11 @@ class MySQLEngine(Engine):
                    bounds: dict) -> int | None:
         return bulk.write_rows(conn, table, columns, rows(), bounds)
 
+    # -- the rollback's snapshot restore (issue 22: rollback on MySQL as on PostgreSQL)
+    def restore_from_snapshot(self, table: Composable, snapshot: Composable, keys: list[str], columns: list[str],
+                              bounds: Composable) -> Composable:
+        return backup.restore_from_snapshot(table, snapshot, keys, columns, bounds)
+
     def column_comments(self, conn: Any, schema: str, table: str) -> dict[str, str | None]:
         return catalog.column_comments(conn, schema, table)
 

@@ -206,6 +206,9 @@ LATEST_RUN = ("SELECT run_id, direction, dag_run_id, status, completed_stages, f
               "ORDER BY run_id DESC LIMIT 1")
 STAGE_DONE = "SELECT JSON_CONTAINS(completed_stages, JSON_QUOTE(%s)) FROM airmigrate.runs WHERE run_id = %s"
 FINISH_RUN = f"UPDATE airmigrate.runs SET status = %s, finished_at = {NOW}, error = %s WHERE run_id = %s"
+# the rollback's finish: the migration's up runs are rolled back with it
+UP_RUNS_ROLLED_BACK = (f"UPDATE airmigrate.runs SET status = 'rolled_back', finished_at = COALESCE(finished_at, {NOW}) "
+                       "WHERE migration_id = %s AND direction = 'up' AND status <> 'rolled_back'")
 RUNS_OF = (
     "SELECT r.run_id, r.direction, r.dag_run_id, r.status, r.started_at, r.finished_at, r.error, "
     "COALESCE((SELECT JSON_ARRAYAGG(JSON_OBJECT('action', a.action, 'actor', a.actor, 'at', a.at) "

@@ -246,6 +246,11 @@ class PostgresEngine(Engine):
                    bounds: dict) -> int | None:
         return None  # transform.py's statements: COPY into a temp table, then UPDATE ... FROM
 
+    # -- the rollback's snapshot restore (issue 22: rollback on MySQL as on PostgreSQL)
+    def restore_from_snapshot(self, table: Composable, snapshot: Composable, keys: list[str], columns: list[str],
+                              bounds: Composable) -> Composable:
+        return backup.restore_from_snapshot(table, snapshot, keys, columns, bounds)
+
     def column_comments(self, conn: Any, schema: str, table: str) -> dict[str, str | None]:
         return maintenance.column_comments(conn, schema, table)
 
