@@ -48,8 +48,7 @@ def target():
     yield Target(host=made.host, port=made.port, user=user, password=PASSWORD, dbname=made.dbname, engine="mysql")
     with db.connect(made, autocommit=True) as conn:
         conn.execute(f"DROP USER IF EXISTS '{user}'@'%'")
-    drop_database(made)
-    drop_database(made.with_dbname(state_names.state_database(made.dbname)))
+    drop_database(made)   # and its state database
 
 
 def write_project(home: Path, target: Target) -> Path:

@@ -29,11 +29,6 @@ skip_without_server()  # one line in the summary when no server answers (a user'
 MIGRATION = "0001_touch_items"  # the same id in both databases: what used to collide
 
 
-def drop_with_state(target: Target) -> None:
-    drop_database(target)
-    drop_database(target.with_dbname(state_names.state_database(target.dbname)))
-
-
 @pytest.fixture
 def two(monkeypatch):
     """Two fresh target databases on the same server (think shop and shop_staging), dropped afterwards with their
@@ -44,7 +39,7 @@ def two(monkeypatch):
     made = [fresh_database("am_shop"), fresh_database("am_shop_staging")]
     yield made
     for target in made:
-        drop_with_state(target)
+        drop_database(target)   # and its state database
 
 
 def make_items(target: Target, rows: int) -> None:
