@@ -10,7 +10,7 @@ server's postgres database) gets a pgbench-like table of --rows accounts (fillfa
   2. the pandas path of bench/migrations/9003_bench_pandas (d_new = abalance + aid in pandas) with --shards
      shards as separate processes, through the package's own functions (preflight, schema_change,
      start_backfill, run_shard), released together; each shard times the steps of
-     airmigrate.stages.backfill.transform where they run (fetch, DataFrame, transform, write, UPDATE) and the
+     airmigrate.stages.backfill.transform where they run (fetch, DataFrame, transform, write: COPY + UPDATE) and the
      rest of its batches (claim, state rows, commit, next range) as the shard's time outside them.
 
 Printed: the load average at start and end (ratios are only comparable within one run: the machine is shared),
@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 MIGRATION = ROOT / "bench" / "migrations" / "9003_bench_pandas"
-STEPS = ("fetch_batch", "build_frame", "transform", "write_batch", "update_batch")
+STEPS = ("fetch_batch", "build_frame", "transform", "write_batch")  # write_batch: the engine's COPY and UPDATE
 
 
 def say(text: str) -> None:

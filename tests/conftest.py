@@ -27,6 +27,9 @@ from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+# MySQL: the tests never move a server's old shared state database (`airmigrate`, another checkout's tests may be
+# writing it) into theirs; tests/test_state_mysql_databases.py's upgrade test names one of its own
+os.environ.setdefault("AIRMIGRATE_MYSQL_LEGACY_STATE", "")
 VAR = ROOT / "var"
 AIRFLOW_HOME = VAR / "test-airflow" / WORKER
 TEMPLATE_DB = "airmigrate_test_template"

@@ -16,6 +16,7 @@ import pytest
 
 from airmigrate import db
 from airmigrate.engines import sql
+from airmigrate.engines.mysql.state_names import state_database
 from airmigrate.engines.target import Target
 
 URL = os.environ.get("AIRMIGRATE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
@@ -43,8 +44,10 @@ def fresh_database(prefix: str) -> Target:
 
 
 def drop_database(target: Target) -> None:
+    """The database and its state database (airmigrate__<name>, made by a test that ran a migration in it)."""
     with db.connect(target.with_dbname("mysql"), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(target.dbname)))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(state_database(target.dbname))))
 
 
 def fill(target: Target, table: str, rows: int) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mysql_support import URL, WORKER, skip_without_server  # noqa: F401
+from mysql_support import URL, WORKER, drop_database, skip_without_server  # noqa: F401
 
 from airmigrate import control, db, state
 from airmigrate.engines import sql
@@ -50,10 +50,7 @@ def target(monkeypatch):
     with db.connect(server, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     yield server.with_dbname(name)
-    with db.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        if state.tables_exist(conn):
-            conn.execute("DELETE FROM airmigrate.runs WHERE migration_id LIKE %s", (f"%{name}%",))
+    drop_database(server.with_dbname(name))  # and its state database
 
 
 def make_items(target: Target, rows: int) -> None:

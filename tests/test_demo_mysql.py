@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pytest
 from mysql_support import URL, drop_database, fresh_database, skip_without_server
 
@@ -50,8 +51,8 @@ def test_seed_users_is_realistic_and_server_side(seeded):
 
 
 def test_reseeding_forgets_only_the_demo_migrations_state(seeded):
-    """The state database is server-wide on MySQL: a fresh demo forgets its own migrations' runs and history,
-    never another migration's."""
+    """A target database's state may hold other migrations too: a fresh demo forgets its own migrations' runs
+    and history, never another migration's."""
     mine, other = f"am_demo_mine_{uuid.uuid4().hex[:6]}", f"am_demo_other_{uuid.uuid4().hex[:6]}"
     with db.connect(seeded, autocommit=True) as conn:
         state.ensure_schema(conn)
@@ -94,24 +95,24 @@ def test_facts_the_stages_and_the_report_write_and_read(seeded):
             conn.execute("DELETE FROM airmigrate.history WHERE migration_id = %s", (migration_id,))
 
 
-def test_write_rows_changes_only_differing_rows_in_the_batch_range():
-    """The pandas path's write-back: NULLs written, unchanged rows not counted, nothing outside [lo, hi] touched,
-    all inside the caller's transaction (a rollback undoes it)."""
+def test_batch_write_changes_only_differing_rows_in_the_batch_range():
+    """The pandas path's write-back (Engine.batch_write): NULLs written, unchanged rows not counted, nothing
+    outside [lo, hi] touched, all inside the caller's transaction (a rollback undoes it); a column may come as a
+    numpy array or a list."""
     target = fresh_database("h22d_write")
     try:
         with db.connect(target, autocommit=True) as conn:
             conn.execute("CREATE TABLE t (id INT PRIMARY KEY, a VARCHAR(20), b INT)")
             conn.execute("INSERT INTO t VALUES (1, 'x', 1), (2, NULL, 2), (3, 'z', NULL), (4, 'w', 4)")
-        engine = engines.named("mysql")
+        write = engines.named("mysql").batch_write((target.dbname, "t"), ["id", "a", "b"])
         rows = [(1, "x", 1), (2, "y", None), (3, None, 30), (4, "OUT", 0)] + [(i, "n", i) for i in range(5, 2500)]
+        ids, a, b = (list(c) for c in zip(*rows))
+        columns = [np.array(ids), a, b]
         with db.connect(target) as conn:
-            changed = engine.write_rows(conn, (target.dbname, "t"), ["id", "a", "b"], lambda: iter(rows),
-                                       {"lo": 1, "hi": 3})
-            assert changed == 2
+            assert write.run(conn, columns, {"lo": 1, "hi": 3}) == 2
             conn.rollback()
             assert conn.execute("SELECT a, b FROM t WHERE id = 2").fetchone() == (None, 2)
-            assert engine.write_rows(conn, (target.dbname, "t"), ["id", "a", "b"], lambda: iter(rows),
-                                       {"lo": 1, "hi": 3}) == 2
+            assert write.run(conn, columns, {"lo": 1, "hi": 3}) == 2
             conn.commit()
             assert conn.execute("SELECT id, a, b FROM t ORDER BY id").fetchall() == (
                 (1, "x", 1), (2, "y", None), (3, None, 30), (4, "w", 4))

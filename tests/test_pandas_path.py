@@ -108,10 +108,16 @@ def test_the_dataframe_is_the_one_pandas_makes_of_the_records(empty_db):
 
 
 def copied(target, column_type: str, columns: list):
+    """The values through the engine's write-back (Engine.batch_write: COPY, then UPDATE ... FROM) into a table
+    whose rows 1..3 have v NULL."""
     with connect(target) as conn:
-        conn.execute(f"CREATE TEMP TABLE scratch (k bigint, v {column_type})")
-        engines.of(conn).copy_columns(conn, "scratch", ["k", "v"], columns)
-        return conn.execute("SELECT k, v FROM scratch ORDER BY k").fetchall()
+        conn.execute(f"CREATE TEMP TABLE scratch (k bigint PRIMARY KEY, v {column_type})")
+        conn.execute("INSERT INTO scratch (k) VALUES (1), (2), (3)")
+        write = engines.of(conn).batch_write(("pg_temp", "scratch"), ["k", "v"])
+        changed = write.run(conn, columns, {"lo": 1, "hi": 3})
+        rows = conn.execute("SELECT k, v FROM scratch ORDER BY k").fetchall()
+        assert changed == sum(v is not None for _, v in rows)  # a NULL over a NULL is no change
+        return rows
 
 
 def test_the_bulk_write_goes_binary_or_falls_back_to_text_with_the_same_result(empty_db):

@@ -1,8 +1,9 @@
 """airmigrate's state tables and the one-runner lease on a real MySQL / MariaDB (issue 22): AIRMIGRATE_TEST_MYSQL_URL,
 else MariaDB at 127.0.0.1:3306 as root; without one this module skips with one line.
 
-The state lives in the server's database ``airmigrate`` (shared by every test on the server): each test works on
-migration ids of its own (``am_state_<random>``) and deletes its rows at the end. Waits are on conditions."""
+The state lives in the target database's own state database (``airmigrate__test`` for the shared test database,
+shared by every test using it): each test works on migration ids of its own (``am_state_<random>``) and deletes
+its rows at the end. Waits are on conditions."""
 
 from __future__ import annotations
 
@@ -78,11 +79,11 @@ def test_the_state_tables_are_created_once_even_when_sessions_race(target):
     with db.connect(target) as conn:
         assert state.tables_exist(conn)
         names = {r[0] for r in conn.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE "
-                                            "TABLE_SCHEMA = 'airmigrate'").fetchall()}
+                                            "TABLE_SCHEMA = %s", (conn.state_database,)).fetchall()}
         assert {"history", "runs", "batches", "cursors", "pacing", "pacing_log", "controls", "actions",
                 "batch_attempts"} <= names
         kinds = dict(conn.execute("SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE "
-                                  "TABLE_SCHEMA = 'airmigrate' AND TABLE_NAME = 'runs'").fetchall())
+                                  "TABLE_SCHEMA = %s AND TABLE_NAME = 'runs'", (conn.state_database,)).fetchall())
         assert kinds["facts"] in ("json", "longtext") and kinds["completed_stages"] in ("json", "longtext")
 
 
@@ -217,7 +218,7 @@ def test_tasks_share_the_lease_and_keep_a_cli_runner_out_until_the_last_one_ends
         with db.connect(target) as conn:
             holders = conn.execute("SELECT mode, label FROM airmigrate.leases WHERE lease_key = %s AND "
                                    "IS_USED_LOCK(lock_name) = connection_id",
-                                   (mysql_leases.lock_name(lease.lock_key(migration_id)),)
+                                   (mysql_leases.lock_name(conn, lease.lock_key(migration_id)),)
                                    ).fetchall()
         assert [mode for mode, _ in holders] == ["exclusive"]
 

@@ -294,9 +294,11 @@ def _unbound(statement: str) -> str:
 def _backfill_sql(migration: Migration, steps) -> list[str]:
     """The per-batch statements: the user's UPDATE, or the pandas path's SQL around transform(df)."""
     if migration.transform_file:
-        pandas = {name: statement.as_string() for name, statement in transform_statements(migration).items()}
-        return [pandas["read"], f"-- transform(df) from {migration.transform_file.name}, in the worker\n{pandas['temp']}",
-                pandas["copy"], f"-- (the transformed rows, streamed by COPY)\n{pandas['update']}"] + steps.backfill
+        pandas = transform_statements(migration)
+        write = [(f"-- ({note})\n" if note else "") + statement.as_string()
+                 for note, statement in pandas["write"].statements]
+        write[0] = f"-- transform(df) from {migration.transform_file.name}, in the worker\n{write[0]}"
+        return [pandas["read"].as_string(), *write] + steps.backfill
     user = [migration.backfill_sql.strip().rstrip(";")] if migration.backfill_sql else []
     return user + steps.backfill
 

@@ -9,7 +9,7 @@ says so, not an ``if engine == ...`` in a stage. Modelled on SQLAlchemy's ``Dial
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,18 @@ USES = "uses_column"
 # How a schema change that the server can only do by copying the table is run (migration.yaml's `executor`).
 ONLINE = "online"   # the server's own online DDL only: a change that would copy is refused, quoting the server
 PT_OSC = "pt-osc"   # pt-online-schema-change: a shadow copy kept in sync by triggers, swapped in at the end
+
+
+@dataclass(frozen=True)
+class BatchWrite:
+    """The pandas path's write-back of a batch (:meth:`Engine.batch_write`). ``run(conn, columns, bounds)``: the
+    values given column by column in `names` order (a numpy array, or a list of Python values with None for
+    NULL) go into the table's rows of the key range `bounds` (lo, hi), only where they differ, inside the
+    caller's transaction; returns the rows changed. ``statements``: (a comment or "", statement) in the order
+    ``run`` executes them (PostgreSQL: a temp table, COPY, one UPDATE ... FROM; MySQL: a temporary table,
+    multi-row INSERTs, one UPDATE ... JOIN)."""
+    statements: list[tuple[str, Composable]]
+    run: Callable[[Any, list, dict], int]
 
 
 @dataclass(frozen=True)
@@ -193,11 +205,12 @@ class Engine(ABC):
     def referencing_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
         """Other tables' foreign keys to this one: name, schema, table, columns, referenced, on_delete."""
 
-    # -- the pandas path's write ---------------------------------------------------------------------------------
+    # -- the pandas path's write (one method, each engine its own way) -------------------------------------------
     @abstractmethod
-    def copy_columns(self, conn: Any, table: str, names: list[str], columns: list) -> None:
-        """Load rows, given column by column (a numpy array, or a list of Python values with None for NULL), into
-        `table`, a scratch table of this connection, with the driver's bulk load; inside the caller's transaction."""
+    def batch_write(self, table: tuple[str, str], names: list[str]) -> "BatchWrite":
+        """How the pandas path writes a batch's computed values into `table`: `names[0]` is the key, the others
+        the columns written. Its ``run`` writes one batch (see :class:`BatchWrite`); its ``statements`` are what
+        ``run`` executes, for ``airmigrate plan --sql``. Composed once per shard, run for every batch."""
 
     # -- lint and locks ------------------------------------------------------------------------------------------
     @abstractmethod
@@ -345,13 +358,13 @@ class Engine(ABC):
         """The foreign keys from and to the table, each {name, from_table, from_columns, to_table, to_columns}
         (tables as schema.table): the report's diagram."""
 
+    # -- the rollback's snapshot restore (issue 22: rollback on MySQL as on PostgreSQL) -------------------------
     @abstractmethod
-    def write_rows(self, conn: Any, table: tuple[str, str], columns: list[str], rows: Callable[[], Iterable[tuple]],
-                   bounds: dict) -> int | None:
-        """The pandas path's write-back, in the caller's transaction: `rows()` gives tuples of `columns` (the key
-        first) of the batch's key range `bounds` (lo, hi); returns the rows changed. None: the engine writes with
-        the pandas path's own statements (PostgreSQL: COPY into a temp table and UPDATE ... FROM, the ones
-        `airmigrate plan --sql` prints), which the caller then runs."""
+    def restore_from_snapshot(self, table: Composable, snapshot: Composable, keys: list[str], columns: list[str],
+                              bounds: Composable) -> Composable:
+        """The rollback's per-batch statement: `columns` of `table` (alias t) set back to the backup stage's
+        snapshot's (alias s, joined on `keys`) in the batch's `bounds`, only where they differ, NULL-safe and
+        byte for byte (a case-insensitive collation must not hide an upper-cased value)."""
 
     @abstractmethod
     def column_comments(self, conn: Any, schema: str, table: str) -> dict[str, str | None]:

@@ -22,7 +22,7 @@ from markupsafe import escape
 
 from airmigrate import engines, settings
 from airmigrate.db import Target, connect
-from airmigrate.report.collect import collect, run_row
+from airmigrate.report.collect import collect, find_run
 from airmigrate.report.render import render_html, render_markdown
 from airmigrate.schemadocs.shape import snapshot
 from airmigrate.spec import Migration
@@ -84,19 +84,7 @@ def write_report(target: Target, migration: Migration, direction: str = "up", ru
     run (a dry run, an already applied migration: nothing ran). The run: ``run_id``, else the one of
     ``dag_run_id``, else the latest of that direction."""
     with connect(target, autocommit=True) as conn:
-        if not engines.of(conn).state_sql().state_table_exists(conn, "runs"):
-            return None
-        if run_id is None:
-            query = "SELECT run_id FROM airmigrate.runs WHERE migration_id = %s AND direction = %s"
-            params: tuple = (migration.id, direction)
-            if dag_run_id is not None:
-                query += " AND dag_run_id = %s"
-                params += (dag_run_id,)
-            row = conn.execute(query + " ORDER BY run_id DESC LIMIT 1", params).fetchone()
-            if row is None:
-                return None
-            run_id = row[0]
-        run = run_row(conn, run_id)
+        run = find_run(conn, migration.id, direction, run_id, dag_run_id)
         if run is None:
             return None
         stages = stages or _stage_times(run.get("facts") or {})
@@ -204,8 +192,14 @@ def write_report_safely(target: Target, migration: Migration, direction: str = "
                         run_id: int | None = None) -> Path | None:
     """For the tasks that end a run (and a failing one): write the report and log its path as the task's last
     line; never fails the task."""
+    return written_safely(lambda: write_report(target, migration, direction, run_id))
+
+
+def written_safely(write) -> Path | None:
+    """`write()`'s report path, logged as the task's last line; a failure logged, never raised (a report must
+    not fail the run it reports on)."""
     try:
-        path = write_report(target, migration, direction, run_id)
+        path = write()
     except Exception:
         log.warning("could not write the run's report", exc_info=True)
         return None

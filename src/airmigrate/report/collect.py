@@ -91,6 +91,25 @@ def run_actions(conn, run_id: int) -> list[dict]:
     return [{"at": _fmt(at), "action": action, "detail": detail, "actor": actor} for at, action, detail, actor in rows]
 
 
+def find_run(conn, migration_id: str, direction: str, run_id: int | None = None,
+             dag_run_id: str | None = None) -> dict | None:
+    """The run a report is about: ``run_id``, else the one of ``dag_run_id``, else the latest of that direction;
+    None when the target has no state tables yet or no such run (a dry run, an already applied migration)."""
+    if not engines.of(conn).state_sql().state_table_exists(conn, "runs"):
+        return None
+    if run_id is None:
+        query = "SELECT run_id FROM airmigrate.runs WHERE migration_id = %s AND direction = %s"
+        params: tuple = (migration_id, direction)
+        if dag_run_id is not None:
+            query += " AND dag_run_id = %s"
+            params += (dag_run_id,)
+        row = conn.execute(query + " ORDER BY run_id DESC LIMIT 1", params).fetchone()
+        if row is None:
+            return None
+        run_id = row[0]
+    return run_row(conn, run_id)
+
+
 def run_row(conn, run_id: int) -> dict | None:
     cur = conn.execute("SELECT run_id, migration_id, direction, dag_run_id, status, completed_stages, facts, "
                        "started_at, finished_at, error FROM airmigrate.runs WHERE run_id = %s", (run_id,))

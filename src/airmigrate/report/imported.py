@@ -14,8 +14,8 @@ from pathlib import Path
 
 from airmigrate import state
 from airmigrate.db import Target, connect
-from airmigrate.report import _private_dir, _write_private, report_name, reports_dir
-from airmigrate.report.collect import _fmt, _now, _seconds, run_row
+from airmigrate.report import _private_dir, _write_private, report_name, reports_dir, written_safely
+from airmigrate.report.collect import _fmt, _now, _seconds, find_run
 from airmigrate.report.render import render_named
 
 log = logging.getLogger(__name__)
@@ -58,16 +58,7 @@ def write_report(target: Target, source, migration, direction: str = "up", run_i
                  dag_run_id: str | None = None) -> Path | None:
     """Write the run's report (HTML + Markdown); the HTML's path, None when there is no such run."""
     with connect(target, autocommit=True) as conn:
-        if not state.tables_exist(conn):
-            return None
-        if run_id is None:
-            row = conn.execute("SELECT run_id FROM airmigrate.runs WHERE migration_id = %s AND direction = %s AND "
-                               "(%s::text IS NULL OR dag_run_id = %s) ORDER BY run_id DESC LIMIT 1",
-                               (migration.id, direction, dag_run_id, dag_run_id)).fetchone()
-            if row is None:
-                return None
-            run_id = row[0]
-        run = run_row(conn, run_id)
+        run = find_run(conn, migration.id, direction, run_id, dag_run_id)
         if run is None:
             return None
         data = collect(conn, source, migration, run, target.describe())
@@ -83,11 +74,4 @@ def write_report(target: Target, source, migration, direction: str = "up", run_i
 def write_report_safely(target: Target, source, migration, direction: str = "up",
                         dag_run_id: str | None = None) -> Path | None:
     """For the tasks that end a run (and a failing one): never fails the task; logs the path last."""
-    try:
-        path = write_report(target, source, migration, direction, dag_run_id=dag_run_id)
-    except Exception:
-        log.warning("could not write the run's report", exc_info=True)
-        return None
-    if path is not None:
-        log.info("report: %s (and %s)", path, path.with_suffix(".md"))
-    return path
+    return written_safely(lambda: write_report(target, source, migration, direction, dag_run_id=dag_run_id))

@@ -51,28 +51,22 @@ def restore_statement(migration: Migration, snapshot: str, columns: list[str]) -
     keys = migration.spec.key_columns
     if len(keys) == 1:
         bounds = sql.SQL("t.{k} BETWEEN %(lo)s AND %(hi)s").format(k=sql.Identifier(keys[0]))
-    else:
+    else:  # >= and <=: MariaDB refuses a row constructor in BETWEEN
         row = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in keys)
         lo = sql.SQL(", ").join(sql.SQL(f"%(lo_{i})s") for i in range(len(keys)))
         hi = sql.SQL(", ").join(sql.SQL(f"%(hi_{i})s") for i in range(len(keys)))
-        bounds = sql.SQL("({}) BETWEEN ({}) AND ({})").format(row, lo, hi)
-    return sql.SQL("UPDATE {t} AS t SET {sets} FROM {s} AS s WHERE {join} AND {bounds} AND ({changed})").format(
-        t=sql.Identifier(migration.spec.schema_name, migration.spec.table_name),
-        s=sql.Identifier("airmigrate", snapshot), bounds=bounds,
-        join=sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in keys),
-        sets=sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in columns),
-        changed=sql.SQL(" OR ").join(sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c))
-                                     for c in columns)).as_string(None)
+        bounds = sql.SQL("({row}) >= ({lo}) AND ({row}) <= ({hi})").format(row=row, lo=lo, hi=hi)
+    return engines.of(None).restore_from_snapshot(
+        sql.Identifier(migration.spec.schema_name, migration.spec.table_name), sql.Identifier("airmigrate", snapshot),
+        list(keys), columns, bounds).as_string(None)
 
 
 def snapshot_columns(conn, migration: Migration, snapshot: str | None) -> list[str]:
     """The value columns of the rollback snapshot (empty when there is none)."""
     if not snapshot:
         return []
-    return [r[0] for r in conn.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'airmigrate' AND table_name = %s "
-        "AND column_name <> ALL(%s) ORDER BY ordinal_position",
-        (snapshot, list(migration.spec.key_columns))).fetchall()]
+    columns = engines.of(conn).table_columns(conn, "airmigrate", snapshot) or []
+    return [c for c in columns if c not in migration.spec.key_columns]
 
 
 def down_batch_statements(conn, migration: Migration, run_id: int) -> list[str]:

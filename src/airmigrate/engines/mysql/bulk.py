@@ -4,40 +4,48 @@ per row), then one UPDATE ... JOIN writes the rows whose values differ (<=> is N
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from airmigrate.engines import sql
+from airmigrate.engines.base import BatchWrite
 
 BATCH_TABLE = "airmigrate_batch"
 CHUNK = 1000
 
 
-def write_rows(conn: Any, table: tuple[str, str], columns: list[str], rows: Iterable[tuple], bounds: dict) -> int:
-    """columns[0] is the key, the others are written; returns the rows changed. Inside the caller's transaction:
-    CREATE TEMPORARY TABLE does not commit; the table is the session's and emptied first."""
-    target, key, batch = sql.Identifier(*table), sql.Identifier(columns[0]), sql.Identifier(BATCH_TABLE)
-    names = sql.SQL(", ").join(map(sql.Identifier, columns))
-    conn.execute(sql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} ENGINE = InnoDB AS SELECT {} FROM {} LIMIT 0")
-                 .format(batch, names, target))
-    conn.execute(sql.SQL("DELETE FROM {}").format(batch))
-    insert = sql.SQL("INSERT INTO {} ({}) VALUES ").format(batch, names)
-    one_row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    chunk: list = []
-    for values in rows:
-        chunk.append(values)
-        if len(chunk) == CHUNK:
-            _insert(conn, insert, one_row, chunk)
-            chunk = []
-    if chunk:
-        _insert(conn, insert, one_row, chunk)
-    written = [sql.Identifier(c) for c in columns[1:]]
-    return conn.execute(sql.SQL(
+def batch_write(table: tuple[str, str], names: list[str]) -> BatchWrite:
+    """names[0] is the key, the others are written. Inside the caller's transaction: CREATE TEMPORARY TABLE
+    does not commit; the table is the session's and emptied first."""
+    target, key, batch = sql.Identifier(*table), sql.Identifier(names[0]), sql.Identifier(BATCH_TABLE)
+    listed = sql.SQL(", ").join(map(sql.Identifier, names))
+    temp = sql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} ENGINE = InnoDB AS SELECT {} FROM {} LIMIT 0").format(
+        batch, listed, target)
+    empty = sql.SQL("DELETE FROM {}").format(batch)
+    insert = sql.SQL("INSERT INTO {} ({}) VALUES ").format(batch, listed)
+    one_row = "(" + ", ".join(["%s"] * len(names)) + ")"
+    written = [sql.Identifier(c) for c in names[1:]]
+    update = sql.SQL(
         "UPDATE {t} AS t JOIN {b} AS s ON t.{k} = s.{k} SET {sets} WHERE t.{k} BETWEEN %(lo)s AND %(hi)s "
         "AND NOT ({same})").format(
         t=target, b=batch, k=key,
         sets=sql.SQL(", ").join(sql.SQL("t.{c} = s.{c}").format(c=c) for c in written),
-        same=sql.SQL(" AND ").join(sql.SQL("t.{c} <=> s.{c}").format(c=c) for c in written)), bounds).rowcount
+        same=sql.SQL(" AND ").join(sql.SQL("t.{c} <=> s.{c}").format(c=c) for c in written))
+
+    def run(conn: Any, columns: list, bounds: dict) -> int:
+        conn.execute(temp)
+        conn.execute(empty)
+        chunk: list = []
+        for values in zip(*(c if isinstance(c, list) else c.tolist() for c in columns)):
+            chunk.append(values)
+            if len(chunk) == CHUNK:
+                _insert(conn, insert, one_row, chunk)
+                chunk = []
+        if chunk:
+            _insert(conn, insert, one_row, chunk)
+        return conn.execute(update, bounds).rowcount
+
+    return BatchWrite(statements=[("", temp), ("", empty), (f"{CHUNK} rows a statement", insert + sql.SQL(one_row)),
+                                  ("", update)], run=run)
 
 
 def _insert(conn: Any, insert: Any, one_row: str, chunk: list) -> None:

@@ -10,6 +10,7 @@ import re
 
 from airmigrate.engines import sql
 from airmigrate.engines.mysql import connection
+from airmigrate.engines.mysql.state_names import schema_of
 from airmigrate.findings import Problem
 
 
@@ -38,7 +39,7 @@ def table_columns(conn, schema: str, table: str) -> list[str] | None:
     """The columns in order (exact names), None when the table (or view) does not exist."""
     columns = [row[0] for row in conn.execute(
         "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
-        "ORDER BY ORDINAL_POSITION", (schema, table)).fetchall()]
+        "ORDER BY ORDINAL_POSITION", (schema_of(conn, schema), table)).fetchall()]
     return columns or None
 
 

@@ -22,6 +22,7 @@ import pymysql.cursors
 from pymysql import converters
 
 from airmigrate.engines import base, sql
+from airmigrate.engines.mysql.state_names import in_state_database, state_database
 from airmigrate.errors import TransientError
 
 DEFAULTS = {"host": "127.0.0.1", "port": 3306, "user": "root", "dbname": "mysql"}
@@ -102,15 +103,17 @@ def adapt(params: Any) -> Any:
 class Cursor(pymysql.cursors.Cursor):
     """PyMySQL's cursor, taking neutral pieces where it takes strings. ``execute`` returns the cursor (as
     the PostgreSQL driver's does) so ``conn.execute(q).fetchone()`` reads the same on both engines; the row count is
-    ``rowcount``."""
+    ``rowcount``. The qualifier ``airmigrate.`` names the target's own state database (:mod:`.state_names`)."""
 
     def execute(self, query, args=None):
-        super().execute(render(query, self.connection, params=args is not None), adapt(args))
+        text = render(query, self.connection, params=args is not None)
+        super().execute(in_state_database(text, self.connection.state_database), adapt(args))
         return self
 
     def executemany(self, query, args):
         """One statement per parameter set (PyMySQL's own executemany adds up what ``execute`` returns)."""
-        text, total = render(query, self.connection, params=True), 0
+        text, total = in_state_database(render(query, self.connection, params=True),
+                                        self.connection.state_database), 0
         for one in args:
             total += pymysql.cursors.Cursor.execute(self, text, adapt(one))
         self.rowcount = total
@@ -138,6 +141,8 @@ class Connection(pymysql.connections.Connection):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("cursorclass", Cursor)
+        # the database named at connect time is the target: its state is in its own database (.state_names)
+        self.state_database = state_database(kwargs.get("database") or DEFAULTS["dbname"])
         super().__init__(*args, **kwargs)
 
     @property

@@ -25,6 +25,7 @@ from airmigrate.engines.base import PT_OSC, Executor
 from airmigrate.engines.mysql import online, ptosc
 from airmigrate.engines.mysql.connection import LOCK_NOWAIT, LOCK_WAIT_TIMEOUT, code, connect, message
 from airmigrate.engines.mysql.parsing import group_statements, split_statements
+from airmigrate.engines.mysql.state_names import schema_of
 from airmigrate.engines.target import Target
 from airmigrate.errors import TransientError
 
@@ -66,7 +67,7 @@ def estimate_rows(conn, schema: str, table: str) -> int:
     """InnoDB's estimate from information_schema.TABLES (its statistics, never a count(*)); 0 when the table
     does not exist."""
     row = conn.execute("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                       "AND TABLE_NAME = %s", (schema, table)).fetchone()
+                       "AND TABLE_NAME = %s", (schema_of(conn, schema), table)).fetchone()
     return int(row[0] or 0) if row else 0
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from airmigrate.engines import sql
 from airmigrate.engines.mysql import connection, state_sql
+from airmigrate.engines.mysql.state_names import state_database
 from airmigrate.engines.target import Target
 
 USERS_DDL = """
@@ -57,8 +58,10 @@ def recreate_database(admin: Target, name: str, template: str | None = None) -> 
 
 
 def drop_database(admin: Target, name: str) -> None:
+    """The database and its state database (on PostgreSQL the state schema goes with the database too)."""
     with connection.connect(_server(admin), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(state_database(name))))
 
 
 def _server(admin: Target) -> Target:
@@ -68,8 +71,8 @@ def _server(admin: Target) -> Target:
 
 
 def forget_state(conn: Any, migration_ids: tuple[str, ...]) -> None:
-    """The state tables are server-wide (database ``airmigrate``) and shared with every other database of the
-    server: forget only these migrations' history and runs (their batches, cursors... go with them)."""
+    """The target's state may hold other migrations than the demo's: forget only these migrations' history and
+    runs (their batches, cursors... go with them)."""
     if not migration_ids or not state_sql.state_table_exists(conn, "runs"):
         return
     for table in ("runs", "history"):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from airmigrate.engines.base import ONLINE, PT_OSC, Engine
+from airmigrate.engines.base import ONLINE, PT_OSC, BatchWrite, Engine
 from airmigrate.engines.mysql import (
     backup,
     bulk,
@@ -129,10 +128,6 @@ class MySQLEngine(Engine):
     def columns_read(self, expression: str) -> list[str]:
         return parsing.columns_read(expression)
 
-    def copy_columns(self, conn: Any, table: str, names: list[str], columns: list) -> None:
-        raise NotImplementedError("the pandas path (backfill.transform) runs on PostgreSQL targets only: on MySQL, "
-                                  "give the backfill as SQL (backfill.sql)")
-
     def lint_sql(self, path: Path, text: str, role: str, version: str, key_columns: tuple[str, ...] | None,
                  generated: bool) -> list[Finding]:
         return lint_rules.lint_sql(path, text, role, version, key_columns, generated)
@@ -244,9 +239,14 @@ class MySQLEngine(Engine):
     def foreign_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
         return catalog.foreign_keys(conn, schema, table)
 
-    def write_rows(self, conn: Any, table: tuple[str, str], columns: list[str], rows: Callable[[], Iterable[tuple]],
-                   bounds: dict) -> int | None:
-        return bulk.write_rows(conn, table, columns, rows(), bounds)
+    # -- the pandas path's write (one method, each engine its own way)
+    def batch_write(self, table: tuple[str, str], names: list[str]) -> BatchWrite:
+        return bulk.batch_write(table, names)
+
+    # -- the rollback's snapshot restore (issue 22: rollback on MySQL as on PostgreSQL)
+    def restore_from_snapshot(self, table: Composable, snapshot: Composable, keys: list[str], columns: list[str],
+                              bounds: Composable) -> Composable:
+        return backup.restore_from_snapshot(table, snapshot, keys, columns, bounds)
 
     def column_comments(self, conn: Any, schema: str, table: str) -> dict[str, str | None]:
         return catalog.column_comments(conn, schema, table)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import timezone
 
-from airmigrate.engines.mysql.state_sql import NOW, count_tables
+from airmigrate.engines.mysql.state_names import lock_prefix, quote
+from airmigrate.engines.mysql.state_sql import CREATE_DATABASE, NOW, count_tables
 
 # The lease's registry (see the module's doc): made by the first lease, which may come before the other tables
 LEASES_DDL = (
-    "CREATE DATABASE IF NOT EXISTS airmigrate CHARACTER SET utf8mb4",
     f"""CREATE TABLE IF NOT EXISTS airmigrate.leases (
     lock_name     VARCHAR(64) NOT NULL PRIMARY KEY,
     lease_key     VARCHAR(64) NOT NULL,
@@ -36,16 +36,19 @@ LOCK_SESSIONS = (
 _LEASE_TABLES: set[tuple] = set()  # servers whose lease registry this process has seen
 
 
-def lock_name(key: tuple[int, int]) -> str:
-    """The migration's named lock (64 characters at most, server-wide: the key's two halves)."""
-    return f"airmigrate.lease.{key[0] & 0xFFFFFFFF:08x}.{key[1] & 0xFFFFFFFF:08x}"
+def lock_name(conn, key: tuple[int, int]) -> str:
+    """The migration's named lock: named locks are server-wide, so the name carries the target's state database
+    (two databases running the same migration id hold two leases) and the key's two halves; 43 characters
+    (the limit is 64)."""
+    return f"{lock_prefix(conn.state_database)}.lease.{key[0] & 0xFFFFFFFF:08x}.{key[1] & 0xFFFFFFFF:08x}"
 
 
 def _ensure_leases(conn) -> None:
-    where = (conn.host, conn.port)
+    where = (conn.host, conn.port, conn.state_database)
     if where in _LEASE_TABLES:
         return
     if count_tables(conn, ("leases",)) == 0:
+        conn.execute(CREATE_DATABASE.format(quote(conn.state_database)))
         for statement in LEASES_DDL:
             conn.execute(statement)
     _LEASE_TABLES.add(where)
@@ -65,7 +68,7 @@ def lease_try(conn, key: tuple[int, int], exclusive: bool, label: str) -> bool:
     """The exclusive lease: the migration's lock, kept, and no live shared holder. The shared lease: the
     migration's lock for a moment, a lock of this session's own registered, the migration's lock let go."""
     _ensure_leases(conn)
-    name = lock_name(key)
+    name = lock_name(conn, key)
     if not conn.execute(TRY_LOCK, (name,)).fetchone()[0]:
         return False
     if exclusive:
@@ -87,7 +90,7 @@ def lease_try(conn, key: tuple[int, int], exclusive: bool, label: str) -> bool:
 
 
 def lease_release(conn, key: tuple[int, int]) -> None:
-    name = lock_name(key)
+    name = lock_name(conn, key)
     conn.execute("DELETE FROM airmigrate.leases WHERE lock_name = %s AND connection_id = CONNECTION_ID()", (name,))
     conn.execute(UNLOCK, (name,))
 
@@ -95,7 +98,7 @@ def lease_release(conn, key: tuple[int, int]) -> None:
 def lease_sessions(conn, key: tuple[int, int], exclude: set[int]) -> list[tuple]:
     """Registered holders whose session still holds their lock, and whoever holds the migration's lock without
     a row (a task between its two steps, or a session of another program): (label, host, session, mode, since)."""
-    name = lock_name(key)
+    name = lock_name(conn, key)
     rows = []
     if count_tables(conn, ("leases",)):
         rows = [(label, host, session, mode, since.replace(tzinfo=timezone.utc) if since else None)

@@ -2,7 +2,9 @@
 every engine's ``state_sql`` module (reached through ``Engine.state_sql()``), each doing what PostgreSQL's does.
 
 What differs, and why:
-- The tables live in a database ``airmigrate`` on the target's server (MySQL has no schemas inside a database).
+- The tables live in a database of the target's own on the same server, ``airmigrate__<database>`` (MySQL has no
+  schemas inside a database): the statements say ``airmigrate.`` and the connection reads it as that database
+  (:mod:`.state_names` says why; :mod:`.legacy_state` moves the server-wide state of earlier versions in).
 - One active run per migration and direction: MySQL has no partial unique index, so a stored generated column
   holds ``direction:migration`` while the run is active (pending, running, paused, failed) and NULL after; a
   UNIQUE index on it allows any number of NULLs and one active run.
@@ -21,12 +23,15 @@ from __future__ import annotations
 import json
 from datetime import timezone
 
+from airmigrate.engines.mysql.legacy_state import adopt_legacy_state
+from airmigrate.engines.mysql.state_names import quote, schema_of
+
 NOW = "UTC_TIMESTAMP(6)"
 ACTIVE_KEY = ("CASE WHEN status IN ('pending', 'running', 'paused', 'failed') "
               "THEN CONCAT(direction, ':', migration_id) END")
 
+CREATE_DATABASE = "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET utf8mb4"  # the state database's name
 SCHEMA_DDL = (
-    "CREATE DATABASE IF NOT EXISTS airmigrate CHARACTER SET utf8mb4",
     f"""CREATE TABLE IF NOT EXISTS airmigrate.history (
     migration_id   VARCHAR(255) NOT NULL PRIMARY KEY,
     checksum       VARCHAR(255) NOT NULL,
@@ -171,8 +176,9 @@ def state_table_exists(conn, table: str) -> bool:
 
 
 def relation_exists(conn, schema: str, table: str) -> bool:
+    """Does `schema`.`table` exist (schema ``airmigrate``: the target's state database)?"""
     return conn.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
-                        (schema, table)).fetchone()[0] > 0
+                        (schema_of(conn, schema), table)).fetchone()[0] > 0
 
 
 # -- runs -------------------------------------------------------------------------------------------------------
@@ -200,6 +206,9 @@ LATEST_RUN = ("SELECT run_id, direction, dag_run_id, status, completed_stages, f
               "ORDER BY run_id DESC LIMIT 1")
 STAGE_DONE = "SELECT JSON_CONTAINS(completed_stages, JSON_QUOTE(%s)) FROM airmigrate.runs WHERE run_id = %s"
 FINISH_RUN = f"UPDATE airmigrate.runs SET status = %s, finished_at = {NOW}, error = %s WHERE run_id = %s"
+# the rollback's finish: the migration's up runs are rolled back with it
+UP_RUNS_ROLLED_BACK = (f"UPDATE airmigrate.runs SET status = 'rolled_back', finished_at = COALESCE(finished_at, {NOW}) "
+                       "WHERE migration_id = %s AND direction = 'up' AND status <> 'rolled_back'")
 RUNS_OF = (
     "SELECT r.run_id, r.direction, r.dag_run_id, r.status, r.started_at, r.finished_at, r.error, "
     "COALESCE((SELECT JSON_ARRAYAGG(JSON_OBJECT('action', a.action, 'actor', a.actor, 'at', a.at) "
@@ -337,13 +346,16 @@ HEALTH_QUERIES = {
 
 def create_state_tables(conn) -> None:
     """Each CREATE on its own (MySQL's DDL commits by itself: no transaction to put them in), under a named lock
-    so shards starting together do not race; nothing at all when every table is there already."""
+    so shards starting together do not race; nothing at all when every table is there already. The lock is
+    server-wide: the first target database creating its state takes in the state of earlier versions, once."""
     if count_tables(conn, TABLES) == len(TABLES):
         conn.commit()
         return
     if not conn.execute(SCHEMA_LOCK).fetchone()[0]:
         raise TimeoutError("waited 60 s for another session creating airmigrate's state tables")
     try:
+        adopt_legacy_state(conn)
+        conn.execute(CREATE_DATABASE.format(quote(conn.state_database)))
         for statement in SCHEMA_DDL:
             conn.execute(statement)
     finally:
@@ -352,8 +364,9 @@ def create_state_tables(conn) -> None:
 
 
 def count_tables(conn, names: tuple[str, ...]) -> int:
-    return conn.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'airmigrate' "
-                        "AND TABLE_NAME IN %s", (list(names),)).fetchone()[0]
+    """How many of `names` the target's state database has."""
+    return conn.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                        "AND TABLE_NAME IN %s", (conn.state_database, list(names))).fetchone()[0]
 
 
 def xact_lock(conn, key: tuple[int, int]) -> None:

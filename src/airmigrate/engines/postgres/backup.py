@@ -91,3 +91,14 @@ def relation_bytes(conn, schema: str, table: str) -> int:
     row = conn.execute("SELECT pg_total_relation_size(to_regclass(%s))",
                        (sql.Identifier(schema, table).as_string(conn),)).fetchone()
     return int(row[0] or 0) if row else 0
+
+
+def restore_from_snapshot(table: sql.Composable, snapshot: sql.Composable, keys: list[str], columns: list[str],
+                          bounds: sql.Composable) -> sql.Composable:
+    """UPDATE ... FROM the snapshot, where IS DISTINCT FROM (NULL-safe; text compares byte for byte)."""
+    return sql.SQL("UPDATE {t} AS t SET {sets} FROM {s} AS s WHERE {join} AND {bounds} AND ({changed})").format(
+        t=table, s=snapshot, bounds=bounds,
+        join=sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in keys),
+        sets=sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in columns),
+        changed=sql.SQL(" OR ").join(sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c))
+                                     for c in columns))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from airmigrate.engines.base import ONLINE, Engine
+from airmigrate.engines.base import ONLINE, BatchWrite, Engine
 from airmigrate.engines.postgres import (
     backup,
     bulk,
@@ -146,9 +145,6 @@ class PostgresEngine(Engine):
     def referencing_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
         return maintenance.referencing_keys(conn, schema, table)
 
-    def copy_columns(self, conn: Any, table: str, names: list[str], columns: list) -> None:
-        bulk.copy_columns(conn, table, names, columns)
-
     def lint_sql(self, path: Path, text: str, role: str, version: str, key_columns: tuple[str, ...] | None,
                  generated: bool) -> list[Finding]:
         return lint_rules.lint_sql(path, text, role, version, key_columns, generated)
@@ -246,9 +242,14 @@ class PostgresEngine(Engine):
     def foreign_keys(self, conn: Any, schema: str, table: str) -> list[dict]:
         return structure.foreign_keys(conn, schema, table)
 
-    def write_rows(self, conn: Any, table: tuple[str, str], columns: list[str], rows: Callable[[], Iterable[tuple]],
-                   bounds: dict) -> int | None:
-        return None  # transform.py's statements: COPY into a temp table, then UPDATE ... FROM
+    # -- the pandas path's write (one method, each engine its own way)
+    def batch_write(self, table: tuple[str, str], names: list[str]) -> BatchWrite:
+        return bulk.batch_write(table, names)
+
+    # -- the rollback's snapshot restore (issue 22: rollback on MySQL as on PostgreSQL)
+    def restore_from_snapshot(self, table: Composable, snapshot: Composable, keys: list[str], columns: list[str],
+                              bounds: Composable) -> Composable:
+        return backup.restore_from_snapshot(table, snapshot, keys, columns, bounds)
 
     def column_comments(self, conn: Any, schema: str, table: str) -> dict[str, str | None]:
         return maintenance.column_comments(conn, schema, table)

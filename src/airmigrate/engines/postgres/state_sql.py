@@ -202,6 +202,9 @@ def add_facts(conn, run_id: int, facts: dict) -> None:
 
 
 FINISH_RUN = "UPDATE airmigrate.runs SET status = %s, finished_at = now(), error = %s WHERE run_id = %s"
+# the rollback's finish: the migration's up runs are rolled back with it
+UP_RUNS_ROLLED_BACK = ("UPDATE airmigrate.runs SET status = 'rolled_back', finished_at = coalesce(finished_at, now()) "
+                       "WHERE migration_id = %s AND direction = 'up' AND status <> 'rolled_back'")
 RUNS_OF = (
     "SELECT r.run_id, r.direction, r.dag_run_id, r.status, r.started_at, r.finished_at, r.error, "
     "coalesce((SELECT jsonb_agg(jsonb_build_object('action', a.action, 'actor', a.actor, 'at', a.at) "

@@ -475,9 +475,11 @@ def batch_function(migration: Migration, generated: list[str], key: Key, with_us
     statements = [user_sql.strip().rstrip(";")] if user_sql is not None else []
     statements += [_escape_percent(statement) for statement in generated]
     transform = load_transform(migration.transform_file) if with_user_code and migration.transform_file else None
-    pandas_sql = transform_statements(migration) if transform else None
+    pandas_sql: dict = {}  # composed at the first batch, for its connection's engine
 
     def apply_batch(conn, lo, hi) -> int:
+        if transform and not pandas_sql:
+            pandas_sql.update(transform_statements(migration, conn))
         rows = apply_transform(conn, migration, transform, lo, hi, pandas_sql) if transform else 0
         params = key.params(lo, hi)
         for statement in statements:

@@ -1,9 +1,10 @@
 """The pandas path: read a batch, transform it with the migration's transform.py, write it back set-based.
 
-Results go back with COPY into a temporary table (the engine's bulk load: ``Engine.copy_columns``) and one
-``UPDATE ... FROM`` per batch, never row by row. bench/pandas_profile.py times each step below: the UPDATE is
-65-69% of a shard's time, the bookkeeping around the batch 17-22%, all of the Python side 9-13% (0.75 us a row
-of the shard's CPU, 1.3-1.55 before the DataFrame was built column by column and the COPY went binary).
+Results go back set-based through the engine's write (``Engine.batch_write``: on PostgreSQL COPY into a
+temporary table and one ``UPDATE ... FROM`` per batch; on MySQL multi-row INSERTs and one ``UPDATE ... JOIN``),
+never row by row. bench/pandas_profile.py times each step below: the write (mostly its UPDATE) is 65-69% of a
+shard's time, the bookkeeping around the batch 17-22%, all of the Python side 9-13% (0.75 us a row of the
+shard's CPU, 1.3-1.55 before the DataFrame was built column by column and the COPY went binary).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from airmigrate.engines import sql
 from airmigrate.errors import SpecError
 from airmigrate.spec import Migration
 
-BATCH_TABLE = "airmigrate_batch"  # the temp table a batch's result goes through: one per connection, emptied at commit
-
 
 def load_transform(path: Path):
     """Import transform(df) -> df from the migration's transform.py."""
@@ -32,57 +31,32 @@ def load_transform(path: Path):
     return module.transform
 
 
-def transform_statements(migration: Migration) -> dict[str, sql.Composed]:
-    """The SQL of the pandas path, per batch in this order: read, temp table, copy, update (bounds %(lo)s and
-    %(hi)s). One place, so `airmigrate plan --sql` prints exactly what runs."""
+def transform_statements(migration: Migration, conn=None) -> dict:
+    """The pandas path per batch: "read" (bounds %(lo)s and %(hi)s), then "write", the write-back of `conn`'s
+    engine (the configured target's without one: :class:`~airmigrate.engines.base.BatchWrite`, whose statements
+    are the ones it runs). One place, so `airmigrate plan --sql` prints exactly what runs. Composed once by a
+    caller that runs many batches."""
     spec, bf = migration.spec, migration.spec.backfill
-    tbl, key = sql.Identifier(spec.schema_name, spec.table_name), sql.Identifier(spec.key)
-    batch = sql.Identifier(BATCH_TABLE)
     read_cols = [spec.key, *[c for c in bf.reads if c != spec.key]]
-    out_cols = sql.SQL(", ").join(map(sql.Identifier, [spec.key, *bf.columns]))
-    changed = sql.SQL(" OR ").join(
-        sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c)) for c in bf.columns)
     return {
         "read": sql.SQL("SELECT {} FROM {} WHERE {} BETWEEN %(lo)s AND %(hi)s").format(
-            sql.SQL(", ").join(map(sql.Identifier, read_cols)), tbl, key),
-        "temp": sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
-                        "SELECT {} FROM {} LIMIT 0").format(batch, out_cols, tbl),
-        "copy": sql.SQL("COPY {} ({}) FROM STDIN").format(batch, out_cols),
-        # The range on t lets the planner scan the batch's slice of the key index once and merge-join it with
-        # the temp table (no statistics), instead of one index lookup per row: ~2.5x faster on 20k-row batches.
-        "update": sql.SQL("UPDATE {} AS t SET {} FROM {batch} s WHERE t.{k} = s.{k} "
-                          "AND t.{k} BETWEEN %(lo)s AND %(hi)s AND ({})").format(
-            tbl, sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in bf.columns),
-            changed, k=key, batch=batch),
+            sql.SQL(", ").join(map(sql.Identifier, read_cols)), sql.Identifier(spec.schema_name, spec.table_name),
+            sql.Identifier(spec.key)),
+        "write": engines.of(conn).batch_write((spec.schema_name, spec.table_name), [spec.key, *bf.columns]),
     }
 
 
 def apply_transform(conn, migration: Migration, transform, lo: str, hi: str, statements: dict | None = None) -> int:
-    """Read the batch into pandas, transform it, write the result back: the engine's own set-based write where it
-    has one (MySQL), else COPY into a temp table and one UPDATE ... FROM (PostgreSQL).
-    `statements`: transform_statements(migration), composed once by a caller that runs many batches."""
-    statements, bounds = statements or transform_statements(migration), {"lo": lo, "hi": hi}
+    """Read the batch into pandas, transform it, write the result back (the engine's set-based write); the rows
+    changed. `statements`: transform_statements(migration), composed once by a caller that runs many batches."""
+    statements, bounds = statements or transform_statements(migration, conn), {"lo": lo, "hi": hi}
     with collector_paused():
         names, rows = fetch_batch(conn, statements["read"], bounds)
         if not rows:
             return 0
         result = checked(migration, transform(build_frame(names, rows)))
         del rows
-        spec = migration.spec
-        out_cols = [spec.key, *spec.backfill.columns]
-        written = engines.of(conn).write_rows(conn, (spec.schema_name, spec.table_name), out_cols,
-                                              lambda: python_rows(result, out_cols), bounds)
-        if written is not None:
-            return written
-        write_batch(conn, migration, statements, result)
-    return update_batch(conn, statements["update"], bounds)
-
-
-def python_rows(result, out_cols: list[str]):
-    """The result's rows as tuples of Python objects (NaN/NaT -> None), column by column: ~4x faster than
-    itertuples."""
-    columns = [result[c].astype(object).where(result[c].notna(), None).tolist() for c in out_cols]
-    return zip(*columns)
+        return write_batch(conn, migration, statements["write"], result, bounds)
 
 
 @contextmanager
@@ -154,22 +128,16 @@ def checked(migration: Migration, result):
     return result
 
 
-def write_batch(conn, migration: Migration, statements: dict, result) -> None:
-    """The result into the temp table, through the engine's bulk load (COPY on PostgreSQL): a number column
-    without NaN as its numpy array, any other as Python objects with NaN/NaT as None (NULL)."""
-    spec, bf = migration.spec, migration.spec.backfill
-    out_cols = [spec.key, *bf.columns]
-    conn.execute(statements["temp"])
+def write_batch(conn, migration: Migration, write, result, bounds: dict) -> int:
+    """The result through the engine's write (`write`: a BatchWrite), column by column: a number column without
+    NaN as its numpy array (PostgreSQL's COPY sends it as one binary block), any other as Python objects with
+    NaN/NaT as None (NULL), ~4x faster than itertuples. Returns the rows changed."""
+    spec = migration.spec
     columns = []
-    for name in out_cols:
+    for name in [spec.key, *spec.backfill.columns]:
         values = result[name]
         if values.dtype.kind in "biuf" and not values.isna().any():
             columns.append(values.to_numpy())
-        else:  # column by column to Python objects, then rows: ~4x faster than itertuples
+        else:
             columns.append(values.astype(object).where(values.notna(), None).tolist())
-    engines.of(conn).copy_columns(conn, BATCH_TABLE, out_cols, columns)
-
-
-def update_batch(conn, statement, bounds: dict) -> int:
-    """One UPDATE ... FROM the temp table: rows changed."""
-    return conn.execute(statement, bounds).rowcount
+    return write.run(conn, columns, bounds)
