@@ -38,3 +38,24 @@ def test_postgresql_keeps_its_statements_word_for_word():
     assert pg.FIRST_KEY == "SELECT {sel} FROM {t} {where} ORDER BY {order} OFFSET %s LIMIT 1"
     assert pg.ACTIVE_RUN == ("SELECT run_id FROM airmigrate.runs WHERE migration_id = %s AND direction = %s "
                              "AND status = ANY(%s)")
+
+
+def test_every_engine_names_the_same_console_queries():
+    """The console's, the report's and the lifecycle commands' engine text (``Engine.console_sql()``): the same
+    names everywhere, PostgreSQL's word for word as before, MySQL's on its UTC clock."""
+    modules = {name: engines.named(name).console_sql() for name in engines.REGISTRY}
+    needed = {"NOW", "DUMP_LABEL", "state_tables", "pacer_rate", "busy", "rows_done_within", "holder_heartbeat",
+              "rate_per_10s", "batch_page", "measured_rate", "baseline_lock", "baseline_conflicts", "record_baseline",
+              "timeout_settings", "connection_usable", "connection_idle"}
+    for name, module in modules.items():
+        assert needed <= set(vars(module)), f"{name} lacks {sorted(needed - set(vars(module)))}"
+    assert "console_sql" in Engine.__abstractmethods__
+    pg, my = modules["postgresql"], modules["mysql"]
+    assert pg.timeout_settings(500, 600000, True) == ["SET LOCAL lock_timeout = '500ms';",
+                                                      "SET LOCAL statement_timeout = '600000ms';"]
+    assert pg.NOW == "now()"
+    assert my.NOW == "UTC_TIMESTAMP(6)" and my.timeout_settings(1500, 2000, True)[0] == \
+        "SET SESSION lock_wait_timeout = 2;"
+    assert engines.named("postgresql").command_refusal("rehearse") is None
+    why, fix = engines.named("mysql").command_refusal("rehearse")
+    assert "pg_dump" in why and "airmigrate run" in fix

@@ -42,24 +42,26 @@ def act(conn, migration_id: str, action: str, actor: str, value: float | None = 
 
 
 def _apply(conn, run_id: int, action: str, value: float | None) -> str:
+    now = engines.of(conn).console_sql().NOW  # the state tables' clock (UTC on MySQL)
     if action == "pause":
-        conn.execute("UPDATE airmigrate.controls SET paused = true, updated_at = now() WHERE run_id = %s", (run_id,))
+        conn.execute(f"UPDATE airmigrate.controls SET paused = true, updated_at = {now} WHERE run_id = %s", (run_id,))
         conn.execute("UPDATE airmigrate.runs SET status = 'paused' WHERE run_id = %s AND status = 'running'",
                      (run_id,))
         return "paused: shards finish their batch and stop claiming (no worker slot held while paused)"
     if action == "resume":
-        conn.execute("UPDATE airmigrate.controls SET paused = false, updated_at = now() WHERE run_id = %s", (run_id,))
+        conn.execute(f"UPDATE airmigrate.controls SET paused = false, updated_at = {now} WHERE run_id = %s",
+                     (run_id,))
         conn.execute("UPDATE airmigrate.runs SET status = 'running' WHERE run_id = %s AND status = 'paused'",
                      (run_id,))
         return "resumed: shards continue from the cursor within seconds"
     if action == "cancel":
-        conn.execute("UPDATE airmigrate.controls SET cancelled = true, paused = false, updated_at = now() "
+        conn.execute(f"UPDATE airmigrate.controls SET cancelled = true, paused = false, updated_at = {now} "
                      "WHERE run_id = %s", (run_id,))
         return "cancelled: shards stop after their batch; the schema stays expanded (roll back to undo it)"
     if action in ("batch_size", "app_latency_ratio") and (problem := setting_problem(action, value)):
         raise ControlError(f"{action} {value}: {problem}")
     if action == "batch_size":
-        conn.execute("UPDATE airmigrate.controls SET batch_size = %s, updated_at = now() WHERE run_id = %s",
+        conn.execute(f"UPDATE airmigrate.controls SET batch_size = %s, updated_at = {now} WHERE run_id = %s",
                      (int(value), run_id))
         conn.execute("UPDATE airmigrate.cursors SET batch_size = %s WHERE run_id = %s", (int(value), run_id))
         return f"batch size set to {int(value):,} rows"
@@ -104,7 +106,7 @@ class RunControl:
 def recent_actions(conn, migration_id: str, limit: int = 50) -> list[dict]:
     rows = conn.execute("SELECT at, action, detail, actor, run_id FROM airmigrate.actions WHERE migration_id = %s "
                         "ORDER BY at DESC LIMIT %s", (migration_id, limit)).fetchall()
-    return [{"at": at, "action": action, "detail": detail, "actor": actor, "run_id": run_id}
+    return [{"at": state.utc(at), "action": action, "detail": detail, "actor": actor, "run_id": run_id}
             for at, action, detail, actor, run_id in rows]
 
 
@@ -126,4 +128,4 @@ def cancellation(conn, run_id: int) -> dict | None:
         return None
     last = conn.execute("SELECT actor, at FROM airmigrate.actions WHERE run_id = %s AND action = 'cancel' "
                         "ORDER BY at DESC LIMIT 1", (run_id,)).fetchone()  # two plain statements: every engine's
-    return {"by": last[0] if last else None, "at": last[1] if last else None}
+    return {"by": last[0] if last else None, "at": state.utc(last[1]) if last else None}

@@ -12,10 +12,10 @@ from typing import Any
 from airmigrate import engines
 from airmigrate.engines.base import Engine
 from airmigrate.engines.target import Target
-from airmigrate.errors import TransientError
+from airmigrate.errors import AirmigrateError, TransientError
 
 __all__ = ["Target", "connect", "run_ddl", "run_group", "split_statements", "group_statements", "needs_autocommit",
-           "set_timeouts", "estimate_rows", "is_transient", "engine_of"]
+           "set_timeouts", "estimate_rows", "is_transient", "engine_of", "refuse_unsupported"]
 
 
 def engine_of(target: Target) -> Engine:
@@ -57,3 +57,13 @@ def estimate_rows(conn: Any, schema: str, table: str) -> int:
 def is_transient(exc: BaseException) -> bool:
     """Could a retry help? Our own TransientError, or what the configured engine says of its driver's error."""
     return isinstance(exc, TransientError) or engines.current().is_transient(exc)
+
+
+def refuse_unsupported(target: Target, command: str) -> None:
+    """Raise AirmigrateError, before anything connects or changes, when the target's engine cannot run the CLI
+    command `command` (``Engine.command_refusal``): why, and what to do instead."""
+    refusal = engine_of(target).command_refusal(command)
+    if refusal is not None:
+        why, fix = refusal
+        raise AirmigrateError(f"`airmigrate {command}` cannot run on {target.describe()} ({target.engine}): {why}. "
+                              f"Fix: {fix}. Nothing was changed")

@@ -82,7 +82,7 @@ def static_plan(migration: Migration, conn=None) -> list[PlannedStatement]:
     parts = [("schema_change", db.split_statements(migration.up_sql) + steps.expand),
              ("backfill.plan", install),
              ("backfill (per batch)", [_unbound(s) for s in db.split_statements(bound_placeholders(
-                 "\n;".join(_backfill_sql(migration, steps))))]),
+                 "\n;".join(_backfill_sql(migration, steps, conn))))]),
              ("cleanup", drop + db.split_statements(migration.cleanup_sql or "") + steps.contract)]
     planned, proven = [], not_null_proofs(conn)
     for stage, statements in parts:
@@ -114,7 +114,7 @@ def _elsewhere(analysis: Analysis, table: str) -> tuple[str, ...]:
     """The locks besides the headline one, and any lock on another table than the migration's, said so."""
     out = []
     for i, lock in enumerate(analysis.locks):
-        other = bool(lock.relation) and lock.relation.split(".")[-1].strip('"').lower() != table.lower()
+        other = bool(lock.relation) and lock.relation.split(".")[-1].strip('"`').lower() != table.lower()
         if i == 0 and not other:
             continue
         out.append(f"{lock}" + (f" (another table than {table})" if other and lock.what != "index" else ""))
@@ -129,11 +129,7 @@ def estimate(conn, migration: Migration) -> dict:
     measured = None
     if engines.of(conn).state_sql().state_table_exists(conn, "batches"):
         # this migration's own recent batches when it has any (a re-plan after a rollback), else the target's
-        measured = conn.execute(
-            "SELECT sum(rows) / nullif(sum(extract(epoch FROM finished_at - started_at)), 0) FROM "
-            "(SELECT b.rows, b.started_at, b.finished_at FROM airmigrate.batches b JOIN airmigrate.runs r "
-            "USING (run_id) WHERE b.status = 'succeeded' AND b.rows > 0 "
-            "ORDER BY r.migration_id = %s DESC, b.finished_at DESC LIMIT 200) recent", (migration.id,)).fetchone()[0]
+        measured = engines.of(conn).console_sql().measured_rate(conn, migration.id)
     backfills = bool(spec.backfill or operations.for_migration(migration).backfill)
     batches = -(-rows // spec.batch_size) if backfills else 0
     rate = float(measured) * spec.shards if measured else None
@@ -198,14 +194,14 @@ def render_sql(migration: Migration, conn=None) -> str:
                               ("cleanup", drop + db.split_statements(migration.cleanup_sql or "") + steps.contract)):
         out.append(f"\n-- stage {stage}")
         for autocommit, group in db.group_statements(statements):
-            timeouts = [f"SET {'' if autocommit else 'LOCAL '}lock_timeout = '{spec.lock_timeout_ms}ms';",
-                        f"SET {'' if autocommit else 'LOCAL '}statement_timeout = '{spec.statement_timeout_ms}ms';"]
+            timeouts = engines.of(conn).console_sql().timeout_settings(spec.lock_timeout_ms,
+                                                                       spec.statement_timeout_ms, not autocommit)
             body = [s + ";" for s in group]
             out += (timeouts + body) if autocommit else (["BEGIN;"] + timeouts + body + ["COMMIT;"])
         if stage == "schema_change" and install:  # installed with the backfill's cursor, before the first batch
             out += ["\n-- stage backfill.plan: the sync trigger keeps rows written meanwhile right", "BEGIN;"] + \
                 [i + ";" for i in install] + ["COMMIT;"]
-        if stage == "schema_change" and (backfill := _backfill_sql(migration, steps)):
+        if stage == "schema_change" and (backfill := _backfill_sql(migration, steps, conn)):
             out.append("\n-- stage backfill: once per batch, each in its own transaction with its state row")
             out += ["BEGIN;"] + [b + ";" for b in backfill] + ["COMMIT;"]
     return "\n".join(out) + "\n"
@@ -262,10 +258,8 @@ def render_rollback(migration: Migration, conn=None, sql: bool = False) -> str:
         groups = [(False, statements)] if batch else db.group_statements(statements)
         for autocommit, group in groups:
             if sql:
-                prefix = "" if autocommit else "LOCAL "
-                out += ([] if autocommit else ["BEGIN;"]) + (
-                    [] if batch else [f"SET {prefix}lock_timeout = '{spec.lock_timeout_ms}ms';",
-                                      f"SET {prefix}statement_timeout = '{spec.statement_timeout_ms}ms';"])
+                out += ([] if autocommit else ["BEGIN;"]) + ([] if batch else engines.of(conn).console_sql(
+                    ).timeout_settings(spec.lock_timeout_ms, spec.statement_timeout_ms, not autocommit))
             for statement in group:
                 analysis = analyze(statement, conn)
                 effect = {"scan": "scans the table", "rewrite": "REWRITES the table", "": "no scan"}[analysis.effect]
@@ -291,7 +285,7 @@ def _unbound(statement: str) -> str:
     return re.sub(r"'(%\((?:lo|hi)(?:_\d+)?\)s)'", r"\1", statement)
 
 
-def _backfill_sql(migration: Migration, steps) -> list[str]:
+def _backfill_sql(migration: Migration, steps, conn=None) -> list[str]:
     """The per-batch statements: the user's UPDATE, or the pandas path's SQL around transform(df)."""
     if migration.transform_file:
         pandas = transform_statements(migration)

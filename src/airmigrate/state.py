@@ -15,6 +15,7 @@ import getpass
 import json
 import logging
 import os
+from datetime import datetime, timezone
 
 from airmigrate import engines, lease
 from airmigrate.engines.sql import Json as Jsonb
@@ -49,10 +50,16 @@ def row_dict(cur, row, *json_columns: str) -> dict | None:
     return _row(cur, row, *json_columns)
 
 
+def utc(value):
+    """A time read from the state tables, aware: they hold UTC on every engine (PostgreSQL's timestamptz comes back
+    aware; MySQL's DATETIME naive), so the console's and the report's arithmetic with aware times works alike."""
+    return value.replace(tzinfo=timezone.utc) if isinstance(value, datetime) and value.tzinfo is None else value
+
+
 def _row(cur, row, *json_columns: str) -> dict | None:
     if row is None:
         return None
-    found = dict(zip(_names(cur), row))
+    found = {name: utc(value) for name, value in zip(_names(cur), row)}
     for name in json_columns:
         if name in found:
             found[name] = _json(found[name])

@@ -87,21 +87,14 @@ def combined_state(hist: dict | None, run: dict | None, dag_run: dict | None) ->
 def rows_per_s_now(conn, run_id: int) -> float:
     """Rows the backfill changed in the last RATE_WINDOW_S seconds, per second (the pacer's own figure when
     it logged one in that time)."""
-    row = conn.execute("SELECT rows_per_s FROM airmigrate.pacing_log WHERE run_id = %s AND "
-                       "at > clock_timestamp() - make_interval(secs => %s) AND rows_per_s IS NOT NULL "
-                       "ORDER BY at DESC LIMIT 1", (run_id, RATE_WINDOW_S)).fetchone()
-    busy = conn.execute(  # a shard at work: a batch finished lately, or its pacer (alive only while it works) logged
-        "SELECT EXISTS (SELECT FROM airmigrate.batches WHERE run_id = %s AND finished_at > clock_timestamp() - "
-        "make_interval(secs => %s)) OR EXISTS (SELECT FROM airmigrate.pacing_log WHERE run_id = %s AND at > "
-        "clock_timestamp() - interval '5 seconds')", (run_id, IDLE_AFTER_S, run_id)).fetchone()[0]
-    if not busy:
+    queries = engines.of(conn).console_sql()
+    pacer = queries.pacer_rate(conn, run_id, RATE_WINDOW_S)
+    # a shard at work: a batch finished lately, or its pacer (alive only while it works) logged
+    if not queries.busy(conn, run_id, IDLE_AFTER_S):
         return 0.0  # nothing ran for a while (paused, stopped, waiting): "now" is zero, not the last figure
-    if row:
-        return float(row[0])
-    done = conn.execute("SELECT coalesce(sum(rows), 0) FROM airmigrate.batches WHERE run_id = %s AND "
-                        "status = 'succeeded' AND finished_at > clock_timestamp() - make_interval(secs => %s)",
-                        (run_id, RATE_WINDOW_S)).fetchone()[0]
-    return float(done) / RATE_WINDOW_S
+    if pacer is not None:
+        return pacer
+    return float(queries.rows_done_within(conn, run_id, RATE_WINDOW_S)) / RATE_WINDOW_S
 
 
 def throttle(conn, migration: Migration | None, run: dict | None, now: datetime | None = None) -> dict:
@@ -118,7 +111,7 @@ def throttle(conn, migration: Migration | None, run: dict | None, now: datetime 
     out.update(batch_size_card(conn, migration, run["run_id"], batch_size))
     if pacing:
         out["pacing"] = {"budget": pacing[0], "target_ratio": pacing[1], "reason": pacing[2],
-                         "baseline_ms": pacing[3], "updated_at": pacing[4]}
+                         "baseline_ms": pacing[3], "updated_at": state.utc(pacing[4])}
     window = migration.spec.window if migration else None
     if window:
         try:
@@ -133,6 +126,7 @@ def throttle(conn, migration: Migration | None, run: dict | None, now: datetime 
     out["owner"] = owner_of(conn, run["run_id"])
     last = conn.execute("SELECT actor, at FROM airmigrate.actions WHERE run_id = %s AND action = %s "
                         "ORDER BY at DESC LIMIT 1", (run["run_id"], "cancel" if cancelled else "pause")).fetchone()
+    last = last and (last[0], state.utc(last[1]))
     if cancelled:
         out["state"], out["detail"] = "cancelled", (f"by {last[0]} at {_hm(last[1])}" if last else "")
     elif paused:
@@ -149,8 +143,7 @@ def throttle(conn, migration: Migration | None, run: dict | None, now: datetime 
 
 def owner_of(conn, run_id: int) -> str | None:
     """Who runs it (one runner per migration, airmigrate.lease) and how fresh its heartbeat is."""
-    row = conn.execute("SELECT holder, extract(epoch FROM now() - heartbeat_at)::float FROM airmigrate.runs "
-                       "WHERE run_id = %s AND holder IS NOT NULL", (run_id,)).fetchone()
+    row = engines.of(conn).console_sql().holder_heartbeat(conn, run_id)
     if not row:
         return None
     return row[0] + (f", heartbeat {row[1]:.0f} s ago" if row[1] is not None else "")
@@ -191,8 +184,7 @@ def _target(migration: Migration):
 
 
 def state_tables(conn) -> set[str]:
-    return {row[0] for row in conn.execute("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON "
-                                           "n.oid = c.relnamespace WHERE n.nspname = 'airmigrate'")}
+    return engines.of(conn).console_sql().state_tables(conn)
 
 
 def summary(migration: Migration, dag_run: dict | None, conn) -> dict:
@@ -312,13 +304,10 @@ def pacing_series(conn, run_id: int, limit: int = 600) -> list[dict]:
         " SELECT * FROM airmigrate.pacing_log WHERE run_id = %s ORDER BY at DESC LIMIT %s) t ORDER BY at",
         (run_id, limit)).fetchall()
     if rows:
-        return [{"at": at, "budget": budget, "latency_ratio": lr, "rows_per_s": rps, "blocked": blocked,
+        return [{"at": state.utc(at), "budget": budget, "latency_ratio": lr, "rows_per_s": rps, "blocked": blocked,
                  "decision": decision, "target_ratio": target} for at, budget, lr, rps, blocked, decision, target
                 in rows]
-    rows = conn.execute(
-        "SELECT to_timestamp(floor(extract(epoch FROM finished_at) / 10) * 10) AS at, sum(rows) / 10.0 "
-        "FROM airmigrate.batches WHERE run_id = %s AND status = 'succeeded' AND finished_at IS NOT NULL "
-        "GROUP BY 1 ORDER BY 1 DESC LIMIT %s", (run_id, limit)).fetchall()
+    rows = engines.of(conn).console_sql().rate_per_10s(conn, run_id, limit)
     return [{"at": at, "budget": None, "latency_ratio": None, "rows_per_s": float(rps), "blocked": 0,
              "decision": "", "target_ratio": None} for at, rps in reversed(rows)]
 
@@ -331,12 +320,7 @@ def batches_table(conn, run_id: int, limit: int = 500, offset: int = 0) -> list[
              "b.batch_no)" if history else "0")
     last_failure = ("(SELECT a.error FROM airmigrate.batch_attempts a WHERE a.run_id = b.run_id AND a.batch_no = "
                     "b.batch_no AND a.outcome = 'failed' ORDER BY a.id DESC LIMIT 1)" if history else "NULL")
-    rows = conn.execute(
-        f"SELECT batch_no, lo, hi, status, size, rows, greatest(attempts, {tries}), worker, "
-        f"coalesce(last_error, {last_failure}), started_at, finished_at, "
-        "extract(epoch FROM coalesce(finished_at, clock_timestamp()) - started_at) FROM airmigrate.batches b "
-        "WHERE run_id = %s AND status <> 'split' ORDER BY CASE status WHEN 'failed' THEN 0 WHEN 'running' THEN 1 "
-        "WHEN 'pending' THEN 2 ELSE 3 END, batch_no LIMIT %s OFFSET %s", (run_id, limit, offset)).fetchall()
+    rows = engines.of(conn).console_sql().batch_page(conn, run_id, tries, last_failure, limit, offset)
     return [{"batch_no": n, "lo": lo, "hi": hi, "status": st, "size": size, "rows": r, "attempts": attempts,
              "worker": worker, "error": error, "started_at": start, "finished_at": end,
              "seconds": round(float(secs), 2) if secs is not None else None}
@@ -371,7 +355,7 @@ def paused_seconds(conn, run_id: int) -> float:
     rows = conn.execute("SELECT action, at FROM airmigrate.actions WHERE run_id = %s AND action IN ('pause', "
                         "'resume', 'cancel') ORDER BY at", (run_id,)).fetchall()
     total, since = 0.0, None
-    for action, at in rows:
+    for action, at in ((action, state.utc(at)) for action, at in rows):
         if action == "pause" and since is None:
             since = at
         elif action != "pause" and since is not None:

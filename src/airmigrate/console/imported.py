@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from airmigrate import state
+from airmigrate import engines, state
 from airmigrate.console import side
 from airmigrate.console.data import combined_state, links
 from airmigrate.console.pool import pooled
@@ -73,9 +73,7 @@ def overview(dag_runs: dict[str, dict] | None, migrations_dir, first_position: i
             continue
         try:
             with pooled(_target(source)) as conn:
-                tables = {row[0] for row in conn.execute(
-                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
-                    "n.nspname = 'airmigrate'")}
+                tables = engines.of(conn).console_sql().state_tables(conn)
                 statuses = source.statuses(conn)
                 out += [entry(conn, source, m, statuses[m.id], (dag_runs or {}).get(m.id), tables)
                         for m in source.migrations()]

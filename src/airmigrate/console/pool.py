@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 
+from airmigrate import engines
 from airmigrate.db import Target, connect
 
 _lock = threading.Lock()
@@ -21,22 +22,22 @@ def pooled(target: Target):
     with lock:
         conn = holder[0]
         if conn is not None and not _alive(conn):
-            conn.close()
+            _close(conn)
             conn = None
         if conn is None:
             holder[0] = conn = connect(target, autocommit=True)
         try:
             yield conn
         except Exception:
-            if conn.broken or conn.info.transaction_status.name not in ("IDLE",):
-                conn.close()  # a connection in doubt is not handed out again
+            if not engines.of(conn).console_sql().connection_idle(conn):
+                _close(conn)  # a connection in doubt is not handed out again
                 holder[0] = None
             raise
 
 
 def _alive(conn) -> bool:
     """A kept connection still answers (the server may have restarted or ended it meanwhile)."""
-    if conn.closed or conn.broken:
+    if not engines.of(conn).console_sql().connection_usable(conn):
         return False
     try:
         conn.execute("SELECT 1")
@@ -45,12 +46,20 @@ def _alive(conn) -> bool:
         return False
 
 
+def _close(conn) -> None:
+    """Close a connection the server may have ended already (a driver may refuse to close it twice)."""
+    try:
+        conn.close()
+    except Exception:
+        pass
+
+
 def close_all() -> None:
     """Close every kept connection (tests; a server shutting down)."""
     with _lock:
         for lock, holder in _pool.values():
             with lock:
                 if holder[0] is not None:
-                    holder[0].close()
+                    _close(holder[0])
                     holder[0] = None
         _pool.clear()

@@ -373,3 +373,16 @@ class Engine(ABC):
     @abstractmethod
     def comment_column_sql(self, conn: Any, schema: str, table: str, column: str, text: str) -> str:
         """The statement that sets a column's comment (COMMENT ON COLUMN; MySQL: ALTER TABLE ... MODIFY COLUMN)."""
+
+    # -- console, report, lifecycle queries ---------------------------------------------------------------------
+    @abstractmethod
+    def console_sql(self) -> Any:
+        """The engine's ``console_sql`` module: what the console, the report, the plan and the lifecycle commands
+        read and write beyond the state statements (time arithmetic, the catalog's state tables, the baseline's
+        upsert, a script's session settings, the pandas write as the plan shows it). A test checks that every
+        engine's module defines the same names."""
+
+    def command_refusal(self, command: str) -> tuple[str, str] | None:
+        """(why, fix) when the CLI command `command` (``rehearse``, ``import``, ``docs``) cannot run on this
+        engine: the command refuses before it connects or changes anything. None: it runs."""
+        return None

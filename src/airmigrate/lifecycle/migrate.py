@@ -23,7 +23,6 @@ from pathlib import Path
 from airmigrate import engines, lease, settings, state
 from airmigrate.app_versions import NEW_ONLY, OLD_AND_NEW, app_versions, render_app_versions  # noqa: F401 (API)
 from airmigrate.db import Target, connect
-from airmigrate.engines.sql import Json as Jsonb
 from airmigrate.errors import AirmigrateError
 from airmigrate.gates import needs_approval
 from airmigrate.lifecycle.history import changed_files
@@ -217,15 +216,11 @@ def baseline(target: Target, to: str) -> list[str]:
     by = f"baseline by {getpass.getuser()}"
     with connect(target, autocommit=True) as conn:
         state.ensure_schema(conn)
+        queries = engines.of(conn).console_sql()
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('airmigrate.baseline'))")
+            queries.baseline_lock(conn)
             ids = [m.id for m in migrations]
-            taken = conn.execute(
-                "SELECT migration_id, status FROM airmigrate.history WHERE migration_id = ANY(%s) "
-                "AND status <> 'rolled_back' ORDER BY migration_id", (ids,)).fetchall()
-            busy = conn.execute(
-                "SELECT DISTINCT migration_id FROM airmigrate.runs WHERE migration_id = ANY(%s) AND status = ANY(%s) "
-                "ORDER BY migration_id", (ids, list(state.ACTIVE))).fetchall()
+            taken, busy = queries.baseline_conflicts(conn, ids, list(state.ACTIVE))
             if taken or busy:
                 what = [f"{mid} ({status})" for mid, status in taken]
                 what += [f"{mid} (open run)" for (mid,) in busy if mid not in {t[0] for t in taken}]
@@ -233,15 +228,7 @@ def baseline(target: Target, to: str) -> list[str]:
                                       f"{target.describe()}; baseline only records migrations that never ran there "
                                       "(or were rolled back). Nothing was recorded")
             for migration in migrations:
-                cur = conn.execute(
-                    "INSERT INTO airmigrate.history AS h (migration_id, checksum, status, files, started_at, "
-                    "applied_at, applied_by, duration_s) VALUES (%s, %s, 'applied', %s, now(), now(), %s, 0) "
-                    "ON CONFLICT (migration_id) DO UPDATE SET checksum = EXCLUDED.checksum, status = 'applied', "
-                    "files = EXCLUDED.files, started_at = now(), applied_at = now(), applied_by = EXCLUDED.applied_by, "
-                    "duration_s = 0, error = NULL, backup_path = NULL, snapshot_table = NULL, rolled_back_at = NULL, "
-                    "rolled_back_by = NULL WHERE h.status = 'rolled_back'",
-                    (migration.id, migration.checksum, Jsonb(file_checksums(migration)), by))
-                if cur.rowcount != 1:
+                if queries.record_baseline(conn, migration.id, migration.checksum, file_checksums(migration), by) != 1:
                     raise AirmigrateError(f"baseline: {migration.id} got a history row meanwhile; nothing recorded")
     return ids
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from airmigrate import settings
-from airmigrate.db import Target, connect
+from airmigrate.db import Target, connect, refuse_unsupported
 from airmigrate.errors import PreflightError
 from airmigrate.order import check_order
 from airmigrate.rehearsal import copy as copying
@@ -50,6 +50,7 @@ def rehearse(target: Target, migration: Migration, sample: float | None = None, 
     """The whole rehearsal; returns (and saves, with its report) its results. Raises RehearsalError when it
     cannot start or when the migration or its rollback failed on the copy; the copy is dropped either way
     unless `keep`. ``dag_run_id``: the Airflow run it is part of (its "Run report" link finds the report)."""
+    refuse_unsupported(target, "rehearse")
     if sample is not None and not 0 < sample <= 100:
         raise RehearsalError(f"--sample {sample:g}: give a percentage between 0 and 100 (e.g. --sample 10)")
     server = rehearsal_server(target)

@@ -22,7 +22,7 @@ from markupsafe import escape
 
 from airmigrate import engines, settings
 from airmigrate.db import Target, connect
-from airmigrate.report.collect import collect, find_run
+from airmigrate.report.collect import collect, find_run, plan_rows
 from airmigrate.report.render import render_html, render_markdown
 from airmigrate.schemadocs.shape import snapshot
 from airmigrate.spec import Migration
@@ -48,9 +48,14 @@ def report_name(run: dict) -> str:
 
 
 def capture_before(conn, migration: Migration, run_id: int) -> None:
-    """The touched tables' shape before the run changes anything, once per run (a resumed run keeps the first)."""
+    """The touched tables' shape and the plan before the run changes anything, once per run (a resumed run keeps
+    the first). The report shows this plan: a record of what was about to run, never re-planned against the
+    changed schema afterwards (where the server's answers, e.g. MySQL's probe on an empty copy, would differ)."""
+    statements = engines.of(conn).state_sql()
     before = json.loads(json.dumps(snapshot(conn, migration), default=str))
-    engines.of(conn).state_sql().add_fact_once(conn, run_id, "schema_before", before)
+    statements.add_fact_once(conn, run_id, "schema_before", before)
+    statements.add_fact_once(conn, run_id, "plan_before", json.loads(json.dumps(plan_rows(conn, migration),
+                                                                                default=str)))
 
 
 def record_stage_time(conn, run_id: int, task_id: str, started: datetime, finished: datetime | None,

@@ -51,7 +51,7 @@ def collect(conn, migration: Migration, run: dict, direction: str, target_name: 
                 "completed_stages": list(run.get("completed_stages") or []), "error": run.get("error")},
         "purpose": purpose(migration, hist),
         "breaking": breaking_changes(migration),
-        "plan": plan_rows(conn, migration),
+        "plan": facts.get("plan_before") or plan_rows(conn, migration, after_run=True),
         "stages": stages if stages is not None else stages_from_state(run, batches, direction),
         "stages_source": "Airflow task instances" if stages is not None else "the state tables",
         "backfill": backfill_facts(migration, run, batches, state.batch_attempts(conn, run["run_id"])),
@@ -88,7 +88,7 @@ def run_actions(conn, run_id: int) -> list[dict]:
         return []
     rows = conn.execute("SELECT at, action, detail, actor FROM airmigrate.actions WHERE run_id = %s ORDER BY at",
                         (run_id,)).fetchall()
-    return [{"at": _fmt(at), "action": action, "detail": detail, "actor": actor} for at, action, detail, actor in rows]
+    return [{"at": _fmt(state.utc(at)), "action": action, "detail": detail, "actor": actor} for at, action, detail, actor in rows]
 
 
 def find_run(conn, migration_id: str, direction: str, run_id: int | None = None,
@@ -120,7 +120,7 @@ def run_row(conn, run_id: int) -> dict | None:
 def batch_rows(conn, run_id: int) -> list[dict]:
     cur = conn.execute("SELECT batch_no, lo, hi, status, size, b.rows, attempts, last_error, worker, started_at, "
                        "finished_at FROM airmigrate.batches b WHERE run_id = %s ORDER BY batch_no", (run_id,))
-    return [dict(zip([c[0] for c in cur.description], row)) for row in cur.fetchall()]
+    return [{c[0]: state.utc(v) for c, v in zip(cur.description, row)} for row in cur.fetchall()]
 
 
 def purpose(migration: Migration, hist: dict | None) -> dict:
@@ -145,10 +145,13 @@ def breaking_changes(migration: Migration) -> dict:
                             f"airmigrate complete {migration.id}") if contract == NEW_ONLY else None}
 
 
-def plan_rows(conn, migration: Migration) -> dict:
-    """The statements in run order with their lock, scan/rewrite and transaction boundary (airmigrate.plan)."""
+def plan_rows(conn, migration: Migration, after_run: bool = False) -> dict:
+    """The statements in run order with their lock, scan/rewrite and transaction boundary (airmigrate.plan).
+    The preflight records it (report.capture_before); `after_run`: a run that did not (an older version's)
+    is planned now, and says so."""
     try:
-        planned, note = plan.static_plan(migration, conn), ""
+        planned, note = plan.static_plan(migration, conn), ("planned after the run (none was recorded before it)"
+                                                            if after_run else "")
     except Exception as exc:  # e.g. the table is gone after a contract: plan without the catalog
         log.info("plan against the target failed (%s): static plan", exc)
         planned, note = plan.static_plan(migration), "planned without the target's catalog"
@@ -302,12 +305,13 @@ def validation_facts(migration: Migration, facts: dict) -> dict:
 
 
 def backup_facts(conn, migration: Migration, hist: dict | None, facts: dict) -> dict:
-    """What was saved (pg_dump of the table, the snapshot of overwritten values), where, size, how long."""
+    """What was saved (the engine's dump of the table, the snapshot of overwritten values), where, size, how long."""
     path = facts.get("backup_path") or (hist or {}).get("backup_path")
     snapshot = facts.get("snapshot_table") or (hist or {}).get("snapshot_table")
     out = {"path": path, "exists": False, "size_bytes": facts.get("backup_bytes") or None,
            "seconds": facts.get("backup_seconds"), "snapshot_table": snapshot, "snapshot_size_bytes": None,
-           "snapshot_rows": None, "reason": facts.get("backup_reason"), "policy": None}
+           "snapshot_rows": None, "reason": facts.get("backup_reason"), "policy": None,
+           "dump_label": engines.of(conn).console_sql().DUMP_LABEL}
     if path and os.path.isfile(path):
         info = os.stat(path)
         out.update(exists=True, size_bytes=info.st_size)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from airmigrate.db import Target, connect
+from airmigrate.db import Target, connect, refuse_unsupported
 from airmigrate.schemadocs.diagram import foreign_key_diagram
 from airmigrate.schemadocs.shape import table_shape
 
@@ -15,6 +15,7 @@ SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "airmigrate", "pg_toast")
 
 def write_docs(target: Target, out: Path) -> list[Path]:
     """Every user table of the target: README.md (index and diagram), schema.svg, one <schema>.<table>.md each."""
+    refuse_unsupported(target, "docs")
     out.mkdir(parents=True, exist_ok=True)
     with connect(target) as conn:
         names = [f"{s}.{t}" for s, t in conn.execute(

@@ -14,7 +14,7 @@ import json
 import logging
 
 from airmigrate import settings, state
-from airmigrate.db import Target, connect
+from airmigrate.db import Target, connect, refuse_unsupported
 from airmigrate.errors import PreflightError, SpecError, ValidationFailed
 from airmigrate.sources import record
 from airmigrate.sources.backup import backup
@@ -41,6 +41,7 @@ def _begin(conn, migration: Imported, direction: str, dag_run_id: str | None) ->
 
 def apply(target: Target, source, migration: Imported, dag_run_id: str | None = None, dry_run: bool = False) -> dict:
     """Run one imported migration (or say it is applied already). PreflightError for a refusal, nothing run."""
+    refuse_unsupported(target, "import")
     settings = source.file.settings
     with source.lock(target):
         with connect(target, autocommit=True) as conn:
@@ -119,6 +120,7 @@ def _record_failure(target: Target, source, migration: Imported, run_id: int, st
 def rollback(target: Target, source, migration: Imported, dag_run_id: str | None = None) -> dict:
     """The way back: the U script (Flyway) or downgrade() (Alembic), latest first; refused while a later
     migration of the same source is applied."""
+    refuse_unsupported(target, "import")
     if migration.down_sql is None and not getattr(source, "python_down", lambda m: False)(migration):
         raise PreflightError(f"{migration.id} cannot be rolled back: {source.no_down_reason(migration)}")
     with source.lock(target):
@@ -160,6 +162,7 @@ def rollback(target: Target, source, migration: Imported, dag_run_id: str | None
 def baseline(target: Target, source, migration: Imported) -> list[str]:
     """`flyway baseline` / `alembic stamp`: record the project as applied up to `migration` without running it;
     refused once the tool's history holds applied migrations (as Flyway refuses)."""
+    refuse_unsupported(target, "import")
     with source.lock(target):
         with connect(target, autocommit=True) as conn:
             state.ensure_schema(conn)

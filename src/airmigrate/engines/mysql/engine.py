@@ -12,6 +12,7 @@ from airmigrate.engines.mysql import (
     catalog,
     clients,
     connection,
+    console_sql,
     ddl,
     demo,
     leases,
@@ -253,5 +254,13 @@ class MySQLEngine(Engine):
 
     def comment_column_sql(self, conn: Any, schema: str, table: str, column: str, text: str) -> str:
         return catalog.comment_column_sql(conn, schema, table, column, text)
+
+    # -- console, report, lifecycle queries
+    def console_sql(self) -> Any:
+        return console_sql
+
+    def command_refusal(self, command: str) -> tuple[str, str] | None:
+        return console_sql.command_refusal(command)
+
 
 ENGINE = MySQLEngine()

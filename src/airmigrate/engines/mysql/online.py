@@ -218,7 +218,7 @@ def analyze(statement: str, conn=None) -> Analysis:
     if kind in ("ALTER", "CREATE") and table_span(statement):
         return _ddl(statement, conn)
     tree = parse_one(statement)
-    relation = tree.find(exp.Table).sql(DIALECT) if tree is not None and tree.find(exp.Table) else ""
+    relation = _table_name(tree.find(exp.Table)) if tree is not None and tree.find(exp.Table) else ""
     if kind in ("UPDATE", "DELETE", "INSERT", "REPLACE"):
         scans = kind != "INSERT" and tree is not None and tree.args.get("where") is None
         return Analysis((RelationLock(relation, NONE, "rows it changes, in"),), "scan" if scans else "",
@@ -233,6 +233,12 @@ def analyze(statement: str, conn=None) -> Analysis:
         return Analysis((), "", (NO_LOCK,))
     return Analysis((RelationLock(relation, EXCLUSIVE, "every table it touches"),), "",
                     ("unknown statement: assumed LOCK=EXCLUSIVE",))
+
+
+def _table_name(table: exp.Table) -> str:
+    """The table as [db.]name, without the alias or the joins sqlglot hangs on it (UPDATE t AS a JOIN s ...)."""
+    db = table.args.get("db")
+    return exp.Table(this=table.this.copy(), db=db.copy() if db else None).sql(DIALECT)
 
 
 def _ddl(statement: str, conn) -> Analysis:

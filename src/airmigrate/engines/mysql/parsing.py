@@ -15,6 +15,7 @@ Batch placeholders (``%(lo)s``) are quoted into literals first (``sqlfiles.bound
 from __future__ import annotations
 
 import logging
+import re
 
 import sqlglot
 from sqlglot import exp
@@ -96,9 +97,15 @@ def first_word(statement: str) -> str:
     return words[0].upper() if words else ""
 
 
+TEMPORARY = re.compile(r"\s*(?:CREATE|DROP)\s+TEMPORARY\s+TABLE\b", re.I)
+
+
 def needs_autocommit(statement: str) -> bool:
     """Does this statement commit implicitly (DDL, and everything but DML)? On MySQL a DDL statement ends the
-    transaction it is in, so it always runs on its own."""
+    transaction it is in, so it always runs on its own. CREATE / DROP TEMPORARY TABLE is the exception the
+    server makes (no implicit commit): the pandas path's scratch table is made inside the batch's transaction."""
+    if TEMPORARY.match(statement):
+        return False
     return first_word(statement) not in DML
 
 

@@ -12,6 +12,7 @@ from airmigrate.engines.postgres import (
     backup,
     bulk,
     connection,
+    console_sql,
     ddl,
     demo,
     keys,
@@ -256,5 +257,10 @@ class PostgresEngine(Engine):
 
     def comment_column_sql(self, conn: Any, schema: str, table: str, column: str, text: str) -> str:
         return maintenance.comment_column_sql(conn, schema, table, column, text)
+
+    # -- console, report, lifecycle queries
+    def console_sql(self) -> Any:
+        return console_sql
+
 
 ENGINE = PostgresEngine()
