@@ -20,6 +20,7 @@ from airmigrate.engines.mysql import (
     maintenance,
     online,
     operations,
+    pacing_sql,
     parsing,
     rewrite,
     state_sql,
@@ -206,9 +207,14 @@ class MySQLEngine(Engine):
     def lease_sessions(self, conn: Any, key: tuple[int, int], exclude: set[int]) -> list[tuple]:
         return leases.lease_sessions(conn, key, exclude)
 
+    # -- pacing signals
     def paces_by_latency(self) -> bool:
-        """Not yet: airmigrate.pacing reads PostgreSQL's statistics (pg_stat_statements, pg_stat_activity)."""
-        return False
+        """Yes: information_schema (the application's transactions, its lock waits on ours), performance_schema
+        when it is on (its statements), the round-trip canary (see pacing_sql)."""
+        return True
+
+    def pacing_sql(self) -> Any:
+        return pacing_sql
 
     # -- operations
     def operation_refusal(self, op: str) -> tuple[str, str] | None:

@@ -21,6 +21,7 @@ from airmigrate.engines.postgres import (
     lock_rules,
     maintenance,
     not_null,
+    pacing_sql,
     parsing,
     references,
     state_sql,
@@ -213,8 +214,12 @@ class PostgresEngine(Engine):
     def lease_sessions(self, conn: Any, key: tuple[int, int], exclude: set[int]) -> list[tuple]:
         return state_sql.lease_sessions(conn, key, exclude)
 
+    # -- pacing signals
     def paces_by_latency(self) -> bool:
         return True
+
+    def pacing_sql(self) -> Any:
+        return pacing_sql
 
     # -- the demo database
     def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:
