@@ -8,19 +8,25 @@ does. The assertions read the pacer's own record (airmigrate.pacing_log), never 
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
 from mysql_support import URL, Writer, drop_database, fill, fresh_database, skip_without_server, wait_for
 
 from airmigrate import db, engines, state
+from airmigrate.engines.target import Target
+from airmigrate.errors import AirmigrateError
 from airmigrate.pacing.pacer import own_connection
 from airmigrate.pacing.signals import Sampler
-from airmigrate.spec import load_migration
+from airmigrate.spec import Throttle, load_migration
 from airmigrate.stages import backfill
+from airmigrate.stages.backfill import tuning
 
 pytestmark = pytest.mark.server
 
@@ -212,3 +218,99 @@ def test_the_application_waiting_on_our_row_locks_halves_the_budget_at_once(targ
         app.finish()
     halved = [d for d in _decisions(target, run_id) if "waiting on our locks: halved" in d[3]]
     assert halved and min(d[1] for d in halved) < 0.2, _decisions(target, run_id)
+
+
+# -- the replicas' lag (throttle.replicas: a MySQL primary does not know it) --------------------------------------
+
+MARIADBD, INSTALL_DB = shutil.which("mariadbd") or "/usr/sbin/mariadbd", shutil.which("mariadb-install-db")
+PRIMARY_PORT, REPLICA_PORT = 18471, 18472  # a scratch primary and replica of this test's own
+
+
+def _start_server(folder: Path, port: int, server_id: int) -> subprocess.Popen:
+    data = folder / f"data{port}"
+    subprocess.run([INSTALL_DB, "--no-defaults", f"--datadir={data}", "--user=root", "--skip-test-db",
+                    "--auth-root-authentication-method=normal"], check=True, capture_output=True, timeout=300)
+    server = subprocess.Popen([MARIADBD, "--no-defaults", f"--datadir={data}", "--user=root", f"--port={port}",
+                               "--bind-address=127.0.0.1", f"--socket={data}/mysqld.sock", f"--server-id={server_id}",
+                               "--log-bin=binlog", "--innodb-buffer-pool-size=16M", "--performance-schema=OFF",
+                               "--skip-name-resolve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = Target.from_url(f"mysql://root@127.0.0.1:{port}/mysql")
+
+    def answers():
+        try:
+            db.connect(target).close()
+            return True
+        except Exception:
+            return server.poll() is not None  # died: the assertion below says so
+    wait_for(answers, timeout=300, what=f"the scratch MariaDB on port {port}")
+    assert server.poll() is None, f"the scratch MariaDB on port {port} did not start"
+    return server
+
+
+@pytest.fixture
+def primary_and_replica(tmp_path):
+    if not (INSTALL_DB and Path(MARIADBD).exists()):
+        pytest.skip("no mariadbd / mariadb-install-db on this machine: the replica's lag is not tested")
+    servers = []
+    try:
+        servers.append(_start_server(tmp_path, PRIMARY_PORT, 1))
+        servers.append(_start_server(tmp_path, REPLICA_PORT, 2))
+        primary = Target.from_url(f"mysql://root@127.0.0.1:{PRIMARY_PORT}/mysql")
+        replica = Target.from_url(f"mysql://root@127.0.0.1:{REPLICA_PORT}/mysql")
+        with db.connect(replica, autocommit=True) as conn:
+            conn.execute(f"CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {PRIMARY_PORT}, "
+                         "MASTER_USER = 'root', MASTER_PASSWORD = '', MASTER_USE_GTID = no")
+            conn.execute("START SLAVE")
+        with db.connect(primary, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE shop")
+            conn.execute("CREATE TABLE shop.orders (id INT PRIMARY KEY) ENGINE = InnoDB")
+        wait_for(lambda: _scalar(replica, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+                                          "'shop'"), timeout=120, what="the replica to apply the primary's table")
+        yield primary, replica
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=120)
+
+
+def _scalar(target, query):
+    with db.connect(target, autocommit=True) as conn:
+        return conn.execute(query).fetchone()[0]
+
+
+def test_the_replicas_lag_is_read_on_each_replica_and_pauses_the_shard_over_the_limit(primary_and_replica):
+    primary, replica = primary_and_replica
+    throttle = Throttle(replicas=(f"127.0.0.1:{REPLICA_PORT}",), max_replication_lag_s=1.5,
+                        max_transaction_age_s=None, max_lock_waiters=None, pause_during_autovacuum=False,
+                        max_wal_backlog_mb=None)
+    with db.connect(primary, autocommit=True) as conn:
+        assert tuning.health_problem(conn, throttle, "shop.orders") is None, "caught up: healthy"
+        holder = db.connect(replica, autocommit=True)
+        try:
+            holder.execute("LOCK TABLES shop.orders WRITE")      # the replica's SQL thread waits behind it
+            conn.execute("INSERT INTO shop.orders VALUES (1)")
+            problem = wait_for(lambda: tuning.health_problem(conn, throttle, "shop.orders"), timeout=120,
+                               what="the replica's lag over 1.5 s")
+            assert problem.startswith("replication lag ") and problem.endswith("> limit 1.5s"), problem
+        finally:
+            holder.execute("UNLOCK TABLES")
+            holder.close()
+        wait_for(lambda: tuning.health_problem(conn, throttle, "shop.orders") is None, timeout=120,
+                 what="the replica to catch up")
+        with db.connect(replica, autocommit=True) as stopper:
+            stopper.execute("STOP SLAVE")
+        problem = wait_for(lambda: tuning.health_problem(conn, throttle, "shop.orders"), timeout=30,
+                           what="a stopped replica to pause the shard")
+        assert "unknown (a replica's replication is stopped)" in problem
+        not_a_replica = Throttle(replicas=(f"127.0.0.1:{PRIMARY_PORT}",))
+        with pytest.raises(AirmigrateError, match="is not a replica"):
+            tuning.health_problem(conn, not_a_replica, "shop.orders")
+
+
+def test_a_replica_is_host_and_port_never_a_url_with_a_password():
+    assert Throttle(replicas=("db2.internal:3307", "db3")).replicas == ("db2.internal:3307", "db3")
+    with pytest.raises(ValueError, match=r"replicas: entry 2 \(a URL with a user\) is not host:port") as refused:
+        Throttle(replicas=("db2", "mysql://app:secret@db2:3306"))
+    assert "secret" not in refused.value.errors()[0]["msg"], "the password is never echoed (the spec loader's text)"
+    with pytest.raises(ValueError, match=r"entry 1 \('db2:x'\) is not host:port"):
+        Throttle(replicas=("db2:x",))

@@ -304,6 +304,12 @@ class Engine(ABC):
         why not)), STATEMENTS_NAME and ``server_cpus(conn)``. Why a module: the pacer runs the statements on its
         own connections ten times a second, and the readers keep state between samples (MySQL)."""
 
+    @abstractmethod
+    def replication_lag_s(self, conn: Any, replicas: tuple[str, ...]) -> float | None:
+        """The largest lag (s) of the replicas named in the throttle (host:port, reached with `conn`'s
+        credentials), asked on each replica where the primary does not know it (MySQL: SHOW REPLICA STATUS);
+        inf when one's replication is stopped. None: this engine reads the lag on the primary (a health query)."""
+
     # -- operations -----------------------------------------------------------------------------------------------
     def operation_refusal(self, op: str) -> tuple[str, str] | None:
         """(why, fix) when the operation `op` (migration.yaml's `op:`) cannot run on this engine: the spec refuses it

@@ -144,7 +144,8 @@ def default_cpus(conn, host: str | None) -> int:
 class Canary:
     """A thread timing ``SELECT 1`` from its own connection every `every_s`; `take()` hands over the round trips
     (ms) since the last call. Its connection is airmigrate's (`connect` marks it so: on PostgreSQL its
-    application_name), so it never counts as the application. A failure stops the canary, not the backfill (the other signals remain)."""
+    application_name), so it never counts as the application. A failure stops the canary, not the backfill (the
+    other signals remain)."""
 
     def __init__(self, connect, every_s: float = 0.02):
         self.connect, self.every_s = connect, every_s

@@ -22,6 +22,7 @@ from airmigrate.engines.mysql import (
     operations,
     pacing_sql,
     parsing,
+    replication,
     rewrite,
     state_sql,
 )
@@ -215,6 +216,9 @@ class MySQLEngine(Engine):
 
     def pacing_sql(self) -> Any:
         return pacing_sql
+
+    def replication_lag_s(self, conn: Any, replicas: tuple[str, ...]) -> float | None:
+        return replication.lag_s(conn, replicas)
 
     # -- operations
     def operation_refusal(self, op: str) -> tuple[str, str] | None:

@@ -221,6 +221,9 @@ class PostgresEngine(Engine):
     def pacing_sql(self) -> Any:
         return pacing_sql
 
+    def replication_lag_s(self, conn: Any, replicas: tuple[str, ...]) -> float | None:
+        return None  # pg_stat_replication on the primary (state_sql.HEALTH_QUERIES)
+
     # -- the demo database
     def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:
         return demo.recreate_database(admin, name, template)
