@@ -223,16 +223,17 @@ def test_the_application_waiting_on_our_row_locks_halves_the_budget_at_once(targ
 # -- the replicas' lag (throttle.replicas: a MySQL primary does not know it) --------------------------------------
 
 MARIADBD, INSTALL_DB = shutil.which("mariadbd") or "/usr/sbin/mariadbd", shutil.which("mariadb-install-db")
-PRIMARY_PORT, REPLICA_PORT = 18471, 18472  # a scratch primary and replica of this test's own
+PRIMARY_PORT, REPLICA_PORT, STATS_PORT = 18471, 18472, 18473  # scratch servers of these tests' own
 
 
-def _start_server(folder: Path, port: int, server_id: int) -> subprocess.Popen:
+def _start_server(folder: Path, port: int, server_id: int, performance_schema: bool = False) -> subprocess.Popen:
     data = folder / f"data{port}"
     subprocess.run([INSTALL_DB, "--no-defaults", f"--datadir={data}", "--user=root", "--skip-test-db",
                     "--auth-root-authentication-method=normal"], check=True, capture_output=True, timeout=300)
     server = subprocess.Popen([MARIADBD, "--no-defaults", f"--datadir={data}", "--user=root", f"--port={port}",
                                "--bind-address=127.0.0.1", f"--socket={data}/mysqld.sock", f"--server-id={server_id}",
-                               "--log-bin=binlog", "--innodb-buffer-pool-size=16M", "--performance-schema=OFF",
+                               "--log-bin=binlog", "--innodb-buffer-pool-size=16M",
+                               f"--performance-schema={'ON' if performance_schema else 'OFF'}",
                                "--skip-name-resolve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = Target.from_url(f"mysql://root@127.0.0.1:{port}/mysql")
 
@@ -247,10 +248,14 @@ def _start_server(folder: Path, port: int, server_id: int) -> subprocess.Popen:
     return server
 
 
+def _need_binaries() -> None:
+    if not (INSTALL_DB and Path(MARIADBD).exists()):
+        pytest.skip("no mariadbd / mariadb-install-db on this machine: a scratch server cannot be started")
+
+
 @pytest.fixture
 def primary_and_replica(tmp_path):
-    if not (INSTALL_DB and Path(MARIADBD).exists()):
-        pytest.skip("no mariadbd / mariadb-install-db on this machine: the replica's lag is not tested")
+    _need_binaries()
     servers = []
     try:
         servers.append(_start_server(tmp_path, PRIMARY_PORT, 1))
@@ -314,3 +319,33 @@ def test_a_replica_is_host_and_port_never_a_url_with_a_password():
     assert "secret" not in refused.value.errors()[0]["msg"], "the password is never echoed (the spec loader's text)"
     with pytest.raises(ValueError, match=r"entry 1 \('db2:x'\) is not host:port"):
         Throttle(replicas=("db2:x",))
+
+
+def test_with_performance_schema_on_the_applications_statements_are_read_and_ours_are_left_out(tmp_path):
+    """A scratch MariaDB with performance_schema on (the shared one has it off, MariaDB's default)."""
+    _need_binaries()
+    server = _start_server(tmp_path, STATS_PORT, 3, performance_schema=True)
+    try:
+        with db.connect(Target.from_url(f"mysql://root@127.0.0.1:{STATS_PORT}/mysql"), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE shop")
+        target = Target.from_url(f"mysql://root@127.0.0.1:{STATS_PORT}/shop")
+        reader_conn, app, ours = own_connection(target), db.connect(target, autocommit=True), own_connection(target)
+        read, why = QUERIES.statements(reader_conn)
+        assert why is None and read is not None, why
+        for conn in (app, ours):
+            conn.execute("SELECT 1").fetchall()       # each session's first sums: the baseline, not counted
+        before = read()
+        for _ in range(20):
+            app.execute("SELECT SLEEP(0.01)").fetchall()
+            ours.execute("SELECT SLEEP(0.05)").fetchall()
+        total_ms, calls = read()
+        assert calls - before[1] == 20, "the application's 20 statements, none of ours"
+        assert total_ms - before[0] >= 20 * 10, "each slept 10 ms at least, as the server timed it"
+        ours.close()  # a session gone between two reads drops out of both (no negative delta)
+        app.execute("SELECT 1").fetchall()
+        assert read()[1] - calls == 1
+        for conn in (app, reader_conn):
+            conn.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=120)

@@ -76,7 +76,8 @@ class Throttle(BaseModel):
         1.25, gt=1, le=RATIO_MAX,
         description="Keep the application's mean statement latency within this multiple of its latency "
                     "while the backfill pauses (measured with pg_stat_statements for the other roles, "
-                    "re-measured every probe_every_s). null: full speed, no pacing.")
+                    "re-measured every probe_every_s; MySQL / MariaDB: its transactions' age from "
+                    "information_schema, performance_schema when on). null: full speed, no pacing.")
     probe_every_s: float = Field(30, ge=5, le=3600, description="Pause every shard this often to re-measure the "
                                                                  "application's own latency (its baseline)")
     probe_seconds: float = Field(1, gt=0, le=30, description="How long each such pause lasts")
