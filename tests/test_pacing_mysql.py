@@ -22,6 +22,7 @@ from mysql_support import URL, Writer, drop_database, fill, fresh_database, skip
 from airmigrate import db, engines, state
 from airmigrate.engines.target import Target
 from airmigrate.errors import AirmigrateError
+from airmigrate.pacing import pacer
 from airmigrate.pacing.pacer import own_connection
 from airmigrate.pacing.signals import Sampler
 from airmigrate.spec import Throttle, load_migration
@@ -154,7 +155,11 @@ def _server_now(target) -> float:
                                   "FROM airmigrate.pacing_log").fetchone()[0] or 0)
 
 
-def test_a_paced_backfill_slows_down_while_the_application_is_hurt_and_speeds_up_when_it_is_not(target, tmp_path):
+def test_a_paced_backfill_slows_down_while_the_application_is_hurt_and_speeds_up_when_it_is_not(target, tmp_path,
+                                                                                                monkeypatch):
+    # MySQL's own signal only: the round-trip canary (engine-neutral, tested on PostgreSQL) reads the machine's load
+    # as much as the application's harm, and this machine is shared (at load 10 it read 5-10x with no harm at all)
+    monkeypatch.setattr(pacer, "MIN_TRIPS", 10**9)
     # 50 ms a batch (one SLEEP per batch, not per row): the application's statement is 10x slower meanwhile
     migration = _migration(tmp_path, target, "UPDATE t JOIN (SELECT SLEEP(0.05) AS z) s SET t.b = t.a * 2 + s.z "
                                              "WHERE t.id BETWEEN %(lo)s AND %(hi)s", batch_size=20)
@@ -189,6 +194,7 @@ def test_a_paced_backfill_slows_down_while_the_application_is_hurt_and_speeds_up
     hurt = [d for d in decisions if d[0] < phases["off_at"]]
     healed = [d for d in decisions if d[0] >= phases["off_at"] + 3]   # its window holds a few seconds of before
     cuts = [d for d in hurt if "over target" in d[3]]
+    assert all("app transactions" in d[3] for d in cuts), "the application's transactions' age, read on MySQL"
     assert cuts and min(d[1] for d in hurt) < 0.25, f"hurt, the pacer cut below its start share: {hurt}"
     assert any(d[2] is not None and d[2] > 1.5 for d in cuts), f"on a figure over the target: {cuts}"
     low = hurt[-1][1]
