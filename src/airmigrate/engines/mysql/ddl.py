@@ -50,13 +50,11 @@ def set_timeouts(cur, lock_timeout_ms: int, statement_timeout_ms: int, local: bo
     which is why the executor also keeps a watchdog there). `local` has no MySQL equivalent (no SET LOCAL):
     the limits last for the session, which airmigrate opens per step."""
     seconds = lock_wait_seconds(lock_timeout_ms)
-    cur.execute(sql.SQL("SET SESSION lock_wait_timeout = {}").format(sql.Literal(seconds)))
-    cur.execute(sql.SQL("SET SESSION innodb_lock_wait_timeout = {}").format(sql.Literal(seconds)))
-    if _is_mariadb(cur):
-        cur.execute(sql.SQL("SET SESSION max_statement_time = {}").format(
-            sql.Literal(round(statement_timeout_ms / 1000, 3))))
-    else:
-        cur.execute(sql.SQL("SET SESSION max_execution_time = {}").format(sql.Literal(int(statement_timeout_ms))))
+    limit = (sql.SQL("max_statement_time = {}").format(sql.Literal(round(statement_timeout_ms / 1000, 3)))
+             if _is_mariadb(cur) else sql.SQL("max_execution_time = {}").format(sql.Literal(int(statement_timeout_ms))))
+    # one statement: every batch's claim pays it (the server's version comes from the handshake, not a query)
+    cur.execute(sql.SQL("SET SESSION lock_wait_timeout = {s}, innodb_lock_wait_timeout = {s}, {limit}").format(
+        s=sql.Literal(seconds), limit=limit))
 
 
 def _is_mariadb(cur) -> bool:

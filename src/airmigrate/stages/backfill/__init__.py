@@ -35,7 +35,7 @@ from airmigrate.stages.backfill.keys import Key
 from airmigrate.stages.backfill.shares import one_shard_note
 from airmigrate.stages.backfill.sweep import sweep_batches
 from airmigrate.stages.backfill.transform import apply_transform, load_transform, transform_statements
-from airmigrate.stages.backfill.tuning import BatchSizer, wait_until_healthy
+from airmigrate.stages.backfill.tuning import BatchSizer, HealthGate
 from airmigrate.stages.backfill.upkeep import Upkeep
 from airmigrate.stages.generated import down_batch_statements, runtime_steps
 from airmigrate.worker_name import batch_worker
@@ -259,14 +259,22 @@ def _batch_loop(conn, migration: Migration, key: Key, run_id: int, worker: str, 
     settings = settings_of(migration)
     done_rows = done_batches = 0
     progress = Progress(run_id)
+    health = HealthGate(settings.throttle, f'"{key.schema}"."{key.table}"', shard)
+    # make_first: the queue of pending batches was empty when this shard last claimed, so it makes the next range
+    # before claiming, instead of a claim that finds none first (three round trips per batch at full speed);
+    # just_made: the batch made after such a claim is claimed next, before another is made at the sizer's new size
+    make_first = just_made = False
     while not should_stop():
-        wait_until_healthy(conn, settings.throttle, f'"{key.schema}"."{key.table}"', shard, should_stop)
+        health.wait(conn, should_stop)
         pacer.before_batch(should_stop)
+        created = make_first and not just_made and create_next_batch(conn, key, run_id, sizer.size, sweep)
         batch = claim_and_run(conn, migration, run_id, worker, apply_batch, key)
         if batch is None:
-            if not create_next_batch(conn, key, run_id, sizer.size, sweep):
+            if not created and not create_next_batch(conn, key, run_id, sizer.size, sweep):
                 break
+            just_made = True
             continue
+        make_first, just_made = just_made or created, False
         if batch.outcome == "succeeded":
             done_rows, done_batches = done_rows + batch.rows, done_batches + 1
             previous = sizer.size

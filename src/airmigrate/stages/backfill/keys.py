@@ -5,15 +5,26 @@ lexicographically, which a btree index on those columns serves). Key values trav
 database casts them back to the column type; a composite position is stored as a JSON array. The few
 words that differ between engines (the cast to text, OFFSET before or after LIMIT, a row BETWEEN) are
 templates of the engine's ``state_sql``.
+
+Walking costs the server a read of every key of the range (its index entries and, where the visibility map is
+not set, their rows) before the batch reads them again: an eighth of a full-speed batch's CPU. So on a single
+integer key the walk watches for density: once a walked range held exactly its size in consecutive keys, the
+next ranges end at ``lo + size - 1`` (capped at the table's last key, an index endpoint), and every
+``WALK_EVERY``-th range is walked again to check. Any range is correct (the next starts past it); density only
+decides how many rows a range holds, and a sparse stretch ends the shortcut at the next walk.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from airmigrate import engines
 from airmigrate.engines import sql
+
+WALK_EVERY = 8  # on a dense integer key, one range in this many is walked to see that it is still dense
+INTEGER_TYPE = re.compile(r"^(tiny|small|medium|big)?int(eger)?\b|^(small|big)?serial\b|^int[248]\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -21,6 +32,9 @@ class Key:
     schema: str
     table: str
     columns: tuple[str, ...]
+    # what this process learned of the key: whether it is an integer column, how many ranges to compute before the
+    # next walk (0: walk). Not part of the key's identity.
+    learned: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def composite(self) -> bool:
@@ -89,8 +103,22 @@ class Key:
         lo = self._first(conn, where, params)
         if lo is None:
             return None
+        if condition is None and self.learned.get("computed_left", 0) > 0:
+            self.learned["computed_left"] -= 1
+            last = self._first(conn, where, params, descending=True)
+            return lo, str(min(int(lo) + size - 1, int(last)))
         hi = self._first(conn, where, params, offset=size - 1) or self._first(conn, where, params, descending=True)
+        if condition is None and self._integer(conn):
+            dense = int(hi) - int(lo) + 1 == size
+            self.learned["computed_left"] = WALK_EVERY - 1 if dense else 0
         return lo, hi
+
+    def _integer(self, conn) -> bool:
+        """A single column of an integer type (asked once per process): only there is `lo + size - 1` a key."""
+        if "integer" not in self.learned:
+            types = {} if self.composite else engines.of(conn).column_types(conn, self.schema, self.table)
+            self.learned["integer"] = bool(INTEGER_TYPE.match(types.get(self.columns[0], "")))
+        return self.learned["integer"]
 
     def between(self, conn=None) -> sql.Composed:
         """`key BETWEEN lo AND hi` with positional placeholders; its parameters: :meth:`bounds`."""

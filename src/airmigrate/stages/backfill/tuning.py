@@ -27,6 +27,7 @@ WINDOW = 5            # p90 over the last 5 batches
 # A breach is often a blip (a few lock waiters for a moment): pause briefly first, then back off x2 up to
 # max_pause_s, so a short spike costs a quarter second and a long problem is still checked rarely.
 FIRST_PAUSE_S = 0.25
+HEALTH_EVERY_S = 0.5  # a healthy database is asked again after this long (HealthGate)
 
 
 @dataclass
@@ -99,6 +100,27 @@ def health_problem(conn, throttle, table: str) -> str | None:
             shown = "unknown (a replica's replication is stopped)" if value == float("inf") else f"{value:.1f}{unit}"
             return f"{name} {shown} > limit {limit}{unit}"
     return None
+
+
+class HealthGate:
+    """The health checks between batches, asked at most every HEALTH_EVERY_S while the database is healthy.
+
+    Asked before every batch they cost more than the batch's bookkeeping (five queries and five commits, twice per
+    batch with the claim that finds none); at full speed, on a busy machine, those round trips were most of what
+    the hand-written loop did not pay. A limit breached within the interval is seen at most HEALTH_EVERY_S late:
+    gh-ost and pt-online-schema-change check their loads once a second or once a chunk too."""
+
+    def __init__(self, throttle, table: str, shard: int):
+        self.throttle, self.table, self.shard = throttle, table, shard
+        self.checked = float("-inf")
+
+    def wait(self, conn, should_stop=lambda: False) -> float:
+        """Pause while unhealthy (wait_until_healthy) when the last check is old enough; seconds paused."""
+        if self.throttle is None or time.monotonic() - self.checked < HEALTH_EVERY_S:
+            return 0.0
+        paused = wait_until_healthy(conn, self.throttle, self.table, self.shard, should_stop)
+        self.checked = time.monotonic()
+        return paused
 
 
 def wait_until_healthy(conn, throttle, table: str, shard: int, should_stop=lambda: False) -> float:
