@@ -219,7 +219,9 @@ def test_a_failed_batch_is_recorded_and_only_it_runs_again_on_retry(target, tmp_
     assert [tuple(o) for o in outcomes] == [("failed", 2), ("succeeded", 5)]
 
 
-def test_a_throttled_run_goes_at_full_speed_with_its_hard_stops_and_says_so_once(target, tmp_path, caplog):
+def test_a_throttled_run_is_paced_by_the_applications_latency_with_its_hard_stops(target, tmp_path, caplog):
+    """Issue 22: the pacer reads MySQL's signals (tests/test_pacing_mysql.py); the run keeps its hard stops and is
+    never said to go at full speed."""
     make_items(target, 3000)
     migration = write_migration(tmp_path, target, throttle={"app_latency_ratio": 1.5, "max_lock_waiters": 50})
     run_id = begin(target, migration)
@@ -227,8 +229,9 @@ def test_a_throttled_run_goes_at_full_speed_with_its_hard_stops_and_says_so_once
     caplog.set_level(logging.INFO)
     for shard in (0, 1):
         backfill.run_shard(target, migration, run_id, shard=shard)
-    said = [r.getMessage() for r in caplog.records if "full speed" in r.getMessage()]
-    assert len(said) == 1 and "mysql" in said[0]
+    assert not [r.getMessage() for r in caplog.records if "does not measure" in r.getMessage()]
+    assert "pacing: protecting the application at 1.50x" in caplog.text
+    assert scalar(target, "SELECT COUNT(*) FROM airmigrate.pacing WHERE run_id = %s", (run_id,)) == 1
     assert scalar(target, "SELECT COUNT(*) FROM items WHERE touched = 1") == 3000
 
 

@@ -25,7 +25,7 @@ def test_the_state_methods_are_part_of_the_engine_interface():
     for method in ("state_sql", "create_state_tables", "xact_lock", "lease_try", "lease_release", "lease_sessions",
                    "paces_by_latency"):
         assert method in Engine.__abstractmethods__
-    assert engines.named("postgresql").paces_by_latency() and not engines.named("mysql").paces_by_latency()
+    assert all(engines.named(name).paces_by_latency() for name in engines.REGISTRY), "MySQL too (issue 22)"
 
 
 def test_postgresql_keeps_its_statements_word_for_word():
@@ -59,3 +59,14 @@ def test_every_engine_names_the_same_console_queries():
     assert engines.named("postgresql").command_refusal("rehearse") is None
     why, fix = engines.named("mysql").command_refusal("rehearse")
     assert "pg_dump" in why and "airmigrate run" in fix
+
+
+def test_every_engine_names_the_same_pacing_statements_and_readers():
+    """airmigrate.pacing runs ``Engine.pacing_sql()``'s names on either engine (issue 22: MySQL paces too)."""
+    needed = {"START_RUN", "TRY_LEAD", "SHARED_BUDGET", "START_PROBE", "SET_BUDGET", "ROWS_LAST_SECOND",
+              "OUR_ACTIVE_SESSIONS", "STATEMENTS_NAME", "mark_own_session", "activity", "statements", "server_cpus"}
+    for name in engines.REGISTRY:
+        module = engines.named(name).pacing_sql()
+        assert needed <= set(vars(module)), f"{name} lacks {sorted(needed - set(vars(module)))}"
+        assert module.START_RUN.count("%s") == 3 and module.SET_BUDGET.count("%s") == 3, name
+    assert "pacing_sql" in Engine.__abstractmethods__

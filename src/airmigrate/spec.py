@@ -76,7 +76,8 @@ class Throttle(BaseModel):
         1.25, gt=1, le=RATIO_MAX,
         description="Keep the application's mean statement latency within this multiple of its latency "
                     "while the backfill pauses (measured with pg_stat_statements for the other roles, "
-                    "re-measured every probe_every_s). null: full speed, no pacing.")
+                    "re-measured every probe_every_s; MySQL / MariaDB: its transactions' age from "
+                    "information_schema, performance_schema when on). null: full speed, no pacing.")
     probe_every_s: float = Field(30, ge=5, le=3600, description="Pause every shard this often to re-measure the "
                                                                  "application's own latency (its baseline)")
     probe_seconds: float = Field(1, gt=0, le=30, description="How long each such pause lasts")
@@ -97,6 +98,10 @@ class Throttle(BaseModel):
                                                        "slows the backfill (gh-ost's throttle-http)")
     external_max: float | None = Field(None, description="The limit for external_query / external_url")
     max_replication_lag_s: float | None = Field(1.5, description="Pause while a replica lags more (gh-ost: 1.5 s)")
+    replicas: tuple[str, ...] = Field(
+        (), description="MySQL / MariaDB: the replicas whose lag max_replication_lag_s bounds, as host:port (reached "
+                        "with the target's user and password). A MySQL primary does not know its replicas' lag: "
+                        "each is asked (SHOW REPLICA STATUS). PostgreSQL reads it on the primary: leave empty")
     max_transaction_age_s: float | None = Field(
         300, description="Pause while another transaction in the target database is older")
     max_lock_waiters: int | None = Field(
@@ -124,6 +129,18 @@ class Throttle(BaseModel):
             return engines.current().one_select(value)
         except ValueError as exc:
             raise ValueError(f"external_query {exc}") from None
+
+    @field_validator("replicas")
+    @classmethod
+    def _host_port(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """host or host:port only: a URL could carry a password into the spec file (the target's are used)."""
+        for n, replica in enumerate(value, 1):
+            host, _, port = replica.rpartition(":") if ":" in replica else (replica, "", "3306")
+            if not host or "@" in replica or "/" in replica or not port.isdigit():
+                shown = "a URL with a user" if "@" in replica else repr(replica)  # never echo a password
+                raise ValueError(f"replicas: entry {n} ({shown}) is not host:port (e.g. replica1.internal:3306); the "
+                                 "target's user and password are used, never one written here")
+        return value
 
     @field_validator("external_url")
     @classmethod

@@ -300,10 +300,28 @@ class Engine(ABC):
         """The other sessions holding the lease (not those in `exclude`, this process's own), each as (label,
         client address or None, session id, mode, connected at)."""
 
+    # -- pacing signals (airmigrate.pacing: the application's latency, our sessions, the run's shared budget) ----
     @abstractmethod
     def paces_by_latency(self) -> bool:
         """Can airmigrate.pacing measure the application's latency on this engine? When not, a throttled run
         goes at full speed with its health checks (the hard stops) only."""
+
+    @abstractmethod
+    def pacing_sql(self) -> Any:
+        """The engine's ``pacing_sql`` module, the same names in every engine (a test checks): the statements on
+        airmigrate.pacing (START_RUN, TRY_LEAD, SHARED_BUDGET, START_PROBE, SET_BUDGET, ROWS_LAST_SECOND,
+        OUR_ACTIVE_SESSIONS), ``mark_own_session(conn, label)`` (the pacer's signals never count that session as
+        the application), ``activity(conn)`` (a reader whose ``read()`` gives the sessions running, the
+        application's sessions waiting on a lock of ours, the ages in ms of its transactions in flight),
+        ``statements(conn)`` ((a function giving the application's statements' total ms and calls, None) or (None,
+        why not)), STATEMENTS_NAME and ``server_cpus(conn)``. Why a module: the pacer runs the statements on its
+        own connections ten times a second, and the readers keep state between samples (MySQL)."""
+
+    @abstractmethod
+    def replication_lag_s(self, conn: Any, replicas: tuple[str, ...]) -> float | None:
+        """The largest lag (s) of the replicas named in the throttle (host:port, reached with `conn`'s
+        credentials), asked on each replica where the primary does not know it (MySQL: SHOW REPLICA STATUS);
+        inf when one's replication is stopped. None: this engine reads the lag on the primary (a health query)."""
 
     # -- a DDL step a crash interrupted ----------------------------------------------------------------------------
     def already_in_place(self, exc: BaseException) -> bool:

@@ -1,7 +1,8 @@
 """Pacing: the backfill goes as fast as it can without hurting the application's latency more than asked.
 
-:mod:`.controller` is the duty-cycle logic (pure), :mod:`.signals` reads the application's impact from
-PostgreSQL, :mod:`.pacer` runs them for a shard. The batch size (the inner loop) stays in
+:mod:`.controller` is the duty-cycle logic (pure), :mod:`.signals` reads the application's impact from the
+database through the engine's ``pacing_sql`` (``Engine.pacing_sql()``: PostgreSQL's statistics views, MySQL's
+information_schema and performance_schema), :mod:`.pacer` runs them for a shard. The batch size (the inner loop) stays in
 :mod:`airmigrate.stages.backfill.tuning`.
 """
 

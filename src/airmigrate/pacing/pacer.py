@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 
+from airmigrate import engines
 from airmigrate.db import Target, connect
 from airmigrate.pacing.controller import DutyCycle, Reading, percentile, shard_duty, sleep_after
 from airmigrate.pacing.signals import Canary, Sampler, StatementTotals, default_cpus
@@ -47,14 +48,15 @@ class Pacer:
     """Per shard. `with Pacer(...) as pacer:` around the batch loop; `pacer.before_batch()` waits out a
     probe, `pacer.after_batch(seconds)` sleeps what the duty cycle asks."""
 
-    def __init__(self, target: Target, run_id: int, throttle, shards: int = 1, app_latency_ratio=UNSET):
+    def __init__(self, target: Target, run_id: int, throttle, shards: int = 1, app_latency_ratio=UNSET,
+                 session=None):
         if throttle is None and app_latency_ratio not in (UNSET, None):
             throttle = Throttle()  # `throttle: null` in the spec, a ratio asked for this run
         self.target, self.run_id, self.throttle, self.shards = target, run_id, throttle, max(1, shards)
         ratio = getattr(throttle, "app_latency_ratio", None) if app_latency_ratio is UNSET else app_latency_ratio
         self.ratio = ratio if throttle is not None else None
         self.enabled = self.ratio is not None
-        self.conn = None
+        self.conn, self.session = None, session  # `session`: the shard's connection (marked ours on entry)
         self.leader: Controller | None = None
         self.budget, self.probe_until, self.read_at = float(self.shards), 0.0, 0.0
 
@@ -75,14 +77,12 @@ class Pacer:
     def __enter__(self) -> "Pacer":
         if not self.enabled:
             return self
-        self.conn = connect(self.target, autocommit=True)
-        # a shard starting again (resumed after a pause, retried) brings the trigger's ratio; a target set from the
-        # console since (airmigrate.actions) holds until it is changed there (issue 18 §7)
-        self.conn.execute("INSERT INTO airmigrate.pacing (run_id, budget, target_ratio) VALUES (%s, %s, %s) "
-                          "ON CONFLICT (run_id) DO UPDATE SET target_ratio = CASE WHEN EXISTS (SELECT FROM "
-                          "airmigrate.actions a WHERE a.run_id = EXCLUDED.run_id AND a.action = 'app_latency_ratio') "
-                          "THEN airmigrate.pacing.target_ratio ELSE EXCLUDED.target_ratio END",
-                          (self.run_id, float(self.shards), self.ratio))
+        self.conn = own_connection(self.target)
+        self.queries = engines.of(self.conn).pacing_sql()
+        if self.session is not None:  # the shard's: its batches are ours, never the application's
+            self.queries.mark_own_session(self.session, "airmigrate shard")
+            self.session.commit()
+        self.conn.execute(self.queries.START_RUN, (self.run_id, float(self.shards), self.ratio))
         self._try_to_lead()
         return self
 
@@ -93,8 +93,7 @@ class Pacer:
             self.conn.close()
 
     def _try_to_lead(self) -> None:
-        if self.leader is None and self.conn.execute(
-                "SELECT pg_try_advisory_lock(hashtext('airmigrate.pacer'), %s::int)", (self.run_id,)).fetchone()[0]:
+        if self.leader is None and self.conn.execute(self.queries.TRY_LEAD, (self.run_id,)).fetchone()[0]:
             self.leader = Controller(self.target, self.run_id, self.throttle, self.ratio, self.shards)
             self.leader.start()
 
@@ -136,8 +135,7 @@ class Pacer:
         if not force and time.monotonic() - self.read_at < READ_EVERY_S:
             return False
         self.read_at = time.monotonic()
-        row = self.conn.execute("SELECT budget, extract(epoch FROM probe_until) FROM airmigrate.pacing "
-                                "WHERE run_id = %s", (self.run_id,)).fetchone()
+        row = self.conn.execute(self.queries.SHARED_BUDGET, (self.run_id,)).fetchone()
         if row:
             self.budget, self.probe_until = float(row[0]), float(row[1] or 0)
         self._try_to_lead()  # the leader finished: take over
@@ -164,15 +162,15 @@ class Controller:
         self.full_since, self.hinted, self.over_streak, self.held = None, False, 0, None
 
     def start(self) -> None:
-        self.conn = connect(self.target, autocommit=True)
+        self.conn = own_connection(self.target)
+        self.queries = engines.of(self.conn).pacing_sql()
         throttle = self.throttle
         cpus = throttle.cpus or default_cpus(self.conn, self.target.host)
         self.sampler = Sampler(self.conn, cpus, throttle.cpu_pressure, throttle.external_query, throttle.external_url)
         log.info("pacing: protecting the application at %.2fx its latency (its transactions' age, lock waits%s); "
-                 "%d CPUs for the run queue", self.duty.target, ", pg_stat_statements" if self.sampler.statements
-                 is not None else "; no pg_stat_statements", cpus)
-        self.canary = Canary(lambda: connect(self.target, autocommit=True, application_name="airmigrate-canary"),
-                             CANARY_S).start()
+                 "%d CPUs for the run queue", self.duty.target, f", {self.queries.STATEMENTS_NAME}" if
+                 self.sampler.statements is not None else f"; no {self.queries.STATEMENTS_NAME}", cpus)
+        self.canary = Canary(lambda: own_connection(self.target, "airmigrate-canary"), CANARY_S).start()
         self.thread.start()
 
     def stop(self) -> None:
@@ -218,8 +216,7 @@ class Controller:
         seconds = self.throttle.probe_seconds
         self.probing.set()
         try:
-            self.conn.execute("UPDATE airmigrate.pacing SET probe_until = clock_timestamp() + make_interval("
-                              "secs => %s) WHERE run_id = %s", (seconds + SETTLE_S, self.run_id))
+            self.conn.execute(self.queries.START_PROBE, (seconds + SETTLE_S, self.run_id))
             deadline = time.monotonic() + SETTLE_S
             while self._our_active_backends() and time.monotonic() < deadline and not self.stopped.is_set():
                 time.sleep(0.05)
@@ -284,9 +281,7 @@ class Controller:
         return ages
 
     def _our_active_backends(self) -> int:
-        return self.conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND application_name LIKE 'airmigrate%%' AND state = 'active'").fetchone()[0]
+        return self.conn.execute(self.queries.OUR_ACTIVE_SESSIONS).fetchone()[0]
 
     def _decide(self) -> None:
         figures = self.sampler.collect()
@@ -313,8 +308,7 @@ class Controller:
         else:
             budget, reason = self.duty.decide(reading)
         held = self.held = max(reading.impacts().values(), default=None)  # the figure held against the target
-        self.conn.execute("UPDATE airmigrate.pacing SET budget = %s, reason = %s, updated_at = clock_timestamp() "
-                          "WHERE run_id = %s", (budget, reason, self.run_id))
+        self.conn.execute(self.queries.SET_BUDGET, (budget, reason, self.run_id))
         self.conn.execute(
             "INSERT INTO airmigrate.pacing_log (run_id, budget, target_ratio, latency_ratio, latency_ms, baseline_ms, "
             "blocked, runnable, cpu_pressure, external, rows_per_s, decision) "
@@ -366,12 +360,18 @@ class Controller:
     def _rows_per_s(self) -> float:
         """Rows the run's batches finished in the last second (every shard's), from the batch table; the
         lookup starts near the newest batch so it stays cheap on a run of millions of batches."""
-        high, rows = self.conn.execute(
-            "SELECT max(batch_no), coalesce(sum(rows) FILTER (WHERE finished_at > clock_timestamp() - interval "
-            "'1 second'), 0) FROM airmigrate.batches WHERE run_id = %s AND batch_no >= %s AND status = 'succeeded'",
-            (self.run_id, max(0, self.high_batch - 256))).fetchone()
+        high, rows = self.conn.execute(self.queries.ROWS_LAST_SECOND,
+                                       (self.run_id, max(0, self.high_batch - 256))).fetchone()
         self.high_batch = high or self.high_batch
         return float(rows)
+
+
+def own_connection(target: Target, application_name: str | None = None):
+    """An autocommit connection the pacer's signals never count as the application's (PostgreSQL: its
+    application_name, 'airmigrate...'; MySQL: a named lock of its session, see its pacing_sql)."""
+    conn = connect(target, autocommit=True, application_name=application_name)
+    engines.of(conn).pacing_sql().mark_own_session(conn, application_name or "airmigrate pacer")
+    return conn
 
 
 def pooled_percentile(windows: deque, share: float, minimum: int) -> float | None:

@@ -1,4 +1,6 @@
-"""The application's impact, read from inside PostgreSQL (so it works wherever the database runs):
+"""The application's impact, read from inside the database (so it works wherever the database runs), through the
+engine's ``pacing_sql`` (``Engine.pacing_sql()``: PostgreSQL's statistics views, MySQL's information_schema and
+performance_schema); the figures below are PostgreSQL's, MySQL's equivalents are in its module:
 
 - backends of the application waiting on a lock one of ours holds (``pg_blocking_pids``);
 - the age of the application's transactions in flight (``pg_stat_activity.xact_start``), sampled ten times a
@@ -25,28 +27,15 @@ import os
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from airmigrate.engines import sql
+from airmigrate import engines
 
 log = logging.getLogger(__name__)
 
 MIN_CALLS = 5  # fewer application statements in a window than this: no latency figure (too noisy)
 MAX_AGE_MS = 10_000  # a transaction open longer is a batch job or a forgotten session, not the latency we protect
-
-ACTIVITY = """
-SELECT count(*) FILTER (WHERE a.state = 'active' AND a.wait_event IS NULL AND a.pid <> pg_backend_pid()),
-       coalesce(array_agg(a.pid) FILTER (
-           WHERE a.application_name NOT LIKE 'airmigrate%%' AND a.wait_event_type = 'Lock'
-             AND EXISTS (SELECT 1 FROM pg_stat_activity o WHERE o.pid = ANY (pg_blocking_pids(a.pid))
-                         AND o.application_name LIKE 'airmigrate%%' AND o.pid <> pg_backend_pid())), '{}'),
-       coalesce(array_agg(1000 * extract(epoch FROM clock_timestamp() - a.xact_start)) FILTER (
-           WHERE a.application_name NOT LIKE 'airmigrate%%' AND a.pid <> pg_backend_pid()
-             AND a.xact_start IS NOT NULL AND a.state IN ('active', 'idle in transaction')), '{}')
-FROM pg_stat_activity a
-WHERE a.datname = current_database() AND a.backend_type = 'client backend'
-"""
-
 
 @dataclass
 class StatementTotals:
@@ -70,8 +59,9 @@ class Sampler:
     use_cpu_pressure: bool = False
     external_query: str | None = None
     external_url: str | None = None
-    statements: sql.Composable | None = None    # the query over pg_stat_statements, when usable
+    statements: Callable[[], tuple] | None = None  # (total ms, calls) of the application's statements, when usable
     missing_statements: str | None = None       # why not, said once in the log
+    activity: object = None                      # the engine's reader of the sessions (pacing_sql.activity)
     _runnable: list[int] = field(default_factory=list)
     _ages: list[float] = field(default_factory=list)
     _blocked: int = 0
@@ -79,16 +69,18 @@ class Sampler:
     _waiting: tuple = (frozenset(), frozenset())
 
     def __post_init__(self):
-        self.statements, self.missing_statements = find_statements_view(self.conn)
+        queries = engines.of(self.conn).pacing_sql()
+        self.activity = queries.activity(self.conn)
+        self.statements, self.missing_statements = queries.statements(self.conn)
         if self.missing_statements:
             log.warning("pacing without the application's latency per statement: %s. Pacing by its transactions' "
                         "age and lock waits", self.missing_statements)
 
     def sample(self) -> int:
-        """One look at pg_stat_activity; returns the application backends blocked by ours. A backend counts
-        when three samples in a row see it waiting (two sample periods or longer): a row lock held for a
+        """One look at the sessions (pg_stat_activity); returns the application backends blocked by ours. A
+        backend counts when three samples in a row see it waiting (two sample periods or longer): a row lock held for a
         few milliseconds is no harm, one held for a batch is (the ages count the shorter waits)."""
-        runnable, waiting, ages = self.conn.execute(ACTIVITY).fetchone()
+        runnable, waiting, ages = self.activity.read()
         blocked = len(self._waiting[0] & self._waiting[1] & set(waiting))
         self._waiting = (self._waiting[1], frozenset(waiting))
         self._runnable.append(runnable)
@@ -99,7 +91,7 @@ class Sampler:
     def statement_totals(self) -> StatementTotals | None:
         if self.statements is None:
             return None
-        total_ms, calls = self.conn.execute(self.statements).fetchone()
+        total_ms, calls = self.statements()
         return StatementTotals(time.monotonic(), float(total_ms), int(calls))
 
     def collect(self) -> dict:
@@ -141,37 +133,19 @@ class Sampler:
         return None
 
 
-def find_statements_view(conn) -> tuple[sql.Composable | None, str | None]:
-    """The query summing pg_stat_statements over every role but ours in this database, or why it cannot."""
-    row = conn.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-                       "WHERE e.extname = 'pg_stat_statements'").fetchone()
-    if row is None:
-        preloaded = "pg_stat_statements" in conn.execute("SHOW shared_preload_libraries").fetchone()[0]
-        return None, ("pg_stat_statements is not installed in this database (" +
-                      ("run CREATE EXTENSION pg_stat_statements" if preloaded else
-                       "add it to shared_preload_libraries, restart, then CREATE EXTENSION pg_stat_statements") + ")")
-    query = sql.SQL("SELECT coalesce(sum(total_exec_time), 0), coalesce(sum(calls), 0) FROM {} "
-                    "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                    "AND userid <> (SELECT oid FROM pg_roles WHERE rolname = current_user)").format(
-        sql.Identifier(row[0], "pg_stat_statements"))
-    try:
-        conn.execute(query).fetchone()
-    except Exception as exc:
-        return None, f"pg_stat_statements cannot be read ({str(exc).splitlines()[0]})"
-    return query, None
-
-
 def default_cpus(conn, host: str | None) -> int:
-    """The database's cores: this machine's when the database is local, else max_parallel_workers."""
+    """The database's cores: this machine's when the database is local, else what the server says (PostgreSQL:
+    max_parallel_workers)."""
     if host in (None, "", "localhost", "127.0.0.1", "::1") or (host or "").startswith("/"):
         return os.cpu_count() or 1
-    return max(1, int(conn.execute("SHOW max_parallel_workers").fetchone()[0]))
+    return engines.of(conn).pacing_sql().server_cpus(conn)
 
 
 class Canary:
     """A thread timing ``SELECT 1`` from its own connection every `every_s`; `take()` hands over the round trips
-    (ms) since the last call. Its application_name starts with 'airmigrate', so it never counts as the
-    application. A failure stops the canary, not the backfill (the other signals remain)."""
+    (ms) since the last call. Its connection is airmigrate's (`connect` marks it so: on PostgreSQL its
+    application_name), so it never counts as the application. A failure stops the canary, not the backfill (the
+    other signals remain)."""
 
     def __init__(self, connect, every_s: float = 0.02):
         self.connect, self.every_s = connect, every_s

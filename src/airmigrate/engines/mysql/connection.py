@@ -206,10 +206,12 @@ def connect(target, autocommit: bool = False, application_name: str | None = Non
     where = {"unix_socket": target.host} if target.host.startswith("/") else {"host": target.host,
                                                                                "port": target.port}
     try:
-        return Connection(user=target.user, password=target.password or "", database=target.dbname,
+        conn = Connection(user=target.user, password=target.password or "", database=target.dbname,
                           charset="utf8mb4", autocommit=autocommit, connect_timeout=10,
                           program_name=(application_name or "airmigrate")[:64],
                           init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", **where)
+        conn.target = target  # where it goes (the replicas' lag is read with the same credentials)
+        return conn
     except pymysql.err.OperationalError as exc:
         raise TransientError(f"cannot connect to {target.describe()}: {message(exc)}") from None
 

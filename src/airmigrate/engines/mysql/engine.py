@@ -20,7 +20,9 @@ from airmigrate.engines.mysql import (
     maintenance,
     online,
     operations,
+    pacing_sql,
     parsing,
+    replication,
     rewrite,
     state_sql,
 )
@@ -202,9 +204,17 @@ class MySQLEngine(Engine):
     def lease_sessions(self, conn: Any, key: tuple[int, int], exclude: set[int]) -> list[tuple]:
         return leases.lease_sessions(conn, key, exclude)
 
+    # -- pacing signals
     def paces_by_latency(self) -> bool:
-        """Not yet: airmigrate.pacing reads PostgreSQL's statistics (pg_stat_statements, pg_stat_activity)."""
-        return False
+        """Yes: information_schema (the application's transactions, its lock waits on ours), performance_schema
+        when it is on (its statements), the round-trip canary (see pacing_sql)."""
+        return True
+
+    def pacing_sql(self) -> Any:
+        return pacing_sql
+
+    def replication_lag_s(self, conn: Any, replicas: tuple[str, ...]) -> float | None:
+        return replication.lag_s(conn, replicas)
 
     # -- a DDL step a crash interrupted
     def already_in_place(self, exc: BaseException) -> bool:

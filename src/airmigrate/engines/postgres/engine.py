@@ -21,6 +21,7 @@ from airmigrate.engines.postgres import (
     lock_rules,
     maintenance,
     not_null,
+    pacing_sql,
     parsing,
     references,
     state_sql,
@@ -210,8 +211,15 @@ class PostgresEngine(Engine):
     def lease_sessions(self, conn: Any, key: tuple[int, int], exclude: set[int]) -> list[tuple]:
         return state_sql.lease_sessions(conn, key, exclude)
 
+    # -- pacing signals
     def paces_by_latency(self) -> bool:
         return True
+
+    def pacing_sql(self) -> Any:
+        return pacing_sql
+
+    def replication_lag_s(self, conn: Any, replicas: tuple[str, ...]) -> float | None:
+        return None  # pg_stat_replication on the primary (state_sql.HEALTH_QUERIES)
 
     # -- a DDL step a crash interrupted
     def already_in_place(self, exc: BaseException) -> bool:

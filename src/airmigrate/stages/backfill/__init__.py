@@ -195,7 +195,7 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
         if retry_failed:
             requeue_failed(conn, run_id)
         throttle, app_latency_ratio = pacing_of(conn, settings.throttle, app_latency_ratio)
-        pacer = Pacer(target, run_id, throttle, shards or migration.spec.shards, app_latency_ratio)
+        pacer = Pacer(target, run_id, throttle, shards or migration.spec.shards, app_latency_ratio, session=conn)
         sizer = BatchSizer(current_size(conn, run_id), pacer.batch_seconds(settings.target_batch_seconds),
                            settings.min_batch_size, settings.max_batch_size, settings.adaptive)
         conn.commit()

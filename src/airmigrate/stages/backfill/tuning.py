@@ -85,16 +85,20 @@ def health_problem(conn, throttle, table: str) -> str | None:
     for name, limit in limits.items():
         if limit is None:
             continue
-        if queries.get(name) is None:
+        if queries.get(name) is None and name == "replication lag" and throttle.replicas:
+            value = engine.replication_lag_s(conn, throttle.replicas)  # asked on the replicas themselves (MySQL)
+        elif queries.get(name) is None:
             if (engine.name, name) not in _UNMEASURED:
                 _UNMEASURED.add((engine.name, name))
                 log.info("throttle: %s is not measured on %s: that limit is not checked", name, engine.name)
             continue
-        value = float(conn.execute(queries[name], {"table": table}).fetchone()[0] or 0)
-        conn.commit()
-        if value > limit:
+        else:
+            value = float(conn.execute(queries[name], {"table": table}).fetchone()[0] or 0)
+            conn.commit()
+        if value is not None and value > limit:
             unit = {"replication lag": "s", "oldest transaction": "s", "WAL backlog": " MB"}.get(name, "")
-            return f"{name} {value:.1f}{unit} > limit {limit}{unit}"
+            shown = "unknown (a replica's replication is stopped)" if value == float("inf") else f"{value:.1f}{unit}"
+            return f"{name} {shown} > limit {limit}{unit}"
     return None
 
 

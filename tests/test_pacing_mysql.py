@@ -1,0 +1,357 @@
+"""Pacing on a real MySQL / MariaDB (issue 22): the signals the pacer reads there (engines/mysql/pacing_sql.py) and
+the closed loop. On MariaDB 10.11 performance_schema is off by default: the signals are the application's
+transactions' and statements' ages (information_schema), its waits on our row locks, and the round-trip canary.
+
+The application here is the PostgreSQL test's: one statement, slow exactly while a batch of ours runs (and, here,
+while a switch says the harm is on), so the pacer must slow down while it hurts and speed up once it no longer
+does. The assertions read the pacer's own record (airmigrate.pacing_log), never a timing."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from mysql_support import URL, Writer, drop_database, fill, fresh_database, skip_without_server, wait_for
+
+from airmigrate import db, engines, state
+from airmigrate.engines.target import Target
+from airmigrate.errors import AirmigrateError
+from airmigrate.pacing import pacer
+from airmigrate.pacing.pacer import own_connection
+from airmigrate.pacing.signals import Sampler
+from airmigrate.spec import Throttle, load_migration
+from airmigrate.stages import backfill
+from airmigrate.stages.backfill import tuning
+
+pytestmark = pytest.mark.server
+
+skip_without_server()  # one line in the summary when no server answers (a user's machine)
+
+QUERIES = engines.named("mysql").pacing_sql()
+
+
+@pytest.fixture
+def target(monkeypatch):
+    monkeypatch.setenv("AIRMIGRATE_TARGET_URL", URL)  # the spec's SQL is read by the MySQL engine's parser
+    monkeypatch.delenv("AIRFLOW_CONN_AIRMIGRATE_TARGET", raising=False)
+    target = fresh_database(f"am_pace_{uuid.uuid4().hex[:4]}")
+    fill(target, "t", 20_000)
+    with db.connect(target, autocommit=True) as conn:
+        conn.execute("ALTER TABLE t ADD COLUMN b INT NULL")
+        conn.execute("CREATE TABLE harm (on_ BOOLEAN NOT NULL)")
+        conn.execute("INSERT INTO harm VALUES (TRUE)")
+    yield target
+    drop_database(target)
+    with db.connect(target.with_dbname("mysql"), autocommit=True) as conn:
+        if state.tables_exist(conn):
+            conn.execute("DELETE FROM airmigrate.runs WHERE migration_id LIKE %s", (f"%{target.dbname}%",))
+
+
+def _in_background(conn, statement: str) -> threading.Thread:
+    """`statement` on `conn` in a thread (it waits on a lock, or sleeps); errors swallowed (the test ends it)."""
+    def run():
+        try:
+            conn.execute(statement).fetchall()
+        except Exception:
+            pass
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_the_signals_see_the_applications_transactions_and_waits_on_our_locks_and_never_our_own_sessions(target):
+    reader = own_connection(target)
+    activity = QUERIES.activity(reader)
+    ours, app, app_waiting, ours_sleeping, app_sleeping = (db.connect(target) for _ in range(5))
+    try:
+        QUERIES.mark_own_session(ours, "airmigrate test")
+        QUERIES.mark_own_session(ours_sleeping, "airmigrate test")
+        ours.execute("UPDATE t SET b = 1 WHERE id = 1")                  # our batch, holding row 1
+        app.execute("UPDATE t SET b = 2 WHERE id = 500")                 # the application's open transaction
+        app_id = app.info.backend_pid
+        # an application transaction held open shows its age (one-second trx_started, refined by each sample)
+        ages = wait_for(lambda: (read := activity.read()[2]) and max(read) >= 1500 and read, timeout=30,
+                        what="the application's transaction to show an age of 1.5 s")
+        assert len(ages) == 1, f"only the application's transaction, not ours (older, still open): {ages}"
+        # a statement outside a transaction block counts by its time in the command; ours never
+        _in_background(ours_sleeping, "SELECT SLEEP(30)")
+        _in_background(app_sleeping, "SELECT SLEEP(30)")
+        wait_for(lambda: len(activity.read()[2]) == 2, what="the application's SELECT SLEEP among the ages")
+        # the application waiting on a row we hold: seen, by its session id; waiting on its own rows: not ours
+        waiter = _in_background(app_waiting, "UPDATE t SET b = 3 WHERE id = 1")
+        waiting = wait_for(lambda: activity.read()[1], what="the application's lock wait on our row")
+        assert waiting == [app_waiting.info.backend_pid]
+        sampler = Sampler(reader, cpus=2)
+        assert sampler.statements is None and "performance_schema is off" in sampler.missing_statements or \
+            sampler.statements is not None, "performance_schema: used when on, said when off"
+        assert [sampler.sample() for _ in range(3)][-1] == 1, "three samples in a row see it waiting: blocked"
+        ours.rollback()
+        waiter.join(timeout=30)
+        # information_schema's InnoDB tables are a snapshot refreshed at most ten times a second
+        wait_for(lambda: activity.read()[1] == [], what="nobody waiting on us once our lock is gone")
+        app_waiting.rollback()
+        _in_background(app_waiting, "UPDATE t SET b = 4 WHERE id = 500")     # now on the application's own row
+        wait_for(lambda: app_id in {row[0] for row in reader.execute(
+            "SELECT r.trx_mysql_thread_id FROM information_schema.INNODB_LOCK_WAITS w JOIN information_schema."
+            "INNODB_TRX r ON r.trx_id = w.blocking_trx_id").fetchall()}, what="a wait on the application's row")
+        assert activity.read()[1] == [], "the application waiting on itself is not our doing"
+    finally:
+        for sleeping in (ours_sleeping, app_sleeping):
+            reader.execute(f"KILL QUERY {int(sleeping.info.backend_pid)}")
+        for conn in (ours, app, app_waiting, ours_sleeping, app_sleeping, reader):
+            conn.close()
+
+
+# -- the closed loop ------------------------------------------------------------------------------------------
+
+FAST_S, SLOW_S = 0.002, 0.02  # the application's statement alone / beside a batch of ours while the harm is on
+# slow exactly while the harm is on and one of our batches (an UPDATE of t) runs
+APP_STATEMENT = ("SELECT SLEEP(IF((SELECT on_ FROM harm) AND EXISTS (SELECT 1 FROM information_schema.PROCESSLIST "
+                 "WHERE INFO LIKE 'UPDATE t %%'), %s, %s))")
+
+
+def _migration(tmp_path, target, batch_sql: str, batch_size: int, **throttle):
+    folder = tmp_path / f"0090_{target.dbname}"
+    folder.mkdir()
+    (folder / "up.sql").write_text("SELECT 1;\n")
+    (folder / "down.sql").write_text("SELECT 1;\n")
+    (folder / "backfill.sql").write_text(batch_sql)
+    spec = {"description": "paced backfill on MySQL", "table": f"{target.dbname}.t", "key": "id",
+            "batch_size": batch_size, "shards": 1,
+            "backfill": {"sql": "backfill.sql", "columns": ["b"], "adaptive": False,
+                         "throttle": {"app_latency_ratio": 1.5, "probe_every_s": 5, "max_lock_waiters": None,
+                                      **throttle}}}
+    (folder / "migration.yaml").write_text(yaml.safe_dump(spec))
+    return load_migration(folder)
+
+
+def _begin(target, migration) -> int:
+    with db.connect(target) as conn:
+        state.ensure_schema(conn)
+        run_id, _ = state.begin_run(conn, migration.id, "up", None)
+    backfill.start_backfill(target, migration, run_id)
+    return run_id
+
+
+def _decisions(target, run_id) -> list[tuple]:
+    """(seconds since the first decision, budget, the figure held, decision), the pacer's own record."""
+    with db.connect(target) as conn:
+        return [(float(r[0]), float(r[1]), r[2], r[3]) for r in conn.execute(
+            "SELECT TIMESTAMPDIFF(MICROSECOND, (SELECT MIN(at) FROM airmigrate.pacing_log WHERE run_id = %s), at) "
+            "/ 1e6, budget, latency_ratio, decision FROM airmigrate.pacing_log WHERE run_id = %s ORDER BY id",
+            (run_id, run_id)).fetchall()]
+
+
+def _server_now(target) -> float:
+    """Seconds since the first decision on the pacing log's clock (UTC_TIMESTAMP)."""
+    with db.connect(target) as conn:
+        return float(conn.execute("SELECT TIMESTAMPDIFF(MICROSECOND, MIN(at), UTC_TIMESTAMP(6)) / 1e6 "
+                                  "FROM airmigrate.pacing_log").fetchone()[0] or 0)
+
+
+def test_a_paced_backfill_slows_down_while_the_application_is_hurt_and_speeds_up_when_it_is_not(target, tmp_path,
+                                                                                                monkeypatch):
+    # MySQL's own signal only: the round-trip canary (engine-neutral, tested on PostgreSQL) reads the machine's load
+    # as much as the application's harm, and this machine is shared (at load 10 it read 5-10x with no harm at all)
+    monkeypatch.setattr(pacer, "MIN_TRIPS", 10**9)
+    # 50 ms a batch (one SLEEP per batch, not per row): the application's statement is 10x slower meanwhile
+    migration = _migration(tmp_path, target, "UPDATE t JOIN (SELECT SLEEP(0.05) AS z) s SET t.b = t.a * 2 + s.z "
+                                             "WHERE t.id BETWEEN %(lo)s AND %(hi)s", batch_size=20)
+    run_id = _begin(target, migration)
+    # four clients: enough transactions in flight for the tail figure between probes (no performance_schema here)
+    apps = [Writer(target, lambda conn, rng, i: conn.execute(APP_STATEMENT, (SLOW_S, FAST_S)).fetchall(), seed=n)
+            for n in range(4)]
+    for app in apps:
+        app.start()
+    done, phases = threading.Event(), {}
+
+    def switch_harm_off():
+        wait_for(lambda: any("over target" in d[3] for d in _decisions(target, run_id)), timeout=120,
+                 what="the pacer to cut while the application is hurt")
+        wait_for(lambda: len(_decisions(target, run_id)) >= 20, timeout=120, what="twenty decisions")
+        with db.connect(target, autocommit=True) as conn:
+            conn.execute("UPDATE harm SET on_ = FALSE")
+        phases["off_at"], phases["off_mono"] = _server_now(target), time.monotonic()
+
+    switcher = threading.Thread(target=lambda: (switch_harm_off(), None), daemon=True)
+    switcher.start()
+    try:
+        backfill.run_shard(target, migration, run_id, should_stop=lambda: done.is_set() or (
+            "off_mono" in phases and time.monotonic() > phases["off_mono"] + 20))
+    finally:
+        done.set()
+        errors = [error for app in apps for error in app.finish().errors]
+        switcher.join(timeout=5)
+    decisions = _decisions(target, run_id)
+    assert not errors, errors[:3]
+    assert "off_at" in phases, f"the pacer never cut while the application was hurt: {decisions}"
+    hurt = [d for d in decisions if d[0] < phases["off_at"]]
+    healed = [d for d in decisions if d[0] >= phases["off_at"] + 3]   # its window holds a few seconds of before
+    cuts = [d for d in hurt if "over target" in d[3]]
+    assert all("app transactions" in d[3] for d in cuts), "the application's transactions' age, read on MySQL"
+    assert cuts and min(d[1] for d in hurt) < 0.25, f"hurt, the pacer cut below its start share: {hurt}"
+    assert any(d[2] is not None and d[2] > 1.5 for d in cuts), f"on a figure over the target: {cuts}"
+    low = hurt[-1][1]
+    assert max(d[1] for d in healed) > max(2 * low, 0.5), f"unharmed, it sped up again from {low}: {healed}"
+    assert not [d for d in healed[len(healed) // 2:] if "over target" in d[3]], healed
+
+
+def test_the_application_waiting_on_our_row_locks_halves_the_budget_at_once(target, tmp_path):
+    """3 ms a row: a batch's first row stays locked for the whole batch (~0.6 s); the application keeps writing
+    the first row of whatever batch runs."""
+    migration = _migration(tmp_path, target, "UPDATE t SET b = a + SLEEP(0.003) WHERE id BETWEEN %(lo)s AND %(hi)s",
+                           batch_size=200)
+    run_id = _begin(target, migration)
+
+    def write_first_row(conn, rng, i):
+        lo = conn.execute("SELECT COALESCE(MAX(CAST(lo AS SIGNED)), 0) FROM airmigrate.batches WHERE run_id = %s",
+                          (run_id,)).fetchone()[0]
+        conn.execute("UPDATE t SET s = s WHERE id = %s", (lo,))
+
+    app = Writer(target, write_first_row, pause_s=0.05)
+    app.start()
+    try:
+        backfill.run_shard(target, migration, run_id, should_stop=lambda: len(
+            [d for d in _decisions(target, run_id) if "waiting on our locks: halved" in d[3]]) >= 2 or
+            len(_decisions(target, run_id)) > 60)
+    finally:
+        app.finish()
+    halved = [d for d in _decisions(target, run_id) if "waiting on our locks: halved" in d[3]]
+    assert halved and min(d[1] for d in halved) < 0.2, _decisions(target, run_id)
+
+
+# -- the replicas' lag (throttle.replicas: a MySQL primary does not know it) --------------------------------------
+
+MARIADBD, INSTALL_DB = shutil.which("mariadbd") or "/usr/sbin/mariadbd", shutil.which("mariadb-install-db")
+PRIMARY_PORT, REPLICA_PORT, STATS_PORT = 18471, 18472, 18473  # scratch servers of these tests' own
+
+
+def _start_server(folder: Path, port: int, server_id: int, performance_schema: bool = False) -> subprocess.Popen:
+    data = folder / f"data{port}"
+    subprocess.run([INSTALL_DB, "--no-defaults", f"--datadir={data}", "--user=root", "--skip-test-db",
+                    "--auth-root-authentication-method=normal"], check=True, capture_output=True, timeout=300)
+    server = subprocess.Popen([MARIADBD, "--no-defaults", f"--datadir={data}", "--user=root", f"--port={port}",
+                               "--bind-address=127.0.0.1", f"--socket={data}/mysqld.sock", f"--server-id={server_id}",
+                               "--log-bin=binlog", "--innodb-buffer-pool-size=16M",
+                               f"--performance-schema={'ON' if performance_schema else 'OFF'}",
+                               "--skip-name-resolve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = Target.from_url(f"mysql://root@127.0.0.1:{port}/mysql")
+
+    def answers():
+        try:
+            db.connect(target).close()
+            return True
+        except Exception:
+            return server.poll() is not None  # died: the assertion below says so
+    wait_for(answers, timeout=300, what=f"the scratch MariaDB on port {port}")
+    assert server.poll() is None, f"the scratch MariaDB on port {port} did not start"
+    return server
+
+
+def _need_binaries() -> None:
+    if not (INSTALL_DB and Path(MARIADBD).exists()):
+        pytest.skip("no mariadbd / mariadb-install-db on this machine: a scratch server cannot be started")
+
+
+@pytest.fixture
+def primary_and_replica(tmp_path):
+    _need_binaries()
+    servers = []
+    try:
+        servers.append(_start_server(tmp_path, PRIMARY_PORT, 1))
+        servers.append(_start_server(tmp_path, REPLICA_PORT, 2))
+        primary = Target.from_url(f"mysql://root@127.0.0.1:{PRIMARY_PORT}/mysql")
+        replica = Target.from_url(f"mysql://root@127.0.0.1:{REPLICA_PORT}/mysql")
+        with db.connect(replica, autocommit=True) as conn:
+            conn.execute(f"CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {PRIMARY_PORT}, "
+                         "MASTER_USER = 'root', MASTER_PASSWORD = '', MASTER_USE_GTID = no")
+            conn.execute("START SLAVE")
+        with db.connect(primary, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE shop")
+            conn.execute("CREATE TABLE shop.orders (id INT PRIMARY KEY) ENGINE = InnoDB")
+        wait_for(lambda: _scalar(replica, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+                                          "'shop'"), timeout=120, what="the replica to apply the primary's table")
+        yield primary, replica
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=120)
+
+
+def _scalar(target, query):
+    with db.connect(target, autocommit=True) as conn:
+        return conn.execute(query).fetchone()[0]
+
+
+def test_the_replicas_lag_is_read_on_each_replica_and_pauses_the_shard_over_the_limit(primary_and_replica):
+    primary, replica = primary_and_replica
+    throttle = Throttle(replicas=(f"127.0.0.1:{REPLICA_PORT}",), max_replication_lag_s=1.5,
+                        max_transaction_age_s=None, max_lock_waiters=None, pause_during_autovacuum=False,
+                        max_wal_backlog_mb=None)
+    with db.connect(primary, autocommit=True) as conn:
+        assert tuning.health_problem(conn, throttle, "shop.orders") is None, "caught up: healthy"
+        holder = db.connect(replica, autocommit=True)
+        try:
+            holder.execute("LOCK TABLES shop.orders WRITE")      # the replica's SQL thread waits behind it
+            conn.execute("INSERT INTO shop.orders VALUES (1)")
+            problem = wait_for(lambda: tuning.health_problem(conn, throttle, "shop.orders"), timeout=120,
+                               what="the replica's lag over 1.5 s")
+            assert problem.startswith("replication lag ") and problem.endswith("> limit 1.5s"), problem
+        finally:
+            holder.execute("UNLOCK TABLES")
+            holder.close()
+        wait_for(lambda: tuning.health_problem(conn, throttle, "shop.orders") is None, timeout=120,
+                 what="the replica to catch up")
+        with db.connect(replica, autocommit=True) as stopper:
+            stopper.execute("STOP SLAVE")
+        problem = wait_for(lambda: tuning.health_problem(conn, throttle, "shop.orders"), timeout=30,
+                           what="a stopped replica to pause the shard")
+        assert "unknown (a replica's replication is stopped)" in problem
+        not_a_replica = Throttle(replicas=(f"127.0.0.1:{PRIMARY_PORT}",))
+        with pytest.raises(AirmigrateError, match="is not a replica"):
+            tuning.health_problem(conn, not_a_replica, "shop.orders")
+
+
+def test_a_replica_is_host_and_port_never_a_url_with_a_password():
+    assert Throttle(replicas=("db2.internal:3307", "db3")).replicas == ("db2.internal:3307", "db3")
+    with pytest.raises(ValueError, match=r"replicas: entry 2 \(a URL with a user\) is not host:port") as refused:
+        Throttle(replicas=("db2", "mysql://app:secret@db2:3306"))
+    assert "secret" not in refused.value.errors()[0]["msg"], "the password is never echoed (the spec loader's text)"
+    with pytest.raises(ValueError, match=r"entry 1 \('db2:x'\) is not host:port"):
+        Throttle(replicas=("db2:x",))
+
+
+def test_with_performance_schema_on_the_applications_statements_are_read_and_ours_are_left_out(tmp_path):
+    """A scratch MariaDB with performance_schema on (the shared one has it off, MariaDB's default)."""
+    _need_binaries()
+    server = _start_server(tmp_path, STATS_PORT, 3, performance_schema=True)
+    try:
+        with db.connect(Target.from_url(f"mysql://root@127.0.0.1:{STATS_PORT}/mysql"), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE shop")
+        target = Target.from_url(f"mysql://root@127.0.0.1:{STATS_PORT}/shop")
+        reader_conn, app, ours = own_connection(target), db.connect(target, autocommit=True), own_connection(target)
+        read, why = QUERIES.statements(reader_conn)
+        assert why is None and read is not None, why
+        for conn in (app, ours):
+            conn.execute("SELECT 1").fetchall()       # each session's first sums: the baseline, not counted
+        before = read()
+        for _ in range(20):
+            app.execute("SELECT SLEEP(0.01)").fetchall()
+            ours.execute("SELECT SLEEP(0.05)").fetchall()
+        total_ms, calls = read()
+        assert calls - before[1] == 20, "the application's 20 statements, none of ours"
+        assert total_ms - before[0] >= 20 * 10, "each slept 10 ms at least, as the server timed it"
+        ours.close()  # a session gone between two reads drops out of both (no negative delta)
+        app.execute("SELECT 1").fetchall()
+        assert read()[1] - calls == 1
+        for conn in (app, reader_conn):
+            conn.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=120)
