@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from airmigrate.engines.base import ONLINE, Engine
+from airmigrate.engines.base import ONLINE, Engine, RowsJob
 from airmigrate.engines.postgres import (
     backup,
     bulk,
@@ -21,6 +21,7 @@ from airmigrate.engines.postgres import (
     lock_rules,
     maintenance,
     not_null,
+    op_rows,
     parsing,
     references,
     state_sql,
@@ -215,6 +216,25 @@ class PostgresEngine(Engine):
 
     def paces_by_latency(self) -> bool:
         return True
+
+    # -- operations: rows (delete_rows, move_rows)
+    def rows_expand(self, job: RowsJob) -> list[str]:
+        return op_rows.expand(job)
+
+    def rows_batch(self, job: RowsJob) -> list[str]:
+        return op_rows.batch(job)
+
+    def rows_contract(self, job: RowsJob) -> list[str]:
+        return op_rows.contract(job)
+
+    def rows_down(self, job: RowsJob) -> list[str]:
+        return op_rows.down(job)
+
+    def rows_down_batch(self, job: RowsJob) -> list[str]:
+        return op_rows.down_batch(job)
+
+    def rows_down_contract(self, job: RowsJob) -> list[str]:
+        return op_rows.down_contract(job)
 
     # -- the demo database
     def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:
