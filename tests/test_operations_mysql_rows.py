@@ -88,7 +88,9 @@ def table_md5(target: Target, query: str) -> str:
 
 class Application:
     """The writer's work: 10% inserts past the end, 90% updates of random rows; while `behind` is set, also rows
-    matching `where` written behind the cursor (new keys below the table's, updates making a row match)."""
+    matching `where` written behind the cursor (new keys below the table's, updates making a row match). Once it
+    is cleared (half the walk done) nothing it writes matches: a matching row written after the final sweep
+    would stay, by design (the sweep's MAX_SWEEPS)."""
 
     def __init__(self, rows: int):
         self.rows, self.behind = rows, threading.Event()
@@ -97,8 +99,9 @@ class Application:
 
     def __call__(self, conn, rng, i) -> None:
         roll = rng.random()
-        if roll < 0.1:
-            conn.execute("INSERT INTO users (id, a, s) VALUES (%s, %s, 'new')", (self.next_id, rng.randint(0, 999)))
+        if roll < 0.1:  # ahead of the cursor: the walk meets them (matching ones too, until `behind` ends)
+            a = rng.randint(0, 999) if self.behind.is_set() else rng.choice((1, 2, 4, 5))
+            conn.execute("INSERT INTO users (id, a, s) VALUES (%s, %s, 'new')", (self.next_id, a))
             self.touched.add(self.next_id)
             self.next_id += 1
         elif roll < 0.2 and self.behind.is_set():
@@ -146,13 +149,12 @@ def roll_back(target: Target, migration) -> None:
     rollback.restore(target, migration, run_id)
 
 
-def done_batches(target: Target, run_id: int) -> int:
-    return scalar(target, "SELECT COUNT(*) FROM airmigrate.batches WHERE run_id = %s AND status = 'succeeded'",
-                  (run_id,))
+def archived(target: Target, migration) -> int:
+    return scalar(target, f"SELECT COUNT(*) FROM {archive(migration)}")
 
 
 def run_under_the_application(target: Target, migration) -> tuple[int, Application, Writer, float]:
-    """The up stages with the writer on; `behind` writes stop once half the walk's batches are done (what came
+    """The up stages with the writer on; `behind` writes stop once half the matching rows are archived (what came
     behind the cursor by then is the sweep's), the writer itself when the batches end."""
     app = Application(ROWS)
     writer = Writer(target, app)
@@ -160,9 +162,9 @@ def run_under_the_application(target: Target, migration) -> tuple[int, Applicati
     writer.start()
     try:
         run_id = begin(target, migration)
-        half = max(1, ROWS // 2 // migration.spec.batch_size)
-        stopper = threading.Thread(target=lambda: (wait_for(lambda: done_batches(target, run_id) >= half,
-                                                            600, "half the batches"), app.behind.clear()),
+        half = ROWS // 6  # half the rows `where` matches: the walk is about half way (batch sizes adapt)
+        stopper = threading.Thread(target=lambda: (wait_for(lambda: archived(target, migration) >= half,
+                                                            600, "half the rows"), app.behind.clear()),
                                    daemon=True)
         stopper.start()
         run_shards(target, migration, run_id)
@@ -170,6 +172,12 @@ def run_under_the_application(target: Target, migration) -> tuple[int, Applicati
         app.behind.clear()
         writer.finish()
     return run_id, app, writer, time.monotonic() - started
+
+
+def sweeps(target: Target, run_id: int) -> int:
+    """How many final sweeps made batches over rows written behind the cursor (the run's facts)."""
+    return int(scalar(target, "SELECT COALESCE(JSON_EXTRACT(facts, '$.sweeps'), 0) FROM airmigrate.runs "
+                              "WHERE run_id = %s", (run_id,)))
 
 
 def assert_application_healthy(writer: Writer) -> None:
@@ -190,7 +198,7 @@ def test_delete_rows_under_the_application_sweeps_behind_the_cursor_and_rolls_ba
     run_id, app, writer, took = run_under_the_application(target, migration)
     assert_application_healthy(writer)
     assert scalar(target, f"SELECT COUNT(*) FROM users WHERE {WHERE}") == 0
-    assert scalar(target, "SELECT COUNT(*) FROM users WHERE s = 'behind'") == 0   # the sweep found them
+    assert scalar(target, "SELECT COUNT(*) FROM users WHERE s = 'behind'") == 0 and sweeps(target, run_id) >= 1
     archived, distinct, wrong = (int(v or 0) for v in db.connect(target).execute(
         f"SELECT COUNT(*), COUNT(DISTINCT id), SUM(NOT ({WHERE})) FROM {archive(migration)}").fetchone())
     deleted = int(scalar(target, "SELECT SUM(`rows`) FROM airmigrate.batches WHERE run_id = %s AND status = "
@@ -221,7 +229,7 @@ def test_move_rows_under_the_application_keeps_every_row_in_one_place_and_moves_
                                                   "create": True, "keep_archive_days": 0})
     run_id, app, writer, took = run_under_the_application(target, migration)
     assert_application_healthy(writer)
-    assert scalar(target, f"SELECT COUNT(*) FROM users WHERE {WHERE}") == 0
+    assert scalar(target, f"SELECT COUNT(*) FROM users WHERE {WHERE}") == 0 and sweeps(target, run_id) >= 1
     moved = scalar(target, "SELECT COUNT(*) FROM users_old")
     assert moved == scalar(target, f"SELECT COUNT(*) FROM {archive(migration)}") == int(scalar(
         target, "SELECT SUM(`rows`) FROM airmigrate.batches WHERE run_id = %s AND status = 'succeeded'", (run_id,)))
