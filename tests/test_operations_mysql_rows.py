@@ -30,6 +30,7 @@ from mysql_support import URL, Writer, drop_database, fill, fresh_database, skip
 
 from airmigrate import db, state
 from airmigrate.engines.target import Target
+from airmigrate.errors import PreflightError
 from airmigrate.spec import load_migration
 from airmigrate.stages import backfill, backup, cleanup, preflight, rollback, schema_change
 
@@ -174,6 +175,13 @@ def run_under_the_application(target: Target, migration) -> tuple[int, Applicati
     return run_id, app, writer, time.monotonic() - started
 
 
+def batches(target: Target, run_id: int) -> str:
+    """The run's batches in words, for the log line the README's figures come from."""
+    with db.connect(target) as conn:
+        found = state.batch_summary(conn, run_id)
+    return f"{found['succeeded']} batches in {float(found['seconds'] or 0):.1f}s"
+
+
 def sweeps(target: Target, run_id: int) -> int:
     """How many final sweeps made batches over rows written behind the cursor (the run's facts)."""
     return int(scalar(target, "SELECT COALESCE(JSON_EXTRACT(facts, '$.sweeps'), 0) FROM airmigrate.runs "
@@ -209,7 +217,9 @@ def test_delete_rows_under_the_application_sweeps_behind_the_cursor_and_rolls_ba
     assert total == ROWS + (app.next_id - ROWS - 1) + (-app.low_id)   # every row in one place
     whole = table_md5(target, f"SELECT id, a, s FROM users UNION ALL SELECT id, a, s FROM {archive(migration)}")
 
+    started = time.monotonic()
     roll_back(target, migration)
+    back = time.monotonic() - started
     assert table_md5(target, "SELECT id, a, s FROM users") == whole
     untouched = ",".join(map(str, sorted(app.touched))) or "NULL"
     assert table_md5(target, f"SELECT id, a, s FROM users WHERE id NOT IN ({untouched})") == table_md5(
@@ -219,7 +229,8 @@ def test_delete_rows_under_the_application_sweeps_behind_the_cursor_and_rolls_ba
     assert scalar(target, "SELECT COUNT(*) FROM information_schema.triggers WHERE trigger_schema = %s",
                   (target.dbname,)) == 0
     log.warning("delete_rows on MySQL, %s rows: %d archived, %d app statements, %d errors, slowest %.3fs, "
-                "%.1fs", f"{ROWS:,}", archived, writer.calls, len(writer.errors), writer.slowest, took)
+                "%.1fs (%s); rollback %.1fs, md5 equal", f"{ROWS:,}", archived, writer.calls, len(writer.errors),
+                writer.slowest, took, batches(target, run_id), back)
 
 
 def test_move_rows_under_the_application_keeps_every_row_in_one_place_and_moves_them_back(target, tmp_path):
@@ -240,15 +251,18 @@ def test_move_rows_under_the_application_keeps_every_row_in_one_place_and_moves_
     assert scalar(target, "SELECT COUNT(*) FROM users u JOIN users_old d ON d.id = u.id") == 0
     whole = table_md5(target, "SELECT id, a, s FROM users UNION ALL SELECT id, a, s FROM users_old")
 
+    started = time.monotonic()
     roll_back(target, migration)
+    back = time.monotonic() - started
     assert table_md5(target, "SELECT id, a, s FROM users") == whole
     untouched = ",".join(map(str, sorted(app.touched))) or "NULL"
     assert table_md5(target, f"SELECT id, a, s FROM users WHERE id NOT IN ({untouched})") == table_md5(
         target, f"SELECT id, a, s FROM users_before WHERE id NOT IN ({untouched})")
     assert scalar(target, "SELECT COUNT(*) FROM information_schema.tables WHERE table_name IN (%s, 'users_old') "
                           "AND table_schema IN ('airmigrate', %s)", (f"archive_{migration.id}", target.dbname)) == 0
-    log.warning("move_rows on MySQL, %s rows: %d moved, %d app statements, %d errors, slowest %.3fs, %.1fs",
-                f"{ROWS:,}", moved, writer.calls, len(writer.errors), writer.slowest, took)
+    log.warning("move_rows on MySQL, %s rows: %d moved, %d app statements, %d errors, slowest %.3fs, %.1fs (%s); "
+                "rollback %.1fs, md5 equal", f"{ROWS:,}", moved, writer.calls, len(writer.errors), writer.slowest,
+                took, batches(target, run_id), back)
 
 
 def test_contract_waits_for_keep_archive_days_then_drops_the_archive(target, tmp_path):
@@ -274,6 +288,7 @@ def test_contract_waits_for_keep_archive_days_then_drops_the_archive(target, tmp
 WORKER = """
 import sys
 from airmigrate.engines.target import Target
+from airmigrate.errors import PreflightError
 from airmigrate.spec import load_migration
 from airmigrate.stages.backfill import run_shard
 run_shard(Target.from_url(sys.argv[1]), load_migration(sys.argv[2]), int(sys.argv[3]))
@@ -340,3 +355,54 @@ def test_move_rows_kill_9_at_random_moments_then_resume_moves_each_row_once(targ
 
     kill_9_then_resume(target, migration, "SELECT COUNT(*) FROM users_old", consistent, expected)
     assert scalar(target, f"SELECT COUNT(*) FROM users WHERE {WHERE}") == 0
+
+
+def test_move_rows_with_computed_columns_into_an_existing_table_and_back(target, tmp_path):
+    """The trigger computes the destination's row from the deleted one; the rollback brings the originals back
+    from the archive while its trigger removes the computed rows."""
+    fill(target, "users", 5000)
+    with db.connect(target, autocommit=True) as conn:
+        conn.execute("CREATE TABLE users_old (id INT PRIMARY KEY, a INT NOT NULL, label VARCHAR(60) NOT NULL)")
+    before = table_md5(target, "SELECT id, a, s FROM users")
+    migration = make_migration(tmp_path, target, {"op": "move_rows", "to": "users_old", "where": WHERE,
+                                                  "columns": {"id": "id", "a": "a", "label": "upper(s)"}},
+                               batch_size=700)
+    run_id = begin(target, migration)
+    run_shards(target, migration, run_id)
+    with db.connect(target) as conn:
+        moved, computed = conn.execute("SELECT COUNT(*), SUM(label = UPPER(CONCAT('row ', id))) FROM users_old"
+                                       ).fetchone()
+        assert moved == int(computed) == conn.execute(f"SELECT COUNT(*) FROM {archive(migration)}").fetchone()[0]
+        assert moved + conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 5000
+    roll_back(target, migration)
+    assert table_md5(target, "SELECT id, a, s FROM users") == before
+    assert scalar(target, "SELECT COUNT(*) FROM users_old") == 0  # it existed before: kept, empty
+
+
+def test_archive_none_deletes_with_an_acknowledgement_and_the_backup_keeps_a_dump(target, tmp_path):
+    fill(target, "users", 3000)
+    migration = make_migration(tmp_path, target, {"op": "delete_rows", "where": WHERE, "archive": "none"},
+                               acknowledge=[{"rule": "delete-without-archive",
+                                             "reason": "rows past their retention period must not be kept"}])
+    run_id = begin(target, migration)
+    run_shards(target, migration, run_id)
+    assert scalar(target, f"SELECT COUNT(*) FROM users WHERE {WHERE}") == 0
+    facts = yaml.safe_load(scalar(target, "SELECT facts FROM airmigrate.runs WHERE run_id = %s", (run_id,)))
+    assert facts["backup_path"] and "without an archive" in facts["backup_reason"]
+    assert Path(facts["backup_path"]).exists()
+    assert scalar(target, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'airmigrate' AND "
+                          "table_name = %s", (f"archive_{migration.id}",)) == 0
+
+
+def test_preflight_names_rows_of_other_tables_that_reference_matching_ones(target, tmp_path):
+    fill(target, "users", 100)
+    with db.connect(target, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (id INT PRIMARY KEY, user_id INT, "
+                     "CONSTRAINT orders_user FOREIGN KEY (user_id) REFERENCES users (id))")
+        conn.execute("INSERT INTO orders VALUES (1, 3), (2, 4)")  # 3 matches `where`, 4 does not
+    migration = make_migration(tmp_path, target, {"op": "delete_rows", "where": WHERE})
+    with pytest.raises(PreflightError) as refused:
+        preflight.preflight(target, migration)
+    text = str(refused.value)
+    assert f"1 row(s) of {target.dbname}.orders" in text and "orders_user" in text and "RESTRICT" in text
+    assert scalar(target, "SELECT COUNT(*) FROM users") == 100
