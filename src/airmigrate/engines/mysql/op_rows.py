@@ -16,6 +16,9 @@ The archive lives in the ``airmigrate`` database (where the state tables and sna
 columns (not its generated ones: they are derived) and its key as primary key, no other index: a unique
 email of a deleted row must not stop a later row with the same email from being archived.
 
+Nothing is vacuumed between batches: InnoDB's purge thread removes deleted rows by itself once no transaction
+can see them (maintenance.dead_tuples is 0 here), so `vacuum_dead_tuples` has nothing to act on.
+
 The contract's `keep_archive_days` check and the rollback's "every row back" check need an IF: MySQL runs IF
 only inside a stored program (MariaDB's anonymous ``BEGIN NOT ATOMIC`` is not MySQL 8's), so each is a
 procedure in ``airmigrate``, created, called and dropped (a failed call leaves it for the retry, which replaces
