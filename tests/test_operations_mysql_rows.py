@@ -127,12 +127,13 @@ def begin(target: Target, migration) -> int:
     return run_id
 
 
-def run_shards(target: Target, migration, run_id: int) -> None:
+def run_shards(target: Target, migration, run_id: int, **options) -> None:
+    """Two shards in threads, as the DAG runs them (`options`: run_shard's, e.g. should_stop)."""
     errors: list[BaseException] = []
 
     def shard(i: int) -> None:
         try:
-            backfill.run_shard(target, migration, run_id, i)
+            backfill.run_shard(target, migration, run_id, i, **options)
         except BaseException as exc:  # noqa: BLE001 -- re-raised below
             errors.append(exc)
     threads = [threading.Thread(target=shard, args=(i,)) for i in range(2)]
@@ -155,8 +156,9 @@ def archived(target: Target, migration) -> int:
 
 
 def run_under_the_application(target: Target, migration) -> tuple[int, Application, Writer, float]:
-    """The up stages with the writer on; `behind` writes stop once half the matching rows are archived (what came
-    behind the cursor by then is the sweep's), the writer itself when the batches end."""
+    """The up stages with the writer on: the shards stop once half the matching rows are archived, the writer's
+    `behind` writes end, the shards go on to the end (what came behind the cursor is the sweep's); the writer
+    stops when the batches end."""
     app = Application(ROWS)
     writer = Writer(target, app)
     started = time.monotonic()
@@ -164,10 +166,8 @@ def run_under_the_application(target: Target, migration) -> tuple[int, Applicati
     try:
         run_id = begin(target, migration)
         half = ROWS // 6  # half the rows `where` matches: the walk is about half way (batch sizes adapt)
-        stopper = threading.Thread(target=lambda: (wait_for(lambda: archived(target, migration) >= half,
-                                                            600, "half the rows"), app.behind.clear()),
-                                   daemon=True)
-        stopper.start()
+        run_shards(target, migration, run_id, should_stop=lambda: archived(target, migration) >= half)
+        app.behind.clear()  # before the walk's end and its sweeps (a matching row written after them would stay)
         run_shards(target, migration, run_id)
     finally:
         app.behind.clear()
@@ -188,10 +188,42 @@ def sweeps(target: Target, run_id: int) -> int:
                               "WHERE run_id = %s", (run_id,)))
 
 
-def assert_application_healthy(writer: Writer) -> None:
+def assert_application_healthy(writer: Writer, min_calls: int = 50) -> None:
     assert writer.errors == [], writer.errors[:3]
-    assert writer.calls > 50, "the application must have been writing during the run"
+    assert writer.calls > min_calls, "the application must have been writing meanwhile"
     assert writer.slowest <= LOCK_WAIT_MS / 1000 + 1.0, f"an application statement took {writer.slowest:.2f}s"
+
+
+def keep_expected(target: Target, rows_query: str) -> None:
+    """What the rollback must give back: every row where the run left it (table, archive or destination)."""
+    with db.connect(target, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE expected AS {rows_query}")
+
+
+def roll_back_under_the_application(target: Target, migration) -> tuple[float, Writer]:
+    """The rollback with the writer on (updates and inserts past the end, nothing matching `where`): its
+    seconds, and the writer."""
+    app = Application(ROWS)
+    app.next_id = scalar(target, "SELECT MAX(id) + 1 FROM expected")
+    app.behind.clear()
+    writer = Writer(target, app, seed=11)
+    started = time.monotonic()
+    writer.start()
+    try:
+        roll_back(target, migration)
+    finally:
+        writer.finish()
+    return time.monotonic() - started, writer
+
+
+def assert_as_expected(target: Target, touched: set[int]) -> None:
+    """The table after the rollback is md5-identical to `expected` on every row the application did not write
+    during the rollback."""
+    others = ",".join(map(str, sorted(touched))) or "NULL"
+    assert table_md5(target, f"SELECT id, a, s FROM users WHERE id NOT IN ({others})") == table_md5(
+        target, f"SELECT id, a, s FROM expected WHERE id NOT IN ({others})")
+    assert scalar(target, f"SELECT COUNT(*) FROM expected WHERE id NOT IN ({others})") == scalar(
+        target, f"SELECT COUNT(*) FROM users WHERE id NOT IN ({others})")
 
 
 def keep_original(target: Target) -> None:
@@ -215,13 +247,12 @@ def test_delete_rows_under_the_application_sweeps_behind_the_cursor_and_rolls_ba
     assert scalar(target, f"SELECT COUNT(*) FROM {archive(migration)} WHERE s = 'behind'") > 0
     total = scalar(target, "SELECT COUNT(*) FROM users") + archived
     assert total == ROWS + (app.next_id - ROWS - 1) + (-app.low_id)   # every row in one place
-    whole = table_md5(target, f"SELECT id, a, s FROM users UNION ALL SELECT id, a, s FROM {archive(migration)}")
+    keep_expected(target, f"SELECT id, a, s FROM users UNION ALL SELECT id, a, s FROM {archive(migration)}")
 
-    started = time.monotonic()
-    roll_back(target, migration)
-    back = time.monotonic() - started
-    assert table_md5(target, "SELECT id, a, s FROM users") == whole
-    untouched = ",".join(map(str, sorted(app.touched))) or "NULL"
+    back, during = roll_back_under_the_application(target, migration)
+    assert_application_healthy(during, min_calls=10)  # a rollback of 100,000 rows takes about a second
+    assert_as_expected(target, during.work.touched)
+    untouched = ",".join(map(str, sorted(app.touched | during.work.touched))) or "NULL"
     assert table_md5(target, f"SELECT id, a, s FROM users WHERE id NOT IN ({untouched})") == table_md5(
         target, f"SELECT id, a, s FROM users_before WHERE id NOT IN ({untouched})")
     assert scalar(target, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'airmigrate' AND "
@@ -229,8 +260,9 @@ def test_delete_rows_under_the_application_sweeps_behind_the_cursor_and_rolls_ba
     assert scalar(target, "SELECT COUNT(*) FROM information_schema.triggers WHERE trigger_schema = %s",
                   (target.dbname,)) == 0
     log.warning("delete_rows on MySQL, %s rows: %d archived, %d app statements, %d errors, slowest %.3fs, "
-                "%.1fs (%s); rollback %.1fs, md5 equal", f"{ROWS:,}", archived, writer.calls, len(writer.errors),
-                writer.slowest, took, batches(target, run_id), back)
+                "%.1fs (%s); rollback %.1fs under %d app statements (%d errors, slowest %.3fs), md5 equal",
+                f"{ROWS:,}", archived, writer.calls, len(writer.errors), writer.slowest, took, batches(target, run_id),
+                back, during.calls, len(during.errors), during.slowest)
 
 
 def test_move_rows_under_the_application_keeps_every_row_in_one_place_and_moves_them_back(target, tmp_path):
@@ -249,20 +281,20 @@ def test_move_rows_under_the_application_keeps_every_row_in_one_place_and_moves_
     total = scalar(target, "SELECT COUNT(*) FROM users") + moved
     assert total == ROWS + (app.next_id - ROWS - 1) + (-app.low_id)
     assert scalar(target, "SELECT COUNT(*) FROM users u JOIN users_old d ON d.id = u.id") == 0
-    whole = table_md5(target, "SELECT id, a, s FROM users UNION ALL SELECT id, a, s FROM users_old")
+    keep_expected(target, "SELECT id, a, s FROM users UNION ALL SELECT id, a, s FROM users_old")
 
-    started = time.monotonic()
-    roll_back(target, migration)
-    back = time.monotonic() - started
-    assert table_md5(target, "SELECT id, a, s FROM users") == whole
-    untouched = ",".join(map(str, sorted(app.touched))) or "NULL"
+    back, during = roll_back_under_the_application(target, migration)
+    assert_application_healthy(during, min_calls=10)  # a rollback of 100,000 rows takes about a second
+    assert_as_expected(target, during.work.touched)
+    untouched = ",".join(map(str, sorted(app.touched | during.work.touched))) or "NULL"
     assert table_md5(target, f"SELECT id, a, s FROM users WHERE id NOT IN ({untouched})") == table_md5(
         target, f"SELECT id, a, s FROM users_before WHERE id NOT IN ({untouched})")
     assert scalar(target, "SELECT COUNT(*) FROM information_schema.tables WHERE table_name IN (%s, 'users_old') "
                           "AND table_schema IN ('airmigrate', %s)", (f"archive_{migration.id}", target.dbname)) == 0
     log.warning("move_rows on MySQL, %s rows: %d moved, %d app statements, %d errors, slowest %.3fs, %.1fs (%s); "
-                "rollback %.1fs, md5 equal", f"{ROWS:,}", moved, writer.calls, len(writer.errors), writer.slowest,
-                took, batches(target, run_id), back)
+                "rollback %.1fs under %d app statements (%d errors, slowest %.3fs), md5 equal", f"{ROWS:,}", moved,
+                writer.calls, len(writer.errors), writer.slowest, took, batches(target, run_id), back, during.calls,
+                len(during.errors), during.slowest)
 
 
 def test_contract_waits_for_keep_archive_days_then_drops_the_archive(target, tmp_path):
