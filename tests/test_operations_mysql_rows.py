@@ -58,6 +58,7 @@ def target(monkeypatch):
             conn.execute("DELETE FROM airmigrate.runs WHERE migration_id LIKE %s", (f"%{found.dbname}%",))
             conn.execute("DELETE FROM airmigrate.history WHERE migration_id LIKE %s", (f"%{found.dbname}%",))
             conn.execute(f"DROP TABLE IF EXISTS airmigrate.`archive_0001_{found.dbname}`")
+            conn.execute(f"DROP PROCEDURE IF EXISTS airmigrate.`am_rows_0001_{found.dbname}_0`")  # a refused drop's
 
 
 def make_migration(tmp_path: Path, target: Target, operation: dict, **extra):
