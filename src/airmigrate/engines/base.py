@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airmigrate.engines.sql import Composable
+from airmigrate.engines.sql import Composable, Identifier
 from airmigrate.engines.target import Target
 from airmigrate.findings import Finding
 from airmigrate.locks import Analysis
@@ -55,6 +55,26 @@ class Executor:
     chunk_time: float = 0.5                      # pt-osc --chunk-time: seconds each copied chunk should take
     max_load: str = "Threads_running=25"         # pt-osc --max-load: pause the copy above this
     critical_load: str = "Threads_running=50"    # pt-osc --critical-load: abort the copy above this
+
+
+# -- operations: rows (delete_rows, move_rows): the data the Engine's methods of that section take
+@dataclass(frozen=True)
+class RowsJob:
+    """What delete_rows / move_rows ask of an engine (plain data: the operation builds it). Names are SQL pieces,
+    `where` and the `into` expressions are already checked by the engine's parser, `in_range` is the batch's
+    key-range condition with its placeholders."""
+    migration_id: str
+    table: Identifier                  # the migration's table, (schema, table)
+    key: str                           # its key column (one)
+    where: str                         # the rows
+    in_range: str                      # `key BETWEEN %(lo)s AND %(hi)s`, rendered
+    archive: Identifier                # airmigrate.archive_<migration>
+    helper: str                        # a per-migration name for the engine's helpers (triggers, procedures)
+    columns: tuple[str, ...] | None    # the columns a re-insert writes (not generated); None: no target (plan)
+    keep_archive_days: int = 7
+    destination: Identifier | None = None   # move_rows' `to`; None for delete_rows
+    into: tuple[tuple[str, str], ...] = ()  # move_rows' `columns`: (destination column, expression)
+    create: bool = False                    # move_rows created the destination
 
 
 class Engine(ABC):
@@ -335,6 +355,40 @@ class Engine(ABC):
         """(why, fix) when the operation `op` (migration.yaml's `op:`) cannot run on this engine: the spec refuses it
         at load, naming the field, before anything runs. None: the engine runs it."""
         return None
+
+    # -- operations: rows (delete_rows, move_rows) ----------------------------------------------------------------
+    # Each returns the statements of one phase of the operation for this engine (the operation module assembles
+    # them into its Steps); `job` says what to move where (RowsJob: plain data). Batch statements carry
+    # %(lo)s / %(hi)s and run in the transaction that marks the batch done; their row counts add up to the rows
+    # deleted or moved (the batch's `rows`).
+    @abstractmethod
+    def rows_expand(self, job: RowsJob) -> list[str]:
+        """Create the archive (keyed like the table, no other index), the destination when `create`, and whatever
+        the engine's batches need (MySQL: the trigger that archives what a batch deletes)."""
+
+    @abstractmethod
+    def rows_batch(self, job: RowsJob) -> list[str]:
+        """Per batch: delete the rows of the key range matching `where`, keeping each in the archive (and, for
+        move_rows, inserting it into the destination), all in the batch's transaction."""
+
+    @abstractmethod
+    def rows_contract(self, job: RowsJob) -> list[str]:
+        """Drop the archive (and the engine's helpers), refusing with an error that says `keep_archive_days`
+        while its last batch is younger than that: nothing dropped then."""
+
+    @abstractmethod
+    def rows_down(self, job: RowsJob) -> list[str]:
+        """The rollback's short DDL before its batches (MySQL: the up trigger goes, move_rows' way back comes)."""
+
+    @abstractmethod
+    def rows_down_batch(self, job: RowsJob) -> list[str]:
+        """Per batch of the archive's keys: put the rows back (delete_rows: without overwriting a key taken
+        meanwhile; move_rows: out of the destination, or from the archive when `columns` computed them)."""
+
+    @abstractmethod
+    def rows_down_contract(self, job: RowsJob) -> list[str]:
+        """The rollback's end: drop the archive when every row in it is back (else keep it, warning), and a
+        destination the migration created when it is empty."""
 
     # -- the demo database (`make demo`, devdb) -------------------------------------------------------------------
     @abstractmethod

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from airmigrate import engines
 from airmigrate.engines import sql
+from airmigrate.engines.base import RowsJob
 from airmigrate.errors import FieldProblem
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$"
@@ -160,3 +161,12 @@ def drop_trigger(ctx: OpContext, kind: str = "sync") -> list[str]:
 def batch_range(ctx: OpContext, alias: str | None = None) -> str:
     key = ident(alias, ctx.key) if alias else ident(ctx.key)
     return s("{k} BETWEEN %(lo)s AND %(hi)s", k=key)
+
+
+def row_phases(job: RowsJob) -> dict[str, list[str]]:
+    """delete_rows / move_rows: the statements of each phase, from the engine's building blocks (what a batch
+    runs differs most: PostgreSQL deletes RETURNING into the archive, MySQL archives by a trigger)."""
+    engine = engines.current()
+    return {"expand": engine.rows_expand(job), "backfill": engine.rows_batch(job),
+            "contract": engine.rows_contract(job), "down": engine.rows_down(job),
+            "down_backfill": engine.rows_down_batch(job), "down_contract": engine.rows_down_contract(job)}

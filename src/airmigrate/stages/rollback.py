@@ -107,14 +107,14 @@ def restore_shard(target: Target, migration: Migration, run_id: int, shard: int 
 def finish(target: Target, migration: Migration, run_id: int) -> dict:
     """The last short DDL, then the history marked rolled back and the snapshot dropped (in one transaction)."""
     with connect(target, autocommit=True) as conn:
-        batches = state.batch_summary(conn, run_id)
-        unfinished = batches["total"] - batches["succeeded"]   # pending, running or failed
+        summary = state.batch_summary(conn, run_id)  # every batch but the split ones: unfinished = not succeeded
+        unfinished = int(summary["total"] or 0) - int(summary["succeeded"] or 0)
         if unfinished:
             raise PreflightError(f"the copy-back of {migration.id} has {unfinished} unfinished batch(es): clear the "
                                  "restore tasks (or trigger the rollback with retry_failed=true) before finishing")
         steps = rollback_steps(conn, migration, run_id)
     apply_sql(target, migration, run_id, "down_contract", join_sql(None, steps.down_contract))
-    restored = int(batches["rows"] or 0)
+    restored = int(summary["rows"] or 0)
     with connect(target, autocommit=True) as conn:
         differences = verify_structure(conn, migration)
         state.add_facts(conn, run_id, structure_identical=not differences, structure_differences=differences)

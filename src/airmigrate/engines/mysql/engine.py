@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from airmigrate.engines.base import ONLINE, PT_OSC, BatchWrite, Engine
+from airmigrate.engines.base import ONLINE, PT_OSC, BatchWrite, Engine, RowsJob
+
 from airmigrate.engines.mysql import (
     backup,
     bulk,
@@ -19,6 +20,7 @@ from airmigrate.engines.mysql import (
     lint_rules,
     maintenance,
     online,
+    op_rows,
     operations,
     pacing_sql,
     parsing,
@@ -223,6 +225,25 @@ class MySQLEngine(Engine):
     # -- operations
     def operation_refusal(self, op: str) -> tuple[str, str] | None:
         return operations.refusal(op)
+
+    # -- operations: rows (delete_rows, move_rows)
+    def rows_expand(self, job: RowsJob) -> list[str]:
+        return op_rows.expand(job)
+
+    def rows_batch(self, job: RowsJob) -> list[str]:
+        return op_rows.batch(job)
+
+    def rows_contract(self, job: RowsJob) -> list[str]:
+        return op_rows.contract(job)
+
+    def rows_down(self, job: RowsJob) -> list[str]:
+        return op_rows.down(job)
+
+    def rows_down_batch(self, job: RowsJob) -> list[str]:
+        return op_rows.down_batch(job)
+
+    def rows_down_contract(self, job: RowsJob) -> list[str]:
+        return op_rows.down_contract(job)
 
     # -- the demo database
     def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:

@@ -89,9 +89,12 @@ def _describe(word: str, tree) -> str:
 
 def _unbounded(tree, key_columns: tuple[str, ...] | None) -> str | None:
     """Why a per-batch statement does not stay inside its key range: the batch placeholders must be in the
-    WHERE's top-level AND conditions (not inside an OR, a NOT or a subquery)."""
+    WHERE's top-level AND conditions (not inside an OR, a NOT or a subquery); an INSERT ... SELECT's in its
+    SELECT's."""
     if tree is None:
         return None
+    if isinstance(tree, exp.Insert) and isinstance(tree.expression, exp.Select):  # INSERT ... SELECT: its rows
+        tree = tree.expression
     where = tree.args.get("where")
     if where is None:
         return "no WHERE: every batch would change every row"

@@ -28,8 +28,6 @@ NOT_ON_MYSQL: dict[str, str] = {  # one line each: an op leaves by its own line
     "rename_index": NOT_YET,
     "rename_constraint": NOT_YET,
     "create_table": NOT_YET,
-    "delete_rows": NOT_YET,
-    "move_rows": NOT_YET,
 }
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import psycopg
 
-from airmigrate.engines.base import ONLINE, BatchWrite, Engine
+from airmigrate.engines.base import ONLINE, BatchWrite, Engine, RowsJob
+
 from airmigrate.engines.postgres import (
     backup,
     bulk,
@@ -22,6 +23,8 @@ from airmigrate.engines.postgres import (
     maintenance,
     not_null,
     pacing_sql,
+
+    op_rows,
     parsing,
     references,
     state_sql,
@@ -224,6 +227,25 @@ class PostgresEngine(Engine):
     # -- a DDL step a crash interrupted
     def already_in_place(self, exc: BaseException) -> bool:
         return connection.already_in_place(exc)
+
+    # -- operations: rows (delete_rows, move_rows)
+    def rows_expand(self, job: RowsJob) -> list[str]:
+        return op_rows.expand(job)
+
+    def rows_batch(self, job: RowsJob) -> list[str]:
+        return op_rows.batch(job)
+
+    def rows_contract(self, job: RowsJob) -> list[str]:
+        return op_rows.contract(job)
+
+    def rows_down(self, job: RowsJob) -> list[str]:
+        return op_rows.down(job)
+
+    def rows_down_batch(self, job: RowsJob) -> list[str]:
+        return op_rows.down_batch(job)
+
+    def rows_down_contract(self, job: RowsJob) -> list[str]:
+        return op_rows.down_contract(job)
 
     # -- the demo database
     def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:
