@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import logging
 
-from airmigrate import state, structure
+from airmigrate import engines, state, structure
 from airmigrate.db import Target, connect
 from airmigrate.engines import sql
-from airmigrate.engines.sql import Json as Jsonb
 from airmigrate.errors import PreflightError
 from airmigrate.order import check_dependents
 from airmigrate.schemadocs import changelog
@@ -69,8 +68,7 @@ def record_table_shape(conn, migration: Migration, run_id: int) -> None:
     """Once per rollback run: the columns the table has now decide each operation's rollback path."""
     spec = migration.spec
     live = sorted(column_types(conn, spec.schema_name, spec.table_name))
-    conn.execute("UPDATE airmigrate.runs SET facts = facts || jsonb_build_object('live_columns', %s::jsonb) "
-                 "WHERE run_id = %s AND NOT facts ? 'live_columns'", (Jsonb(live), run_id))
+    engines.of(conn).state_sql().add_fact_once(conn, run_id, "live_columns", live)
 
 
 def rollback_sql(conn, migration: Migration, live: frozenset[str]) -> str:
@@ -109,15 +107,14 @@ def restore_shard(target: Target, migration: Migration, run_id: int, shard: int 
 def finish(target: Target, migration: Migration, run_id: int) -> dict:
     """The last short DDL, then the history marked rolled back and the snapshot dropped (in one transaction)."""
     with connect(target, autocommit=True) as conn:
-        pending = conn.execute("SELECT count(*) FILTER (WHERE status IN ('pending', 'running', 'failed')), "
-                               "coalesce(sum(rows) FILTER (WHERE status = 'succeeded'), 0) FROM airmigrate.batches "
-                               "WHERE run_id = %s", (run_id,)).fetchone()
-        if pending[0]:
-            raise PreflightError(f"the copy-back of {migration.id} has {pending[0]} unfinished batch(es): clear the "
+        summary = state.batch_summary(conn, run_id)  # pending, running or failed: not succeeded (nor split)
+        unfinished = summary["total"] - summary["succeeded"]
+        if unfinished:
+            raise PreflightError(f"the copy-back of {migration.id} has {unfinished} unfinished batch(es): clear the "
                                  "restore tasks (or trigger the rollback with retry_failed=true) before finishing")
         steps = rollback_steps(conn, migration, run_id)
     apply_sql(target, migration, run_id, "down_contract", join_sql(None, steps.down_contract))
-    restored = int(pending[1])
+    restored = int(summary["rows"])
     with connect(target, autocommit=True) as conn:
         differences = verify_structure(conn, migration)
         state.add_facts(conn, run_id, structure_identical=not differences, structure_differences=differences)

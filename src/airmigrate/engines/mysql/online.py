@@ -175,6 +175,8 @@ def _unquoted(name: str) -> str:
 def guess(statement: str) -> Verdict:
     """What the server would most likely answer (MariaDB 10.11 / MySQL 8.0.29+), erring towards a copy."""
     tree = parse_one(statement)
+    if not isinstance(tree, exp.Alter):  # sqlglot refuses MariaDB's ADD INDEX IF NOT EXISTS, RENAME INDEX IF EXISTS
+        tree = parse_one(without_if_exists(statement)) or tree
     if first_word(statement) == "CREATE":
         return Verdict("NOCOPY", "NONE")
     if not isinstance(tree, exp.Alter):
@@ -186,6 +188,22 @@ def guess(statement: str) -> Verdict:
                 LOCK_MODES.index(f"LOCK={verdict.lock or 'EXCLUSIVE'}") > LOCK_MODES.index(f"LOCK={worst.lock}"):
             worst = verdict
     return worst
+
+
+def without_if_exists(statement: str) -> str:
+    """The statement without its ``IF [NOT] EXISTS`` clauses (MariaDB's, which sqlglot cannot read): the algorithm
+    a change needs does not depend on them."""
+    tokens, cut = _tokens(statement), []
+    for i, token in enumerate(tokens):
+        if token.token_type == TokenType.STRING or token.text.upper() != "IF":
+            continue
+        words = [t.text.upper() for t in tokens[i + 1:i + 3]]
+        last = i + 2 if words[:2] == ["NOT", "EXISTS"] else i + 1 if words[:1] == ["EXISTS"] else None
+        if last is not None:
+            cut.append((token.start, tokens[last].end + 1))
+    for start, end in reversed(cut):
+        statement = statement[:start] + statement[end:]
+    return statement
 
 
 def _guess_action(action: exp.Expression) -> Verdict:
