@@ -51,7 +51,6 @@ def target(monkeypatch, tmp_path):
                                 (f"%{found.dbname}%",)).fetchall():
             conn.execute("DELETE FROM airmigrate.runs WHERE migration_id = %s", (row[0],))
             conn.execute("DELETE FROM airmigrate.history WHERE migration_id = %s", (row[0],))
-        conn.execute("SELECT 1")
         for (name,) in conn.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
                                     "'airmigrate' AND TABLE_NAME LIKE %s", (f"%{found.dbname}%",)).fetchall():
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("airmigrate", name)))

@@ -61,6 +61,9 @@ def test_add_foreign_key_in_place_with_checks_off_then_a_batched_orphan_scan(mys
     assert "LIMIT 10000" in scan and "c.`id` BETWEEN lo AND hi AND c.`a` IS NOT NULL AND NOT EXISTS " \
         "(SELECT 1 FROM `shop`.`parents` r WHERE r.`id` = c.`a`)" in scan
     assert "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = orphans" in scan
+    # the plan: the ALTER inside SET STATEMENT ... FOR in place without a lock; the scan consistent reads only
+    assert engines.current().analyze(add).lock == "LOCK=NONE"
+    assert engines.current().analyze(scan).locks == () and engines.current().analyze(scan).effect == "scan"
     assert fk.down == ["ALTER TABLE `shop`.`items` DROP FOREIGN KEY IF EXISTS `items_parent`, "
                        "DROP INDEX IF EXISTS `items_parent`"]
     other_schema = steps({"op": "add_foreign_key", "name": "f", "columns": ["a", "b"], "references_table": "x.p",
@@ -85,6 +88,7 @@ def test_rename_table_view_first_then_one_atomic_swap(mysql):
     assert "RENAME TABLE `shop`.`items` TO `shop`.`am_parked_items`, `shop`.`goods` TO `shop`.`items`" in \
         rename.down_contract[0]
     assert "DROP VIEW `shop`.`goods`" in rename.down_contract[1]
+    assert engines.current().analyze(rename.contract[0]).lock == "LOCK=EXCLUSIVE"  # a moment's metadata lock
 
 
 def test_rename_index_and_create_tables_rollback(mysql):

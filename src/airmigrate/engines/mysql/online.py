@@ -233,6 +233,11 @@ def _guess_action(action: exp.Expression) -> Verdict:
 def analyze(statement: str, conn=None) -> Analysis:
     """The lock the table is under while the statement runs, and whether it is scanned or rebuilt."""
     kind = first_word(statement)
+    inner = _set_statement_for(statement)
+    if inner is not None:  # SET STATEMENT var = value FOR <statement>: the statement's locks
+        return analyze(inner, conn)
+    if kind == "BEGIN":
+        return _block(statement)
     if kind in ("ALTER", "CREATE") and table_span(statement):
         return _ddl(statement, conn)
     tree = parse_one(statement)
@@ -251,6 +256,25 @@ def analyze(statement: str, conn=None) -> Analysis:
         return Analysis((), "", (NO_LOCK,))
     return Analysis((RelationLock(relation, EXCLUSIVE, "every table it touches"),), "",
                     ("unknown statement: assumed LOCK=EXCLUSIVE",))
+
+
+def _set_statement_for(statement: str) -> str | None:
+    """The statement MariaDB's ``SET STATEMENT ... FOR <statement>`` runs, None for any other statement."""
+    tokens = _tokens(statement)
+    if len(tokens) < 2 or tokens[0].text.upper() != "SET" or tokens[1].text.upper() != "STATEMENT":
+        return None
+    at = next((t for t in tokens if t.text.upper() == "FOR" and t.token_type != TokenType.STRING), None)
+    return statement[at.end + 1:].strip() if at else None
+
+
+def _block(statement: str) -> Analysis:
+    """An anonymous block (``BEGIN NOT ATOMIC ... END``): a moment's exclusive metadata lock when it renames,
+    creates or drops something, else consistent reads only (a foreign key's orphan scan)."""
+    words = {t.text.upper() for t in _tokens(statement) if t.token_type != TokenType.STRING}
+    if words & {"RENAME", "DROP", "CREATE", "ALTER"}:
+        return Analysis((RelationLock("", EXCLUSIVE, "tables it renames, creates or drops"),), "",
+                        ("an anonymous block: an exclusive metadata lock, for a moment",))
+    return Analysis((), "scan", (NO_LOCK, "an anonymous block reading in batches (consistent reads)"))
 
 
 def _ddl(statement: str, conn) -> Analysis:
