@@ -18,15 +18,17 @@ import time
 import pytest
 import yaml
 from mysql_support import Writer, drop_database, fill, fresh_database, skip_without_server
+from pydantic import TypeAdapter
 
 from airmigrate import db
 from airmigrate.airflow.runner import run_dag, task_errors
 from airmigrate.engines import sql
+from airmigrate.operations import OpContext, Operation, steps_for
 
 pytestmark = pytest.mark.server
 skip_without_server()
 
-ROWS = int(os.environ.get("AIRMIGRATE_TEST_MYSQL_ROWS", "100000"))
+ROWS = int(os.environ.get("AIRMIGRATE_TEST_MYSQL_ROWS", "100000"))  # AIRMIGRATE_TEST_FIGURES: see figures()
 LOCK_TIMEOUT_MS = 1000
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,14 @@ def target(monkeypatch, tmp_path):
                                     "'airmigrate' AND TABLE_NAME LIKE %s", (f"%{found.dbname}%",)).fetchall():
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("airmigrate", name)))
     drop_database(found)
+
+
+def figures(line: str) -> None:
+    """The run's figures: logged, and appended to the file AIRMIGRATE_TEST_FIGURES names (for the README)."""
+    log.warning("%s", line)
+    if os.environ.get("AIRMIGRATE_TEST_FIGURES"):
+        with open(os.environ["AIRMIGRATE_TEST_FIGURES"], "a") as out:
+            out.write(line + "\n")
 
 
 def migration(tmp_path, target, operations: list[dict], table: str = "items", **extra) -> str:
@@ -146,8 +156,8 @@ class Measured:
         self.process.join(timeout=30)
 
     def check(self, what: str, seconds: float) -> None:
-        log.warning("%s on %d rows: %.1f s, %d application statements, %d errors, slowest %.3f s", what, ROWS,
-                    seconds, self.calls, len(self.errors), self.slowest)
+        figures(f"{what} on {ROWS} rows: DAG {seconds:.1f} s, {self.calls} application statements, "
+                f"{len(self.errors)} errors, slowest {self.slowest:.3f} s")
         assert self.errors == [], self.errors[:3]
         assert self.calls > 10, "the application hardly ran: nothing was tested"
         assert self.slowest <= LOCK_TIMEOUT_MS / 1000 + 1, f"an application statement took {self.slowest:.2f} s"
@@ -164,20 +174,6 @@ def index_names(target) -> set[str]:
     with db.connect(target) as conn:
         return {r[0] for r in conn.execute("SELECT INDEX_NAME FROM information_schema.STATISTICS WHERE "
                                            "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'items'").fetchall()}
-
-
-def test_add_index_online_used_then_rolled_back(target, tmp_path):
-    migration_id = migration(tmp_path, target, [{"op": "add_index", "name": "items_a", "columns": ["a"]}])
-    md5, before = original_md5(target), shape(target)
-    with Measured(target) as app:
-        seconds = run(migration_id, until="expand")
-    app.check("add_index", seconds)
-    assert uses_index(target, "items_a")
-    with Measured(target) as app:
-        seconds = run(f"{migration_id}__rollback", approve_rollback=True)
-    app.check("add_index rollback", seconds)
-    assert "items_a" not in index_names(target)
-    assert (original_md5(target), shape(target)) == (md5, before)
 
 
 def refused(target, query: str, params=()) -> str:
@@ -202,7 +198,14 @@ def up_and_back(target, migration_id: str, what: str, enforced=None, **conf) -> 
     app.check(f"{what} rollback", seconds)
     assert original_md5(target) == md5, "the rollback changed the original rows"
     assert shape(target) == before, "the rollback left the table's definition changed"
-    log.warning("%s: md5 of the original rows after the rollback equal to before: %s", what, md5)
+    figures(f"{what}: md5 of the original rows after the rollback equal to before ({md5})")
+
+
+def test_add_index_online_used_then_rolled_back(target, tmp_path):
+    migration_id = migration(tmp_path, target, [{"op": "add_index", "name": "items_a", "columns": ["a"]}])
+    up_and_back(target, migration_id, "add_index", lambda: uses_index(target, "items_a") or pytest.fail(
+        "the new index is not used for WHERE a = 7"))
+    assert "items_a" not in index_names(target)
 
 
 def test_add_unique_online_enforced_then_rolled_back(target, tmp_path):
@@ -330,3 +333,27 @@ def test_create_table_then_dropped_when_empty(target, tmp_path):
     run(f"{migration_id}__rollback", approve_rollback=True)
     assert one(target, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND "
                        "TABLE_NAME = 'fresh'")[0] == 0
+
+
+def test_every_step_done_twice_does_nothing_the_second_time(target):
+    """A retried or resumed step (the state lost between the statement and its record): each operation's expand,
+    contract, down and down_contract run twice through the DDL executor, in order, end where one run ends."""
+    with db.connect(target, autocommit=True) as conn:
+        conn.execute("CREATE TABLE old_items (id INT PRIMARY KEY)")
+        conn.execute("ALTER TABLE items ADD INDEX i0 (a)")
+    ops = [{"op": "add_index", "name": "i", "columns": ["a"]}, {"op": "add_unique", "name": "u", "columns": ["s"]},
+           {"op": "add_foreign_key", "name": "f", "columns": ["a"], "references_table": "parents",
+            "references_columns": ["id"]}, {"op": "rename_index", "name": "i0", "to": "j"},
+           {"op": "drop_table", "table": "old_items"}, {"op": "rename_table", "to": "goods"}]
+    before = shape(target)
+    types = {"id": "int(11)"}
+    for op in ops:
+        generated = steps_for(TypeAdapter(Operation).validate_python(op),
+                              OpContext(f"0001_{target.dbname}", 0, target.dbname, "items", "id", types))
+        for phase in ("expand", "contract", "down", "down_contract"):
+            for statement in getattr(generated, phase):
+                for _ in range(2):
+                    db.run_ddl(target, statement, lock_timeout_ms=LOCK_TIMEOUT_MS)
+    assert shape(target) == before
+    assert one(target, "SELECT COUNT(*) FROM old_items")[0] == 0
+    assert kinds(target) == {"items": "BASE TABLE"}

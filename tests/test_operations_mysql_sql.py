@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 
 from airmigrate import engines
 from airmigrate.errors import SpecError
-from airmigrate.operations import Operation, OpContext, steps_for
+from airmigrate.operations import OpContext, Operation, steps_for
 from airmigrate.spec import load_migration
 
 MYSQL_URL = "mysql://root@127.0.0.1:3306/shop"
