@@ -323,7 +323,7 @@ def test_rename_table_both_names_work_then_swapped_then_rolled_back(target, tmp_
     assert (original_md5(target), shape(target)) == (md5, before)
 
 
-def test_create_table_then_dropped_when_empty(target, tmp_path):
+def test_create_table_then_dropped_when_empty_kept_when_not(target, tmp_path):
     migration_id = migration(tmp_path, target, [{"op": "create_table", "columns": {"id": "bigint", "n": "varchar(20)"},
                                                  "checks": {"fresh_n": "n <> ''"}}], table="fresh")
     with Measured(target) as app:
@@ -333,6 +333,15 @@ def test_create_table_then_dropped_when_empty(target, tmp_path):
     run(f"{migration_id}__rollback", approve_rollback=True)
     assert one(target, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND "
                        "TABLE_NAME = 'fresh'")[0] == 0
+    # again, and the new release writes a row: the rollback keeps the table (and the row) in airmigrate
+    run(migration_id, approve_contract=True)
+    with db.connect(target, autocommit=True) as conn:
+        conn.execute("INSERT INTO fresh (id, n) VALUES (1, 'kept')")
+    run(f"{migration_id}__rollback", approve_rollback=True)
+    assert one(target, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND "
+                       "TABLE_NAME = 'fresh'")[0] == 0
+    assert one(target, sql.SQL("SELECT n FROM {}").format(
+        sql.Identifier("airmigrate", f"created_{migration_id}_fresh"[:63])))[0] == "kept"
 
 
 def test_every_step_done_twice_does_nothing_the_second_time(target):
