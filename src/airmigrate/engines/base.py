@@ -390,6 +390,72 @@ class Engine(ABC):
         """The rollback's end: drop the archive when every row in it is back (else keep it, warning), and a
         destination the migration created when it is empty."""
 
+    # -- operations: indexes, constraints, tables ----------------------------------------------------------------
+    # The statements of add_index, add_unique, add_check, add_foreign_key, drop_table, rename_table, rename_index,
+    # rename_constraint and create_table's rollback, for one phase each (the operation modules compose them into
+    # Steps): how each stays online differs by engine (PostgreSQL: CONCURRENTLY, NOT VALID + VALIDATE, DO blocks;
+    # MySQL: the server's online ALTER, RENAME TABLE, an orphan scan).
+    def partial_index_refusal(self) -> tuple[str, str] | None:
+        """(why, fix) when the engine has no partial indexes (add_index's `where`); None when it has."""
+        return None
+
+    @abstractmethod
+    def create_index_sql(self, schema: str, table: str, name: str, columns: list[str], unique: bool = False,
+                         where: str | None = None) -> str:
+        """Build an index without blocking writes; nothing when it exists (a retry)."""
+
+    @abstractmethod
+    def drop_index_sql(self, schema: str, table: str, name: str) -> str:
+        """Drop the table's index `name` without blocking writes, when it exists."""
+
+    @abstractmethod
+    def add_unique_sql(self, schema: str, table: str, name: str, columns: list[str]) -> list[str]:
+        """A unique constraint named `name` on `columns`, its index built online."""
+
+    @abstractmethod
+    def drop_unique_sql(self, schema: str, table: str, name: str) -> list[str]:
+        """add_unique's undoing, each step nothing when already done."""
+
+    @abstractmethod
+    def add_check_sql(self, schema: str, table: str, name: str, expression: str) -> list[str]:
+        """A CHECK constraint, existing rows checked without blocking writes (or by the executor the server needs)."""
+
+    @abstractmethod
+    def drop_check_sql(self, schema: str, table: str, name: str) -> str:
+        """Drop the CHECK constraint `name` when it exists."""
+
+    @abstractmethod
+    def add_foreign_key_sql(self, schema: str, table: str, name: str, columns: list[str], references: tuple[str, ...],
+                            references_columns: list[str], on_delete: str, key: str, key_type: str) -> list[str]:
+        """A foreign key enforced for every write from its first statement on, existing rows proven afterwards
+        without blocking writes (`key`, of type `key_type`: the column a batched proof walks)."""
+
+    @abstractmethod
+    def drop_foreign_key_sql(self, schema: str, table: str, name: str) -> str:
+        """Drop the foreign key `name` when it exists."""
+
+    @abstractmethod
+    def rename_index_sql(self, schema: str, table: str, old: str, new: str) -> str:
+        """Rename the index `old` (of `table`, in `schema`) when it exists."""
+
+    @abstractmethod
+    def rename_constraint_sql(self, schema: str, table: str, old: str, new: str) -> str:
+        """Rename the table's constraint `old` when it exists."""
+
+    @abstractmethod
+    def rename_table_sql(self, schema: str, table: str, to: str) -> dict[str, list[str]]:
+        """rename_table's phases (expand, contract, down, down_contract): both names work for the application
+        from the expand until the contract (and back, from the down until the down_contract)."""
+
+    @abstractmethod
+    def retire_table_sql(self, schema: str, table: str, retired: str) -> dict[str, list[str]]:
+        """drop_table's phases (contract, down): the table moved into airmigrate's schema as `retired`, not
+        dropped, and moved back by the rollback."""
+
+    @abstractmethod
+    def drop_created_table_sql(self, schema: str, table: str, retired: str) -> str:
+        """create_table's rollback: drop the table when empty, else retire it as `retired` (no row lost)."""
+
     # -- the demo database (`make demo`, devdb) -------------------------------------------------------------------
     @abstractmethod
     def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:

@@ -1,4 +1,6 @@
-"""add_foreign_key: ADD CONSTRAINT ... FOREIGN KEY NOT VALID, then VALIDATE CONSTRAINT."""
+"""add_foreign_key: enforced for every write at once, existing rows proven without blocking writes. PostgreSQL:
+ADD CONSTRAINT ... NOT VALID, then VALIDATE CONSTRAINT. MySQL: added in place with the checks off for that one
+statement, then a batched anti-join proves no orphan exists (or fails naming them)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from airmigrate.engines import sql
-from airmigrate.operations.add_check import add_not_valid_then_validate, drop_constraint
-from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps, ident
+from airmigrate import engines
+from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps
 
 
 class AddForeignKey(OperationModel):
@@ -21,8 +22,8 @@ class AddForeignKey(OperationModel):
 
 
 def steps(op: AddForeignKey, ctx: OpContext) -> Steps:
-    definition = sql.SQL("FOREIGN KEY ({cols}) REFERENCES {ref} ({refcols}) ON DELETE " + op.on_delete).format(
-        cols=sql.SQL(", ").join(ident(c) for c in op.columns),
-        ref=ident(*op.references_table.split(".")),
-        refcols=sql.SQL(", ").join(ident(c) for c in op.references_columns)).as_string(None)
-    return Steps(expand=add_not_valid_then_validate(ctx, op.name, definition), down=[drop_constraint(ctx, op.name)])
+    engine = engines.current()
+    return Steps(expand=engine.add_foreign_key_sql(ctx.schema, ctx.table, op.name, op.columns,
+                                                   tuple(op.references_table.split(".")), op.references_columns,
+                                                   op.on_delete, ctx.key, ctx.column_types.get(ctx.key, "text")),
+                 down=[engine.drop_foreign_key_sql(ctx.schema, ctx.table, op.name)])

@@ -1,4 +1,5 @@
-"""add_index: CREATE INDEX CONCURRENTLY (no write lock); a failed build's INVALID index is dropped before a retry."""
+"""add_index: an index built without blocking writes (PostgreSQL: CREATE INDEX CONCURRENTLY, a failed build's
+INVALID index dropped before a retry; MySQL: the server's online ADD INDEX). The SQL is the engine's."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from airmigrate.engines import sql
-from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps, check_expression, ident, s
+from airmigrate import engines
+from airmigrate.errors import FieldProblem
+from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps, check_expression
 
 
 class AddIndex(OperationModel):
@@ -20,17 +22,20 @@ class AddIndex(OperationModel):
     @field_validator("where")
     @classmethod
     def _where(cls, value: str | None) -> str | None:
-        return value if value is None else check_expression(value)
+        if value is None:
+            return value
+        refusal = engines.current().partial_index_refusal()
+        if refusal is not None:
+            raise FieldProblem(*refusal)
+        return check_expression(value)
 
 
 def create_index(ctx: OpContext, name: str, columns: list[str], unique: bool = False, where: str | None = None) -> str:
-    predicate = " WHERE " + where if where else ""
-    return s("CREATE " + ("UNIQUE " if unique else "") + "INDEX CONCURRENTLY IF NOT EXISTS {i} ON {t} ({cols})"
-             + predicate, i=ident(name), t=ctx.qualified, cols=sql.SQL(", ").join(ident(c) for c in columns))
+    return engines.current().create_index_sql(ctx.schema, ctx.table, name, columns, unique, where)
 
 
 def drop_index(ctx: OpContext, name: str) -> str:
-    return s("DROP INDEX CONCURRENTLY IF EXISTS {i}", i=ident(ctx.schema, name))
+    return engines.current().drop_index_sql(ctx.schema, ctx.table, name)
 
 
 def steps(op: AddIndex, ctx: OpContext) -> Steps:

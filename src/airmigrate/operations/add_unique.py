@@ -1,4 +1,5 @@
-"""add_unique: a unique index built CONCURRENTLY, then ADD CONSTRAINT ... UNIQUE USING INDEX (instant)."""
+"""add_unique: a unique constraint whose index is built without blocking writes (PostgreSQL: CONCURRENTLY, then
+ADD CONSTRAINT ... UNIQUE USING INDEX, instant; MySQL: a unique index is the constraint, added online)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from airmigrate.operations.add_check import drop_constraint
-from airmigrate.operations.add_index import create_index, drop_index
-from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps, ident, s
+from airmigrate import engines
+from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps
 
 
 class AddUnique(OperationModel):
@@ -18,7 +18,6 @@ class AddUnique(OperationModel):
 
 
 def steps(op: AddUnique, ctx: OpContext) -> Steps:
-    return Steps(
-        expand=[create_index(ctx, op.name, op.columns, unique=True),
-                s("ALTER TABLE {t} ADD CONSTRAINT {c} UNIQUE USING INDEX {c}", t=ctx.qualified, c=ident(op.name))],
-        down=[drop_constraint(ctx, op.name), drop_index(ctx, op.name)])
+    engine = engines.current()
+    return Steps(expand=engine.add_unique_sql(ctx.schema, ctx.table, op.name, op.columns),
+                 down=engine.drop_unique_sql(ctx.schema, ctx.table, op.name))

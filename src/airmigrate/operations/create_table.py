@@ -2,7 +2,7 @@
 `key` by default), NOT NULL columns and CHECK constraints; nothing to backfill or contract.
 
 The rollback drops it when it is empty; a table that holds rows by then (the new release wrote into it) is not
-dropped but retired into the airmigrate schema, like drop_table, so no row is lost (drop it by hand once the
+dropped but retired into the airmigrate schema (MySQL: database), like drop_table, so no row is lost (drop it by hand once the
 rollback is proven)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from airmigrate import engines
 from airmigrate.engines import sql
 from airmigrate.operations.base import NAME_RE, OpContext, OperationModel, Steps, check_expression, check_type, ident, s
 
@@ -59,10 +60,5 @@ def steps(op: CreateTable, ctx: OpContext) -> Steps:
     parts += [sql.SQL("CONSTRAINT {} CHECK (" + expression + ")").format(ident(name))
               for name, expression in op.checks.items()]
     expand = [s("CREATE TABLE IF NOT EXISTS {t} ({parts})", t=ctx.qualified, parts=sql.SQL(", ").join(parts))]
-    retired = retired_name(ctx)
-    down = [s("DO $am$ BEGIN IF to_regclass({q}) IS NULL THEN RETURN; END IF; "
-              "IF EXISTS (SELECT 1 FROM {t}) THEN ALTER TABLE {t} RENAME TO {r}; ALTER TABLE {moved} SET SCHEMA "
-              "airmigrate; RAISE WARNING 'table % holds rows: kept as airmigrate.%', {q}, {rq}; "
-              "ELSE DROP TABLE {t}; END IF; END $am$", q=sql.Literal(ctx.qualified.as_string(None)),
-              t=ctx.qualified, r=ident(retired), moved=ident(ctx.schema, retired), rq=sql.Literal(retired))]
+    down = [engines.current().drop_created_table_sql(ctx.schema, ctx.table, retired_name(ctx))]
     return Steps(expand=expand, down=down)

@@ -1,6 +1,6 @@
-"""drop_table: only in the contract step. The table is renamed into the airmigrate schema rather than
-dropped, so rollback is instant and lossless; `airmigrate` never deletes it on its own (drop it by hand
-once the release is proven)."""
+"""drop_table: only in the contract step. The table is moved into airmigrate's schema (MySQL: database) rather than
+dropped, so rollback is instant and lossless; `airmigrate` never deletes it on its own (drop it by hand once the
+release is proven). The SQL is the engine's (PostgreSQL: RENAME + SET SCHEMA; MySQL: one RENAME TABLE)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from airmigrate.engines import sql
-from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps, ident, s
+from airmigrate import engines
+from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps
 
 
 class DropTable(OperationModel):
@@ -22,12 +22,5 @@ def retired_name(ctx: OpContext, table: str) -> str:
 
 
 def steps(op: DropTable, ctx: OpContext) -> Steps:
-    retired = retired_name(ctx, op.table)
-    return Steps(
-        contract=[s("ALTER TABLE {t} RENAME TO {r}", t=ident(ctx.schema, op.table), r=ident(retired)),
-                  s("ALTER TABLE {t} SET SCHEMA airmigrate", t=ident(ctx.schema, retired))],
-        down=[s("DO $am$ BEGIN IF to_regclass({q}) IS NOT NULL THEN ALTER TABLE {t} SET SCHEMA {sch}; "
-                "ALTER TABLE {moved} RENAME TO {r}; END IF; END $am$",
-                q=sql.Literal(f'"airmigrate"."{retired}"'), t=ident("airmigrate", retired), sch=ident(ctx.schema),
-                moved=ident(ctx.schema, retired), r=ident(op.table))],
-        destructive=True)
+    phases = engines.current().retire_table_sql(ctx.schema, op.table, retired_name(ctx, op.table))
+    return Steps(contract=phases["contract"], down=phases["down"], destructive=True)

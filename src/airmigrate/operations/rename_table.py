@@ -9,6 +9,11 @@ step is one short transaction under lock_timeout, guarded so a retried or resume
 
 rename_index and rename_constraint rename in the expand (a short lock; no application statement names an index or
 a constraint) and rename back on the way down.
+
+On MySQL (engines/mysql/op_constraints.py) the names swap the other way round, because RENAME TABLE cannot leave a
+view behind in the same statement: the expand adds the new name as an updatable view of the table, and the contract
+swaps the table in under the new name with one atomic RENAME TABLE. An index there belongs to the migration's
+table; MySQL has no RENAME CONSTRAINT (refused at load, with the way around).
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from airmigrate.engines import sql
-from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps, ident, s
+from airmigrate import engines
+from airmigrate.operations.base import NAME, OpContext, OperationModel, Steps
 
 
 class RenameTable(OperationModel):
@@ -38,35 +43,17 @@ class RenameConstraint(OperationModel):
     to: str = Field(..., pattern=NAME)
 
 
-def swap(ctx: OpContext, table: str, view: str) -> str:
-    """The table (still named `view`) becomes `table`, and a view named `view` shows it; nothing when done."""
-    q = sql.Literal
-    return s("DO $am$ BEGIN IF (SELECT relkind FROM pg_class WHERE oid = to_regclass({old_q})) IN ('r', 'p') THEN "
-             "ALTER TABLE {old} RENAME TO {new_name}; CREATE VIEW {old} AS SELECT * FROM {new}; END IF; END $am$",
-             old_q=q(ident(ctx.schema, view).as_string(None)), old=ident(ctx.schema, view), new_name=ident(table),
-             new=ident(ctx.schema, table))
-
-
-def drop_view(ctx: OpContext, name: str) -> str:
-    return s("DO $am$ BEGIN IF (SELECT relkind FROM pg_class WHERE oid = to_regclass({q})) = 'v' THEN "
-             "DROP VIEW {v}; END IF; END $am$", q=sql.Literal(ident(ctx.schema, name).as_string(None)),
-             v=ident(ctx.schema, name))
-
-
 def steps(op, ctx: OpContext) -> Steps:
+    engine = engines.current()
     if op.op == "rename_table":
-        # down: back to the old name, a view under the new one (before the contract the old name's view goes first)
-        return Steps(expand=[swap(ctx, op.to, ctx.table)], contract=[drop_view(ctx, ctx.table)],
-                     down=[drop_view(ctx, ctx.table), swap(ctx, ctx.table, op.to)],
-                     down_contract=[drop_view(ctx, op.to)], destructive=True)
+        phases = engine.rename_table_sql(ctx.schema, ctx.table, op.to)
+        return Steps(expand=phases["expand"], contract=phases["contract"], down=phases["down"],
+                     down_contract=phases["down_contract"], destructive=True)
     if op.op == "rename_index":
         def rename(a, b):
-            return s("ALTER INDEX IF EXISTS {a} RENAME TO {b}", a=ident(ctx.schema, a), b=ident(b))
+            return engine.rename_index_sql(ctx.schema, ctx.table, a, b)
         return Steps(expand=[rename(op.name, op.to)], down=[rename(op.to, op.name)])
 
     def rename_constraint(a, b):
-        return s("DO $am$ BEGIN IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass({q}) AND "
-                 "conname = {a_q}) THEN ALTER TABLE {t} RENAME CONSTRAINT {a} TO {b}; END IF; END $am$",
-                 q=sql.Literal(ctx.qualified.as_string(None)), a_q=sql.Literal(a), t=ctx.qualified, a=ident(a),
-                 b=ident(b))
+        return engine.rename_constraint_sql(ctx.schema, ctx.table, a, b)
     return Steps(expand=[rename_constraint(op.name, op.to)], down=[rename_constraint(op.to, op.name)])

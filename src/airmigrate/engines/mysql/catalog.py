@@ -15,12 +15,17 @@ from airmigrate.findings import Problem
 
 
 def find_problems(conn, migration, resumed: bool) -> list[Problem]:
-    """The migration's table must exist in its database (the connection's, unless the spec names one)."""
+    """The migration's table must exist in its database (the connection's, unless the spec names one); one that
+    create_table makes must not exist yet."""
     schema, _, table = migration.spec.table.rpartition(".")
     if not schema:
         schema = conn.execute("SELECT DATABASE()").fetchone()[0]
     found = conn.execute("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
                          (schema, table)).fetchone()
+    if any(op.op == "create_table" for op in migration.spec.operations):  # the expand makes it
+        return [] if not found or resumed else [Problem(
+            migration.spec_path, None, "table", f"table {schema}.{table} already exists on the target",
+            "name a new table, or drop the create_table operation")]
     if found:
         return []
     return [Problem(migration.spec_path, None, "table", f"table {schema}.{table} does not exist on the target",

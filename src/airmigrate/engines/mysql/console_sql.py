@@ -18,7 +18,7 @@ import json
 import zlib
 from datetime import datetime, timezone
 
-from airmigrate.engines.mysql import connection, state_sql
+from airmigrate.engines.mysql import state_sql
 from airmigrate.engines.mysql.ddl import lock_wait_seconds
 
 NOW = state_sql.NOW

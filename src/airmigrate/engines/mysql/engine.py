@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from airmigrate.engines.base import ONLINE, PT_OSC, BatchWrite, Engine, RowsJob
-
 from airmigrate.engines.mysql import (
     backup,
     bulk,
@@ -20,6 +19,7 @@ from airmigrate.engines.mysql import (
     lint_rules,
     maintenance,
     online,
+    op_constraints,
     op_rows,
     operations,
     pacing_sql,
@@ -245,6 +245,52 @@ class MySQLEngine(Engine):
     def rows_down_contract(self, job: RowsJob) -> list[str]:
         return op_rows.down_contract(job)
 
+    # -- operations: indexes, constraints, tables
+    def partial_index_refusal(self) -> tuple[str, str] | None:
+        return op_constraints.PARTIAL_INDEX
+
+    def create_index_sql(self, schema: str, table: str, name: str, columns: list[str], unique: bool = False,
+                         where: str | None = None) -> str:
+        return op_constraints.create_index(schema, table, name, columns, unique, where)
+
+    def drop_index_sql(self, schema: str, table: str, name: str) -> str:
+        return op_constraints.drop_index(schema, table, name)
+
+    def add_unique_sql(self, schema: str, table: str, name: str, columns: list[str]) -> list[str]:
+        return op_constraints.add_unique(schema, table, name, columns)
+
+    def drop_unique_sql(self, schema: str, table: str, name: str) -> list[str]:
+        return op_constraints.drop_unique(schema, table, name)
+
+    def add_check_sql(self, schema: str, table: str, name: str, expression: str) -> list[str]:
+        return op_constraints.add_check(schema, table, name, expression)
+
+    def drop_check_sql(self, schema: str, table: str, name: str) -> str:
+        return op_constraints.drop_constraint(schema, table, name)
+
+    def add_foreign_key_sql(self, schema: str, table: str, name: str, columns: list[str], references: tuple[str, ...],
+                            references_columns: list[str], on_delete: str, key: str, key_type: str) -> list[str]:
+        return op_constraints.add_foreign_key(schema, table, name, columns, references, references_columns,
+                                              on_delete, key, key_type)
+
+    def drop_foreign_key_sql(self, schema: str, table: str, name: str) -> str:
+        return op_constraints.drop_foreign_key(schema, table, name)
+
+    def rename_index_sql(self, schema: str, table: str, old: str, new: str) -> str:
+        return op_constraints.rename_index(schema, table, old, new)
+
+    def rename_constraint_sql(self, schema: str, table: str, old: str, new: str) -> str:
+        return operations.rename_constraint_refused()
+
+    def rename_table_sql(self, schema: str, table: str, to: str) -> dict[str, list[str]]:
+        return op_constraints.rename_table(schema, table, to)
+
+    def retire_table_sql(self, schema: str, table: str, retired: str) -> dict[str, list[str]]:
+        return op_constraints.retire_table(schema, table, retired)
+
+    def drop_created_table_sql(self, schema: str, table: str, retired: str) -> str:
+        return op_constraints.drop_created_table(schema, table, retired)
+
     # -- the demo database
     def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:
         return demo.recreate_database(admin, name, template)
@@ -257,7 +303,6 @@ class MySQLEngine(Engine):
 
     def seed_users(self, conn: Any, rows: int) -> None:
         demo.seed_users(conn, rows)
-
 
     def key_check(self, conn: Any, schema: str, table: str, key: tuple[str, ...]) -> dict | None:
         return catalog.key_check(conn, schema, table, key)

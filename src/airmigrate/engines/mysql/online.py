@@ -175,6 +175,8 @@ def _unquoted(name: str) -> str:
 def guess(statement: str) -> Verdict:
     """What the server would most likely answer (MariaDB 10.11 / MySQL 8.0.29+), erring towards a copy."""
     tree = parse_one(statement)
+    if not isinstance(tree, exp.Alter):  # sqlglot refuses MariaDB's ADD INDEX IF NOT EXISTS, RENAME INDEX IF EXISTS
+        tree = parse_one(without_if_exists(statement)) or tree
     if first_word(statement) == "CREATE":
         return Verdict("NOCOPY", "NONE")
     if not isinstance(tree, exp.Alter):
@@ -186,6 +188,22 @@ def guess(statement: str) -> Verdict:
                 LOCK_MODES.index(f"LOCK={verdict.lock or 'EXCLUSIVE'}") > LOCK_MODES.index(f"LOCK={worst.lock}"):
             worst = verdict
     return worst
+
+
+def without_if_exists(statement: str) -> str:
+    """The statement without its ``IF [NOT] EXISTS`` clauses (MariaDB's, which sqlglot cannot read): the algorithm
+    a change needs does not depend on them."""
+    tokens, cut = _tokens(statement), []
+    for i, token in enumerate(tokens):
+        if token.token_type == TokenType.STRING or token.text.upper() != "IF":
+            continue
+        words = [t.text.upper() for t in tokens[i + 1:i + 3]]
+        last = i + 2 if words[:2] == ["NOT", "EXISTS"] else i + 1 if words[:1] == ["EXISTS"] else None
+        if last is not None:
+            cut.append((token.start, tokens[last].end + 1))
+    for start, end in reversed(cut):
+        statement = statement[:start] + statement[end:]
+    return statement
 
 
 def _guess_action(action: exp.Expression) -> Verdict:
@@ -215,6 +233,11 @@ def _guess_action(action: exp.Expression) -> Verdict:
 def analyze(statement: str, conn=None) -> Analysis:
     """The lock the table is under while the statement runs, and whether it is scanned or rebuilt."""
     kind = first_word(statement)
+    inner = _set_statement_for(statement)
+    if inner is not None:  # SET STATEMENT var = value FOR <statement>: the statement's locks
+        return analyze(inner, conn)
+    if kind == "BEGIN":
+        return _block(statement)
     if kind in ("ALTER", "CREATE") and table_span(statement):
         return _ddl(statement, conn)
     tree = parse_one(statement)
@@ -239,6 +262,25 @@ def _table_name(table: exp.Table) -> str:
     """The table as [db.]name, without the alias or the joins sqlglot hangs on it (UPDATE t AS a JOIN s ...)."""
     db = table.args.get("db")
     return exp.Table(this=table.this.copy(), db=db.copy() if db else None).sql(DIALECT)
+
+
+def _set_statement_for(statement: str) -> str | None:
+    """The statement MariaDB's ``SET STATEMENT ... FOR <statement>`` runs, None for any other statement."""
+    tokens = _tokens(statement)
+    if len(tokens) < 2 or tokens[0].text.upper() != "SET" or tokens[1].text.upper() != "STATEMENT":
+        return None
+    at = next((t for t in tokens if t.text.upper() == "FOR" and t.token_type != TokenType.STRING), None)
+    return statement[at.end + 1:].strip() if at else None
+
+
+def _block(statement: str) -> Analysis:
+    """An anonymous block (``BEGIN NOT ATOMIC ... END``): a moment's exclusive metadata lock when it renames,
+    creates or drops something, else consistent reads only (a foreign key's orphan scan)."""
+    words = {t.text.upper() for t in _tokens(statement) if t.token_type != TokenType.STRING}
+    if words & {"RENAME", "DROP", "CREATE", "ALTER"}:
+        return Analysis((RelationLock("", EXCLUSIVE, "tables it renames, creates or drops"),), "",
+                        ("an anonymous block: an exclusive metadata lock, for a moment",))
+    return Analysis((), "scan", (NO_LOCK, "an anonymous block reading in batches (consistent reads)"))
 
 
 def _ddl(statement: str, conn) -> Analysis:

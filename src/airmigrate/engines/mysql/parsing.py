@@ -62,6 +62,8 @@ def statement_spans(text: str) -> list[tuple[int, int]]:
         end = token.end + 1
         if word in STORED_PROGRAMS and tokens[0] is not token and _starts_create(tokens, i):
             program = True
+        if word == "BEGIN" and token.start == start and _not_atomic(tokens, i):
+            program = True  # MariaDB's anonymous block: a body like a stored program's, run at once
         if not program:
             continue
         after = tokens[i + 1].text.upper() if i + 1 < len(tokens) else ""
@@ -81,6 +83,16 @@ def _starts_create(tokens, i: int) -> bool:
     while back > 0 and tokens[back - 1].token_type != TokenType.SEMICOLON:
         back -= 1
     return tokens[back].text.upper() == "CREATE"
+
+
+def _not_atomic(tokens, i: int) -> bool:
+    """Is token i the BEGIN of ``BEGIN NOT ATOMIC`` (MariaDB's compound statement outside a stored program)?"""
+    return i + 2 < len(tokens) and tokens[i + 1].text.upper() == "NOT" and tokens[i + 2].text.upper() == "ATOMIC"
+
+
+def _is_block(statement: str) -> bool:
+    return statement.split(None, 3)[:3] == ["BEGIN", "NOT", "ATOMIC"] or \
+        [w.upper() for w in statement.split(None, 3)[:3]] == ["BEGIN", "NOT", "ATOMIC"]
 
 
 def split_statements(text: str) -> list[str]:
@@ -141,8 +153,8 @@ def syntax_error(text: str) -> tuple[int, str] | None:
         return 1, f"cannot read the SQL: {str(exc).splitlines()[0]}"
     for a, b in spans:
         statement = text[a:b]
-        if first_word(statement) in DDL_KEYWORDS:
-            continue
+        if first_word(statement) in DDL_KEYWORDS or _is_block(statement):
+            continue  # the server judges it (an anonymous block is a stored program's body: sqlglot reads none)
         try:
             sqlglot.parse(statement, read=DIALECT)
         except ParseError as exc:

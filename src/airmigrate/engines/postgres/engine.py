@@ -8,7 +8,6 @@ from typing import Any
 import psycopg
 
 from airmigrate.engines.base import ONLINE, BatchWrite, Engine, RowsJob
-
 from airmigrate.engines.postgres import (
     backup,
     bulk,
@@ -22,9 +21,9 @@ from airmigrate.engines.postgres import (
     lock_rules,
     maintenance,
     not_null,
-    pacing_sql,
-
+    op_constraints,
     op_rows,
+    pacing_sql,
     parsing,
     references,
     state_sql,
@@ -247,6 +246,49 @@ class PostgresEngine(Engine):
     def rows_down_contract(self, job: RowsJob) -> list[str]:
         return op_rows.down_contract(job)
 
+    # -- operations: indexes, constraints, tables
+    def create_index_sql(self, schema: str, table: str, name: str, columns: list[str], unique: bool = False,
+                         where: str | None = None) -> str:
+        return op_constraints.create_index(schema, table, name, columns, unique, where)
+
+    def drop_index_sql(self, schema: str, table: str, name: str) -> str:
+        return op_constraints.drop_index(schema, table, name)
+
+    def add_unique_sql(self, schema: str, table: str, name: str, columns: list[str]) -> list[str]:
+        return op_constraints.add_unique(schema, table, name, columns)
+
+    def drop_unique_sql(self, schema: str, table: str, name: str) -> list[str]:
+        return op_constraints.drop_unique(schema, table, name)
+
+    def add_check_sql(self, schema: str, table: str, name: str, expression: str) -> list[str]:
+        return op_constraints.add_check(schema, table, name, expression)
+
+    def drop_check_sql(self, schema: str, table: str, name: str) -> str:
+        return op_constraints.drop_constraint(schema, table, name)
+
+    def add_foreign_key_sql(self, schema: str, table: str, name: str, columns: list[str], references: tuple[str, ...],
+                            references_columns: list[str], on_delete: str, key: str, key_type: str) -> list[str]:
+        return op_constraints.add_foreign_key(schema, table, name, columns, references, references_columns,
+                                              on_delete, key, key_type)
+
+    def drop_foreign_key_sql(self, schema: str, table: str, name: str) -> str:
+        return op_constraints.drop_constraint(schema, table, name)
+
+    def rename_index_sql(self, schema: str, table: str, old: str, new: str) -> str:
+        return op_constraints.rename_index(schema, table, old, new)
+
+    def rename_constraint_sql(self, schema: str, table: str, old: str, new: str) -> str:
+        return op_constraints.rename_constraint(schema, table, old, new)
+
+    def rename_table_sql(self, schema: str, table: str, to: str) -> dict[str, list[str]]:
+        return op_constraints.rename_table(schema, table, to)
+
+    def retire_table_sql(self, schema: str, table: str, retired: str) -> dict[str, list[str]]:
+        return op_constraints.retire_table(schema, table, retired)
+
+    def drop_created_table_sql(self, schema: str, table: str, retired: str) -> str:
+        return op_constraints.drop_created_table(schema, table, retired)
+
     # -- the demo database
     def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:
         return demo.recreate_database(admin, name, template)
@@ -259,7 +301,6 @@ class PostgresEngine(Engine):
 
     def seed_users(self, conn: Any, rows: int) -> None:
         demo.seed_users(conn, rows)
-
 
     def key_check(self, conn: Any, schema: str, table: str, key: tuple[str, ...]) -> dict | None:
         return keys.key_check(conn, schema, table, key)
