@@ -298,6 +298,67 @@ class Engine(ABC):
         at load, naming the field, before anything runs. None: the engine runs it."""
         return None
 
+    # -- operations: columns (triggers, column DDL) ---------------------------------------------------------------
+    # What add_column, rename_column, change_column_type and drop_column (airmigrate.operations) write differently
+    # per engine. A row trigger `name` on `table` (schema, table) is whatever the engine needs (PostgreSQL: a
+    # function and a trigger; MySQL: one trigger per event); its expressions are already read from the row.
+    @abstractmethod
+    def computed_column_trigger(self, name: str, table: tuple[str, str], column: str, expression: str) -> list[str]:
+        """(Re)create the row trigger that sets `column` to `expression` on every insert and update."""
+
+    @abstractmethod
+    def two_way_sync_trigger(self, name: str, table: tuple[str, str], old: str, new: str) -> list[str]:
+        """(Re)create the row trigger keeping two columns equal: on insert the missing one filled from the other,
+        on update the changed one copied to the other."""
+
+    @abstractmethod
+    def cast_back_trigger(self, name: str, table: tuple[str, str], source: str, target: str, type_: str) -> list[str]:
+        """(Re)create the row trigger copying a value the application writes now into `source` (an insert, a
+        changed value) to `target`, converted to `type_`."""
+
+    @abstractmethod
+    def drop_row_trigger(self, name: str, table: tuple[str, str]) -> list[str]:
+        """Drop the row trigger `name` (and what it runs) when it exists."""
+
+    @abstractmethod
+    def distinct(self, a: str, b: str) -> str:
+        """The NULL-safe "a differs from b" (IS DISTINCT FROM)."""
+
+    @abstractmethod
+    def cast(self, expression: str, type_: str) -> str:
+        """`expression` converted to `type_` where it is assigned to a column of that type."""
+
+    @abstractmethod
+    def set_not_null(self, table: tuple[str, str], column: str, type_: str, default: str | None) -> list[str]:
+        """Make a column NOT NULL without blocking writes (`type_` and `default`: its definition, for an engine
+        that restates it)."""
+
+    @abstractmethod
+    def update_joined(self, table: tuple[str, str], source: Composable, keys: list[str], sets: list[tuple[str, str]],
+                      where: str) -> str:
+        """An UPDATE of `table` (alias t) from `source` (alias s) joined on `keys`: SET each (column, value) where
+        `where` (over t and s) holds."""
+
+    @abstractmethod
+    def restore_dropped_column(self, table: tuple[str, str], column: str, type_: str, structure: dict | None
+                               ) -> tuple[list[str], list[str]]:
+        """(down, down_contract) bringing back a dropped column empty, for the snapshot's values to fill in between:
+        as much of its definition (`structure`: the table before, airmigrate.structure.read_table) as the engine
+        can give it without blocking writes."""
+
+    def carry_column_sql(self, structure: dict | None, column: str, onto: str, final: str
+                         ) -> tuple[list[str], list[str], list[str]] | None:
+        """(build, release, finish): everything `column` has (indexes, NOT NULL, default, comment) rebuilt on its
+        replacement `onto` of the same table, called `final` once the old one is dropped (see
+        airmigrate.operations.carry). None: the engine uses airmigrate.operations.carry's statements."""
+        return None
+
+    @abstractmethod
+    def drop_or_rename_back(self, table: tuple[str, str], old: str, new: str, live_columns: frozenset[str] | None
+                            ) -> list[str]:
+        """rename_column's way back: while `old` is there (before the contract) drop the copy `new`, else rename
+        `new` back to `old`; decided from `live_columns` (the table when the rollback started) or by the server."""
+
     # -- the demo database (`make demo`, devdb) -------------------------------------------------------------------
     @abstractmethod
     def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:

@@ -66,6 +66,9 @@ def carry_column(info: dict | None, column: str, onto: str, final: str, table: t
     key) may appear in the same objects and keep their names."""
     if not info or column not in info["columns"]:
         return Carry()
+    own = None if table else engines.current().carry_column_sql(info, column, onto, final)
+    if own is not None:  # the engine's own way (MySQL: no NOT VALID, no CONCURRENTLY)
+        return Carry(*own)
     schema, name = table or (info["schema"], info["table"])
     qualified, carry = ident(schema, name), Carry()
     # on another table only objects over the moved columns can be built (preflight refuses the others)

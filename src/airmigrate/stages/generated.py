@@ -56,23 +56,24 @@ def restore_statement(migration: Migration, snapshot: str, columns: list[str]) -
         lo = sql.SQL(", ").join(sql.SQL(f"%(lo_{i})s") for i in range(len(keys)))
         hi = sql.SQL(", ").join(sql.SQL(f"%(hi_{i})s") for i in range(len(keys)))
         bounds = sql.SQL("({}) BETWEEN ({}) AND ({})").format(row, lo, hi)
-    return sql.SQL("UPDATE {t} AS t SET {sets} FROM {s} AS s WHERE {join} AND {bounds} AND ({changed})").format(
-        t=sql.Identifier(migration.spec.schema_name, migration.spec.table_name),
-        s=sql.Identifier("airmigrate", snapshot), bounds=bounds,
-        join=sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in keys),
-        sets=sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in columns),
-        changed=sql.SQL(" OR ").join(sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c))
-                                     for c in columns)).as_string(None)
+    engine = engines.current()
+    changed = " OR ".join(engine.distinct(sql.SQL("t.{c}").format(c=sql.Identifier(c)).as_string(None),
+                                          sql.SQL("s.{c}").format(c=sql.Identifier(c)).as_string(None))
+                          for c in columns)
+    return engine.update_joined((migration.spec.schema_name, migration.spec.table_name),
+                                sql.Identifier("airmigrate", snapshot), list(keys),
+                                [(c, sql.SQL("s.{c}").format(c=sql.Identifier(c)).as_string(None)) for c in columns],
+                                bounds.as_string(None) + " AND (" + changed + ")")
 
 
 def snapshot_columns(conn, migration: Migration, snapshot: str | None) -> list[str]:
     """The value columns of the rollback snapshot (empty when there is none)."""
     if not snapshot:
         return []
-    return [r[0] for r in conn.execute(
+    names = [r[0] for r in conn.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = 'airmigrate' AND table_name = %s "
-        "AND column_name <> ALL(%s) ORDER BY ordinal_position",
-        (snapshot, list(migration.spec.key_columns))).fetchall()]
+        "ORDER BY ordinal_position", (snapshot,)).fetchall()]
+    return [name for name in names if name not in migration.spec.key_columns]
 
 
 def down_batch_statements(conn, migration: Migration, run_id: int) -> list[str]:

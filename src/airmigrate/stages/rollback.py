@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import logging
 
-from airmigrate import state, structure
+from airmigrate import engines, state, structure
 from airmigrate.db import Target, connect
 from airmigrate.engines import sql
-from airmigrate.engines.sql import Json as Jsonb
 from airmigrate.errors import PreflightError
 from airmigrate.order import check_dependents
 from airmigrate.schemadocs import changelog
@@ -69,8 +68,7 @@ def record_table_shape(conn, migration: Migration, run_id: int) -> None:
     """Once per rollback run: the columns the table has now decide each operation's rollback path."""
     spec = migration.spec
     live = sorted(column_types(conn, spec.schema_name, spec.table_name))
-    conn.execute("UPDATE airmigrate.runs SET facts = facts || jsonb_build_object('live_columns', %s::jsonb) "
-                 "WHERE run_id = %s AND NOT facts ? 'live_columns'", (Jsonb(live), run_id))
+    engines.of(conn).state_sql().add_fact_once(conn, run_id, "live_columns", live)
 
 
 def rollback_sql(conn, migration: Migration, live: frozenset[str]) -> str:
@@ -109,9 +107,10 @@ def restore_shard(target: Target, migration: Migration, run_id: int, shard: int 
 def finish(target: Target, migration: Migration, run_id: int) -> dict:
     """The last short DDL, then the history marked rolled back and the snapshot dropped (in one transaction)."""
     with connect(target, autocommit=True) as conn:
-        pending = conn.execute("SELECT count(*) FILTER (WHERE status IN ('pending', 'running', 'failed')), "
-                               "coalesce(sum(rows) FILTER (WHERE status = 'succeeded'), 0) FROM airmigrate.batches "
-                               "WHERE run_id = %s", (run_id,)).fetchone()
+        pending = conn.execute(sql.SQL(  # `rows` is a reserved word on MySQL: quoted the engine's way
+            "SELECT coalesce(sum(CASE WHEN status IN ('pending', 'running', 'failed') THEN 1 ELSE 0 END), 0), "
+            "coalesce(sum(CASE WHEN status = 'succeeded' THEN {rows} END), 0) FROM airmigrate.batches "
+            "WHERE run_id = %s").format(rows=sql.Identifier("rows")), (run_id,)).fetchone()
         if pending[0]:
             raise PreflightError(f"the copy-back of {migration.id} has {pending[0]} unfinished batch(es): clear the "
                                  "restore tasks (or trigger the rollback with retry_failed=true) before finishing")

@@ -21,6 +21,7 @@ from airmigrate.engines.postgres import (
     lock_rules,
     maintenance,
     not_null,
+    op_columns,
     parsing,
     references,
     state_sql,
@@ -215,6 +216,40 @@ class PostgresEngine(Engine):
 
     def paces_by_latency(self) -> bool:
         return True
+
+    # -- operations: columns (triggers, column DDL)
+    def computed_column_trigger(self, name: str, table: tuple[str, str], column: str, expression: str) -> list[str]:
+        return op_columns.computed_column_trigger(name, table, column, expression)
+
+    def two_way_sync_trigger(self, name: str, table: tuple[str, str], old: str, new: str) -> list[str]:
+        return op_columns.two_way_sync_trigger(name, table, old, new)
+
+    def cast_back_trigger(self, name: str, table: tuple[str, str], source: str, target: str, type_: str) -> list[str]:
+        return op_columns.cast_back_trigger(name, table, source, target, type_)
+
+    def drop_row_trigger(self, name: str, table: tuple[str, str]) -> list[str]:
+        return op_columns.drop_row_trigger(name, table)
+
+    def distinct(self, a: str, b: str) -> str:
+        return op_columns.distinct(a, b)
+
+    def cast(self, expression: str, type_: str) -> str:
+        return op_columns.cast(expression, type_)
+
+    def set_not_null(self, table: tuple[str, str], column: str, type_: str, default: str | None) -> list[str]:
+        return op_columns.set_not_null(table, column, type_, default)
+
+    def update_joined(self, table: tuple[str, str], source: Composable, keys: list[str], sets: list[tuple[str, str]],
+                      where: str) -> str:
+        return op_columns.update_joined(table, source, keys, sets, where)
+
+    def restore_dropped_column(self, table: tuple[str, str], column: str, type_: str, structure: dict | None
+                               ) -> tuple[list[str], list[str]]:
+        return op_columns.restore_dropped_column(table, column, type_, structure)
+
+    def drop_or_rename_back(self, table: tuple[str, str], old: str, new: str, live_columns: frozenset[str] | None
+                            ) -> list[str]:
+        return op_columns.drop_or_rename_back(table, old, new, live_columns)
 
     # -- the demo database
     def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:
