@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from airmigrate import operations
+from airmigrate import engines, operations
 from airmigrate.engines.mysql import op_columns
 from airmigrate.engines.mysql.operations import NOT_ON_MYSQL
-from airmigrate.operations import add_column, drop_column, rename_column
+from airmigrate.operations import add_column, change_column_type, drop_column, rename_column
 from airmigrate.operations.base import OpContext
 from airmigrate.stages.generated import restore_statement
 
+MYSQL = engines.named("mysql")
 MYSQL_URL, PG_URL = "mysql://root@127.0.0.1:3306/shop", "postgresql://postgres@127.0.0.1/x"
 
 
@@ -135,9 +136,10 @@ def test_two_way_sync_and_cast_back_bodies():
 
 
 def test_the_column_operations_mysql_runs_are_not_refused():
-    """add_column, drop_column and rename_column load on MySQL (the others are still refused at load, naming the
+    """add_column, drop_column, rename_column and change_column_type load on MySQL (the others are still refused at load, naming the
     way around)."""
-    assert set(operations.MODULES) - set(NOT_ON_MYSQL) >= {"add_column", "drop_column", "rename_column"}
+    assert set(operations.MODULES) - set(NOT_ON_MYSQL) >= {"add_column", "drop_column", "rename_column",
+                                                            "change_column_type"}
 
 
 def test_rename_column_on_mysql_moves_the_index_and_the_definition_and_goes_back_by_the_live_columns(mysql):
@@ -146,7 +148,7 @@ def test_rename_column_on_mysql_moves_the_index_and_the_definition_and_goes_back
     op = rename_column.RenameColumn(op="rename_column", column="s", to="label")
     steps = rename_column.steps(op, context(structure, {"s": "varchar(40)"}))
     assert steps.expand[0] == ("ALTER TABLE `shop`.`items` ADD COLUMN IF NOT EXISTS `label` varchar(40) COLLATE "
-                               "utf8mb4_general_ci")
+                               "utf8mb4_general_ci AFTER `s`")  # in its place once `s` is dropped
     assert steps.backfill == ["UPDATE `shop`.`items` SET `label` = `s` WHERE `id` BETWEEN %(lo)s AND %(hi)s AND "
                               "NOT (`label` <=> `s`)"]
     assert steps.contract == [
@@ -169,3 +171,41 @@ def test_rename_column_on_postgresql_keeps_its_do_block(postgres):
                                      "table_schema = 'public' AND table_name = 'users' AND column_name = 'bio')")
     assert "NEW.\"about\" := NEW.\"bio\"" in steps.expand[1] and steps.expand[2].startswith(
         'CREATE OR REPLACE TRIGGER "am_sync_0001_m_0" BEFORE INSERT OR UPDATE ON "public"."users"')
+
+
+def test_change_column_type_on_mysql_swaps_under_a_moment_of_lock_tables_and_goes_back_the_same_way(mysql):
+    structure = {**STRUCTURE, "columns": {**STRUCTURE["columns"], "a": {**STRUCTURE["columns"]["a"], "comment": None}}}
+    op = change_column_type.ChangeColumnType(op="change_column_type", column="a", type="bigint")
+    steps = change_column_type.steps(op, context(structure, {"a": "int(11)"}))
+    assert steps.expand[0] == "ALTER TABLE `shop`.`items` ADD COLUMN IF NOT EXISTS `a__new` BIGINT AFTER `a`"
+    assert steps.expand[-1].endswith("FOR EACH ROW SET NEW.`a__new` = `new`.`a`")  # the assignment converts
+    assert steps.backfill == ["UPDATE `shop`.`items` SET `a__new` = `a` WHERE `id` BETWEEN %(lo)s AND %(hi)s AND "
+                              "NOT (`a__new` <=> (`a`))"]
+    assert steps.contract == [
+        "ALTER TABLE `shop`.`items` ADD INDEX `items_a_s__am` (`a__new`, `s`)",
+        "LOCK TABLES `shop`.`items` WRITE",
+        "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_m_0_i`", "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_m_0_u`",
+        "ALTER TABLE `shop`.`items` RENAME COLUMN `a` TO `a__old`, RENAME COLUMN `a__new` TO `a`, ALGORITHM=INSTANT, "
+        "LOCK=NONE", "UNLOCK TABLES",
+        "ALTER TABLE `shop`.`items` DROP COLUMN `a__old`",
+        "ALTER TABLE `shop`.`items` RENAME INDEX `items_a_s__am` TO `items_a_s`",
+        "ALTER TABLE `shop`.`items` MODIFY COLUMN `a` BIGINT NOT NULL DEFAULT 7"]
+    # the executor keeps LOCK TABLES ... UNLOCK TABLES in one session
+    groups = MYSQL.group_statements(steps.contract)
+    assert [len(g) for _, g in groups] == [1, 5, 1, 1, 1] and all(auto for auto, _ in groups)
+    after = OpContext("0001_m", 0, "shop", "items", "id", {"a": "int(11)"}, frozenset({"id", "a", "s"}), structure)
+    down = change_column_type.steps(op, after)
+    assert down.down[0:1] + down.down[-2:] == [
+        "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_m_0_i`",
+        "CREATE TRIGGER `shop`.`am_back_0001_m_0_i` BEFORE INSERT ON `shop`.`items` FOR EACH ROW SET NEW.`a__old` = "
+        "NEW.`a`",
+        "CREATE TRIGGER `shop`.`am_back_0001_m_0_u` BEFORE UPDATE ON `shop`.`items` FOR EACH ROW BEGIN IF NOT "
+        "(NEW.`a` <=> OLD.`a`) THEN SET NEW.`a__old` = NEW.`a`; END IF; END"]
+    assert down.down_backfill == [
+        "UPDATE `shop`.`items` AS t JOIN (SELECT x.`id`, CASE WHEN s.`id` IS NULL THEN x.`a` ELSE s.`a` END AS value "
+        "FROM `shop`.`items` AS x LEFT JOIN `airmigrate`.`snapshot_0001_m` AS s ON s.`id` = x.`id` WHERE `x`.`id` "
+        "BETWEEN %(lo)s AND %(hi)s) AS v ON t.`id` = v.`id` SET t.`a__old` = v.value WHERE `t`.`id` BETWEEN %(lo)s "
+        "AND %(hi)s AND t.`a__old` IS NULL AND v.value IS NOT NULL"]
+    assert down.down_contract[-1] == "ALTER TABLE `shop`.`items` MODIFY COLUMN `a` int(11) NOT NULL DEFAULT 7"
+    assert op_columns.type_change_probe(structure, "a", "date")[2] == (
+        "ALTER TABLE `am_probe` MODIFY COLUMN `a` date NOT NULL DEFAULT 7")

@@ -295,3 +295,41 @@ def test_rename_column_two_application_versions_side_by_side_then_rollback_befor
     same = md5_of_original_rows(target) == before
     assert columns_of(target) == shape and same
     report("rename_column", writer, took, same)
+
+
+def test_change_column_type_int_to_bigint_online_swap_then_rollback_before_and_after_contract(target, tmp_path):
+    """`a` (int NOT NULL DEFAULT 5 with a comment and an index) becomes bigint without a table copy: `a__new` kept
+    by triggers, batches, the index built online, the names swapped in a moment of LOCK TABLES; everything `a`
+    had is on it after, in its place. The rollback after the contract goes the same way back."""
+    with db.connect(target, autocommit=True) as conn:
+        conn.execute("ALTER TABLE items MODIFY COLUMN a INT NOT NULL DEFAULT 5 COMMENT 'the a', ALGORITHM=INSTANT")
+        conn.execute("ALTER TABLE items ADD INDEX items_a (a), ALGORITHM=NOCOPY, LOCK=NONE")
+    before, shape = md5_of_original_rows(target), columns_of(target)
+    migration_id = write_migration(tmp_path, {"op": "change_column_type", "column": "a", "type": "bigint"})
+    app = {"s": "s"}
+
+    writer = App(target, app)
+    writer.start()
+    took = run(migration_id, until="expand")
+    assert one(target, "SELECT COUNT(*) FROM items WHERE NOT (a__new <=> a)")[0] == 0
+    took += run(f"{migration_id}__rollback", approve_rollback=True)
+    check_application(writer.finish())
+    assert columns_of(target) == shape and triggers_of(target) == [] and md5_of_original_rows(target) == before
+
+    writer = App(target, app, seed=11)
+    writer.start()
+    took += run(migration_id, approve_contract=True)
+    check_application(writer.finish())
+    assert columns_of(target) == [("id", "int(11)", "NO", None), ("a", "bigint(20)", "NO", "5"),
+                                  ("s", "varchar(40)", "YES", "NULL")] and triggers_of(target) == []
+    assert one(target, "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND "
+                       "TABLE_NAME = 'items' AND INDEX_NAME = 'items_a'")[0] == "a"
+    assert md5_of_original_rows(target) == before  # the same values, now bigint
+
+    writer = App(target, app, seed=13)
+    writer.start()
+    took += run(f"{migration_id}__rollback", approve_rollback=True)
+    check_application(writer.finish())
+    same = md5_of_original_rows(target) == before
+    assert columns_of(target) == shape and same
+    report("change_column_type", writer, took, same)

@@ -335,9 +335,15 @@ class Engine(ABC):
 
     @abstractmethod
     def update_joined(self, table: tuple[str, str], source: Composable, keys: list[str], sets: list[tuple[str, str]],
-                      where: str) -> str:
-        """An UPDATE of `table` (alias t) from `source` (alias s) joined on `keys`: SET each (column, value) where
-        `where` (over t and s) holds."""
+                      where: str, alias: str = "s") -> str:
+        """An UPDATE of `table` (alias t) from `source` (alias `alias`) joined on `keys`: SET each (column, value)
+        where `where` (over t and the source) holds."""
+
+    @abstractmethod
+    def swap_columns(self, table: tuple[str, str], trigger: str, old: str, new: str, retired: str) -> list[str]:
+        """Drop the row trigger `trigger` keeping `new` in sync with `old`, and give `old` the name `retired` and `new`
+        the name `old`, with nothing the application writes falling between (PostgreSQL: one transaction; MySQL:
+        under LOCK TABLES, for milliseconds)."""
 
     @abstractmethod
     def restore_dropped_column(self, table: tuple[str, str], column: str, type_: str, structure: dict | None
@@ -346,12 +352,23 @@ class Engine(ABC):
         as much of its definition (`structure`: the table before, airmigrate.structure.read_table) as the engine
         can give it without blocking writes."""
 
-    def carry_column_sql(self, structure: dict | None, column: str, onto: str, final: str
+    def carry_column_sql(self, structure: dict | None, column: str, onto: str, final: str, new_type: str | None = None
                          ) -> tuple[list[str], list[str], list[str]] | None:
         """(build, release, finish): everything `column` has (indexes, NOT NULL, default, comment) rebuilt on its
-        replacement `onto` of the same table, called `final` once the old one is dropped (see
+        replacement `onto` of the same table (of type `new_type`, when it changes), called `final` once the old one
+        is dropped (see
         airmigrate.operations.carry). None: the engine uses airmigrate.operations.carry's statements."""
         return None
+
+    def type_change_probe(self, structure: dict | None, column: str, new_type: str) -> list[str] | None:
+        """Statements that fail, on an empty temporary copy of the table, exactly when what `column` has (default,
+        indexes) cannot apply to `new_type`; None: airmigrate.operations.carry.probe's (PostgreSQL's)."""
+        return None
+
+    @abstractmethod
+    def placed_after(self, column: str) -> str:
+        """The clause putting an added column right after `column` (MySQL's ` AFTER c`, so a replacement takes the
+        original's place once it is dropped); empty where the engine cannot place columns."""
 
     @abstractmethod
     def drop_or_rename_back(self, table: tuple[str, str], old: str, new: str, live_columns: frozenset[str] | None

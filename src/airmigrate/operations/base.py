@@ -183,6 +183,12 @@ def cast(expression: str, type_: str) -> str:
     return engines.current().cast(expression, type_)
 
 
+def placed_after(column: str) -> str:
+    """` AFTER col` where the engine can place an added column (MySQL), so a replacement column ends up where the
+    original was; empty on PostgreSQL."""
+    return engines.current().placed_after(column)
+
+
 def set_not_null(ctx: OpContext, column: str, type_: str, default: str | None) -> list[str]:
     """The column made NOT NULL without blocking writes (the engine's way: a validated CHECK, an in-place MODIFY)."""
     return engines.current().set_not_null((ctx.schema, ctx.table), column, type_, default)

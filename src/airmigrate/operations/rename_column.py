@@ -25,6 +25,7 @@ from airmigrate.operations.base import (
     distinct,
     drop_trigger,
     ident,
+    placed_after,
     s,
     two_way_sync_trigger,
 )
@@ -39,8 +40,9 @@ class RenameColumn(OperationModel):
 
 def steps(op: RenameColumn, ctx: OpContext) -> Steps:
     old, new, tbl = ident(op.column), ident(op.to), ctx.qualified
-    expand = [s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {n} " + ctx.type_of(op.column)
-                + collate(ctx.structure, op.column), t=tbl, n=new)] + two_way_sync_trigger(ctx, op.column, op.to)
+    expand = ([s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {n} " + ctx.type_of(op.column)
+                + collate(ctx.structure, op.column) + placed_after(op.column), t=tbl, n=new)]
+              + two_way_sync_trigger(ctx, op.column, op.to))
     backfill = [s("UPDATE {t} SET {n} = {o} WHERE " + batch_range(ctx) + " AND "
                   + distinct(s("{n}", n=new), s("{o}", o=old)), t=tbl, n=new, o=old)]
     # Everything on the old column would go with it: build it again on the new one first, then take its names.

@@ -238,16 +238,25 @@ class MySQLEngine(Engine):
         return op_columns.set_not_null(table, column, type_, default)
 
     def update_joined(self, table: tuple[str, str], source: Composable, keys: list[str], sets: list[tuple[str, str]],
-                      where: str) -> str:
-        return op_columns.update_joined(table, source, keys, sets, where)
+                      where: str, alias: str = "s") -> str:
+        return op_columns.update_joined(table, source, keys, sets, where, alias)
+
+    def swap_columns(self, table: tuple[str, str], trigger: str, old: str, new: str, retired: str) -> list[str]:
+        return op_columns.swap_columns(table, trigger, old, new, retired)
 
     def restore_dropped_column(self, table: tuple[str, str], column: str, type_: str, structure: dict | None
                                ) -> tuple[list[str], list[str]]:
         return op_columns.restore_dropped_column(table, column, type_, structure)
 
-    def carry_column_sql(self, structure: dict | None, column: str, onto: str, final: str
+    def carry_column_sql(self, structure: dict | None, column: str, onto: str, final: str, new_type: str | None = None
                          ) -> tuple[list[str], list[str], list[str]] | None:
-        return op_columns.carry_column(structure, column, onto, final)
+        return op_columns.carry_column(structure, column, onto, final, new_type)
+
+    def type_change_probe(self, structure: dict | None, column: str, new_type: str) -> list[str] | None:
+        return op_columns.type_change_probe(structure, column, new_type)
+
+    def placed_after(self, column: str) -> str:
+        return op_columns.placed_after(column)
 
     def drop_or_rename_back(self, table: tuple[str, str], old: str, new: str, live_columns: frozenset[str] | None
                             ) -> list[str]:

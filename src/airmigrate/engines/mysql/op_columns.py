@@ -94,12 +94,25 @@ def set_not_null(table: tuple[str, str], column: str, type_: str, default: str |
 
 
 def update_joined(table: tuple[str, str], source: sql.Composable, keys: list[str], sets: list[tuple[str, str]],
-                  where: str) -> str:
-    """UPDATE <table> AS t JOIN <source> AS s ON t.<key> = s.<key> ... SET t.<column> = <value> WHERE <where>."""
-    join = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in keys)
+                  where: str, alias: str = "s") -> str:
+    """UPDATE <table> AS t JOIN <source> AS <alias> ON t.<key> = <alias>.<key> ... SET t.<column> = <value> WHERE
+    <where>."""
+    join = sql.SQL(" AND ").join(sql.SQL("t.{k} = " + alias + ".{k}").format(k=sql.Identifier(k)) for k in keys)
     assignments = sql.SQL(", ").join(sql.SQL("t.{c} = ").format(c=sql.Identifier(c)) + sql.SQL(v) for c, v in sets)
-    return _s("UPDATE {t} AS t JOIN {s} AS s ON {join} SET {sets} WHERE {where}", t=sql.Identifier(*table),
+    return _s("UPDATE {t} AS t JOIN {s} AS " + alias + " ON {join} SET {sets} WHERE {where}", t=sql.Identifier(*table),
               s=source, join=join, sets=assignments, where=sql.SQL(where))
+
+
+def swap_columns(table: tuple[str, str], trigger: str, old: str, new: str, retired: str) -> list[str]:
+    """MySQL commits around every DDL statement: between dropping the sync trigger and renaming, a write of the
+    application would reach `old` only. So the table is write-locked for the moment of the two (instant)
+    statements: ``LOCK TABLES`` (waits at most the lock wait limit), the triggers dropped, both renames in one
+    ALTER, ``UNLOCK TABLES``; the executor runs the group in one session (parsing.group_statements)."""
+    tbl = sql.Identifier(*table)
+    return ([_s("LOCK TABLES {t} WRITE", t=tbl)] + drop_row_trigger(trigger, table)
+            + [_s("ALTER TABLE {t} RENAME COLUMN {o} TO {r}, RENAME COLUMN {n} TO {o}, ALGORITHM=INSTANT, LOCK=NONE",
+                  t=tbl, o=sql.Identifier(old), r=sql.Identifier(retired), n=sql.Identifier(new)),
+               "UNLOCK TABLES"])
 
 
 def column_definition(info: dict, not_null: bool) -> str:
@@ -176,7 +189,7 @@ def _parts(index: dict) -> list[str] | None:
     return definition.rsplit("(", 1)[1].rstrip(")").split(", ")
 
 
-def carry_column(structure: dict | None, column: str, onto: str, final: str
+def carry_column(structure: dict | None, column: str, onto: str, final: str, new_type: str | None = None
                  ) -> tuple[list[str], list[str], list[str]]:
     """(build, release, finish) for a replacement column on the same table: each plain index using `column`
     built on `onto` under a temporary name while the sync trigger runs (online: the executor writes in the
@@ -197,7 +210,31 @@ def carry_column(structure: dict | None, column: str, onto: str, final: str
         finish.append(_s("ALTER TABLE {t} RENAME INDEX {tmp} TO {i}", t=tbl, tmp=sql.Identifier(_temporary(name)),
                          i=sql.Identifier(name)))
     info = structure["columns"][column]
+    if new_type is not None:  # the replacement's type; a collation only where it still applies
+        texty = new_type.strip().lower().startswith(("char", "varchar", "tinytext", "text", "mediumtext", "longtext",
+                                                     "enum", "set"))
+        info = {**info, "type": new_type, "collation": info.get("collation") if texty else None}
     if info["not_null"] or (info.get("default") not in (None, "NULL")) or info.get("comment"):
         finish.append(_s("ALTER TABLE {t} MODIFY COLUMN {c} ", t=tbl, c=sql.Identifier(final))
                       + column_definition(info, info["not_null"]))
     return build, [], finish
+
+
+def type_change_probe(structure: dict | None, column: str, new_type: str) -> list[str]:
+    """On a session temporary copy of the table (CREATE TEMPORARY TABLE ... LIKE: its indexes and defaults, no
+    rows), the column changed to `new_type` with its default, NOT NULL and comment as the contract will restate
+    them: the server refuses a default or an index that does not fit, now rather than after the backfill. The
+    copy is dropped at the end (and before, should an earlier probe have failed half-way)."""
+    if not structure or column not in structure.get("columns", {}):
+        return []
+    _, _, finish = carry_column(structure, column, column, column, new_type)
+    modify = next((s for s in finish if " MODIFY COLUMN " in s), None)
+    probe, tbl = sql.Identifier("am_probe"), sql.Identifier(structure["schema"], structure["table"])
+    change = (modify.replace(_s("ALTER TABLE {t}", t=tbl), _s("ALTER TABLE {p}", p=probe), 1) if modify else
+              _s("ALTER TABLE {p} MODIFY COLUMN {c} " + new_type, p=probe, c=sql.Identifier(column)))
+    return [_s("DROP TEMPORARY TABLE IF EXISTS {p}", p=probe), _s("CREATE TEMPORARY TABLE {p} LIKE {t}", p=probe, t=tbl),
+            change, _s("DROP TEMPORARY TABLE IF EXISTS {p}", p=probe)]
+
+
+def placed_after(column: str) -> str:
+    return _s(" AFTER {c}", c=sql.Identifier(column))

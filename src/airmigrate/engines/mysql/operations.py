@@ -14,7 +14,6 @@ SQL_FILES_FIX = ("write the change as up.mysql.sql / down.mysql.sql in the migra
 # op -> why it does not run on MySQL / MariaDB (yet); an op leaves this table when its MySQL steps exist
 NOT_YET = "has no MySQL / MariaDB steps yet (its steps are PostgreSQL SQL: triggers in PL/pgSQL, DO blocks)"
 NOT_ON_MYSQL: dict[str, str] = {  # one line each: an op leaves by its own line
-    "change_column_type": NOT_YET,
     "split_table": NOT_YET,
     "add_index": NOT_YET,
     "add_unique": NOT_YET,

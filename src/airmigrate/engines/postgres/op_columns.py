@@ -75,12 +75,21 @@ def set_not_null(table: tuple[str, str], column: str, type_: str, default: str |
 
 
 def update_joined(table: tuple[str, str], source: sql.Composable, keys: list[str], sets: list[tuple[str, str]],
-                  where: str) -> str:
-    """UPDATE <table> AS t SET <column> = <value>, ... FROM <source> AS s WHERE t.<key> = s.<key> ... AND <where>."""
-    join = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in keys)
+                  where: str, alias: str = "s") -> str:
+    """UPDATE <table> AS t SET <column> = <value>, ... FROM <source> AS <alias> WHERE t.<key> = <alias>.<key> ...
+    AND <where>."""
+    join = sql.SQL(" AND ").join(sql.SQL("t.{k} = " + alias + ".{k}").format(k=sql.Identifier(k)) for k in keys)
     assignments = sql.SQL(", ").join(sql.SQL("{c} = ").format(c=sql.Identifier(c)) + sql.SQL(v) for c, v in sets)
-    return _s("UPDATE {t} AS t SET {sets} FROM {s} AS s WHERE {join} AND {where}", t=sql.Identifier(*table),
-              s=source, join=join, sets=assignments, where=sql.SQL(where))
+    return _s("UPDATE {t} AS t SET {sets} FROM {s} AS " + alias + " WHERE {join} AND {where}",
+              t=sql.Identifier(*table), s=source, join=join, sets=assignments, where=sql.SQL(where))
+
+
+def swap_columns(table: tuple[str, str], trigger: str, old: str, new: str, retired: str) -> list[str]:
+    """The trigger dropped and both renames: one transaction (the contract's group)."""
+    tbl = sql.Identifier(*table)
+    return drop_row_trigger(trigger, table) + [
+        _s("ALTER TABLE {t} RENAME COLUMN {o} TO {r}", t=tbl, o=sql.Identifier(old), r=sql.Identifier(retired)),
+        _s("ALTER TABLE {t} RENAME COLUMN {n} TO {o}", t=tbl, n=sql.Identifier(new), o=sql.Identifier(old))]
 
 
 def restore_dropped_column(table: tuple[str, str], column: str, type_: str, structure: dict | None
@@ -97,3 +106,8 @@ def drop_or_rename_back(table: tuple[str, str], old: str, new: str, live_columns
                "ELSE ALTER TABLE {t} RENAME COLUMN {n} TO {o}; END IF; END $am$",
                sch=sql.Literal(table[0]), tn=sql.Literal(table[1]), oc=sql.Literal(old), t=sql.Identifier(*table),
                n=sql.Identifier(new), o=sql.Identifier(old))]
+
+
+def placed_after(column: str) -> str:
+    """PostgreSQL adds a column at the end, always."""
+    return ""
