@@ -32,14 +32,22 @@ def context(structure: dict | None = None, types: dict | None = None) -> OpConte
     return OpContext("0001_m", 0, "shop", "items", "id", types or {}, None, structure)
 
 
-STRUCTURE = {"schema": "shop", "table": "items", "columns": {
-    "id": {"type": "int(11)", "not_null": True, "default": None, "collation": None, "comment": None},
-    "a": {"type": "int(11)", "not_null": True, "default": "7", "collation": None, "comment": "the a"},
-    "s": {"type": "varchar(40)", "not_null": False, "default": "NULL", "collation": "utf8mb4_general_ci",
-          "comment": None}},
-    "indexes": {"PRIMARY": {"definition": "UNIQUE BTREE (id)", "columns": ["id"], "constraint": "PRIMARY"},
-                "items_a_s": {"definition": "BTREE (a, s)", "columns": ["a", "s"], "constraint": None},
-                "items_ft": {"definition": "FULLTEXT (s)", "columns": ["s"], "constraint": None}}}
+def column(type_: str, not_null: bool, default: str | None, collation: str | None = None,
+           comment: str | None = None) -> dict:
+    """A column as engines/mysql/catalog.read_table gives it."""
+    return {"type": type_, "not_null": not_null, "default": default, "identity": None, "generated": None,
+            "collation": collation, "comment": comment, "statistics": None, "owns_sequence": None, "privileges": []}
+
+
+STRUCTURE = {"schema": "shop", "table": "items", "comment": None, "privileges": [], "triggers": {},
+             "dependents": {}, "referenced_by": {},
+             "columns": {"id": column("int(11)", True, None), "a": column("int(11)", True, "7", comment="the a"),
+                         "s": column("varchar(40)", False, "NULL", "utf8mb4_general_ci")},
+             "constraints": {"PRIMARY": {"kind": "p", "definition": "UNIQUE BTREE (id)", "columns": ["id"],
+                                         "index": "UNIQUE BTREE (id)"}},
+             "indexes": {"PRIMARY": {"definition": "UNIQUE BTREE (id)", "columns": ["id"], "constraint": "PRIMARY"},
+                         "items_a_s": {"definition": "BTREE (a, s)", "columns": ["a", "s"], "constraint": None},
+                         "items_ft": {"definition": "FULLTEXT (s)", "columns": ["s"], "constraint": None}}}
 
 
 def test_add_column_on_mysql_two_triggers_null_safe_batches_and_not_null_in_place(mysql):
@@ -209,3 +217,17 @@ def test_change_column_type_on_mysql_swaps_under_a_moment_of_lock_tables_and_goe
     assert down.down_contract[-1] == "ALTER TABLE `shop`.`items` MODIFY COLUMN `a` int(11) NOT NULL DEFAULT 7"
     assert op_columns.type_change_probe(structure, "a", "date")[2] == (
         "ALTER TABLE `am_probe` MODIFY COLUMN `a` date NOT NULL DEFAULT 7")
+
+
+def test_what_the_mysql_carry_cannot_take_over_is_refused_with_the_fix(mysql):
+    structure = {**STRUCTURE, "referenced_by": {"shop.fk_order_item": {
+        "definition": "FOREIGN KEY (item_s) REFERENCES items (s)", "columns": ["item_s"], "name": "fk_order_item",
+        "table": ["shop", "orders"]}}}
+    problems = rename_column.refusals(rename_column.RenameColumn(op="rename_column", column="s", to="label"),
+                                      structure, ("id",))
+    assert len(problems) == 2
+    assert problems[0].startswith("foreign key shop.fk_order_item (FOREIGN KEY (item_s) REFERENCES items (s)) "
+                                  "references shop.items.s: MySQL cannot drop the old column")
+    assert "index items_ft (FULLTEXT (s))" in problems[1] and "Drop it first" in problems[1]
+    assert rename_column.refusals(rename_column.RenameColumn(op="rename_column", column="a", to="b"), structure,
+                                  ("id",)) == []

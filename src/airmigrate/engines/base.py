@@ -365,6 +365,11 @@ class Engine(ABC):
         indexes) cannot apply to `new_type`; None: airmigrate.operations.carry.probe's (PostgreSQL's)."""
         return None
 
+    def replacement_refusals(self, structure: dict | None, column: str) -> list[str]:
+        """What this engine's carry (:meth:`carry_column_sql`) cannot take over from `column` to a replacement,
+        each with its fix (preflight refuses); empty: everything, or airmigrate.operations.carry judges."""
+        return []
+
     @abstractmethod
     def placed_after(self, column: str) -> str:
         """The clause putting an added column right after `column` (MySQL's ` AFTER c`, so a replacement takes the

@@ -196,6 +196,8 @@ def refusals(info: dict | None, columns: list[str], key: tuple[str, ...] = (), m
         col = info["columns"].get(column)
         if col is None:
             continue
+        if not moving:
+            out += engines.current().replacement_refusals(info, column)
         if col["identity"]:
             out.append(f"{table}.{column} is an identity column: a replacement column cannot take over its "
                        "sequence safely. Keep the column, or drop the identity first (ALTER COLUMN ... DROP IDENTITY) "

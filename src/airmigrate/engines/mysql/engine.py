@@ -255,6 +255,9 @@ class MySQLEngine(Engine):
     def type_change_probe(self, structure: dict | None, column: str, new_type: str) -> list[str] | None:
         return op_columns.type_change_probe(structure, column, new_type)
 
+    def replacement_refusals(self, structure: dict | None, column: str) -> list[str]:
+        return op_columns.replacement_refusals(structure, column)
+
     def placed_after(self, column: str) -> str:
         return op_columns.placed_after(column)
 

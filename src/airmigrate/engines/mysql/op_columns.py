@@ -238,3 +238,23 @@ def type_change_probe(structure: dict | None, column: str, new_type: str) -> lis
 
 def placed_after(column: str) -> str:
     return _s(" AFTER {c}", c=sql.Identifier(column))
+
+
+def replacement_refusals(structure: dict | None, column: str) -> list[str]:
+    """Another table's foreign key to `column`: MySQL refuses to drop a column a foreign key needs, and a key
+    cannot be re-pointed without checking every row under a lock; an index this carry cannot rebuild (FULLTEXT,
+    SPATIAL, on an expression) would be lost."""
+    if not structure or column not in structure.get("columns", {}):
+        return []
+    table, out = f"{structure['schema']}.{structure['table']}", []
+    for name, fk in sorted(structure.get("referenced_by", {}).items()):
+        referenced = fk["definition"].rsplit("(", 1)[-1].rstrip(")").split(",")  # catalog: "... REFERENCES t (a,b)"
+        if column in referenced:
+            out.append(f"foreign key {name} ({fk['definition']}) references {table}.{column}: MySQL cannot drop the "
+                       "old column while it exists. Drop that foreign key first (in an earlier migration) and add it "
+                       "again afterwards, or leave this column alone")
+    for name, index in sorted(structure.get("indexes", {}).items()):
+        if column in index["columns"] and name != "PRIMARY" and _parts(index) is None:
+            out.append(f"index {name} ({index['definition']}) on {table}.{column} cannot be rebuilt online on the "
+                       "replacement column. Drop it first (in an earlier migration) and create it again afterwards")
+    return out
