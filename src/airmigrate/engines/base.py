@@ -371,6 +371,14 @@ class Engine(ABC):
         return []
 
     @abstractmethod
+    def fill_back_from_snapshot(self, table: tuple[str, str], key: str, back: str, column: str, original: str,
+                                snapshot: tuple[str, str]) -> str:
+        """change_column_type's rollback batch: `back` (NULL: not written by the application meanwhile) set to the
+        snapshot's original value of `column`, or `column` converted to `original` for a row newer than the
+        snapshot; the key range as %(lo)s / %(hi)s. Never a locking read of the table beside the rows it writes
+        (MySQL: a read of them would take shared locks the application's writes deadlock with)."""
+
+    @abstractmethod
     def placed_after(self, column: str) -> str:
         """The clause putting an added column right after `column` (MySQL's ` AFTER c`, so a replacement takes the
         original's place once it is dropped); empty where the engine cannot place columns."""

@@ -15,7 +15,6 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from airmigrate import engines
-from airmigrate.engines import sql
 from airmigrate.operations.base import (
     NAME,
     OpContext,
@@ -97,14 +96,8 @@ def rollback_steps(op: ChangeColumnType, ctx: OpContext, old, new) -> tuple[list
         # only a value the application writes now is cast back; a row it merely touches keeps its slot for
         # the batch, which puts the original value (from the snapshot) there
     ] + cast_back_trigger(ctx, op.column, back_name, original)
-    key, snap = ident(ctx.key), ident("airmigrate", snapshot_name(ctx.migration_id))
-    source = sql.SQL(s(
-        "(SELECT x.{k}, CASE WHEN s.{k} IS NULL THEN " + cast(s("x.{o}", o=old), original) + " ELSE s.{o} END AS "
-        "value FROM {t} AS x LEFT JOIN {snap} AS s ON s.{k} = x.{k} WHERE " + batch_range(ctx, "x") + ")",
-        t=tbl, k=key, o=old, snap=snap))
-    down_backfill = [engines.current().update_joined(
-        (ctx.schema, ctx.table), source, [ctx.key], [(back_name, "v.value")],
-        batch_range(ctx, "t") + s(" AND t.{b} IS NULL AND v.value IS NOT NULL", b=back), alias="v")]
+    down_backfill = [engines.current().fill_back_from_snapshot(
+        (ctx.schema, ctx.table), ctx.key, back_name, op.column, original, ("airmigrate", snapshot_name(ctx.migration_id)))]
     # what the original column had (recorded before the migration) is rebuilt on `<col>__old` first
     carry = carry_column(ctx.structure, op.column, back_name, op.column)
     down_contract = carry.build + carry.release + swap(ctx, op.column, back_name, f"{op.column}__rollback"[:63],

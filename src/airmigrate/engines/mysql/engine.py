@@ -258,6 +258,10 @@ class MySQLEngine(Engine):
     def replacement_refusals(self, structure: dict | None, column: str) -> list[str]:
         return op_columns.replacement_refusals(structure, column)
 
+    def fill_back_from_snapshot(self, table: tuple[str, str], key: str, back: str, column: str, original: str,
+                                snapshot: tuple[str, str]) -> str:
+        return op_columns.fill_back_from_snapshot(table, key, back, column, original, snapshot)
+
     def placed_after(self, column: str) -> str:
         return op_columns.placed_after(column)
 

@@ -258,3 +258,15 @@ def replacement_refusals(structure: dict | None, column: str) -> list[str]:
             out.append(f"index {name} ({index['definition']}) on {table}.{column} cannot be rebuilt online on the "
                        "replacement column. Drop it first (in an earlier migration) and create it again afterwards")
     return out
+
+
+def fill_back_from_snapshot(table: tuple[str, str], key: str, back: str, column: str, original: str,
+                            snapshot: tuple[str, str]) -> str:
+    """The batch's rows LEFT JOIN the snapshot, updated in place: the table is read only as the rows written (a
+    derived table of it would be read with shared locks first, which deadlock with the application's writes);
+    the assignment converts to the original type."""
+    k, o, b = sql.Identifier(key), sql.Identifier(column), sql.Identifier(back)
+    value = _s("CASE WHEN s.{k} IS NULL THEN t.{o} ELSE s.{o} END", k=k, o=o)
+    return _s("UPDATE {t} AS t LEFT JOIN {snap} AS s ON s.{k} = t.{k} SET t.{b} = {v} WHERE t.{k} BETWEEN %(lo)s "
+              "AND %(hi)s AND t.{b} IS NULL AND ({v}) IS NOT NULL", t=sql.Identifier(*table),
+              snap=sql.Identifier(*snapshot), k=k, b=b, v=sql.SQL(value))

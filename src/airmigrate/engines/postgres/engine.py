@@ -250,6 +250,10 @@ class PostgresEngine(Engine):
                                ) -> tuple[list[str], list[str]]:
         return op_columns.restore_dropped_column(table, column, type_, structure)
 
+    def fill_back_from_snapshot(self, table: tuple[str, str], key: str, back: str, column: str, original: str,
+                                snapshot: tuple[str, str]) -> str:
+        return op_columns.fill_back_from_snapshot(table, key, back, column, original, snapshot)
+
     def placed_after(self, column: str) -> str:
         return op_columns.placed_after(column)
 

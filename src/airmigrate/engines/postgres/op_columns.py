@@ -111,3 +111,15 @@ def drop_or_rename_back(table: tuple[str, str], old: str, new: str, live_columns
 def placed_after(column: str) -> str:
     """PostgreSQL adds a column at the end, always."""
     return ""
+
+
+def fill_back_from_snapshot(table: tuple[str, str], key: str, back: str, column: str, original: str,
+                            snapshot: tuple[str, str]) -> str:
+    """One UPDATE ... FROM a subquery of the batch's rows left-joined to the snapshot."""
+    tbl, k, o, b = sql.Identifier(*table), sql.Identifier(key), sql.Identifier(column), sql.Identifier(back)
+    bounds_x = _s("{k} BETWEEN %(lo)s AND %(hi)s", k=sql.Identifier("x", key))
+    bounds_t = _s("{k} BETWEEN %(lo)s AND %(hi)s", k=sql.Identifier("t", key))
+    return _s("UPDATE {t} AS t SET {b} = v.value FROM (SELECT x.{k}, CASE WHEN s.{k} IS NULL THEN x.{o}::" + original +
+              " ELSE s.{o} END AS value FROM {t} AS x LEFT JOIN {snap} AS s ON s.{k} = x.{k} WHERE " + bounds_x +
+              ") AS v WHERE t.{k} = v.{k} AND " + bounds_t + " AND t.{b} IS NULL AND v.value IS NOT NULL",
+              t=tbl, b=b, k=k, o=o, snap=sql.Identifier(*snapshot))
