@@ -456,6 +456,97 @@ class Engine(ABC):
     def drop_created_table_sql(self, schema: str, table: str, retired: str) -> str:
         """create_table's rollback: drop the table when empty, else retire it as `retired` (no row lost)."""
 
+    # -- operations: columns (triggers, column DDL) ---------------------------------------------------------------
+    # What add_column, rename_column, change_column_type and drop_column (airmigrate.operations) write differently
+    # per engine. A row trigger `name` on `table` (schema, table) is whatever the engine needs (PostgreSQL: a
+    # function and a trigger; MySQL: one trigger per event); its expressions are already read from the row.
+    @abstractmethod
+    def computed_column_trigger(self, name: str, table: tuple[str, str], column: str, expression: str) -> list[str]:
+        """(Re)create the row trigger that sets `column` to `expression` on every insert and update."""
+
+    @abstractmethod
+    def two_way_sync_trigger(self, name: str, table: tuple[str, str], old: str, new: str) -> list[str]:
+        """(Re)create the row trigger keeping two columns equal: on insert the missing one filled from the other,
+        on update the changed one copied to the other."""
+
+    @abstractmethod
+    def cast_back_trigger(self, name: str, table: tuple[str, str], source: str, target: str, type_: str) -> list[str]:
+        """(Re)create the row trigger copying a value the application writes now into `source` (an insert, a
+        changed value) to `target`, converted to `type_`."""
+
+    @abstractmethod
+    def drop_row_trigger(self, name: str, table: tuple[str, str]) -> list[str]:
+        """Drop the row trigger `name` (and what it runs) when it exists."""
+
+    @abstractmethod
+    def distinct(self, a: str, b: str) -> str:
+        """The NULL-safe "a differs from b" (IS DISTINCT FROM)."""
+
+    @abstractmethod
+    def cast(self, expression: str, type_: str) -> str:
+        """`expression` converted to `type_` where it is assigned to a column of that type."""
+
+    @abstractmethod
+    def set_not_null(self, table: tuple[str, str], column: str, type_: str, default: str | None) -> list[str]:
+        """Make a column NOT NULL without blocking writes (`type_` and `default`: its definition, for an engine
+        that restates it)."""
+
+    @abstractmethod
+    def update_joined(self, table: tuple[str, str], source: Composable, keys: list[str], sets: list[tuple[str, str]],
+                      where: str, alias: str = "s") -> str:
+        """An UPDATE of `table` (alias t) from `source` (alias `alias`) joined on `keys`: SET each (column, value)
+        where `where` (over t and the source) holds."""
+
+    @abstractmethod
+    def swap_columns(self, table: tuple[str, str], trigger: str, old: str, new: str, retired: str) -> list[str]:
+        """Drop the row trigger `trigger` keeping `new` in sync with `old`, and give `old` the name `retired` and `new`
+        the name `old`, with nothing the application writes falling between (PostgreSQL: one transaction; MySQL:
+        under LOCK TABLES, for milliseconds)."""
+
+    @abstractmethod
+    def restore_dropped_column(self, table: tuple[str, str], column: str, type_: str, structure: dict | None
+                               ) -> tuple[list[str], list[str]]:
+        """(down, down_contract) bringing back a dropped column empty, for the snapshot's values to fill in between:
+        as much of its definition (`structure`: the table before, airmigrate.structure.read_table) as the engine
+        can give it without blocking writes."""
+
+    def carry_column_sql(self, structure: dict | None, column: str, onto: str, final: str, new_type: str | None = None
+                         ) -> tuple[list[str], list[str], list[str]] | None:
+        """(build, release, finish): everything `column` has (indexes, NOT NULL, default, comment) rebuilt on its
+        replacement `onto` of the same table (of type `new_type`, when it changes), called `final` once the old one
+        is dropped (see
+        airmigrate.operations.carry). None: the engine uses airmigrate.operations.carry's statements."""
+        return None
+
+    def type_change_probe(self, structure: dict | None, column: str, new_type: str) -> list[str] | None:
+        """Statements that fail, on an empty temporary copy of the table, exactly when what `column` has (default,
+        indexes) cannot apply to `new_type`; None: airmigrate.operations.carry.probe's (PostgreSQL's)."""
+        return None
+
+    def replacement_refusals(self, structure: dict | None, column: str) -> list[str]:
+        """What this engine's carry (:meth:`carry_column_sql`) cannot take over from `column` to a replacement,
+        each with its fix (preflight refuses); empty: everything, or airmigrate.operations.carry judges."""
+        return []
+
+    @abstractmethod
+    def fill_back_from_snapshot(self, table: tuple[str, str], key: str, back: str, column: str, original: str,
+                                snapshot: tuple[str, str]) -> str:
+        """change_column_type's rollback batch: `back` (NULL: not written by the application meanwhile) set to the
+        snapshot's original value of `column`, or `column` converted to `original` for a row newer than the
+        snapshot; the key range as %(lo)s / %(hi)s. Never a locking read of the table beside the rows it writes
+        (MySQL: a read of them would take shared locks the application's writes deadlock with)."""
+
+    @abstractmethod
+    def placed_after(self, column: str) -> str:
+        """The clause putting an added column right after `column` (MySQL's ` AFTER c`, so a replacement takes the
+        original's place once it is dropped); empty where the engine cannot place columns."""
+
+    @abstractmethod
+    def drop_or_rename_back(self, table: tuple[str, str], old: str, new: str, live_columns: frozenset[str] | None
+                            ) -> list[str]:
+        """rename_column's way back: while `old` is there (before the contract) drop the copy `new`, else rename
+        `new` back to `old`; decided from `live_columns` (the table when the rollback started) or by the server."""
+
     # -- the demo database (`make demo`, devdb) -------------------------------------------------------------------
     @abstractmethod
     def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:

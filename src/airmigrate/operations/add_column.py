@@ -1,10 +1,11 @@
 """add_column: nullable column, optional batched backfill kept fresh by a trigger, NOT NULL without a long lock.
 
-Expand adds the column (a constant default is instant since PostgreSQL 11). With `backfill`,
-a BEFORE trigger computes it for rows the application writes meanwhile, and the batches fill
-the rest. Contract with `not_null`: CHECK (col IS NOT NULL) NOT VALID -> VALIDATE (no write
-lock) -> SET NOT NULL (uses the valid check, no scan) -> drop the check; then the trigger goes,
-so from the contract on the application writes the column itself (or relies on `default`).
+Expand adds the column (a constant default is instant since PostgreSQL 11; MySQL: ALGORITHM=INSTANT). With
+`backfill`, a BEFORE trigger computes it for rows the application writes meanwhile, and the batches fill
+the rest. Contract with `not_null`: the engine's NOT NULL without a long lock (PostgreSQL: CHECK (col IS NOT NULL)
+NOT VALID -> VALIDATE (no write lock) -> SET NOT NULL (uses the valid check, no scan) -> drop the check; MySQL:
+one MODIFY COLUMN in place, writes going on); then the trigger goes, so from the contract on the application
+writes the column itself (or relies on `default`).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from airmigrate.operations.base import (
     batch_range,
     check_expression,
     check_type,
-    create_trigger,
+    computed_column_trigger,
+    distinct,
     drop_trigger,
     ident,
-    on_record,
     s,
-    trigger_function,
+    set_not_null,
 )
 
 
@@ -57,18 +58,11 @@ def steps(op: AddColumn, ctx: OpContext) -> Steps:
     expand = [s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} " + op.type + "{d}", t=tbl, c=col, d=default)]
     backfill, contract = [], []
     if op.backfill:
-        body = s("BEGIN NEW.{c} := " + on_record(op.backfill) + "; RETURN NEW; END", c=col)
-        expand += [trigger_function(ctx, body), create_trigger(ctx, "BEFORE INSERT OR UPDATE")]
-        backfill = [s("UPDATE {t} SET {c} = " + op.backfill + " WHERE " + batch_range(ctx) +
-                      " AND {c} IS DISTINCT FROM (" + op.backfill + ")", t=tbl, c=col)]
+        expand += computed_column_trigger(ctx, op.column, op.backfill)
+        backfill = [s("UPDATE {t} SET {c} = " + op.backfill + " WHERE " + batch_range(ctx) + " AND "
+                      + distinct(s("{c}", c=col), "(" + op.backfill + ")"), t=tbl, c=col)]
     if op.not_null:
-        check = ident(f"{op.column}_not_null"[:63])
-        contract += [
-            s("ALTER TABLE {t} ADD CONSTRAINT {k} CHECK ({c} IS NOT NULL) NOT VALID", t=tbl, k=check, c=col),
-            s("ALTER TABLE {t} VALIDATE CONSTRAINT {k}", t=tbl, k=check),
-            s("ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL", t=tbl, c=col),
-            s("ALTER TABLE {t} DROP CONSTRAINT {k}", t=tbl, k=check),
-        ]
+        contract += set_not_null(ctx, op.column, op.type, op.default)
     if op.backfill:  # last: until here the trigger fills the column for an application that does not yet
         contract += drop_trigger(ctx)
     down = drop_trigger(ctx) + [s("ALTER TABLE {t} DROP COLUMN IF EXISTS {c}", t=tbl, c=col)]

@@ -142,7 +142,8 @@ def ident(*names: str) -> sql.Identifier:
 
 
 def trigger_function(ctx: OpContext, body: str, kind: str = "sync") -> str:
-    """CREATE OR REPLACE FUNCTION airmigrate.<name>() RETURNS trigger with a plpgsql body."""
+    """CREATE OR REPLACE FUNCTION airmigrate.<name>() RETURNS trigger with a plpgsql body (split_table's trigger,
+    PostgreSQL only: the column operations' triggers come from the engine, below)."""
     return s("CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS {body}",
              fn=ident("airmigrate", ctx.name(kind)), body=sql.Literal(body))
 
@@ -153,9 +154,45 @@ def create_trigger(ctx: OpContext, timing: str, kind: str = "sync") -> str:
              trg=ident(ctx.name(kind)), tbl=ctx.qualified, fn=ident("airmigrate", ctx.name(kind)))
 
 
+def computed_column_trigger(ctx: OpContext, column: str, expression: str, kind: str = "sync") -> list[str]:
+    """(Re)create the row trigger setting `column` to `expression` (over the row) on every insert and update."""
+    return engines.current().computed_column_trigger(ctx.name(kind), (ctx.schema, ctx.table), column,
+                                                     on_record(expression))
+
+
+def two_way_sync_trigger(ctx: OpContext, old: str, new: str, kind: str = "sync") -> list[str]:
+    """(Re)create the row trigger keeping `old` and `new` equal whichever one the application writes."""
+    return engines.current().two_way_sync_trigger(ctx.name(kind), (ctx.schema, ctx.table), old, new)
+
+
+def cast_back_trigger(ctx: OpContext, source: str, target: str, type_: str, kind: str = "back") -> list[str]:
+    """(Re)create the row trigger copying what the application writes into `source` to `target` as `type_`."""
+    return engines.current().cast_back_trigger(ctx.name(kind), (ctx.schema, ctx.table), source, target, type_)
+
+
 def drop_trigger(ctx: OpContext, kind: str = "sync") -> list[str]:
-    return [s("DROP TRIGGER IF EXISTS {trg} ON {tbl}", trg=ident(ctx.name(kind)), tbl=ctx.qualified),
-            s("DROP FUNCTION IF EXISTS {fn}()", fn=ident("airmigrate", ctx.name(kind)))]
+    return engines.current().drop_row_trigger(ctx.name(kind), (ctx.schema, ctx.table))
+
+
+def distinct(a: str, b: str) -> str:
+    """NULL-safe "differs" (IS DISTINCT FROM; MySQL: NOT (a <=> b))."""
+    return engines.current().distinct(a, b)
+
+
+def cast(expression: str, type_: str) -> str:
+    """`expression` converted to `type_` (PostgreSQL: `x::type`; MySQL: the assignment converts)."""
+    return engines.current().cast(expression, type_)
+
+
+def placed_after(column: str) -> str:
+    """` AFTER col` where the engine can place an added column (MySQL), so a replacement column ends up where the
+    original was; empty on PostgreSQL."""
+    return engines.current().placed_after(column)
+
+
+def set_not_null(ctx: OpContext, column: str, type_: str, default: str | None) -> list[str]:
+    """The column made NOT NULL without blocking writes (the engine's way: a validated CHECK, an in-place MODIFY)."""
+    return engines.current().set_not_null((ctx.schema, ctx.table), column, type_, default)
 
 
 def batch_range(ctx: OpContext, alias: str | None = None) -> str:

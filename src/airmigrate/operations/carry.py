@@ -60,12 +60,16 @@ def temporary(name: str) -> str:
 
 
 def carry_column(info: dict | None, column: str, onto: str, final: str, table: tuple[str, str] | None = None,
-                 extra_columns: tuple[str, ...] = ()) -> Carry:
+                 extra_columns: tuple[str, ...] = (), new_type: str | None = None) -> Carry:
     """Statements rebuilding everything `column` has in `info` on column `onto` of `table` (default: the same
     table), which is called `final` once the swap is done. `extra_columns` (a split's other moved columns and
-    key) may appear in the same objects and keep their names."""
+    key) may appear in the same objects and keep their names. `new_type`: the replacement's type when it differs
+    (an engine restating the column's definition needs it)."""
     if not info or column not in info["columns"]:
         return Carry()
+    own = None if table else engines.current().carry_column_sql(info, column, onto, final, new_type)
+    if own is not None:  # the engine's own way (MySQL: no NOT VALID, no CONCURRENTLY)
+        return Carry(*own)
     schema, name = table or (info["schema"], info["table"])
     qualified, carry = ident(schema, name), Carry()
     # on another table only objects over the moved columns can be built (preflight refuses the others)
@@ -130,6 +134,9 @@ def probe(info: dict | None, column: str, new_type: str) -> list[str]:
     transaction it rolls back, so the contract never finds out after hours of backfill."""
     if not info or column not in info["columns"]:
         return []
+    own = engines.current().type_change_probe(info, column, new_type)
+    if own is not None:
+        return own
     out = [s("CREATE TEMP TABLE am_probe (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DROP",
              t=ident(info["schema"], info["table"])),
            s("ALTER TABLE am_probe ALTER COLUMN {c} TYPE " + new_type + " USING NULL", c=ident(column))]
@@ -189,6 +196,8 @@ def refusals(info: dict | None, columns: list[str], key: tuple[str, ...] = (), m
         col = info["columns"].get(column)
         if col is None:
             continue
+        if not moving:
+            out += engines.current().replacement_refusals(info, column)
         if col["identity"]:
             out.append(f"{table}.{column} is an identity column: a replacement column cannot take over its "
                        "sequence safely. Keep the column, or drop the identity first (ALTER COLUMN ... DROP IDENTITY) "

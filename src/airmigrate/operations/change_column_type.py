@@ -14,21 +14,24 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from airmigrate import engines
 from airmigrate.operations.base import (
     NAME,
     OpContext,
     OperationModel,
     Steps,
     batch_range,
+    cast,
+    cast_back_trigger,
     check_expression,
     check_type,
-    create_trigger,
+    computed_column_trigger,
+    distinct,
     drop_trigger,
     ident,
-    on_record,
+    placed_after,
     s,
     snapshot_name,
-    trigger_function,
 )
 from airmigrate.operations.carry import carry_column, collate, probe, refusals as carry_refusals
 
@@ -50,20 +53,23 @@ class ChangeColumnType(OperationModel):
         return value if value is None else check_expression(value)
 
 
+def swap(ctx: OpContext, old: str, new: str, retired: str, kind: str) -> list[str]:
+    """The sync trigger `kind` dropped and `old` -> `retired`, `new` -> `old`: nothing the application writes
+    falls between (the engine's way)."""
+    return engines.current().swap_columns((ctx.schema, ctx.table), ctx.name(kind), old, new, retired)
+
+
 def steps(op: ChangeColumnType, ctx: OpContext) -> Steps:
     tbl, old, new = ctx.qualified, ident(op.column), ident(f"{op.column}__new"[:63])
-    convert = op.using or s("{c}::" + op.type, c=old)
-    expand = [s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {n} " + op.type + collate(ctx.structure, op.column, op.type),
-                t=tbl, n=new),
-              trigger_function(ctx, s("BEGIN NEW.{n} := " + on_record(convert) + "; RETURN NEW; END", n=new)),
-              create_trigger(ctx, "BEFORE INSERT OR UPDATE")]
-    backfill = [s("UPDATE {t} SET {n} = " + convert + " WHERE " + batch_range(ctx) +
-                  " AND {n} IS DISTINCT FROM (" + convert + ")", t=tbl, n=new)]
+    convert = op.using or cast(s("{c}", c=old), op.type)
+    expand = [s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {n} " + op.type + collate(ctx.structure, op.column, op.type)
+                + placed_after(op.column), t=tbl, n=new)] + computed_column_trigger(ctx, f"{op.column}__new"[:63], convert)
+    backfill = [s("UPDATE {t} SET {n} = " + convert + " WHERE " + batch_range(ctx) + " AND "
+                  + distinct(s("{n}", n=new), "(" + convert + ")"), t=tbl, n=new)]
     retired = ident(f"{op.column}__old"[:63])
-    carry = carry_column(ctx.structure, op.column, f"{op.column}__new"[:63], op.column)
-    contract = carry.build + carry.release + drop_trigger(ctx) + [
-        s("ALTER TABLE {t} RENAME COLUMN {o} TO {r}", t=tbl, o=old, r=retired),
-        s("ALTER TABLE {t} RENAME COLUMN {n} TO {o}", t=tbl, n=new, o=old),
+    carry = carry_column(ctx.structure, op.column, f"{op.column}__new"[:63], op.column, new_type=op.type)
+    contract = carry.build + carry.release + swap(ctx, op.column, f"{op.column}__new"[:63],
+                                                  f"{op.column}__old"[:63], "sync") + [
         s("ALTER TABLE {t} DROP COLUMN {r}", t=tbl, r=retired),
     ] + carry.finish
     down, down_backfill, down_contract = rollback_steps(op, ctx, old, new)
@@ -82,26 +88,20 @@ def rollback_steps(op: ChangeColumnType, ctx: OpContext, old, new) -> tuple[list
     if not ctx.contracted(f"{op.column}__new"[:63]):
         return drop_trigger(ctx) + [s("ALTER TABLE {t} DROP COLUMN IF EXISTS {n}", t=tbl, n=new)], [], []
     original = ctx.type_of(op.column)
-    back, retired = ident(f"{op.column}__old"[:63]), ident(f"{op.column}__rollback"[:63])
+    back_name = f"{op.column}__old"[:63]
+    back, retired = ident(back_name), ident(f"{op.column}__rollback"[:63])
     down = drop_trigger(ctx) + [
-        s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {b} " + original + collate(ctx.structure, op.column), t=tbl,
-          b=back),
+        s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {b} " + original + collate(ctx.structure, op.column)
+          + placed_after(op.column), t=tbl, b=back),
         # only a value the application writes now is cast back; a row it merely touches keeps its slot for
         # the batch, which puts the original value (from the snapshot) there
-        trigger_function(ctx, s("BEGIN IF TG_OP = 'INSERT' OR NEW.{o} IS DISTINCT FROM OLD.{o} THEN NEW.{b} := NEW.{o}::"
-                                + original + "; END IF; RETURN NEW; END", b=back, o=old), kind="back"),
-        create_trigger(ctx, "BEFORE INSERT OR UPDATE", kind="back")]
-    key, snap = ident(ctx.key), ident("airmigrate", snapshot_name(ctx.migration_id))
-    down_backfill = [s(
-        "UPDATE {t} AS t SET {b} = v.value FROM (SELECT x.{k}, CASE WHEN s.{k} IS NULL THEN x.{o}::" + original +
-        " ELSE s.{o} END AS value FROM {t} AS x LEFT JOIN {snap} AS s ON s.{k} = x.{k} WHERE " +
-        batch_range(ctx, "x") + ") AS v WHERE t.{k} = v.{k} AND " + batch_range(ctx, "t") +
-        " AND t.{b} IS NULL AND v.value IS NOT NULL", t=tbl, b=back, k=key, o=old, snap=snap)]
+    ] + cast_back_trigger(ctx, op.column, back_name, original)
+    down_backfill = [engines.current().fill_back_from_snapshot(
+        (ctx.schema, ctx.table), ctx.key, back_name, op.column, original, ("airmigrate", snapshot_name(ctx.migration_id)))]
     # what the original column had (recorded before the migration) is rebuilt on `<col>__old` first
-    carry = carry_column(ctx.structure, op.column, f"{op.column}__old"[:63], op.column)
-    down_contract = carry.build + carry.release + drop_trigger(ctx, kind="back") + [
-        s("ALTER TABLE {t} RENAME COLUMN {o} TO {r}", t=tbl, o=old, r=retired),
-        s("ALTER TABLE {t} RENAME COLUMN {b} TO {o}", t=tbl, b=back, o=old),
+    carry = carry_column(ctx.structure, op.column, back_name, op.column)
+    down_contract = carry.build + carry.release + swap(ctx, op.column, back_name, f"{op.column}__rollback"[:63],
+                                                       "back") + [
         s("ALTER TABLE {t} DROP COLUMN {r}", t=tbl, r=retired)] + carry.finish
     return down, down_backfill, down_contract
 

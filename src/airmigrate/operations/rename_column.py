@@ -2,7 +2,8 @@
 
 While both exist, old and new application versions work side by side: whichever column a
 write changes, the trigger copies to the other. Contract (after validation, after the
-application reads the new name) builds on the new column everything the old one has (:mod:`.carry`),
+application reads the new name) builds on the new column everything the old one has (:mod:`.carry`; MySQL: the
+engine's own carry, indexes online and one MODIFY COLUMN),
 then drops the trigger and the old column and gives indexes and constraints their names back.
 The default is set only at the contract: during expand a default on the new column would keep the
 sync trigger from copying an old-version insert's value into it.
@@ -14,18 +15,19 @@ from typing import Literal
 
 from pydantic import Field
 
-from airmigrate.engines import sql
+from airmigrate import engines
 from airmigrate.operations.base import (
     NAME,
     OpContext,
     OperationModel,
     Steps,
     batch_range,
-    create_trigger,
+    distinct,
     drop_trigger,
     ident,
+    placed_after,
     s,
-    trigger_function,
+    two_way_sync_trigger,
 )
 from airmigrate.operations.carry import carry_column, collate, refusals as carry_refusals
 
@@ -36,35 +38,20 @@ class RenameColumn(OperationModel):
     to: str = Field(..., pattern=NAME)
 
 
-def two_way_sync_body(old: str, new: str) -> str:
-    """On INSERT fill whichever is missing; on UPDATE copy the side that changed."""
-    return s(
-        "BEGIN "
-        "IF TG_OP = 'INSERT' THEN "
-        "IF NEW.{n} IS NULL THEN NEW.{n} := NEW.{o}; ELSIF NEW.{o} IS NULL THEN NEW.{o} := NEW.{n}; END IF; "
-        "ELSIF NEW.{o} IS DISTINCT FROM OLD.{o} THEN NEW.{n} := NEW.{o}; "
-        "ELSIF NEW.{n} IS DISTINCT FROM OLD.{n} THEN NEW.{o} := NEW.{n}; END IF; "
-        "RETURN NEW; END", o=ident(old), n=ident(new))
-
-
 def steps(op: RenameColumn, ctx: OpContext) -> Steps:
     old, new, tbl = ident(op.column), ident(op.to), ctx.qualified
-    expand = [s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {n} " + ctx.type_of(op.column)
-                + collate(ctx.structure, op.column), t=tbl, n=new),
-              trigger_function(ctx, two_way_sync_body(op.column, op.to)),
-              create_trigger(ctx, "BEFORE INSERT OR UPDATE")]
-    backfill = [s("UPDATE {t} SET {n} = {o} WHERE " + batch_range(ctx) + " AND {n} IS DISTINCT FROM {o}",
-                  t=tbl, n=new, o=old)]
+    expand = ([s("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {n} " + ctx.type_of(op.column)
+                + collate(ctx.structure, op.column) + placed_after(op.column), t=tbl, n=new)]
+              + two_way_sync_trigger(ctx, op.column, op.to))
+    backfill = [s("UPDATE {t} SET {n} = {o} WHERE " + batch_range(ctx) + " AND "
+                  + distinct(s("{n}", n=new), s("{o}", o=old)), t=tbl, n=new, o=old)]
     # Everything on the old column would go with it: build it again on the new one first, then take its names.
     carry = carry_column(ctx.structure, op.column, op.to, op.to)
     contract = (carry.build + carry.release + drop_trigger(ctx)
                 + [s("ALTER TABLE {t} DROP COLUMN IF EXISTS {o}", t=tbl, o=old)] + carry.finish)
     # Down before contract: drop the copy. After contract the old column is gone: rename the new one back.
-    down = drop_trigger(ctx) + [s(
-        "DO $am$ BEGIN IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = {sch} AND "
-        "table_name = {tn} AND column_name = {oc}) THEN ALTER TABLE {t} DROP COLUMN IF EXISTS {n}; "
-        "ELSE ALTER TABLE {t} RENAME COLUMN {n} TO {o}; END IF; END $am$",
-        sch=sql.Literal(ctx.schema), tn=sql.Literal(ctx.table), oc=sql.Literal(op.column), t=tbl, n=new, o=old)]
+    down = drop_trigger(ctx) + engines.current().drop_or_rename_back((ctx.schema, ctx.table), op.column, op.to,
+                                                                      ctx.live_columns)
     return Steps(expand=expand, backfill=backfill, contract=contract, down=down, destructive=True)
 
 

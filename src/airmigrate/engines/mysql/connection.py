@@ -158,16 +158,17 @@ class Connection(pymysql.connections.Connection):
         return cur.execute(query, params)
 
     @contextmanager
-    def transaction(self):
-        """One transaction: committed when the block ends, rolled back when it raises. In autocommit mode too
-        (``BEGIN`` opens one explicitly), as the PostgreSQL driver's ``transaction()`` does."""
+    def transaction(self, force_rollback: bool = False):
+        """One transaction: committed when the block ends, rolled back when it raises (or always, with
+        `force_rollback`: a probe). In autocommit mode too (``BEGIN`` opens one explicitly), as the PostgreSQL
+        driver's ``transaction()`` does. MySQL still commits around DDL: a probe works on temporary tables."""
         self.begin()
         try:
             yield self
         except BaseException:
             self.rollback()
             raise
-        self.commit()
+        self.rollback() if force_rollback else self.commit()
 
     def __exit__(self, exc_type, exc, tb):
         try:

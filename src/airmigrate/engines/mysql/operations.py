@@ -22,10 +22,6 @@ RENAME_CONSTRAINT_FIX = (
     "name, or is dropped and added again under the new name in up.mysql.sql / down.mysql.sql (a CHECK with "
     "`executor: pt-osc`)")
 NOT_ON_MYSQL: dict[str, str | tuple[str, str]] = {  # one line each: an op leaves by its own line
-    "add_column": NOT_YET,
-    "rename_column": NOT_YET,
-    "change_column_type": NOT_YET,
-    "drop_column": NOT_YET,
     "split_table": NOT_YET,
     "rename_constraint": (RENAME_CONSTRAINT_WHY, RENAME_CONSTRAINT_FIX),
 }

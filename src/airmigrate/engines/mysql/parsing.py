@@ -123,11 +123,21 @@ def needs_autocommit(statement: str) -> bool:
 
 def group_statements(statements: list[str]) -> list[tuple[bool, list[str]]]:
     """Consecutive DML statements share one transaction; each DDL statement stands alone (MySQL commits
-    before and after it whatever we ask, so a group could never be atomic: the state records each step)."""
+    before and after it whatever we ask, so a group could never be atomic: the state records each step).
+    From ``LOCK TABLES`` to ``UNLOCK TABLES`` the statements run together in one session (a swap of two
+    columns with the trigger that syncs them: nothing the application writes falls between)."""
     groups: list[tuple[bool, list[str]]] = []
+    locked = False
     for statement in statements:
         auto = needs_autocommit(statement)
-        if not auto and groups and not groups[-1][0]:
+        words = " ".join(statement.split()[:2]).upper()
+        if locked:
+            groups[-1][1].append(statement)
+            locked = words != "UNLOCK TABLES"
+        elif words == "LOCK TABLES":
+            groups.append((True, [statement]))
+            locked = True
+        elif not auto and groups and not groups[-1][0]:
             groups[-1][1].append(statement)
         else:
             groups.append((auto, [statement]))

@@ -21,6 +21,7 @@ from airmigrate.engines.postgres import (
     lock_rules,
     maintenance,
     not_null,
+    op_columns,
     op_constraints,
     op_rows,
     pacing_sql,
@@ -288,6 +289,50 @@ class PostgresEngine(Engine):
 
     def drop_created_table_sql(self, schema: str, table: str, retired: str) -> str:
         return op_constraints.drop_created_table(schema, table, retired)
+
+    # -- operations: columns (triggers, column DDL)
+    def computed_column_trigger(self, name: str, table: tuple[str, str], column: str, expression: str) -> list[str]:
+        return op_columns.computed_column_trigger(name, table, column, expression)
+
+    def two_way_sync_trigger(self, name: str, table: tuple[str, str], old: str, new: str) -> list[str]:
+        return op_columns.two_way_sync_trigger(name, table, old, new)
+
+    def cast_back_trigger(self, name: str, table: tuple[str, str], source: str, target: str, type_: str) -> list[str]:
+        return op_columns.cast_back_trigger(name, table, source, target, type_)
+
+    def drop_row_trigger(self, name: str, table: tuple[str, str]) -> list[str]:
+        return op_columns.drop_row_trigger(name, table)
+
+    def distinct(self, a: str, b: str) -> str:
+        return op_columns.distinct(a, b)
+
+    def cast(self, expression: str, type_: str) -> str:
+        return op_columns.cast(expression, type_)
+
+    def set_not_null(self, table: tuple[str, str], column: str, type_: str, default: str | None) -> list[str]:
+        return op_columns.set_not_null(table, column, type_, default)
+
+    def update_joined(self, table: tuple[str, str], source: Composable, keys: list[str], sets: list[tuple[str, str]],
+                      where: str, alias: str = "s") -> str:
+        return op_columns.update_joined(table, source, keys, sets, where, alias)
+
+    def swap_columns(self, table: tuple[str, str], trigger: str, old: str, new: str, retired: str) -> list[str]:
+        return op_columns.swap_columns(table, trigger, old, new, retired)
+
+    def restore_dropped_column(self, table: tuple[str, str], column: str, type_: str, structure: dict | None
+                               ) -> tuple[list[str], list[str]]:
+        return op_columns.restore_dropped_column(table, column, type_, structure)
+
+    def fill_back_from_snapshot(self, table: tuple[str, str], key: str, back: str, column: str, original: str,
+                                snapshot: tuple[str, str]) -> str:
+        return op_columns.fill_back_from_snapshot(table, key, back, column, original, snapshot)
+
+    def placed_after(self, column: str) -> str:
+        return op_columns.placed_after(column)
+
+    def drop_or_rename_back(self, table: tuple[str, str], old: str, new: str, live_columns: frozenset[str] | None
+                            ) -> list[str]:
+        return op_columns.drop_or_rename_back(table, old, new, live_columns)
 
     # -- the demo database
     def recreate_database(self, admin: Target, name: str, template: str | None = None) -> Target:
