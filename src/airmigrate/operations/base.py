@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from airmigrate import engines
 from airmigrate.engines import sql
-from airmigrate.engines.base import RowsJob
+from airmigrate.engines.operation_sql import RowsJob
 from airmigrate.errors import FieldProblem
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$"

@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from airmigrate.engines import sql
-from airmigrate.engines.base import RowsJob
+from airmigrate.engines.operation_sql import RowsJob
 from airmigrate.operations.base import (
     OpContext,
     OperationModel,

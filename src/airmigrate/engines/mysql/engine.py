@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from airmigrate.engines.base import ONLINE, PT_OSC, BatchWrite, Engine, RowsJob
+from airmigrate.engines.base import ONLINE, PT_OSC, BatchWrite, Engine
 from airmigrate.engines.mysql import (
     backup,
     bulk,
@@ -29,6 +29,7 @@ from airmigrate.engines.mysql import (
     rewrite,
     state_sql,
 )
+from airmigrate.engines.operation_sql import RowsJob
 from airmigrate.engines.sql import Composable
 from airmigrate.engines.target import Target
 from airmigrate.findings import Finding

@@ -28,8 +28,8 @@ it). A refusal is ``SIGNAL`` with at most 128 characters (the server's limit on 
 from __future__ import annotations
 
 from airmigrate.engines import sql
-from airmigrate.engines.base import RowsJob
 from airmigrate.engines.mysql.parsing import on_record
+from airmigrate.engines.operation_sql import RowsJob
 
 SWITCH = "@airmigrate_rows"  # the session variable a batch sets to turn the trigger on
 MESSAGE_MAX = 128              # MySQL's limit on SIGNAL's MESSAGE_TEXT

@@ -7,7 +7,8 @@ from typing import Any
 
 import psycopg
 
-from airmigrate.engines.base import ONLINE, BatchWrite, Engine, RowsJob
+from airmigrate.engines.base import ONLINE, BatchWrite, Engine
+from airmigrate.engines.operation_sql import RowsJob
 from airmigrate.engines.postgres import (
     backup,
     bulk,

@@ -5,7 +5,7 @@ the contract and the rollback's end are DO blocks that check before they drop.""
 from __future__ import annotations
 
 from airmigrate.engines import sql
-from airmigrate.engines.base import RowsJob
+from airmigrate.engines.operation_sql import RowsJob
 
 
 def s(template: str, **parts) -> str:
