@@ -69,13 +69,13 @@ def rows_of(target: Target, table: str, columns: str = "*") -> list[tuple]:
         return list(conn.execute(f"SELECT {columns} FROM `{table}` ORDER BY 1").fetchall())
 
 
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
+def wait_for(condition, timeout: float = 30.0, what: str = "condition", interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = condition()
         if found:
             return found
-        time.sleep(0.05)
+        time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
 
 

@@ -20,9 +20,10 @@ import yaml
 from mysql_support import Writer, drop_database, fill, fresh_database, skip_without_server
 from pydantic import TypeAdapter
 
-from airmigrate import db
+from airmigrate import db, state
 from airmigrate.airflow.runner import run_dag, task_errors
 from airmigrate.engines import sql
+from airmigrate.engines.mysql.state_names import state_database
 from airmigrate.operations import OpContext, Operation, steps_for
 
 pytestmark = pytest.mark.server
@@ -48,15 +49,7 @@ def target(monkeypatch, tmp_path):
     monkeypatch.setenv("AIRMIGRATE_EXPECTATIONS_DIR", str(tmp_path / "expectations"))
     (tmp_path / "expectations").mkdir()
     yield found
-    with db.connect(found, autocommit=True) as conn:
-        for row in conn.execute("SELECT migration_id FROM airmigrate.history WHERE migration_id LIKE %s",
-                                (f"%{found.dbname}%",)).fetchall():
-            conn.execute("DELETE FROM airmigrate.runs WHERE migration_id = %s", (row[0],))
-            conn.execute("DELETE FROM airmigrate.history WHERE migration_id = %s", (row[0],))
-        for (name,) in conn.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
-                                    "'airmigrate' AND TABLE_NAME LIKE %s", (f"%{found.dbname}%",)).fetchall():
-            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("airmigrate", name)))
-    drop_database(found)
+    drop_database(found)  # its state database (airmigrate__<db>) goes with it
 
 
 def figures(line: str) -> None:
@@ -285,8 +278,8 @@ def test_drop_table_retired_then_brought_back(target, tmp_path):
     def enforced():
         assert one(target, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND "
                            "TABLE_NAME = 'old_items'")[0] == 0
-        assert one(target, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'airmigrate' AND "
-                           "TABLE_NAME = %s", (f"dropped_{migration_id}_old_items"[:63],))[0] == 1
+        assert one(target, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND "
+                           "TABLE_NAME = %s", (state_database(target.dbname), f"dropped_{migration_id}_old_items"[:63]))[0] == 1
     up_and_back(target, migration_id, "drop_table", enforced, approve_contract=True)
     assert original_md5(target, "old_items") == old
 
@@ -354,6 +347,8 @@ def test_every_step_done_twice_does_nothing_the_second_time(target):
            {"op": "add_foreign_key", "name": "f", "columns": ["a"], "references_table": "parents",
             "references_columns": ["id"]}, {"op": "rename_index", "name": "i0", "to": "j"},
            {"op": "drop_table", "table": "old_items"}, {"op": "rename_table", "to": "goods"}]
+    with db.connect(target, autocommit=True) as conn:  # the state database a run has: drop_table retires into it
+        state.ensure_schema(conn)
     before = shape(target)
     types = {"id": "int(11)"}
     for op in ops:

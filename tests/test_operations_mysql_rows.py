@@ -52,13 +52,7 @@ def target(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_AIRMIGRATE_TARGET", raising=False)
     found = fresh_database("am_rows")
     yield found
-    drop_database(found)
-    with db.connect(found.with_dbname("mysql"), autocommit=True) as conn:
-        if state.tables_exist(conn):
-            conn.execute("DELETE FROM airmigrate.runs WHERE migration_id LIKE %s", (f"%{found.dbname}%",))
-            conn.execute("DELETE FROM airmigrate.history WHERE migration_id LIKE %s", (f"%{found.dbname}%",))
-            conn.execute(f"DROP TABLE IF EXISTS airmigrate.`archive_0001_{found.dbname}`")
-            conn.execute(f"DROP PROCEDURE IF EXISTS airmigrate.`am_rows_0001_{found.dbname}_0`")  # a refused drop's
+    drop_database(found)  # its state database (airmigrate__<db>) goes with it
 
 
 def make_migration(tmp_path: Path, target: Target, operation: dict, **extra):

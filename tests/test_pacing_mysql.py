@@ -65,6 +65,11 @@ def _in_background(conn, statement: str) -> threading.Thread:
     return thread
 
 
+# InnoDB refreshes its information_schema tables (INNODB_TRX, INNODB_LOCK_WAITS) only after 0.1 s without a read:
+# polled faster, they never change
+SAMPLE_S = 0.25
+
+
 def test_the_signals_see_the_applications_transactions_and_waits_on_our_locks_and_never_our_own_sessions(target):
     reader = own_connection(target)
     activity = QUERIES.activity(reader)
@@ -77,15 +82,17 @@ def test_the_signals_see_the_applications_transactions_and_waits_on_our_locks_an
         app_id = app.info.backend_pid
         # an application transaction held open shows its age (one-second trx_started, refined by each sample)
         ages = wait_for(lambda: (read := activity.read()[2]) and max(read) >= 1500 and read, timeout=30,
-                        what="the application's transaction to show an age of 1.5 s")
+                        what="the application's transaction to show an age of 1.5 s", interval=SAMPLE_S)
         assert len(ages) == 1, f"only the application's transaction, not ours (older, still open): {ages}"
         # a statement outside a transaction block counts by its time in the command; ours never
         _in_background(ours_sleeping, "SELECT SLEEP(30)")
         _in_background(app_sleeping, "SELECT SLEEP(30)")
-        wait_for(lambda: len(activity.read()[2]) == 2, what="the application's SELECT SLEEP among the ages")
+        wait_for(lambda: len(activity.read()[2]) == 2, what="the application's SELECT SLEEP among the ages",
+                 interval=SAMPLE_S)
         # the application waiting on a row we hold: seen, by its session id; waiting on its own rows: not ours
         waiter = _in_background(app_waiting, "UPDATE t SET b = 3 WHERE id = 1")
-        waiting = wait_for(lambda: activity.read()[1], what="the application's lock wait on our row")
+        waiting = wait_for(lambda: activity.read()[1], what="the application's lock wait on our row",
+                           interval=SAMPLE_S)
         assert waiting == [app_waiting.info.backend_pid]
         sampler = Sampler(reader, cpus=2)
         assert sampler.statements is None and "performance_schema is off" in sampler.missing_statements or \
@@ -94,12 +101,14 @@ def test_the_signals_see_the_applications_transactions_and_waits_on_our_locks_an
         ours.rollback()
         waiter.join(timeout=30)
         # information_schema's InnoDB tables are a snapshot refreshed at most ten times a second
-        wait_for(lambda: activity.read()[1] == [], what="nobody waiting on us once our lock is gone")
+        wait_for(lambda: activity.read()[1] == [], what="nobody waiting on us once our lock is gone",
+                 interval=SAMPLE_S)
         app_waiting.rollback()
         _in_background(app_waiting, "UPDATE t SET b = 4 WHERE id = 500")     # now on the application's own row
         wait_for(lambda: app_id in {row[0] for row in reader.execute(
             "SELECT r.trx_mysql_thread_id FROM information_schema.INNODB_LOCK_WAITS w JOIN information_schema."
-            "INNODB_TRX r ON r.trx_id = w.blocking_trx_id").fetchall()}, what="a wait on the application's row")
+            "INNODB_TRX r ON r.trx_id = w.blocking_trx_id").fetchall()}, what="a wait on the application's row",
+            interval=SAMPLE_S)
         assert activity.read()[1] == [], "the application waiting on itself is not our doing"
     finally:
         for sleeping in (ours_sleeping, app_sleeping):
@@ -233,11 +242,12 @@ PRIMARY_PORT, REPLICA_PORT, STATS_PORT = 18471, 18472, 18473  # scratch servers 
 
 
 def _start_server(folder: Path, port: int, server_id: int, performance_schema: bool = False) -> subprocess.Popen:
-    data = folder / f"data{port}"
+    data, tmp = folder / f"data{port}", folder / f"tmp{port}"
+    tmp.mkdir(parents=True, exist_ok=True)  # its own: a server sharing /tmp removes the shared server's temp files
     subprocess.run([INSTALL_DB, "--no-defaults", f"--datadir={data}", "--user=root", "--skip-test-db",
                     "--auth-root-authentication-method=normal"], check=True, capture_output=True, timeout=300)
     server = subprocess.Popen([MARIADBD, "--no-defaults", f"--datadir={data}", "--user=root", f"--port={port}",
-                               "--bind-address=127.0.0.1", f"--socket={data}/mysqld.sock", f"--server-id={server_id}",
+                               "--bind-address=127.0.0.1", f"--socket={data}/mysqld.sock", f"--server-id={server_id}", f"--tmpdir={tmp}",
                                "--log-bin=binlog", "--innodb-buffer-pool-size=16M",
                                f"--performance-schema={'ON' if performance_schema else 'OFF'}",
                                "--skip-name-resolve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
