@@ -243,11 +243,13 @@ PRIMARY_PORT, REPLICA_PORT, STATS_PORT = 18471, 18472, 18473  # scratch servers 
 
 def _start_server(folder: Path, port: int, server_id: int, performance_schema: bool = False) -> subprocess.Popen:
     data, tmp = folder / f"data{port}", folder / f"tmp{port}"
-    tmp.mkdir(parents=True, exist_ok=True)  # its own: a server sharing /tmp removes the shared server's temp files
+    tmp.mkdir(parents=True, exist_ok=True)  # its own, for the bootstrap too: one sharing /tmp removes the shared server's temp files
     subprocess.run([INSTALL_DB, "--no-defaults", f"--datadir={data}", "--user=root", "--skip-test-db",
-                    "--auth-root-authentication-method=normal"], check=True, capture_output=True, timeout=300)
+                    "--auth-root-authentication-method=normal", f"--tmpdir={tmp}"], check=True, capture_output=True,
+                   timeout=300)
     server = subprocess.Popen([MARIADBD, "--no-defaults", f"--datadir={data}", "--user=root", f"--port={port}",
-                               "--bind-address=127.0.0.1", f"--socket={data}/mysqld.sock", f"--server-id={server_id}", f"--tmpdir={tmp}",
+                               "--bind-address=127.0.0.1", f"--socket={data}/mysqld.sock", f"--server-id={server_id}",
+                               f"--tmpdir={tmp}",
                                "--log-bin=binlog", "--innodb-buffer-pool-size=16M",
                                f"--performance-schema={'ON' if performance_schema else 'OFF'}",
                                "--skip-name-resolve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
