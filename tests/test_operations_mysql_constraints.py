@@ -13,10 +13,10 @@ import logging
 import multiprocessing
 import os
 import shutil
-import time
 
 import pytest
 import yaml
+from dag_support import run_to_success as run
 from mysql_support import Writer, drop_database, fill, fresh_database, skip_without_server
 from pydantic import TypeAdapter
 
@@ -70,13 +70,6 @@ def migration(tmp_path, target, operations: list[dict], table: str = "items", **
     (folder / "migration.yaml").write_text(yaml.safe_dump(spec))
     return migration_id
 
-
-def run(dag_id: str, **conf) -> float:
-    """The DAG to success; its duration in seconds."""
-    started = time.monotonic()
-    dagrun = run_dag(dag_id, conf)
-    assert str(dagrun.state) == "success", f"{dag_id} ended {dagrun.state}"
-    return time.monotonic() - started
 
 
 def one(target, query: str, params=()):

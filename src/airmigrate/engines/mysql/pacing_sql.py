@@ -42,7 +42,9 @@ START_RUN = ("INSERT INTO airmigrate.pacing (run_id, budget, target_ratio) VALUE
              "ON DUPLICATE KEY UPDATE target_ratio = IF(EXISTS (SELECT 1 FROM airmigrate.actions a "
              "WHERE a.run_id = airmigrate.pacing.run_id AND a.action = 'app_latency_ratio'), target_ratio, "
              "VALUES(target_ratio))")
-TRY_LEAD = "SELECT GET_LOCK(CONCAT('airmigrate.pacer.', %s), 0)"   # (run_id): server-wide, as the run ids are
+# (run_id): a named lock is server-wide and run ids are per target database (each has its own state database), so
+# the name carries the database too (hashed: a lock name is at most 64 characters)
+TRY_LEAD = "SELECT GET_LOCK(CONCAT('airmigrate.pacer.', LEFT(MD5(DATABASE()), 12), '.', %s), 0)"
 SHARED_BUDGET = ("SELECT budget, TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', probe_until) / 1e6 "
                  "FROM airmigrate.pacing WHERE run_id = %s")
 START_PROBE = f"UPDATE airmigrate.pacing SET probe_until = {NOW} + INTERVAL ROUND(%s * 1000000) MICROSECOND " \

@@ -69,7 +69,9 @@ def walk_key(conn, migration: Migration, direction: str = "up", run_id: int | No
     if not engines.of(conn).state_sql().relation_exists(conn, *walk):
         raise BackfillError(f"{walk[0]}.{walk[1]}, which holds the rows the rollback puts back, does not exist (the "
                             "contract dropped it after keep_archive_days): the rows can only come back from the "
-                            "backup stage's pg_dump of the table; nothing was changed")
+                            f"backup stage's dump of the table (in {migration.id}/ of the backup folder, var/backups unless "
+                            "AIRMIGRATE_BACKUP_DIR says otherwise; put back by "
+                            "stages.backup.restore_dump: pg_dump's or mysqldump's); nothing was changed")
     return Key(walk[0], walk[1], key.columns)
 
 
