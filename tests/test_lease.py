@@ -268,3 +268,18 @@ def test_a_waiting_owner_extends_its_lease_until_it_wakes_and_says_why(fresh_db)
         lease_until, waiting = conn.execute("SELECT lease_until, facts->>'waiting' FROM airmigrate.runs "
                                             "WHERE run_id = %s", (run_id,)).fetchone()
     assert lease_until >= until and waiting == "window opens at 02:00"
+
+
+def test_a_process_holding_a_migration_on_one_target_does_not_hold_it_on_another(fresh_db, empty_db):
+    """One process, two targets, one migration id (a demo on two databases, migrate against two targets): the
+    lease on the first is not the second's. Before, the process's leases were keyed by the migration id alone, so
+    the second `hold_for_cli` re-entered the first's and no lock was taken on the second target: another runner
+    got in beside it."""
+    with lease.hold_for_cli(fresh_db, SLOW, "run first", say=lambda text: None) as first:
+        assert lease.held_here(fresh_db, SLOW) == first and lease.held_here(empty_db, SLOW) is None
+        with lease.hold_for_cli(empty_db, SLOW, "run second", say=lambda text: None) as second:
+            assert lease.held_here(empty_db, SLOW) == second
+            with connect(empty_db, autocommit=True) as other:  # another runner on the second target: kept out
+                assert other.execute("SELECT pg_try_advisory_lock(%s, %s)", lease.lock_key(SLOW)).fetchone()[0] \
+                    is False
+        assert lease.held_here(empty_db, SLOW) is None and lease.held_here(fresh_db, SLOW) == first

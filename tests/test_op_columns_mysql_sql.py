@@ -62,7 +62,7 @@ def test_add_column_on_mysql_two_triggers_null_safe_batches_and_not_null_in_plac
         "CREATE TRIGGER `shop`.`am_sync_0001_m_0_u` BEFORE UPDATE ON `shop`.`items` FOR EACH ROW "
         "SET NEW.`score` = CHAR_LENGTH(new.s) + new.a"]
     assert steps.backfill == ["UPDATE `shop`.`items` SET `score` = CHAR_LENGTH(s) + a WHERE `id` BETWEEN %(lo)s AND "
-                              "%(hi)s AND NOT (`score` <=> (CHAR_LENGTH(s) + a))"]
+                              "%(hi)s AND NOT (CAST(`score` AS BINARY) <=> CAST((CHAR_LENGTH(s) + a) AS BINARY))"]
     assert steps.contract == [
         "ALTER TABLE `shop`.`items` MODIFY COLUMN `score` INT NOT NULL DEFAULT 0, ALGORITHM=INPLACE, LOCK=NONE",
         "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_m_0_i`", "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_m_0_u`"]
@@ -137,8 +137,8 @@ def test_two_way_sync_and_cast_back_bodies():
     statements = op_columns.two_way_sync_trigger("am_sync_m_0", ("shop", "items"), "s", "t")
     assert statements[-1] == (
         "CREATE TRIGGER `shop`.`am_sync_m_0_u` BEFORE UPDATE ON `shop`.`items` FOR EACH ROW BEGIN IF NOT "
-        "(NEW.`s` <=> OLD.`s`) THEN SET NEW.`t` = NEW.`s`; ELSEIF NOT (NEW.`t` <=> OLD.`t`) THEN SET NEW.`s` = "
-        "NEW.`t`; END IF; END")
+        "(CAST(NEW.`s` AS BINARY) <=> CAST(OLD.`s` AS BINARY)) THEN SET NEW.`t` = NEW.`s`; ELSEIF NOT "
+        "(CAST(NEW.`t` AS BINARY) <=> CAST(OLD.`t` AS BINARY)) THEN SET NEW.`s` = NEW.`t`; END IF; END")
     assert "IF NEW.`t` IS NULL THEN SET NEW.`t` = NEW.`s`; ELSEIF NEW.`s` IS NULL" in statements[-2]
     back = op_columns.cast_back_trigger("am_back_m_0", ("shop", "items"), "a", "a__old", "int")
     assert back[-2].endswith("FOR EACH ROW SET NEW.`a__old` = NEW.`a`")
@@ -159,7 +159,7 @@ def test_rename_column_on_mysql_moves_the_index_and_the_definition_and_goes_back
     assert steps.expand[0] == ("ALTER TABLE `shop`.`items` ADD COLUMN IF NOT EXISTS `label` varchar(40) COLLATE "
                                "utf8mb4_general_ci AFTER `s`")  # in its place once `s` is dropped
     assert steps.backfill == ["UPDATE `shop`.`items` SET `label` = `s` WHERE `id` BETWEEN %(lo)s AND %(hi)s AND "
-                              "NOT (`label` <=> `s`)"]
+                              "NOT (CAST(`label` AS BINARY) <=> CAST(`s` AS BINARY))"]
     assert steps.contract == [
         "ALTER TABLE `shop`.`items` ADD INDEX `items_a_s__am` (`a`, `label`)",
         "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_m_0_i`", "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_m_0_u`",
@@ -189,7 +189,7 @@ def test_change_column_type_on_mysql_swaps_under_a_moment_of_lock_tables_and_goe
     assert steps.expand[0] == "ALTER TABLE `shop`.`items` ADD COLUMN IF NOT EXISTS `a__new` BIGINT AFTER `a`"
     assert steps.expand[-1].endswith("FOR EACH ROW SET NEW.`a__new` = `new`.`a`")  # the assignment converts
     assert steps.backfill == ["UPDATE `shop`.`items` SET `a__new` = `a` WHERE `id` BETWEEN %(lo)s AND %(hi)s AND "
-                              "NOT (`a__new` <=> (`a`))"]
+                              "NOT (CAST(`a__new` AS BINARY) <=> CAST((`a`) AS BINARY))"]
     assert steps.contract == [
         "ALTER TABLE `shop`.`items` ADD INDEX `items_a_s__am` (`a__new`, `s`)",
         "LOCK TABLES `shop`.`items` WRITE",
@@ -209,7 +209,7 @@ def test_change_column_type_on_mysql_swaps_under_a_moment_of_lock_tables_and_goe
         "CREATE TRIGGER `shop`.`am_back_0001_m_0_i` BEFORE INSERT ON `shop`.`items` FOR EACH ROW SET NEW.`a__old` = "
         "NEW.`a`",
         "CREATE TRIGGER `shop`.`am_back_0001_m_0_u` BEFORE UPDATE ON `shop`.`items` FOR EACH ROW BEGIN IF NOT "
-        "(NEW.`a` <=> OLD.`a`) THEN SET NEW.`a__old` = NEW.`a`; END IF; END"]
+        "(CAST(NEW.`a` AS BINARY) <=> CAST(OLD.`a` AS BINARY)) THEN SET NEW.`a__old` = NEW.`a`; END IF; END"]
     # the table read only as the rows written: no shared locks for the application's writes to deadlock with
     assert down.down_backfill == [
         "UPDATE `shop`.`items` AS t LEFT JOIN `airmigrate`.`snapshot_0001_m` AS s ON s.`id` = t.`id` SET t.`a__old` "

@@ -194,7 +194,7 @@ def test_a_cli_runner_holds_the_migration_and_a_second_one_refuses_naming_it(tar
     finally:
         kill(first)  # kill -9: the server lets go of the lock with the session
     with lease.hold_for_cli(target, migration_id, "run third", wait_s=30) as holder:
-        assert "CLI" in holder and lease.held_here(migration_id) == holder
+        assert "CLI" in holder and lease.held_here(target, migration_id) == holder
 
 
 def test_tasks_share_the_lease_and_keep_a_cli_runner_out_until_the_last_one_ends(target, migration_id, monkeypatch):

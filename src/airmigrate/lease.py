@@ -82,20 +82,32 @@ class Owner:
 
 # --- this process's leases ------------------------------------------------------------------------------
 
-_HELD: dict[str, tuple[object, str]] = {}  # migration id -> (lock connection, holder) held here
+# (server, database, migration id) -> (lock connection, holder) held here: two targets of one process (a demo on
+# both engines, migrate against two databases) may hold migrations of the same id, and neither is the other's
+_HELD: dict[tuple[str, int, str, str], tuple[object, str]] = {}
 _OWN_PIDS: set[int] = set()  # backend pids of this process's lease connections (their locks are ours)
 _LABELS: dict[int, str] = {}  # backend pid -> the label its lease connection was opened with
 
 
-def held_here(migration_id: str) -> str | None:
-    """The holder description when this process (a CLI run) holds the migration's lease exclusively."""
-    held = _HELD.get(migration_id)
+def _place(where, migration_id: str) -> tuple[str, int, str, str]:
+    """The key of a lease held here: `where` is a Target or a connection to it (its ``info`` names the server
+    and database the same way)."""
+    info = getattr(where, "info", None)
+    if info is None:
+        return str(where.host), int(where.port), str(where.dbname), migration_id
+    return str(info.host), int(info.port), str(info.dbname), migration_id
+
+
+def held_here(where, migration_id: str) -> str | None:
+    """The holder description when this process (a CLI run) holds the migration's lease exclusively on the
+    target `where` (a Target or a connection to it)."""
+    held = _HELD.get(_place(where, migration_id))
     return held[1] if held else None
 
 
-def owner_for(migration_id: str, dag_run_id: str | None) -> Owner:
+def owner_for(where, migration_id: str, dag_run_id: str | None) -> Owner:
     """The CLI process that holds the lease, or the Airflow DAG run this task belongs to."""
-    cli = held_here(migration_id)
+    cli = held_here(where, migration_id)
     if cli:
         return Owner(dag_run_id, cli, CLI)
     if dag_run_id is None:  # the stages called directly (tests, scripts): no DAG run to outlive a process
@@ -142,8 +154,9 @@ def hold_for_cli(target: Target, migration_id: str, what: str, wait_s: float = 0
     """The CLI's lease for one migration: the exclusive lock, held for the whole run (dag.test runs the tasks
     in this process; they see the lease through :func:`held_here`). Waits up to `wait_s` for another runner,
     saying once what it waits for; then refuses with LeaseHeld. Re-entrant (a cascade, migrate's runs)."""
-    if migration_id in _HELD:
-        yield _HELD[migration_id][1]
+    key = _place(target, migration_id)
+    if key in _HELD:
+        yield _HELD[key][1]
         return
     conn = _lock_connection(target, f"airmigrate {what.split()[0]} on {socket.gethostname()} pid {os.getpid()}")
     deadline, said = time.monotonic() + max(0.0, wait_s), False
@@ -159,11 +172,11 @@ def hold_for_cli(target: Target, migration_id: str, what: str, wait_s: float = 0
                 said = True
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         holder = describe_cli(what)  # since now: when it holds the lease, not when it started waiting
-        _HELD[migration_id] = (conn, holder)
+        _HELD[key] = (conn, holder)
         try:
             yield holder
         finally:
-            _HELD.pop(migration_id, None)
+            _HELD.pop(key, None)
             with contextlib.suppress(Exception):
                 _release(conn, migration_id)
     finally:
@@ -192,8 +205,9 @@ def hold_for_task(target: Target, migration_id: str, dag_run_id: str | None, wai
     """An Airflow task's lease while it works: the shared lock (unless this process's CLI run holds it
     exclusively) and a heartbeat thread extending its run's lease_until. Refuses with LeaseHeld while a
     CLI runner holds the lock (after waiting up to `wait_s`)."""
-    if migration_id in _HELD:
-        with _heartbeat(_HELD[migration_id][0], migration_id, dag_run_id):
+    key = _place(target, migration_id)
+    if key in _HELD:
+        with _heartbeat(_HELD[key][0], migration_id, dag_run_id):
             yield
         return
     conn = _lock_connection(target, f"airmigrate task on {socket.gethostname()} pid {os.getpid()}")

@@ -87,7 +87,7 @@ def begin_run(conn, migration_id: str, direction: str, dag_run_id: str | None,
     rollback never runs beside a live up run, nor the reverse) this raises LeaseHeld, naming it. The check
     and the claim happen in one transaction under a lock keyed by the migration, so two runners released at
     the same moment cannot both pass the check."""
-    owner = owner or lease.owner_for(migration_id, dag_run_id)
+    owner = owner or lease.owner_for(conn, migration_id, dag_run_id)
     with conn.transaction():
         engines.of(conn).xact_lock(conn, (lease.LOCK_CLASS + 1, lease.lock_key(migration_id)[1]))
         busy = lease.live_foreign_run(conn, migration_id, dag_run_id)

@@ -178,12 +178,6 @@ class OperationSql(ABC):
         that restates it)."""
 
     @abstractmethod
-    def update_joined(self, table: tuple[str, str], source: Composable, keys: list[str], sets: list[tuple[str, str]],
-                      where: str, alias: str = "s") -> str:
-        """An UPDATE of `table` (alias t) from `source` (alias `alias`) joined on `keys`: SET each (column, value)
-        where `where` (over t and the source) holds."""
-
-    @abstractmethod
     def swap_columns(self, table: tuple[str, str], trigger: str, old: str, new: str, retired: str) -> list[str]:
         """Drop the row trigger `trigger` keeping `new` in sync with `old`, and give `old` the name `retired` and `new`
         the name `old`, with nothing the application writes falling between (PostgreSQL: one transaction; MySQL:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from airmigrate.engines import sql
 from airmigrate.engines.mysql import clients
+from airmigrate.engines.mysql.connection import render
+from airmigrate.engines.mysql.op_columns import distinct
 from airmigrate.engines.mysql.state_names import schema_of
 from airmigrate.engines.target import Target
 from airmigrate.errors import AirmigrateError
@@ -83,13 +85,11 @@ def relation_bytes(conn, schema: str, table: str) -> int:
 
 def restore_from_snapshot(table: sql.Composable, snapshot: sql.Composable, keys: list[str], columns: list[str],
                           bounds: sql.Composable) -> sql.Composable:
-    """A multi-table UPDATE joined to the snapshot. Where the value differs: ``<=>`` is NULL-safe, and both sides
-    as binary strings, since a case-insensitive collation (utf8mb4_general_ci, the default) finds 'ROW 1' equal
-    to 'row 1' and would leave an upper-cased value in place."""
+    """A multi-table UPDATE joined to the snapshot, where the value differs byte for byte (op_columns.distinct:
+    a case-insensitive collation finds 'ROW 1' equal to 'row 1' and would leave an upper-cased value in place)."""
     return sql.SQL("UPDATE {t} AS t JOIN {s} AS s ON {join} SET {sets} WHERE {bounds} AND ({changed})").format(
         t=table, s=snapshot, bounds=bounds,
         join=sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in keys),
         sets=sql.SQL(", ").join(sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in columns),
         changed=sql.SQL(" OR ").join(
-            sql.SQL("NOT (CAST(t.{c} AS BINARY) <=> CAST(s.{c} AS BINARY))").format(c=sql.Identifier(c))
-            for c in columns))
+            sql.SQL(distinct("t." + render(sql.Identifier(c)), "s." + render(sql.Identifier(c)))) for c in columns))

@@ -134,6 +134,20 @@ class _Info:
     def server_version(self) -> str:
         return self._conn.get_server_info()
 
+    @property
+    def host(self) -> str:
+        return self._conn.host
+
+    @property
+    def port(self) -> int:
+        return self._conn.port
+
+    @property
+    def dbname(self) -> str:
+        """The database named at connect time: the target (its state lives in its own database)."""
+        db = self._conn.db
+        return db.decode() if isinstance(db, bytes) else str(db or "")
+
 
 class Connection(pymysql.connections.Connection):
     """PyMySQL's connection with the PostgreSQL driver's habits: ``execute``, ``transaction()``, ``info``, and a ``with``

@@ -5,8 +5,8 @@ Where PostgreSQL has one trigger function for ``INSERT OR UPDATE`` branching on 
 per event: a row trigger here is two, ``<name>_i`` (BEFORE INSERT) and ``<name>_u`` (BEFORE UPDATE), each
 ``SET NEW.c = ...`` (with ``IF ... ELSEIF`` where the rule has conditions). They are made by ``DROP TRIGGER IF
 EXISTS`` then ``CREATE TRIGGER`` (MySQL 8 has no ``CREATE OR REPLACE TRIGGER``; a re-run of the expand makes
-them again). ``IS DISTINCT FROM`` is ``NOT (a <=> b)``; a conversion is the assignment itself (the server
-converts, and refuses a value that does not fit in strict mode); NOT NULL is one ``MODIFY COLUMN`` restating the
+them again). ``IS DISTINCT FROM`` is ``NOT (CAST(a AS BINARY) <=> CAST(b AS BINARY))`` (:func:`distinct`); a
+conversion is the assignment itself (the server converts, and refuses a value that does not fit in strict mode); NOT NULL is one ``MODIFY COLUMN`` restating the
 column's definition, ``ALGORITHM=INPLACE, LOCK=NONE`` (writes go on; the server refuses it if a NULL is left).
 """
 
@@ -75,8 +75,12 @@ def drop_row_trigger(name: str, table: tuple[str, str]) -> list[str]:
 
 
 def distinct(a: str, b: str) -> str:
-    """NULL-safe inequality: ``<=>`` is MySQL's NULL-safe equality."""
-    return f"NOT ({a} <=> {b})"
+    """NULL-safe inequality, byte for byte: ``<=>`` is MySQL's NULL-safe equality, and both sides as binary strings
+    because a case-insensitive collation (utf8mb4_general_ci, the default) finds 'Row' equal to 'ROW': the sync
+    trigger would not copy an application's change of case, nor the backfill a value differing only in case (a
+    lost write). Two equal values written differently (1.5 and 1.50) read as distinct: one more write, never one
+    fewer."""
+    return f"NOT (CAST({a} AS BINARY) <=> CAST({b} AS BINARY))"
 
 
 def cast(expression: str, type_: str) -> str:
@@ -91,16 +95,6 @@ def set_not_null(table: tuple[str, str], column: str, type_: str, default: str |
     default_clause = f" DEFAULT {default}" if default is not None else ""
     return [_s("ALTER TABLE {t} MODIFY COLUMN {c} " + type_ + " NOT NULL" + default_clause
                + ", ALGORITHM=INPLACE, LOCK=NONE", t=sql.Identifier(*table), c=sql.Identifier(column))]
-
-
-def update_joined(table: tuple[str, str], source: sql.Composable, keys: list[str], sets: list[tuple[str, str]],
-                  where: str, alias: str = "s") -> str:
-    """UPDATE <table> AS t JOIN <source> AS <alias> ON t.<key> = <alias>.<key> ... SET t.<column> = <value> WHERE
-    <where>."""
-    join = sql.SQL(" AND ").join(sql.SQL("t.{k} = " + alias + ".{k}").format(k=sql.Identifier(k)) for k in keys)
-    assignments = sql.SQL(", ").join(sql.SQL("t.{c} = ").format(c=sql.Identifier(c)) + sql.SQL(v) for c, v in sets)
-    return _s("UPDATE {t} AS t JOIN {s} AS " + alias + " ON {join} SET {sets} WHERE {where}", t=sql.Identifier(*table),
-              s=source, join=join, sets=assignments, where=sql.SQL(where))
 
 
 def swap_columns(table: tuple[str, str], trigger: str, old: str, new: str, retired: str) -> list[str]:

@@ -313,10 +313,6 @@ class PostgresEngine(Engine):
     def set_not_null(self, table: tuple[str, str], column: str, type_: str, default: str | None) -> list[str]:
         return op_columns.set_not_null(table, column, type_, default)
 
-    def update_joined(self, table: tuple[str, str], source: Composable, keys: list[str], sets: list[tuple[str, str]],
-                      where: str, alias: str = "s") -> str:
-        return op_columns.update_joined(table, source, keys, sets, where, alias)
-
     def swap_columns(self, table: tuple[str, str], trigger: str, old: str, new: str, retired: str) -> list[str]:
         return op_columns.swap_columns(table, trigger, old, new, retired)
 

@@ -74,16 +74,6 @@ def set_not_null(table: tuple[str, str], column: str, type_: str, default: str |
             _s("ALTER TABLE {t} DROP CONSTRAINT {k}", t=tbl, k=check)]
 
 
-def update_joined(table: tuple[str, str], source: sql.Composable, keys: list[str], sets: list[tuple[str, str]],
-                  where: str, alias: str = "s") -> str:
-    """UPDATE <table> AS t SET <column> = <value>, ... FROM <source> AS <alias> WHERE t.<key> = <alias>.<key> ...
-    AND <where>."""
-    join = sql.SQL(" AND ").join(sql.SQL("t.{k} = " + alias + ".{k}").format(k=sql.Identifier(k)) for k in keys)
-    assignments = sql.SQL(", ").join(sql.SQL("{c} = ").format(c=sql.Identifier(c)) + sql.SQL(v) for c, v in sets)
-    return _s("UPDATE {t} AS t SET {sets} FROM {s} AS " + alias + " WHERE {join} AND {where}",
-              t=sql.Identifier(*table), s=source, join=join, sets=assignments, where=sql.SQL(where))
-
-
 def swap_columns(table: tuple[str, str], trigger: str, old: str, new: str, retired: str) -> list[str]:
     """The trigger dropped and both renames: one transaction (the contract's group)."""
     tbl = sql.Identifier(*table)
