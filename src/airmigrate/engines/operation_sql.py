@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from airmigrate.engines.sql import Composable, Identifier
+from airmigrate.engines.sql import Identifier
 
 
 # the data the row operations' methods take
