@@ -47,7 +47,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench's own modules, beside this file
 
 from bench_pg import BENCH_DB, Application, Cluster, create_bench_db, say, sql  # noqa: E402
-from bench_report import baseline_figures, figures, median_of, plot, print_table, targets, timelines  # noqa: E402
+from bench_report import (  # noqa: E402
+    baseline_figures, figures, median_of, plot, print_start_effect, print_table, start_effect, targets, timelines)
 from bench_shards import CHILDREN, MIGRATIONS, ROOT, Shards, migration_column, pacing_summary, prepare_run  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")  # platformdirs, imported by Airflow's modules
@@ -187,8 +188,8 @@ def one_run(cluster: Cluster, args, run_no: int, workdir: Path) -> dict:
                                     else raw["end"])
             raw["seconds"] = raw["end"] - raw["start"]
             raw["rows_per_s"] = raw["rows"] / max(raw["seconds"], 1e-9)
-            if raw.get("pacing"):  # the pacer's decisions beside the application's latency, second by second
-                raw["app_seconds"] = app.per_second(raw["start"], app.cycle_end(raw["cycle"]))
+            if name != "update":  # second by second: the plot's timelines (beside the pacer's decisions) and
+                raw["app_seconds"] = app.per_second(raw["start"], app.cycle_end(raw["cycle"]))  # the start effect
             out["scenarios"][name] = raw
             extra = f" ERRORS {raw['errors']}" if raw.get("errors") else ""
             raw["load"] = os.getloadavg()
@@ -199,6 +200,7 @@ def one_run(cluster: Cluster, args, run_no: int, workdir: Path) -> dict:
         app.wait_cycle_done(cycle)  # machine's other load over the run weighs on both ends alike
         alone.append((cycle, app.cycle_end(cycle)))
         out["baseline"] = app.window_of(alone)
+        out["alone_seconds"] = [app.per_second(start, end) for start, end in alone]
         for raw in out["scenarios"].values():
             raw["baseline"] = app.window_of(nearest(alone, raw["start"], raw["end"]))
         say(f"run {run_no}: application alone, after: {brief(app.window(*alone[-1]))}; all {len(alone)} cycles: "
@@ -286,6 +288,7 @@ def main() -> None:
         plot(result, args.plot_from.with_suffix(".png"))
         print("targets:\n  " + "\n  ".join(targets(result["table"], result["baseline"])))
         print_table(result["table"], result["baseline"], result["meta"])
+        print_start_effect(result.get("start_effect") or {})
         return
     args.runs = args.runs or (1 if args.quick else 3)
     args.scale = args.scale or (30 if args.quick else 100)
@@ -335,7 +338,8 @@ def main() -> None:
                 + sql(cluster, "SHOW server_version", "postgres", fetch=True)[0][0]}
         result = {"meta": meta, "baseline": base, "table": table, "scenarios": list(table.values()),
                   "rss": rss, "runs": [{k: v for k, v in r.items() if k != "scenarios"} for r in runs],
-                  "targets": targets(table, base), "timelines": timelines(runs[0], asked)}
+                  "targets": targets(table, base), "timelines": timelines(runs[0], asked),
+                  "start_effect": start_effect(runs)}
         out_dir = BENCH / "results"
         out_dir.mkdir(exist_ok=True)
         (out_dir / "last.json").write_text(json.dumps(result, indent=2, default=str))
@@ -351,6 +355,7 @@ def main() -> None:
         if max(meta["load_before"][0], meta["load_after"][0]) > 1:
             print("WARNING: load average over 1: other work shared the two cores; the ratios measure it too")
         print_table(table, base, meta)
+        print_start_effect(result["start_effect"])
     except KeyboardInterrupt:
         print("interrupted: stopping the scratch cluster", file=sys.stderr)
         raise SystemExit(130)

@@ -44,7 +44,6 @@ def claims_check(cluster: Cluster, shard_counts: list[int], seconds: float, work
     """Create + claim rate of batches whose UPDATE matches nothing (100 keys: nothing but the bookkeeping; 20,000
     keys: the cursor also walks 20,000 index entries while it holds its row lock) with N shard processes
     against this one PostgreSQL: the ceiling the cursor row and the batch table put on any number of workers."""
-    import yaml
 
     dbname = "claims"
     sql(cluster, [f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)", f"CREATE DATABASE {dbname}"], "postgres")

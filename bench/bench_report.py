@@ -237,3 +237,37 @@ def timelines(run: dict, asked: dict[str, float]) -> dict:
             out[name] = {"start": s["start"], "seconds": s.get("app_seconds") or [], "log": s["pacing"]["log"],
                          "baseline_p99_ms": base, "asked": asked[name]}
     return out
+
+
+START_S = 2  # the first seconds of a cycle, told apart from the rest of its quiet phase
+
+
+def start_effect(runs: list[dict]) -> dict[str, list[float]]:
+    """Per scenario (and the application alone): [the p99 ratio of the quiet phase's first START_S seconds, that
+    of the rest of the quiet phase], each second's p99 over the phase's p99 alone, the median over the seconds of
+    every run. Tells a harm of the scenario's start (processes, connections, a pacer without a baseline yet) from
+    one of the cycle's start, which the application alone would show too."""
+    first: dict[str, list[float]] = {}
+    rest: dict[str, list[float]] = {}
+
+    def add(name: str, seconds: list, base: dict) -> None:
+        quiet = [p / base["quiet"]["p99_ms"] for _s, p, kind in seconds if kind == "quiet" and base["quiet"]["p99_ms"]]
+        first.setdefault(name, []).extend(quiet[:START_S])
+        rest.setdefault(name, []).extend(quiet[START_S:])
+
+    for run in runs:
+        for seconds in run.get("alone_seconds") or []:
+            add("application alone", seconds, run["baseline"])
+        for name, s in run["scenarios"].items():
+            if s.get("app_seconds"):
+                add(name, s["app_seconds"], s.get("baseline") or run["baseline"])
+    return {name: [statistics.median(first[name]), statistics.median(rest[name])]
+            for name in first if first[name] and rest[name]}
+
+
+def print_start_effect(effect: dict[str, list[float]]) -> None:
+    if not effect:
+        return
+    print(f"quiet phase, p99 per second over the phase's p99 alone (median): first {START_S} s / the rest")
+    for name, (start, rest) in effect.items():
+        print(f"  {name:<22} {start:5.2f} / {rest:5.2f}")

@@ -33,10 +33,11 @@ from scratch import scratch_cluster
 # -- the rules (pure: no server, part of `make check`) ---------------------------------------------------
 
 
-def test_a_protected_run_starts_at_a_quarter_of_the_ceiling_and_doubles_until_the_first_cut():
+def test_a_protected_run_starts_at_a_twentieth_of_the_ceiling_and_doubles_until_the_first_cut():
     duty = DutyCycle(target=1.5, ceiling=2.0)
-    assert duty.budget == pytest.approx(0.5), "never start by hitting the application with every shard"
-    assert [duty.decide(Reading(transaction_ratio=1.0))[0] for _ in range(3)] == pytest.approx([1.0, 2.0, 2.0])
+    assert duty.budget == pytest.approx(0.1), "never start by hitting the application (a tenth of one worker)"
+    assert [duty.decide(Reading(transaction_ratio=1.0))[0] for _ in range(6)] == pytest.approx(
+        [0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
     assert duty.decide(Reading(transaction_ratio=1.0))[1] == "at full allowance, under target"
 
 
@@ -174,6 +175,16 @@ def test_batch_size_follows_the_p90_grows_at_most_one_and_a_half_times_and_cuts_
     sizer.observe(2000, 0.8)                                      # one slow batch (0.4 ms a key) is the p90
     assert sizer.size == 500
     assert sizer.observe(500, 1.5) == 50                          # 7.5x over target: a tenth at once
+
+
+def test_while_pacing_the_first_batch_is_sized_for_the_lock_hold_not_the_specs_target():
+    """The spec's batch_size is aimed at target_batch_seconds (0.1 s); paced batches aim at lock_hold_s (20 ms):
+    the first batch starts at a fifth of it instead of holding its row locks five times too long."""
+    paced = BatchSizer.aimed(10_000, asked_seconds=0.1, target_seconds=0.02, minimum=100, maximum=1_000_000)
+    assert (paced.size, paced.target_seconds) == (2000, 0.02)
+    assert BatchSizer.aimed(10_000, 0.1, 0.1, 100, 1_000_000).size == 10_000, "full speed: the spec's size"
+    assert BatchSizer.aimed(300, 0.1, 0.02, 100, 1_000_000).size == 100, "never under the spec's minimum"
+    assert BatchSizer.aimed(10_000, 0.1, 0.02, 100, 1_000_000, adaptive=False).size == 10_000, "fixed size: kept"
 
 
 # -- the closed loop on a real PostgreSQL --------------------------------------------------------------

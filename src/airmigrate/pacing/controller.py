@@ -7,7 +7,7 @@ The rules, tuned on bench/backfill_bench.py against an application with a fixed 
 - over the asked ratio: cut in proportion to the excess harm (the harm is ratio - 1; twice the allowed harm
   halves the budget, a small excess takes 10% off), and remember the setting as too much;
 - under target while the backfill used its allowance: grow. Before the first cut it doubles (slow start, from a
-  quarter of the ceiling: a protected run never begins by hitting the application with every shard); after it,
+  twentieth of the ceiling: a protected run never begins by hitting the application, see START); after it,
   a step that shrinks as the signal nears the target, never more than half-way to the lowest setting that was
   too much (so it does not oscillate around the knee). The memory is forgotten at each new baseline.
 - damping: the signal pools the last two decisions' samples at least, and the decision after a cut never
@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FLOOR = 0.02       # never stop completely: a backfill that never moves is a different kind of outage
-START = 0.25       # a protected run starts at this share of the ceiling
+START = 0.05       # a protected run starts at this share of the ceiling (two shards: a tenth of one worker)
 SLOW_START = 2.0   # x2 a decision under target, until the first cut
 MIN_CUT, MAX_CUT = 0.5, 0.9  # a cut keeps between half and 90% of the budget
 STEP = 0.1         # the largest additive step after the first cut (share of the ceiling)

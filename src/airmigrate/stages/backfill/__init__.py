@@ -198,8 +198,9 @@ def run_shard(target: Target, migration: Migration, run_id: int, shard: int = 0,
             requeue_failed(conn, run_id)
         throttle, app_latency_ratio = pacing_of(conn, settings.throttle, app_latency_ratio)
         pacer = Pacer(target, run_id, throttle, shards or migration.spec.shards, app_latency_ratio, session=conn)
-        sizer = BatchSizer(current_size(conn, run_id), pacer.batch_seconds(settings.target_batch_seconds),
-                           settings.min_batch_size, settings.max_batch_size, settings.adaptive)
+        sizer = BatchSizer.aimed(current_size(conn, run_id), settings.target_batch_seconds,
+                                 pacer.batch_seconds(settings.target_batch_seconds), settings.min_batch_size,
+                                 settings.max_batch_size, settings.adaptive)
         conn.commit()
         control = RunControl(run_id)
         with pacer:

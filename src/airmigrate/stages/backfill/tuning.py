@@ -40,6 +40,19 @@ class BatchSizer:
     recent: deque = field(default_factory=lambda: deque(maxlen=WINDOW))  # seconds per key, last batches
     asked: int | None = None  # the size last set from the console: a ceiling the adaptive sizer stays under
 
+    @classmethod
+    def aimed(cls, size: int, asked_seconds: float, target_seconds: float, minimum: int, maximum: int,
+              adaptive: bool = True) -> "BatchSizer":
+        """A sizer aiming at `target_seconds` whose first size, `size`, was set for `asked_seconds` (the spec's
+        batch_size and target_batch_seconds): while pacing, batches aim at the shorter lock_hold_s, and the first
+        batch at the spec's size would hold its row locks five times as long as the pacer allows (the first
+        seconds of a protected run were its worst on the bench). Scaled by the ratio until the batches measure
+        the real pace; a size already tuned by another shard comes out smaller, and grows back x1.5 a batch."""
+        sizer = cls(size, target_seconds, minimum, maximum, adaptive)
+        if adaptive and 0 < target_seconds < asked_seconds:
+            sizer._set(size * target_seconds / asked_seconds)
+        return sizer
+
     def observe(self, rows: int, seconds: float) -> int:
         """Record one batch (keys in its range, its duration); return the size for the next one."""
         if not self.adaptive or rows <= 0:
