@@ -12,6 +12,7 @@ import yaml
 
 from airmigrate import plan
 from airmigrate.engines.mysql import dialect
+from airmigrate.engines.mysql.catalog import as_written
 from airmigrate.spec import load_migration
 
 MYSQL_URL = "mysql://root@127.0.0.1:3306/shop"
@@ -171,3 +172,14 @@ def test_the_server_decides_without_the_switch(mysql):
     assert dialect.flavor(MySQL()) == dialect.MYSQL8
     assert dialect.flavor(FakeConnection(set())) == dialect.MARIADB
     assert dialect.flavor(None) == dialect.MARIADB
+
+
+def test_a_mysql8_column_default_is_read_back_as_a_default_clause_takes_it():
+    """MySQL 8's information_schema.COLUMNS gives a literal default bare and an expression marked
+    DEFAULT_GENERATED; MariaDB's is already written as a DEFAULT clause takes it (restated by op_columns)."""
+    assert as_written("'x'", "", True) == "'x'" and as_written("NULL", "", True) == "NULL"
+    assert as_written("it's", "", False) == "'it\\'s'"
+    assert as_written("0", "", False) == "'0'"
+    assert as_written(None, "", False) is None
+    assert as_written("CURRENT_TIMESTAMP(6)", "DEFAULT_GENERATED", False) == "CURRENT_TIMESTAMP(6)"
+    assert as_written("rand()", "DEFAULT_GENERATED", False) == "(rand())"
