@@ -194,7 +194,7 @@ def test_kill_9_of_a_shard_under_a_concurrent_writer_then_a_resume_does_every_ro
     assert summary["failed"] == 0 and summary["pending"] == 0 and summary["succeeded"] == statuses["succeeded"]
 
 
-def test_a_failed_batch_is_recorded_and_only_it_runs_again_on_retry(target, tmp_path):
+def test_a_failed_batch_is_recorded_and_only_it_runs_again_on_retry(target, tmp_path, sql_forms):
     make_items(target, 5000)
     with db.connect(target, autocommit=True) as conn:
         conn.execute("CREATE TABLE fail_switch (on_ BOOLEAN NOT NULL)")

@@ -237,7 +237,7 @@ def test_add_column_with_backfill_and_not_null_rollback_before_and_after_contrac
     report("add_column", took, same)
 
 
-def test_drop_column_then_rollback_restores_it_where_it_was_with_its_values(target, tmp_path):
+def test_drop_column_then_rollback_restores_it_where_it_was_with_its_values(target, tmp_path, sql_forms):
     """`s` (indexed) dropped at the contract while the application (a version that no longer writes it) goes on;
     the rollback puts it back in place with its values and its index."""
     before, shape = md5_of_original_rows(target), columns_of(target)
@@ -297,7 +297,7 @@ def test_rename_column_two_application_versions_side_by_side_then_rollback_befor
     report("rename_column", took, same)
 
 
-def test_change_column_type_int_to_bigint_online_swap_then_rollback_before_and_after_contract(target, tmp_path):
+def test_change_column_type_int_to_bigint_online_swap_then_rollback_before_and_after_contract(target, tmp_path, sql_forms):
     """`a` (int NOT NULL DEFAULT 5 with a comment and an index) becomes bigint without a table copy: `a__new` kept
     by triggers, batches, the index built online, the names swapped in a moment of LOCK TABLES; everything `a`
     had is on it after, in its place. The rollback after the contract goes the same way back."""

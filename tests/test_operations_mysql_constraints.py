@@ -215,7 +215,7 @@ def test_rename_index_instant_then_rolled_back(target, tmp_path):
     assert "items_a_old" in index_names(target)
 
 
-def test_add_foreign_key_in_place_then_proven_then_rolled_back(target, tmp_path):
+def test_add_foreign_key_in_place_then_proven_then_rolled_back(target, tmp_path, sql_forms):
     migration_id = migration(tmp_path, target, [{"op": "add_foreign_key", "name": "items_parent", "columns": ["a"],
                                                  "references_table": "parents", "references_columns": ["id"]}])
 
@@ -227,7 +227,7 @@ def test_add_foreign_key_in_place_then_proven_then_rolled_back(target, tmp_path)
                        "CONSTRAINT_SCHEMA = DATABASE() AND CONSTRAINT_NAME = 'items_parent'")[0] == 0
 
 
-def test_add_foreign_key_with_an_orphan_fails_naming_it_and_rolls_back(target, tmp_path):
+def test_add_foreign_key_with_an_orphan_fails_naming_it_and_rolls_back(target, tmp_path, sql_forms):
     with db.connect(target, autocommit=True) as conn:
         conn.execute("DELETE FROM parents WHERE id = 777")  # rows with a = 777 are orphans now
     migration_id = migration(tmp_path, target, [{"op": "add_foreign_key", "name": "items_parent", "columns": ["a"],
@@ -283,7 +283,7 @@ def kinds(target) -> dict[str, str]:
                                  "DATABASE() AND TABLE_NAME IN ('items', 'goods')").fetchall())
 
 
-def test_rename_table_both_names_work_then_swapped_then_rolled_back(target, tmp_path):
+def test_rename_table_both_names_work_then_swapped_then_rolled_back(target, tmp_path, sql_forms):
     """The old release (items) under the expand and its rollback; then the new release (goods) under the contract's
     atomic swap; then the rollback after the contract (no application: its last step takes the new name away)."""
     migration_id = migration(tmp_path, target, [{"op": "rename_table", "to": "goods"}])
@@ -309,7 +309,7 @@ def test_rename_table_both_names_work_then_swapped_then_rolled_back(target, tmp_
     assert (original_md5(target), shape(target)) == (md5, before)
 
 
-def test_create_table_then_dropped_when_empty_kept_when_not(target, tmp_path):
+def test_create_table_then_dropped_when_empty_kept_when_not(target, tmp_path, sql_forms):
     migration_id = migration(tmp_path, target, [{"op": "create_table", "columns": {"id": "bigint", "n": "varchar(20)"},
                                                  "checks": {"fresh_n": "n <> ''"}}], table="fresh")
     with Measured(target) as app:
@@ -330,7 +330,7 @@ def test_create_table_then_dropped_when_empty_kept_when_not(target, tmp_path):
         sql.Identifier("airmigrate", f"created_{migration_id}_fresh"[:63])))[0] == "kept"
 
 
-def test_every_step_done_twice_does_nothing_the_second_time(target):
+def test_every_step_done_twice_does_nothing_the_second_time(target, sql_forms):
     """A retried or resumed step (the state lost between the statement and its record): each operation's expand,
     contract, down and down_contract run twice through the DDL executor, in order, end where one run ends."""
     with db.connect(target, autocommit=True) as conn:

@@ -292,7 +292,7 @@ def test_move_rows_under_the_application_keeps_every_row_in_one_place_and_moves_
                 len(during.errors), during.slowest)
 
 
-def test_contract_waits_for_keep_archive_days_then_drops_the_archive(target, tmp_path):
+def test_contract_waits_for_keep_archive_days_then_drops_the_archive(target, tmp_path, sql_forms):
     fill(target, "users", 3000)
     migration = make_migration(tmp_path, target, {"op": "delete_rows", "where": WHERE, "keep_archive_days": 2})
     matching = scalar(target, f"SELECT COUNT(*) FROM users WHERE {WHERE}")

@@ -90,7 +90,7 @@ def application(conn, rng, i) -> None:
     conn.execute("UPDATE t SET s = s WHERE id = %s", (row,))
 
 
-def test_a_backfill_and_its_rollback_dag_under_a_writer_put_the_table_back(target, tmp_path):
+def test_a_backfill_and_its_rollback_dag_under_a_writer_put_the_table_back(target, tmp_path, sql_forms):
     home = write_project(tmp_path / "project", target)
     before, before_a = table_md5(target)
     writer = Writer(target, application)

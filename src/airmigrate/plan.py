@@ -95,9 +95,15 @@ def static_plan(migration: Migration, conn=None) -> list[PlannedStatement]:
                 lock = engines.of(conn).lock_modes[0]
                 also += (f"executor: {migration.spec.executor} runs it instead: a shadow copy kept in sync by "
                          f"triggers, {migration.spec.chunk_time:g} s chunks, then an atomic swap (writes go on)",)
-            planned.append(PlannedStatement(stage, statement, lock, effect,
+            planned.append(PlannedStatement(stage, as_run(statement, conn), lock, effect,
                                             not db.needs_autocommit(bound_placeholders(statement)), also))
     return planned
+
+
+def as_run(statement: str, conn=None) -> str:
+    """The statement as the executor sends it to this server (MySQL 8: MariaDB's forms rendered in MySQL's, maybe
+    several statements); the locks are the original's."""
+    return ";\n".join(engines.of(conn).as_run([statement], conn))
 
 
 def _executor_takes(migration: Migration, statement: str, conn) -> bool:
@@ -195,8 +201,9 @@ def render_sql(migration: Migration, conn=None) -> str:
         out.append(f"\n-- stage {stage}")
         for autocommit, group in db.group_statements(statements):
             timeouts = engines.of(conn).console_sql().timeout_settings(spec.lock_timeout_ms,
-                                                                       spec.statement_timeout_ms, not autocommit)
-            body = [s + ";" for s in group]
+                                                                       spec.statement_timeout_ms, not autocommit,
+                                                                       conn=conn)
+            body = [s + ";" for s in engines.of(conn).as_run(group, conn)]
             out += (timeouts + body) if autocommit else (["BEGIN;"] + timeouts + body + ["COMMIT;"])
         if stage == "schema_change" and install:  # installed with the backfill's cursor, before the first batch
             out += ["\n-- stage backfill.plan: the sync trigger keeps rows written meanwhile right", "BEGIN;"] + \
@@ -259,21 +266,22 @@ def render_rollback(migration: Migration, conn=None, sql: bool = False) -> str:
         for autocommit, group in groups:
             if sql:
                 out += ([] if autocommit else ["BEGIN;"]) + ([] if batch else engines.of(conn).console_sql(
-                    ).timeout_settings(spec.lock_timeout_ms, spec.statement_timeout_ms, not autocommit))
+                    ).timeout_settings(spec.lock_timeout_ms, spec.statement_timeout_ms, not autocommit, conn=conn))
             for statement in group:
                 analysis = analyze(statement, conn)
                 effect = {"scan": "scans the table", "rewrite": "REWRITES the table", "": "no scan"}[analysis.effect]
                 lock = f"lock {analysis.lock}; {effect}"
                 also = [str(x) for x in _elsewhere(analysis, spec.table_name) + analysis.notes]
                 if sql:
-                    out += [f"-- {lock}"] + [f"--   also: {x}" for x in also] + [statement + ";"]
+                    out += [f"-- {lock}"] + [f"--   also: {x}" for x in also] + [
+                        shown + ";" for shown in engines.of(conn).as_run([statement], conn)]
                 else:
                     number += 1
                     where = "each batch its own transaction" if batch else \
                         ("own transaction (autocommit)" if autocommit else "transaction")
                     warn = "  <-- blocks writes while it runs" if analysis.lock in engines.current().write_blocking and \
                         analysis.effect else ""
-                    out.append(f"{number:>3}. [{phase}] {_one_line(statement)}\n       {lock}; {where}{warn}")
+                    out.append(f"{number:>3}. [{phase}] {_one_line(as_run(statement, conn))}\n       {lock}; {where}{warn}")
                     out += [f"       also: {x}" for x in also]
             if sql and not autocommit:
                 out.append("COMMIT;")

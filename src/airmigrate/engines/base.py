@@ -120,6 +120,11 @@ class Engine(OperationSql):
     def run_group(self, target: Target, group: list[str], autocommit: bool, **options: Any) -> None:
         """One group of :meth:`group_statements` under the same rules as :meth:`run_ddl`."""
 
+    def as_run(self, statements: list[str], conn: Any = None) -> list[str]:
+        """The statements as the executor will send them to this connection's server (the plan shows these): the
+        same ones, unless the engine renders a form for the server's flavor (MySQL 8 beside MariaDB)."""
+        return list(statements)
+
     @abstractmethod
     def set_timeouts(self, cur: Any, lock_timeout_ms: int, statement_timeout_ms: int, local: bool) -> None:
         """Lock and statement timeouts for the session (or, `local`, the transaction)."""

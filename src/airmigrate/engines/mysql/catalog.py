@@ -77,6 +77,17 @@ def column_types(conn, schema: str, table: str) -> dict[str, str]:
                              "AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (schema, table)).fetchall())
 
 
+def as_written(default: str | None, extra: str | None, mariadb: bool) -> str | None:
+    """COLUMN_DEFAULT as a DEFAULT clause takes it back (op_columns.column_definition restates it). MariaDB 10.2.7+
+    writes it so (a string quoted, an expression as is, 'NULL'); MySQL 8 gives a literal's bare value and marks an
+    expression DEFAULT_GENERATED in EXTRA: quoted, or in parentheses (CURRENT_TIMESTAMP as it is)."""
+    if mariadb or default is None:
+        return default
+    if "DEFAULT_GENERATED" in (extra or "").upper():
+        return default if re.fullmatch(r"(?i)current_timestamp(\(\d*\))?", default) else f"({default})"
+    return connection.render(sql.Literal(default))
+
+
 def read_table(conn, schema: str, table: str) -> dict | None:
     """The table's definition in airmigrate.structure's shape, from information_schema: columns (type,
     nullability, default, generation, collation, comment), indexes and unique/primary keys with their columns,
@@ -85,12 +96,13 @@ def read_table(conn, schema: str, table: str) -> dict | None:
                          "AND TABLE_NAME = %s AND TABLE_TYPE = 'BASE TABLE'", (schema, table)).fetchone()
     if found is None:
         return None
-    columns = {r[0]: {"type": r[1], "not_null": r[2] == "NO", "default": r[3], "identity": None,
-                      "generated": r[4] or None, "collation": r[5], "comment": r[6] or None, "statistics": None,
-                      "owns_sequence": None, "privileges": []}
+    mariadb = getattr(conn, "is_mariadb", True)
+    columns = {r[0]: {"type": r[1], "not_null": r[2] == "NO", "default": as_written(r[3], r[7], mariadb),
+                      "identity": None, "generated": r[4] or None, "collation": r[5], "comment": r[6] or None,
+                      "statistics": None, "owns_sequence": None, "privileges": []}
                for r in conn.execute(
                    "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, GENERATION_EXPRESSION, "
-                   "COLLATION_NAME, COLUMN_COMMENT FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+                   "COLLATION_NAME, COLUMN_COMMENT, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
                    "AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (schema, table)).fetchall()}
     indexes: dict[str, dict] = {}
     for name, non_unique, column, kind in conn.execute(

@@ -18,7 +18,7 @@ import json
 import zlib
 from datetime import datetime, timezone
 
-from airmigrate.engines.mysql import state_sql
+from airmigrate.engines.mysql import dialect, state_sql
 from airmigrate.engines.mysql.ddl import lock_wait_seconds
 
 NOW = state_sql.NOW
@@ -124,13 +124,17 @@ def record_baseline(conn, migration_id: str, checksum: str, files: dict, by: str
 
 
 # -- how `plan --sql` and the report's rollback script show the session's limits ---------------------------------
-def timeout_settings(lock_timeout_ms: int, statement_timeout_ms: int, local: bool) -> list[str]:
+def timeout_settings(lock_timeout_ms: int, statement_timeout_ms: int, local: bool, conn=None) -> list[str]:
     """What the executor sets (engines.mysql.ddl.set_timeouts): whole seconds for the lock waits; the statement
-    limit in MariaDB's form (MySQL 8: max_execution_time in ms). No SET LOCAL: the limits are the session's."""
+    limit in the server's form (MariaDB: max_statement_time in s; MySQL 8: max_execution_time in ms, SELECTs only,
+    the executor's watchdog ends a longer DDL statement). No SET LOCAL: the limits are the session's."""
     seconds = lock_wait_seconds(lock_timeout_ms)
-    return [f"SET SESSION lock_wait_timeout = {seconds};", f"SET SESSION innodb_lock_wait_timeout = {seconds};",
-            f"SET SESSION max_statement_time = {round(statement_timeout_ms / 1000, 3):g};"
-            f"  -- MySQL 8: max_execution_time = {int(statement_timeout_ms)}"]
+    limit = (f"SET SESSION max_statement_time = {round(statement_timeout_ms / 1000, 3):g};"
+             f"  -- MySQL 8: max_execution_time = {int(statement_timeout_ms)}"
+             if dialect.flavor(conn) == dialect.MARIADB else
+             f"SET SESSION max_execution_time = {int(statement_timeout_ms)};"
+             f"  -- SELECTs only: a longer DDL statement is ended by airmigrate's watchdog (KILL QUERY)")
+    return [f"SET SESSION lock_wait_timeout = {seconds};", f"SET SESSION innodb_lock_wait_timeout = {seconds};", limit]
 
 
 # -- the console's kept connection (console.pool) -----------------------------------------------------------------

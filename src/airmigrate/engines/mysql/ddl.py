@@ -22,7 +22,7 @@ import pymysql
 
 from airmigrate.engines import sql
 from airmigrate.engines.base import PT_OSC, Executor
-from airmigrate.engines.mysql import online, ptosc
+from airmigrate.engines.mysql import dialect, online, ptosc
 from airmigrate.engines.mysql.connection import LOCK_NOWAIT, LOCK_WAIT_TIMEOUT, code, connect, message
 from airmigrate.engines.mysql.parsing import group_statements, split_statements
 from airmigrate.engines.mysql.state_names import schema_of
@@ -120,11 +120,11 @@ def run_group(target: Target, group: list[str], autocommit: bool, *, lock_timeou
             with connect(target, autocommit=True, application_name="airmigrate ddl") as conn:
                 set_timeouts(conn, lock_timeout_ms, statement_timeout_ms, local=False)
                 statements = _prepared(conn, group, autocommit, allow_copy, executor)
-                if statements is not None:
+                if not isinstance(statements, str):
                     blockers = Blockers(target, conn.thread_id(), lock_wait_seconds(lock_timeout_ms) / 2)
                     _execute_group(target, conn, statements, autocommit, statement_timeout_ms)
-            if statements is None:  # pt-osc waits for its own locks (short waits, retried): not in this loop
-                ptosc.run(target, group[0], executor)
+            if isinstance(statements, str):  # pt-osc waits for its own locks (short waits, retried): not in this loop
+                ptosc.run(target, statements, executor)
             return
         except pymysql.err.MySQLError as exc:
             if code(exc) not in (LOCK_WAIT_TIMEOUT, LOCK_NOWAIT):
@@ -145,32 +145,55 @@ def run_group(target: Target, group: list[str], autocommit: bool, *, lock_timeou
 
 
 def _prepared(conn, group: list[str], autocommit: bool, allow_copy: bool, executor: Executor | None
-              ) -> list[str] | None:
-    """The group as it will run (the online algorithm written into each DDL statement), or None when its one
-    ALTER can only copy and the executor is pt-osc, which runs it instead."""
-    try:
-        return [online_statement(conn, s, allow_copy) for s in group] if autocommit else group
-    except CopyRefused:
-        if executor and executor.name == PT_OSC and len(group) == 1 and ptosc.takes(group[0]):
-            log.info("the server can only copy for this change: pt-online-schema-change runs it (executor: pt-osc)")
-            return None
-        raise
+              ) -> list[tuple[str, bool]] | str:
+    """The group as it will run on this server: each statement in the server's forms (:mod:`.dialect`: on MySQL 8
+    MariaDB's IF [NOT] EXISTS clauses asked of information_schema now, an anonymous block as a procedure called
+    once), the online algorithm written into each DDL statement; as (statement, run even after a failure) pairs. Or
+    the one ALTER pt-osc runs instead, when the server can only copy for it and the executor is pt-osc."""
+    if not autocommit:
+        return [(s, False) for s in group]
+    out = []
+    for statement in group:
+        for text, always in dialect.to_run(conn, statement):
+            try:
+                out.append((online_statement(conn, text, allow_copy), always))
+            except CopyRefused:
+                if executor and executor.name == PT_OSC and len(group) == 1 and not out and ptosc.takes(text):
+                    log.info("the server can only copy for this change: pt-online-schema-change runs it "
+                             "(executor: pt-osc)")
+                    return text
+                raise
+    return out
 
 
-def _execute_group(target: Target, conn, statements: list[str], autocommit: bool, statement_timeout_ms: int) -> None:
-    """Each statement alone (DDL) or all in one transaction (DML), MySQL's DDL under a watchdog."""
+def _execute_group(target: Target, conn, statements: list[tuple[str, bool]], autocommit: bool,
+                   statement_timeout_ms: int) -> None:
+    """Each statement alone (DDL) or all in one transaction (DML), MySQL's DDL under a watchdog. After a failure
+    the statements marked to run anyway (a session setting restored, a block's procedure dropped) still run."""
     watchdog = None if _is_mariadb(conn) else Watchdog(target, conn.thread_id(), statement_timeout_ms)
     try:
         if autocommit:
-            for stmt in statements:
-                _execute_logged(conn, stmt)
+            _execute_all(conn, statements)
         else:
             with conn.transaction():
-                for stmt in statements:
-                    _execute_logged(conn, stmt)
+                _execute_all(conn, statements)
     finally:
         if watchdog:
             watchdog.cancel()
+
+
+def _execute_all(conn, statements: list[tuple[str, bool]]) -> None:
+    for at, (stmt, _) in enumerate(statements):
+        try:
+            _execute_logged(conn, stmt)
+        except Exception:
+            for after, always in statements[at + 1:]:
+                if always:
+                    try:
+                        _execute_logged(conn, after)
+                    except pymysql.err.MySQLError as exc:  # the first error is the one to report
+                        log.warning("could not clean up after the failure (%s): %s", message(exc), after[:200])
+            raise
 
 
 def _execute_logged(conn, stmt: str) -> None:
@@ -262,7 +285,7 @@ def online_problems(conn, statements: list[str], executor: str) -> list[str]:
     it); one the probe cannot try (a column an earlier statement adds) is left to the run, which refuses it there
     in milliseconds before it copies."""
     problems = []
-    for statement in statements:
+    for statement in (shown for s in statements for shown in dialect.shown(s, conn)):
         if online.table_span(statement) is None or online.renames_table(statement) or online.has_clause(statement):
             continue
         verdict, why = online.probe(conn, statement)

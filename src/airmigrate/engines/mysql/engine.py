@@ -15,6 +15,7 @@ from airmigrate.engines.mysql import (
     console_sql,
     ddl,
     demo,
+    dialect,
     leases,
     lint_rules,
     maintenance,
@@ -85,6 +86,9 @@ class MySQLEngine(Engine):
 
     def run_group(self, target: Target, group: list[str], autocommit: bool, **options: Any) -> None:
         ddl.run_group(target, group, autocommit, **options)
+
+    def as_run(self, statements: list[str], conn: Any = None) -> list[str]:
+        return [shown for statement in statements for shown in dialect.shown(statement, conn)]
 
     def set_timeouts(self, cur: Any, lock_timeout_ms: int, statement_timeout_ms: int, local: bool) -> None:
         ddl.set_timeouts(cur, lock_timeout_ms, statement_timeout_ms, local)

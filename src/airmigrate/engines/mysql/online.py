@@ -22,6 +22,7 @@ import pymysql
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
+from airmigrate.engines.mysql import dialect
 from airmigrate.engines.mysql.connection import ALTER_NOT_SUPPORTED, code, message, quote_identifier
 from airmigrate.engines.mysql.parsing import DIALECT, _tokens, first_word, parse_one
 from airmigrate.locks import NO_LOCK, Analysis, RelationLock
@@ -117,6 +118,9 @@ def probe(conn, statement: str) -> tuple[Verdict | None, str]:
     (None, why not). Not written to the binary log where the user may say so (``sql_log_bin``), so replicas
     never see the probe. The session's ``lock_wait_timeout`` is kept short for it: the probe must not queue
     behind someone else's long metadata lock."""
+    mysql8 = dialect.flavor(conn) == dialect.MYSQL8
+    if mysql8:  # MySQL 8's ALTER has no IF [NOT] EXISTS: the executor asks information_schema instead (.dialect)
+        statement = without_if_exists(statement)
     span = table_span(statement)
     if span is None or renames_table(statement):
         return None, "not an ALTER TABLE or CREATE INDEX the server can try on a copy"
@@ -129,7 +133,6 @@ def probe(conn, statement: str) -> tuple[Verdict | None, str]:
     probe_ref = f"{quote_identifier(schema)}.{quote_identifier(name)}"
     source = f"{quote_identifier(schema)}.{quote_identifier(_unquoted(table))}"
     on_probe = statement[:start] + probe_ref + statement[end:]
-    mariadb = "mariadb" in conn.get_server_info().lower()
     cur.execute("SELECT @@SESSION.lock_wait_timeout")
     saved = cur.fetchone()[0]
     try:
@@ -144,8 +147,8 @@ def probe(conn, statement: str) -> tuple[Verdict | None, str]:
             return None, f"cannot copy {schema}.{_unquoted(table)} for a probe: {message(exc)}"
         refusal, own = "", written(statement)
         for algorithm, lock in LADDER:
-            if algorithm == "NOCOPY" and not mariadb:
-                continue  # MySQL has no NOCOPY
+            if algorithm == "NOCOPY" and mysql8:
+                continue  # MySQL has no NOCOPY (its ALGORITHM is DEFAULT, INSTANT, INPLACE or COPY)
             if own.get("ALGORITHM", algorithm) != algorithm or own.get("LOCK", lock) != lock:
                 continue  # what the statement names itself is what it gets
             verdict = Verdict(algorithm, lock, refusal, asked=True)
@@ -291,6 +294,9 @@ def _ddl(statement: str, conn) -> Analysis:
     verdict = verdict or guess(statement)
     if own and not verdict.asked:  # as written, whatever the guess: the server refuses what it cannot do
         verdict = Verdict(own.get("ALGORITHM", verdict.algorithm), own.get("LOCK", verdict.lock))
+    effect = EFFECT[verdict.algorithm]
+    if verdict.algorithm == "NOCOPY" and dialect.flavor(conn) == dialect.MYSQL8:  # MySQL's INPLACE without a rebuild
+        verdict = Verdict("INPLACE", verdict.lock, verdict.refusal, verdict.asked)
     lock = f"LOCK={verdict.lock}" if verdict.lock else EXCLUSIVE
     notes = [f"ALGORITHM={verdict.algorithm}" + (" (the server's answer on an empty copy)" if verdict.asked
                                                  else f" ({why})")]
@@ -299,5 +305,5 @@ def _ddl(statement: str, conn) -> Analysis:
                      f"nothing cheaper: {verdict.refusal}")
     if verdict.algorithm == "COPY":
         notes.append("a copy blocks writes for its whole duration: pt-online-schema-change does it online")
-    return Analysis((RelationLock(relation, lock),), EFFECT[verdict.algorithm], tuple(notes))
+    return Analysis((RelationLock(relation, lock),), effect, tuple(notes))
 

@@ -14,8 +14,8 @@ ALGORITHM / LOCK into every ALTER and waits for metadata locks with a limit and 
   rename_table keeps both names working: the new name is an updatable view of the table until the contract
   swaps them in one ``RENAME TABLE`` (the view out, the table in), after the old release is gone.
 Where a step must only happen when something exists, MariaDB's ``IF [NOT] EXISTS`` clauses or an anonymous
-``BEGIN NOT ATOMIC ... END`` block make it idempotent, so a retried or resumed step does nothing twice (MySQL 8
-has neither: these steps are MariaDB's).
+``BEGIN NOT ATOMIC ... END`` block make it idempotent, so a retried or resumed step does nothing twice. MySQL 8
+has neither: :mod:`.dialect` sends them there as information_schema guards and a procedure called once.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def record_baseline(conn, migration_id: str, checksum: str, files: dict, by: str
 
 
 # -- how `plan --sql` and the report's rollback script show the session's limits ---------------------------------
-def timeout_settings(lock_timeout_ms: int, statement_timeout_ms: int, local: bool) -> list[str]:
+def timeout_settings(lock_timeout_ms: int, statement_timeout_ms: int, local: bool, conn=None) -> list[str]:
     prefix = "LOCAL " if local else ""
     return [f"SET {prefix}lock_timeout = '{lock_timeout_ms}ms';",
             f"SET {prefix}statement_timeout = '{statement_timeout_ms}ms';"]
