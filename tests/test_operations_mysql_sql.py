@@ -199,15 +199,15 @@ def test_split_table_new_table_three_after_triggers_and_batches_that_lock_what_t
         "`n` int(11) NULL, PRIMARY KEY (`id`))",
         f"ALTER TABLE {new} ADD INDEX `items_s__am` (`s`)",  # built while the table is empty
         f"ALTER TABLE {new} ADD UNIQUE INDEX `items_id_n__am` (`id`, `n`)",
-        "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_i`",
-        f"CREATE TRIGGER `shop`.`am_sync_0001_x_0_i` AFTER INSERT ON {items} FOR EACH ROW {upsert}",
+        "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_d`",  # delete first: no copied row outlives its delete
+        f"CREATE TRIGGER `shop`.`am_sync_0001_x_0_d` AFTER DELETE ON {items} FOR EACH ROW DELETE FROM {new} "
+        "WHERE `id` = OLD.`id`",
         "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_u`",
         f"CREATE TRIGGER `shop`.`am_sync_0001_x_0_u` AFTER UPDATE ON {items} FOR EACH ROW BEGIN IF NOT "
         f"(CAST(NEW.`id` AS BINARY) <=> CAST(OLD.`id` AS BINARY)) THEN DELETE FROM {new} WHERE `id` = OLD.`id`; "
         f"END IF; {upsert}; END",
-        "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_d`",
-        f"CREATE TRIGGER `shop`.`am_sync_0001_x_0_d` AFTER DELETE ON {items} FOR EACH ROW DELETE FROM {new} "
-        "WHERE `id` = OLD.`id`"]
+        "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_i`",
+        f"CREATE TRIGGER `shop`.`am_sync_0001_x_0_i` AFTER INSERT ON {items} FOR EACH ROW {upsert}"]
     assert up.backfill == [
         f"INSERT INTO {new} (`id`, `s`, `n`) SELECT `id`, `s`, `n` FROM {items} WHERE `id` BETWEEN %(lo)s AND %(hi)s "
         "LOCK IN SHARE MODE ON DUPLICATE KEY UPDATE `s` = VALUES(`s`), `n` = VALUES(`n`)"]
@@ -219,7 +219,8 @@ def test_split_table_new_table_three_after_triggers_and_batches_that_lock_what_t
         f"ALTER TABLE {items} DROP COLUMN `s`, DROP COLUMN `n`",
         f"ALTER TABLE {new} RENAME INDEX `items_s__am` TO `items_s`",
         f"ALTER TABLE {new} RENAME INDEX `items_id_n__am` TO `items_id_n`",
-        f"ALTER TABLE {new} MODIFY COLUMN `n` int(11) NOT NULL DEFAULT 7 COMMENT 'the n'"]
+        f"ALTER TABLE {new} MODIFY COLUMN `n` int(11) NOT NULL DEFAULT 7 COMMENT 'the n', ALGORITHM=INPLACE, "
+        "LOCK=NONE"]
     assert up.destructive and not up.dropped_columns  # the new table keeps the values: no snapshot needed
 
 

@@ -122,7 +122,7 @@ def _checks(conn, schema: str, table: str) -> dict[str, dict]:
     definitions the rollback compares) so that only the operations that look for them see them (split_table's
     refusals). MariaDB names a column's own CHECK after the column, so its CHECK_CONSTRAINTS is matched by table
     too (MySQL 8's has no TABLE_NAME: its check names are unique in the database)."""
-    same_table = " AND cc.TABLE_NAME = tc.TABLE_NAME" if conn.is_mariadb() else ""
+    same_table = " AND cc.TABLE_NAME = tc.TABLE_NAME" if conn.is_mariadb else ""
     rows = conn.execute(
         "SELECT tc.CONSTRAINT_NAME, cc.CHECK_CLAUSE FROM information_schema.TABLE_CONSTRAINTS tc "
         "JOIN information_schema.CHECK_CONSTRAINTS cc ON cc.CONSTRAINT_SCHEMA = tc.CONSTRAINT_SCHEMA "
