@@ -21,7 +21,7 @@ from pydantic import TypeAdapter
 
 from airmigrate import db, engines
 from airmigrate.engines.target import Target
-from airmigrate.operations import Operation, split_table
+from airmigrate.operations import OpContext, Operation, split_table, steps_for
 
 skip_without_server()
 
@@ -252,3 +252,46 @@ def test_the_catalog_records_checks_and_foreign_keys_for_split_tables_refusals(t
     [why] = split_table.refusals(note, info, ("id",))
     assert "foreign key kids_parent" in why and "MySQL runs no trigger" in why
     assert any(why.startswith("CHECK kids_s_short") for why in split_table.refusals(s, info, ("id",)))
+
+
+def test_the_rollback_after_the_contract_brings_the_new_tables_writes_home(target):
+    """The steps run by hand (no DAG): expand, one batch over every key, contract; then the rollback's down, and the
+    application (the new version) writing item_texts: its triggers put each write into items at once; the batches
+    copy the rest; the end gives `n` its NOT NULL and `s` its index back and drops item_texts."""
+    engine = engines.current()
+    op = TypeAdapter(Operation).validate_python({"op": "split_table", "new_table": "item_texts", "columns": ["s", "n"]})
+    with db.connect(target, autocommit=True) as conn:
+        structure = engine.read_table_structure(conn, target.dbname, "items")
+        types = engine.column_types(conn, target.dbname, "items")
+        conn.execute("CREATE TABLE items_before AS SELECT * FROM items")
+    shape = columns_of(target)
+
+    def steps(live):
+        return steps_for(op, OpContext("0002_by_hand", 0, target.dbname, "items", "id", types, frozenset(live),
+                                       structure))
+
+    def batch(statement):
+        with db.connect(target) as conn:
+            conn.execute(statement, {"lo": 1, "hi": 10 * ROWS})
+            conn.commit()
+
+    up = steps(["id", "a", "s", "n"])
+    engine.run_ddl(target, ";\n".join(up.expand))
+    batch(up.backfill[0])
+    assert mismatches(target) == 0
+    engine.run_ddl(target, ";\n".join(up.contract))
+    back = steps(["id", "a"])
+    engine.run_ddl(target, ";\n".join(back.down))
+    with db.connect(target, autocommit=True) as conn:  # the new version writes the new table meanwhile
+        conn.execute("UPDATE item_texts SET s = 'changed', n = 42 WHERE id = 5")
+        conn.execute("INSERT INTO items (id, a) VALUES (%s, 1)", (10 * ROWS,))
+        conn.execute("INSERT INTO item_texts (id, s, n) VALUES (%s, 'new', 3)", (10 * ROWS,))
+    assert one(target, "SELECT s, n FROM items WHERE id = 5") == ("changed", 42)  # at once, by the trigger
+    assert one(target, f"SELECT s, n FROM items WHERE id = {10 * ROWS}") == ("new", 3)
+    batch(back.down_backfill[0])
+    engine.run_ddl(target, ";\n".join(back.down_contract))
+    assert columns_of(target) == shape and "item_texts" not in tables_of(target) and triggers_of(target) == []
+    assert index_of(target, "items", "items_s") == ["s"]
+    assert one(target, "SELECT COUNT(*) FROM items i JOIN items_before b ON b.id = i.id WHERE i.id <> 5 AND "
+                       "NOT (i.a <=> b.a AND CAST(i.s AS BINARY) <=> CAST(b.s AS BINARY) AND i.n <=> b.n)")[0] == 0
+    assert one(target, "SELECT COUNT(*) FROM items")[0] == ROWS + 1
