@@ -31,7 +31,7 @@ def steps_of(op, structure=STRUCTURE):
 def test_the_row_operations_are_no_longer_refused_on_mysql():
     assert engines.named("mysql").operation_refusal("delete_rows") is None
     assert engines.named("mysql").operation_refusal("move_rows") is None
-    assert engines.named("mysql").operation_refusal("split_table") is not None  # not yet on MySQL
+    assert engines.named("mysql").operation_refusal("split_table") is None
 
 
 def test_delete_rows_archives_through_a_trigger_the_batch_turns_on():

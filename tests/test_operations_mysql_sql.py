@@ -1,5 +1,5 @@
 """The MySQL / MariaDB SQL of add_index, add_unique, add_check, add_foreign_key, drop_table, rename_table,
-rename_index and create_table's rollback, rendered without a server (issue 22); the refusals of what MySQL cannot
+rename_index, create_table's rollback and split_table, rendered without a server (issue 22); the refusals of what MySQL cannot
 do (rename_constraint, a partial index) naming the field, the reason and the fix; and the engine's reading of that
 SQL (one statement per anonymous block, the online guess and lint without findings). The same operations on a real
 server: tests/test_operations_mysql_constraints.py."""
@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 
 from airmigrate import engines
 from airmigrate.errors import SpecError
-from airmigrate.operations import OpContext, Operation, steps_for
+from airmigrate.operations import OpContext, Operation, split_table, steps_for
 from airmigrate.spec import load_migration
 
 MYSQL_URL = "mysql://root@127.0.0.1:3306/shop"
@@ -160,3 +160,142 @@ def test_the_operations_that_run_on_mysql_load_there(mysql, tmp_path):
                               {"op": "rename_index", "name": "i", "to": "j"}])
     assert [op.op for op in load_migration(folder).spec.operations] == ["add_index", "add_unique", "add_check",
                                                                           "rename_index"]
+
+
+# split_table: the table before the migration as catalog.read_table records it (s: indexed, n: NOT NULL with a
+# default and a comment, an index of the key and n)
+SPLIT_STRUCTURE = {
+    "schema": "shop", "table": "items", "comment": None, "privileges": [], "triggers": {}, "referenced_by": {},
+    "dependents": {},
+    "columns": {name: {"type": type_, "not_null": not_null, "default": default, "collation": collation,
+                       "comment": comment, "generated": None, "identity": None, "statistics": None,
+                       "owns_sequence": None, "privileges": []}
+                for name, type_, not_null, default, collation, comment in (
+                    ("id", "int(11)", True, None, None, None), ("a", "int(11)", True, None, None, None),
+                    ("s", "varchar(40)", False, "NULL", "utf8mb4_general_ci", None),
+                    ("n", "int(11)", True, "7", None, "the n"))},
+    "indexes": {"PRIMARY": {"definition": "UNIQUE BTREE (id)", "columns": ["id"], "constraint": "PRIMARY"},
+                "items_s": {"definition": "BTREE (s)", "columns": ["s"], "constraint": None},
+                "items_id_n": {"definition": "UNIQUE BTREE (id, n)", "columns": ["id", "n"], "constraint": "items_id_n"}},
+    "constraints": {"PRIMARY": {"kind": "p", "definition": "UNIQUE BTREE (id)", "columns": ["id"],
+                                "index": "UNIQUE BTREE (id)"},
+                    "items_id_n": {"kind": "u", "definition": "UNIQUE BTREE (id, n)", "columns": ["id", "n"],
+                                   "index": "UNIQUE BTREE (id, n)"}}}
+SPLIT_TYPES = {"id": "int(11)", "a": "int(11)", "s": "varchar(40)", "n": "int(11)"}
+
+
+def split(live: frozenset | None, structure=SPLIT_STRUCTURE):
+    op = TypeAdapter(Operation).validate_python({"op": "split_table", "new_table": "item_texts", "columns": ["s", "n"]})
+    return steps_for(op, OpContext("0001_x", 0, "shop", "items", "id", SPLIT_TYPES, live, structure))
+
+
+def test_split_table_new_table_three_after_triggers_and_batches_that_lock_what_they_copy(mysql):
+    up = split(frozenset(SPLIT_TYPES))
+    new, items = "`shop`.`item_texts`", "`shop`.`items`"
+    upsert = (f"INSERT INTO {new} (`id`, `s`, `n`) VALUES (NEW.`id`, NEW.`s`, NEW.`n`) ON DUPLICATE KEY UPDATE "
+              "`s` = VALUES(`s`), `n` = VALUES(`n`)")
+    assert up.expand == [
+        f"CREATE TABLE IF NOT EXISTS {new} (`id` int(11) NOT NULL, `s` varchar(40) COLLATE utf8mb4_general_ci NULL, "
+        "`n` int(11) NULL, PRIMARY KEY (`id`))",
+        f"ALTER TABLE {new} ADD INDEX `items_s__am` (`s`)",  # built while the table is empty
+        f"ALTER TABLE {new} ADD UNIQUE INDEX `items_id_n__am` (`id`, `n`)",
+        "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_d`",  # delete first: no copied row outlives its delete
+        f"CREATE TRIGGER `shop`.`am_sync_0001_x_0_d` AFTER DELETE ON {items} FOR EACH ROW DELETE FROM {new} "
+        "WHERE `id` = OLD.`id`",
+        "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_u`",
+        f"CREATE TRIGGER `shop`.`am_sync_0001_x_0_u` AFTER UPDATE ON {items} FOR EACH ROW BEGIN IF NOT "
+        f"(CAST(NEW.`id` AS BINARY) <=> CAST(OLD.`id` AS BINARY)) THEN DELETE FROM {new} WHERE `id` = OLD.`id`; "
+        f"END IF; {upsert}; END",
+        "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_i`",
+        f"CREATE TRIGGER `shop`.`am_sync_0001_x_0_i` AFTER INSERT ON {items} FOR EACH ROW {upsert}"]
+    assert up.backfill == [
+        f"INSERT INTO {new} (`id`, `s`, `n`) SELECT `id`, `s`, `n` FROM {items} WHERE `id` BETWEEN %(lo)s AND %(hi)s "
+        "LOCK IN SHARE MODE ON DUPLICATE KEY UPDATE `s` = VALUES(`s`), `n` = VALUES(`n`)"]
+    assert up.contract == [
+        "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_i`", "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_u`",
+        "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_d`",
+        f"ALTER TABLE {items} DROP INDEX `items_id_n`",  # else MySQL would shrink it to (id)
+        f"ALTER TABLE {items} DROP INDEX `items_s`",
+        f"ALTER TABLE {items} DROP COLUMN `s`, DROP COLUMN `n`",
+        f"ALTER TABLE {new} RENAME INDEX `items_s__am` TO `items_s`",
+        f"ALTER TABLE {new} RENAME INDEX `items_id_n__am` TO `items_id_n`",
+        f"ALTER TABLE {new} MODIFY COLUMN `n` int(11) NOT NULL DEFAULT 7 COMMENT 'the n', ALGORITHM=INPLACE, "
+        "LOCK=NONE"]
+    assert up.destructive and not up.dropped_columns  # the new table keeps the values: no snapshot needed
+
+
+def test_split_table_rollback_before_and_after_the_contract(mysql):
+    new, items = "`shop`.`item_texts`", "`shop`.`items`"
+    before = split(frozenset(SPLIT_TYPES))
+    after = split(frozenset({"id", "a"}))
+    mirror = (f"UPDATE {items} SET `s` = NEW.`s`, `n` = NEW.`n` WHERE `id` = NEW.`id` AND (NOT (CAST(`s` AS BINARY) "
+              "<=> CAST(NEW.`s` AS BINARY)) OR NOT (CAST(`n` AS BINARY) <=> CAST(NEW.`n` AS BINARY)))")
+    drop_up = ["DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_i`", "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_u`",
+               "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_d`"]
+    back = ["DROP TRIGGER IF EXISTS `shop`.`am_back_0001_x_0_i`",
+            f"CREATE TRIGGER `shop`.`am_back_0001_x_0_i` AFTER INSERT ON {new} FOR EACH ROW {mirror}",
+            "DROP TRIGGER IF EXISTS `shop`.`am_back_0001_x_0_u`",
+            f"CREATE TRIGGER `shop`.`am_back_0001_x_0_u` AFTER UPDATE ON {new} FOR EACH ROW {mirror}"]
+    assert before.down == drop_up  # the old table still holds every value: nothing to copy back
+    assert after.down == drop_up + [
+        f"ALTER TABLE {items} ADD COLUMN `s` varchar(40) COLLATE utf8mb4_general_ci NULL DEFAULT NULL AFTER `a`",
+        f"ALTER TABLE {items} ADD COLUMN `n` int(11) NULL DEFAULT 7 COMMENT 'the n' AFTER `s`"] + back
+    batch = (f"UPDATE {new} AS x STRAIGHT_JOIN {items} AS o ON o.`id` = x.`id` SET o.`s` = x.`s`, o.`n` = x.`n` "
+             "WHERE x.`id` BETWEEN %(lo)s AND %(hi)s AND (NOT (CAST(o.`s` AS BINARY) <=> CAST(x.`s` AS BINARY)) OR "
+             "NOT (CAST(o.`n` AS BINARY) <=> CAST(x.`n` AS BINARY)))")
+    assert before.down_backfill == [] and after.down_backfill == [batch]
+    assert before.down_contract == [f"DROP TABLE IF EXISTS {new}"]
+    assert after.down_contract == [
+        f"ALTER TABLE {items} ADD INDEX `items_s` (`s`)",
+        f"ALTER TABLE {items} MODIFY COLUMN `n` int(11) NOT NULL DEFAULT 7 COMMENT 'the n', ALGORITHM=INPLACE, LOCK=NONE",
+        f"ALTER TABLE {items} ADD UNIQUE INDEX `items_id_n` (`id`, `n`)",
+        f"DROP TABLE IF EXISTS {new}"]
+
+
+def test_split_table_statements_run_alone_lint_clean_and_common_to_mariadb_and_mysql_8(mysql, tmp_path):
+    engine = engines.current()
+    for generated in (split(frozenset(SPLIT_TYPES)), split(frozenset({"id", "a"})), split(None, None)):
+        for phase in ("expand", "backfill", "contract", "down", "down_backfill", "down_contract"):
+            statements = getattr(generated, phase)
+            text = ";\n".join(statements)
+            assert engine.split_statements(text) == statements, phase
+            if "backfill" not in phase:
+                assert all(auto for auto, _ in engine.group_statements(statements)), phase
+            role = {"expand": "up", "contract": "cleanup", "backfill": "backfill"}.get(phase, "down")
+            findings = engine.lint_sql(tmp_path / "x.sql", text, role, "", ("id",), True)
+            assert findings == [], (phase, findings)
+            for statement in statements:  # MariaDB-only forms the other helper removes: none added here
+                assert "NOT ATOMIC" not in statement and "SET STATEMENT" not in statement
+                assert not (statement.startswith("ALTER") and " IF " in statement), statement
+
+
+def test_split_table_refuses_what_the_new_table_cannot_take(mysql):
+    op = TypeAdapter(Operation).validate_python({"op": "split_table", "new_table": "item_texts", "columns": ["s"]})
+    assert split_table.refusals(op, SPLIT_STRUCTURE, ("id",)) == []
+    fulltext = {**SPLIT_STRUCTURE, "indexes": {**SPLIT_STRUCTURE["indexes"], "items_s_text": {
+        "definition": "FULLTEXT (s)", "columns": ["s"], "constraint": None}}}
+    [why] = split_table.refusals(op, fulltext, ("id",))
+    assert "index items_s_text (FULLTEXT (s))" in why and "Drop it first" in why
+    spanning = {**SPLIT_STRUCTURE, "indexes": {**SPLIT_STRUCTURE["indexes"], "items_a_s": {
+        "definition": "BTREE (a, s)", "columns": ["a", "s"], "constraint": None}}}
+    assert any("spans moved and staying columns" in why for why in split_table.refusals(op, spanning, ("id",)))
+    key = TypeAdapter(Operation).validate_python({"op": "split_table", "new_table": "t", "columns": ["id"]})
+    assert any("primary key" in why for why in split_table.refusals(key, SPLIT_STRUCTURE, ("id",)))
+
+
+def test_split_table_refuses_checks_foreign_keys_and_cascades_the_triggers_cannot_follow(mysql):
+    op = TypeAdapter(Operation).validate_python({"op": "split_table", "new_table": "item_texts", "columns": ["s"]})
+    check = {**SPLIT_STRUCTURE, "checks": {"s_short": {"definition": "char_length(`s`) < 30", "columns": ["s"]},
+                                            "a_positive": {"definition": "`a` > 0", "columns": ["a"]}}}
+    [why] = split_table.refusals(op, check, ("id",))
+    assert why.startswith("CHECK s_short (char_length(`s`) < 30) on shop.items uses a moved column") and \
+        "add_check" in why
+    fk = {"columns": ["s"], "definition": "FOREIGN KEY (s) REFERENCES shop.codes (code) ON DELETE RESTRICT ON UPDATE "
+          "RESTRICT", "on_delete": "RESTRICT", "on_update": "RESTRICT"}
+    [why] = split_table.refusals(op, {**SPLIT_STRUCTURE, "references": {"items_code": fk}}, ("id",))
+    assert "foreign key items_code" in why and "cannot drop a column a foreign key uses" in why
+    cascade = {**fk, "columns": ["a"], "on_delete": "CASCADE"}
+    [why] = split_table.refusals(op, {**SPLIT_STRUCTURE, "references": {"items_parent": cascade}}, ("id",))
+    assert "MySQL runs no trigger for them" in why and "RESTRICT" in why
+    set_null = {**fk, "columns": ["a"], "on_delete": "SET NULL"}  # a staying column set NULL: the new table is fine
+    assert split_table.refusals(op, {**SPLIT_STRUCTURE, "references": {"items_parent": set_null}}, ("id",)) == []

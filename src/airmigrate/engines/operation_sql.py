@@ -33,6 +33,20 @@ class RowsJob:
     create: bool = False                    # move_rows created the destination
 
 
+@dataclass(frozen=True)
+class SplitJob:
+    """What split_table asks of an engine that writes its own steps (plain data: the operation builds it)."""
+    table: tuple[str, str]             # the migration's table, (schema, table)
+    new_table: str                     # created in the same schema
+    key: str                           # the key column (one), the new table's primary key
+    columns: tuple[str, ...]           # the moved columns, in the order the spec names them
+    types: dict[str, str]              # the key's and the moved columns' types in the target ("text": no target)
+    structure: dict | None             # the table before the migration (airmigrate.structure.read_table); None: plan
+    sync: str                          # a per-migration name for the up trigger(s)
+    back: str                          # ... and for the rollback's trigger(s) on the new table
+    contracted: bool                   # the rollback runs after the contract (the moved columns are gone)
+
+
 class OperationSql(ABC):
     """The operations' building blocks (see the module docstring)."""
 
@@ -75,6 +89,17 @@ class OperationSql(ABC):
     def rows_down_contract(self, job: RowsJob) -> list[str]:
         """The rollback's end: drop the archive when every row in it is back (else keep it, warning), and a
         destination the migration created when it is empty."""
+
+    # -- operations: split_table --------------------------------------------------------------------------------------
+    def split_table_sql(self, job: SplitJob) -> dict[str, list[str]] | None:
+        """split_table's phases (expand, backfill, contract, down, down_backfill, down_contract) for an engine whose
+        triggers and upserts are not PostgreSQL's; None: airmigrate.operations.split_table's own (PostgreSQL's)."""
+        return None
+
+    def split_refusals(self, structure: dict | None, columns: list[str], key: tuple[str, ...]) -> list[str]:
+        """What this engine's split_table cannot take over to the new table beyond airmigrate.operations.carry's
+        refusals, each with its fix (preflight refuses); empty: nothing more."""
+        return []
 
     # -- operations: indexes, constraints, tables ----------------------------------------------------------------
     # The statements of add_index, add_unique, add_check, add_foreign_key, drop_table, rename_table, rename_index,

@@ -6,6 +6,9 @@ CHECKs, UNIQUE, foreign keys, NOT NULL, under temporary names while the original
 batches copy existing rows (INSERT ... ON CONFLICT DO UPDATE, safe to re-run); contract drops the
 trigger and the moved columns from the old table, then gives the new table's indexes and constraints
 the original names and sets defaults, comments, grants and statistics targets.
+
+An engine may write all of it its own way (``Engine.split_table_sql``; MySQL: a trigger per event, ON DUPLICATE
+KEY UPDATE, engines/mysql/op_split.py): the statements below are PostgreSQL's.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from airmigrate import engines
 from airmigrate.engines import sql
+from airmigrate.engines.operation_sql import SplitJob
 from airmigrate.operations.base import (
     NAME,
     OpContext,
@@ -37,6 +42,9 @@ class SplitTable(OperationModel):
 
 
 def steps(op: SplitTable, ctx: OpContext) -> Steps:
+    own = engines.current().split_table_sql(job(op, ctx))
+    if own is not None:  # the engine's own way (MySQL: a trigger per event, ON DUPLICATE KEY UPDATE)
+        return Steps(**own, destructive=True)
     tbl, new, key = ctx.qualified, ident(ctx.schema, op.new_table), ident(ctx.key)
     cols = [ident(c) for c in op.columns]
     col_list = sql.SQL(", ").join(cols)
@@ -65,6 +73,13 @@ def steps(op: SplitTable, ctx: OpContext) -> Steps:
                  down_contract=down_contract, destructive=True)
 
 
+def job(op: SplitTable, ctx: OpContext) -> SplitJob:
+    """What an engine writing its own steps needs to know (engines.operation_sql.SplitJob)."""
+    return SplitJob((ctx.schema, ctx.table), op.new_table, ctx.key, tuple(op.columns),
+                    {c: ctx.type_of(c) for c in (ctx.key, *op.columns)}, ctx.structure, ctx.name("sync"),
+                    ctx.name("back"), ctx.contracted(op.columns[0]))
+
+
 def carried(op: SplitTable, ctx: OpContext, table: tuple[str, str] | None) -> Carry:
     """Everything the moved columns had, built on `table` (None: back on the original table); an object using
     several moved columns is built once."""
@@ -79,7 +94,8 @@ def carried(op: SplitTable, ctx: OpContext, table: tuple[str, str] | None) -> Ca
 
 def refusals(op: SplitTable, structure: dict | None, key: tuple[str, ...]) -> list[str]:
     """What the new table could not take over (preflight refuses with each reason)."""
-    return carry_refusals(structure, op.columns, key, moving=True)
+    return carry_refusals(structure, op.columns, key, moving=True) + engines.current().split_refusals(
+        structure, op.columns, key)
 
 
 def rollback_steps(op: SplitTable, ctx: OpContext) -> tuple[list[str], list[str], list[str]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from airmigrate.engines import sql
-from airmigrate.engines.mysql import connection
+from airmigrate.engines.mysql import connection, parsing
 from airmigrate.engines.mysql.state_names import schema_of
 from airmigrate.findings import Problem
 
@@ -126,7 +126,38 @@ def read_table(conn, schema: str, table: str) -> dict | None:
                          (schema, table)).fetchall()}
     return {"schema": schema, "table": table, "comment": found[0] or None, "privileges": [], "columns": columns,
             "constraints": constraints, "indexes": index_info, "triggers": {}, "referenced_by": referenced_by,
-            "dependents": {}}
+            "dependents": {}, "checks": _checks(conn, schema, table), "references": _references(conn, schema, table)}
+
+
+def _checks(conn, schema: str, table: str) -> dict[str, dict]:
+    """The table's CHECK constraints: name -> clause and the columns it reads. Apart from `constraints` (whose
+    definitions the rollback compares) so that only the operations that look for them see them (split_table's
+    refusals). MariaDB names a column's own CHECK after the column, so its CHECK_CONSTRAINTS is matched by table
+    too (MySQL 8's has no TABLE_NAME: its check names are unique in the database)."""
+    same_table = " AND cc.TABLE_NAME = tc.TABLE_NAME" if conn.is_mariadb else ""
+    rows = conn.execute(
+        "SELECT tc.CONSTRAINT_NAME, cc.CHECK_CLAUSE FROM information_schema.TABLE_CONSTRAINTS tc "
+        "JOIN information_schema.CHECK_CONSTRAINTS cc ON cc.CONSTRAINT_SCHEMA = tc.CONSTRAINT_SCHEMA "
+        "AND cc.CONSTRAINT_NAME = tc.CONSTRAINT_NAME" + same_table + " WHERE tc.TABLE_SCHEMA = %s "
+        "AND tc.TABLE_NAME = %s AND tc.CONSTRAINT_TYPE = 'CHECK' ORDER BY tc.CONSTRAINT_NAME", (schema, table))
+    return {name: {"definition": clause, "columns": parsing.columns_read(clause)} for name, clause in rows.fetchall()}
+
+
+def _references(conn, schema: str, table: str) -> dict[str, dict]:
+    """The table's own foreign keys: name -> its columns, what they reference and the actions (MySQL runs no
+    trigger for a row a foreign key's action deletes or changes, which split_table's refusals need to know)."""
+    rows = conn.execute(
+        "SELECT k.CONSTRAINT_NAME, GROUP_CONCAT(k.COLUMN_NAME ORDER BY k.ORDINAL_POSITION), "
+        "CONCAT(k.REFERENCED_TABLE_SCHEMA, '.', k.REFERENCED_TABLE_NAME), GROUP_CONCAT(k.REFERENCED_COLUMN_NAME "
+        "ORDER BY k.ORDINAL_POSITION), r.DELETE_RULE, r.UPDATE_RULE FROM information_schema.KEY_COLUMN_USAGE k "
+        "JOIN information_schema.REFERENTIAL_CONSTRAINTS r ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA "
+        "AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = k.TABLE_NAME WHERE k.TABLE_SCHEMA = %s "
+        "AND k.TABLE_NAME = %s AND k.REFERENCED_TABLE_NAME IS NOT NULL GROUP BY k.CONSTRAINT_NAME, "
+        "k.REFERENCED_TABLE_SCHEMA, k.REFERENCED_TABLE_NAME, r.DELETE_RULE, r.UPDATE_RULE "
+        "ORDER BY k.CONSTRAINT_NAME", (schema, table)).fetchall()
+    return {name: {"columns": columns.split(","), "definition": f"FOREIGN KEY ({columns}) REFERENCES {other} "
+                   f"({referenced}) ON DELETE {on_delete} ON UPDATE {on_update}", "on_delete": on_delete,
+                   "on_update": on_update} for name, columns, other, referenced, on_delete, on_update in rows}
 
 
 def foreign_keys(conn, schema: str, table: str) -> list[dict]:

@@ -23,6 +23,7 @@ from airmigrate.engines.mysql import (
     op_columns,
     op_constraints,
     op_rows,
+    op_split,
     operations,
     pacing_sql,
     parsing,
@@ -30,7 +31,7 @@ from airmigrate.engines.mysql import (
     rewrite,
     state_sql,
 )
-from airmigrate.engines.operation_sql import RowsJob
+from airmigrate.engines.operation_sql import RowsJob, SplitJob
 from airmigrate.engines.sql import Composable
 from airmigrate.engines.target import Target
 from airmigrate.findings import Finding
@@ -250,6 +251,13 @@ class MySQLEngine(Engine):
 
     def rows_down_contract(self, job: RowsJob) -> list[str]:
         return op_rows.down_contract(job)
+
+    # -- operations: split_table
+    def split_table_sql(self, job: SplitJob) -> dict[str, list[str]] | None:
+        return op_split.steps(job)
+
+    def split_refusals(self, structure: dict | None, columns: list[str], key: tuple[str, ...]) -> list[str]:
+        return op_split.refusals(structure, columns, key)
 
     # -- operations: indexes, constraints, tables
     def partial_index_refusal(self) -> tuple[str, str] | None:
