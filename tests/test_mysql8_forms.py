@@ -55,6 +55,7 @@ OPERATIONS = [
     {"op": "create_table", "columns": {"id": "bigint", "n": "varchar(20)"}, "checks": {"fresh_n": "n <> ''"}},
     {"op": "delete_rows", "where": "a = 7", "keep_archive_days": 0},
     {"op": "move_rows", "to": "items_old", "where": "a = 7"},
+    {"op": "split_table", "new_table": "items_text", "columns": ["s"]},
 ]
 
 
