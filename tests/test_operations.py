@@ -215,6 +215,25 @@ def test_split_table_mirrors_inserts_updates_deletes(fresh_db, tmp_path):
     assert q(fresh_db, "SELECT to_regclass('public.user_logins')") == [(None,)]
 
 
+def test_split_table_rollback_before_the_contract_keeps_a_write_made_after_the_mirror_went(fresh_db, tmp_path):
+    """Before the contract the old table is the record. The rollback used to drop the mirroring trigger, then copy
+    the new table back over the old: an application write in between (here: right after the down DDL) was
+    overwritten with the mirror's older value."""
+    migration = make_migration(tmp_path, {"op": "split_table", "new_table": "user_logins",
+                                          "columns": ["last_login_at"]}, approval=False)
+    apply_all(fresh_db, migration)
+    before = dict(q(fresh_db, "SELECT id, last_login_at FROM users"))
+    run_id = rollback.preflight_rollback(fresh_db, migration)["run_id"]
+    rollback.down(fresh_db, migration, run_id)
+    with connect(fresh_db, autocommit=True) as conn:  # the old release writes its table, as it always did
+        conn.execute("UPDATE users SET last_login_at = '2001-02-03' WHERE id = 5")
+    rollback.restore(fresh_db, migration, run_id)
+    after = dict(q(fresh_db, "SELECT id, last_login_at FROM users"))
+    assert str(after.pop(5)).startswith("2001-02-03")
+    assert after == {i: v for i, v in before.items() if i != 5}
+    assert q(fresh_db, "SELECT to_regclass('public.user_logins')") == [(None,)]
+
+
 @pytest.mark.parametrize("operation, check", [
     ({"op": "add_index", "name": "idx_users_country", "columns": ["country"]},
      "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('public.idx_users_country')"),

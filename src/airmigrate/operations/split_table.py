@@ -99,11 +99,16 @@ def refusals(op: SplitTable, structure: dict | None, key: tuple[str, ...]) -> li
 
 
 def rollback_steps(op: SplitTable, ctx: OpContext) -> tuple[list[str], list[str], list[str]]:
-    """The columns come back empty (instant), a trigger on the new table mirrors the application's writes
-    home, batches copy the rest back, and only then the new table goes: no step holds a lock for longer
-    than a short DDL. After the contract, what the columns had is built again on the old table before the
+    """Before the contract: the mirror's trigger and the new table go (see below). After it: the columns come
+    back empty (instant), a trigger on the new table mirrors the application's writes home, batches copy the
+    rest back, and only then the new table goes: no step holds a lock for longer than a short DDL. After the contract, what the columns had is built again on the old table before the
     new table goes, and gets its names back after."""
     tbl, new, key = ctx.qualified, ident(ctx.schema, op.new_table), ident(ctx.key)
+    if not ctx.contracted(op.columns[0]):
+        # Before the contract the old table is the record: every write reached it, and the new table only mirrors
+        # it. Copying the mirror back would overwrite what the application wrote between the mirror's trigger
+        # going and the batch (a lost write): the trigger and the new table go, nothing is copied.
+        return drop_trigger(ctx), [], [s("DROP TABLE IF EXISTS {n}", n=new)]
     cols = [ident(c) for c in op.columns]
     back_fn, back_trg = ident("airmigrate", ctx.name("back")), ident(ctx.name("back"))
     mirror = s("BEGIN UPDATE {t} SET {sets} WHERE {k} = NEW.{k} AND ({diff}); RETURN NEW; END", t=tbl, k=key,
