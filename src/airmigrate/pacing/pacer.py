@@ -1,12 +1,12 @@
 """What a shard asks between batches: may I go on, and how long do I sleep first?
 
 One shard per run (the one that takes the run's advisory lock) runs the controller in a thread: it samples
-the signals every SAMPLE_S of the engine's pacing_sql (PostgreSQL: ten times a second; MySQL: four, InnoDB's
-information_schema tables change no faster), decides once a second (and at once when the application waits on our
-locks), pauses every shard for a short probe every `probe_every_s` (and sooner when the signal stays over
-target: the application's own load has likely changed) to re-measure the application's baseline, and writes its
-decision to ``airmigrate.pacing`` (one row per run, read by the other
-shards and the console) and ``airmigrate.pacing_log`` (one row per decision, for the charts). When that
+the signals every SAMPLE_S of the engine's pacing_sql (PostgreSQL: ten times a second; MySQL: five, InnoDB's
+information_schema tables change at most ten times a second), decides once a second (and at once when the
+application waits on our locks), pauses every shard for a short probe every `probe_every_s` (and sooner when
+the signal stays over target: the application's own load has likely changed) to re-measure the application's
+baseline, and writes its decision to ``airmigrate.pacing`` (one row per run, read by the other shards and the
+console) and ``airmigrate.pacing_log`` (one row per decision, for the charts). When that
 shard finishes, another takes the lock over. A crashed leader's session ends, so does its lock.
 """
 
@@ -269,8 +269,8 @@ class Controller:
         """The ages of the application's transactions while every shard pauses: `seconds`, longer (up to four
         times) until MIN_AGES were seen, so a quiet application still gets a usable baseline (not when it showed
         almost none: then the statements' mean and the lock waits pace). Sampled every PROBE_SAMPLE_S (PostgreSQL:
-        four times as often as while working, so the pause stays short; MySQL: as often, its tables change no
-        faster)."""
+        four times as often as while working, so the pause stays short; MySQL: every 0.12 s, its information_schema
+        tables change no faster)."""
         ages, started = [], time.monotonic()
         while not self.stopped.is_set():
             elapsed = time.monotonic() - started

@@ -84,7 +84,7 @@ class Sampler:
     def sample(self) -> int:
         """One look at the sessions (pg_stat_activity); returns the application backends blocked by ours. A
         backend counts when `in_a_row` samples in a row see it waiting (BLOCKED_S or longer: three at PostgreSQL's
-        0.1 s, two at MySQL's 0.25 s): a row lock held for a few milliseconds is no harm, one held for a batch is
+        0.1 s, two at MySQL's 0.2 s): a row lock held for a few milliseconds is no harm, one held for a batch is
         (the ages count the shorter waits)."""
         runnable, waiting, ages = self.activity.read()
         blocked = len(frozenset(waiting).intersection(*self._waiting))

@@ -20,9 +20,10 @@ What differs, and why:
 - How often. InnoDB's information_schema tables (INNODB_TRX, INNODB_LOCK_WAITS) are a cache it refills only when
   nobody read it for 0.1 s (``can_cache_be_updated`` in trx0i_s.cc; every read sets ``last_read``): polled more
   often they never change. So a sample is one statement (the sessions and the lock waits together: the cache is
-  read once, and both halves see the same version of it), SAMPLE_S is 0.25 s, and a probe samples no faster
-  (PostgreSQL's pacer samples four times as often during a probe). Other readers of that cache on the same
-  server (a shard's health checks, another run's pacer) still delay its refills: they read it too.
+  read once, and both halves see the same version of it), SAMPLE_S is 0.2 s, and a probe samples every 0.12 s
+  (PostgreSQL's pacer: 0.1 s, 0.025 s in a probe). Other readers of that cache on the same server (a shard's
+  health checks, another run's pacer) refill it too, or keep it from being refilled when they read it more often
+  than every 0.1 s among them.
 - The application's statements: performance_schema when it is on (per-thread sums, our sessions left out;
   a thread that disconnects between two samples drops out of both), else none: the transactions' ages, the
   lock waits and the canary pace.
@@ -64,10 +65,11 @@ OUR_ACTIVE_SESSIONS = (
     f"AND COMMAND IN ('Query', 'Execute') AND {ours('ID')}")
 
 # -- the sessions, sampled every SAMPLE_S (signals.Sampler) -----------------------------------------------------
-# over 0.1 s apart (InnoDB refills its information_schema cache only after 0.1 s unread, see above), with room for
-# another reader of that cache between two samples; the same during a probe (faster, the tables would not change)
-SAMPLE_S = 0.25
-PROBE_SAMPLE_S = SAMPLE_S
+# over 0.1 s apart (InnoDB refills its information_schema cache only after 0.1 s unread, see above): 0.2 s while
+# working (two samples in a row span signals.BLOCKED_S, as three do on PostgreSQL); 0.12 s in a probe, as often as
+# the cache allows with a margin (the probe's ages of short statements need samples: PROCESSLIST is live)
+SAMPLE_S = 0.2
+PROBE_SAMPLE_S = 0.12
 
 # One statement a sample (the InnoDB cache read once): ('s', session rows) UNION ALL ('w', lock-wait rows).
 # 's': every session of this database running a statement or holding an InnoDB transaction that wrote or locked,
