@@ -4,7 +4,8 @@ at 1.25x (the pacer on MySQL's signals), each beside the same application; rows/
 ratios of the single UPDATE's rows/s and of the application's p99 alone.
 
     .venv/bin/python bench/mysql_bench.py --url mysql://root@127.0.0.1:3306/ --db airmigrate_bench
-    flags: --rows 1000000 --phase-s 20 --rate 200 --clients 4 --keep (the database is dropped at the end otherwise)
+    flags: --rows 1000000 --phase-s 20 --rate 200 --clients 4 --keep (the database and its state database are
+    dropped at the end otherwise) --keep-logs (the shards' logs, every pacer decision and baseline, in a temp dir)
 
 backfill_bench.py is PostgreSQL's (its own cluster, pgbench); this one uses the server it is given (a database of
 its own, dropped at the end) and an application of its own: `--clients` threads, each starting a transaction at a
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import yaml  # noqa: E402
 
 from airmigrate import db, state  # noqa: E402
+from airmigrate.engines.mysql.state_names import state_database  # noqa: E402
 from airmigrate.engines.target import Target  # noqa: E402
 
 
@@ -122,8 +125,9 @@ print(json.dumps({{"rows": result["rows"]}}), flush=True)
 """
 
 
-def run_airmigrate(target: Target, folder: Path, seconds: float, logdir: str | None) -> tuple[int, float, float]:
-    """(rows, start, end on time.monotonic()): two shard processes, started and imported before the clock."""
+def run_airmigrate(target: Target, folder: Path, seconds: float, logdir: str | None) -> tuple[int, float, float, int]:
+    """(rows, start, end on time.monotonic(), run id): two shard processes, started and imported before the
+    clock."""
     from airmigrate.spec import load_migration
     from airmigrate.stages import backfill
 
@@ -151,7 +155,27 @@ def run_airmigrate(target: Target, folder: Path, seconds: float, logdir: str | N
         proc.wait(timeout=60)
     with db.connect(target) as conn:
         conn.execute("UPDATE airmigrate.runs SET status = 'succeeded' WHERE run_id = %s", (run_id,))
-    return rows, start, end
+    return rows, start, end, run_id
+
+
+def pacer_summary(target: Target, run_id: int) -> str:
+    """What the pacer did, from its own record (airmigrate.pacing_log): decisions, the budget (mean, min), the
+    figure it held against the target (mean, max), the baselines it measured and its reasons, counted."""
+    with db.connect(target) as conn:
+        rows = conn.execute("SELECT budget, latency_ratio, baseline_ms, blocked, decision FROM airmigrate.pacing_log "
+                            "WHERE run_id = %s ORDER BY id", (run_id,)).fetchall()
+    if not rows:
+        return "no decisions"
+    budgets, held = [float(r[0]) for r in rows], [float(r[1]) for r in rows if r[1] is not None]
+    baselines = sorted({round(float(r[2]), 2) for r in rows if r[2] is not None})
+    reasons: dict[str, int] = {}
+    for *_, decision in rows:
+        kind = re.sub(r"\d+(\.\d+)?", "N", decision.split(":")[0])
+        reasons[kind] = reasons.get(kind, 0) + 1
+    return (f"{len(rows)} decisions; budget mean {sum(budgets) / len(budgets):.2f}, min {min(budgets):.2f}; held "
+            + (f"mean {sum(held) / len(held):.2f}x, max {max(held):.2f}x ({len(held)} with a figure)" if held else
+               "no figure") + f"; blocked in {sum(1 for r in rows if r[3])}; baselines (ms) {baselines}; "
+            + ", ".join(f"{kind} x{n}" for kind, n in sorted(reasons.items(), key=lambda kv: -kv[1])))
 
 
 def run_update(target: Target) -> tuple[int, float, float]:
@@ -173,7 +197,8 @@ def main() -> None:
     parser.add_argument("--phase-s", type=float, default=20)
     parser.add_argument("--rate", type=float, default=200, help="the application's transactions a second, in all")
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--keep", action="store_true", help="keep the database (and the shards' logs)")
+    parser.add_argument("--keep", action="store_true", help="keep the database and its state database")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the shards' logs (a temp dir, named at the end)")
     args = parser.parse_args()
     server = Target.from_url(args.url).with_dbname("mysql")
     target = server.with_dbname(args.db)
@@ -182,6 +207,7 @@ def main() -> None:
           "application's latency)", flush=True)
     with db.connect(server, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS `{args.db}`")
+        conn.execute(f"DROP DATABASE IF EXISTS `{state_database(args.db)}`")
         conn.execute(f"CREATE DATABASE `{args.db}`")
         version = conn.execute("SELECT VERSION(), @@performance_schema").fetchone()
     print(f"server {version[0]}, performance_schema {'on' if version[1] else 'off'}; {args.rows:,} rows; "
@@ -190,7 +216,7 @@ def main() -> None:
     apps = [Application(target, args.rows, args.clients / args.rate, seed) for seed in range(args.clients)]
     for app in apps:
         app.start()
-    logdir = tempfile.mkdtemp(prefix="mysql-bench-") if args.keep else None
+    logdir = tempfile.mkdtemp(prefix="mysql-bench-") if args.keep or args.keep_logs else None
     results = []
     try:
         time.sleep(2)  # the clients' connections are up
@@ -202,15 +228,18 @@ def main() -> None:
             for name, ratio, folder_name in SCENARIOS:
                 fresh_column(target)
                 time.sleep(2)
+                run_id = None
                 if name == "update":
                     rows, begin, end = run_update(target)
                 else:
                     folder = write_migration(Path(parent), target, folder_name, ratio)
-                    rows, begin, end = run_airmigrate(target, folder, args.phase_s, logdir)
+                    rows, begin, end, run_id = run_airmigrate(target, folder, args.phase_s, logdir)
                 latency = p99([x for app in apps for x in app.between(begin, end)])
                 results.append((name, rows, rows / (end - begin), latency))
                 print(f"  {name}: {rows:,} rows in {end - begin:.1f} s, application p99 "
                       f"{latency * 1000:.1f} ms; load {os.getloadavg()[0]:.2f}", flush=True)
+                if ratio is not None:
+                    print(f"    pacer: {pacer_summary(target, run_id)}", flush=True)
     finally:
         for app in apps:
             app.stop.set()
@@ -219,9 +248,7 @@ def main() -> None:
         if not args.keep:
             with db.connect(server, autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE IF EXISTS `{args.db}`")
-                if state.tables_exist(conn):
-                    conn.execute("DELETE FROM airmigrate.runs WHERE migration_id IN (%s, %s)",
-                                 tuple(folder for _, _, folder in SCENARIOS[1:]))
+                conn.execute(f"DROP DATABASE IF EXISTS `{state_database(args.db)}`")  # its runs, batches, pacing
     update_rate = results[1][2]
     print("\n| scenario | rows/s | rows/s vs single UPDATE | app p99 ms | app p99 vs alone |\n|---|---|---|---|---|")
     for name, rows, rate, latency in results:

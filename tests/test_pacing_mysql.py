@@ -22,7 +22,7 @@ from mysql_support import URL, Writer, drop_database, fill, fresh_database, skip
 from airmigrate import db, engines, state
 from airmigrate.engines.target import Target
 from airmigrate.errors import AirmigrateError
-from airmigrate.pacing import pacer
+from airmigrate.pacing import pacer, signals
 from airmigrate.pacing.pacer import own_connection
 from airmigrate.pacing.signals import Sampler
 from airmigrate.spec import Throttle, load_migration
@@ -66,8 +66,8 @@ def _in_background(conn, statement: str) -> threading.Thread:
 
 
 # InnoDB refreshes its information_schema tables (INNODB_TRX, INNODB_LOCK_WAITS) only after 0.1 s without a read:
-# polled faster, they never change
-SAMPLE_S = 0.25
+# polled faster, they never change; the pacer's own period on MySQL
+SAMPLE_S = QUERIES.SAMPLE_S
 
 
 def test_the_signals_see_the_applications_transactions_and_waits_on_our_locks_and_never_our_own_sessions(target):
@@ -97,7 +97,7 @@ def test_the_signals_see_the_applications_transactions_and_waits_on_our_locks_an
         sampler = Sampler(reader, cpus=2)
         assert sampler.statements is None and "performance_schema is off" in sampler.missing_statements or \
             sampler.statements is not None, "performance_schema: used when on, said when off"
-        assert [sampler.sample() for _ in range(3)][-1] == 1, "three samples in a row see it waiting: blocked"
+        assert [sampler.sample() for _ in range(sampler.in_a_row)][-1] == 1, "samples in a row see it waiting: blocked"
         ours.rollback()
         waiter.join(timeout=30)
         # information_schema's InnoDB tables are a snapshot refreshed at most ten times a second
@@ -114,6 +114,61 @@ def test_the_signals_see_the_applications_transactions_and_waits_on_our_locks_an
         for sleeping in (ours_sleeping, app_sleeping):
             reader.execute(f"KILL QUERY {int(sleeping.info.backend_pid)}")
         for conn in (ours, app, app_waiting, ours_sleeping, app_sleeping, reader):
+            conn.close()
+
+
+def _sample_every_period(sampler: Sampler, count: int) -> list[int]:
+    """`count` samples the way the pacer takes them: one, then SAMPLE_S of nothing, and again."""
+    blocked = []
+    for _ in range(count):
+        blocked.append(sampler.sample())
+        time.sleep(SAMPLE_S)
+    return blocked
+
+
+def test_an_application_session_waiting_on_a_shards_lock_is_blocked_after_samples_in_a_row_at_the_pacers_period(
+        target):
+    """What the pacer's loop sees, at its period: a wait that lasts counts as blocked once the samples in a row
+    that saw it span signals.BLOCKED_S (0.2 s: two samples 0.2 s apart here, three 0.1 s apart on PostgreSQL), and
+    a wait that ended is gone at the next sample. A sample is one statement: InnoDB refills its information_schema
+    cache only after 0.1 s unread, and the pacer read it twice a sample, ten times a second (forty in a probe)."""
+    reader, shard, app = own_connection(target), db.connect(target), db.connect(target)
+    try:
+        QUERIES.mark_own_session(shard, "airmigrate shard")
+        sampler = Sampler(reader, cpus=2)
+        assert sampler.in_a_row == 2 and (sampler.in_a_row - 1) * SAMPLE_S >= signals.BLOCKED_S
+        shard.execute("UPDATE t SET b = 1 WHERE id = 1")                   # a batch holding row 1
+        assert _sample_every_period(sampler, 2) == [0, 0], "our own lock alone blocks nobody"
+        waiter = _in_background(app, "UPDATE t SET b = 3 WHERE id = 1")
+        time.sleep(0.3)  # it reaches the lock (a loaded machine: the sample that first sees it may be the second)
+        blocked = _sample_every_period(sampler, 4)
+        assert blocked[0] == 0 and blocked.index(1) <= 2 and blocked[-2:] == [1, 1], \
+            f"blocked from the second sample that sees it waiting on, never at the first: {blocked}"
+        shard.rollback()
+        waiter.join(timeout=30)
+        assert _sample_every_period(sampler, 2) == [0, 0], "the wait ended: gone at the next sample"
+    finally:
+        app.rollback()
+        for conn in (shard, app, reader):
+            conn.close()
+
+
+def test_a_probe_sees_an_application_transaction_that_began_during_it(target):
+    """The probe's baseline is what the application's transactions look like while every shard pauses. Sampled
+    every 25 ms as on PostgreSQL, InnoDB's information_schema cache (refilled only after 0.1 s unread) froze at the
+    probe's first sample: a transaction begun since never showed (and one ended since kept growing older)."""
+    reader, app = own_connection(target), db.connect(target)
+    controller = pacer.Controller(target, 0, Throttle(), 1.5, 1)
+    controller.queries, controller.sampler = QUERIES, Sampler(reader, cpus=2)
+    opened = threading.Timer(0.5, lambda: app.execute("UPDATE t SET b = 2 WHERE id = 500"))
+    try:
+        opened.start()
+        ages = controller._sample_alone(2.0)
+        opened.join()
+        assert ages and max(ages) >= 1000, f"the application's transaction, open for 1.5 s by the end: {ages}"
+    finally:
+        app.rollback()
+        for conn in (app, reader):
             conn.close()
 
 

@@ -320,8 +320,10 @@ class Engine(OperationSql):
         the application), ``activity(conn)`` (a reader whose ``read()`` gives the sessions running, the
         application's sessions waiting on a lock of ours, the ages in ms of its transactions in flight),
         ``statements(conn)`` ((a function giving the application's statements' total ms and calls, None) or (None,
-        why not)), STATEMENTS_NAME and ``server_cpus(conn)``. Why a module: the pacer runs the statements on its
-        own connections ten times a second, and the readers keep state between samples (MySQL)."""
+        why not)), STATEMENTS_NAME, ``server_cpus(conn)`` and the sample periods SAMPLE_S and PROBE_SAMPLE_S (the
+        engine's: InnoDB's information_schema tables change at most every 0.1 s). Why a module: the pacer runs the
+        statements on its own connections several times a second, and the readers keep state between samples
+        (MySQL)."""
 
     @abstractmethod
     def replication_lag_s(self, conn: Any, replicas: tuple[str, ...]) -> float | None:

@@ -1,11 +1,12 @@
 """What a shard asks between batches: may I go on, and how long do I sleep first?
 
 One shard per run (the one that takes the run's advisory lock) runs the controller in a thread: it samples
-the signals ten times a second, decides once a second (and at once when the application waits on our
-locks), pauses every shard for a short probe every `probe_every_s` (and sooner when the signal stays over
-target: the application's own load has likely changed) to re-measure the application's baseline, and writes its
-decision to ``airmigrate.pacing`` (one row per run, read by the other
-shards and the console) and ``airmigrate.pacing_log`` (one row per decision, for the charts). When that
+the signals every SAMPLE_S of the engine's pacing_sql (PostgreSQL: ten times a second; MySQL: five, InnoDB's
+information_schema tables change at most ten times a second), decides once a second (and at once when the
+application waits on our locks), pauses every shard for a short probe every `probe_every_s` (and sooner when
+the signal stays over target: the application's own load has likely changed) to re-measure the application's
+baseline, and writes its decision to ``airmigrate.pacing`` (one row per run, read by the other shards and the
+console) and ``airmigrate.pacing_log`` (one row per decision, for the charts). When that
 shard finishes, another takes the lock over. A crashed leader's session ends, so does its lock.
 """
 
@@ -24,7 +25,6 @@ from airmigrate.spec import Throttle
 
 log = logging.getLogger(__name__)
 
-SAMPLE_S = 0.1        # signals ten times a second
 DECIDE_S = 1.0        # a decision a second
 MAX_SLEEP_S = 10.0    # the longest pause after one batch, whatever the duty cycle
 READ_EVERY_S = 1.0    # a follower shard re-reads the shared budget this often
@@ -209,7 +209,7 @@ class Controller:
                 next_decision = now + DECIDE_S
                 if self._stale_baseline(self.held):
                     next_probe = time.monotonic()  # the application's own load changed: measure it again now
-            self.stopped.wait(SAMPLE_S)
+            self.stopped.wait(self.queries.SAMPLE_S)
 
     def _probe(self) -> None:
         """Pause every shard; measure the application alone for probe_seconds; that is the new baseline."""
@@ -268,8 +268,9 @@ class Controller:
     def _sample_alone(self, seconds: float) -> list[float]:
         """The ages of the application's transactions while every shard pauses: `seconds`, longer (up to four
         times) until MIN_AGES were seen, so a quiet application still gets a usable baseline (not when it showed
-        almost none: then the statements' mean and the lock waits pace). Sampled four times as often as while
-        working, so the pause stays short."""
+        almost none: then the statements' mean and the lock waits pace). Sampled every PROBE_SAMPLE_S (PostgreSQL:
+        four times as often as while working, so the pause stays short; MySQL: every 0.12 s, its information_schema
+        tables change no faster)."""
         ages, started = [], time.monotonic()
         while not self.stopped.is_set():
             elapsed = time.monotonic() - started
@@ -277,7 +278,7 @@ class Controller:
                 break  # enough ages, or so few that waiting longer would not give enough: the pause stays short
             self.sampler.sample()
             ages += self.sampler.collect()["ages"]
-            self.stopped.wait(SAMPLE_S / 4)  # four times as often: the pause is short, the backfill idle
+            self.stopped.wait(self.queries.PROBE_SAMPLE_S)
         return ages
 
     def _our_active_backends(self) -> int:

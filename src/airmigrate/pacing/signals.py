@@ -4,9 +4,9 @@ performance_schema); the figures below are PostgreSQL's, MySQL's equivalents are
 
 - backends of the application waiting on a lock one of ours holds (``pg_blocking_pids``);
 - the age of the application's transactions in flight (``pg_stat_activity.xact_start``), sampled ten times a
-  second: what the application feels per transaction, its statements and the waits between them (for a CPU,
-  for a row lock of ours, for the WAL flush), which statement execution time alone misses; compared by the
-  caller with the same figure taken while we pause;
+  second (the engine's ``SAMPLE_S``): what the application feels per transaction, its statements and the waits
+  between them (for a CPU, for a row lock of ours, for the WAL flush), which statement execution time alone
+  misses; compared by the caller with the same figure taken while we pause;
 - the application's mean time per statement, from ``pg_stat_statements`` deltas for every role but ours
   (so our own batches never count), compared by the caller with a baseline taken while we pause;
 - the round trip of a trivial query timed from our own client fifty times a second (:class:`Canary`): what any
@@ -23,6 +23,7 @@ Sampled several times a second by :class:`Sampler`; :meth:`Sampler.collect` sums
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MIN_CALLS = 5  # fewer application statements in a window than this: no latency figure (too noisy)
 MAX_AGE_MS = 10_000  # a transaction open longer is a batch job or a forgotten session, not the latency we protect
+BLOCKED_S = 0.2  # an application session seen waiting on our lock this long (samples in a row) counts as blocked
 
 @dataclass
 class StatementTotals:
@@ -66,10 +68,13 @@ class Sampler:
     _ages: list[float] = field(default_factory=list)
     _blocked: int = 0
     _pressure: tuple[float, float] | None = None
-    _waiting: tuple = (frozenset(), frozenset())
+    _waiting: tuple = ()
+    in_a_row: int = field(default=3, init=False)  # samples in a row seeing a session wait: blocked (the engine's)
 
     def __post_init__(self):
         queries = engines.of(self.conn).pacing_sql()
+        self.in_a_row = samples_in_a_row(queries.SAMPLE_S)
+        self._waiting = (frozenset(),) * (self.in_a_row - 1)
         self.activity = queries.activity(self.conn)
         self.statements, self.missing_statements = queries.statements(self.conn)
         if self.missing_statements:
@@ -78,11 +83,12 @@ class Sampler:
 
     def sample(self) -> int:
         """One look at the sessions (pg_stat_activity); returns the application backends blocked by ours. A
-        backend counts when three samples in a row see it waiting (two sample periods or longer): a row lock held for a
-        few milliseconds is no harm, one held for a batch is (the ages count the shorter waits)."""
+        backend counts when `in_a_row` samples in a row see it waiting (BLOCKED_S or longer: three at PostgreSQL's
+        0.1 s, two at MySQL's 0.2 s): a row lock held for a few milliseconds is no harm, one held for a batch is
+        (the ages count the shorter waits)."""
         runnable, waiting, ages = self.activity.read()
-        blocked = len(self._waiting[0] & self._waiting[1] & set(waiting))
-        self._waiting = (self._waiting[1], frozenset(waiting))
+        blocked = len(frozenset(waiting).intersection(*self._waiting))
+        self._waiting = (*self._waiting[1:], frozenset(waiting))
         self._runnable.append(runnable)
         self._ages.extend(float(age) for age in ages if 0 <= age < MAX_AGE_MS)
         self._blocked = max(self._blocked, blocked)
@@ -131,6 +137,12 @@ class Sampler:
         except Exception as exc:  # a broken signal must not stop the backfill: say so, treat as unknown
             log.warning("external throttle signal failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
         return None
+
+
+def samples_in_a_row(period_s: float) -> int:
+    """How many samples `period_s` apart, in a row, span BLOCKED_S: the first and as many periods as it takes
+    (rounded so that 0.2 / 0.1 is 2, not 3)."""
+    return 1 + max(1, math.ceil(round(BLOCKED_S / period_s, 6)))
 
 
 def default_cpus(conn, host: str | None) -> int:

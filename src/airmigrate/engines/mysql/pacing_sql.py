@@ -17,6 +17,13 @@ What differs, and why:
   'active' backends do.
 - The application waiting on our locks: ``information_schema.INNODB_LOCK_WAITS`` (MariaDB, MySQL 5.7),
   ``performance_schema.data_lock_waits`` (MySQL 8).
+- How often. InnoDB's information_schema tables (INNODB_TRX, INNODB_LOCK_WAITS) are a cache it refills only when
+  nobody read it for 0.1 s (``can_cache_be_updated`` in trx0i_s.cc; every read sets ``last_read``): polled more
+  often they never change. So a sample is one statement (the sessions and the lock waits together: the cache is
+  read once, and both halves see the same version of it), SAMPLE_S is 0.2 s, and a probe samples every 0.12 s
+  (PostgreSQL's pacer: 0.1 s, 0.025 s in a probe). Other readers of that cache on the same server (a shard's
+  health checks, another run's pacer) refill it too, or keep it from being refilled when they read it more often
+  than every 0.1 s among them.
 - The application's statements: performance_schema when it is on (per-thread sums, our sessions left out;
   a thread that disconnects between two samples drops out of both), else none: the transactions' ages, the
   lock waits and the canary pace.
@@ -57,26 +64,35 @@ OUR_ACTIVE_SESSIONS = (
     "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND ID <> CONNECTION_ID() "
     f"AND COMMAND IN ('Query', 'Execute') AND {ours('ID')}")
 
-# -- the sessions, sampled ten times a second (signals.Sampler) -----------------------------------------------------
-# every session of this database running a statement or holding an InnoDB transaction that wrote or locked, but
-# this one: (id, command, ms in the command, the transaction's id and its coarse age less one second when it wrote
-# or locked, its state, ours?)
+# -- the sessions, sampled every SAMPLE_S (signals.Sampler) -----------------------------------------------------
+# over 0.1 s apart (InnoDB refills its information_schema cache only after 0.1 s unread, see above): 0.2 s while
+# working (two samples in a row span signals.BLOCKED_S, as three do on PostgreSQL); 0.12 s in a probe, as often as
+# the cache allows with a margin (the probe's ages of short statements need samples: PROCESSLIST is live)
+SAMPLE_S = 0.2
+PROBE_SAMPLE_S = 0.12
+
+# One statement a sample (the InnoDB cache read once): ('s', session rows) UNION ALL ('w', lock-wait rows).
+# 's': every session of this database running a statement or holding an InnoDB transaction that wrote or locked,
+# but this one: (id, command, ms in the command, the transaction's id and its coarse age less one second when it
+# wrote or locked, its state, ours?)
 WROTE = "(t.trx_rows_modified > 0 OR t.trx_lock_structs > 0)"
 SESSIONS = (
-    f"SELECT p.ID, p.COMMAND, {{elapsed_ms}}, IF({WROTE}, t.trx_id, NULL), t.trx_state, "
+    f"SELECT 's', p.ID, p.COMMAND, {{elapsed_ms}}, IF({WROTE}, t.trx_id, NULL), t.trx_state, "
     f"IF({WROTE}, TIMESTAMPDIFF(MICROSECOND, t.trx_started, NOW(6)) / 1000 - 1000, NULL), {ours('p.ID')} "
     "FROM information_schema.PROCESSLIST p LEFT JOIN information_schema.INNODB_TRX t "
     "ON t.trx_mysql_thread_id = p.ID WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID() "
     f"AND (p.COMMAND IN ('Query', 'Execute') OR {WROTE})")
-# the application's sessions waiting on a lock a session of ours holds
+# 'w': the application's sessions waiting on a lock a session of ours holds (any database), the rest NULL
 LOCK_WAITS = {
     "information_schema": (
-        "SELECT DISTINCT r.trx_mysql_thread_id FROM information_schema.INNODB_LOCK_WAITS w "
+        "SELECT DISTINCT 'w', r.trx_mysql_thread_id, NULL, NULL, NULL, NULL, NULL, NULL "
+        "FROM information_schema.INNODB_LOCK_WAITS w "
         "JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id "
         "JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id "
         f"WHERE {ours('b.trx_mysql_thread_id')} AND NOT {ours('r.trx_mysql_thread_id')}"),
     "performance_schema": (
-        "SELECT DISTINCT r.trx_mysql_thread_id FROM performance_schema.data_lock_waits w "
+        "SELECT DISTINCT 'w', r.trx_mysql_thread_id, NULL, NULL, NULL, NULL, NULL, NULL "
+        "FROM performance_schema.data_lock_waits w "
         "JOIN information_schema.INNODB_TRX r ON r.trx_id = w.REQUESTING_ENGINE_TRANSACTION_ID "
         "JOIN information_schema.INNODB_TRX b ON b.trx_id = w.BLOCKING_ENGINE_TRANSACTION_ID "
         f"WHERE {ours('b.trx_mysql_thread_id')} AND NOT {ours('r.trx_mysql_thread_id')}"),
@@ -108,24 +124,25 @@ def _has(conn, schema: str, table: str, column: str | None = None) -> bool:
 
 
 class Activity:
-    """The sessions of this database, read ten times a second: (running and not waiting, the application's
-    sessions waiting on a lock of ours, the ages in ms of the application's transactions and statements in
-    flight). Keeps, per InnoDB transaction id, the earliest start an earlier sample proved."""
+    """The sessions of this database, read every SAMPLE_S: (running and not waiting, the application's sessions
+    waiting on a lock of ours, the ages in ms of the application's transactions and statements in flight). Keeps,
+    per InnoDB transaction id, the earliest start an earlier sample proved."""
 
     def __init__(self, conn):
         self.conn = conn
         elapsed = "p.TIME_MS" if _has(conn, "information_schema", "PROCESSLIST", "TIME_MS") else "p.TIME * 1000"
-        self.sessions = SESSIONS.format(elapsed_ms=elapsed)
-        self.lock_waits = LOCK_WAITS["information_schema" if _has(conn, "information_schema", "INNODB_LOCK_WAITS")
-                                     else "performance_schema"]
+        waits = LOCK_WAITS["information_schema" if _has(conn, "information_schema", "INNODB_LOCK_WAITS")
+                           else "performance_schema"]
+        self.statement = f"{SESSIONS.format(elapsed_ms=elapsed)} UNION ALL {waits}"
         self.started: dict[int, float] = {}  # transaction id -> the earliest start proved (time.monotonic())
 
     def read(self) -> tuple[int, list, list[float]]:
         now = time.monotonic()
-        rows = self.conn.execute(self.sessions).fetchall()
-        waiting = [row[0] for row in self.conn.execute(self.lock_waits).fetchall()]
+        rows = self.conn.execute(self.statement).fetchall()
+        waiting = [row[1] for row in rows if row[0] == "w"]
+        sessions = [row[1:] for row in rows if row[0] == "s"]
         runnable, ages, seen = 0, [], {}
-        for _id, command, elapsed_ms, trx_id, trx_state, coarse_ms, is_ours in rows:
+        for _id, command, elapsed_ms, trx_id, trx_state, coarse_ms, is_ours in sessions:
             if command in ("Query", "Execute") and trx_state != "LOCK WAIT":
                 runnable += 1
             if is_ours:
