@@ -1,10 +1,25 @@
-"""What the tests that run airmigrate's DAGs through `dag.test()` share: a DAG run that must succeed."""
+"""What the tests that run airmigrate's DAGs through `dag.test()` share: a migration folder where the DAGs find it,
+and a DAG run that must succeed."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
+
+import yaml
 
 from airmigrate.airflow.runner import run_dag
+
+
+def write_migration(root: Path, migration_id: str, spec: dict, files: dict[str, str] | None = None) -> str:
+    """root/migrations/<migration_id> (the folder AIRMIGRATE_MIGRATIONS_DIR names in these tests) with its
+    migration.yaml from `spec` and `files` (name -> text); the migration's id."""
+    folder = root / "migrations" / migration_id
+    folder.mkdir(parents=True)
+    (folder / "migration.yaml").write_text(yaml.safe_dump(spec))
+    for name, text in (files or {}).items():
+        (folder / name).write_text(text)
+    return migration_id
 
 
 def run_to_success(dag_id: str, **conf) -> float:

@@ -15,16 +15,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from mysql_support import URL, WORKER, drop_database, skip_without_server  # noqa: F401
+from mysql_support import URL, Writer, begin_backfill, scratch_database, skip_without_server, wait_for
 
 from airmigrate import control, db, state
-from airmigrate.engines import sql
 from airmigrate.engines.target import Target
 from airmigrate.errors import BackfillError
 from airmigrate.spec import Throttle, load_migration
@@ -43,14 +40,8 @@ skip_without_server()  # one line in the summary when no server answers (a user'
 def target(monkeypatch):
     """A database of its own with items(id, v, touched) of `rows` rows (10,000 unless the test says), dropped
     afterwards with the state rows of its migration."""
-    monkeypatch.setenv("AIRMIGRATE_TARGET_URL", URL)
-    monkeypatch.delenv("AIRFLOW_CONN_AIRMIGRATE_TARGET", raising=False)
-    server = Target.from_url(URL)
-    name = f"am_bf_{WORKER}_{uuid.uuid4().hex[:8]}"
-    with db.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield server.with_dbname(name)
-    drop_database(server.with_dbname(name))  # and its state database
+    with scratch_database("am_bf", monkeypatch) as made:  # and its state database
+        yield made
 
 
 def make_items(target: Target, rows: int) -> None:
@@ -76,14 +67,6 @@ def write_migration(tmp_path: Path, target: Target, **backfill_extra):
     return load_migration(folder)
 
 
-def begin(target: Target, migration) -> int:
-    with db.connect(target) as conn:
-        state.ensure_schema(conn)
-        run_id, _ = state.begin_run(conn, migration.id, "up", None)
-    backfill.start_backfill(target, migration, run_id)
-    return run_id
-
-
 def succeeded(target: Target, run_id: int) -> int:
     return scalar(target, "SELECT COUNT(*) FROM airmigrate.batches WHERE run_id = %s AND status = 'succeeded'",
                   (run_id,))
@@ -92,14 +75,6 @@ def succeeded(target: Target, run_id: int) -> int:
 def scalar(target: Target, query: str, params=()):
     with db.connect(target) as conn:
         return conn.execute(query, params).fetchone()[0]
-
-
-def wait_for(condition, what: str, limit_s: float = 300):
-    deadline = time.monotonic() + limit_s
-    while not (found := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return found
 
 
 SHARD = textwrap.dedent("""
@@ -121,48 +96,34 @@ def start_shard(target: Target, migration, run_id: int, shard: int) -> subproces
                             text=True)
 
 
-class Writer(threading.Thread):
-    """The application meanwhile: updates random rows' v and inserts new rows past the end, in short transactions;
-    counts its statements and errors."""
+def application(rows: int):
+    """The application meanwhile (a mysql_support.Writer's work): updates random rows' v and inserts new rows past
+    the end, one statement each."""
+    inserted = [rows]
 
-    def __init__(self, target: Target, rows: int):
-        super().__init__(daemon=True)
-        self.target, self.rows, self.stop = target, rows, threading.Event()
-        self.statements, self.errors, self.inserted, self.slowest = 0, [], [], 0.0
-
-    def run(self) -> None:
-        rng, next_id = random.Random(7), self.rows + 1
-        with db.connect(self.target, autocommit=True) as conn:
-            while not self.stop.is_set():
-                started = time.monotonic()
-                try:
-                    if rng.random() < 0.1:
-                        conn.execute("INSERT INTO items (id, v) VALUES (%s, 1)", (next_id,))
-                        self.inserted.append(next_id)
-                        next_id += 1
-                    else:
-                        conn.execute("UPDATE items SET v = v + 1 WHERE id = %s", (rng.randint(1, self.rows),))
-                    self.statements += 1
-                except Exception as exc:  # an application error is what the test looks for
-                    self.errors.append(exc)
-                self.slowest = max(self.slowest, time.monotonic() - started)
-                time.sleep(0.002)
+    def work(conn, rng, i) -> None:
+        if rng.random() < 0.1:
+            conn.execute("INSERT INTO items (id, v) VALUES (%s, 1)", (inserted[0] + 1,))
+            inserted[0] += 1
+        else:
+            conn.execute("UPDATE items SET v = v + 1 WHERE id = %s", (rng.randint(1, rows),))
+    return work
 
 
 def test_kill_9_of_a_shard_under_a_concurrent_writer_then_a_resume_does_every_row_exactly_once(target, tmp_path):
     rows = 100_000
     make_items(target, rows)
     migration = write_migration(tmp_path, target, max_batch_size=2000)  # 50 batches at least: room for two kills
-    run_id = begin(target, migration)
-    writer = Writer(target, rows)
-    writer.start()
+    run_id = begin_backfill(target, migration)
+    writer = Writer(target, application(rows)).start()
     try:
         shards = [start_shard(target, migration, run_id, shard) for shard in (0, 1)]
         random.shuffle(shards)
         killed = []
         for shard in shards:  # each at a random moment: after that many more batches succeeded, run-wide
             at = succeeded(target, run_id) + random.randint(2, 25)
-            wait_for(lambda: succeeded(target, run_id) >= at or shard.poll() is not None, "the shards' batches")
+            wait_for(lambda: succeeded(target, run_id) >= at or shard.poll() is not None, 300,
+                     "the shards' batches")
             if shard.poll() is None:
                 shard.send_signal(signal.SIGKILL)
                 shard.wait(timeout=30)
@@ -171,11 +132,10 @@ def test_kill_9_of_a_shard_under_a_concurrent_writer_then_a_resume_does_every_ro
         # the resume: a killed shard's batch rolled back with its session and is pending again
         resumed = backfill.run_shard(target, migration, run_id, shard=2, shards=2)
     finally:
-        writer.stop.set()
-        writer.join(timeout=30)
+        writer.finish()
     logging.getLogger(__name__).info("shards killed after %s batches; the resume did %s; the writer ran %d statements "
-                                     "(slowest %.3fs)", killed, resumed, writer.statements, writer.slowest)
-    assert writer.errors == [] and writer.statements > 100
+                                     "(slowest %.3fs)", killed, resumed, writer.calls, writer.slowest)
+    assert writer.errors == [] and writer.calls > 100
     assert writer.slowest < 5.0, f"an application statement took {writer.slowest:.1f}s"
     with db.connect(target) as conn:
         touched = dict(conn.execute("SELECT touched, COUNT(*) FROM items WHERE id <= %s GROUP BY touched",
@@ -203,7 +163,7 @@ def test_a_failed_batch_is_recorded_and_only_it_runs_again_on_retry(target, tmp_
                      "IF NEW.id = 2345 AND (SELECT on_ FROM fail_switch) THEN "
                      "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'row 2345 refused'; END IF")
     migration = write_migration(tmp_path, target, max_attempts=2, adaptive=False)
-    run_id = begin(target, migration)
+    run_id = begin_backfill(target, migration)
     with pytest.raises(BackfillError) as failed:
         backfill.run_shard(target, migration, run_id)
     assert "row 2345 refused" in str(failed.value) and "1 batch(es) failed" in str(failed.value)
@@ -224,7 +184,7 @@ def test_a_throttled_run_is_paced_by_the_applications_latency_with_its_hard_stop
     never said to go at full speed."""
     make_items(target, 3000)
     migration = write_migration(tmp_path, target, throttle={"app_latency_ratio": 1.5, "max_lock_waiters": 50})
-    run_id = begin(target, migration)
+    run_id = begin_backfill(target, migration)
     backfill._UNPACED.clear()
     caplog.set_level(logging.INFO)
     for shard in (0, 1):
@@ -250,7 +210,7 @@ def test_a_hard_stop_sees_a_session_waiting_on_a_row_lock(target):
                                                                             max_replication_lag_s=None,
                                                                             max_transaction_age_s=None,
                                                                             pause_during_autovacuum=False), "t"),
-                               "the waiter to show", 30)
+                               30, "the waiter to show")
         assert problem.startswith("lock waiters") and "> limit 0" in problem
     finally:
         holder.rollback()
@@ -287,7 +247,7 @@ def test_composite_and_text_keys_walk_every_row_once(target, tmp_path):
             "description": "keys", "table": f"{target.dbname}.{table}", "key": key, "batch_size": 400,
             "backfill": {"sql": "backfill.sql", "columns": ["touched"], "adaptive": False, "min_batch_size": 400}}))
         migration = load_migration(folder)
-        run_id = begin(target, migration)
+        run_id = begin_backfill(target, migration)
         done = backfill.run_shard(target, migration, run_id)
         assert done["rows"] == 3000 and done["batches"] == 8, (table, done)
         assert scalar(target, f"SELECT COUNT(*) FROM {table} WHERE touched <> 1") == 0, table
@@ -307,7 +267,7 @@ def test_a_batch_over_the_statement_time_limit_is_split_in_half(target, tmp_path
         "statement_timeout_ms": 1000,
         "backfill": {"sql": "backfill.sql", "columns": ["touched"], "adaptive": False, "min_batch_size": 1000}}))
     migration = load_migration(folder)
-    run_id = begin(target, migration)
+    run_id = begin_backfill(target, migration)
     backfill.run_shard(target, migration, run_id)
     assert scalar(target, "SELECT COUNT(*) FROM items WHERE touched <> 1") == 0
     with db.connect(target) as conn:
@@ -320,12 +280,12 @@ def test_pause_from_the_console_stops_the_shards_and_a_new_start_goes_on(target,
     """airmigrate.control on MySQL: pause recorded with who, the shard stops claiming, starting again resumes."""
     make_items(target, 20_000)
     migration = write_migration(tmp_path, target, adaptive=False, min_batch_size=500, sleep_between_batches_ms=50)
-    run_id = begin(target, migration)
+    run_id = begin_backfill(target, migration)
     monkeypatch.setattr(control, "CHECK_EVERY_S", 0.1)
     shard = threading.Thread(target=lambda: results.append(backfill.run_shard(target, migration, run_id)), daemon=True)
     results: list[dict] = []
     shard.start()
-    wait_for(lambda: succeeded(target, run_id) >= 2, "the first batches")
+    wait_for(lambda: succeeded(target, run_id) >= 2, 300, "the first batches")
     with db.connect(target) as conn:
         said = control.act(conn, migration.id, "pause", "tester")
     shard.join(timeout=120)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 
 import pytest
-from mysql_support import URL, WORKER, skip_without_server  # noqa: F401
+from mysql_support import URL, drop_database, fresh_database, skip_without_server, wait_for
 
 from airmigrate import db, engines
 from airmigrate.engines import base, sql
@@ -35,26 +34,12 @@ def mysql_server() -> Target:
 @pytest.fixture
 def mysql_db(mysql_server):
     """A fresh database with one table t(id, a INT, s VARCHAR) of three rows."""
-    name = f"am_mysql_{WORKER}_{uuid.uuid4().hex[:8]}"
-    with db.connect(mysql_server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    target = mysql_server.with_dbname(name)
+    target = fresh_database("am_mysql")
     with db.connect(target, autocommit=True) as conn:
         conn.execute("CREATE TABLE t (id INT PRIMARY KEY, a INT, s VARCHAR(20))")
         conn.execute("INSERT INTO t VALUES (1, 1, 'x'), (2, 2, 'y'), (3, 3, 'z')")
     yield target
-    with db.connect(mysql_server, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-
-
-def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    drop_database(target)  # and its state database, when a test made one
 
 
 def columns(target: Target, table: str = "t") -> dict[str, str]:
@@ -248,9 +233,9 @@ def test_executor_retries_until_the_holder_ends(mysql_db, caplog):
     worker = threading.Thread(target=run)
     worker.start()
     try:
-        wait_for(lambda: _ddl_session(mysql_db), what="the ALTER waiting for the metadata lock")
-        wait_for(lambda: any("lock wait timeout on attempt 1/8" in r.getMessage() for r in caplog.records),
-                 what="the first retry")
+        wait_for(lambda: _ddl_session(mysql_db), 20, "the ALTER waiting for the metadata lock")
+        wait_for(lambda: any("lock wait timeout on attempt 1/8" in r.getMessage() for r in caplog.records), 20,
+                 "the first retry")
         retry = next(r.getMessage() for r in caplog.records if "attempt 1/8" in r.getMessage())
         assert f"session {holder.thread_id()}" in retry
     finally:

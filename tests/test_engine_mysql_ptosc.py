@@ -1,20 +1,19 @@
 """`executor: pt-osc` against a real MariaDB / MySQL and pt-online-schema-change (Debian's percona-toolkit): an int
 -> bigint change on 300,000 rows, which the server can only do by copying with writes blocked, is refused without
 an executor before anything changes (quoting the server), and with `executor: pt-osc` completes while a writer
-thread keeps changing rows: no writer error, every row identical to a reference table the writer changed in the
+process keeps changing rows: no writer error, every row identical to a reference table the writer changed in the
 same transactions. A pt-osc killed half-way leaves no trigger and no shadow table behind."""
 
 from __future__ import annotations
 
 import logging
-import random
 import shutil
 import threading
 import time
 
 import psutil
 import pytest
-from mysql_support import URL, drop_database, fill, fresh_database, rows_of, skip_without_server, wait_for
+from mysql_support import URL, Writer, drop_database, fill, fresh_database, rows_of, skip_without_server, wait_for
 
 from airmigrate import db, engines
 from airmigrate.engines.base import Executor
@@ -52,39 +51,25 @@ def leftovers(target) -> tuple[list[str], list[str]]:
         return ptosc.leftovers(conn, target.dbname, "big")
 
 
-class Writer(threading.Thread):
-    """The application: updates, inserts and deletes on `big`, each mirrored into `ref` in the same transaction,
-    as fast as it can; every error and the slowest transaction are kept."""
+def application():
+    """The application (a mysql_support.Writer's work, as fast as it can): updates, inserts and deletes on `big`,
+    each mirrored into `ref` in the same transaction."""
+    next_id = [ROWS]
 
-    def __init__(self, target):
-        super().__init__(daemon=True)
-        self.target, self.stop, self.errors, self.done, self.slowest = target, threading.Event(), [], 0, 0.0
-        self.times: list[float] = []
-
-    def run(self):
-        rng, next_id = random.Random(7), ROWS
-        with db.connect(self.target) as conn:
-            while not self.stop.is_set():
-                started = time.monotonic()
-                try:
-                    k = rng.randint(1, ROWS)
-                    with conn.transaction():
-                        for table in ("big", "ref"):
-                            conn.execute(f"UPDATE {table} SET a = a + 1, s = %s WHERE id = %s", (f"w{self.done}", k))
-                        if self.done % 5 == 0:
-                            next_id += 1
-                            for table in ("big", "ref"):
-                                conn.execute(f"INSERT INTO {table} VALUES (%s, %s, 'inserted')", (next_id, next_id))
-                        if self.done % 7 == 0:
-                            gone = rng.randint(1, ROWS)
-                            for table in ("big", "ref"):
-                                conn.execute(f"DELETE FROM {table} WHERE id = %s", (gone,))
-                    self.done += 1
-                    self.times.append(time.monotonic())
-                except Exception as exc:   # the application's error: counted, the test fails on any
-                    self.errors.append(repr(exc))
-                    conn.rollback()
-                self.slowest = max(self.slowest, time.monotonic() - started)
+    def work(conn, rng, done):
+        k = rng.randint(1, ROWS)
+        with conn.transaction():
+            for table in ("big", "ref"):
+                conn.execute(f"UPDATE {table} SET a = a + 1, s = %s WHERE id = %s", (f"w{done}", k))
+            if done % 5 == 0:
+                for table in ("big", "ref"):
+                    conn.execute(f"INSERT INTO {table} VALUES (%s, %s, 'inserted')", (next_id[0] + 1, next_id[0] + 1))
+            if done % 7 == 0:
+                gone = rng.randint(1, ROWS)
+                for table in ("big", "ref"):
+                    conn.execute(f"DELETE FROM {table} WHERE id = %s", (gone,))
+        next_id[0] += done % 5 == 0
+    return work
 
 
 def test_int_to_bigint_refused_without_executor_and_online_with_pt_osc(target, tmp_path, caplog):
@@ -113,21 +98,19 @@ def test_int_to_bigint_refused_without_executor_and_online_with_pt_osc(target, t
     with db.connect(target, autocommit=True) as conn:
         check_online(conn, migration)   # pt-osc takes it
     caplog.set_level(logging.INFO, logger="airmigrate.engines.mysql")
-    writer = Writer(target)
-    writer.start()
-    wait_for(lambda: writer.done >= 20, what="the writer running")
+    writer = Writer(target, application(), pause_s=0).start()
+    wait_for(lambda: writer.calls >= 20, what="the writer running")
     started = time.monotonic()
     try:
         MYSQL.run_ddl(target, migration.up_sql, executor=migration.spec.executor_settings(),
                       lock_timeout_ms=migration.spec.lock_timeout_ms)
         finished = time.monotonic()
-        wait_for(lambda: writer.done >= 20 + 20, what="the writer going on after the swap")
+        wait_for(lambda: writer.calls >= 20 + 20, what="the writer going on after the swap")
     finally:
-        writer.stop.set()
-        writer.join(timeout=30)
+        writer.finish()
     during = sum(1 for t in writer.times if started <= t <= finished)
     log = [r.getMessage() for r in caplog.records]
-    print(f"pt-osc: {finished - started:.1f} s for {ROWS:,} rows; writer: {writer.done} transactions, {during} "
+    print(f"pt-osc: {finished - started:.1f} s for {ROWS:,} rows; writer: {writer.calls} transactions, {during} "
           f"during the change, slowest {writer.slowest:.3f} s, errors {len(writer.errors)}")
     assert writer.errors == []
     assert during > 10                                  # the application wrote all along

@@ -2,22 +2,22 @@
 real MariaDB (issue 22), each through the real DAGs (Airflow's dag.test()) under a concurrent writer: no application
 error, no application statement slower than the lock wait limit + 1 s, the result enforced, and the rollback DAG
 leaving the table as it was (the md5 of the rows there before, and SHOW CREATE TABLE). rename_constraint is refused
-at load. AIRMIGRATE_TEST_MYSQL_ROWS sets the table's size (100,000 by default).
+at load. AIRMIGRATE_TEST_MYSQL_ROWS sets the table's size (mysql_support.OPERATION_ROWS: 30,000 by default).
 
 The application writes only rows of its own (ids past the table's end) and reads the others, so the md5 of the
 original rows before the migration and after its rollback must be equal."""
 
 from __future__ import annotations
 
+import itertools
 import logging
-import multiprocessing
 import os
 import shutil
 
 import pytest
-import yaml
 from dag_support import run_to_success as run
-from mysql_support import Writer, drop_database, fill, fresh_database, skip_without_server
+from dag_support import write_migration
+from mysql_support import OPERATION_ROWS, Writer, assert_unharmed, fill, rows_md5, scratch_database, skip_without_server
 from pydantic import TypeAdapter
 
 from airmigrate import db, state
@@ -29,7 +29,7 @@ from airmigrate.operations import OpContext, Operation, steps_for
 pytestmark = pytest.mark.server
 skip_without_server()
 
-ROWS = int(os.environ.get("AIRMIGRATE_TEST_MYSQL_ROWS", "100000"))  # AIRMIGRATE_TEST_FIGURES: see figures()
+ROWS = OPERATION_ROWS  # AIRMIGRATE_TEST_FIGURES: see figures()
 LOCK_TIMEOUT_MS = 1000
 log = logging.getLogger(__name__)
 
@@ -38,18 +38,12 @@ log = logging.getLogger(__name__)
 def target(monkeypatch, tmp_path):
     """A database of its own with items(id, a, s) of ROWS rows and parents(id) 0..999 (every `a` has one); the
     DAGs pointed at it and at tmp_path's migrations folder."""
-    found = fresh_database("am_opc")
-    fill(found, "items", ROWS)
-    with db.connect(found, autocommit=True) as conn:
-        conn.execute("CREATE TABLE parents (id INT PRIMARY KEY) SELECT DISTINCT a AS id FROM items")
-        conn.execute("ANALYZE TABLE items")
-    monkeypatch.setenv("AIRMIGRATE_TARGET_URL", found.url())
-    monkeypatch.setenv("AIRFLOW_CONN_AIRMIGRATE_TARGET", found.airflow_uri())
-    monkeypatch.setenv("AIRMIGRATE_MIGRATIONS_DIR", str(tmp_path / "migrations"))
-    monkeypatch.setenv("AIRMIGRATE_EXPECTATIONS_DIR", str(tmp_path / "expectations"))
-    (tmp_path / "expectations").mkdir()
-    yield found
-    drop_database(found)  # its state database (airmigrate__<db>) goes with it
+    with scratch_database("am_opc", monkeypatch, dags_in=tmp_path) as found:  # its state database goes with it
+        fill(found, "items", ROWS)
+        with db.connect(found, autocommit=True) as conn:
+            conn.execute("CREATE TABLE parents (id INT PRIMARY KEY) SELECT DISTINCT a AS id FROM items")
+            conn.execute("ANALYZE TABLE items")
+        yield found
 
 
 def figures(line: str) -> None:
@@ -62,14 +56,9 @@ def figures(line: str) -> None:
 
 def migration(tmp_path, target, operations: list[dict], table: str = "items", **extra) -> str:
     """A migration folder with these operations on `table`; its id (it carries the database's name)."""
-    migration_id = f"0001_{target.dbname}"
-    folder = tmp_path / "migrations" / migration_id
-    folder.mkdir(parents=True)
     spec = {"description": "mysql operation", "table": f"{target.dbname}.{table}", "key": "id",
             "lock_timeout_ms": LOCK_TIMEOUT_MS, "operations": operations, **extra}
-    (folder / "migration.yaml").write_text(yaml.safe_dump(spec))
-    return migration_id
-
+    return write_migration(tmp_path, f"0001_{target.dbname}", spec)
 
 
 def one(target, query: str, params=()):
@@ -79,11 +68,7 @@ def one(target, query: str, params=()):
 
 def original_md5(target, table: str = "items") -> str:
     """md5 over the original rows (ids 1..ROWS) in key order: the application never writes them."""
-    with db.connect(target) as conn:
-        conn.execute("SET SESSION group_concat_max_len = 1073741824")
-        return conn.execute(sql.SQL("SELECT MD5(GROUP_CONCAT(CONCAT_WS('|', id, a, s) ORDER BY id SEPARATOR ',')) "
-                                    "FROM {} WHERE id <= {}").format(sql.Identifier(table),
-                                                                    sql.Literal(ROWS))).fetchone()[0]
+    return rows_md5(target, f"SELECT id, a, s FROM `{table}` WHERE id <= {ROWS}")
 
 
 def shape(target, table: str = "items") -> str:
@@ -109,44 +94,19 @@ def application(table: str = "items", base: int = 0):
     return work
 
 
-def _application_process(target, table: str, base: int, stop, out) -> None:
-    """The application in a process of its own: in this one, Airflow's dag.test() would hold the GIL and the
-    writer's timings would measure that, not the database."""
-    writer = Writer(target, application(table, base))
-    writer.start()
-    stop.wait()
-    writer.finish()
-    out.put((writer.calls, writer.errors, writer.slowest))
+RUNS = itertools.count(1)  # each application run its own ids
 
 
-class Measured:
-    """The application meanwhile (a forked process running mysql_support.Writer), and the report's figures."""
-
-    runs = 0
+class Measured(Writer):
+    """The application meanwhile (mysql_support.Writer: a process of its own), and the report's figures."""
 
     def __init__(self, target, table: str = "items"):
-        Measured.runs += 1  # each application run its own ids
-        base = Measured.runs * 10_000_000
-        context = multiprocessing.get_context("fork")
-        self.stop, self.out = context.Event(), context.Queue()
-        self.process = context.Process(target=_application_process, args=(target, table, base, self.stop, self.out),
-                                       daemon=True)
-
-    def __enter__(self):
-        self.process.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.calls, self.errors, self.slowest = self.out.get(timeout=120)
-        self.process.join(timeout=30)
+        super().__init__(target, application(table, next(RUNS) * 10_000_000))
 
     def check(self, what: str, seconds: float) -> None:
         figures(f"{what} on {ROWS} rows: DAG {seconds:.1f} s, {self.calls} application statements, "
                 f"{len(self.errors)} errors, slowest {self.slowest:.3f} s")
-        assert self.errors == [], self.errors[:3]
-        assert self.calls > 10, "the application hardly ran: nothing was tested"
-        assert self.slowest <= LOCK_TIMEOUT_MS / 1000 + 1, f"an application statement took {self.slowest:.2f} s"
+        assert_unharmed(self, LOCK_TIMEOUT_MS / 1000)
 
 
 def uses_index(target, name: str) -> bool:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -47,14 +46,6 @@ def migration_id(target):
         if state.tables_exist(conn):
             conn.execute("DELETE FROM airmigrate.runs WHERE migration_id = %s", (name,))
             conn.execute("DELETE FROM airmigrate.history WHERE migration_id = %s", (name,))
-
-
-def wait_for(condition, what: str, limit_s: float = 60):
-    deadline = time.monotonic() + limit_s
-    while not (found := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return found
 
 
 # -- 1. the state tables ------------------------------------------------------------------------------------------

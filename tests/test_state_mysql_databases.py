@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mysql_support import URL, drop_database, fresh_database, skip_without_server
+from mysql_support import URL, begin_backfill, drop_database, fresh_database, skip_without_server
 
 from airmigrate import db, lease, state
 from airmigrate.engines import sql
@@ -61,14 +61,6 @@ def write_migration(folder: Path, target: Target):
     return load_migration(folder)
 
 
-def begin(target: Target, migration) -> int:
-    with db.connect(target) as conn:
-        state.ensure_schema(conn)
-        run_id, _ = state.begin_run(conn, migration.id, "up", None)
-    backfill.start_backfill(target, migration, run_id)
-    return run_id
-
-
 def batches(target: Target, run_id: int) -> tuple[dict, int]:
     with db.connect(target) as conn:
         statuses = dict(conn.execute("SELECT status, COUNT(*) FROM airmigrate.batches WHERE run_id = %s "
@@ -86,7 +78,7 @@ def test_the_same_migration_id_backfills_in_two_databases_at_once_with_separate_
     for i, target in enumerate(two):
         make_items(target, rows[target.dbname])
         migrations[target.dbname] = write_migration(tmp_path / str(i), target)
-        run_ids[target.dbname] = begin(target, migrations[target.dbname])
+        run_ids[target.dbname] = begin_backfill(target, migrations[target.dbname])
     assert migrations[two[0].dbname].id == migrations[two[1].dbname].id == MIGRATION
     errors, results = [], {}
 
