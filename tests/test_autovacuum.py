@@ -14,15 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
-import pwd
 import re
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-import warnings
-from pathlib import Path
 
 import psycopg
 import pytest

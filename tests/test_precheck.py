@@ -227,7 +227,7 @@ def test_the_order_refusal_after_a_rollback_offers_every_way_out_in_one_line(fre
     refused = cli(fresh_db, "run", PHONE)
     assert refused.returncode == 1, refused.stdout + refused.stderr
     line = next(x for x in refused.stdout.splitlines() if "error in preflight" in x)
-    assert f"which was rolled back" in line and f"`airmigrate run {EMAIL}`" in line
+    assert "which was rolled back" in line and f"`airmigrate run {EMAIL}`" in line
     assert "out_of_order: true" in line and f"`airmigrate run {EMAIL} --rollback --cascade`" in line
 
 
