@@ -177,8 +177,12 @@ class App:
 
     def __exit__(self, *exc) -> None:
         self.writer.finish()
+        WRITERS.append(self.writer)
         if exc[0] is None:
             assert_unharmed(self.writer, LOCK_WAIT_S)
+
+
+WRITERS: list[Writer] = []  # the test's application runs (its figures add them up)
 
 
 def test_split_table_under_writes_then_rollback_before_and_after_contract(target, tmp_path):
@@ -215,7 +219,9 @@ def test_split_table_under_writes_then_rollback_before_and_after_contract(target
     same = original_rows(target) == before
     assert columns_of(target) == shape and same and triggers_of(target) == triggers
     assert "item_texts" not in tables_of(target) and index_of(target, "items", "items_s") == ["s"]
-    print(f"\nsplit_table: {ROWS:,} rows, DAG runs {took:.1f}s, md5 after rollback identical: {same}")
+    print(f"\nsplit_table: {ROWS:,} rows, {sum(w.calls for w in WRITERS):,} application statements, "
+          f"{sum(len(w.errors) for w in WRITERS)} errors, slowest {max(w.slowest for w in WRITERS):.3f}s, DAG runs "
+          f"{took:.1f}s, md5 after rollback identical: {same}")
 
 
 def test_the_catalog_records_checks_and_foreign_keys_for_split_tables_refusals(target):
