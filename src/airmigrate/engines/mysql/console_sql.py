@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 
 from airmigrate.engines.mysql import dialect, state_sql
 from airmigrate.engines.mysql.ddl import lock_wait_seconds
+from airmigrate.engines.mysql.state_names import QUALIFIER, schema_of
 
 NOW = state_sql.NOW
 DUMP_LABEL = "mysqldump --single-transaction"
@@ -32,9 +33,10 @@ def _utc(value):
 
 
 def state_tables(conn) -> set[str]:
-    """The tables of the database airmigrate (an older version's may lack the newer ones)."""
-    return {row[0] for row in conn.execute("SELECT TABLE_NAME FROM information_schema.TABLES "
-                                           "WHERE TABLE_SCHEMA = 'airmigrate'")}
+    """The tables of the target's state database, airmigrate__<db> (an older version's may lack the newer ones;
+    the name is a literal here, which the connection's rewrite of the ``airmigrate.`` qualifier does not reach)."""
+    return {row[0] for row in conn.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+                                           (schema_of(conn, QUALIFIER),))}
 
 
 def pacer_rate(conn, run_id: int, window_s: int) -> float | None:
