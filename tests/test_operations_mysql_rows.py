@@ -30,6 +30,7 @@ from mysql_support import (OPERATION_ROWS, URL, Writer, assert_unharmed, fill, r
                            skip_without_server, switch, wait_for)
 
 from airmigrate import db, state
+from airmigrate.engines.mysql.state_names import state_database
 from airmigrate.engines.target import Target
 from airmigrate.errors import PreflightError
 from airmigrate.spec import load_migration
@@ -249,8 +250,8 @@ def test_delete_rows_under_the_application_sweeps_behind_the_cursor_and_rolls_ba
     keep_expected(target, f"SELECT id, a, s FROM users UNION ALL SELECT id, a, s FROM {archive(migration)}")
 
     back, during = roll_back_identical(target, migration, app)
-    assert scalar(target, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'airmigrate' AND "
-                          "table_name = %s", (f"archive_{migration.id}",)) == 0
+    assert scalar(target, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s AND "
+                          "table_name = %s", (state_database(target.dbname), f"archive_{migration.id}")) == 0
     assert scalar(target, "SELECT COUNT(*) FROM information_schema.triggers WHERE trigger_schema = %s",
                   (target.dbname,)) == 0
     log.warning("delete_rows on MySQL, %s rows: %d archived, %d app statements, %d errors, slowest %.3fs, "
@@ -299,8 +300,8 @@ def test_contract_waits_for_keep_archive_days_then_drops_the_archive(target, tmp
         conn.execute("UPDATE airmigrate.batches SET finished_at = finished_at - INTERVAL 49 HOUR WHERE run_id = %s",
                      (run_id,))
     cleanup.cleanup(target, migration, run_id)
-    assert scalar(target, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'airmigrate' AND "
-                          "table_name = %s", (f"archive_{migration.id}",)) == 0
+    assert scalar(target, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s AND "
+                          "table_name = %s", (state_database(target.dbname), f"archive_{migration.id}")) == 0
     assert scalar(target, "SELECT COUNT(*) FROM information_schema.triggers WHERE trigger_schema = %s",
                   (target.dbname,)) == 0
     assert scalar(target, "SELECT COUNT(*) FROM users") == 3000 - matching
@@ -411,8 +412,8 @@ def test_archive_none_deletes_with_an_acknowledgement_and_the_backup_keeps_a_dum
     facts = yaml.safe_load(scalar(target, "SELECT facts FROM airmigrate.runs WHERE run_id = %s", (run_id,)))
     assert facts["backup_path"] and "without an archive" in facts["backup_reason"]
     assert Path(facts["backup_path"]).exists()
-    assert scalar(target, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'airmigrate' AND "
-                          "table_name = %s", (f"archive_{migration.id}",)) == 0
+    assert scalar(target, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s AND "
+                          "table_name = %s", (state_database(target.dbname), f"archive_{migration.id}")) == 0
 
 
 def test_preflight_names_rows_of_other_tables_that_reference_matching_ones(target, tmp_path):

@@ -180,7 +180,9 @@ def down_contract(job: RowsJob) -> list[str]:
     with a warning); a destination the migration created goes when it is empty."""
     schema, key = job.table.strings[0], sql.Identifier(job.key)
     message = f"rows of {job.archive.strings[1]} are not back (their key is taken): the archive is kept"
-    body = s("IF EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = 'airmigrate' AND table_name = "
+    # DATABASE() inside the procedure is the procedure's database, the target's state database (airmigrate__<db>),
+    # where the archive is: a literal 'airmigrate' would name no database the connection's rewrite reaches
+    body = s("IF EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = "
              "{an}) THEN IF EXISTS (SELECT 1 FROM {a} x WHERE NOT EXISTS (SELECT 1 FROM {t} y WHERE y.{k} = x.{k})) "
              "THEN SIGNAL SQLSTATE '01000' SET MESSAGE_TEXT = {msg}; ELSE DROP TABLE {a}; END IF; END IF;",
              an=sql.Literal(job.archive.strings[1]), a=job.archive, t=job.table, k=key,
