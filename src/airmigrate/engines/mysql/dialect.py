@@ -38,7 +38,7 @@ from sqlglot.errors import TokenError
 from sqlglot.tokens import TokenType
 
 from airmigrate.engines.mysql.connection import quote_identifier
-from airmigrate.engines.mysql.parsing import _tokens, first_word
+from airmigrate.engines.mysql.parsing import first_word, tokenize
 from airmigrate.engines.mysql.state_names import schema_of
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class Step:
 def steps(statement: str) -> list[Step]:
     """`statement` (MariaDB's form) as the MySQL 8 steps that do the same; one plain step when it needs none."""
     try:
-        tokens = _tokens(statement)
+        tokens = tokenize(statement)
     except TokenError:
         return [Step(statement)]
     words = [_word(t) for t in tokens]
@@ -239,7 +239,7 @@ def _clause(statement: str, tokens, words, start: int, end: int, schema, table) 
 
 def _rename_table(pairs: str) -> Step:
     """RENAME TABLE IF EXISTS a TO b: without the clause, when a exists."""
-    schema, table, _ = _table(_tokens(pairs), 0)
+    schema, table, _ = _table(tokenize(pairs), 0)
     return Step("", [(("RENAME TABLE " + pairs).rstrip(), Guard("table", schema, table, table, False))])
 
 

@@ -24,7 +24,7 @@ from sqlglot.tokens import TokenType
 
 from airmigrate.engines.mysql import dialect
 from airmigrate.engines.mysql.connection import ALTER_NOT_SUPPORTED, code, message, quote_identifier
-from airmigrate.engines.mysql.parsing import DIALECT, _tokens, first_word, parse_one
+from airmigrate.engines.mysql.parsing import DIALECT, first_word, parse_one, tokenize
 from airmigrate.locks import NO_LOCK, Analysis, RelationLock
 
 NONE, SHARED, EXCLUSIVE = "LOCK=NONE", "LOCK=SHARED", "LOCK=EXCLUSIVE"
@@ -58,7 +58,7 @@ class Verdict:
 def table_span(statement: str) -> tuple[int, int, str | None, str] | None:
     """(start, end, schema, table) of the table an ``ALTER [ONLINE|IGNORE] TABLE`` or a ``CREATE [UNIQUE]
     INDEX ... ON`` names, from the tokens (so opaque statements sqlglot only tokenizes work too)."""
-    tokens = _tokens(statement)
+    tokens = tokenize(statement)
     words = [t.text.upper() if t.token_type != TokenType.IDENTIFIER else "" for t in tokens]
     kind = first_word(statement)
     if kind == "ALTER" and "TABLE" in words[:3]:
@@ -77,7 +77,7 @@ def table_span(statement: str) -> tuple[int, int, str | None, str] | None:
 def written(statement: str) -> dict[str, str]:
     """The ALGORITHM= / LOCK= the statement names itself ({"ALGORITHM": "COPY", "LOCK": "SHARED"}); such a
     statement is run as written (the server refuses it in milliseconds when it cannot)."""
-    tokens = _tokens(statement)
+    tokens = tokenize(statement)
     return {t.text.upper(): tokens[i + 2].text.upper() for i, t in enumerate(tokens)
             if t.token_type != TokenType.STRING and t.text.upper() in ("ALGORITHM", "LOCK")
             and i + 2 < len(tokens) and tokens[i + 1].text == "="}
@@ -105,7 +105,7 @@ def renames_table(statement: str) -> bool:
     tree = parse_one(statement)
     if isinstance(tree, exp.Alter):
         return any(isinstance(a, exp.AlterRename) for a in tree.args.get("actions") or ())
-    words = [t.text.upper() for t in _tokens(statement)]
+    words = [t.text.upper() for t in tokenize(statement)]
     return any(w == "RENAME" and (i + 1 < len(words) and words[i + 1] not in ("COLUMN", "INDEX", "KEY"))
                for i, w in enumerate(words))
 
@@ -196,7 +196,7 @@ def guess(statement: str) -> Verdict:
 def without_if_exists(statement: str) -> str:
     """The statement without its ``IF [NOT] EXISTS`` clauses (MariaDB's, which sqlglot cannot read): the algorithm
     a change needs does not depend on them."""
-    tokens, cut = _tokens(statement), []
+    tokens, cut = tokenize(statement), []
     for i, token in enumerate(tokens):
         if token.token_type == TokenType.STRING or token.text.upper() != "IF":
             continue
@@ -269,7 +269,7 @@ def _table_name(table: exp.Table) -> str:
 
 def _set_statement_for(statement: str) -> str | None:
     """The statement MariaDB's ``SET STATEMENT ... FOR <statement>`` runs, None for any other statement."""
-    tokens = _tokens(statement)
+    tokens = tokenize(statement)
     if len(tokens) < 2 or tokens[0].text.upper() != "SET" or tokens[1].text.upper() != "STATEMENT":
         return None
     at = next((t for t in tokens if t.text.upper() == "FOR" and t.token_type != TokenType.STRING), None)
@@ -279,7 +279,7 @@ def _set_statement_for(statement: str) -> str | None:
 def _block(statement: str) -> Analysis:
     """An anonymous block (``BEGIN NOT ATOMIC ... END``): a moment's exclusive metadata lock when it renames,
     creates or drops something, else consistent reads only (a foreign key's orphan scan)."""
-    words = {t.text.upper() for t in _tokens(statement) if t.token_type != TokenType.STRING}
+    words = {t.text.upper() for t in tokenize(statement) if t.token_type != TokenType.STRING}
     if words & {"RENAME", "DROP", "CREATE", "ALTER"}:
         return Analysis((RelationLock("", EXCLUSIVE, "tables it renames, creates or drops"),), "",
                         ("an anonymous block: an exclusive metadata lock, for a moment",))

@@ -36,7 +36,9 @@ STORED_PROGRAMS = {"TRIGGER", "PROCEDURE", "FUNCTION", "EVENT"}
 DDL_KEYWORDS = {"ALTER", "CREATE", "DROP", "RENAME", "TRUNCATE", "OPTIMIZE", "ANALYZE", "REPAIR"}
 
 
-def _tokens(text: str):
+def tokenize(text: str):
+    """sqlglot's MySQL tokens of `text` (strings, comments and backticks respected): the splitter's, the online
+    probe's and the MySQL 8 forms' one reading of a statement."""
     return _MYSQL.tokenize(text)
 
 
@@ -46,7 +48,7 @@ def statement_spans(text: str) -> list[tuple[int, int]]:
     level, ``END`` closes one unless ``IF``/``LOOP``/``WHILE``/``REPEAT`` follows it (those close their own
     statements inside the body)."""
     spans: list[tuple[int, int]] = []
-    tokens = _tokens(text)
+    tokens = tokenize(text)
     start = end = None
     depth, program = 0, False
     for i, token in enumerate(tokens):
