@@ -19,16 +19,16 @@ import psycopg
 import pytest
 import yaml
 from psycopg import sql
+from scratch import scratch_cluster
 
 from airmigrate.db import connect
+from airmigrate.pacing import controller
 from airmigrate.pacing.controller import FLOOR, DutyCycle, Reading, percentile, shard_duty, sleep_after
 from airmigrate.pacing.pacer import Pacer, pooled_percentile
 from airmigrate.pacing.signals import Canary
 from airmigrate.spec import load_migration
 from airmigrate.stages import backfill, backup, preflight, schema_change
 from airmigrate.stages.backfill.tuning import BatchSizer
-
-from scratch import scratch_cluster
 
 # -- the rules (pure: no server, part of `make check`) ---------------------------------------------------
 
@@ -326,6 +326,24 @@ def test_full_speed_when_asked_for_null(paced_db, tmp_path):
     run_id = _prepare(paced_db, migration)
     assert backfill.run_shard(paced_db, migration, run_id)["rows"] == ROWS
     assert _decisions(paced_db, run_id) == [], "no pacer ran"
+
+
+def test_every_shard_of_a_protected_run_starts_at_the_start_share_not_only_the_leader(paced_db, tmp_path):
+    """A shard that does not lead reads the shared budget at most once a second: the row must hold the start
+    share from the start (it held the ceiling: the bench's first two seconds had one shard batching non-stop)."""
+    migration = _migration(tmp_path, ratio=1.5)
+    run_id = _prepare(paced_db, migration)
+    with Pacer(paced_db, run_id, migration.spec.backfill.throttle, shards=2) as first, \
+            Pacer(paced_db, run_id, migration.spec.backfill.throttle, shards=2) as second:
+        follower = second if first.leader is not None else first
+        assert follower.leader is None, "one leader a run"
+        with connect(paced_db, autocommit=True) as conn:
+            row = conn.execute("SELECT budget FROM airmigrate.pacing WHERE run_id = %s", (run_id,)).fetchone()
+        assert row[0] == pytest.approx(max(controller.FLOOR, controller.START * 2))
+        follower._refresh(force=True)
+        assert follower.budget == pytest.approx(row[0])
+        # a 0.01 s batch at a twentieth of two shards' ceiling: each shard works 5% of its time
+        assert controller.sleep_after(0.01, controller.shard_duty(follower.budget, 2)) == pytest.approx(0.19)
 
 
 def test_application_waiting_on_our_locks_halves_the_budget_and_no_latency_signal_is_said_once(

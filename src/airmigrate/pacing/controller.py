@@ -74,7 +74,7 @@ class DutyCycle:
 
     def __post_init__(self):
         if self.budget is None:
-            self.budget = self.ceiling if self.target is None else max(FLOOR, START * self.ceiling)
+            self.budget = starting_budget(self.target, self.ceiling)
 
     def decide(self, reading: Reading) -> tuple[float, str]:
         if self.target is None:
@@ -138,6 +138,12 @@ class DutyCycle:
                     reason = f"under target: half-way to {self.too_much:.2f}, the last setting that was too much"
         self.budget = min(self.ceiling, wanted)
         return self.budget, reason
+
+
+def starting_budget(target: float | None, ceiling: float) -> float:
+    """The budget a run starts at: the ceiling at full speed, START of it while protecting. Every shard starts
+    there, the leader's controller and the others alike (they read the shared row until the leader decides)."""
+    return ceiling if target is None else max(FLOOR, START * ceiling)
 
 
 def shard_duty(budget: float, shards: int) -> float:
