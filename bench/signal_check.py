@@ -1,0 +1,206 @@
+"""Which signal tracks what the application feels? The pacer's candidate readings against the application's p99.
+
+    .venv/bin/python bench/signal_check.py [--scale 10] [--phase-s 10] [--reps 2] [--data-parent /dev/shm]
+
+The application is backfill_bench's (pgbench -N as role `app` at a fixed arrival rate, a quiet then a busy phase
+per cycle). Each cycle runs one hand-written keyset loop setting (or nothing: the application alone), while
+separate processes (no shared GIL) time what the pacer could read:
+
+  trip    SELECT 1 from our own client, 100 a second (the pacer's canary today)
+  tx      BEGIN; SELECT 1 x3; COMMIT: as many round trips as the application's transaction (pgbench -N has five)
+  write   BEGIN; UPDATE one row of a table of our own; SELECT it; COMMIT: round trips plus a WAL flush
+  ages    the ages of the application's transactions in flight, pg_stat_activity ten times a second (p95)
+
+Printed per cycle and phase: the application's p99 ratio to the application alone in the same phase, and each
+reading's ratio to its own value then (for `trip`, also the pacer's formula: 1 + the extra p99 round trip / the
+p95 age alone). A reading is good when its ratio follows the application's across the settings. Nothing here is a
+test: it is how the pacer's signal was chosen (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_pg import BENCH_DB, Application, Cluster, create_bench_db, say, sql  # noqa: E402
+
+SETTINGS = [None, (1_000, 100, 1), (2_000, 50, 1), (5_000, 20, 1), (10_000, 0, 1), (10_000, 0, 2)]
+PERIOD = {"trip": 0.01, "tx": 0.02, "write": 0.02, "ages": 0.1}
+
+
+# ------------------------------------------------------------------------------------------- readers (processes)
+
+def reader(kind: str, url: str, out: str) -> None:
+    """Time `kind` until killed; one line per timing: epoch and ms (ages: one line per transaction seen)."""
+    import psycopg
+
+    conn = psycopg.connect(url, autocommit=True, application_name=f"airmigrate-check-{kind}")
+    with open(out, "w", buffering=1) as f:
+        next_at = time.perf_counter()
+        while True:
+            started = time.perf_counter()
+            if kind == "ages":
+                ages = conn.execute("SELECT coalesce(array_agg(1000 * extract(epoch FROM clock_timestamp() - "
+                                    "xact_start)), '{}') FROM pg_stat_activity WHERE usename = 'app' AND xact_start "
+                                    "IS NOT NULL AND state IN ('active', 'idle in transaction')").fetchone()[0]
+                f.write("".join(f"{time.time():.3f} {float(a):.3f}\n" for a in ages))
+            else:
+                run_once(conn, kind)
+                f.write(f"{time.time():.3f} {(time.perf_counter() - started) * 1000:.3f}\n")
+            next_at = max(next_at + PERIOD[kind], time.perf_counter())
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+
+
+def run_once(conn, kind: str) -> None:
+    if kind == "trip":
+        conn.execute("SELECT 1").fetchone()
+        return
+    conn.execute("BEGIN")
+    if kind == "tx":
+        for _ in range(3):
+            conn.execute("SELECT 1").fetchone()
+    else:
+        key = random.randint(1, 100)
+        conn.execute("UPDATE check_canary SET v = v + 1 WHERE id = %s", (key,))
+        conn.execute("SELECT v FROM check_canary WHERE id = %s", (key,)).fetchone()
+    conn.execute("COMMIT")
+
+
+def read_timings(path: Path, start: float, end: float) -> list[float]:
+    out = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and start <= float(parts[0]) <= end:
+            out.append(float(parts[1]))
+    return out
+
+
+def p(values: list[float], share: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+# ------------------------------------------------------------------------------------------- the loop
+
+def loop(url: str, setting: tuple, deadline: float, last: int) -> None:
+    import psycopg
+
+    batch, sleep_ms, workers = setting
+    lock, state = threading.Lock(), {"lo": 1}
+
+    def next_range():
+        with lock:
+            if state["lo"] > last:
+                state["lo"] = 1
+            lo = state["lo"]
+            state["lo"] += batch
+            return lo, lo + batch - 1
+
+    def work():
+        with psycopg.connect(url, autocommit=True, application_name="airmigrate-check-loop") as conn:
+            while time.time() < deadline:
+                conn.execute("UPDATE pgbench_accounts SET k_new = abalance + aid WHERE aid BETWEEN %s AND %s",
+                             next_range())
+                if sleep_ms:
+                    time.sleep(sleep_ms / 1000)
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+# ------------------------------------------------------------------------------------------- the check
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", type=int, default=10)
+    parser.add_argument("--phase-s", type=float, default=10)
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--busy", type=float, default=0.6, help="busy phase rate, share of the max (0.6)")
+    parser.add_argument("--data-parent")
+    parser.add_argument("--reader", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.reader:
+        reader(*args.reader)
+        return
+    cluster = Cluster(args.data_parent).start()
+    workdir = Path(tempfile.mkdtemp(prefix="airmigrate-signal-check-"))
+    procs = []
+    try:
+        rows = create_bench_db(cluster, args.scale)
+        sql(cluster, ["CREATE TABLE check_canary (id int PRIMARY KEY, v bigint NOT NULL DEFAULT 0)",
+                      "INSERT INTO check_canary SELECT g FROM generate_series(1, 100) g",
+                      "ALTER TABLE pgbench_accounts ADD COLUMN k_new bigint"])
+        app = Application(cluster, workdir, 8, 100, args.phase_s)
+        max_tps = app.max_rate(5)
+        app.rates = {"quiet": max_tps * 0.3, "busy": max_tps * args.busy}
+        say(f"{rows:,} rows; application alone {max_tps:,.0f} tps; quiet {app.rates['quiet']:,.0f} busy "
+            f"{app.rates['busy']:,.0f}; load {os.getloadavg()[0]:.2f}")
+        url = cluster.url(BENCH_DB)
+        for kind in PERIOD:
+            procs.append(subprocess.Popen([sys.executable, __file__, "--reader", kind, url, str(workdir / kind)]))
+        app.begin()
+        cycles = []
+        for rep in range(args.reps):
+            for setting in SETTINGS:
+                cycle = app.cycle()
+                if setting:
+                    loop(url, setting, app.cycle_end(cycle), rows)
+                app.wait_cycle_done(cycle)
+                cycles.append((setting, cycle))
+                say(f"rep {rep + 1}: {setting or 'alone'} done; load {os.getloadavg()[0]:.2f}")
+        app.stop()
+        report(app, workdir, cycles, args.phase_s)
+    finally:
+        for proc in procs:
+            proc.kill()
+        cluster.stop()
+
+
+def phase_figures(app: Application, workdir: Path, start: float, end: float, kind: str) -> dict:
+    window = app.window(start, end)[kind]
+    out = {"app p99": window["p99_ms"], "app p50": window["p50_ms"]}
+    for reading, share in (("trip", 0.99), ("tx", 0.99), ("write", 0.99), ("ages", 0.95)):
+        out[reading] = p(read_timings(workdir / reading, start, end), share)
+    return out
+
+
+def report(app: Application, workdir: Path, cycles: list, phase_s: float) -> None:
+    rows = []
+    for setting, cycle in cycles:
+        for n, kind in enumerate(("quiet", "busy")):
+            start = cycle + n * phase_s + 1  # a second in: the phase's start is a pgbench start
+            rows.append((setting, kind, phase_figures(app, workdir, start, cycle + (n + 1) * phase_s, kind)))
+    alone = {kind: [f for s, k, f in rows if s is None and k == kind] for kind in ("quiet", "busy")}
+    base = {kind: {key: sorted(f[key] for f in alone[kind] if f[key])[len(alone[kind]) // 2]
+                   for key in alone[kind][0]} for kind in alone}
+    print(f"{'setting':18} {'phase':5} | {'app p99 ms':>10} {'ratio':>6} | {'trip':>6} {'formula':>7} | "
+          f"{'tx':>6} | {'write':>6} | {'ages':>6}")
+    for setting, kind, f in rows:
+        b = base[kind]
+
+        def ratio(key):
+            return f"{f[key] / b[key]:6.2f}" if f[key] and b[key] else "   n/a"
+
+        formula = 1 + max(0.0, f["trip"] - b["trip"]) / b["ages"] if f["trip"] and b["trip"] and b["ages"] else None
+        name = "alone" if setting is None else f"loop {setting[0]}/{setting[1]}ms x{setting[2]}"
+        print(f"{name:18} {kind:5} | {f['app p99'] or 0:10.2f} {ratio('app p99')} | {ratio('trip')} "
+              f"{formula or 0:7.2f} | {ratio('tx')} | {ratio('write')} | {ratio('ages')}")
+    print("alone:", {kind: {k: round(v, 3) for k, v in b.items()} for kind, b in base.items()})
+
+
+if __name__ == "__main__":
+    main()
