@@ -89,6 +89,14 @@ def test_an_application_backend_waiting_on_our_locks_halves_at_once_whatever_the
     assert budget == pytest.approx(0.4) and "2 application backend(s) waiting on our locks" in reason
 
 
+def test_a_new_baseline_forgets_the_limit_only_when_the_application_alone_is_not_slower():
+    """Pacer._probe keeps DutyCycle.too_much when slower_alone says the application's own load rose."""
+    assert controller.slower_alone((2.0, 1.0), (3.5, 1.0)), "its own load rose: the knee still holds"
+    assert not controller.slower_alone((2.0, 1.0), (1.5, 1.0)), "lighter: the old knee no longer applies"
+    assert controller.slower_alone((None, 1.0), (2.0, 1.4)), "no tail age: the canary's trip decides"
+    assert not controller.slower_alone((None, None), (2.0, 1.0)), "the first baseline forgets nothing"
+
+
 def test_no_step_up_while_the_backfill_did_not_use_its_allowance():
     duty = DutyCycle(target=1.25, budget=0.3)
     assert duty.decide(Reading(transaction_ratio=1.0, working=False)) == (

@@ -9,7 +9,8 @@ The rules, tuned on bench/backfill_bench.py against an application with a fixed 
 - under target while the backfill used its allowance: grow. Before the first cut it doubles (slow start, from a
   twentieth of the ceiling: a protected run never begins by hitting the application, see START); after it,
   a step that shrinks as the signal nears the target, never more than half-way to the lowest setting that was
-  too much (so it does not oscillate around the knee). The memory is forgotten at each new baseline.
+  too much (so it does not oscillate around the knee). The memory is forgotten at a new baseline that finds the
+  application alone as fast as before or faster (its load fell: the old knee no longer applies), kept when slower.
 - damping: the signal pools the last two decisions' samples at least, and the decision after a cut never
   raises nor cuts again unless the signal rose by RISING (its window still holds samples from before the cut),
   so one slow second moves the budget once.
@@ -138,6 +139,18 @@ class DutyCycle:
                     reason = f"under target: half-way to {self.too_much:.2f}, the last setting that was too much"
         self.budget = min(self.ceiling, wanted)
         return self.budget, reason
+
+
+def slower_alone(before: tuple, after: tuple) -> bool:
+    """Whether the application alone is slower at this baseline than at the last one (pairs of figures, best
+    first: its tail transaction age, then the canary's trip). Then its own load rose, and a budget that was too
+    much under the lighter load is too much still: the controller keeps that limit rather than forgetting it (the
+    bench: a probe at the start of the busy phase forgot a limit of 0.09 and the pacer raised to 0.63 in three
+    decisions while the application read 2-4x its p99 alone)."""
+    for old, new in zip(before, after):
+        if old and new:
+            return new > old
+    return False
 
 
 def starting_budget(target: float | None, ceiling: float) -> float:

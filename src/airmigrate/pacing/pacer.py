@@ -19,7 +19,15 @@ from collections import deque
 
 from airmigrate import engines
 from airmigrate.db import Target, connect
-from airmigrate.pacing.controller import DutyCycle, Reading, percentile, shard_duty, sleep_after, starting_budget
+from airmigrate.pacing.controller import (
+    DutyCycle,
+    Reading,
+    percentile,
+    shard_duty,
+    sleep_after,
+    slower_alone,
+    starting_budget,
+)
 from airmigrate.pacing.signals import Canary, Sampler, StatementTotals, default_cpus
 from airmigrate.spec import Throttle
 
@@ -233,6 +241,7 @@ class Controller:
         finally:
             self.probing.clear()
             self.conn.execute("UPDATE airmigrate.pacing SET probe_until = NULL WHERE run_id = %s", (self.run_id,))
+        last = (self.baseline_tx_ms, self.baseline_trip_ms)
         baseline = after.latency_since(before) if before and after else None
         tail = percentile(ages, TAIL) if len(ages) >= MIN_AGES else None
         if baseline or tail:
@@ -240,7 +249,8 @@ class Controller:
             self.baseline_tx_ms = max(AGE_FLOOR_MS, tail) if tail is not None else self.baseline_tx_ms
         if len(trips) >= MIN_AGES:
             self.baseline_trip_ms = percentile(trips, TRIP_TAIL)
-            self.duty.forget_limit()
+            if not slower_alone(last, (self.baseline_tx_ms, self.baseline_trip_ms)):
+                self.duty.forget_limit()
             self.conn.execute("UPDATE airmigrate.pacing SET baseline_ms = %s WHERE run_id = %s",
                               (self.baseline_tx_ms or self.baseline_ms, self.run_id))
         log.info("pacing: baseline %s; %s; round trip p%.0f %s", f"{baseline:.3f} ms per application statement"
