@@ -272,15 +272,12 @@ class Controller:
     def _round_trip_ratio(self) -> float | None:
         """What the canary's extra wait does to the application's transactions: 1 + (its TRIP_TAIL round trip
         now - while we paused) / the application's tail transaction age while we paused. The wait is what every
-        committing client sees alike (a CPU, the server's shared structures, the log flush); as a ratio of a
-        sub-millisecond trip it would read tens of times, so it is added to the application's own time instead.
-        An application with too few transactions in flight for a tail age (a few hundred short ones a second)
-        still gets a figure: the canary's own trip while we paused stands in for its transactions' time (both are
-        mostly a commit's wait)."""
+        client sees alike (a CPU, the server's shared structures); as a ratio of a 0.05 ms SELECT it would read
+        tens of times, so it is added to the application's own time instead."""
         now = pooled_percentile(self.trips, TRIP_TAIL, MIN_TRIPS)
-        if now is None or not self.baseline_trip_ms:
+        if now is None or self.baseline_trip_ms is None or not self.baseline_tx_ms:
             return None
-        return 1 + max(0.0, now - self.baseline_trip_ms) / (self.baseline_tx_ms or self.baseline_trip_ms)
+        return 1 + max(0.0, now - self.baseline_trip_ms) / self.baseline_tx_ms
 
     def _sample_alone(self, seconds: float) -> list[float]:
         """The ages of the application's transactions while every shard pauses: `seconds`, longer (up to four
@@ -320,8 +317,7 @@ class Controller:
             cpu_pressure_ratio=figures["cpu_pressure_ratio"], external=figures["external"], working=rows_per_s > 0)
         if not reading.blocked and self.probed_at == 0.0:
             budget, reason = self.duty.budget, "holding at the start share: no baseline yet"
-        elif not reading.impacts() and (self.baseline_tx_ms or self.baseline_ms or self.baseline_trip_ms) and \
-                not reading.blocked and \
+        elif not reading.impacts() and (self.baseline_tx_ms or self.baseline_ms) and not reading.blocked and \
                 len(self.ages) < 2:
             budget, reason = self.duty.budget, "holding: measuring the application's latency"  # just after a probe
         else:
