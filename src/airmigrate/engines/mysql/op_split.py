@@ -7,11 +7,14 @@ PostgreSQL's steps (airmigrate.operations.split_table) are one trigger function 
 - **Triggers**: MySQL has one trigger per event: three AFTER triggers on the old table (``<name>_i``, ``_u``,
   ``_d``), each made by ``DROP TRIGGER IF EXISTS`` + ``CREATE TRIGGER`` (MySQL 8 has no ``CREATE OR REPLACE
   TRIGGER``). Insert and update upsert the row's key and moved columns into the new table (``INSERT ... ON
-  DUPLICATE KEY UPDATE c = VALUES(c)``, which MariaDB and MySQL 8 both run); an update that changes the key
+  DUPLICATE KEY UPDATE c = NEW.c``: the trigger's row by name, which MariaDB and every MySQL 8.0 run; not
+  ``VALUES(c)``, deprecated from MySQL 8.0.20, nor the row alias ``VALUES (...) AS new`` that replaces it, which
+  MariaDB lacks and MySQL has only from 8.0.19); an update that changes the key
   first deletes the old key's row (a change of case too: compared byte for byte); delete deletes it. They run in
   the application's statement, so the new table changes in the same transaction as the old one.
-- **Batches**: ``INSERT INTO new ... SELECT ... FROM old WHERE <range> LOCK IN SHARE MODE ON DUPLICATE KEY
-  UPDATE``. The shared locks make a concurrent update of a batch's row wait until the batch commits, so its
+- **Batches**: ``INSERT INTO new ... SELECT ... FROM old AS am_row WHERE <range> LOCK IN SHARE MODE ON DUPLICATE
+  KEY UPDATE c = am_row.c`` (an INSERT ... SELECT names the SELECT's columns there, MySQL's WL#6312: no VALUES()
+  either). The shared locks make a concurrent update of a batch's row wait until the batch commits, so its
   trigger's copy lands after the batch's and wins; without them the batch could write back a value read before
   that update (a lost update). ``LOCK IN SHARE MODE``, not ``FOR SHARE``: MariaDB 10.11 has only the former,
   MySQL 8 both. Both the batch and the application's trigger lock the old row first and the new row second:
@@ -45,6 +48,9 @@ from airmigrate.engines.mysql.connection import render
 from airmigrate.engines.mysql.op_columns import MAX_NAME, carry_column, column_definition, distinct, \
     restore_dropped_column
 from airmigrate.engines.operation_sql import SplitJob
+
+
+SOURCE = sql.Identifier("am_row")  # the batch's source row, named in its ON DUPLICATE KEY UPDATE
 
 
 def _s(template: str, **parts) -> str:
@@ -114,9 +120,9 @@ def steps(job: SplitJob) -> dict[str, list[str]]:
     tbl, new, key = sql.Identifier(*job.table), sql.Identifier(schema, job.new_table), sql.Identifier(job.key)
     cols = [sql.Identifier(c) for c in job.columns]
     names = _list([key, *cols])
-    sets = _list(sql.SQL("{c} = VALUES({c})").format(c=c) for c in cols)
     upsert = _s("INSERT INTO {n} ({names}) VALUES ({values}) ON DUPLICATE KEY UPDATE {sets}", n=new, names=names,
-                values=_list(sql.SQL("NEW.{}").format(c) for c in [key, *cols]), sets=sets)
+                values=_list(sql.SQL("NEW.{}").format(c) for c in [key, *cols]),
+                sets=_list(sql.SQL("{c} = NEW.{c}").format(c=c) for c in cols))
     forget = _s("DELETE FROM {n} WHERE {k} = OLD.{k}", n=new, k=key)
     moved_key = distinct(_s("NEW.{k}", k=key), _s("OLD.{k}", k=key))
     build, finish = _carried(job)
@@ -129,8 +135,9 @@ def steps(job: SplitJob) -> dict[str, list[str]]:
     # missing (it would stay in the new table); a row inserted or updated before its trigger the batches copy
     expand += _triggers(schema, job.sync, tbl, {
         "d": forget, "u": f"BEGIN IF {moved_key} THEN {forget}; END IF; {upsert}; END", "i": upsert})
-    backfill = [_s("INSERT INTO {n} ({names}) SELECT {names} FROM {t} WHERE {k} BETWEEN %(lo)s AND %(hi)s "
-                   "LOCK IN SHARE MODE ON DUPLICATE KEY UPDATE {sets}", n=new, names=names, t=tbl, k=key, sets=sets)]
+    backfill = [_s("INSERT INTO {n} ({names}) SELECT {names} FROM {t} AS {o} WHERE {k} BETWEEN %(lo)s AND %(hi)s "
+                   "LOCK IN SHARE MODE ON DUPLICATE KEY UPDATE {sets}", n=new, names=names, t=tbl, k=key, o=SOURCE,
+                   sets=_list(sql.SQL("{c} = {o}.{c}").format(c=c, o=SOURCE) for c in cols))]
     contract = _drop_triggers(schema, job.sync, "iud")  # the other way round: a copied row's delete still follows
     contract += [_s("ALTER TABLE {t} DROP INDEX {i}", t=tbl, i=sql.Identifier(name)) for name in _moved_indexes(job)]
     contract += [_s("ALTER TABLE {t} ", t=tbl) + ", ".join(_s("DROP COLUMN {c}", c=c) for c in cols)]
