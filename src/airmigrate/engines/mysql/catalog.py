@@ -105,16 +105,18 @@ def read_table(conn, schema: str, table: str) -> dict | None:
                    "COLLATION_NAME, COLUMN_COMMENT, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
                    "AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (schema, table)).fetchall()}
     indexes: dict[str, dict] = {}
-    for name, non_unique, column, kind in conn.execute(
-            "SELECT INDEX_NAME, NON_UNIQUE, COLUMN_NAME, INDEX_TYPE FROM information_schema.STATISTICS "
+    for name, non_unique, column, kind, prefix in conn.execute(
+            "SELECT INDEX_NAME, NON_UNIQUE, COLUMN_NAME, INDEX_TYPE, SUB_PART FROM information_schema.STATISTICS "
             "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY INDEX_NAME, SEQ_IN_INDEX", (schema, table)):
-        entry = indexes.setdefault(name, {"parts": [], "unique": not non_unique, "kind": kind})
-        entry["parts"].append(column or "(expression)")
+        entry = indexes.setdefault(name, {"parts": [], "columns": [], "unique": not non_unique, "kind": kind})
+        entry["parts"].append(_key_part(column, prefix, kind))
+        entry["columns"].append(column)
     index_info = {name: {"definition": f"{'UNIQUE ' if e['unique'] else ''}{e['kind']} ({', '.join(e['parts'])})",
-                         "columns": sorted(c for c in e["parts"] if c in columns),
+                         "columns": sorted(c for c in e["columns"] if c in columns),
                          "constraint": name if e["unique"] else None} for name, e in indexes.items()}
     constraints = {name: {"kind": "p" if name == "PRIMARY" else "u", "definition": info["definition"],
-                          "columns": list(indexes[name]["parts"]), "index": info["definition"]}
+                          "columns": [c or "(expression)" for c in indexes[name]["columns"]],
+                          "index": info["definition"]}
                    for name, info in index_info.items() if info["constraint"]}
     referenced_by = {f"{r[1]}.{r[0]}": {"definition": f"FOREIGN KEY ({r[3]}) REFERENCES {table} ({r[4]})",
                                         "columns": r[3].split(","), "name": r[0], "table": [r[1], r[2]]}
@@ -127,6 +129,15 @@ def read_table(conn, schema: str, table: str) -> dict | None:
     return {"schema": schema, "table": table, "comment": found[0] or None, "privileges": [], "columns": columns,
             "constraints": constraints, "indexes": index_info, "triggers": {}, "referenced_by": referenced_by,
             "dependents": {}, "checks": _checks(conn, schema, table), "references": _references(conn, schema, table)}
+
+
+def _key_part(column: str | None, prefix: int | None, kind: str) -> str:
+    """One part of an index's definition: the column, with its prefix length when the index has one (``name(10)``:
+    op_columns.index_parts builds it again so); ``(expression)`` for a functional part. A SPATIAL index's
+    SUB_PART (MariaDB reports 32 for a geometry's whole value) is no prefix of the user's."""
+    if column is None:
+        return "(expression)"
+    return f"{column}({prefix})" if prefix and kind in ("BTREE", "HASH") else column
 
 
 def _checks(conn, schema: str, table: str) -> dict[str, dict]:
