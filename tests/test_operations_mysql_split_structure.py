@@ -1,5 +1,8 @@
 """split_table on MySQL / MariaDB and what surrounds the moved columns, on a real server with the steps run by hand (no
-DAG, a few rows): a prefix index goes to the new table with its prefix and comes back with it."""
+DAG, a few rows): a prefix index goes to the new table with its prefix and comes back with it; the application's
+triggers and the generated columns the contract or the rollback would break are refused at preflight, each named with
+why and the fix, while the triggers that are safe are not refused and run as before through expand, batch, contract
+and the rollback."""
 
 from __future__ import annotations
 
@@ -105,3 +108,78 @@ def test_a_prefix_index_goes_to_the_new_table_and_back_with_its_prefix(target):
     run(target, back.down_contract)
     assert prefixes(target, "notes") == original
     assert one(target, "SELECT MD5(GROUP_CONCAT(id, a, body, title ORDER BY id)) FROM notes") == before
+
+
+def application_triggers(target) -> None:
+    """notes and its application's triggers: two that name the moved column s (one on notes, one on tags writing
+    notes.s), one on notes' updates; an audit of inserts and deletes that names no moved column."""
+    execute(target,
+            "CREATE TABLE notes (id INT PRIMARY KEY, a INT NOT NULL, s VARCHAR(40), changed_at DATETIME(6))",
+            "CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, note INT, what VARCHAR(20))",
+            "CREATE TABLE tags (id INT PRIMARY KEY, note INT)",
+            "CREATE TRIGGER notes_s_upper BEFORE INSERT ON notes FOR EACH ROW SET NEW.s = UPPER(NEW.s)",
+            "CREATE TRIGGER notes_touched BEFORE UPDATE ON notes FOR EACH ROW SET NEW.changed_at = NOW(6)",
+            "CREATE TRIGGER notes_added AFTER INSERT ON notes FOR EACH ROW INSERT INTO audit (note, what) "
+            "VALUES (NEW.id, 'added')",
+            "CREATE TRIGGER notes_gone AFTER DELETE ON notes FOR EACH ROW INSERT INTO audit (note, what) "
+            "VALUES (OLD.id, 'deleted')",
+            "CREATE TRIGGER tags_label AFTER INSERT ON tags FOR EACH ROW UPDATE notes SET s = 'tagged' "
+            "WHERE id = NEW.note",
+            f"INSERT INTO notes (id, a, s) SELECT seq, seq % 7, CONCAT('row ', seq) FROM seq_1_to_{ROWS}")
+
+
+def test_the_applications_triggers_the_contract_or_the_rollback_would_break_are_refused(target):
+    application_triggers(target)
+    structure, _ = structure_of(target)
+    why = split_table.refusals(split("s"), structure, ("id",))
+    assert sorted(w.split(" ", 2)[1] for w in why) == ["notes_s_upper", "notes_touched", "tags_label"], why
+    named = {w.split(" ", 2)[1]: w for w in why}
+    assert named["notes_s_upper"].startswith(
+        f"trigger notes_s_upper (BEFORE INSERT on {target.dbname}.notes) names moved column s: MySQL does not look "
+        "into triggers when the contract drops a column")
+    assert named["tags_label"].startswith(f"trigger tags_label (AFTER INSERT on {target.dbname}.tags) names moved "
+                                          "column s")
+    assert "a rollback after the contract copies back" in named["notes_touched"] and "Drop it" in named["notes_touched"]
+    # moving `a` instead: no trigger names it, but notes_touched still runs on every row the rollback copies back
+    [why] = split_table.refusals(split("a"), structure, ("id",))
+    assert why.startswith("trigger notes_touched (BEFORE UPDATE on")
+    # the server agrees on the first reason: once s is gone, every insert fails in notes_s_upper
+    execute(target, "ALTER TABLE notes DROP COLUMN s")
+    with pytest.raises(pymysql.err.OperationalError, match="Unknown column 's'"):
+        execute(target, "INSERT INTO notes (id, a) VALUES (1000, 1)")
+
+
+def test_the_applications_insert_and_delete_triggers_naming_no_moved_column_run_as_before(target):
+    """The audit of inserts and deletes stays (not refused): through expand, batch, contract and the rollback after
+    it, the audit holds the application's own inserts and deletes and nothing of airmigrate's steps."""
+    application_triggers(target)
+    execute(target, "DROP TRIGGER notes_s_upper", "DROP TRIGGER notes_touched", "DROP TRIGGER tags_label",
+            "DELETE FROM audit")
+    op, recorded = split("s"), structure_of(target)
+    assert split_table.refusals(op, recorded[0], ("id",)) == []
+    up = by_hand(target, op, recorded, {"id", "a", "s", "changed_at"})
+    run(target, up.expand)
+    execute(target, "INSERT INTO notes (id, a, s) VALUES (1001, 1, 'new')", "DELETE FROM notes WHERE id = 2")
+    batch(target, up.backfill)
+    run(target, up.contract)
+    back = by_hand(target, op, recorded, {"id", "a", "changed_at"})
+    run(target, back.down)
+    batch(target, back.down_backfill)
+    run(target, back.down_contract)
+    assert one(target, "SELECT GROUP_CONCAT(note, ' ', what ORDER BY id) FROM audit") == ("1001 added,2 deleted",)
+    assert one(target, "SELECT s FROM notes WHERE id = 1001") == ("new",)
+    assert one(target, "SELECT COUNT(*) FROM notes WHERE s = CONCAT('row ', id)")[0] == ROWS - 1
+
+
+def test_a_generated_column_reading_a_moved_column_or_moved_itself_is_refused(target):
+    execute(target, "CREATE TABLE notes (id INT PRIMARY KEY, s VARCHAR(40), n INT, s_len INT AS (CHAR_LENGTH(s)) "
+                    "VIRTUAL, n2 INT AS (n * 2) STORED)")
+    structure, _ = structure_of(target)
+    [why] = split_table.refusals(split("s"), structure, ("id",))
+    assert why.startswith(f"generated column s_len of {target.dbname}.notes is computed from moved column s "
+                          "(char_length(`s`)): the contract could not drop s"), why
+    [why] = split_table.refusals(split("n", "n2"), structure, ("id",))  # n2 moves with what it reads: still refused
+    assert why.startswith(f"{target.dbname}.notes.n2 is a generated column: the new table would hold a plain copy")
+    assert split_table.refusals(split("n"), structure, ("id",))[0].startswith("generated column n2 of")
+    with pytest.raises(pymysql.err.OperationalError, match="s"):  # what the contract would have met
+        execute(target, "ALTER TABLE notes DROP COLUMN s")

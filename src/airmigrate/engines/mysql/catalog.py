@@ -128,7 +128,8 @@ def read_table(conn, schema: str, table: str) -> dict | None:
                          (schema, table)).fetchall()}
     return {"schema": schema, "table": table, "comment": found[0] or None, "privileges": [], "columns": columns,
             "constraints": constraints, "indexes": index_info, "triggers": {}, "referenced_by": referenced_by,
-            "dependents": {}, "checks": _checks(conn, schema, table), "references": _references(conn, schema, table)}
+            "dependents": {}, "checks": _checks(conn, schema, table), "references": _references(conn, schema, table),
+            "row_triggers": _row_triggers(conn, schema, table)}
 
 
 def _key_part(column: str | None, prefix: int | None, kind: str) -> str:
@@ -152,6 +153,22 @@ def _checks(conn, schema: str, table: str) -> dict[str, dict]:
         "AND cc.CONSTRAINT_NAME = tc.CONSTRAINT_NAME" + same_table + " WHERE tc.TABLE_SCHEMA = %s "
         "AND tc.TABLE_NAME = %s AND tc.CONSTRAINT_TYPE = 'CHECK' ORDER BY tc.CONSTRAINT_NAME", (schema, table))
     return {name: {"definition": clause, "columns": parsing.columns_read(clause)} for name, clause in rows.fetchall()}
+
+
+OWN_TRIGGER = re.compile(r"am_[a-z]+_")  # airmigrate's own (operations.base.OpContext.name): not the application's
+
+
+def _row_triggers(conn, schema: str, table: str) -> dict[str, dict]:
+    """The application's triggers that may touch the table: its own, and those of the database's other tables whose
+    body names it; name -> the table it is on, timing, event and body. Apart from `triggers` (compared by the
+    rollback, empty here) like `checks`: split_table's refusals read them (a trigger naming a moved column breaks
+    once the column is gone). airmigrate's own triggers (``am_<kind>_...``, a resumed run's) are left out."""
+    rows = conn.execute(
+        "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_STATEMENT "
+        "FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s AND (EVENT_OBJECT_TABLE = %s OR "
+        "LOCATE(%s, ACTION_STATEMENT) > 0) ORDER BY TRIGGER_NAME", (schema, table, table)).fetchall()
+    return {name: {"table": on, "timing": timing, "event": event, "statement": body}
+            for name, on, timing, event, body in rows if not OWN_TRIGGER.match(name)}
 
 
 def _references(conn, schema: str, table: str) -> dict[str, dict]:
