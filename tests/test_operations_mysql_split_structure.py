@@ -183,3 +183,28 @@ def test_a_generated_column_reading_a_moved_column_or_moved_itself_is_refused(ta
     assert split_table.refusals(split("n"), structure, ("id",))[0].startswith("generated column n2 of")
     with pytest.raises(pymysql.err.OperationalError, match="s"):  # what the contract would have met
         execute(target, "ALTER TABLE notes DROP COLUMN s")
+
+
+def test_the_rollback_after_the_contract_leaves_an_on_update_timestamp_as_it_was(target):
+    """`changed_at ... ON UPDATE CURRENT_TIMESTAMP`: the rollback's batches copy the moved column home with an UPDATE
+    of each row, which would stamp every row with the rollback's time. Moving changed_at itself is refused: the new
+    table's copy would not be stamped."""
+    execute(target,
+            "CREATE TABLE notes (id INT PRIMARY KEY, a INT NOT NULL, s VARCHAR(40), changed_at TIMESTAMP(6) NOT NULL "
+            "DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6))",
+            f"INSERT INTO notes (id, a, s, changed_at) SELECT seq, seq % 7, CONCAT('row ', seq), "
+            f"'2020-01-01 00:00:00' + INTERVAL seq MINUTE FROM seq_1_to_{ROWS}")
+    before = one(target, "SELECT MD5(GROUP_CONCAT(id, a, s, changed_at ORDER BY id)) FROM notes")
+    op, recorded = split("s"), structure_of(target)
+    [why] = split_table.refusals(split("s", "changed_at"), recorded[0], ("id",))
+    assert why.startswith(f"{target.dbname}.notes.changed_at is stamped by the server on every update (ON UPDATE "
+                          "current_timestamp(6))"), why
+    up = by_hand(target, op, recorded, {"id", "a", "s", "changed_at"})
+    run(target, up.expand)
+    batch(target, up.backfill)
+    run(target, up.contract)
+    back = by_hand(target, op, recorded, {"id", "a", "changed_at"})
+    run(target, back.down)
+    batch(target, back.down_backfill)
+    run(target, back.down_contract)
+    assert one(target, "SELECT MD5(GROUP_CONCAT(id, a, s, changed_at ORDER BY id)) FROM notes") == before

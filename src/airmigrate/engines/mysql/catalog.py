@@ -88,6 +88,9 @@ def as_written(default: str | None, extra: str | None, mariadb: bool) -> str | N
     return connection.render(sql.Literal(default))
 
 
+ON_UPDATE = re.compile(r"(?i)\bon update (\S+)")  # in EXTRA: MariaDB's "on update current_timestamp(6)"
+
+
 def read_table(conn, schema: str, table: str) -> dict | None:
     """The table's definition in airmigrate.structure's shape, from information_schema: columns (type,
     nullability, default, generation, collation, comment), indexes and unique/primary keys with their columns,
@@ -97,13 +100,16 @@ def read_table(conn, schema: str, table: str) -> dict | None:
     if found is None:
         return None
     mariadb = getattr(conn, "is_mariadb", True)
+    rows = conn.execute(
+        "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, GENERATION_EXPRESSION, COLLATION_NAME, "
+        "COLUMN_COMMENT, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+        "ORDER BY ORDINAL_POSITION", (schema, table)).fetchall()
     columns = {r[0]: {"type": r[1], "not_null": r[2] == "NO", "default": as_written(r[3], r[7], mariadb),
                       "identity": None, "generated": r[4] or None, "collation": r[5], "comment": r[6] or None,
-                      "statistics": None, "owns_sequence": None, "privileges": []}
-               for r in conn.execute(
-                   "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, GENERATION_EXPRESSION, "
-                   "COLLATION_NAME, COLUMN_COMMENT, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
-                   "AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (schema, table)).fetchall()}
+                      "statistics": None, "owns_sequence": None, "privileges": []} for r in rows}
+    # ON UPDATE CURRENT_TIMESTAMP: apart from `columns` (compared by the rollback) like `checks`; split_table's
+    # rollback keeps such a column's stamps, its refusals name a moved one
+    on_update = {r[0]: stamp.group(1) for r in rows if (stamp := ON_UPDATE.search(r[7] or ""))}
     indexes: dict[str, dict] = {}
     for name, non_unique, column, kind, prefix in conn.execute(
             "SELECT INDEX_NAME, NON_UNIQUE, COLUMN_NAME, INDEX_TYPE, SUB_PART FROM information_schema.STATISTICS "
@@ -129,7 +135,7 @@ def read_table(conn, schema: str, table: str) -> dict | None:
     return {"schema": schema, "table": table, "comment": found[0] or None, "privileges": [], "columns": columns,
             "constraints": constraints, "indexes": index_info, "triggers": {}, "referenced_by": referenced_by,
             "dependents": {}, "checks": _checks(conn, schema, table), "references": _references(conn, schema, table),
-            "row_triggers": _row_triggers(conn, schema, table)}
+            "row_triggers": _row_triggers(conn, schema, table), "on_update": on_update}
 
 
 def _key_part(column: str | None, prefix: int | None, kind: str) -> str:

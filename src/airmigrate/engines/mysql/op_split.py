@@ -183,12 +183,21 @@ def _rollback(job: SplitJob, tbl: sql.Identifier, new: sql.Identifier, key: sql.
     down += _triggers(schema, job.back, new, {"i": mirror, "u": mirror})
     down_backfill = [_s("UPDATE {n} AS x STRAIGHT_JOIN {t} AS o ON o.{k} = x.{k} SET {sets} WHERE x.{k} BETWEEN "
                         "%(lo)s AND %(hi)s AND ({differs})", n=new, t=tbl, k=key, differs=differs,
-                        sets=_list(sql.SQL("o.{c} = x.{c}").format(c=c) for c in cols))]
+                        sets=_list([sql.SQL("o.{c} = x.{c}").format(c=c) for c in cols]
+                                   + [sql.SQL("o.{c} = o.{c}").format(c=c) for c in _stamped(job)]))]
     home = []  # NOT NULL and the indexes come back once the values are
     for column in job.columns:
         home += restore_dropped_column(job.table, column, job.types[column], job.structure)[1]
     down_contract = list(dict.fromkeys(home)) + [_s("DROP TABLE IF EXISTS {n}", n=new)]
     return down, down_backfill, down_contract
+
+
+def _stamped(job: SplitJob) -> list[sql.Identifier]:
+    """The staying columns the server stamps on every update (ON UPDATE CURRENT_TIMESTAMP): the rollback's batches
+    set each to itself, the one way to keep a row's stamp (the MySQL manual's) while the moved columns come home,
+    which is no change of the application's. Its mirror trigger does not: that is the application's write."""
+    stamped = (job.structure or {}).get("on_update") or {}
+    return [sql.Identifier(c) for c in sorted(stamped) if c not in job.columns]
 
 
 def _added_back(job: SplitJob, tbl: sql.Identifier) -> list[str]:
@@ -216,13 +225,14 @@ def refusals(structure: dict | None, columns: list[str], key: tuple[str, ...]) -
     the table, and cannot drop a column a foreign key uses); a foreign key whose action deletes rows of the table
     or changes a moved or key column (MySQL runs no trigger for those rows: the new table would not follow); a
     generated column computed from a moved column (:func:`_generated_refusals`); the application's triggers that
-    name a moved column or run on the table's updates (:func:`_trigger_refusals`)."""
+    name a moved column or run on the table's updates (:func:`_trigger_refusals`); a moved column the server stamps
+    ON UPDATE (:func:`_stamp_refusals`)."""
     if not structure:
         return []
     table, moved = f"{structure['schema']}.{structure['table']}", set(columns)
     return (_index_refusals(structure, table, moved) + _check_refusals(structure, table, moved)
             + _reference_refusals(structure, table, moved, key) + _generated_refusals(structure, table, moved)
-            + _trigger_refusals(structure, table, moved))
+            + _trigger_refusals(structure, table, moved) + _stamp_refusals(structure, table, moved))
 
 
 def _index_refusals(structure: dict, table: str, moved: set[str]) -> list[str]:
@@ -274,6 +284,16 @@ def _generated_refusals(structure: dict, table: str, moved: set[str]) -> list[st
                        "earlier migration) and compute it where its columns are afterwards (a view, or the new "
                        "table), or leave these columns in place")
     return out
+
+
+def _stamp_refusals(structure: dict, table: str, moved: set[str]) -> list[str]:
+    """A moved column the server stamps on every update (ON UPDATE CURRENT_TIMESTAMP): the new table's column is
+    made from its type, default and comment (op_columns.column_definition), so after the contract nothing would
+    stamp it. (A staying one is kept as it is by the rollback's batches: :func:`_stamped`.)"""
+    return [f"{table}.{name} is stamped by the server on every update (ON UPDATE {stamp}): its copy in the new table "
+            "would not be. Drop the ON UPDATE clause first (in an earlier migration; the application sets the time "
+            "itself), or leave it in place"
+            for name, stamp in sorted(((structure.get("on_update") or {}).items())) if name in moved]
 
 
 def _trigger_refusals(structure: dict, table: str, moved: set[str]) -> list[str]:
