@@ -2,7 +2,7 @@
 DAG, a few rows): a prefix index goes to the new table with its prefix and comes back with it; the application's
 triggers and the generated columns the contract or the rollback would break are refused at preflight, each named with
 why and the fix, while the triggers that are safe are not refused and run as before through expand, batch, contract
-and the rollback."""
+and the rollback; a staying ON UPDATE CURRENT_TIMESTAMP column keeps its stamps through the rollback."""
 
 from __future__ import annotations
 
