@@ -25,6 +25,11 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
+try:  # pytest 9.2's structured node ids: see _group_in_node_ids
+    from _pytest.nodeid import NodeId
+except ImportError:  # an older pytest, where pytest-xdist puts the group into the node id itself
+    NodeId = None
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 # MySQL: the tests never move a server's old shared state database (`airmigrate`, another checkout's tests may be
@@ -91,9 +96,12 @@ SERVER_FIXTURES = {"pg_server", "template_db", "fresh_db", "empty_db", "airflow_
                    "dagbag"}  # dagbag: DagBag.sync to the metadata database
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own, which should have added the group to the node id
 def pytest_collection_modifyitems(config, items):
     """`make check` (AIRMIGRATE_CHECK=1) keeps the tests that need neither a database server nor a running
-    Airflow: those asking for a server fixture, or marked `server`, are deselected."""
+    Airflow: those asking for a server fixture, or marked `server`, are deselected. `make test`: each test's
+    xdist_group is put in its node id when pytest-xdist could not (:func:`_group_in_node_ids`)."""
+    _group_in_node_ids(config, items)
     if not CHECK:
         return
     keep, drop = [], []
@@ -103,6 +111,29 @@ def pytest_collection_modifyitems(config, items):
         (drop if needs else keep).append(item)
     config.hook.pytest_deselected(items=drop)
     items[:] = keep
+
+
+def _group_in_node_ids(config, items) -> None:
+    """`--dist loadgroup` sends the tests of one xdist_group to one worker by reading "@group" at the end of their
+    node ids, which pytest-xdist 3.8 appends on the worker by writing ``item._nodeid``; pytest 9.2 keeps the id in
+    ``item._id`` (a NodeId), so the suffix was silently lost (pytest-xdist issue 1386) and every grouped test was
+    scheduled alone: both workers started an Airflow of their own for one module (its module-scoped fixture), the
+    lease tests' subprocesses ran beside each other. Here the suffix is added the way pytest 9.2 keeps ids, only
+    where xdist's did not take; a node id it cannot change is an error, not a silent loss of the groups."""
+    if not getattr(config.option, "loadgroup", False):  # set on the workers of --dist loadgroup only
+        return
+    for item in items:
+        groups = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                         for mark in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(groups)
+        if not groups or item.nodeid.endswith(suffix):
+            continue
+        if NodeId is None:
+            raise pytest.UsageError(f"pytest-xdist did not put the xdist_group into {item.nodeid}")
+        item._id = NodeId.parse(item.nodeid + suffix)
+        if not item.nodeid.endswith(suffix):
+            raise pytest.UsageError(f"cannot put the xdist_group into {item.nodeid}: --dist loadgroup would "
+                                    "ignore it (see tests/conftest.py _group_in_node_ids)")
 
 
 def pytest_configure(config):

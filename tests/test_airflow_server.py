@@ -21,7 +21,7 @@ from airmigrate import devdb
 from airmigrate.airflow.local import HTTP_TIMEOUT, LocalAirflow
 from airmigrate.db import connect
 
-pytestmark = [pytest.mark.airflow_server, pytest.mark.xdist_group("airflow_server")]
+pytestmark = [pytest.mark.airflow_server, pytest.mark.xdist_group("airflow_server")]  # one worker, one Airflow
 DAG_ID = "0001_add_user_email_verified"
 APPROVAL_DAG = "0110_drop_last_login"
 FRAGILE_DAG = "0111_fragile_backfill"

@@ -23,7 +23,7 @@ from airmigrate.airflow.local import LocalAirflow, sqlalchemy_url
 from airmigrate.db import connect
 from test_airflow_server import trigger, wait_finished
 
-pytestmark = [pytest.mark.airflow_server, pytest.mark.xdist_group("airflow_server")]
+pytestmark = [pytest.mark.airflow_server, pytest.mark.xdist_group("celery")]  # its Airflows run beside the others
 DAG_ID = "0103_slow_backfill"  # 0.25 s per batch: long enough for both workers to take part
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

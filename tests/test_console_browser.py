@@ -20,7 +20,7 @@ from airmigrate import devdb, state
 from airmigrate.airflow.local import LocalAirflow
 from airmigrate.db import connect
 
-pytestmark = [pytest.mark.airflow_server, pytest.mark.xdist_group("airflow_server")]
+pytestmark = [pytest.mark.airflow_server, pytest.mark.xdist_group("console_browser")]  # one worker, one Airflow
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/lib/chromium/chromium")
 MIGRATION = "0901_console_backfill"

@@ -258,7 +258,7 @@ def _logs(airflow) -> str:
 
 
 @pytest.mark.airflow_server
-@pytest.mark.xdist_group("airflow_server")
+@pytest.mark.xdist_group("console_mysql_airflow")  # its module-scoped Airflow and browser: one worker
 def test_mariadb_runs_in_the_console_and_their_reports_like_postgresql_ones(browser, airflow, mariadb, project):
     from test_console_browser import console, login
 

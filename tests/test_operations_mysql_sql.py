@@ -193,7 +193,7 @@ def test_split_table_new_table_three_after_triggers_and_batches_that_lock_what_t
     up = split(frozenset(SPLIT_TYPES))
     new, items = "`shop`.`item_texts`", "`shop`.`items`"
     upsert = (f"INSERT INTO {new} (`id`, `s`, `n`) VALUES (NEW.`id`, NEW.`s`, NEW.`n`) ON DUPLICATE KEY UPDATE "
-              "`s` = VALUES(`s`), `n` = VALUES(`n`)")
+              "`s` = NEW.`s`, `n` = NEW.`n`")  # the trigger's row by name: no VALUES(), deprecated on MySQL 8
     assert up.expand == [
         f"CREATE TABLE IF NOT EXISTS {new} (`id` int(11) NOT NULL, `s` varchar(40) COLLATE utf8mb4_general_ci NULL, "
         "`n` int(11) NULL, PRIMARY KEY (`id`))",
@@ -209,8 +209,8 @@ def test_split_table_new_table_three_after_triggers_and_batches_that_lock_what_t
         "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_i`",
         f"CREATE TRIGGER `shop`.`am_sync_0001_x_0_i` AFTER INSERT ON {items} FOR EACH ROW {upsert}"]
     assert up.backfill == [
-        f"INSERT INTO {new} (`id`, `s`, `n`) SELECT `id`, `s`, `n` FROM {items} WHERE `id` BETWEEN %(lo)s AND %(hi)s "
-        "LOCK IN SHARE MODE ON DUPLICATE KEY UPDATE `s` = VALUES(`s`), `n` = VALUES(`n`)"]
+        f"INSERT INTO {new} (`id`, `s`, `n`) SELECT `id`, `s`, `n` FROM {items} AS `am_row` WHERE `id` BETWEEN %(lo)s "
+        "AND %(hi)s LOCK IN SHARE MODE ON DUPLICATE KEY UPDATE `s` = `am_row`.`s`, `n` = `am_row`.`n`"]
     assert up.contract == [
         "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_i`", "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_u`",
         "DROP TRIGGER IF EXISTS `shop`.`am_sync_0001_x_0_d`",

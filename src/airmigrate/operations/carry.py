@@ -202,7 +202,12 @@ def refusals(info: dict | None, columns: list[str], key: tuple[str, ...] = (), m
             out.append(f"{table}.{column} is an identity column: a replacement column cannot take over its "
                        "sequence safely. Keep the column, or drop the identity first (ALTER COLUMN ... DROP IDENTITY) "
                        "in an earlier migration")
-        if col["generated"]:
+        if col["generated"] and moving:
+            out.append(f"{table}.{column} is a generated column: the new table would hold a plain copy of its values "
+                       "that no longer follows what it is computed from. Leave it in place, or drop it first (in an "
+                       "earlier migration) and add it to the new table afterwards, computed from the new table's "
+                       "columns")
+        elif col["generated"]:
             out.append(f"{table}.{column} is a generated column: change its expression with a new generated "
                        "column (add_column) instead")
         for what in info.get("dependents", {}).get(column, []):

@@ -88,6 +88,9 @@ def as_written(default: str | None, extra: str | None, mariadb: bool) -> str | N
     return connection.render(sql.Literal(default))
 
 
+ON_UPDATE = re.compile(r"(?i)\bon update (\S+)")  # in EXTRA: MariaDB's "on update current_timestamp(6)"
+
+
 def read_table(conn, schema: str, table: str) -> dict | None:
     """The table's definition in airmigrate.structure's shape, from information_schema: columns (type,
     nullability, default, generation, collation, comment), indexes and unique/primary keys with their columns,
@@ -97,24 +100,29 @@ def read_table(conn, schema: str, table: str) -> dict | None:
     if found is None:
         return None
     mariadb = getattr(conn, "is_mariadb", True)
+    rows = conn.execute(
+        "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, GENERATION_EXPRESSION, COLLATION_NAME, "
+        "COLUMN_COMMENT, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+        "ORDER BY ORDINAL_POSITION", (schema, table)).fetchall()
     columns = {r[0]: {"type": r[1], "not_null": r[2] == "NO", "default": as_written(r[3], r[7], mariadb),
                       "identity": None, "generated": r[4] or None, "collation": r[5], "comment": r[6] or None,
-                      "statistics": None, "owns_sequence": None, "privileges": []}
-               for r in conn.execute(
-                   "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, GENERATION_EXPRESSION, "
-                   "COLLATION_NAME, COLUMN_COMMENT, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
-                   "AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (schema, table)).fetchall()}
+                      "statistics": None, "owns_sequence": None, "privileges": []} for r in rows}
+    # ON UPDATE CURRENT_TIMESTAMP: apart from `columns` (compared by the rollback) like `checks`; split_table's
+    # rollback keeps such a column's stamps, its refusals name a moved one
+    on_update = {r[0]: stamp.group(1) for r in rows if (stamp := ON_UPDATE.search(r[7] or ""))}
     indexes: dict[str, dict] = {}
-    for name, non_unique, column, kind in conn.execute(
-            "SELECT INDEX_NAME, NON_UNIQUE, COLUMN_NAME, INDEX_TYPE FROM information_schema.STATISTICS "
+    for name, non_unique, column, kind, prefix in conn.execute(
+            "SELECT INDEX_NAME, NON_UNIQUE, COLUMN_NAME, INDEX_TYPE, SUB_PART FROM information_schema.STATISTICS "
             "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY INDEX_NAME, SEQ_IN_INDEX", (schema, table)):
-        entry = indexes.setdefault(name, {"parts": [], "unique": not non_unique, "kind": kind})
-        entry["parts"].append(column or "(expression)")
+        entry = indexes.setdefault(name, {"parts": [], "columns": [], "unique": not non_unique, "kind": kind})
+        entry["parts"].append(_key_part(column, prefix, kind))
+        entry["columns"].append(column)
     index_info = {name: {"definition": f"{'UNIQUE ' if e['unique'] else ''}{e['kind']} ({', '.join(e['parts'])})",
-                         "columns": sorted(c for c in e["parts"] if c in columns),
+                         "columns": sorted(c for c in e["columns"] if c in columns),
                          "constraint": name if e["unique"] else None} for name, e in indexes.items()}
     constraints = {name: {"kind": "p" if name == "PRIMARY" else "u", "definition": info["definition"],
-                          "columns": list(indexes[name]["parts"]), "index": info["definition"]}
+                          "columns": [c or "(expression)" for c in indexes[name]["columns"]],
+                          "index": info["definition"]}
                    for name, info in index_info.items() if info["constraint"]}
     referenced_by = {f"{r[1]}.{r[0]}": {"definition": f"FOREIGN KEY ({r[3]}) REFERENCES {table} ({r[4]})",
                                         "columns": r[3].split(","), "name": r[0], "table": [r[1], r[2]]}
@@ -126,7 +134,17 @@ def read_table(conn, schema: str, table: str) -> dict | None:
                          (schema, table)).fetchall()}
     return {"schema": schema, "table": table, "comment": found[0] or None, "privileges": [], "columns": columns,
             "constraints": constraints, "indexes": index_info, "triggers": {}, "referenced_by": referenced_by,
-            "dependents": {}, "checks": _checks(conn, schema, table), "references": _references(conn, schema, table)}
+            "dependents": {}, "checks": _checks(conn, schema, table), "references": _references(conn, schema, table),
+            "row_triggers": _row_triggers(conn, schema, table), "on_update": on_update}
+
+
+def _key_part(column: str | None, prefix: int | None, kind: str) -> str:
+    """One part of an index's definition: the column, with its prefix length when the index has one (``name(10)``:
+    op_columns.index_parts builds it again so); ``(expression)`` for a functional part. A SPATIAL index's
+    SUB_PART (MariaDB reports 32 for a geometry's whole value) is no prefix of the user's."""
+    if column is None:
+        return "(expression)"
+    return f"{column}({prefix})" if prefix and kind in ("BTREE", "HASH") else column
 
 
 def _checks(conn, schema: str, table: str) -> dict[str, dict]:
@@ -141,6 +159,22 @@ def _checks(conn, schema: str, table: str) -> dict[str, dict]:
         "AND cc.CONSTRAINT_NAME = tc.CONSTRAINT_NAME" + same_table + " WHERE tc.TABLE_SCHEMA = %s "
         "AND tc.TABLE_NAME = %s AND tc.CONSTRAINT_TYPE = 'CHECK' ORDER BY tc.CONSTRAINT_NAME", (schema, table))
     return {name: {"definition": clause, "columns": parsing.columns_read(clause)} for name, clause in rows.fetchall()}
+
+
+OWN_TRIGGER = re.compile(r"am_[a-z]+_")  # airmigrate's own (operations.base.OpContext.name): not the application's
+
+
+def _row_triggers(conn, schema: str, table: str) -> dict[str, dict]:
+    """The application's triggers that may touch the table: its own, and those of the database's other tables whose
+    body names it; name -> the table it is on, timing, event and body. Apart from `triggers` (compared by the
+    rollback, empty here) like `checks`: split_table's refusals read them (a trigger naming a moved column breaks
+    once the column is gone). airmigrate's own triggers (``am_<kind>_...``, a resumed run's) are left out."""
+    rows = conn.execute(
+        "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_STATEMENT "
+        "FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s AND (EVENT_OBJECT_TABLE = %s OR "
+        "LOCATE(%s, ACTION_STATEMENT) > 0) ORDER BY TRIGGER_NAME", (schema, table, table)).fetchall()
+    return {name: {"table": on, "timing": timing, "event": event, "statement": body}
+            for name, on, timing, event, body in rows if not OWN_TRIGGER.match(name)}
 
 
 def _references(conn, schema: str, table: str) -> dict[str, dict]:

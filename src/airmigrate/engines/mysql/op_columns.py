@@ -13,6 +13,7 @@ column's definition, ``ALGORITHM=INPLACE, LOCK=NONE`` (writes go on; the server 
 from __future__ import annotations
 
 import hashlib
+import re
 
 from airmigrate.engines import sql
 from airmigrate.engines.mysql.connection import render
@@ -144,17 +145,17 @@ def restore_dropped_column(table: tuple[str, str], column: str, type_: str, stru
 
 def _indexes_back(tbl: sql.Identifier, column: str, structure: dict) -> list[str]:
     """The indexes that went with the dropped column, built again online (the executor writes in the server's
-    algorithm, LOCK=NONE) once its values are back. A FULLTEXT or SPATIAL index, or one on an expression, is left out (catalog.read_table
-    does not keep the expression); a prefix length is not kept either (the index is built on the whole value)."""
+    algorithm, LOCK=NONE) once its values are back, each part with its prefix length (:func:`index_parts`). A
+    FULLTEXT or SPATIAL index, or one on an expression, is left out (catalog.read_table does not keep the
+    expression)."""
     out = []
     for name, index in sorted(structure.get("indexes", {}).items()):
-        plain = " BTREE (" in f" {index['definition']}" or " HASH (" in f" {index['definition']}"
-        if column not in index["columns"] or name == "PRIMARY" or "(expression)" in index["definition"] or not plain:
+        parts = index_parts(index)
+        if column not in index["columns"] or name == "PRIMARY" or parts is None:
             continue
-        parts = index["definition"].rsplit("(", 1)[1].rstrip(")").split(", ")
         unique = "UNIQUE " if index["definition"].startswith("UNIQUE ") else ""
         out.append(_s("ALTER TABLE {t} ADD " + unique + "INDEX {i} ({p})", t=tbl, i=sql.Identifier(name),
-                      p=sql.SQL(", ").join(sql.Identifier(p) for p in parts)))
+                      p=key_parts(parts)))
     return out
 
 
@@ -174,13 +175,30 @@ def _temporary(name: str) -> str:
     return f"{name[:MAX_NAME - 5]}{TEMPORARY_SUFFIX}"
 
 
-def _parts(index: dict) -> list[str] | None:
-    """The columns of a plain (BTREE / HASH) index in order, from catalog.read_table's definition; None for one
-    this cannot rebuild (FULLTEXT, SPATIAL, an expression)."""
+_PREFIX = re.compile(r"(.+)\((\d+)\)")
+
+
+def index_parts(index: dict) -> list[tuple[str, int | None]] | None:
+    """(column, prefix length or None) of each part of a plain (BTREE / HASH) index in order, from
+    catalog.read_table's definition (``BTREE (name(10), id)``: STATISTICS.SUB_PART kept, so ``KEY (name(10))``
+    is built again as itself, not on the whole value: a different index on MariaDB, an error for a TEXT column
+    on MySQL 8, and for a UNIQUE one a different rule); None for one this cannot rebuild (FULLTEXT, SPATIAL, an
+    expression)."""
     definition = f" {index['definition']}"
     if not (" BTREE (" in definition or " HASH (" in definition) or "(expression)" in definition:
         return None
-    return definition.rsplit("(", 1)[1].rstrip(")").split(", ")
+    out = []
+    for part in definition.split(" (", 1)[1][:-1].split(", "):
+        prefix = _PREFIX.fullmatch(part)
+        out.append((prefix.group(1), int(prefix.group(2))) if prefix else (part, None))
+    return out
+
+
+def key_parts(parts: list[tuple[str, int | None]], rename: dict[str, str] | None = None) -> sql.Composable:
+    """An index's key parts as SQL (`` `name`(10), `id` ``), a column renamed where `rename` says."""
+    return sql.SQL(", ").join(
+        sql.SQL("{}" + (f"({length})" if length else "")).format(sql.Identifier((rename or {}).get(c, c)))
+        for c, length in parts)
 
 
 def carry_column(structure: dict | None, column: str, onto: str, final: str, new_type: str | None = None
@@ -195,12 +213,12 @@ def carry_column(structure: dict | None, column: str, onto: str, final: str, new
     tbl = sql.Identifier(structure["schema"], structure["table"])
     build, finish = [], []
     for name, index in sorted(structure.get("indexes", {}).items()):
-        parts = _parts(index)
+        parts = index_parts(index)
         if column not in index["columns"] or name == "PRIMARY" or parts is None:
             continue
         unique = "UNIQUE " if index["definition"].startswith("UNIQUE ") else ""
         build.append(_s("ALTER TABLE {t} ADD " + unique + "INDEX {i} ({p})", t=tbl, i=sql.Identifier(_temporary(name)),
-                        p=sql.SQL(", ").join(sql.Identifier(onto if p == column else p) for p in parts)))
+                        p=key_parts(parts, {column: onto})))
         finish.append(_s("ALTER TABLE {t} RENAME INDEX {tmp} TO {i}", t=tbl, tmp=sql.Identifier(_temporary(name)),
                          i=sql.Identifier(name)))
     info = structure["columns"][column]
@@ -248,7 +266,7 @@ def replacement_refusals(structure: dict | None, column: str) -> list[str]:
                        "old column while it exists. Drop that foreign key first (in an earlier migration) and add it "
                        "again afterwards, or leave this column alone")
     for name, index in sorted(structure.get("indexes", {}).items()):
-        if column in index["columns"] and name != "PRIMARY" and _parts(index) is None:
+        if column in index["columns"] and name != "PRIMARY" and index_parts(index) is None:
             out.append(f"index {name} ({index['definition']}) on {table}.{column} cannot be rebuilt online on the "
                        "replacement column. Drop it first (in an earlier migration) and create it again afterwards")
     return out

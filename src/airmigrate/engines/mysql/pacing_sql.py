@@ -45,10 +45,13 @@ def ours(id_column: str) -> str:
 
 
 # -- the run's shared budget (airmigrate.pacing) and the decisions' inputs ---------------------------------------
-START_RUN = ("INSERT INTO airmigrate.pacing (run_id, budget, target_ratio) VALUES (%s, %s, %s) "
+# the new row's values by name from a derived table, not VALUES(col) (deprecated from MySQL 8.0.20; see
+# state_sql.START_HISTORY)
+START_RUN = ("INSERT INTO airmigrate.pacing (run_id, budget, target_ratio) SELECT * FROM (SELECT %s AS new_run_id, "
+             "%s AS new_budget, %s AS new_ratio) AS v "
              "ON DUPLICATE KEY UPDATE target_ratio = IF(EXISTS (SELECT 1 FROM airmigrate.actions a "
              "WHERE a.run_id = airmigrate.pacing.run_id AND a.action = 'app_latency_ratio'), target_ratio, "
-             "VALUES(target_ratio))")
+             "v.new_ratio)")
 # (run_id): a named lock is server-wide and run ids are per target database (each has its own state database), so
 # the name carries the database too (hashed: a lock name is at most 64 characters)
 TRY_LEAD = "SELECT GET_LOCK(CONCAT('airmigrate.pacer.', LEFT(MD5(DATABASE()), 12), '.', %s), 0)"

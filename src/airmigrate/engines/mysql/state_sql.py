@@ -168,7 +168,8 @@ TABLES = ("history", "runs", "batches", "cursors", "pacing", "pacing_log", "cont
           "xact_locks")
 
 SCHEMA_LOCK = "SELECT GET_LOCK('airmigrate.schema', 60)"
-XACT_LOCK = "INSERT INTO airmigrate.xact_locks (k1, k2) VALUES (%s, %s) ON DUPLICATE KEY UPDATE k1 = VALUES(k1)"
+# k1 = k1: the duplicate row is locked all the same (no VALUES(): deprecated from MySQL 8.0.20, see START_HISTORY)
+XACT_LOCK = "INSERT INTO airmigrate.xact_locks (k1, k2) VALUES (%s, %s) ON DUPLICATE KEY UPDATE k1 = k1"
 
 
 def state_table_exists(conn, table: str) -> bool:
@@ -249,9 +250,13 @@ def add_facts(conn, run_id: int, facts: dict) -> None:
 
 
 # -- history ----------------------------------------------------------------------------------------------------
+# The new row's values by name from a derived table (INSERT ... SELECT may name the SELECT's columns in ON DUPLICATE
+# KEY UPDATE; MySQL's WL#6312), not VALUES(col): deprecated from MySQL 8.0.20, and MariaDB has no row alias
+# (INSERT ... VALUES (...) AS new): this one form runs on both, and on MySQL 8.0 before 8.0.19 too.
 START_HISTORY = (
-    "INSERT INTO airmigrate.history (migration_id, checksum, status, files) VALUES (%s, %s, 'running', %s) "
-    "ON DUPLICATE KEY UPDATE checksum = VALUES(checksum), status = 'running', files = VALUES(files), "
+    "INSERT INTO airmigrate.history (migration_id, checksum, status, files) SELECT * FROM (SELECT %s AS new_id, "
+    "%s AS new_checksum, 'running' AS new_status, %s AS new_files) AS v "
+    "ON DUPLICATE KEY UPDATE checksum = v.new_checksum, status = 'running', files = v.new_files, "
     f"started_at = {NOW}, applied_at = NULL, rolled_back_at = NULL, rolled_back_by = NULL, error = NULL")
 ALL_HISTORY = (
     "SELECT h.migration_id, h.checksum, h.status, h.files, h.error, h.started_at, h.applied_at, h.applied_by, "
