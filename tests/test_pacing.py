@@ -97,6 +97,15 @@ def test_a_new_baseline_forgets_the_limit_only_when_the_application_alone_is_not
     assert not controller.slower_alone((None, None), (2.0, 1.0)), "the first baseline forgets nothing"
 
 
+def test_at_the_floor_a_batch_seconds_ago_still_counts_as_working():
+    """At 2% of two shards' ceiling a shard of 20 ms batches pauses ~2 s between them: a one-second window saw
+    no batch most seconds, the budget was 'not used' and never raised again (a run stuck at the floor)."""
+    window = controller.work_window_s(FLOOR, 2, 0.02, longest_pause_s=10.0)
+    assert window > 1.0 + sleep_after(0.02, shard_duty(FLOOR, 2)), "longer than a batch cycle at the floor"
+    assert controller.work_window_s(2.0, 2, 0.02, 10.0) == pytest.approx(1.06), "flat out: about a second"
+    assert controller.work_window_s(FLOOR, 2, 1.0, 10.0) == 11.0, "never longer than the longest pause + 1 s"
+
+
 def test_no_step_up_while_the_backfill_did_not_use_its_allowance():
     duty = DutyCycle(target=1.25, budget=0.3)
     assert duty.decide(Reading(transaction_ratio=1.0, working=False)) == (

@@ -141,6 +141,15 @@ class DutyCycle:
         return self.budget, reason
 
 
+def work_window_s(budget: float, shards: int, batch_s: float, longest_pause_s: float) -> float:
+    """How long the controller waits for a finished batch before it calls the backfill idle ("did not use its
+    allowance"): a decision's second plus one batch cycle at this budget (three batch times, a batch often takes
+    longer than aimed, over each shard's share of the time; at most the longest pause). One second was the
+    window: at the floor (2% of the ceiling) a shard pauses seconds between batches, most seconds finished none,
+    and a budget "not used" is never raised: a run cut to the floor stayed there for good."""
+    return 1.0 + min(longest_pause_s, 3 * batch_s / shard_duty(budget, shards))
+
+
 def slower_alone(before: tuple, after: tuple) -> bool:
     """Whether the application alone is slower at this baseline than at the last one (pairs of figures, best
     first: its tail transaction age, then the canary's trip). Then its own load rose, and a budget that was too

@@ -27,6 +27,7 @@ from airmigrate.pacing.controller import (
     sleep_after,
     slower_alone,
     starting_budget,
+    work_window_s,
 )
 from airmigrate.pacing.signals import Canary, Sampler, StatementTotals, default_cpus
 from airmigrate.spec import Throttle
@@ -171,6 +172,7 @@ class Controller:
         self.canary: Canary | None = None
         self.probed_at = 0.0
         self.last_logged, self.last_reason, self.high_batch = 0.0, "", 0
+        self.rows_at = time.monotonic()                # when a batch last finished (seen by a decision)
         self.full_since, self.hinted, self.over_streak, self.held = None, False, 0, None
 
     def start(self) -> None:
@@ -314,7 +316,8 @@ class Controller:
             latency_ratio=latency_ms / self.baseline_ms if latency_ms is not None and self.baseline_ms else None,
             round_trip_ratio=self._round_trip_ratio(),
             blocked=figures["blocked"], runnable_ratio=figures["runnable_ratio"],
-            cpu_pressure_ratio=figures["cpu_pressure_ratio"], external=figures["external"], working=rows_per_s > 0)
+            cpu_pressure_ratio=figures["cpu_pressure_ratio"], external=figures["external"],
+            working=self._worked(rows_per_s))
         if not reading.blocked and self.probed_at == 0.0:
             budget, reason = self.duty.budget, "holding at the start share: no baseline yet"
         elif not reading.impacts() and (self.baseline_tx_ms or self.baseline_ms) and not reading.blocked and \
@@ -371,6 +374,14 @@ class Controller:
             return None
         self.window.append(now)
         return now.latency_since(self.window[0]) if len(self.window) > 1 else None
+
+    def _worked(self, rows_per_s: float) -> bool:
+        """A batch finished within the work window at the current budget (controller.work_window_s)."""
+        now = time.monotonic()
+        if rows_per_s > 0:
+            self.rows_at = now
+        batch_s = max(0.1, getattr(self.throttle, "lock_hold_s", None) or 0.1)  # a batch takes more than it aims at
+        return now - self.rows_at < work_window_s(self.duty.budget, int(self.duty.ceiling), batch_s, MAX_SLEEP_S)
 
     def _rows_per_s(self) -> float:
         """Rows the run's batches finished in the last second (every shard's), from the batch table; the
