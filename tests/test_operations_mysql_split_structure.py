@@ -67,6 +67,21 @@ def batch(target, statements: list[str]) -> None:
         execute(target, statement, params={"lo": 1, "hi": 10 ** 6})
 
 
+def split_then_roll_back(target, op, recorded, live_before: set[str], live_after: set[str], while_mirrored=()):
+    """Expand, the application's statements `while_mirrored`, the batches, the contract; then the rollback after the
+    contract, by hand (the steps the DAGs run, without Airflow)."""
+    up = by_hand(target, op, recorded, live_before)
+    run(target, up.expand)
+    if while_mirrored:
+        execute(target, *while_mirrored)
+    batch(target, up.backfill)
+    run(target, up.contract)
+    back = by_hand(target, op, recorded, live_after)
+    run(target, back.down)
+    batch(target, back.down_backfill)
+    run(target, back.down_contract)
+
+
 def prefixes(target, table: str) -> dict[str, list[tuple]]:
     """index -> [(column, SUB_PART, NON_UNIQUE)] in order, PRIMARY left out."""
     out: dict[str, list[tuple]] = {}
@@ -157,15 +172,8 @@ def test_the_applications_insert_and_delete_triggers_naming_no_moved_column_run_
             "DELETE FROM audit")
     op, recorded = split("s"), structure_of(target)
     assert split_table.refusals(op, recorded[0], ("id",)) == []
-    up = by_hand(target, op, recorded, {"id", "a", "s", "changed_at"})
-    run(target, up.expand)
-    execute(target, "INSERT INTO notes (id, a, s) VALUES (1001, 1, 'new')", "DELETE FROM notes WHERE id = 2")
-    batch(target, up.backfill)
-    run(target, up.contract)
-    back = by_hand(target, op, recorded, {"id", "a", "changed_at"})
-    run(target, back.down)
-    batch(target, back.down_backfill)
-    run(target, back.down_contract)
+    split_then_roll_back(target, op, recorded, {"id", "a", "s", "changed_at"}, {"id", "a", "changed_at"},
+                         ("INSERT INTO notes (id, a, s) VALUES (1001, 1, 'new')", "DELETE FROM notes WHERE id = 2"))
     assert one(target, "SELECT GROUP_CONCAT(note, ' ', what ORDER BY id) FROM audit") == ("1001 added,2 deleted",)
     assert one(target, "SELECT s FROM notes WHERE id = 1001") == ("new",)
     assert one(target, "SELECT COUNT(*) FROM notes WHERE s = CONCAT('row ', id)")[0] == ROWS - 1
@@ -199,12 +207,5 @@ def test_the_rollback_after_the_contract_leaves_an_on_update_timestamp_as_it_was
     [why] = split_table.refusals(split("s", "changed_at"), recorded[0], ("id",))
     assert why.startswith(f"{target.dbname}.notes.changed_at is stamped by the server on every update (ON UPDATE "
                           "current_timestamp(6))"), why
-    up = by_hand(target, op, recorded, {"id", "a", "s", "changed_at"})
-    run(target, up.expand)
-    batch(target, up.backfill)
-    run(target, up.contract)
-    back = by_hand(target, op, recorded, {"id", "a", "changed_at"})
-    run(target, back.down)
-    batch(target, back.down_backfill)
-    run(target, back.down_contract)
+    split_then_roll_back(target, op, recorded, {"id", "a", "s", "changed_at"}, {"id", "a", "changed_at"})
     assert one(target, "SELECT MD5(GROUP_CONCAT(id, a, s, changed_at ORDER BY id)) FROM notes") == before
