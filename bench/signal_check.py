@@ -84,6 +84,11 @@ def read_timings(path: Path, start: float, end: float) -> list[float]:
     return out
 
 
+def median(values: list[float]) -> float | None:
+    """The upper median; None when no cycle gave the figure (the ratios then print n/a)."""
+    return sorted(values)[len(values) // 2] if values else None
+
+
 def p(values: list[float], share: float) -> float | None:
     if not values:
         return None
@@ -185,8 +190,8 @@ def report(app: Application, workdir: Path, cycles: list, phase_s: float) -> Non
             start = cycle + n * phase_s + 1  # a second in: the phase's start is a pgbench start
             rows.append((setting, kind, phase_figures(app, workdir, start, cycle + (n + 1) * phase_s, kind)))
     alone = {kind: [f for s, k, f in rows if s is None and k == kind] for kind in ("quiet", "busy")}
-    base = {kind: {key: sorted(f[key] for f in alone[kind] if f[key])[len(alone[kind]) // 2]
-                   for key in alone[kind][0]} for kind in alone}
+    base = {kind: {key: median([f[key] for f in alone[kind] if f[key]]) for key in alone[kind][0]}
+            for kind in alone}
     print(f"{'setting':18} {'phase':5} | {'app p99 ms':>10} {'ratio':>6} | {'trip':>6} {'formula':>7} | "
           f"{'tx':>6} | {'write':>6} | {'ages':>6}")
     for setting, kind, f in rows:

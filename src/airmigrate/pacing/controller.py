@@ -141,13 +141,13 @@ class DutyCycle:
         return self.budget, reason
 
 
-def work_window_s(budget: float, shards: int, batch_s: float, longest_pause_s: float) -> float:
+def work_window_s(budget: float, shards: int, batch_s: float, longest_pause_s: float, decide_s: float = 1.0) -> float:
     """How long the controller waits for a finished batch before it calls the backfill idle ("did not use its
-    allowance"): a decision's second plus one batch cycle at this budget (three batch times, a batch often takes
+    allowance"): a decision's interval plus one batch cycle at this budget (three batch times, a batch often takes
     longer than aimed, over each shard's share of the time; at most the longest pause). One second was the
     window: at the floor (2% of the ceiling) a shard pauses seconds between batches, most seconds finished none,
     and a budget "not used" is never raised: a run cut to the floor stayed there for good."""
-    return 1.0 + min(longest_pause_s, 3 * batch_s / shard_duty(budget, shards))
+    return decide_s + min(longest_pause_s, 3 * batch_s / shard_duty(budget, shards))
 
 
 def slower_alone(before: tuple, after: tuple) -> bool:

@@ -380,8 +380,9 @@ class Controller:
         now = time.monotonic()
         if rows_per_s > 0:
             self.rows_at = now
-        batch_s = max(0.1, getattr(self.throttle, "lock_hold_s", None) or 0.1)  # a batch takes more than it aims at
-        return now - self.rows_at < work_window_s(self.duty.budget, int(self.duty.ceiling), batch_s, MAX_SLEEP_S)
+        batch_s = max(0.1, self.throttle.lock_hold_s)  # a batch often takes longer than the lock hold it aims at
+        return now - self.rows_at < work_window_s(self.duty.budget, int(self.duty.ceiling), batch_s, MAX_SLEEP_S,
+                                                  DECIDE_S)
 
     def _rows_per_s(self) -> float:
         """Rows the run's batches finished in the last second (every shard's), from the batch table; the
