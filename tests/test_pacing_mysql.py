@@ -90,18 +90,21 @@ def test_the_signals_see_the_applications_transactions_and_waits_on_our_locks_an
         wait_for(lambda: len(activity.read()[2]) == 2, what="the application's SELECT SLEEP among the ages",
                  interval=SAMPLE_S)
         # the application waiting on a row we hold: seen, by its session id; waiting on its own rows: not ours
+        # (a wait counts on any database of the server: other tests' sessions waiting on their own shards may show
+        # too, so this test looks at its own sessions only)
+        mine = {c.info.backend_pid for c in (ours, app, app_waiting, ours_sleeping, app_sleeping)}
         waiter = _in_background(app_waiting, "UPDATE t SET b = 3 WHERE id = 1")
-        waiting = wait_for(lambda: activity.read()[1], what="the application's lock wait on our row",
+        waiting = wait_for(lambda: set(activity.read()[1]) & mine, what="the application's lock wait on our row",
                            interval=SAMPLE_S)
-        assert waiting == [app_waiting.info.backend_pid]
+        assert waiting == {app_waiting.info.backend_pid}
         sampler = Sampler(reader, cpus=2)
         assert sampler.statements is None and "performance_schema is off" in sampler.missing_statements or \
             sampler.statements is not None, "performance_schema: used when on, said when off"
-        assert [sampler.sample() for _ in range(sampler.in_a_row)][-1] == 1, "samples in a row see it waiting: blocked"
+        assert [sampler.sample() for _ in range(sampler.in_a_row)][-1] >= 1, "samples in a row see it waiting: blocked"
         ours.rollback()
         waiter.join(timeout=30)
         # information_schema's InnoDB tables are a snapshot refreshed at most ten times a second
-        wait_for(lambda: activity.read()[1] == [], what="nobody waiting on us once our lock is gone",
+        wait_for(lambda: not set(activity.read()[1]) & mine, what="nobody waiting on us once our lock is gone",
                  interval=SAMPLE_S)
         app_waiting.rollback()
         _in_background(app_waiting, "UPDATE t SET b = 4 WHERE id = 500")     # now on the application's own row
@@ -109,7 +112,7 @@ def test_the_signals_see_the_applications_transactions_and_waits_on_our_locks_an
             "SELECT r.trx_mysql_thread_id FROM information_schema.INNODB_LOCK_WAITS w JOIN information_schema."
             "INNODB_TRX r ON r.trx_id = w.blocking_trx_id").fetchall()}, what="a wait on the application's row",
             interval=SAMPLE_S)
-        assert activity.read()[1] == [], "the application waiting on itself is not our doing"
+        assert not set(activity.read()[1]) & mine, "the application waiting on itself is not our doing"
     finally:
         for sleeping in (ours_sleeping, app_sleeping):
             reader.execute(f"KILL QUERY {int(sleeping.info.backend_pid)}")
