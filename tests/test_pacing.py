@@ -97,6 +97,31 @@ def test_a_new_baseline_forgets_the_limit_only_when_the_application_alone_is_not
     assert not controller.slower_alone((None, None), (2.0, 1.0)), "the first baseline forgets nothing"
 
 
+def test_a_baseline_that_jumped_is_confirmed_by_a_second_probe_soon_after():
+    """A probe while the application's own load rises measures the change's backlog too (the bench: 22-48 ms
+    against a settled 12): Controller._loop probes again after REPROBE_AFTER_S instead of probe_every_s."""
+    assert controller.baseline_jumped((2.0, 1.0), (3.5, 1.0)), "1.75x its tail age alone: measure again"
+    assert not controller.baseline_jumped((2.0, 1.0), (2.9, 9.0)), "the tail age decides when both have it"
+    assert controller.baseline_jumped((None, 1.0), (None, 1.6)), "no tail age: the canary's trip decides"
+    assert not controller.baseline_jumped((None, None), (5.0, 1.0)), "the first baseline has nothing to jump from"
+
+
+def test_the_canarys_own_trip_stands_in_for_the_applications_time_only_when_a_probe_saw_an_application():
+    """Without a tail age (too few transactions in flight) the canary's paused trip is the scale, but only when
+    the application was there: with none, its noise read 1.3-1.5x and a paced rollback crawled at the floor."""
+    from airmigrate.pacing.pacer import MIN_TRIPS, Controller
+    from airmigrate.spec import Throttle
+
+    paced = Controller(None, 1, Throttle(), 1.25, 1)
+    paced.baseline_trip_ms, paced.baseline_tx_ms = 0.4, None
+    paced.trips.extend([[0.4] * MIN_TRIPS, [0.4] * (MIN_TRIPS - 3) + [0.8] * 3])  # a p99 of 0.8 ms: noise
+    assert paced._round_trip_ratio() is None, "nobody to protect: no figure"
+    paced.app_seen = True
+    assert paced._round_trip_ratio() == pytest.approx(2.0), "1 + 0.4 ms more over its own 0.4 ms"
+    paced.baseline_tx_ms = 4.0
+    assert paced._round_trip_ratio() == pytest.approx(1.1), "a tail age: the extra wait over it"
+
+
 def test_at_the_floor_a_batch_seconds_ago_still_counts_as_working():
     """At 2% of two shards' ceiling a shard of 20 ms batches pauses ~2 s between them: a one-second window saw
     no batch most seconds, the budget was 'not used' and never raised again (a run stuck at the floor)."""

@@ -129,6 +129,26 @@ def _sample_every_period(sampler: Sampler, count: int) -> list[int]:
     return blocked
 
 
+def test_the_canary_commits_a_write_of_its_own_each_trip_and_is_never_the_application(target):
+    """Its trip waits for the redo log's flush as the application's commits do (a SELECT 1 did not): a counter
+    row of airmigrate.canary goes up by one a trip, and the canary's session is one of ours."""
+    with db.connect(target, autocommit=True) as conn:
+        state.ensure_schema(conn)
+    canary = signals.Canary(lambda: own_connection(target, "airmigrate-canary"), 0.01).start()
+    try:
+        trips: list[float] = []
+        wait_for(lambda: len(trips.__iadd__(canary.take())) >= 30, timeout=120, what="30 canary trips")
+        with db.connect(target, autocommit=True) as conn:
+            written = conn.execute("SELECT COALESCE(SUM(trips), 0) FROM airmigrate.canary").fetchone()[0]
+            ours = conn.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND "
+                                f"ID <> CONNECTION_ID() AND NOT {QUERIES.ours('ID')}").fetchone()[0]
+        assert written >= 30 and all(0 < trip < 60_000 for trip in trips), (written, trips[:5])
+        assert ours == 0, "the canary's session is airmigrate's, never the application's"
+    finally:
+        canary.stop()
+    assert not canary.thread.is_alive()
+
+
 def test_an_application_session_waiting_on_a_shards_lock_is_blocked_after_samples_in_a_row_at_the_pacers_period(
         target):
     """What the pacer's loop sees, at its period: a wait that lasts counts as blocked once the samples in a row

@@ -65,7 +65,7 @@ def test_every_engine_names_the_same_pacing_statements_and_readers():
     """airmigrate.pacing runs ``Engine.pacing_sql()``'s names on either engine (issue 22: MySQL paces too)."""
     needed = {"START_RUN", "TRY_LEAD", "SHARED_BUDGET", "START_PROBE", "SET_BUDGET", "ROWS_LAST_SECOND",
               "OUR_ACTIVE_SESSIONS", "STATEMENTS_NAME", "mark_own_session", "activity", "statements", "server_cpus",
-              "SAMPLE_S", "PROBE_SAMPLE_S"}
+              "SAMPLE_S", "PROBE_SAMPLE_S", "CANARY"}
     for name in engines.REGISTRY:
         module = engines.named(name).pacing_sql()
         assert needed <= set(vars(module)), f"{name} lacks {sorted(needed - set(vars(module)))}"

@@ -29,6 +29,7 @@ START = 0.05       # a protected run starts at this share of the ceiling (two sh
 SLOW_START = 2.0   # x2 a decision under target, until the first cut
 MIN_CUT, MAX_CUT = 0.5, 0.9  # a cut keeps between half and 90% of the budget
 STEP = 0.1         # the largest additive step after the first cut (share of the ceiling)
+JUMP = 1.5         # a baseline this much slower than the last is measured again soon (baseline_jumped)
 RISING = 1.1       # just after a cut, the signal must rise by this much to be cut again (noise is not rising)
 DECREASE = MIN_CUT  # kept for callers that name the old constant
 
@@ -159,6 +160,17 @@ def slower_alone(before: tuple, after: tuple) -> bool:
     for old, new in zip(before, after):
         if old and new:
             return new > old
+    return False
+
+
+def baseline_jumped(before: tuple, after: tuple) -> bool:
+    """Whether the application alone got JUMP times slower from one baseline to the next (the pairs of
+    slower_alone). A probe in the seconds the application's own load rises measures the backlog of the change as
+    well (the bench: a probe as the busy phase began read 22-48 ms against a settled 12; every reading after it
+    was 1.00 while the application felt 2-4x), so such a baseline is confirmed by a second probe soon after."""
+    for old, new in zip(before, after):
+        if old and new:
+            return new > JUMP * old
     return False
 
 

@@ -20,8 +20,10 @@ from collections import deque
 from airmigrate import engines
 from airmigrate.db import Target, connect
 from airmigrate.pacing.controller import (
+    JUMP,
     DutyCycle,
     Reading,
+    baseline_jumped,
     percentile,
     shard_duty,
     sleep_after,
@@ -170,6 +172,8 @@ class Controller:
         self.trips: deque[list[float]] = deque(maxlen=POOL_DECISIONS)  # the canary's round trips, likewise
         self.baseline_trip_ms: float | None = None  # their TRIP_TAIL while every shard pauses
         self.canary: Canary | None = None
+        self.app_seen = False      # the last probe saw the application (a transaction in flight or a statement)
+        self.confirming_from: tuple | None = None  # the baselines before a jump, while a second probe confirms it
         self.probed_at = 0.0
         self.last_logged, self.last_reason, self.high_batch = 0.0, "", 0
         self.rows_at = time.monotonic()                # when a batch last finished (seen by a decision)
@@ -213,7 +217,10 @@ class Controller:
             now = time.monotonic()
             if now >= next_probe:
                 self._probe()
-                next_probe, next_decision = time.monotonic() + every, time.monotonic() + DECIDE_S
+                # a baseline that jumped is measured again soon: taken as the application's load changed, it may
+                # hold a backlog that the settled load will not have
+                next_probe = time.monotonic() + (REPROBE_AFTER_S if self.confirming_from else every)
+                next_decision = time.monotonic() + DECIDE_S
                 continue
             blocked = self.sampler.sample()
             if now >= next_decision or (blocked and now - last_halving >= 0.5):
@@ -243,15 +250,18 @@ class Controller:
         finally:
             self.probing.clear()
             self.conn.execute("UPDATE airmigrate.pacing SET probe_until = NULL WHERE run_id = %s", (self.run_id,))
-        last = (self.baseline_tx_ms, self.baseline_trip_ms)
+        last = self.confirming_from or (self.baseline_tx_ms, self.baseline_trip_ms)
+        self.app_seen = bool(ages) or bool(before and after and after.calls > before.calls)
         baseline = after.latency_since(before) if before and after else None
         tail = percentile(ages, TAIL) if len(ages) >= MIN_AGES else None
         if baseline or tail:
             self.baseline_ms = baseline or self.baseline_ms
             self.baseline_tx_ms = max(AGE_FLOOR_MS, tail) if tail is not None else self.baseline_tx_ms
+        new = (self.baseline_tx_ms, percentile(trips, TRIP_TAIL) if len(trips) >= MIN_AGES else None)
+        self.confirming_from = last if self.confirming_from is None and baseline_jumped(last, new) else None
         if len(trips) >= MIN_AGES:
-            self.baseline_trip_ms = percentile(trips, TRIP_TAIL)
-            if not slower_alone(last, (self.baseline_tx_ms, self.baseline_trip_ms)):
+            self.baseline_trip_ms = new[1]
+            if not slower_alone(last, new):
                 self.duty.forget_limit()
             self.conn.execute("UPDATE airmigrate.pacing SET baseline_ms = %s WHERE run_id = %s",
                               (self.baseline_tx_ms or self.baseline_ms, self.run_id))
@@ -260,6 +270,9 @@ class Controller:
                  f"{tail:.2f} ms ({len(ages)} seen)" if tail is not None else
                  "too few transactions seen: keeping the last figure", TRIP_TAIL * 100,
                  "n/a" if self.baseline_trip_ms is None else f"{self.baseline_trip_ms:.3f} ms ({len(trips)} timed)")
+        if self.confirming_from:
+            log.info("pacing: the application alone is over %.1fx slower than at the last baseline: measuring it "
+                     "again in %.0f s (its load is changing)", JUMP, REPROBE_AFTER_S)
         self.probed_at = time.monotonic()
         self.window.clear()
         self.ages.clear()
@@ -274,12 +287,19 @@ class Controller:
     def _round_trip_ratio(self) -> float | None:
         """What the canary's extra wait does to the application's transactions: 1 + (its TRIP_TAIL round trip
         now - while we paused) / the application's tail transaction age while we paused. The wait is what every
-        client sees alike (a CPU, the server's shared structures); as a ratio of a 0.05 ms SELECT it would read
-        tens of times, so it is added to the application's own time instead."""
+        committing client sees alike (a CPU, the server's shared structures, the log flush); as a ratio of a
+        sub-millisecond trip it would read tens of times, so it is added to the application's own time instead.
+        An application with too few transactions in flight for a tail age (a few hundred short ones a second)
+        still gets a figure: the canary's own trip while we paused stands in for its transactions' time (both are
+        mostly a commit's wait).
+        A probe that saw no application at all (no transaction in flight, no statement) gives no such stand-in:
+        the canary's noise over its own sub-millisecond trip would read as harm to nobody (a paced rollback with no
+        application was cut to the floor by 'round trips 1.3-1.5')."""
         now = pooled_percentile(self.trips, TRIP_TAIL, MIN_TRIPS)
-        if now is None or self.baseline_trip_ms is None or not self.baseline_tx_ms:
+        scale = self.baseline_tx_ms or (self.baseline_trip_ms if self.app_seen else None)
+        if now is None or not self.baseline_trip_ms or not scale:
             return None
-        return 1 + max(0.0, now - self.baseline_trip_ms) / self.baseline_tx_ms
+        return 1 + max(0.0, now - self.baseline_trip_ms) / scale
 
     def _sample_alone(self, seconds: float) -> list[float]:
         """The ages of the application's transactions while every shard pauses: `seconds`, longer (up to four
@@ -320,7 +340,8 @@ class Controller:
             working=self._worked(rows_per_s))
         if not reading.blocked and self.probed_at == 0.0:
             budget, reason = self.duty.budget, "holding at the start share: no baseline yet"
-        elif not reading.impacts() and (self.baseline_tx_ms or self.baseline_ms) and not reading.blocked and \
+        elif not reading.impacts() and (self.baseline_tx_ms or self.baseline_ms or self.baseline_trip_ms) and \
+                not reading.blocked and \
                 len(self.ages) < 2:
             budget, reason = self.duty.budget, "holding: measuring the application's latency"  # just after a probe
         else:

@@ -9,10 +9,10 @@ performance_schema); the figures below are PostgreSQL's, MySQL's equivalents are
   misses; compared by the caller with the same figure taken while we pause;
 - the application's mean time per statement, from ``pg_stat_statements`` deltas for every role but ours
   (so our own batches never count), compared by the caller with a baseline taken while we pause;
-- the round trip of a trivial query timed from our own client fifty times a second (:class:`Canary`): what any
-  client of the database waits for a CPU, a lock on the server's shared structures, the network: on a busy
-  database server the application's tail latency (its p99) is mostly such waits, seen by every client alike,
-  while the transactions' ages above move with the typical transaction;
+- the round trip of a tiny committing statement timed from our own client a hundred times a second
+  (:class:`Canary`): what any client of the database waits for a CPU, a lock on the server's shared structures,
+  the log flush, the network: on a busy database server the application's tail latency (its p99) is mostly such
+  waits, seen by every client alike, while the transactions' ages above move with the typical transaction;
 - the run queue: active backends of this database that wait on nothing, per CPU (logged only);
 - optional: ``/proc/pressure/cpu`` when airmigrate runs on the database host, and an external number
   (a SQL query or an HTTP URL, like gh-ost's throttle-query and throttle-http).
@@ -154,8 +154,11 @@ def default_cpus(conn, host: str | None) -> int:
 
 
 class Canary:
-    """A thread timing ``SELECT 1`` from its own connection every `every_s`; `take()` hands over the round trips
-    (ms) since the last call. Its connection is airmigrate's (`connect` marks it so: on PostgreSQL its
+    """A thread timing the engine's ``CANARY`` statement from its own connection every `every_s`; `take()` hands
+    over the round trips (ms) since the last call. The statement commits a write (PostgreSQL: a transaction id;
+    MySQL: a counter row), so a trip waits where the application's commits wait: for a CPU, the server's shared
+    structures and the log flush behind our batches' log (a ``SELECT 1`` missed that, the largest harm on the
+    bench: bench/signal_check.py). Its connection is airmigrate's (`connect` marks it so: on PostgreSQL its
     application_name), so it never counts as the application. A failure stops the canary, not the backfill (the
     other signals remain)."""
 
@@ -183,10 +186,13 @@ class Canary:
     def _run(self) -> None:
         try:
             with self.connect() as conn:
+                statement = engines.of(conn).pacing_sql().CANARY
                 next_at = time.perf_counter()
                 while not self.stopped.is_set():
                     started = time.perf_counter()
-                    conn.execute("SELECT 1").fetchone()
+                    cur = conn.execute(statement)
+                    if cur.description:
+                        cur.fetchone()
                     with self._lock:
                         self._trips.append((time.perf_counter() - started) * 1000)
                     next_at = max(next_at + self.every_s, time.perf_counter())

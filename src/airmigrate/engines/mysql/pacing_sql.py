@@ -67,6 +67,13 @@ OUR_ACTIVE_SESSIONS = (
     "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND ID <> CONNECTION_ID() "
     f"AND COMMAND IN ('Query', 'Execute') AND {ours('ID')}")
 
+# -- the canary (signals.Canary): a round trip that commits, as the application's transactions do ------------------
+# a write of our own (a counter row of airmigrate.canary; at most 64 rows, one per CONNECTION_ID() % 64) so the
+# commit waits for the redo log's flush (innodb_flush_log_at_trx_commit) as the application's commits do, behind
+# our batches' redo; a SELECT 1 feels only the CPU (see PostgreSQL's module). No VALUES(): MySQL 8 deprecates it.
+CANARY = ("INSERT INTO airmigrate.canary (slot, trips) VALUES (CONNECTION_ID() % 64, 1) "
+          "ON DUPLICATE KEY UPDATE trips = trips + 1")
+
 # -- the sessions, sampled every SAMPLE_S (signals.Sampler) -----------------------------------------------------
 # over 0.1 s apart (InnoDB refills its information_schema cache only after 0.1 s unread, see above): 0.2 s while
 # working (two samples in a row span signals.BLOCKED_S, as three do on PostgreSQL); 0.12 s in a probe, as often as

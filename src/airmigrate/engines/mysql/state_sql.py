@@ -157,6 +157,11 @@ SCHEMA_DDL = (
     KEY batch_attempts_run (run_id, batch_no),
     FOREIGN KEY (run_id) REFERENCES airmigrate.runs (run_id) ON DELETE CASCADE
 ) ENGINE = InnoDB""",
+    # the pacer's canary commits a write here (pacing_sql.CANARY): one counter row per CONNECTION_ID() % 64
+    """CREATE TABLE IF NOT EXISTS airmigrate.canary (
+    slot  INT NOT NULL PRIMARY KEY,
+    trips BIGINT NOT NULL DEFAULT 0
+) ENGINE = InnoDB""",
     # begin_run's transaction-scoped lock: a row per key, locked until the transaction ends
     """CREATE TABLE IF NOT EXISTS airmigrate.xact_locks (
     k1 BIGINT NOT NULL,
@@ -165,7 +170,7 @@ SCHEMA_DDL = (
 ) ENGINE = InnoDB""",
 )
 TABLES = ("history", "runs", "batches", "cursors", "pacing", "pacing_log", "controls", "actions", "batch_attempts",
-          "xact_locks")
+          "xact_locks", "canary")
 
 SCHEMA_LOCK = "SELECT GET_LOCK('airmigrate.schema', 60)"
 # k1 = k1: the duplicate row is locked all the same (no VALUES(): deprecated from MySQL 8.0.20, see START_HISTORY)

@@ -31,6 +31,13 @@ OUR_ACTIVE_SESSIONS = (
     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
     "AND application_name LIKE 'airmigrate%%' AND state = 'active'")
 
+# -- the canary (signals.Canary): a round trip that commits, as the application's transactions do ------------------
+# txid_current() gives the trip a transaction id, so its commit writes a commit record and waits for the WAL flush:
+# what every committing client waits for behind our batches' WAL. bench/signal_check.py: under two flat-out batch
+# loops a SELECT 1 read 1.0-1.5x while the application's p99 read 3-16x; a committing trip rose with it. One id a
+# trip (100 a second, 8.6 million a day against the 2 billion before wraparound; the application uses far more).
+CANARY = "SELECT txid_current()"
+
 # -- the application's activity, sampled every SAMPLE_S (signals.Sampler) ---------------------------------------
 SAMPLE_S = 0.1                  # ten times a second (pg_stat_activity is read live)
 PROBE_SAMPLE_S = SAMPLE_S / 4   # four times as often while every shard pauses: the pause stays short
