@@ -115,7 +115,9 @@ job = json.loads(sys.argv[1])
 logging.basicConfig(level=logging.INFO if job["log"] else logging.WARNING, filename=job["log"] or None)
 from airmigrate.engines.target import Target
 from airmigrate.spec import load_migration
+from airmigrate.pacing import pacer
 from airmigrate.stages import backfill
+pacer.CANARY_S = job["canary_s"] or pacer.CANARY_S
 target, migration = Target.from_url(job["url"]), load_migration(job["folder"])
 print("READY", flush=True)
 deadline = float(sys.stdin.readline())
@@ -125,9 +127,10 @@ print(json.dumps({{"rows": result["rows"]}}), flush=True)
 """
 
 
-def run_airmigrate(target: Target, folder: Path, seconds: float, logdir: str | None) -> tuple[int, float, float, int]:
+def run_airmigrate(target: Target, folder: Path, seconds: float, logdir: str | None,
+                   canary_s: float | None = None) -> tuple[int, float, float, int]:
     """(rows, start, end on time.monotonic(), run id): two shard processes, started and imported before the
-    clock."""
+    clock; `canary_s` replaces the pacer's canary period in them (what the canary's own commits cost)."""
     from airmigrate.spec import load_migration
     from airmigrate.stages import backfill
 
@@ -140,6 +143,7 @@ def run_airmigrate(target: Target, folder: Path, seconds: float, logdir: str | N
     procs = []
     for shard in range(2):
         job = json.dumps({"url": target.url(), "folder": str(folder), "run_id": run_id, "shard": shard,
+                          "canary_s": canary_s,
                           "log": f"{logdir}/{folder.name}.shard{shard}.log" if logdir else None})
         procs.append(subprocess.Popen([sys.executable, "-c", SHARD.format(src=str(ROOT / "src")), job], env=env,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
@@ -197,6 +201,8 @@ def main() -> None:
     parser.add_argument("--phase-s", type=float, default=20)
     parser.add_argument("--rate", type=float, default=200, help="the application's transactions a second, in all")
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--canary-s", type=float, help="the pacer's canary period in the shards (default: the "
+                        "pacer's CANARY_S, 0.01: a hundred commits a second; what those cost the application)")
     parser.add_argument("--keep", action="store_true", help="keep the database and its state database")
     parser.add_argument("--keep-logs", action="store_true", help="keep the shards' logs (a temp dir, named at the end)")
     args = parser.parse_args()
@@ -211,7 +217,8 @@ def main() -> None:
         conn.execute(f"CREATE DATABASE `{args.db}`")
         version = conn.execute("SELECT VERSION(), @@performance_schema").fetchone()
     print(f"server {version[0]}, performance_schema {'on' if version[1] else 'off'}; {args.rows:,} rows; "
-          f"application {args.rate:g} tx/s on {args.clients} clients; {args.phase_s:g} s a scenario", flush=True)
+          f"application {args.rate:g} tx/s on {args.clients} clients; {args.phase_s:g} s a scenario"
+          + (f"; canary every {args.canary_s:g} s" if args.canary_s else ""), flush=True)
     make_table(target, args.rows)
     apps = [Application(target, args.rows, args.clients / args.rate, seed) for seed in range(args.clients)]
     for app in apps:
@@ -233,7 +240,7 @@ def main() -> None:
                     rows, begin, end = run_update(target)
                 else:
                     folder = write_migration(Path(parent), target, folder_name, ratio)
-                    rows, begin, end, run_id = run_airmigrate(target, folder, args.phase_s, logdir)
+                    rows, begin, end, run_id = run_airmigrate(target, folder, args.phase_s, logdir, args.canary_s)
                 latency = p99([x for app in apps for x in app.between(begin, end)])
                 results.append((name, rows, rows / (end - begin), latency))
                 print(f"  {name}: {rows:,} rows in {end - begin:.1f} s, application p99 "
