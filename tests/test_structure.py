@@ -375,7 +375,7 @@ def test_rename_column_of_a_referenced_unique_column_moves_the_other_tables_fore
 
 def test_what_depends_on_the_column_is_refused_rather_than_dropped(shop, tmp_path):
     """A view reading the column and a trigger limited to it (UPDATE OF) would be dropped with the old column
-    or keep it from going: preflight names them."""
+    or keep it from going: preflight names them (MySQL's views: tests/test_mysql_views.py)."""
     with connect(shop, autocommit=True) as conn:
         conn.execute("CREATE VIEW order_notes AS SELECT id, note FROM orders")
         conn.execute("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'")
@@ -386,6 +386,12 @@ def test_what_depends_on_the_column_is_refused_rather_than_dropped(shop, tmp_pat
                                                            "type": "varchar(100)"}))
     assert "- view order_notes depends on public.orders.note" in str(refused.value)
     assert "- trigger orders_note_touch on table orders depends on public.orders.note" in str(refused.value)
+    # drop_column too: PostgreSQL's DROP COLUMN would have failed at the contract, after the whole run
+    with pytest.raises(PreflightError) as refused:
+        (tmp_path / "alone").mkdir()  # a folder of its own: not after the change_column_type above
+        preflight.preflight(shop, migration_for(tmp_path / "alone", {"op": "drop_column", "column": "note"}))
+    assert "- view order_notes reads public.orders.note: dropping the column would break it or fail at the " \
+        "contract" in str(refused.value)
 
 
 def test_a_type_the_columns_checks_or_indexes_cannot_take_is_refused_before_anything_runs(shop, tmp_path):

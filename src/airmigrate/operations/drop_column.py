@@ -18,6 +18,18 @@ class DropColumn(OperationModel):
     column: str = Field(..., pattern=NAME)
 
 
+def refusals(op: DropColumn, structure: dict | None, key: tuple[str, ...]) -> list[str]:
+    """What reads the column (a view, PostgreSQL's generated columns and column triggers): PostgreSQL's DROP COLUMN
+    would fail at the contract, after the whole run; MySQL's succeeds and leaves such a view broken. Refused before
+    anything runs, with the fix."""
+    if not structure:
+        return []
+    table = f"{structure['schema']}.{structure['table']}"
+    return [f"{what} reads {table}.{op.column}: dropping the column would break it or fail at the contract. "
+            f"Drop {what} or change it not to read {op.column} first, in an earlier migration"
+            for what in structure.get("dependents", {}).get(op.column, [])]
+
+
 def steps(op: DropColumn, ctx: OpContext) -> Steps:
     col = ident(op.column)
     down, down_contract = engines.current().restore_dropped_column((ctx.schema, ctx.table), op.column,

@@ -134,8 +134,29 @@ def read_table(conn, schema: str, table: str) -> dict | None:
                          (schema, table)).fetchall()}
     return {"schema": schema, "table": table, "comment": found[0] or None, "privileges": [], "columns": columns,
             "constraints": constraints, "indexes": index_info, "triggers": {}, "referenced_by": referenced_by,
-            "dependents": {}, "checks": _checks(conn, schema, table), "references": _references(conn, schema, table),
+            "dependents": _view_dependents(conn, schema, table, list(columns)),
+            "checks": _checks(conn, schema, table), "references": _references(conn, schema, table),
             "row_triggers": _row_triggers(conn, schema, table), "on_update": on_update}
+
+
+def _view_dependents(conn, schema: str, table: str, columns: list[str]) -> dict[str, list[str]]:
+    """column -> the views (any database's) that read it, as PostgreSQL's pg_depend names them ("view db.v").
+    MySQL keeps no column dependencies: a dropped or renamed column leaves its views broken ("references invalid
+    table(s) or column(s)") where PostgreSQL refuses, so the operations' refusals need them found. The server
+    stores a view's query with every name quoted and its tables qualified (`db`.`t`): a view naming the table
+    and the column's quoted name anywhere counts (conservative: another table's column of the same name counts
+    too)."""
+    def quoted(name: str) -> str:
+        return "`" + name.replace("`", "``") + "`"
+    rows = conn.execute("SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS WHERE "
+                        "LOCATE(%s, VIEW_DEFINITION) > 0 ORDER BY TABLE_SCHEMA, TABLE_NAME",
+                        (f"{quoted(schema)}.{quoted(table)}",)).fetchall()
+    found: dict[str, list[str]] = {}
+    for view_schema, view, definition in rows:
+        for column in columns:
+            if quoted(column) in definition:
+                found.setdefault(column, []).append(f"view {view_schema}.{view}")
+    return found
 
 
 def _key_part(column: str | None, prefix: int | None, kind: str) -> str:
