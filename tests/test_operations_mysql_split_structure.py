@@ -164,6 +164,28 @@ def test_the_applications_triggers_the_contract_or_the_rollback_would_break_are_
         execute(target, "INSERT INTO notes (id, a) VALUES (1000, 1)")
 
 
+def test_a_trigger_in_another_database_naming_a_moved_column_is_refused_too(target):
+    """A trigger of another database writing db.notes.s breaks the same way at the contract; the database is named
+    with the trigger (trigger names are per database)."""
+    application_triggers(target)
+    execute(target, "DROP TRIGGER notes_s_upper", "DROP TRIGGER notes_touched", "DROP TRIGGER tags_label")
+    other = fresh_database("amtest_opsplit_other")
+    try:
+        execute(other, "CREATE TABLE events (id INT PRIMARY KEY, note INT)",
+                f"CREATE TRIGGER events_mark AFTER INSERT ON events FOR EACH ROW UPDATE `{target.dbname}`.notes "
+                "SET s = 'marked' WHERE id = NEW.note")
+        structure, _ = structure_of(target)
+        [why] = split_table.refusals(split("s"), structure, ("id",))
+        assert why.startswith(f"trigger {other.dbname}.events_mark (AFTER INSERT on {other.dbname}.events) names "
+                              "moved column s"), why
+        assert split_table.refusals(split("a"), structure, ("id",)) == [], "it names no other column"
+        execute(target, "ALTER TABLE notes DROP COLUMN s")  # what the contract would leave behind
+        with pytest.raises(pymysql.err.OperationalError, match="Unknown column 's'"):
+            execute(other, "INSERT INTO events VALUES (1, 1)")
+    finally:
+        drop_database(other)
+
+
 def test_the_applications_insert_and_delete_triggers_naming_no_moved_column_run_as_before(target):
     """The audit of inserts and deletes stays (not refused): through expand, batch, contract and the rollback after
     it, the audit holds the application's own inserts and deletes and nothing of airmigrate's steps."""

@@ -186,16 +186,21 @@ OWN_TRIGGER = re.compile(r"am_[a-z]+_")  # airmigrate's own (operations.base.OpC
 
 
 def _row_triggers(conn, schema: str, table: str) -> dict[str, dict]:
-    """The application's triggers that may touch the table: its own, and those of the database's other tables whose
-    body names it; name -> the table it is on, timing, event and body. Apart from `triggers` (compared by the
-    rollback, empty here) like `checks`: split_table's refusals read them (a trigger naming a moved column breaks
-    once the column is gone). airmigrate's own triggers (``am_<kind>_...``, a resumed run's) are left out."""
+    """The application's triggers that may touch the table: its own, those of the database's other tables whose
+    body names it, and those of other databases whose body names both the database and the table; name (``db.name``
+    for another database's) -> the database and table it is on, timing, event and body. Apart from `triggers`
+    (compared by the rollback, empty here) like `checks`: split_table's refusals read them (a trigger naming a moved
+    column breaks once the column is gone). airmigrate's own triggers (``am_<kind>_...``, a resumed run's) are
+    left out. Names are found as substrings: conservative (a longer name containing the table's counts too)."""
     rows = conn.execute(
-        "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_STATEMENT "
-        "FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s AND (EVENT_OBJECT_TABLE = %s OR "
-        "LOCATE(%s, ACTION_STATEMENT) > 0) ORDER BY TRIGGER_NAME", (schema, table, table)).fetchall()
-    return {name: {"table": on, "timing": timing, "event": event, "statement": body}
-            for name, on, timing, event, body in rows if not OWN_TRIGGER.match(name)}
+        "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, "
+        "ACTION_STATEMENT FROM information_schema.TRIGGERS WHERE (TRIGGER_SCHEMA = %s AND (EVENT_OBJECT_TABLE = %s "
+        "OR LOCATE(%s, ACTION_STATEMENT) > 0)) OR (TRIGGER_SCHEMA <> %s AND LOCATE(%s, ACTION_STATEMENT) > 0 "
+        "AND LOCATE(%s, ACTION_STATEMENT) > 0) ORDER BY TRIGGER_SCHEMA, TRIGGER_NAME",
+        (schema, table, table, schema, schema, table)).fetchall()
+    return {name if where == schema else f"{where}.{name}": {"schema": where, "table": on, "timing": timing,
+                                                             "event": event, "statement": body}
+            for where, name, on, timing, event, body in rows if not OWN_TRIGGER.match(name)}
 
 
 def _references(conn, schema: str, table: str) -> dict[str, dict]:

@@ -314,8 +314,9 @@ def _trigger_refusals(structure: dict, table: str, moved: set[str]) -> list[str]
         return []
     out = []
     for name, trigger in sorted((structure.get("row_triggers") or {}).items()):
-        where = f"{trigger['timing']} {trigger['event']} on {structure['schema']}.{trigger['table']}"
-        ours = trigger["table"] == structure["table"]
+        on = trigger.get("schema", structure["schema"])
+        where = f"{trigger['timing']} {trigger['event']} on {on}.{trigger['table']}"
+        ours = on == structure["schema"] and trigger["table"] == structure["table"]
         named = sorted(c for c in moved if c.lower() in _names(trigger["statement"]) and c.lower() in columns)
         if named:
             out.append(f"trigger {name} ({where}) names moved column {', '.join(named)}: MySQL does not look into "
