@@ -80,8 +80,9 @@ def _migrations(root: Path) -> tuple[Path, Path]:
 def deployment(databases, tmp_path_factory):
     """Two Celery workers, each with its own home, temp folder and Airflow home (like two containers), and an
     api-server with its own: the one thing they share is the var folder (the Compose file's airmigrate-var
-    volume, the Helm values' ReadWriteMany claim). Nothing names the workers by hand (AIRMIGRATE_WORKER_NAME
-    unset): the batches name the Celery node. Yields (airflow, the shared folder, each one's own folder)."""
+    volume, the Helm values' ReadWriteMany claim). worker-a is named by its deployment (AIRMIGRATE_WORKER_NAME),
+    worker-b by nothing set by hand: its batches name its Celery node (:data:`NAMES`). Yields (airflow, the shared
+    folder, each one's own folder)."""
     root = tmp_path_factory.mktemp("celery-shared")
     shared = root / "shared-var"  # the volume
     shared.mkdir()
@@ -116,13 +117,23 @@ def deployment(databases, tmp_path_factory):
             airflow.spawn(name, ["celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "1",
                                  "--queues", queue, "--skip-serve-logs"],
                           env={"AIRFLOW_HOME": str(home / "airflow"), "AIRMIGRATE_HOME": str(home), "HOME": str(home),
-                               "TMPDIR": str(home / "tmp")})
+                               "TMPDIR": str(home / "tmp"), **({"AIRMIGRATE_WORKER_NAME": "worker-a"}
+                                                               if name == "worker-a" else {})})
         # both workers connected to the broker, or one could take every batch before the other starts
         airflow.wait_for(lambda: all(" ready." in (airflow.home / "logs" / f"{name}.out").read_text(errors="replace")
                                      for name in ("worker-a", "worker-b")), 300, "the Celery workers did not start")
         yield airflow, shared, own
     finally:
         airflow.stop()
+
+
+# the names the batches record (worker_name.batch_worker: "<name>:<pid>:shard<n>"): worker-a's setting, worker-b's
+# Celery node name (its --celery-hostname worker-b@%h)
+NAMES = {"worker-a", f"worker-b@{socket.gethostname()}"}
+
+
+def names(workers: set[str]) -> set[str]:
+    return {w.rsplit(":", 2)[0] for w in workers}
 
 
 def batch_workers(target, migration_id: str) -> set[str]:
@@ -143,8 +154,8 @@ def test_two_celery_workers_share_one_backfill(databases, deployment):
         attempts = conn.execute("SELECT max(b.attempts), count(*) FILTER (WHERE b.status <> 'succeeded') "
                                 "FROM airmigrate.batches b JOIN airmigrate.runs r ON r.run_id = b.run_id "
                                 "WHERE r.migration_id = %s", (DAG_ID,)).fetchone()
-    workers = {w.split("@", 1)[0] for w in batch_workers(databases["target"], DAG_ID)}
-    assert workers == {"worker-a", "worker-b"}, f"batches ran on {workers}"
+    workers = batch_workers(databases["target"], DAG_ID)
+    assert names(workers) == NAMES, f"batches ran on {workers}"  # both took part, each under its name
     assert attempts == (1, 0), "every batch exactly once"
 
 
@@ -156,7 +167,7 @@ def _tail(airflow, lines=40):
 # --- issue 24: what the deployment shares ------------------------------------------------------------------
 
 def test_workers_and_the_api_server_share_only_the_var_folder(databases, deployment):
-    """The batches name the Celery worker that ran them (its node name, nothing set by hand); the report one
+    """The batches name the Celery worker that ran them (worker-b: its node name, nothing set by hand); the report one
     worker wrote, its Data Docs and the backup another may have taken are read through the api-server afterwards
     (which never ran a task); nothing a run leaves behind is on a worker's own disk."""
     airflow, shared, own = deployment
@@ -164,8 +175,7 @@ def test_workers_and_the_api_server_share_only_the_var_folder(databases, deploym
     assert wait_finished(airflow, SHARED_ID, run_id) == "success", _tail(airflow)
 
     workers = batch_workers(databases["target"], SHARED_ID)
-    nodes = {w.split("@", 1)[0] for w in workers}
-    assert nodes == {"worker-a", "worker-b"}, f"batches ran on {workers}"  # the Celery node names
+    assert names(workers) == NAMES, f"batches ran on {workers}"  # worker-b's the Celery node name
 
     # the report, through the api-server (it reads the shared folder; it never ran a task)
     page = airflow.api("GET", f"/airmigrate/reports/dag-run/{SHARED_ID}/{run_id}")
@@ -176,7 +186,7 @@ def test_workers_and_the_api_server_share_only_the_var_folder(databases, deploym
     assert "(file not found)" not in html  # the worker that wrote the report saw the dump
     markdown = airflow.api("GET", page.url.split(airflow.url, 1)[1].removesuffix(".html") + ".md")
     assert markdown.status_code == 200 and "Which worker ran which batch" in markdown.text
-    assert "worker-a@" in markdown.text and "worker-b@" in markdown.text
+    assert all(name in markdown.text for name in NAMES), markdown.text[-2000:]
     docs = re.findall(r'href="([^"]+\.data-docs/[^"]+)"', html)
     assert docs, "no Data Docs link in the report"
     base = page.url.rsplit("/", 1)[0]
