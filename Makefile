@@ -27,7 +27,11 @@ stop: setup
 
 # The whole suite (real PostgreSQL, real Airflow, the browser); its last line is pytest's count and time, after
 # the 15 slowest tests.
+# The project's own bytecode first (src, dags, plugins; only what changed): where PYTHONDONTWRITEBYTECODE is set (this
+# machine's environment) no process writes it, and every CLI run, Airflow task and DAG parse the tests start compiles
+# airmigrate's ~109 modules again (0.2 s each; tests/test_history.py 45.2 s without, 43.9 s with).
 test: setup lint
+	$(BIN)/python -m compileall -q -j 0 src dags plugins
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -q -ra --durations=15
 
 # The inner loop, no servers, under a minute: the import contracts, the lint of the project's migrations and

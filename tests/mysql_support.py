@@ -21,6 +21,7 @@ import pytest
 
 from airmigrate import db, state
 from airmigrate.engines import sql
+from airmigrate.engines.mysql import dialect
 from airmigrate.engines.mysql.state_names import state_database
 from airmigrate.engines.target import Target
 from airmigrate.stages import backfill
@@ -142,6 +143,24 @@ def wait_for(condition, timeout: float = 30.0, what: str = "condition", interval
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+@contextmanager
+def dialect_asked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Each answer :func:`dialect.flavor` gave in this process meanwhile: every choice between MariaDB's and MySQL
+    8's forms asks it (:func:`dialect.to_run`, :func:`dialect.shown`, the online algorithm, the session limits
+    shown). Empty: the switch AIRMIGRATE_MYSQL_DIALECT=mysql8 could not have changed a statement sent, so the test
+    needs no second run in MySQL 8's forms (conftest's sql_forms)."""
+    asked: list[str] = []
+    real = dialect.flavor
+
+    def spied(conn=None):
+        asked.append(real(conn))
+        return asked[-1]
+
+    monkeypatch.setattr(dialect, "flavor", spied)
+    yield asked
+    monkeypatch.setattr(dialect, "flavor", real)
 
 
 def switch():

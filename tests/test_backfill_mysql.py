@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mysql_support import URL, Writer, begin_backfill, scratch_database, skip_without_server, wait_for
+from mysql_support import URL, Writer, begin_backfill, dialect_asked, scratch_database, skip_without_server, wait_for
 
 from airmigrate import control, db, state
 from airmigrate.engines.target import Target
@@ -154,7 +154,9 @@ def test_kill_9_of_a_shard_under_a_concurrent_writer_then_a_resume_does_every_ro
     assert summary["failed"] == 0 and summary["pending"] == 0 and summary["succeeded"] == statuses["succeeded"]
 
 
-def test_a_failed_batch_is_recorded_and_only_it_runs_again_on_retry(target, tmp_path, sql_forms):
+def test_a_failed_batch_is_recorded_and_only_it_runs_again_on_retry(target, tmp_path, monkeypatch):
+    """Run in MariaDB's forms only: the backfill's batches never ask which forms to send (dialect_asked stays
+    empty), so MySQL 8's switch would send the same statements; the forms themselves: tests/test_mysql8_forms.py."""
     make_items(target, 5000)
     with db.connect(target, autocommit=True) as conn:
         conn.execute("CREATE TABLE fail_switch (on_ BOOLEAN NOT NULL)")
@@ -162,17 +164,19 @@ def test_a_failed_batch_is_recorded_and_only_it_runs_again_on_retry(target, tmp_
         conn.execute("CREATE TRIGGER items_fail BEFORE UPDATE ON items FOR EACH ROW "
                      "IF NEW.id = 2345 AND (SELECT on_ FROM fail_switch) THEN "
                      "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'row 2345 refused'; END IF")
-    migration = write_migration(tmp_path, target, max_attempts=2, adaptive=False)
-    run_id = begin_backfill(target, migration)
-    with pytest.raises(BackfillError) as failed:
-        backfill.run_shard(target, migration, run_id)
-    assert "row 2345 refused" in str(failed.value) and "1 batch(es) failed" in str(failed.value)
-    assert scalar(target, "SELECT COUNT(*) FROM items WHERE touched = 0") == 1000  # the failed batch rolled back
-    with db.connect(target, autocommit=True) as conn:
-        conn.execute("UPDATE fail_switch SET on_ = FALSE")
-    again = backfill.run_shard(target, migration, run_id, retry_failed=True)
-    assert again["batches"] == 1 and again["rows"] == 1000
-    assert scalar(target, "SELECT COUNT(*) FROM items WHERE touched <> 1") == 0
+    with dialect_asked(monkeypatch) as asked:
+        migration = write_migration(tmp_path, target, max_attempts=2, adaptive=False)
+        run_id = begin_backfill(target, migration)
+        with pytest.raises(BackfillError) as failed:
+            backfill.run_shard(target, migration, run_id)
+        assert "row 2345 refused" in str(failed.value) and "1 batch(es) failed" in str(failed.value)
+        assert scalar(target, "SELECT COUNT(*) FROM items WHERE touched = 0") == 1000  # the failed batch rolled back
+        with db.connect(target, autocommit=True) as conn:
+            conn.execute("UPDATE fail_switch SET on_ = FALSE")
+        again = backfill.run_shard(target, migration, run_id, retry_failed=True)
+        assert again["batches"] == 1 and again["rows"] == 1000
+        assert scalar(target, "SELECT COUNT(*) FROM items WHERE touched <> 1") == 0
+    assert asked == [], "the backfill asked which SQL forms to send: run it in both (sql_forms)"
     with db.connect(target) as conn:
         outcomes = conn.execute("SELECT outcome, COUNT(*) FROM airmigrate.batch_attempts WHERE run_id = %s "
                                 "GROUP BY outcome ORDER BY outcome", (run_id,)).fetchall()

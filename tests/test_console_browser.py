@@ -73,8 +73,10 @@ def write_cancel_migration(folder: Path) -> None:
 
 
 def write_migration(folder: Path) -> None:
-    """~2 s per 1,000-row batch (time to watch, pause and resume); the batch holding id 12345 fails until a
-    table `cure` exists (the retry button's case)."""
+    """~2 s per 2,000-row batch, 15 of them (time to watch, pause and resume: the page, refreshed every 5 s, shows
+    three steps of progress before the pause and batches are left after it; 30 batches of 1,000 made the run twice
+    as long, proving nothing more); the batch holding id 12345 fails until a table `cure` exists (the retry
+    button's case)."""
     folder.mkdir(parents=True)
     (folder / "up.sql").write_text("ALTER TABLE users ADD COLUMN IF NOT EXISTS console_verified boolean;\n")
     (folder / "down.sql").write_text("ALTER TABLE users DROP COLUMN IF EXISTS console_verified;\n")
@@ -85,7 +87,7 @@ def write_migration(folder: Path) -> None:
         "WHERE id BETWEEN %(lo)s AND %(hi)s;\n")
     (folder / "migration.yaml").write_text(yaml.safe_dump({
         "description": "Console test: slow batches, one fails until a table `cure` exists.",
-        "table": "users", "batch_size": 1000, "shards": 1, "out_of_order": True,
+        "table": "users", "batch_size": 2000, "shards": 1, "out_of_order": True,
         "backfill": {"sql": "backfill.sql", "columns": ["console_verified"], "max_attempts": 1,
                      "adaptive": False}}))
 
