@@ -431,7 +431,7 @@ def test_application_waiting_on_our_locks_halves_the_budget_and_no_latency_signa
 
 
 def test_a_baseline_is_measured_again_when_the_signal_stays_over_target_although_the_pacer_cut():
-    """Over target three decisions of four while the budget shrinks: the application's own load has likely risen
+    """Over target three decisions running while the budget shrinks: the application's own load has likely risen
     (a busy phase), so the pacer re-measures it instead of starving the backfill against a stale baseline; not
     more often than REPROBE_AFTER_S."""
     from airmigrate.pacing.pacer import STALE_AFTER, Controller
@@ -443,7 +443,3 @@ def test_a_baseline_is_measured_again_when_the_signal_stays_over_target_although
     assert not any(controller._stale_baseline(1.1) for _ in range(5)), "under target: the baseline holds"
     controller.probed_at = time.monotonic()
     assert not any(controller._stale_baseline(3.0) for _ in range(5)), "just measured: not again at once"
-    # one noisy second under target between them does not reset the count (the bench's busy phase at the floor)
-    controller.probed_at, controller.overs = -1e9, deque(maxlen=controller.overs.maxlen)
-    assert [controller._stale_baseline(r) for r in (3.0, 3.0, 1.0, 3.0)] == [False, False, False, True]
-    assert [controller._stale_baseline(r) for r in (3.0, 1.0, 1.0, 3.0, 1.0)] == [False] * 5, "2 of the last 4"

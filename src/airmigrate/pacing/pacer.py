@@ -42,8 +42,7 @@ READ_EVERY_S = 1.0    # a follower shard re-reads the shared budget this often
 QUIET_LOG_S = 10.0    # an unchanged decision is logged this often
 SETTLE_S = 2.0        # a probe waits at most this long for in-flight batches to finish
 FIRST_PROBE_S = 2.0   # the first baseline is measured this long after the start (at the start share meanwhile)
-STALE_AFTER = 3       # decisions over target of the last STALE_OF before the baseline is measured again...
-STALE_OF = 4
+STALE_AFTER = 3       # decisions over target in a row before the baseline is measured again...
 REPROBE_AFTER_S = 5.0  # ...but not sooner than this after the last measurement
 TAIL = 0.95           # the quantile of the transactions' ages held against the baseline's (see signals.py)
 MIN_AGES = 40         # ages pooled for a tail figure (p95 of fewer is the largest one: one slow sample decides)
@@ -178,8 +177,7 @@ class Controller:
         self.probed_at = 0.0
         self.last_logged, self.last_reason, self.high_batch = 0.0, "", 0
         self.rows_at = time.monotonic()                # when a batch last finished (seen by a decision)
-        self.full_since, self.hinted, self.held = None, False, None
-        self.overs: deque[bool] = deque(maxlen=STALE_OF)  # the last decisions: over target or not
+        self.full_since, self.hinted, self.over_streak, self.held = None, False, 0, None
 
     def start(self) -> None:
         self.conn = own_connection(self.target)
@@ -276,7 +274,6 @@ class Controller:
             log.info("pacing: the application alone is over %.1fx slower than at the last baseline: measuring it "
                      "again in %.0f s (its load is changing)", JUMP, REPROBE_AFTER_S)
         self.probed_at = time.monotonic()
-        self.overs.clear()  # those readings were against the last baseline
         self.window.clear()
         self.ages.clear()
         self.trips.clear()
@@ -370,14 +367,13 @@ class Controller:
             self.last_logged, self.last_reason = time.monotonic(), reason
 
     def _stale_baseline(self, held: float | None) -> bool:
-        """Over target for STALE_AFTER of the last STALE_OF decisions although the pacer cut in between: more likely
-        the application's own load rose (a busy phase) than our smaller share hurting it more, so the baseline is
-        re-measured (a pause of probe_seconds) rather than trusted, at most every REPROBE_AFTER_S. Not "in a row":
-        at the floor one noisy second under target reset the count, and the bench's busy phase was paced against
-        the quiet phase's baseline to its end (2.8-3.6x read at duty 0.02 while the application felt 1.2x)."""
-        self.overs.append(held is not None and self.duty.target is not None and held > self.duty.target)
-        if sum(self.overs) >= STALE_AFTER and time.monotonic() - self.probed_at >= REPROBE_AFTER_S:
-            self.overs.clear()
+        """Over target for STALE_AFTER decisions running although the pacer cut in between: more likely the
+        application's own load rose (a busy phase) than our smaller share hurting it more, so the baseline is
+        re-measured (a pause of probe_seconds) rather than trusted, at most every REPROBE_AFTER_S."""
+        over = held is not None and self.duty.target is not None and held > self.duty.target
+        self.over_streak = self.over_streak + 1 if over else 0
+        if self.over_streak >= STALE_AFTER and time.monotonic() - self.probed_at >= REPROBE_AFTER_S:
+            self.over_streak = 0
             return True
         return False
 
