@@ -151,15 +151,15 @@ def work_window_s(budget: float, shards: int, batch_s: float, longest_pause_s: f
     return decide_s + min(longest_pause_s, 3 * batch_s / shard_duty(budget, shards))
 
 
-def slower_alone(before: tuple, after: tuple) -> bool:
+def slower_alone(before: tuple, after: tuple, factor: float = 1.0) -> bool:
     """Whether the application alone is slower at this baseline than at the last one (pairs of figures, best
     first: its tail transaction age, then the canary's trip). Then its own load rose, and a budget that was too
     much under the lighter load is too much still: the controller keeps that limit rather than forgetting it (the
     bench: a probe at the start of the busy phase forgot a limit of 0.09 and the pacer raised to 0.63 in three
-    decisions while the application read 2-4x its p99 alone)."""
+    decisions while the application read 2-4x its p99 alone). `factor`: slower by more than that many times."""
     for old, new in zip(before, after):
         if old and new:
-            return new > old
+            return new > factor * old
     return False
 
 
@@ -168,10 +168,7 @@ def baseline_jumped(before: tuple, after: tuple) -> bool:
     slower_alone). A probe in the seconds the application's own load rises measures the backlog of the change as
     well (the bench: a probe as the busy phase began read 22-48 ms against a settled 12; every reading after it
     was 1.00 while the application felt 2-4x), so such a baseline is confirmed by a second probe soon after."""
-    for old, new in zip(before, after):
-        if old and new:
-            return new > JUMP * old
-    return False
+    return slower_alone(before, after, JUMP)
 
 
 def starting_budget(target: float | None, ceiling: float) -> float:

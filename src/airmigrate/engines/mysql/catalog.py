@@ -146,8 +146,7 @@ def _view_dependents(conn, schema: str, table: str, columns: list[str]) -> dict[
     stores a view's query with every name quoted and its tables qualified (`db`.`t`): a view naming the table
     and the column's quoted name anywhere counts (conservative: another table's column of the same name counts
     too)."""
-    def quoted(name: str) -> str:
-        return "`" + name.replace("`", "``") + "`"
+    quoted = connection.quote_identifier
     rows = conn.execute("SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS WHERE "
                         "LOCATE(%s, VIEW_DEFINITION) > 0 ORDER BY TABLE_SCHEMA, TABLE_NAME",
                         (f"{quoted(schema)}.{quoted(table)}",)).fetchall()
