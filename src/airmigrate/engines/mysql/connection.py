@@ -22,7 +22,7 @@ import pymysql.cursors
 from pymysql import converters
 
 from airmigrate.engines import base, sql
-from airmigrate.engines.mysql.state_names import in_state_database, state_database
+from airmigrate.engines.mysql.state_names import in_state_database, quote_identifier, state_database
 from airmigrate.errors import TransientError
 
 DEFAULTS = {"host": "127.0.0.1", "port": 3306, "user": "root", "dbname": "mysql"}
@@ -42,12 +42,6 @@ TRANSIENT = {LOCK_WAIT_TIMEOUT, DEADLOCK, LOCK_NOWAIT, *CONNECTION_LOST}
 
 # ---------------------------------------------------------------------------------------------------------------
 # rendering
-
-def quote_identifier(name: str) -> str:
-    """`name` in backticks, a backtick inside doubled (MySQL's rule whatever the sql_mode, short of
-    ANSI_QUOTES, which changes what double quotes mean and not backticks)."""
-    return "`" + name.replace("`", "``") + "`"
-
 
 def literal(value: Any, context: Any = None) -> str:
     """A value as a SQL literal: the connection's escaping when there is one (it knows whether the server takes

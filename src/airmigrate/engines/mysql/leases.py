@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timezone
 
-from airmigrate.engines.mysql.state_names import lock_prefix, quote
+from airmigrate.engines.mysql.state_names import lock_prefix, quote_identifier
 from airmigrate.engines.mysql.state_sql import CREATE_DATABASE, NOW, count_tables
 
 # The lease's registry (see the module's doc): made by the first lease, which may come before the other tables
@@ -48,7 +48,7 @@ def _ensure_leases(conn) -> None:
     if where in _LEASE_TABLES:
         return
     if count_tables(conn, ("leases",)) == 0:
-        conn.execute(CREATE_DATABASE.format(quote(conn.state_database)))
+        conn.execute(CREATE_DATABASE.format(quote_identifier(conn.state_database)))
         for statement in LEASES_DDL:
             conn.execute(statement)
     _LEASE_TABLES.add(where)

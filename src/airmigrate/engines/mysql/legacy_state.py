@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from airmigrate.engines.mysql.state_names import legacy_database, quote
+from airmigrate.engines.mysql.state_names import legacy_database, quote_identifier as quote
 
 log = logging.getLogger(__name__)
 

@@ -60,7 +60,10 @@ def lock_prefix(state_db: str) -> str:
     return "airmigrate." + hashlib.sha1(state_db.lower().encode()).hexdigest()[:8]
 
 
-def quote(name: str) -> str:
+def quote_identifier(name: str) -> str:
+    """`name` in backticks, a backtick inside doubled (MySQL's rule whatever the sql_mode, short of
+    ANSI_QUOTES, which changes what double quotes mean and not backticks). Here, below connection.py, so the
+    state's names and every other module share the one rule."""
     return "`" + name.replace("`", "``") + "`"
 
 
@@ -92,5 +95,5 @@ def in_state_database(text: str, state_db: str) -> str:
     repeat (every batch runs the same few), hence the cache."""
     if "airmigrate" not in text:
         return text
-    quoted = quote(state_db)
+    quoted = quote_identifier(state_db)
     return _TOKENS.sub(lambda m: _replace(m, quoted), text)

@@ -24,7 +24,7 @@ import json
 from datetime import timezone
 
 from airmigrate.engines.mysql.legacy_state import adopt_legacy_state
-from airmigrate.engines.mysql.state_names import quote, schema_of
+from airmigrate.engines.mysql.state_names import quote_identifier, schema_of
 
 NOW = "UTC_TIMESTAMP(6)"
 ACTIVE_KEY = ("CASE WHEN status IN ('pending', 'running', 'paused', 'failed') "
@@ -365,7 +365,7 @@ def create_state_tables(conn) -> None:
         raise TimeoutError("waited 60 s for another session creating airmigrate's state tables")
     try:
         adopt_legacy_state(conn)
-        conn.execute(CREATE_DATABASE.format(quote(conn.state_database)))
+        conn.execute(CREATE_DATABASE.format(quote_identifier(conn.state_database)))
         for statement in SCHEMA_DDL:
             conn.execute(statement)
     finally:
