@@ -10,6 +10,13 @@ separate processes (no shared GIL) time what the pacer could read:
   tx      BEGIN; SELECT 1 x3; COMMIT: as many round trips as the application's transaction (pgbench -N has five)
   write   BEGIN; UPDATE one row of a table of our own; SELECT it; COMMIT: round trips plus a WAL flush
   ages    the ages of the application's transactions in flight, pg_stat_activity ten times a second (p95)
+  canary  SELECT txid_current(), 100 a second: the pacer's committing canary as it is now
+
+Then the canary's figure as the pacer forms it, with several estimators (`--estimators`): a baseline over a
+PROBE_S window of the application alone, the figure over a decision's pool (2 s, or 4 s), 1 + the excess over the
+p95 age alone; printed per setting and phase as the median and the 10th-90th percentiles over every (baseline
+window, figure window) pair: a good estimator reads ~1.0 with a narrow spread alone and follows the
+application's p99 ratio across the settings.
 
 Printed per cycle and phase: the application's p99 ratio to the application alone in the same phase, and each
 reading's ratio to its own value then (for `trip`, also the pacer's formula: 1 + the extra p99 round trip / the
@@ -34,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pg import BENCH_DB, Application, Cluster, create_bench_db, say, sql  # noqa: E402
 
 SETTINGS = [None, (1_000, 100, 1), (2_000, 50, 1), (5_000, 20, 1), (10_000, 0, 1), (10_000, 0, 2)]
-PERIOD = {"trip": 0.01, "tx": 0.02, "write": 0.02, "ages": 0.1}
+PERIOD = {"trip": 0.01, "tx": 0.02, "write": 0.02, "ages": 0.1, "canary": 0.01}
 
 
 # ------------------------------------------------------------------------------------------- readers (processes)
@@ -63,6 +70,9 @@ def reader(kind: str, url: str, out: str) -> None:
 def run_once(conn, kind: str) -> None:
     if kind == "trip":
         conn.execute("SELECT 1").fetchone()
+        return
+    if kind == "canary":
+        conn.execute("SELECT txid_current()").fetchone()
         return
     conn.execute("BEGIN")
     if kind == "tx":
@@ -205,6 +215,71 @@ def report(app: Application, workdir: Path, cycles: list, phase_s: float) -> Non
         print(f"{name:18} {kind:5} | {f['app p99'] or 0:10.2f} {ratio('app p99')} | {ratio('trip')} "
               f"{formula or 0:7.2f} | {ratio('tx')} | {ratio('write')} | {ratio('ages')}")
     print("alone:", {kind: {k: round(v, 3) for k, v in b.items()} for kind, b in base.items()})
+    report_estimators(workdir, cycles, phase_s, base)
+
+
+# ------------------------------------------------------------------------------------------- the canary's estimators
+
+PROBE_S = 1.0  # the pacer's probe_seconds: its baseline's window
+
+
+def top_mean(values: list[float], share: float) -> float | None:
+    """The mean of the values above the `share` quantile (the tail's mean: every tail trip counts, not one)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    tail = ordered[min(len(ordered) - 1, int(share * len(ordered))):]
+    return sum(tail) / len(tail)
+
+
+ESTIMATORS = {  # name: (the figure's window in seconds, the statistic)
+    "p99 2s": (2, lambda v: p(v, 0.99)),
+    "p99 4s": (4, lambda v: p(v, 0.99)),
+    "p95 2s": (2, lambda v: p(v, 0.95)),
+    "p90 2s": (2, lambda v: p(v, 0.90)),
+    "top5% 2s": (2, lambda v: top_mean(v, 0.95)),
+    "top10% 4s": (4, lambda v: top_mean(v, 0.90)),
+}
+
+
+def windows(trips: list[tuple[float, float]], start: float, end: float, length: float, step: float) -> list:
+    """The canary's trips (ms) in each window of `length` seconds from `start`, every `step`, inside the span."""
+    out, at = [], start
+    while at + length <= end:
+        out.append([ms for epoch, ms in trips if at <= epoch < at + length])
+        at += step
+    return out
+
+
+def spread(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    return f"{p(values, 0.5):.2f} [{p(values, 0.1):.2f}-{p(values, 0.9):.2f}]"
+
+
+def report_estimators(workdir: Path, cycles: list, phase_s: float, base: dict) -> None:
+    trips = [(float(a), float(b)) for a, b in (line.split() for line in
+                                              (workdir / "canary").read_text().splitlines() if len(line.split()) == 2)]
+    phases = []  # (setting, kind, start, end)
+    for setting, cycle in cycles:
+        for n, kind in enumerate(("quiet", "busy")):
+            phases.append((setting, kind, cycle + n * phase_s + 1, cycle + (n + 1) * phase_s))
+    print(f"\nthe canary's figure: 1 + (estimator now - estimator over {PROBE_S:g} s alone) / p95 age alone; "
+          "median [p10-p90] over window pairs")
+    print(f"{'setting':18} {'phase':5} | " + " | ".join(f"{name:>20}" for name in ESTIMATORS))
+    for name_setting in dict.fromkeys(s for s, _, _, _ in phases):
+        for kind in ("quiet", "busy"):
+            spans = [(a, b) for s, k, a, b in phases if s == name_setting and k == kind]
+            alone = [(a, b) for s, k, a, b in phases if s is None and k == kind]
+            cells = []
+            for length, stat in ESTIMATORS.values():
+                bases = [stat(w) for a, b in alone for w in windows(trips, a, b, PROBE_S, PROBE_S) if w]
+                nows = [stat(w) for a, b in spans for w in windows(trips, a, b, length, 1.0) if w]
+                scale = base[kind]["ages"]
+                ratios = [1 + max(0.0, now - b0) / scale for b0 in bases for now in nows] if scale else []
+                cells.append(spread(ratios))
+            name = "alone" if name_setting is None else f"loop {name_setting[0]}/{name_setting[1]}ms x{name_setting[2]}"
+            print(f"{name:18} {kind:5} | " + " | ".join(f"{c:>20}" for c in cells))
 
 
 if __name__ == "__main__":
