@@ -122,6 +122,29 @@ def test_the_canarys_own_trip_stands_in_for_the_applications_time_only_when_a_pr
     assert paced._round_trip_ratio() == pytest.approx(1.1), "a tail age: the extra wait over it"
 
 
+def test_after_a_probe_no_raise_until_the_transactions_age_is_pooled_but_a_cut_is_never_held():
+    """The decision after the bench's first probe doubled the budget on the canary's and the statements' 1.0x
+    while the transactions' age (two or three decisions to pool MIN_AGES) was not in yet; the next read 2.08x."""
+    from airmigrate.pacing.pacer import POOL_DECISIONS, Controller
+    from airmigrate.spec import Throttle
+
+    paced = Controller(None, 1, Throttle(), 1.25, 1)
+    paced.probed_at, paced.baseline_tx_ms, paced.baseline_trip_ms = 1.0, 1.5, 0.4
+    paced.ages.extend([[1.0] * 10, [1.0] * 10])
+    unharmed = Reading(round_trip_ratio=1.0, latency_ratio=1.0)
+    assert paced._holding(unharmed) == "holding: measuring the application's latency"
+    assert paced._holding(Reading(round_trip_ratio=1.6)) is None, "over target on another figure: it cuts"
+    assert paced._holding(Reading(round_trip_ratio=1.0, blocked=1)) is None, "a blocked session: it halves"
+    assert paced._holding(Reading(transaction_ratio=1.0, round_trip_ratio=1.0)) is None, "pooled: it decides"
+    paced.ages.extend([[1.0]] * POOL_DECISIONS)
+    assert paced._holding(unharmed) is None, "transactions grew rare: the other figures pace"
+    paced.baseline_tx_ms = None
+    paced.ages.clear()
+    assert paced._holding(unharmed) is None, "no tail age in the baseline: nothing to wait for"
+    paced.probed_at = 0.0
+    assert paced._holding(unharmed) == "holding at the start share: no baseline yet"
+
+
 def test_at_the_floor_a_batch_seconds_ago_still_counts_as_working():
     """At 2% of two shards' ceiling a shard of 20 ms batches pauses ~2 s between them: a one-second window saw
     no batch most seconds, the budget was 'not used' and never raised again (a run stuck at the floor)."""
