@@ -257,10 +257,11 @@ class Controller:
         if baseline or tail:
             self.baseline_ms = baseline or self.baseline_ms
             self.baseline_tx_ms = max(AGE_FLOOR_MS, tail) if tail is not None else self.baseline_tx_ms
-        new = (self.baseline_tx_ms, percentile(trips, TRIP_TAIL) if len(trips) >= MIN_AGES else None)
+        trip_ms = percentile(trips, TRIP_TAIL) if len(trips) >= MIN_AGES else None
+        new = (self.baseline_tx_ms, trip_ms)
         self.confirming_from = last if self.confirming_from is None and baseline_jumped(last, new) else None
-        if len(trips) >= MIN_AGES:
-            self.baseline_trip_ms = new[1]
+        if trip_ms is not None:
+            self.baseline_trip_ms = trip_ms
             if not slower_alone(last, new):
                 self.duty.forget_limit()
             self.conn.execute("UPDATE airmigrate.pacing SET baseline_ms = %s WHERE run_id = %s",
