@@ -234,10 +234,10 @@ def top_mean(values: list[float], share: float) -> float | None:
 
 ESTIMATORS = {  # name: (the figure's window in seconds, the statistic)
     "p99 2s": (2, lambda v: p(v, 0.99)),
-    "p99 4s": (4, lambda v: p(v, 0.99)),
     "p95 2s": (2, lambda v: p(v, 0.95)),
     "p90 2s": (2, lambda v: p(v, 0.90)),
-    "top5% 2s": (2, lambda v: top_mean(v, 0.95)),
+    "top10% 2s": (2, lambda v: top_mean(v, 0.90)),
+    "p95 4s": (4, lambda v: p(v, 0.95)),
     "top10% 4s": (4, lambda v: top_mean(v, 0.90)),
 }
 
