@@ -34,8 +34,12 @@ from airmigrate.stages.backfill.tuning import BatchSizer
 
 
 def test_a_protected_run_starts_at_a_twentieth_of_the_ceiling_and_doubles_until_the_first_cut():
-    duty = DutyCycle(target=1.5, ceiling=2.0)
+    duty = DutyCycle(target=2.0, ceiling=2.0)
     assert duty.budget == pytest.approx(0.1), "never start by hitting the application (a tenth of one worker)"
+    assert DutyCycle(target=1.5, ceiling=2.0).budget == pytest.approx(0.05), "half the harm allowed: half of it"
+    assert DutyCycle(target=1.25, ceiling=2.0).budget == pytest.approx(0.025)
+    assert DutyCycle(target=1.1, ceiling=2.0).budget == pytest.approx(FLOOR), "never under the floor"
+    assert DutyCycle(target=3.0, ceiling=2.0).budget == pytest.approx(0.1), "never over a twentieth"
     assert [duty.decide(Reading(transaction_ratio=1.0))[0] for _ in range(6)] == pytest.approx(
         [0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
     assert duty.decide(Reading(transaction_ratio=1.0))[1] == "at full allowance, under target"
@@ -404,11 +408,11 @@ def test_every_shard_of_a_protected_run_starts_at_the_start_share_not_only_the_l
         assert follower.leader is None, "one leader a run"
         with connect(paced_db, autocommit=True) as conn:
             row = conn.execute("SELECT budget FROM airmigrate.pacing WHERE run_id = %s", (run_id,)).fetchone()
-        assert row[0] == pytest.approx(max(controller.FLOOR, controller.START * 2))
+        assert row[0] == pytest.approx(controller.starting_budget(1.5, 2.0)) and row[0] < 2.0
         follower._refresh(force=True)
         assert follower.budget == pytest.approx(row[0])
-        # a 0.01 s batch at a twentieth of two shards' ceiling: each shard works 5% of its time
-        assert controller.sleep_after(0.01, controller.shard_duty(follower.budget, 2)) == pytest.approx(0.19)
+        # a 0.01 s batch at a fortieth of two shards' ceiling (1.5 allows half the harm of 2): each shard works 2.5%
+        assert controller.sleep_after(0.01, controller.shard_duty(follower.budget, 2)) == pytest.approx(0.39)
 
 
 def test_application_waiting_on_our_locks_halves_the_budget_and_no_latency_signal_is_said_once(

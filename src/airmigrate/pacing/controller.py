@@ -7,7 +7,8 @@ The rules, tuned on bench/backfill_bench.py against an application with a fixed 
 - over the asked ratio: cut in proportion to the excess harm (the harm is ratio - 1; twice the allowed harm
   halves the budget, a small excess takes 10% off), and remember the setting as too much;
 - under target while the backfill used its allowance: grow. Before the first cut it doubles (slow start, from a
-  twentieth of the ceiling: a protected run never begins by hitting the application, see START); after it,
+  twentieth of the ceiling at 2x, less for a stricter ratio: a protected run never begins by hitting the
+  application, see starting_budget); after it,
   a step that shrinks as the signal nears the target, never more than half-way to the lowest setting that was
   too much (so it does not oscillate around the knee). The memory is forgotten at a new baseline that finds the
   application alone as fast as before or faster (its load fell: the old knee no longer applies), kept when slower.
@@ -25,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FLOOR = 0.02       # never stop completely: a backfill that never moves is a different kind of outage
-START = 0.05       # a protected run starts at this share of the ceiling (two shards: a tenth of one worker)
+START = 0.05       # a run protecting 2x starts at this share of the ceiling (stricter: less, see starting_budget)
 SLOW_START = 2.0   # x2 a decision under target, until the first cut
 MIN_CUT, MAX_CUT = 0.5, 0.9  # a cut keeps between half and 90% of the budget
 STEP = 0.1         # the largest additive step after the first cut (share of the ceiling)
@@ -172,9 +173,14 @@ def baseline_jumped(before: tuple, after: tuple) -> bool:
 
 
 def starting_budget(target: float | None, ceiling: float) -> float:
-    """The budget a run starts at: the ceiling at full speed, START of it while protecting. Every shard starts
+    """The budget a run starts at: the ceiling at full speed; while protecting, START of it at a ratio of 2 and
+    less for a stricter one, in proportion to the harm it allows (ratio - 1: 1.5 starts at half of it, 1.25 at a
+    quarter, never under the floor). The first seconds run before any baseline: on the bench a tenth of one worker
+    already read 1.4-2.0x the application's p99 alone in those seconds, over what 1.25 allows. Every shard starts
     there, the leader's controller and the others alike (they read the shared row until the leader decides)."""
-    return ceiling if target is None else max(FLOOR, START * ceiling)
+    if target is None:
+        return ceiling
+    return max(FLOOR, START * ceiling * min(1.0, target - 1))
 
 
 def shard_duty(budget: float, shards: int) -> float:
