@@ -42,7 +42,7 @@ class Reading:
 
     transaction_ratio: float | None = None  # pg_stat_activity: the application's transactions in flight, their age
     latency_ratio: float | None = None      # pg_stat_statements: mean time per call, other roles than ours
-    round_trip_ratio: float | None = None   # the canary's extra p99 round trip, over the transactions' tail age
+    round_trip_ratio: float | None = None   # the canary's extra tail round trip over the transactions' tail age
     blocked: int = 0                        # application backends waiting on a lock our backfill holds
     runnable_ratio: float | None = None     # active backends per CPU: logged, not held against the target
     cpu_pressure_ratio: float | None = None # 1 + /proc/pressure/cpu 'some' share
