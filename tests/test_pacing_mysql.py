@@ -120,11 +120,14 @@ def test_the_signals_see_the_applications_transactions_and_waits_on_our_locks_an
             conn.close()
 
 
-def _sample_every_period(sampler: Sampler, count: int) -> list[int]:
-    """`count` samples the way the pacer takes them: one, then SAMPLE_S of nothing, and again."""
+def _sample_every_period(sampler: Sampler, count: int, session: int) -> list[int]:
+    """`count` samples the way the pacer takes them: one, then SAMPLE_S of nothing, and again; 1 where `session`
+    was counted blocked. (Only that session: the lock waits are the server's, and another test's application
+    waiting on another test's shard is counted too, as it should be: harm to an application is harm.)"""
     blocked = []
     for _ in range(count):
-        blocked.append(sampler.sample())
+        sampler.sample()
+        blocked.append(int(session in sampler.blocked_now))
         time.sleep(SAMPLE_S)
     return blocked
 
@@ -159,21 +162,22 @@ def test_an_application_session_waiting_on_a_shards_lock_is_blocked_after_sample
     reader, shard, app = own_connection(target), db.connect(target), db.connect(target)
     try:
         QUERIES.mark_own_session(shard, "airmigrate shard")
+        app_id = app.execute("SELECT CONNECTION_ID()").fetchone()[0]
         sampler = Sampler(reader, cpus=2)
         assert sampler.in_a_row == 2 and (sampler.in_a_row - 1) * SAMPLE_S >= signals.BLOCKED_S
         shard.execute("UPDATE t SET b = 1 WHERE id = 1")                   # a batch holding row 1
-        assert _sample_every_period(sampler, 2) == [0, 0], "our own lock alone blocks nobody"
+        assert _sample_every_period(sampler, 2, app_id) == [0, 0], "our own lock alone blocks nobody"
         waiter = _in_background(app, "UPDATE t SET b = 3 WHERE id = 1")
         time.sleep(0.3)  # it reaches the lock (a loaded machine: the sample that first sees it may be the second)
-        blocked = _sample_every_period(sampler, 4)
+        blocked = _sample_every_period(sampler, 4, app_id)
         assert blocked[0] == 0 and blocked.index(1) <= 2 and blocked[-2:] == [1, 1], \
             f"blocked from the second sample that sees it waiting on, never at the first: {blocked}"
         shard.rollback()
         waiter.join(timeout=30)
         # The cache is the server's: other readers (another test's pacer) reading it within 0.1 s of each other
         # keep it frozen for everyone, so the sample that first reads the end may come later than the next one.
-        wait_for(lambda: _sample_every_period(sampler, 1) == [0], timeout=60, what="the ended wait to be gone")
-        assert _sample_every_period(sampler, 2) == [0, 0], "the wait ended: it stays gone"
+        wait_for(lambda: _sample_every_period(sampler, 1, app_id) == [0], timeout=60, what="the ended wait gone")
+        assert _sample_every_period(sampler, 2, app_id) == [0, 0], "the wait ended: it stays gone"
     finally:
         app.rollback()
         for conn in (shard, app, reader):

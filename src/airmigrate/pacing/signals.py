@@ -70,6 +70,7 @@ class Sampler:
     _pressure: tuple[float, float] | None = None
     _waiting: tuple = ()
     in_a_row: int = field(default=3, init=False)  # samples in a row seeing a session wait: blocked (the engine's)
+    blocked_now: frozenset = field(default=frozenset(), init=False)  # the sessions the last sample counted
 
     def __post_init__(self):
         queries = engines.of(self.conn).pacing_sql()
@@ -87,7 +88,8 @@ class Sampler:
         0.1 s, two at MySQL's 0.2 s): a row lock held for a few milliseconds is no harm, one held for a batch is
         (the ages count the shorter waits)."""
         runnable, waiting, ages = self.activity.read()
-        blocked = len(frozenset(waiting).intersection(*self._waiting))
+        self.blocked_now = frozenset(waiting).intersection(*self._waiting)
+        blocked = len(self.blocked_now)
         self._waiting = (*self._waiting[1:], frozenset(waiting))
         self._runnable.append(runnable)
         self._ages.extend(float(age) for age in ages if 0 <= age < MAX_AGE_MS)
