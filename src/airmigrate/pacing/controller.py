@@ -7,8 +7,7 @@ The rules, tuned on bench/backfill_bench.py against an application with a fixed 
 - over the asked ratio: cut in proportion to the excess harm (the harm is ratio - 1; twice the allowed harm
   halves the budget, a small excess takes 10% off), and remember the setting as too much;
 - under target while the backfill used its allowance: grow. Before the first cut it doubles (slow start, from a
-  twentieth of the ceiling at 2x, less for a stricter ratio: a protected run never begins by hitting the
-  application, see starting_budget); after it,
+  twentieth of the ceiling: a protected run never begins by hitting the application, see START); after it,
   a step that shrinks as the signal nears the target, never more than half-way to the lowest setting that was
   too much (so it does not oscillate around the knee). The memory is forgotten at a new baseline that finds the
   application alone as fast as before or faster (its load fell: the old knee no longer applies), kept when slower.
@@ -26,11 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FLOOR = 0.02       # never stop completely: a backfill that never moves is a different kind of outage
-START = 0.05       # a run protecting 2x starts at this share of the ceiling (stricter: less, see starting_budget)
+START = 0.05       # a protected run starts at this share of the ceiling (two shards: a tenth of one worker)
 SLOW_START = 2.0   # x2 a decision under target, until the first cut
 MIN_CUT, MAX_CUT = 0.5, 0.9  # a cut keeps between half and 90% of the budget
-STEP = 0.1         # the largest additive step after the first cut (share of the ceiling)...
-MAX_RAISE = 1.5    # ...and never more than this many times the budget (a step of the ceiling is x4 at its floor)
+STEP = 0.1         # the largest additive step after the first cut (share of the ceiling)
 JUMP = 1.5         # a baseline this much slower than the last is measured again soon (baseline_jumped)
 RISING = 1.1       # just after a cut, the signal must rise by this much to be cut again (noise is not rising)
 DECREASE = MIN_CUT  # kept for callers that name the old constant
@@ -43,7 +41,7 @@ class Reading:
 
     transaction_ratio: float | None = None  # pg_stat_activity: the application's transactions in flight, their age
     latency_ratio: float | None = None      # pg_stat_statements: mean time per call, other roles than ours
-    round_trip_ratio: float | None = None   # the canary's extra tail round trip over the transactions' tail age
+    round_trip_ratio: float | None = None   # the canary's extra p99 round trip, over the transactions' tail age
     blocked: int = 0                        # application backends waiting on a lock our backfill holds
     runnable_ratio: float | None = None     # active backends per CPU: logged, not held against the target
     cpu_pressure_ratio: float | None = None # 1 + /proc/pressure/cpu 'some' share
@@ -132,10 +130,8 @@ class DutyCycle:
             wanted, reason = self.budget * SLOW_START, f"under target, starting: x{SLOW_START:g}"
         else:
             # the closer to the target, the smaller the step: full STEP with no harm, none at the target
-            # after a cut the budget is low, and a step of the ceiling would multiply it: at most x MAX_RAISE (the
-            # bench: 0.05 + 0.14 read 2.21x the next second, where 1.14x had allowed it)
             headroom = min(1.0, max(0.0, (self.target - ratio) / (self.target - 1)))
-            step = min(max(FLOOR, STEP * self.ceiling * headroom), self.budget * (MAX_RAISE - 1))
+            step = max(FLOOR, STEP * self.ceiling * headroom)
             wanted, reason = self.budget + step, f"under target: +{step:.2f}"
             if self.too_much is not None and self.too_much > self.budget:
                 halfway = self.budget + (self.too_much - self.budget) / 2
@@ -176,14 +172,9 @@ def baseline_jumped(before: tuple, after: tuple) -> bool:
 
 
 def starting_budget(target: float | None, ceiling: float) -> float:
-    """The budget a run starts at: the ceiling at full speed; while protecting, START of it at a ratio of 2 and
-    less for a stricter one, in proportion to the harm it allows (ratio - 1: 1.5 starts at half of it, 1.25 at a
-    quarter, never under the floor). The first seconds run before any baseline: on the bench a tenth of one worker
-    already read 1.4-2.0x the application's p99 alone in those seconds, over what 1.25 allows. Every shard starts
+    """The budget a run starts at: the ceiling at full speed, START of it while protecting. Every shard starts
     there, the leader's controller and the others alike (they read the shared row until the leader decides)."""
-    if target is None:
-        return ceiling
-    return max(FLOOR, START * ceiling * min(1.0, target - 1))
+    return ceiling if target is None else max(FLOOR, START * ceiling)
 
 
 def shard_duty(budget: float, shards: int) -> float:

@@ -13,7 +13,6 @@ shard finishes, another takes the lock over. A crashed leader's session ends, so
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -48,15 +47,10 @@ REPROBE_AFTER_S = 5.0  # ...but not sooner than this after the last measurement
 TAIL = 0.95           # the quantile of the transactions' ages held against the baseline's (see signals.py)
 MIN_AGES = 40         # ages pooled for a tail figure (p95 of fewer is the largest one: one slow sample decides)
 POOL_DECISIONS = 5    # ...from the newest decision back, at most this many (a busy application: one or two)
-AGES_WAIT = 3         # after a probe, decisions that wait (no raise) for the ages to pool, when they pool that soon
 AGE_FLOOR_MS = 0.2    # a baseline below this is taken as this (an idle application: no ratio blow-ups)
 CANARY_S = 0.01       # the round-trip canary's period (100 a second: ~0.5% of one core)
-# The quantile of its round trips compared (the application's p99 is the harm we bound). Its p95 told harm from
-# noise better on bench/signal_check.py (bench/README.md), but paced by it the bench's protect 2.0 ran four times as
-# fast and read 3.6x the application's p99 (the pacer saw 1.8-2.5x): the p95 misses the harm a paced backfill does,
-# which sits in the tail. Kept at the p99 until the canary pools more trips.
-TRIP_TAIL = 0.99
-MIN_TRIPS = 150       # round trips pooled for that figure (a tail quantile of fewer is one of its largest few)
+TRIP_TAIL = 0.99      # the quantile of its round trips compared (the application's p99 is the harm we bound)
+MIN_TRIPS = 150       # round trips pooled for that figure (p99 of fewer is the largest one)
 
 UNSET = object()
 
@@ -179,7 +173,6 @@ class Controller:
         self.baseline_trip_ms: float | None = None  # their TRIP_TAIL while every shard pauses
         self.canary: Canary | None = None
         self.app_seen = False      # the last probe saw the application (a transaction in flight or a statement)
-        self.ages_decisions = 0    # decisions the transactions' age takes to pool after a probe (0: it will not)
         self.confirming_from: tuple | None = None  # the baselines before a jump, while a second probe confirms it
         self.probed_at = 0.0
         self.last_logged, self.last_reason, self.high_batch = 0.0, "", 0
@@ -315,16 +308,14 @@ class Controller:
         almost none: then the statements' mean and the lock waits pace). Sampled every PROBE_SAMPLE_S (PostgreSQL:
         four times as often as while working, so the pause stays short; MySQL: every 0.12 s, its information_schema
         tables change no faster)."""
-        ages, started, samples = [], time.monotonic(), 0
+        ages, started = [], time.monotonic()
         while not self.stopped.is_set():
             elapsed = time.monotonic() - started
             if elapsed >= 4 * seconds or (elapsed >= seconds and (len(ages) >= MIN_AGES or len(ages) < MIN_AGES / 4)):
                 break  # enough ages, or so few that waiting longer would not give enough: the pause stays short
             self.sampler.sample()
-            samples += 1
             ages += self.sampler.collect()["ages"]
             self.stopped.wait(self.queries.PROBE_SAMPLE_S)
-        self.ages_decisions = decisions_to_pool(len(ages) / max(1, samples) * DECIDE_S / self.queries.SAMPLE_S)
         return ages
 
     def _our_active_backends(self) -> int:
@@ -348,8 +339,14 @@ class Controller:
             blocked=figures["blocked"], runnable_ratio=figures["runnable_ratio"],
             cpu_pressure_ratio=figures["cpu_pressure_ratio"], external=figures["external"],
             working=self._worked(rows_per_s))
-        holding = self._holding(reading)
-        budget, reason = (self.duty.budget, holding) if holding else self.duty.decide(reading)
+        if not reading.blocked and self.probed_at == 0.0:
+            budget, reason = self.duty.budget, "holding at the start share: no baseline yet"
+        elif not reading.impacts() and (self.baseline_tx_ms or self.baseline_ms or self.baseline_trip_ms) and \
+                not reading.blocked and \
+                len(self.ages) < 2:
+            budget, reason = self.duty.budget, "holding: measuring the application's latency"  # just after a probe
+        else:
+            budget, reason = self.duty.decide(reading)
         held = self.held = max(reading.impacts().values(), default=None)  # the figure held against the target
         self.conn.execute(self.queries.SET_BUDGET, (budget, reason, self.run_id))
         self.conn.execute(
@@ -369,35 +366,6 @@ class Controller:
                      reading.blocked, "n/a" if figures["runnable"] is None else f"{figures['runnable']:.1f}",
                      f"{rows_per_s:,.0f}", reason)
             self.last_logged, self.last_reason = time.monotonic(), reason
-
-    def _holding(self, reading: Reading) -> str | None:
-        """Why this decision keeps the budget without asking the duty cycle, or None. Before the first baseline;
-        and after a probe, while the figure that tracks the application is not pooled yet: its transactions' age
-        when the baseline has one and the probe saw them often enough for it to pool within AGES_WAIT decisions
-        (`ages_decisions`: sampled ten times a second, a busy application's MIN_AGES take two or three decisions;
-        one client's rare transactions never pool between probes, and waiting for them held a run at its start
-        share for good). Deciding on the rest raised blind: on the bench, the decision after the first probe
-        doubled the budget on the canary's and the statements' 1.0x, and the next read 2.08x on the transactions.
-        A figure over target or a blocked session still decides (cuts are never held)."""
-        if reading.blocked:
-            return None
-        if self.probed_at == 0.0:
-            return "holding at the start share: no baseline yet"
-        impacts = reading.impacts()
-        if any(value > self.duty.target for value in impacts.values()):
-            return None
-        ages_pending = self.baseline_tx_ms is not None and reading.transaction_ratio is None and \
-            len(self.ages) < self.ages_decisions and self._ages_on_track()
-        nothing_yet = not impacts and len(self.ages) < 2 and \
-            bool(self.baseline_tx_ms or self.baseline_ms or self.baseline_trip_ms)
-        return "holding: measuring the application's latency" if ages_pending or nothing_yet else None
-
-    def _ages_on_track(self) -> bool:
-        """The ages pooled since the probe come at half the rate it predicted at least (the probe's samples are
-        four times as dense, and a transaction slowed by our batches is seen more often alone than beside them:
-        a one-client application showed 40 in a probe and almost none between)."""
-        expected = len(self.ages) * MIN_AGES / self.ages_decisions
-        return sum(len(window) for window in self.ages) >= expected / 2
 
     def _stale_baseline(self, held: float | None) -> bool:
         """Over target for STALE_AFTER decisions running although the pacer cut in between: more likely the
@@ -445,16 +413,6 @@ class Controller:
                                        (self.run_id, max(0, self.high_batch - 256))).fetchone()
         self.high_batch = high or self.high_batch
         return float(rows)
-
-
-def decisions_to_pool(ages_per_decision: float) -> int:
-    """How many decisions the transactions' ages take to pool MIN_AGES at this rate (two at least: the pool
-    spans two decisions); 0 when more than AGES_WAIT would: a figure that slow is not waited for (a probe every
-    few seconds would hold the run between every two)."""
-    if ages_per_decision <= 0:
-        return 0
-    needed = max(2, math.ceil(MIN_AGES / ages_per_decision))
-    return needed if needed <= AGES_WAIT else 0
 
 
 def own_connection(target: Target, application_name: str | None = None):
