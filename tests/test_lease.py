@@ -108,14 +108,15 @@ def runs(target) -> list[tuple]:
 
 
 def reference_checksum(pg_server, template_db, name: str) -> str:
-    """The same migration by a single runner with nothing in its way (the stages called directly)."""
+    """The same migration by a single runner with nothing in its way (the stages called directly, at full speed:
+    pacing changes when batches run, not what they write)."""
     target = devdb.recreate_database(pg_server, name, template=template_db)
     try:
         migration = load_migration(FIXTURES / "migrations" / SLOW)
         run_id = preflight.preflight(target, migration)["run_id"]
         schema_change.schema_change(target, migration, run_id)
         backfill.start_backfill(target, migration, run_id, 50_000)
-        backfill.run_shard(target, migration, run_id)
+        backfill.run_shard(target, migration, run_id, app_latency_ratio=None)
         return table_checksum(target)
     finally:
         devdb.drop_database(pg_server, name)
