@@ -40,6 +40,18 @@ def slow_migrations(tmp_path) -> Path:
     return tmp_path / "migrations"
 
 
+BATCHES = 30  # in killable_migrations: 30,000 rows in batches of 1,000
+
+
+@pytest.fixture
+def killable_migrations(slow_migrations) -> Path:
+    """1,000-row batches (30 of them, ~10 s): the kill -9 and Ctrl-C tests stop the first runner after three, and
+    a second runner does the rest; 60 made the second run twice as long, proving nothing more."""
+    spec = slow_migrations / SLOW / "migration.yaml"
+    spec.write_text(spec.read_text().replace("batch_size: 500", "batch_size: 1000"))
+    return slow_migrations
+
+
 @pytest.fixture
 def slower_migrations(slow_migrations) -> Path:
     """Half a second a batch (~30 s of backfill): long enough for two more runners to start beside it on a busy
@@ -96,14 +108,15 @@ def runs(target) -> list[tuple]:
 
 
 def reference_checksum(pg_server, template_db, name: str) -> str:
-    """The same migration by a single runner with nothing in its way (the stages called directly)."""
+    """The same migration by a single runner with nothing in its way (the stages called directly, at full speed:
+    pacing changes when batches run, not what they write)."""
     target = devdb.recreate_database(pg_server, name, template=template_db)
     try:
         migration = load_migration(FIXTURES / "migrations" / SLOW)
         run_id = preflight.preflight(target, migration)["run_id"]
         schema_change.schema_change(target, migration, run_id)
         backfill.start_backfill(target, migration, run_id, 50_000)
-        backfill.run_shard(target, migration, run_id)
+        backfill.run_shard(target, migration, run_id, app_latency_ratio=None)
         return table_checksum(target)
     finally:
         devdb.drop_database(pg_server, name)
@@ -157,13 +170,14 @@ def test_a_dag_run_and_a_cli_run_at_once(fresh_db, slower_migrations, own_metada
         assert owner.startswith("manual__") and kind == lease.AIRFLOW and beat is not None
 
 
-def test_kill_9_of_the_owner_then_a_second_runner_takes_over_and_redoes_nothing(fresh_db, slow_migrations):
+def test_kill_9_of_the_owner_then_a_second_runner_takes_over_and_redoes_nothing(fresh_db, killable_migrations):
+    slow_migrations = killable_migrations
     first = start(fresh_db, slow_migrations, "run", SLOW)
     wait_for(lambda: len(batches(fresh_db)) >= 3, "three batches")
     os.kill(first.pid, signal.SIGKILL)
     first.communicate()
     before = batches(fresh_db)
-    assert 3 <= len(before) < 60, "the kill must land in the middle of the backfill"
+    assert 3 <= len(before) < BATCHES, "the kill must land in the middle of the backfill"
     code, out = finish(start(fresh_db, slow_migrations, "run", SLOW))
     assert code == 0, out
     assert "applied" in out
@@ -176,7 +190,8 @@ def test_kill_9_of_the_owner_then_a_second_runner_takes_over_and_redoes_nothing(
                             "(email_confirmed_at IS NOT NULL)").fetchone()[0] == 0
 
 
-def test_ctrl_c_stops_at_a_batch_boundary_leaves_it_resumable_and_exits_130(fresh_db, slow_migrations):
+def test_ctrl_c_stops_at_a_batch_boundary_leaves_it_resumable_and_exits_130(fresh_db, killable_migrations):
+    slow_migrations = killable_migrations
     first = start(fresh_db, slow_migrations, "run", SLOW, "--approve")
     wait_for(lambda: len(batches(fresh_db)) >= 3, "three batches")
     first.send_signal(signal.SIGINT)
@@ -190,7 +205,7 @@ def test_ctrl_c_stops_at_a_batch_boundary_leaves_it_resumable_and_exits_130(fres
         assert status == "failed" and "interrupted (SIGINT" in error
         assert conn.execute("SELECT count(*) FROM airmigrate.batches WHERE status = 'running'").fetchone()[0] == 0
     done = batches(fresh_db)
-    assert len(done) < 60, "the run stopped before the end of the backfill"
+    assert len(done) < BATCHES, "the run stopped before the end of the backfill"
     code, out = finish(start(fresh_db, slow_migrations, "run", SLOW))
     assert code == 0, out
     after = batches(fresh_db)
