@@ -105,9 +105,12 @@ class Key:
             return None
         if condition is None and self.learned.get("computed_left", 0) > 0:
             self.learned["computed_left"] -= 1
-            last = self._first(conn, where, params, descending=True)
+            # each lookup is its own statement: the application may delete every key past `lo` in between (seen
+            # under a writer on MariaDB): then the range is `lo` alone, and its batch finds what is left
+            last = self._first(conn, where, params, descending=True) or lo
             return lo, str(min(int(lo) + size - 1, int(last)))
-        hi = self._first(conn, where, params, offset=size - 1) or self._first(conn, where, params, descending=True)
+        hi = self._first(conn, where, params, offset=size - 1) or \
+            self._first(conn, where, params, descending=True) or lo
         if condition is None and self._integer(conn):
             dense = int(hi) - int(lo) + 1 == size
             self.learned["computed_left"] = WALK_EVERY - 1 if dense else 0
