@@ -111,10 +111,9 @@ def test_a_dense_integer_key_computes_its_ranges_and_a_sparse_stretch_is_walked_
     assert 1 <= len(short) <= WALK_EVERY - 1, held
 
 
-@pytest.mark.parametrize("computed", [True, False], ids=["computed range", "walked range"])
-def test_keys_deleted_between_a_ranges_two_lookups_leave_the_first_key_alone(fresh_db, monkeypatch, computed):
-    """A range is two statements (its first key, then its last or size-th): the application may delete every key
-    past the first in between (make test, MariaDB under a writer: int(None) failed the backfill task)."""
+def test_keys_deleted_between_a_ranges_two_lookups_leave_the_first_key_alone(fresh_db, monkeypatch):
+    """A walked range is two statements (its first key, then its size-th or last): the application may delete every
+    key past the first in between (make test, MariaDB under a writer: int(None) failed the backfill task)."""
     from airmigrate.stages.backfill.keys import Key
 
     with connect(fresh_db, autocommit=True) as conn:
@@ -131,9 +130,39 @@ def test_keys_deleted_between_a_ranges_two_lookups_leave_the_first_key_alone(fre
         return found
 
     monkeypatch.setattr(Key, "_first", first_then_the_application_deletes)
-    key = Key("public", "racy", ("id",), learned={"computed_left": 1} if computed else {})
+    key = Key("public", "racy", ("id",))
     with connect(fresh_db) as conn:
         assert key.next_range(conn, "40", 10) == ("41", "41"), "the first key alone: its batch finds it gone"
+
+
+def test_computed_ranges_make_no_statement_and_keys_added_past_the_last_one_are_walked_to(fresh_db, monkeypatch):
+    """On a dense integer key the ranges between two walks are arithmetic (no statement: the lookups were a third
+    of a full-speed shard's own CPU); past the last key the walk saw, the walk looks again and finds the keys the
+    application added meanwhile; with none left it ends."""
+    from airmigrate.stages.backfill.keys import WALK_EVERY, Key
+
+    with connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE grows (id bigint PRIMARY KEY)")
+        conn.execute("INSERT INTO grows SELECT g FROM generate_series(1, 95) g")
+    real, lookups = Key._first, []
+
+    def counted(self, conn, *args, **kwargs):
+        lookups.append(args)
+        return real(self, conn, *args, **kwargs)
+
+    monkeypatch.setattr(Key, "_first", counted)
+    key = Key("public", "grows", ("id",))
+    with connect(fresh_db) as conn:
+        assert key.next_range(conn, None, 10) == ("1", "10")
+        walked = len(lookups)
+        ranges = [key.next_range(conn, str(after), 10) for after in range(10, 10 * WALK_EVERY, 10)]
+        assert ranges == [(str(a + 1), str(min(a + 10, 95))) for a in range(10, 10 * WALK_EVERY, 10)]
+        assert len(lookups) == walked, "no statement between two walks"
+        with connect(fresh_db, autocommit=True) as app:
+            app.execute("INSERT INTO grows SELECT g FROM generate_series(96, 130) g")
+        key.learned["computed_left"] = 1  # as if the next range were computed: it is past the last key seen (95)
+        assert key.next_range(conn, "95", 10) == ("96", "105"), "walked: the keys added past the last one seen"
+        assert key.next_range(conn, "130", 10) is None
 
 
 def test_table_without_a_unique_key_is_refused(fresh_db, tmp_path):

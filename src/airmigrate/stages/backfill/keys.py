@@ -9,9 +9,11 @@ templates of the engine's ``state_sql``.
 Walking costs the server a read of every key of the range (its index entries and, where the visibility map is
 not set, their rows) before the batch reads them again: an eighth of a full-speed batch's CPU. So on a single
 integer key the walk watches for density: once a walked range held exactly its size in consecutive keys, the
-next ranges end at ``lo + size - 1`` (capped at the table's last key, an index endpoint), and every
-``WALK_EVERY``-th range is walked again to check. Any range is correct (the next starts past it); density only
-decides how many rows a range holds, and a sparse stretch ends the shortcut at the next walk.
+next ranges are computed without a statement, ``after + 1`` to ``after + size`` (capped at the table's last key
+as that walk read it, an index endpoint), and every ``WALK_EVERY``-th range is walked again to check. Any range
+is correct (the next starts past it, and every key between the two is in it); density only decides how many rows
+a range holds, and a sparse stretch ends the shortcut at the next walk. Keys the application adds past that last
+key are found by the walk that follows it (the walk ends only when it finds no key past the cursor).
 """
 
 from __future__ import annotations
@@ -99,22 +101,34 @@ class Key:
     def next_range(self, conn, after: str | None, size: int, condition: str | None = None) -> tuple[str, str] | None:
         """The next `size` keys after `after` as inclusive (lo, hi); None when no key is left. With `condition`:
         the keys of the rows it holds for (the range may hold other keys between them)."""
+        if condition is None and after is not None and self.learned.get("computed_left", 0) > 0:
+            computed = self._computed_range(int(after), size)
+            if computed is not None:
+                return computed
         where, params = self._after(after, condition)
         lo = self._first(conn, where, params)
         if lo is None:
             return None
-        if condition is None and self.learned.get("computed_left", 0) > 0:
-            self.learned["computed_left"] -= 1
-            # each lookup is its own statement: the application may delete every key past `lo` in between (seen
-            # under a writer on MariaDB): then the range is `lo` alone, and its batch finds what is left
-            last = self._first(conn, where, params, descending=True) or lo
-            return lo, str(min(int(lo) + size - 1, int(last)))
+        # each lookup is its own statement: the application may delete every key past `lo` in between (seen under
+        # a writer on MariaDB): then the range is `lo` alone, and its batch finds what is left
         hi = self._first(conn, where, params, offset=size - 1) or \
             self._first(conn, where, params, descending=True) or lo
         if condition is None and self._integer(conn):
             dense = int(hi) - int(lo) + 1 == size
             self.learned["computed_left"] = WALK_EVERY - 1 if dense else 0
+            if dense:
+                self.learned["last"] = int(self._first(conn, where, params, descending=True) or hi)
         return lo, hi
+
+    def _computed_range(self, after: int, size: int) -> tuple[str, str] | None:
+        """The range after `after` on a dense integer key, without a statement: ``after + 1`` to ``after + size``,
+        capped at the last key the walk saw. None past that key: the walk looks again (the application may have
+        added keys since; if not, it finds none and the backfill is done)."""
+        last = self.learned.get("last")
+        if last is None or after >= last:
+            return None
+        self.learned["computed_left"] -= 1
+        return str(after + 1), str(min(after + size, last))
 
     def _integer(self, conn) -> bool:
         """A single column of an integer type (asked once per process): only there is `lo + size - 1` a key."""
