@@ -137,6 +137,20 @@ def test_no_step_up_while_the_backfill_did_not_use_its_allowance():
         0.3, "holding: the backfill did not use its allowance")
 
 
+def test_over_target_at_the_floor_is_counted_until_a_decision_under_it():
+    """Pacer._warn_out_of_reach says the target is out of reach after OUT_OF_REACH_AFTER of these in a row: the
+    count starts only once the budget is at the floor, and any decision under target ends it."""
+    duty = DutyCycle(target=1.25, budget=0.2)
+    duty.decide(Reading(transaction_ratio=2.0))
+    assert duty.pinned == 0 and duty.budget > FLOOR                   # over, but a cut was still possible
+    duty.budget = FLOOR
+    for n in range(1, 6):
+        duty.decide(Reading(transaction_ratio=1.6 + n / 10))          # rising: a cut each time, kept at the floor
+        assert (duty.pinned, duty.budget) == (n, FLOOR)
+    duty.decide(Reading(transaction_ratio=1.1))
+    assert duty.pinned == 0
+
+
 def test_budget_stays_between_the_floor_and_the_number_of_shards():
     duty = DutyCycle(target=1.1, ceiling=2.0)
     for _ in range(30):

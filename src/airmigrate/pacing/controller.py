@@ -73,6 +73,7 @@ class DutyCycle:
     cut_last: bool = False        # the previous decision cut: this one does not raise
     cut_ratio: float = 0.0        # the signal that cut last
     cuts: int = 0                 # cuts since the start (0: still in slow start)
+    pinned: int = 0               # decisions in a row over target with the budget already at the floor
 
     def __post_init__(self):
         if self.budget is None:
@@ -88,7 +89,9 @@ class DutyCycle:
         if self.external_max is not None and reading.external is not None and reading.external > self.external_max:
             over["external signal"] = reading.external
         if over:
+            self.pinned = self.pinned + 1 if self.budget <= FLOOR else 0
             return self._over(over)
+        self.pinned = 0
         cut_last, self.cut_last = self.cut_last, False
         if cut_last:
             return self.budget, "holding: the last cut is not in the signal yet"

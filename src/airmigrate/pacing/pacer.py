@@ -20,6 +20,7 @@ from collections import deque
 from airmigrate import engines
 from airmigrate.db import Target, connect
 from airmigrate.pacing.controller import (
+    FLOOR,
     JUMP,
     DutyCycle,
     Reading,
@@ -51,6 +52,7 @@ AGE_FLOOR_MS = 0.2    # a baseline below this is taken as this (an idle applicat
 CANARY_S = 0.01       # the round-trip canary's period (100 a second: ~0.5% of one core)
 TRIP_TAIL = 0.99      # the quantile of its round trips compared (the application's p99 is the harm we bound)
 MIN_TRIPS = 150       # round trips pooled for that figure (p99 of fewer is the largest one)
+OUT_OF_REACH_AFTER = 30  # decisions in a row over target at the floor before the run says the target is out of reach
 
 UNSET = object()
 
@@ -178,6 +180,7 @@ class Controller:
         self.last_logged, self.last_reason, self.high_batch = 0.0, "", 0
         self.rows_at = time.monotonic()                # when a batch last finished (seen by a decision)
         self.full_since, self.hinted, self.over_streak, self.held = None, False, 0, None
+        self.warned_out_of_reach = False
 
     def start(self) -> None:
         self.conn = own_connection(self.target)
@@ -356,6 +359,7 @@ class Controller:
             (self.run_id, budget, self.duty.target, held, tx_ms, self.baseline_tx_ms,
              reading.blocked, figures["runnable"], reading.cpu_pressure_ratio, reading.external, rows_per_s, reason))
         self._hint_more_shards(reason)
+        self._warn_out_of_reach(held)
         if reason != self.last_reason or time.monotonic() - self.last_logged >= QUIET_LOG_S:
             log.info("pacing: duty %.2f | app transactions %s | round trips %s | app statements %s | blocked by us %d "
                      "| run queue %s | %s rows/s | %s", budget, "n/a" if reading.transaction_ratio is None else
@@ -389,6 +393,19 @@ class Controller:
             log.info("pacing: at full allowance for 30 s with the application under target: another shard (the "
                      "`shards` param) would go faster")
             self.hinted = True
+
+    def _warn_out_of_reach(self, held: float | None) -> None:
+        """Over target for half a minute with the budget at its floor: no pace this backfill can move at holds the
+        asked ratio here (bench/README: on two cores the gentlest loop that moves at all reads 1.38x the
+        application's p99 alone). The backfill goes on at the floor; the user is told once what would hold it."""
+        if self.warned_out_of_reach or self.duty.pinned < OUT_OF_REACH_AFTER or held is None:
+            return
+        log.warning("pacing: the application reads %.2fx its latency alone, over the asked app_latency_ratio %.2f, "
+                    "with the backfill at its floor (%.0f%% of each shard's time) for %d s: the target is out of reach "
+                    "at any pace this backfill moves at. It goes on at the floor (it never stops by itself); to hold "
+                    "the target, give it an off-peak `window`, ask a higher app_latency_ratio, or pause it from the "
+                    "console", held, self.duty.target, FLOOR * 100, OUT_OF_REACH_AFTER * DECIDE_S)
+        self.warned_out_of_reach = True
 
     def _latency_ms(self) -> float | None:
         now = self.sampler.statement_totals()
