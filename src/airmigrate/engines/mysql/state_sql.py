@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from datetime import timezone
 
+from airmigrate.engines.mysql import ddl
 from airmigrate.engines.mysql.legacy_state import adopt_legacy_state
 from airmigrate.engines.mysql.state_names import quote_identifier, schema_of
 
@@ -295,15 +296,36 @@ FAILED_SHARE = ("SELECT COUNT(*), COUNT(CASE WHEN status = 'failed' THEN 1 END) 
 OPEN_CONTROLS = "INSERT INTO airmigrate.controls (run_id) VALUES (%s) ON DUPLICATE KEY UPDATE run_id = run_id"
 OPEN_CURSOR = ("INSERT INTO airmigrate.cursors (run_id, batch_size, estimated_rows) VALUES (%s, %s, %s) "
                "ON DUPLICATE KEY UPDATE run_id = run_id")
+CLAIM_BATCH = ("SELECT batch_no, lo, hi, size, attempts FROM airmigrate.batches WHERE run_id = %s "
+               "AND status = 'pending' ORDER BY batch_no LIMIT 1 FOR UPDATE SKIP LOCKED")
 BATCH_SUCCEEDED = (
     # no transaction-start clock in MySQL: the claim's time comes from the worker
     "UPDATE airmigrate.batches SET status = 'succeeded', `rows` = %s, attempts = attempts + 1, worker = %s, "
     f"last_error = NULL, started_at = %s, finished_at = {NOW} WHERE run_id = %s AND batch_no = %s")
+ATTEMPT_SUCCEEDED = ("INSERT INTO airmigrate.batch_attempts (run_id, batch_no, lo, hi, outcome, error, worker, "
+                     "started_at) SELECT run_id, batch_no, lo, hi, 'succeeded', NULL, worker, started_at "
+                     "FROM airmigrate.batches WHERE run_id = %s AND batch_no = %s")
+ADD_BATCH = "INSERT INTO airmigrate.batches (run_id, batch_no, lo, hi, size) VALUES (%s, %s, %s, %s, %s)"
+MOVE_CURSOR = "UPDATE airmigrate.cursors SET position = %s, next_batch_no = next_batch_no + 1 WHERE run_id = %s"
+
+
+def claim_batch(conn, run_id: int, lock_timeout_ms: int, statement_timeout_ms: int) -> tuple | None:
+    """PostgreSQL's claim in two statements: no SET LOCAL here (the limits last for the shard's session)."""
+    row = conn.execute(CLAIM_BATCH, (run_id,)).fetchone()
+    if row is not None:
+        ddl.set_timeouts(conn, lock_timeout_ms, statement_timeout_ms, local=True)
+    return tuple(row) if row else None
 
 
 def batch_succeeded(conn, run_id: int, batch_no: int, rows: int, worker: str, claimed_at) -> None:
     claimed = claimed_at.astimezone(timezone.utc).replace(tzinfo=None) if claimed_at is not None else None
     conn.execute(BATCH_SUCCEEDED, (rows, worker, claimed, run_id, batch_no))
+    conn.execute(ATTEMPT_SUCCEEDED, (run_id, batch_no))
+
+
+def add_batch(conn, run_id: int, batch_no: int, lo: str, hi: str, size: int) -> None:
+    conn.execute(ADD_BATCH, (run_id, batch_no, lo, hi, size))
+    conn.execute(MOVE_CURSOR, (hi, run_id))
 
 
 def take_batch_numbers(conn, run_id: int, count: int) -> int:

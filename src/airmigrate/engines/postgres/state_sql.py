@@ -248,16 +248,41 @@ FAILED_SHARE = ("SELECT count(*), count(*) FILTER (WHERE status = 'failed') FROM
 OPEN_CONTROLS = "INSERT INTO airmigrate.controls (run_id) VALUES (%s) ON CONFLICT DO NOTHING"
 OPEN_CURSOR = ("INSERT INTO airmigrate.cursors (run_id, batch_size, estimated_rows) VALUES (%s, %s, %s) "
                "ON CONFLICT (run_id) DO NOTHING")
+# The batch's three statements, each one round trip (a full-speed shard's own CPU goes mostly into its round trips:
+# bench/full_speed_profile.py): the claim sets the batch's limits (set_config is SET LOCAL as a function, evaluated
+# with the row it locks), the success records its attempt, the range's row moves the cursor.
+CLAIM_BATCH = (
+    "SELECT batch_no, lo, hi, size, attempts, set_config('lock_timeout', %s, true), "
+    "set_config('statement_timeout', %s, true) FROM airmigrate.batches WHERE run_id = %s AND status = 'pending' "
+    "ORDER BY batch_no LIMIT 1 FOR UPDATE SKIP LOCKED")
 BATCH_SUCCEEDED = (
     # now() is the transaction's start, i.e. the claim; clock_timestamp() is the real end
-    "UPDATE airmigrate.batches SET status = 'succeeded', rows = %s, attempts = attempts + 1, worker = %s, "
-    "last_error = NULL, started_at = now(), finished_at = clock_timestamp() "
-    "WHERE run_id = %s AND batch_no = %s")
+    "WITH done AS (UPDATE airmigrate.batches SET status = 'succeeded', rows = %s, attempts = attempts + 1, "
+    "worker = %s, last_error = NULL, started_at = now(), finished_at = clock_timestamp() "
+    "WHERE run_id = %s AND batch_no = %s RETURNING run_id, batch_no, lo, hi, worker) "
+    "INSERT INTO airmigrate.batch_attempts (run_id, batch_no, lo, hi, outcome, error, worker, started_at) "
+    "SELECT run_id, batch_no, lo, hi, 'succeeded', NULL, worker, %s FROM done")
+ADD_BATCH = (
+    "WITH made AS (INSERT INTO airmigrate.batches (run_id, batch_no, lo, hi, size) VALUES (%s, %s, %s, %s, %s)) "
+    "UPDATE airmigrate.cursors SET position = %s, next_batch_no = next_batch_no + 1 WHERE run_id = %s")
+
+
+def claim_batch(conn, run_id: int, lock_timeout_ms: int, statement_timeout_ms: int) -> tuple | None:
+    """The next pending batch, locked for this transaction (SKIP LOCKED), with the batch's limits set for the rest
+    of it: (batch_no, lo, hi, size, attempts), None when none is pending."""
+    row = conn.execute(CLAIM_BATCH, (f"{lock_timeout_ms}ms", f"{statement_timeout_ms}ms", run_id)).fetchone()
+    return tuple(row[:5]) if row else None
 
 
 def batch_succeeded(conn, run_id: int, batch_no: int, rows: int, worker: str, claimed_at) -> None:
-    """The batch's state row, in the transaction of its data change (the claim's time is the transaction's)."""
-    conn.execute(BATCH_SUCCEEDED, (rows, worker, run_id, batch_no))
+    """The batch's state row and its attempt (airmigrate.batch_attempts), in the transaction of its data change (the
+    claim's time is the transaction's)."""
+    conn.execute(BATCH_SUCCEEDED, (rows, worker, run_id, batch_no, claimed_at))
+
+
+def add_batch(conn, run_id: int, batch_no: int, lo: str, hi: str, size: int) -> None:
+    """A pending batch for the range, and the cursor past it (the caller holds the cursor row)."""
+    conn.execute(ADD_BATCH, (run_id, batch_no, lo, hi, size, hi, run_id))
 
 
 def take_batch_numbers(conn, run_id: int, count: int) -> int:
