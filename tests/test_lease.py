@@ -157,7 +157,9 @@ def test_a_dag_run_and_a_cli_run_at_once(fresh_db, slower_migrations, own_metada
             "raise SystemExit(0 if str(dagrun.state) == 'success' else 1)\n")
     dag_run = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: len(batches(fresh_db)) >= 1, "the DAG run's backfill")
+    wait_for(lambda: len(batches(fresh_db)) >= 1 or dag_run.poll() is not None, "the DAG run's backfill")
+    if not batches(fresh_db):
+        pytest.fail(f"the DAG run ended before its first batch: {finish(dag_run)}")
     cli = start(fresh_db, slow_migrations, "run", SLOW, **cli_home)
     code_cli, out_cli = finish(cli)
     code_dag, out_dag = finish(dag_run)
