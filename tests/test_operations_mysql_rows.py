@@ -119,7 +119,9 @@ def begin(target: Target, migration) -> int:
 
 
 def run_shards(target: Target, migration, run_id: int, **options) -> None:
-    """Two shards in threads, as the DAG runs them (`options`: run_shard's, e.g. should_stop)."""
+    """Two shards in threads, as the DAG runs them (`options`: run_shard's, e.g. should_stop), at full speed unless
+    `options` say otherwise: the subject is each row handled once under the application, not pacing."""
+    options.setdefault("app_latency_ratio", None)
     errors: list[BaseException] = []
 
     def shard(i: int) -> None:
