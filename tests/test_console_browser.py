@@ -119,8 +119,8 @@ def log_tail(airflow, lines=40):
     return "\n".join(f"== {p}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) for p in logs[-6:])
 
 
-def run_state(airflow, run_id):
-    response = airflow.api("GET", f"/api/v2/dags/{MIGRATION}/dagRuns/{run_id}")
+def run_state(airflow, run_id, dag_id=MIGRATION):
+    response = airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
     return response.json()["state"] if response.status_code == 200 else None
 
 
@@ -320,7 +320,7 @@ def test_batch_size_pacing_target_cancel_and_a_rollback_waiting_for_approval(bro
             airflow.wait_for(lambda: airflow.api("GET", f"/api/v2/dags/{dag_id}").status_code == 200,
                              REGISTERED_S, f"the dag-processor did not register {dag_id}")
             assert airflow.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
-        airflow.trigger(CANCELLED)
+        up = airflow.trigger(CANCELLED)
         page.goto(f"{airflow.url}/plugin/migrations")
         open_migration(page, CANCELLED)
         airflow.wait_for(lambda: console(page).locator("form[data-action=batch_size]").count() > 0
@@ -354,6 +354,11 @@ def test_batch_size_pacing_target_cancel_and_a_rollback_waiting_for_approval(bro
                                 "SELECT min(batch_no) FROM airmigrate.batches WHERE run_id = %s AND size = 700)",
                                 (run_id, run_id)).fetchone()[0] <= 700, "a batch grew past the console's size"
 
+        # the page says cancelled once the cancel is recorded; the shard stops after its batch (~3 s) and only then
+        # lets go of the migration: a rollback started before its DAG run ended is refused (LeaseHeld), and this
+        # test then waited MOVING_S for a page that could never come (seen in make test)
+        airflow.wait_for(lambda: run_state(airflow, up, CANCELLED) == "failed", MOVING_S,
+                         "the cancelled run did not end: " + log_tail(airflow))
         back = airflow.trigger(f"{CANCELLED}__rollback")
         airflow.wait_for(lambda: console(page).locator('h1 [data-state="rollback waiting for approval"]').count(),
                          MOVING_S, "the page never showed the rollback waiting: " + log_tail(airflow))

@@ -93,14 +93,16 @@ import sys
 from airmigrate.db import Target
 from airmigrate.spec import load_migration
 from airmigrate.stages.backfill import run_shard
-run_shard(Target.from_url(sys.argv[1]), load_migration(sys.argv[2]), int(sys.argv[3]))
+run_shard(Target.from_url(sys.argv[1]), load_migration(sys.argv[2]), int(sys.argv[3]), app_latency_ratio=None)
 """
 
 
 def kill_9_at_random_moments_then_resume(target, migration, done_query: str, assert_consistent, expected: int):
     """Run the batches in a worker process killed with SIGKILL at random moments after it made progress (three
     times, checking `assert_consistent` after each kill), then resume in this process to the end. `done_query`
-    counts the rows handled so far; returns the run's id. Shared by the delete_rows and move_rows tests."""
+    counts the rows handled so far; returns the run's id. Shared by the delete_rows and move_rows tests. At full
+    speed (app_latency_ratio=None): the subject is the kills, not pacing (paced, the resume crawled: see the
+    commit)."""
     with connect(target) as conn:  # ~1 ms per matching row: the run lasts long enough to be killed in it
         conn.execute("CREATE FUNCTION slow_true() RETURNS boolean LANGUAGE plpgsql VOLATILE AS "
                      "$$ BEGIN PERFORM pg_sleep(0.001); RETURN true; END $$")
@@ -123,7 +125,7 @@ def kill_9_at_random_moments_then_resume(target, migration, done_query: str, ass
         done = q(target, done_query)[0][0]
         assert_consistent(target)
     assert 0 < done < expected, "the kills must land in the middle of the run"
-    backfill.run_shard(target, migration, run_id)
+    backfill.run_shard(target, migration, run_id, app_latency_ratio=None)
     assert_consistent(target)
     assert q(target, done_query)[0][0] == expected
     assert q(target, "SELECT sum(rows) FROM airmigrate.batches WHERE run_id = %s AND status = 'succeeded'",

@@ -93,12 +93,14 @@ def make_migration(tmp_path, operation: dict, **extra):
 
 
 def apply_all(target, migration):
-    """The up DAG's stages in order, with two shards claiming batches concurrently."""
+    """The up DAG's stages in order, with two shards claiming batches concurrently, at full speed: the subject is
+    the operations under a writing application, not pacing (tests/test_pacing.py)."""
     run_id = preflight.preflight(target, migration)["run_id"]
     backup.backup(target, migration, run_id)
     schema_change.schema_change(target, migration, run_id)
     backfill.start_backfill(target, migration, run_id)
-    shards = [threading.Thread(target=backfill.run_shard, args=(target, migration, run_id, i)) for i in range(2)]
+    shards = [threading.Thread(target=backfill.run_shard, args=(target, migration, run_id, i),
+                               kwargs={"app_latency_ratio": None}) for i in range(2)]
     for shard in shards:
         shard.start()
     for shard in shards:

@@ -18,13 +18,15 @@ from conftest import table_checksum
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SLOW = FIXTURES / "migrations" / "0103_slow_backfill"
+# At full speed (app_latency_ratio=None) throughout: the subject is resuming, not pacing; paced, batches that only
+# sleep stretched the test to 29.8 s (9.4 s unpaced)
 
 WORKER = textwrap.dedent("""
     import sys
     from airmigrate.db import Target
     from airmigrate.spec import load_migration
     from airmigrate.stages.backfill import run_shard
-    run_shard(Target.from_url(sys.argv[1]), load_migration(sys.argv[2]), int(sys.argv[3]))
+    run_shard(Target.from_url(sys.argv[1]), load_migration(sys.argv[2]), int(sys.argv[3]), app_latency_ratio=None)
 """)
 
 
@@ -55,7 +57,7 @@ def test_killed_backfill_resumes_without_redoing_committed_batches(fresh_db, pg_
         # the batch in hand rolled back to pending, or (a kill between two batches) none was created yet
         assert set(statuses) <= {"succeeded", "pending"} and statuses.get("pending", 0) <= 1
 
-    result = backfill.run_shard(fresh_db, migration, run_id)
+    result = backfill.run_shard(fresh_db, migration, run_id, app_latency_ratio=None)
     assert result["batches"] == 15 - len(before)
     after = succeeded_batches(fresh_db, run_id)
     assert len(after) == 15
@@ -73,7 +75,7 @@ def test_killed_backfill_resumes_without_redoing_committed_batches(fresh_db, pg_
         ref_run = preflight.preflight(uninterrupted, migration)["run_id"]
         schema_change.schema_change(uninterrupted, migration, ref_run)
         backfill.start_backfill(uninterrupted, migration, ref_run)
-        backfill.run_shard(uninterrupted, migration, ref_run)
+        backfill.run_shard(uninterrupted, migration, ref_run, app_latency_ratio=None)
         assert table_checksum(fresh_db) == table_checksum(uninterrupted)
     finally:
         devdb.drop_database(pg_server, uninterrupted.dbname)
