@@ -8,12 +8,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from airmigrate import devdb, lease, state
+from airmigrate import control, devdb, lease, state
 from airmigrate.airflow.local import migrate_metadata
 from airmigrate.db import connect
 from airmigrate.spec import load_migration
@@ -173,6 +174,31 @@ def test_a_dag_run_and_a_cli_run_at_once(fresh_db, slower_migrations, own_metada
     with connect(fresh_db) as conn:
         owner, kind, beat = conn.execute("SELECT owner, owner_kind, heartbeat_at FROM airmigrate.runs").fetchone()
         assert owner.startswith("manual__") and kind == lease.AIRFLOW and beat is not None
+
+
+def test_a_rollback_begun_while_a_cancelled_run_finishes_its_batch_waits_for_it(fresh_db):
+    """The console offers the rollback as soon as the cancel is recorded, while the shards still finish their batch
+    and hold the migration (a prompt click was refused with LeaseHeld): the rollback waits for the cancelled run to
+    let go. A live run that was not cancelled is still refused at once."""
+    with connect(fresh_db, autocommit=True) as conn:
+        state.ensure_schema(conn)
+        up, _ = state.begin_run(conn, "0001_x", "up", "manual__up")  # a DAG run's: its lease is live
+        started = time.monotonic()
+        with pytest.raises(lease.LeaseHeld, match="manual__up|is running"):
+            state.begin_run(conn, "0001_x", "down", "manual__down")
+        assert time.monotonic() - started < state.CANCELLED_WAIT_S / 2, "not cancelled: refused without waiting"
+        control.act(conn, "0001_x", "cancel", "tester")
+        let_go = threading.Event()
+
+        def shard_finishes_its_batch_then_the_dag_run_fails():
+            time.sleep(2)
+            with connect(fresh_db, autocommit=True) as other:
+                other.execute("UPDATE airmigrate.runs SET status = 'failed' WHERE run_id = %s", (up,))
+            let_go.set()
+
+        threading.Thread(target=shard_finishes_its_batch_then_the_dag_run_fails, daemon=True).start()
+        down, resumed = state.begin_run(conn, "0001_x", "down", "manual__down")
+        assert let_go.is_set() and down != up and not resumed
 
 
 def test_kill_9_of_the_owner_then_a_second_runner_takes_over_and_redoes_nothing(fresh_db, killable_migrations):

@@ -15,6 +15,7 @@ import getpass
 import json
 import logging
 import os
+import time
 from datetime import datetime, timezone
 
 from airmigrate import engines, lease
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 
 ACTIVE = ("pending", "running", "paused", "failed")
+CANCELLED_WAIT_S = 120.0  # a run begun while a cancelled one's shards finish their batch waits this long for them
 
 
 def who() -> str:
@@ -86,8 +88,38 @@ def begin_run(conn, migration_id: str, direction: str, dag_run_id: str | None,
     Never joins a live run: while another runner owns an open run of this migration (either direction: a
     rollback never runs beside a live up run, nor the reverse) this raises LeaseHeld, naming it. The check
     and the claim happen in one transaction under a lock keyed by the migration, so two runners released at
-    the same moment cannot both pass the check."""
+    the same moment cannot both pass the check. An open run that was cancelled is waited for (up to
+    CANCELLED_WAIT_S): its shards let go after their batch."""
     owner = owner or lease.owner_for(conn, migration_id, dag_run_id)
+    deadline, said = time.monotonic() + CANCELLED_WAIT_S, False
+    while True:
+        try:
+            return _begin_run_once(conn, migration_id, direction, dag_run_id, owner)
+        except lease.LeaseHeld:
+            cancelled = cancelled_foreign_run(conn, migration_id, dag_run_id)
+            if cancelled is None or time.monotonic() >= deadline:
+                raise
+        if not said:
+            log.info("run %d of %s was cancelled and its shards are finishing their batch: waiting up to %.0f s for "
+                     "them to let go", cancelled, migration_id, CANCELLED_WAIT_S)
+            said = True
+        time.sleep(1.0)
+
+
+def cancelled_foreign_run(conn, migration_id: str, dag_run_id: str | None) -> int | None:
+    """The open run of another owner when it was cancelled from the console (its shards stop after their batch,
+    then its DAG run ends and lets go), else None. A rollback clicked right after the cancel waits for that
+    instead of refusing (the console offers it at once)."""
+    with conn.transaction():
+        row = conn.execute("SELECT r.run_id FROM airmigrate.runs r JOIN airmigrate.controls c ON c.run_id = r.run_id "
+                           "WHERE r.migration_id = %s AND r.status IN ('pending', 'running', 'paused', 'failed') "
+                           "AND c.cancelled AND (r.owner IS NULL OR r.owner <> %s) ORDER BY r.run_id DESC LIMIT 1",
+                           (migration_id, dag_run_id or "")).fetchone()
+    return row[0] if row else None
+
+
+def _begin_run_once(conn, migration_id: str, direction: str, dag_run_id: str | None,
+                    owner: lease.Owner) -> tuple[int, bool]:
     with conn.transaction():
         engines.of(conn).xact_lock(conn, (lease.LOCK_CLASS + 1, lease.lock_key(migration_id)[1]))
         busy = lease.live_foreign_run(conn, migration_id, dag_run_id)
