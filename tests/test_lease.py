@@ -201,6 +201,16 @@ def test_a_rollback_begun_while_a_cancelled_run_finishes_its_batch_waits_for_it(
         assert let_go.is_set() and down != up and not resumed
 
 
+def test_a_cancelled_run_that_never_lets_go_is_refused_after_the_wait_saying_so(fresh_db, monkeypatch):
+    monkeypatch.setattr(state, "CANCELLED_WAIT_S", 2.0)
+    with connect(fresh_db, autocommit=True) as conn:
+        state.ensure_schema(conn)
+        state.begin_run(conn, "0001_x", "up", "manual__up")
+        control.act(conn, "0001_x", "cancel", "tester")
+        with pytest.raises(lease.LeaseHeld, match=r"refused after waiting [23] s rather than join it"):
+            state.begin_run(conn, "0001_x", "down", "manual__down")
+
+
 def test_kill_9_of_the_owner_then_a_second_runner_takes_over_and_redoes_nothing(fresh_db, killable_migrations):
     slow_migrations = killable_migrations
     first = start(fresh_db, slow_migrations, "run", SLOW)

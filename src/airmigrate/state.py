@@ -91,13 +91,14 @@ def begin_run(conn, migration_id: str, direction: str, dag_run_id: str | None,
     the same moment cannot both pass the check. An open run that was cancelled is waited for (up to
     CANCELLED_WAIT_S): its shards let go after their batch."""
     owner = owner or lease.owner_for(conn, migration_id, dag_run_id)
-    deadline, said = time.monotonic() + CANCELLED_WAIT_S, False
+    started, said = time.monotonic(), False
     while True:
+        waited = round(time.monotonic() - started)
         try:
-            return _begin_run_once(conn, migration_id, direction, dag_run_id, owner)
+            return _begin_run_once(conn, migration_id, direction, dag_run_id, owner, waited)
         except lease.LeaseHeld:
             cancelled = cancelled_foreign_run(conn, migration_id, dag_run_id)
-            if cancelled is None or time.monotonic() >= deadline:
+            if cancelled is None or waited >= CANCELLED_WAIT_S:
                 raise
         if not said:
             log.info("run %d of %s was cancelled and its shards are finishing their batch: waiting up to %.0f s for "
@@ -112,19 +113,19 @@ def cancelled_foreign_run(conn, migration_id: str, dag_run_id: str | None) -> in
     instead of refusing (the console offers it at once)."""
     with conn.transaction():
         row = conn.execute("SELECT r.run_id FROM airmigrate.runs r JOIN airmigrate.controls c ON c.run_id = r.run_id "
-                           "WHERE r.migration_id = %s AND r.status IN ('pending', 'running', 'paused', 'failed') "
+                           f"WHERE r.migration_id = %s AND r.status IN ({', '.join(['%s'] * len(ACTIVE))}) "
                            "AND c.cancelled AND (r.owner IS NULL OR r.owner <> %s) ORDER BY r.run_id DESC LIMIT 1",
-                           (migration_id, dag_run_id or "")).fetchone()
+                           (migration_id, *ACTIVE, dag_run_id or "")).fetchone()
     return row[0] if row else None
 
 
-def _begin_run_once(conn, migration_id: str, direction: str, dag_run_id: str | None,
-                    owner: lease.Owner) -> tuple[int, bool]:
+def _begin_run_once(conn, migration_id: str, direction: str, dag_run_id: str | None, owner: lease.Owner,
+                    waited: float = 0.0) -> tuple[int, bool]:
     with conn.transaction():
         engines.of(conn).xact_lock(conn, (lease.LOCK_CLASS + 1, lease.lock_key(migration_id)[1]))
         busy = lease.live_foreign_run(conn, migration_id, dag_run_id)
         if busy:
-            raise lease.LeaseHeld(lease.refusal(migration_id, busy))
+            raise lease.LeaseHeld(lease.refusal(migration_id, busy, waited=waited))
         values = {"owner": dag_run_id, "holder": owner.holder, "kind": owner.kind, "lease": lease.lease_seconds(),
                   "migration_id": migration_id, "direction": direction}
         row = conn.execute(_q(conn).ACTIVE_RUN_FOR_UPDATE, (migration_id, direction, list(ACTIVE))).fetchone()

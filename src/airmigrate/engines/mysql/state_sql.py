@@ -310,11 +310,13 @@ MOVE_CURSOR = "UPDATE airmigrate.cursors SET position = %s, next_batch_no = next
 
 
 def claim_batch(conn, run_id: int, lock_timeout_ms: int, statement_timeout_ms: int) -> tuple | None:
-    """PostgreSQL's claim in two statements: no SET LOCAL here (the limits last for the shard's session)."""
+    """The claim, then the batch's limits in a statement of their own (MySQL has no SET LOCAL and no function
+    that sets them: they last for the shard's session, which every claim sets again)."""
     row = conn.execute(CLAIM_BATCH, (run_id,)).fetchone()
-    if row is not None:
-        ddl.set_timeouts(conn, lock_timeout_ms, statement_timeout_ms, local=True)
-    return tuple(row) if row else None
+    if row is None:
+        return None
+    ddl.set_timeouts(conn, lock_timeout_ms, statement_timeout_ms, local=True)
+    return tuple(row)
 
 
 def batch_succeeded(conn, run_id: int, batch_no: int, rows: int, worker: str, claimed_at) -> None:
