@@ -25,8 +25,11 @@ from airmigrate.rehearsal import RehearsalError, rehearse
 from airmigrate.spec import load_migration
 from airmigrate.stages import backfill, backup, cleanup, preflight, rollback, schema_change
 
+# A role is the cluster's, not the test database's: two pytest workers may create it at once, and the loser of that
+# race fails on the catalog's unique index (UniqueViolation), not with duplicate_object.
 SCHEMA = """
 DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'am_reader') THEN CREATE ROLE am_reader; END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
 END $$;
 CREATE TABLE customers (id bigint PRIMARY KEY, email text);
 CREATE TABLE orders (
