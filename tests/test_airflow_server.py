@@ -48,7 +48,8 @@ def airflow(target, tmp_path_factory, airflow_metadata):
         shutil.copytree(folder, migrations / folder.name)
     server = LocalAirflow(tmp_path_factory.mktemp("airflow-server"), target.airflow_uri(),
                           components=("api-server", "scheduler", "dag-processor", "triggerer"),
-                          extra_env={"AIRMIGRATE_MIGRATIONS_DIR": str(migrations)},
+                          # the migrate chain looks at the run it triggered every second (10 s by default)
+                          extra_env={"AIRMIGRATE_MIGRATIONS_DIR": str(migrations), "AIRMIGRATE_MIGRATE_POKE_S": "1"},
                           metadata_url=airflow_metadata())
     server.start(timeout=420)
     yield server

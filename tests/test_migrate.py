@@ -200,6 +200,17 @@ def test_migrate_dag_triggers_each_migration_in_order():
     assert dag.params["ignore_missing"] is False and dag.params["allow_drift"] is False
 
 
+def test_the_migrate_chains_poke_interval_is_a_setting(monkeypatch):
+    """AIRMIGRATE_MIGRATE_POKE_S: the suite's own Airflows poll each triggered run every second, not every 10 s."""
+    from airmigrate.airflow.dag_factory import build_all
+
+    monkeypatch.setenv("AIRMIGRATE_MIGRATE_POKE_S", "1")
+    dags, errors = build_all(ROOT / "migrations", ROOT / "expectations")
+    assert errors == []
+    triggers = dags["airmigrate__migrate"].topological_sort()[1:]
+    assert len(triggers) == len(MIGRATIONS) and all(t.poke_interval == 1 for t in triggers)
+
+
 def test_plan_says_which_application_versions_work_per_phase():
     email = load_migration(ROOT / "migrations" / EMAIL, ROOT / "expectations")
     assert app_versions(email)[:2] == ("old and new", "old and new")

@@ -70,7 +70,9 @@ def test_the_window_gates_the_whole_run(fresh_db, tmp_path, monkeypatch):
     folder = migrations / "0104_windowed"
     shutil.copytree(FIXTURES / "migrations" / "0103_slow_backfill", folder)
     spec = yaml.safe_load((folder / "migration.yaml").read_text())
-    opens = (datetime.now(timezone.utc) + timedelta(seconds=25)).replace(microsecond=0)
+    # the window task must first run before the window opens (it is rescheduled to the opening): 15 s is ~5 times
+    # what parsing the folder and starting dag.test take in a busy pytest worker (25 s spent 10 s more waiting)
+    opens = (datetime.now(timezone.utc) + timedelta(seconds=15)).replace(microsecond=0)
     spec["window"] = {"start": opens.strftime("%H:%M:%S"), "end": clock(300), "timezone": "UTC"}
     spec["shards"] = 1
     (folder / "migration.yaml").write_text(yaml.safe_dump(spec))

@@ -22,6 +22,7 @@ from airmigrate.airflow.dag_factory import (
     WAIT_FOR_LEASE,
     FoldersDoNotLoad,
     _deferrable,
+    _poke_interval,
     raise_spec_errors,
 )
 from airmigrate.airflow.tasks import target_from_connection
@@ -129,7 +130,7 @@ def build_source_migrate_dag(source) -> DAG:
         previous = None
         for migration in source.migrations():
             trigger = TriggerDagRunOperator(task_id=migration.id, trigger_dag_id=migration.id, logical_date=None,
-                                            wait_for_completion=True, poke_interval=10, allowed_states=["success"],
+                                            wait_for_completion=True, poke_interval=_poke_interval(), allowed_states=["success"],
                                             failed_states=["failed"], deferrable=_deferrable(),
                                             fail_when_dag_is_paused=True)
             if previous is not None:
