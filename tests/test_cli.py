@@ -8,10 +8,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from airmigrate.cli.run import _params
 from airmigrate.db import connect
+from airmigrate.errors import AirmigrateError
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "airmigrate.cli"]
+
+
+def test_param_values_are_json_scalars_or_strings():
+    """`--param app_latency_ratio=null` is full speed and `=1.5` a ratio: as the strings "null" and "1.5" the DAG's
+    params refused them (a number or null)."""
+    conf = _params(["app_latency_ratio=null", "batch_size=7000", "dry_run=True", "sample=2.5", "until=expand",
+                    "note=0001", "ratio=1.5"])
+    assert conf == {"app_latency_ratio": None, "batch_size": 7000, "dry_run": True, "sample": 2.5,
+                    "until": "expand", "note": "0001", "ratio": 1.5}
+    assert _params(["list=[1, 2]"]) == {"list": "[1, 2]"}, "only scalars are parsed"
+    with pytest.raises(AirmigrateError, match="expected KEY=VALUE"):
+        _params(["batch_size"])
 
 
 def airmigrate(target, *args, **extra_env):
@@ -21,9 +37,12 @@ def airmigrate(target, *args, **extra_env):
 
 
 def test_run_rollback_status_and_exit_codes(fresh_db):
-    done = airmigrate(fresh_db, "run", "0001_add_user_email_verified", "--param", "batch_size=7000")
+    done = airmigrate(fresh_db, "run", "0001_add_user_email_verified", "--param", "batch_size=7000",
+                      "--param", "app_latency_ratio=null")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "0001_add_user_email_verified on" in done.stdout and ": success" in done.stdout
+    with connect(fresh_db) as conn:  # null: full speed, so the run never started a pacer (the spec asks 1.25)
+        assert conn.execute("SELECT count(*) FROM airmigrate.pacing").fetchone()[0] == 0
     assert re.search(r"backfill: 18,000 rows written in \d+ batches \(0 failed, 0 pending\)", done.stdout)
     # shards: 2, but dag.test runs mapped tasks one by one: the summary says why one shard did every batch
     assert re.search(r"shards: 2 asked, and shard\d ran all \d+ batches: .*dag\.test\(\)", done.stdout), done.stdout

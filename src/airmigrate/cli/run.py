@@ -199,10 +199,21 @@ def _shown_path(path: Path) -> str:
 
 
 def _params(pairs: list[str]) -> dict:
+    """--param KEY=VALUE pairs as the trigger form's conf: a value that reads as a JSON number, true, false or null
+    is that (`app_latency_ratio=1.5` a number, `app_latency_ratio=null` full speed: as strings the DAG's params
+    refused them), anything else a string (`until=expand`)."""
     conf = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise AirmigrateError(f"--param {pair!r}: expected KEY=VALUE, e.g. --param batch_size=5000")
-        conf[key] = json.loads(value) if value.lower() in ("true", "false") or value.isdigit() else value
+        conf[key] = _scalar(value)
     return conf
+
+
+def _scalar(value: str):
+    try:
+        parsed = json.loads(value.lower() if value.lower() in ("true", "false", "null") else value)
+    except ValueError:
+        return value
+    return parsed if parsed is None or isinstance(parsed, (bool, int, float)) else value
