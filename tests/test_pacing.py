@@ -83,6 +83,20 @@ def test_under_target_steps_shrink_near_the_target_and_stop_half_way_to_the_last
     assert duty.decide(Reading(transaction_ratio=1.0))[0] == pytest.approx(1.0)
 
 
+def test_from_the_floor_a_raise_is_at_most_half_the_budget_again():
+    """The lowest setting known to be too much was the floor itself, so the half-way rule held nothing and a full
+    step took the bench's pacer from 0.02 to 0.22 (the application then read 2.3x its p99 alone)."""
+    duty = DutyCycle(target=1.25, ceiling=2.0, budget=0.04)
+    for _ in range(3):                                                   # cut to the floor, hold, cut there
+        duty.decide(Reading(transaction_ratio=2.0))
+    assert duty.budget == pytest.approx(FLOOR) and duty.too_much == pytest.approx(FLOOR)
+    duty.decide(Reading(transaction_ratio=1.0))                          # holding after the cut
+    raised = [duty.decide(Reading(transaction_ratio=1.0))[0] for _ in range(4)]
+    assert raised == pytest.approx([0.03, 0.045, 0.0675, 0.10125]), "x1.5 a decision, not +0.2"
+    duty = DutyCycle(target=1.25, ceiling=2.0, budget=1.0, cuts=1)
+    assert duty.decide(Reading(transaction_ratio=1.0))[0] == pytest.approx(1.2), "high up, the full step"
+
+
 def test_an_application_backend_waiting_on_our_locks_halves_at_once_whatever_the_latency():
     duty = DutyCycle(target=1.25, budget=0.8)
     budget, reason = duty.decide(Reading(transaction_ratio=1.0, blocked=2))
