@@ -26,6 +26,7 @@ def test_param_values_are_json_scalars_or_strings():
     assert conf == {"app_latency_ratio": None, "batch_size": 7000, "dry_run": True, "sample": 2.5,
                     "until": "expand", "note": "0001", "ratio": 1.5}
     assert _params(["list=[1, 2]"]) == {"list": "[1, 2]"}, "only scalars are parsed"
+    assert _params(["app_latency_ratio=NaN"]) == {"app_latency_ratio": "NaN"}, "not a number the DAG would take"
     with pytest.raises(AirmigrateError, match="expected KEY=VALUE"):
         _params(["batch_size"])
 

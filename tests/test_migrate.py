@@ -15,6 +15,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 from airmigrate import state
+from airmigrate.airflow.dag_factory import build_all
 from airmigrate.db import connect
 from airmigrate.errors import PreflightError
 from airmigrate.lifecycle.migrate import app_versions, render_app_versions
@@ -201,14 +202,16 @@ def test_migrate_dag_triggers_each_migration_in_order():
 
 
 def test_the_migrate_chains_poke_interval_is_a_setting(monkeypatch):
-    """AIRMIGRATE_MIGRATE_POKE_S: the suite's own Airflows poll each triggered run every second, not every 10 s."""
-    from airmigrate.airflow.dag_factory import build_all
-
+    """AIRMIGRATE_MIGRATE_POKE_S: the suite's own Airflows poll each triggered run every second, not every 10 s; a
+    value that is not seconds fails naming the variable."""
     monkeypatch.setenv("AIRMIGRATE_MIGRATE_POKE_S", "1")
     dags, errors = build_all(ROOT / "migrations", ROOT / "expectations")
     assert errors == []
     triggers = dags["airmigrate__migrate"].topological_sort()[1:]
     assert len(triggers) == len(MIGRATIONS) and all(t.poke_interval == 1 for t in triggers)
+    monkeypatch.setenv("AIRMIGRATE_MIGRATE_POKE_S", "1s")
+    with pytest.raises(ValueError, match=r"AIRMIGRATE_MIGRATE_POKE_S='1s': expected a number of seconds greater than 0"):
+        build_all(ROOT / "migrations", ROOT / "expectations")
 
 
 def test_plan_says_which_application_versions_work_per_phase():

@@ -33,7 +33,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from airmigrate import engines
+from airmigrate import engines, settings
 from airmigrate.db import Target, connect
 from airmigrate.errors import PreflightError
 
@@ -48,7 +48,7 @@ EXIT_BUSY = 75  # sysexits EX_TEMPFAIL: another runner holds the migration; try 
 def lease_seconds() -> float:
     """How long a DAG run's lease outlives its last heartbeat: longer than the scheduler's gap between two
     tasks, short enough that a dead DAG run's migration is free again soon (AIRMIGRATE_LEASE_SECONDS)."""
-    return float(os.environ.get("AIRMIGRATE_LEASE_SECONDS", "120"))
+    return settings.seconds("AIRMIGRATE_LEASE_SECONDS", 120.0)
 
 
 def heartbeat_seconds() -> float:

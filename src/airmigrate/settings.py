@@ -10,6 +10,20 @@ import os
 from pathlib import Path
 
 
+def seconds(name: str, default: float) -> float:
+    """A duration in seconds from the environment variable `name` (`default` when unset or empty). A value that is
+    not a positive number fails naming the variable and what it takes, not with float()'s bare message."""
+    raw = os.environ.get(name) or ""
+    try:
+        value = float(raw) if raw.strip() else default
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name}={raw!r}: expected a number of seconds greater than 0, e.g. {name}={default:g} "
+                         f"(unset it for the default, {default:g})")
+    return value
+
+
 def project_root() -> Path:
     """AIRMIGRATE_HOME (the DAG files set it to their project), else the working directory."""
     return Path(os.environ.get("AIRMIGRATE_HOME") or Path.cwd())

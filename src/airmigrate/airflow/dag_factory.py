@@ -223,7 +223,7 @@ def _poke_interval() -> float:
     """How often the migrate chain looks whether the run it triggered has finished: every 10 s, light on the metadata
     database. AIRMIGRATE_MIGRATE_POKE_S sets another (the test suite's short-lived Airflows use 1 s: a chain of
     four then waits ~4 s for its polls, not ~40)."""
-    return float(os.environ.get("AIRMIGRATE_MIGRATE_POKE_S") or 10)
+    return settings.seconds("AIRMIGRATE_MIGRATE_POKE_S", 10.0)
 
 
 def build_all(migrations_dir: Path | None = None, expectations_dir: Path | None = None,

@@ -4,6 +4,7 @@ migration's lease, and what it did printed."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -212,8 +213,12 @@ def _params(pairs: list[str]) -> dict:
 
 
 def _scalar(value: str):
+    """JSON's null, booleans and finite numbers; the rest (NaN and Infinity too: a ratio of NaN compares false
+    with every limit, so it would pass the DAG's checks and pace nothing) stays the string it was."""
     try:
         parsed = json.loads(value.lower() if value.lower() in ("true", "false", "null") else value)
     except ValueError:
+        return value
+    if isinstance(parsed, float) and not math.isfinite(parsed):
         return value
     return parsed if parsed is None or isinstance(parsed, (bool, int, float)) else value

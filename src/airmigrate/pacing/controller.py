@@ -10,8 +10,9 @@ The rules, tuned on bench/backfill_bench.py against an application with a fixed 
   twentieth of the ceiling: a protected run never begins by hitting the application, see START); after it,
   a step that shrinks as the signal nears the target, never more than half-way to the lowest setting that was
   too much (so it does not oscillate around the knee) and never more than x1.5 in one decision (the harm rises
-  steeply at the low end: on two cores a loop working a tenth of its time read 1.9x). The memory is forgotten at a new baseline that finds the
-  application alone as fast as before or faster (its load fell: the old knee no longer applies), kept when slower.
+  steeply at the low end: on two cores a loop working a tenth of its time read 1.9x). The memory is forgotten at
+  a new baseline that finds the application alone as fast as before or faster (its load fell: the old knee no
+  longer applies), kept when slower.
 - damping: the signal pools the last two decisions' samples at least, and the decision after a cut never
   raises nor cuts again unless the signal rose by RISING (its window still holds samples from before the cut),
   so one slow second moves the budget once.
