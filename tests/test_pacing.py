@@ -120,6 +120,20 @@ def test_a_baseline_that_jumped_is_confirmed_by_a_second_probe_soon_after():
     assert not controller.baseline_jumped((None, None), (5.0, 1.0)), "the first baseline has nothing to jump from"
 
 
+def test_an_application_faster_with_us_than_alone_holds_the_budget_until_its_baseline_is_measured_again():
+    """A first baseline taken at a slow moment read the application at 0.5x with the backfill running: slow
+    start doubled to the ceiling and the busy phase read 26x. Now that reading holds; a baseline measured again
+    for that reason is trusted (an application really faster with us is not held back for good)."""
+    duty = DutyCycle(target=1.5, ceiling=2.0)
+    budget, reason = duty.decide(Reading(transaction_ratio=0.5))
+    assert budget == pytest.approx(0.1) and "faster than alone: the baseline is off" in reason
+    assert duty.decide(Reading(transaction_ratio=0.5, round_trip_ratio=2.0))[0] < 0.1, "harm elsewhere still cuts"
+    trusted = Reading(transaction_ratio=0.5, rechecked=True)
+    assert duty.decide(trusted)[1] == "holding: the last cut is not in the signal yet"
+    assert duty.decide(trusted)[0] == pytest.approx(0.075), "measured again: trusted, it grows"
+    assert Reading(transaction_ratio=0.6).baseline_off and not Reading(transaction_ratio=0.7).baseline_off
+
+
 def test_the_canarys_own_trip_stands_in_for_the_applications_time_only_when_a_probe_saw_an_application():
     """Without a tail age (too few transactions in flight) the canary's paused trip is the scale, but only when
     the application was there: with none, its noise read 1.3-1.5x and a paced rollback crawled at the floor."""
@@ -462,7 +476,7 @@ def test_a_baseline_is_measured_again_when_the_signal_stays_over_target_although
     """Over target three decisions running while the budget shrinks: the application's own load has likely risen
     (a busy phase), so the pacer re-measures it instead of starving the backfill against a stale baseline; not
     more often than REPROBE_AFTER_S."""
-    from airmigrate.pacing.pacer import STALE_AFTER, Controller
+    from airmigrate.pacing.pacer import OFF_AFTER, STALE_AFTER, Controller
     from airmigrate.spec import Throttle
 
     controller = Controller(None, 1, Throttle(), 1.25, 1)
@@ -471,3 +485,7 @@ def test_a_baseline_is_measured_again_when_the_signal_stays_over_target_although
     assert not any(controller._stale_baseline(1.1) for _ in range(5)), "under target: the baseline holds"
     controller.probed_at = time.monotonic()
     assert not any(controller._stale_baseline(3.0) for _ in range(5)), "just measured: not again at once"
+    controller.probed_at = -1e9
+    assert [controller._stale_baseline(1.0, True) for _ in range(OFF_AFTER)] == [False] * (OFF_AFTER - 1) + [True]
+    assert controller.recheck_off, "measured again because it read off: the next figure is trusted"
+    assert not any(controller._stale_baseline(1.0, i % 2 == 0) for i in range(6)), "one off reading at a time: noise"

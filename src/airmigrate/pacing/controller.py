@@ -13,6 +13,8 @@ The rules, tuned on bench/backfill_bench.py against an application with a fixed 
   steeply at the low end: on two cores a loop working a tenth of its time read 1.9x). The memory is forgotten at
   a new baseline that finds the application alone as fast as before or faster (its load fell: the old knee no
   longer applies), kept when slower.
+- the application faster with us than alone (FASTER of its baseline or less): the baseline is off, taken at a
+  slow moment or before its load fell; hold, and the pacer measures it again (once: a second figure is trusted);
 - damping: the signal pools the last two decisions' samples at least, and the decision after a cut never
   raises nor cuts again unless the signal rose by RISING (its window still holds samples from before the cut),
   so one slow second moves the budget once.
@@ -33,6 +35,7 @@ MIN_CUT, MAX_CUT = 0.5, 0.9  # a cut keeps between half and 90% of the budget
 STEP = 0.1         # the largest additive step after the first cut (share of the ceiling)
 GROW = 1.5         # ...and never more than this many times the budget in one decision (see _raise)
 JUMP = 1.5         # a baseline this much slower than the last is measured again soon (baseline_jumped)
+FASTER = 1 / JUMP  # an application this much faster with us than alone: the baseline is off (Reading.baseline_off)
 RISING = 1.1       # just after a cut, the signal must rise by this much to be cut again (noise is not rising)
 DECREASE = MIN_CUT  # kept for callers that name the old constant
 
@@ -50,6 +53,16 @@ class Reading:
     cpu_pressure_ratio: float | None = None # 1 + /proc/pressure/cpu 'some' share
     external: float | None = None           # throttle-query / throttle-url value
     working: bool = True                    # the backfill did work in the last interval
+    rechecked: bool = False                 # the baseline was measured again because it read off: trust it
+
+    @property
+    def baseline_off(self) -> bool:
+        """The application's transactions read FASTER than its baseline or less, with the backfill running: the
+        baseline does not describe it (taken at a slow moment, or its load fell since). Seen on the bench: a
+        first probe at a slow moment (p95 age 4.25 ms against 1.5-2.3 every other time) read 0.5x, the slow
+        start doubled to the ceiling in five seconds and the busy phase read 26x. A baseline measured again for
+        that reason is trusted even so (an application really faster with us is not held back for good)."""
+        return not self.rechecked and self.transaction_ratio is not None and self.transaction_ratio < FASTER
 
     def impacts(self) -> dict[str, float]:
         """The ratios held against the target. The transactions' age is what the application feels (its
@@ -100,6 +113,9 @@ class DutyCycle:
             return self.budget, "holding: the last cut is not in the signal yet"
         if not reading.working:
             return self.budget, "holding: the backfill did not use its allowance"
+        if reading.baseline_off:
+            return self.budget, (f"holding: the application reads {reading.transaction_ratio:.2f}x its baseline, "
+                                 "faster than alone: the baseline is off, it is measured again")
         if self.budget >= self.ceiling:
             return self.budget, "at full allowance, under target"
         return self._raise(max(reading.impacts().values(), default=1.0))

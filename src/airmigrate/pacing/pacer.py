@@ -44,6 +44,7 @@ QUIET_LOG_S = 10.0    # an unchanged decision is logged this often
 SETTLE_S = 2.0        # a probe waits at most this long for in-flight batches to finish
 FIRST_PROBE_S = 2.0   # the first baseline is measured this long after the start (at the start share meanwhile)
 STALE_AFTER = 3       # decisions over target in a row before the baseline is measured again...
+OFF_AFTER = 2         # ...or reading the application faster than alone (Reading.baseline_off)...
 REPROBE_AFTER_S = 5.0  # ...but not sooner than this after the last measurement
 TAIL = 0.95           # the quantile of the transactions' ages held against the baseline's (see signals.py)
 MIN_AGES = 40         # ages pooled for a tail figure (p95 of fewer is the largest one: one slow sample decides)
@@ -180,7 +181,8 @@ class Controller:
         self.last_logged, self.last_reason, self.high_batch = 0.0, "", 0
         self.rows_at = time.monotonic()                # when a batch last finished (seen by a decision)
         self.full_since, self.hinted, self.over_streak, self.held = None, False, 0, None
-        self.warned_out_of_reach = False
+        self.off_streak, self.recheck_off, self.rechecked = 0, False, False
+        self.warned_out_of_reach, self.baseline_off = False, False
 
     def start(self) -> None:
         self.conn = own_connection(self.target)
@@ -231,13 +233,14 @@ class Controller:
                     last_halving = now
                 self._decide()
                 next_decision = now + DECIDE_S
-                if self._stale_baseline(self.held):
+                if self._stale_baseline(self.held, self.baseline_off):
                     next_probe = time.monotonic()  # the application's own load changed: measure it again now
             self.stopped.wait(self.queries.SAMPLE_S)
 
     def _probe(self) -> None:
         """Pause every shard; measure the application alone for probe_seconds; that is the new baseline."""
         seconds = self.throttle.probe_seconds
+        self.rechecked, self.recheck_off = self.recheck_off, False
         self.probing.set()
         try:
             self.conn.execute(self.queries.START_PROBE, (seconds + SETTLE_S, self.run_id))
@@ -341,7 +344,7 @@ class Controller:
             round_trip_ratio=self._round_trip_ratio(),
             blocked=figures["blocked"], runnable_ratio=figures["runnable_ratio"],
             cpu_pressure_ratio=figures["cpu_pressure_ratio"], external=figures["external"],
-            working=self._worked(rows_per_s))
+            working=self._worked(rows_per_s), rechecked=self.rechecked)
         if not reading.blocked and self.probed_at == 0.0:
             budget, reason = self.duty.budget, "holding at the start share: no baseline yet"
         elif not reading.impacts() and (self.baseline_tx_ms or self.baseline_ms or self.baseline_trip_ms) and \
@@ -351,6 +354,7 @@ class Controller:
         else:
             budget, reason = self.duty.decide(reading)
         held = self.held = max(reading.impacts().values(), default=None)  # the figure held against the target
+        self.baseline_off = reading.baseline_off
         self.conn.execute(self.queries.SET_BUDGET, (budget, reason, self.run_id))
         self.conn.execute(
             "INSERT INTO airmigrate.pacing_log (run_id, budget, target_ratio, latency_ratio, latency_ms, baseline_ms, "
@@ -371,14 +375,20 @@ class Controller:
                      f"{rows_per_s:,.0f}", reason)
             self.last_logged, self.last_reason = time.monotonic(), reason
 
-    def _stale_baseline(self, held: float | None) -> bool:
+    def _stale_baseline(self, held: float | None, baseline_off: bool = False) -> bool:
         """Over target for STALE_AFTER decisions running although the pacer cut in between: more likely the
         application's own load rose (a busy phase) than our smaller share hurting it more, so the baseline is
-        re-measured (a pause of probe_seconds) rather than trusted, at most every REPROBE_AFTER_S."""
+        re-measured (a pause of probe_seconds) rather than trusted. Likewise the application reading faster with
+        us than alone for OFF_AFTER decisions (the baseline was taken at a slow moment, or its load fell): the
+        controller holds meanwhile, as growing against it runs unprotected; the figure measured again is trusted
+        (Reading.rechecked). At most every REPROBE_AFTER_S."""
         over = held is not None and self.duty.target is not None and held > self.duty.target
         self.over_streak = self.over_streak + 1 if over else 0
-        if self.over_streak >= STALE_AFTER and time.monotonic() - self.probed_at >= REPROBE_AFTER_S:
-            self.over_streak = 0
+        self.off_streak = self.off_streak + 1 if baseline_off else 0
+        stale = self.over_streak >= STALE_AFTER or self.off_streak >= OFF_AFTER
+        if stale and time.monotonic() - self.probed_at >= REPROBE_AFTER_S:
+            self.recheck_off = self.off_streak >= OFF_AFTER
+            self.over_streak = self.off_streak = 0
             return True
         return False
 
