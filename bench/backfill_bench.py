@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench's own modu
 
 from bench_pg import BENCH_DB, Application, Cluster, create_bench_db, say, sql  # noqa: E402
 from bench_report import (  # noqa: E402
-    baseline_figures, figures, median_of, plot, print_start_effect, print_table, start_effect, targets, timelines)
+    baseline_figures, figures, median_of, noise_line, plot, print_start_effect, print_table, start_effect, targets, timelines)
 from bench_shards import CHILDREN, MIGRATIONS, ROOT, Shards, migration_column, pacing_summary, prepare_run  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")  # platformdirs, imported by Airflow's modules
@@ -203,12 +203,29 @@ def one_run(cluster: Cluster, args, run_no: int, workdir: Path) -> dict:
         alone.append((cycle, app.cycle_end(cycle)))
         out["baseline"] = app.window_of(alone)
         out["alone_seconds"] = [app.per_second(start, end) for start, end in alone]
+        out["alone_noise"] = alone_noise(app, alone)
         for raw in out["scenarios"].values():
             raw["baseline"] = app.window_of(nearest(alone, raw["start"], raw["end"]))
         say(f"run {run_no}: application alone, after: {brief(app.window(*alone[-1]))}; all {len(alone)} cycles: "
             f"{brief(out['baseline'])}")
     finally:
         app.stop()
+    return out
+
+
+def alone_noise(app: Application, alone: list[tuple[float, float]]) -> dict[str, list[float]]:
+    """The yardstick's own wobble: each application-alone cycle's p99 over that of the alone cycles beside it,
+    measured as a scenario's baseline is (`nearest`). A scenario's ratio inside this range is the machine's noise,
+    not the backfill's harm."""
+    out: dict[str, list[float]] = {"quiet": [], "busy": []}
+    for n, span in enumerate(alone):
+        others = [s for i, s in enumerate(alone) if i != n]
+        if not others:
+            continue
+        mine, theirs = app.window(*span), app.window_of(nearest(others, *span))
+        for kind in out:
+            if mine[kind]["p99_ms"] and theirs[kind]["p99_ms"]:
+                out[kind].append(mine[kind]["p99_ms"] / theirs[kind]["p99_ms"])
     return out
 
 
@@ -289,6 +306,7 @@ def main() -> None:
         result = json.loads(args.plot_from.read_text())
         plot(result, args.plot_from.with_suffix(".png"))
         print("targets:\n  " + "\n  ".join(targets(result["table"], result["baseline"])))
+        print(noise_line(result["runs"]))
         print_table(result["table"], result["baseline"], result["meta"])
         print_start_effect(result.get("start_effect") or {})
         return
@@ -352,6 +370,7 @@ def main() -> None:
             mbs = [f"{sizes[s]['peak_rss_mb']:.0f} MB at {s:,} rows" for s in sorted(sizes)]
             print(f"peak RSS per shard, {folder}: {', '.join(mbs)}")
         print("targets:\n  " + "\n  ".join(result["targets"]))
+        print(noise_line(runs))
         print(f"took {meta['seconds']:.0f}s; load average (1, 5, 15 min) {fmt_load(meta['load_before'])} at the start, "
               f"{fmt_load(meta['load_after'])} at the end ({meta['date']})")
         if max(meta["load_before"][0], meta["load_after"][0]) > 1:

@@ -48,6 +48,19 @@ def median_of(runs: list[dict]) -> dict:
     return merged
 
 
+def noise_line(runs: list[dict]) -> str:
+    """The application alone against the alone cycles beside it, every run pooled: the range a scenario's ratio
+    must leave before it says anything about the backfill."""
+    parts = []
+    for kind in ("quiet", "busy"):
+        ratios = sorted(r for run in runs for r in (run.get("alone_noise") or {}).get(kind, []))
+        if ratios:
+            parts.append(f"{kind} {ratios[0]:.2f}-{ratios[-1]:.2f} (median {statistics.median(ratios):.2f}, "
+                         f"{len(ratios)} cycles)")
+    return ("noise: the application alone, each cycle's p99 over the alone cycles beside it: " + "; ".join(parts)
+            if parts else "noise: too few application-alone cycles to say")
+
+
 def baseline_figures(runs: list[dict]) -> dict:
     out = {}
     for kind in ("quiet", "busy"):
