@@ -22,6 +22,7 @@ from psycopg import sql
 from scratch import scratch_cluster
 
 from airmigrate.db import connect
+from airmigrate.engines.postgres import pacing_sql
 from airmigrate.pacing import controller
 from airmigrate.pacing.controller import FLOOR, DutyCycle, Reading, percentile, shard_duty, sleep_after
 from airmigrate.pacing.pacer import Pacer, pooled_percentile
@@ -342,6 +343,20 @@ def paced_db(stats_pg):
     yield target
     with connect(stats_pg.target(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_the_statement_figure_sums_other_roles_statements_without_loading_their_texts(paced_db):
+    """pg_stat_statements read through its function with showtext false: the view loads the whole query-text
+    file on every call, once a second from the pacer."""
+    with connect(paced_db, autocommit=True) as conn:
+        totals, missing = pacing_sql.statements(conn)
+        assert missing is None
+        before = totals()
+        with psycopg.connect(paced_db.conninfo().replace("user=postgres", "user=app"), autocommit=True) as app:
+            for _ in range(5):
+                app.execute("SELECT a FROM t WHERE id = 1").fetchone()
+        total_ms, calls = totals()
+        assert calls >= before[1] + 5 and total_ms >= before[0]
 
 
 def test_the_canary_times_a_round_trip_a_hundredth_of_a_second_from_its_own_connection(paced_db):

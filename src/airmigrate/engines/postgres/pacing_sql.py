@@ -77,7 +77,9 @@ def activity(conn) -> Activity:
 
 def statements(conn):
     """(a function returning (total ms, calls) summed over pg_stat_statements for every role but ours in this
-    database, None) or (None, why it cannot be read)."""
+    database, None) or (None, why it cannot be read). Read through the function with showtext false: the view
+    loads the whole query-text file on every call, and the pacer reads it once a second on a server whose
+    statements may fill megabytes of it."""
     row = conn.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
                        "WHERE e.extname = 'pg_stat_statements'").fetchone()
     if row is None:
@@ -85,7 +87,7 @@ def statements(conn):
         return None, ("pg_stat_statements is not installed in this database (" +
                       ("run CREATE EXTENSION pg_stat_statements" if preloaded else
                        "add it to shared_preload_libraries, restart, then CREATE EXTENSION pg_stat_statements") + ")")
-    query = sql.SQL("SELECT coalesce(sum(total_exec_time), 0), coalesce(sum(calls), 0) FROM {} "
+    query = sql.SQL("SELECT coalesce(sum(total_exec_time), 0), coalesce(sum(calls), 0) FROM {}(false) "
                     "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
                     "AND userid <> (SELECT oid FROM pg_roles WHERE rolname = current_user)").format(
         sql.Identifier(row[0], "pg_stat_statements"))
