@@ -50,11 +50,16 @@ def worker(job: dict) -> None:
     from airmigrate.pacing import pacer, signals
     from airmigrate.spec import load_migration
 
+    class NoCanary(signals.Canary):
+        """Never starts its thread: hands over no trips, so the decisions go without that figure."""
+
+        def start(self) -> NoCanary:
+            return self
+
     if job["canary_s"]:
         pacer.CANARY_S = job["canary_s"]
-    else:  # no canary: one that never starts a thread and hands over no trips
-        pacer.Canary = lambda connect, every_s: type("NoCanary", (signals.Canary,), {"start": lambda self: self})(
-            connect, every_s)
+    else:
+        pacer.Canary = NoCanary
     target, migration = Target.from_url(job["url"]), load_migration(job["folder"])
     print("READY", flush=True)
     deadline = float(sys.stdin.readline())
