@@ -11,6 +11,8 @@ fallback without pg_stat_statements run on the shared server.
 from __future__ import annotations
 
 import logging
+import re
+import statistics
 import threading
 import time
 from collections import deque
@@ -133,6 +135,18 @@ def test_an_application_faster_with_us_than_alone_holds_the_budget_until_its_bas
     assert duty.decide(trusted)[1] == "holding: the last cut is not in the signal yet"
     assert duty.decide(trusted)[0] == pytest.approx(0.075), "measured again: trusted, it grows"
     assert Reading(transaction_ratio=0.6).baseline_off and not Reading(transaction_ratio=0.7).baseline_off
+
+
+def test_with_no_application_to_protect_the_ceiling_and_one_showing_up_starts_over():
+    """A probe that saw no application (a test database, a quiet night window): nothing to protect, so the
+    ceiling at once instead of slow start's five seconds from a twentieth; an application showing up later puts
+    the run back to the start share and slow start, the knee forgotten (Controller._application_showed_up)."""
+    duty = DutyCycle(target=1.25, ceiling=2.0)
+    assert duty.decide(Reading(nobody=True)) == (2.0, "full speed: the last probe saw no application to protect")
+    assert duty.decide(Reading(nobody=True, cpu_pressure_ratio=1.6))[0] < 2.0, "a signal over target still cuts"
+    duty.restart()
+    assert (duty.budget, duty.cuts, duty.too_much) == (pytest.approx(0.1), 0, None)
+    assert duty.decide(Reading(transaction_ratio=1.0))[1] == "under target, starting: x2"
 
 
 def test_the_canarys_own_trip_stands_in_for_the_applications_time_only_when_a_probe_saw_an_application():
@@ -396,11 +410,14 @@ def test_the_pacer_holds_the_application_near_the_asked_latency_ratio(paced_db, 
         app.stop.set()
         app.join()
     decisions = _decisions(paced_db, run_id)
-    with connect(paced_db) as conn:
-        baseline = conn.execute("SELECT baseline_ms FROM airmigrate.pacing WHERE run_id = %s", (run_id,)).fetchone()[0]
-    # alone: about its 2 ms statement (an age is read in flight, so a little under it; a busy machine adds), far
-    # from the 20 ms it takes beside a batch of ours
-    assert FAST_S * 1000 / 2 <= baseline < SLOW_S * 1000 / 2, f"the probe measures the application alone: {baseline}"
+    # alone: about its 2 ms statement (an age is read in flight, so a little under it), far from the 20 ms it takes
+    # beside a batch of ours. The probes' median: one probe at a moment the machine is busy reads high (13.4 ms,
+    # once, with the rest of the suite running beside it) and the pacer then measures again; a probe taken while
+    # our batches ran would read 20 ms every time
+    probes = [float(age) for age in re.findall(r"pacing: baseline .*? in flight ([0-9.]+) ms", caplog.text)]
+    assert len(probes) >= 2, f"probed every few seconds: {probes}"
+    baseline = statistics.median(probes)
+    assert FAST_S * 1000 / 2 <= baseline < SLOW_S * 1000 / 2, f"the probes measure the application alone: {probes}"
     assert decisions[0][1] <= 0.25, "a protected run starts low, not at full speed"
     over = [d for d in decisions if "over target 1.50" in d[3]]
     assert over, f"growing, it finds the setting that hurts the application: {decisions[:8]}"
@@ -443,6 +460,46 @@ def test_every_shard_of_a_protected_run_starts_at_the_start_share_not_only_the_l
         assert follower.budget == pytest.approx(row[0])
         # a 0.01 s batch at a twentieth of two shards' ceiling: each shard works 5% of its time
         assert controller.sleep_after(0.01, controller.shard_duty(follower.budget, 2)) == pytest.approx(0.19)
+
+
+def _pacing_row(target, run_id, saying: str | None = None):
+    """(budget, reason) of the run's shared pacing row; with `saying`, None unless its reason says that."""
+    with connect(target, autocommit=True) as conn:
+        row = conn.execute("SELECT budget, reason FROM airmigrate.pacing WHERE run_id = %s", (run_id,)).fetchone()
+    return row if saying is None or (row and saying in (row[1] or "")) else None
+
+
+def _wait_for(condition, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+    return value
+
+
+def test_a_run_with_no_application_goes_to_the_ceiling_and_starts_over_when_one_shows_up(paced_db, tmp_path):
+    """The closed loop on a real server: the first probe sees no application, so the budget is the ceiling
+    (no slow start for nobody); the application starts, the pacer sees its transactions, goes back to the start
+    share and measures it alone, then paces it."""
+    migration = _migration(tmp_path, ratio=1.5)
+    run_id = _prepare(paced_db, migration)
+    app = Application(paced_db.conninfo().replace("user=postgres", "user=app")
+                      .replace("application_name=airmigrate", "application_name=shop"))
+    with Pacer(paced_db, run_id, migration.spec.backfill.throttle, shards=2) as pacer:
+        assert pacer.leader is not None
+        alone = _wait_for(lambda: _pacing_row(paced_db, run_id, "no application"),
+                          120, f"never at the ceiling with nobody to protect: {_pacing_row(paced_db, run_id)}")
+        assert alone[0] == pytest.approx(2.0), alone
+        app.start()
+        try:
+            back = _wait_for(lambda: _pacing_row(paced_db, run_id, "showed up"),
+                             120, f"the application was not seen: {_pacing_row(paced_db, run_id)}")
+            assert back[0] == pytest.approx(max(controller.FLOOR, controller.START * 2)), back
+            _wait_for(lambda: pacer.leader.app_seen, 120, "the application was never measured alone")
+            assert not pacer.leader.appeared
+        finally:
+            app.stop.set()
+            app.join()
 
 
 def test_application_waiting_on_our_locks_halves_the_budget_and_no_latency_signal_is_said_once(

@@ -176,6 +176,7 @@ class Controller:
         self.baseline_trip_ms: float | None = None  # their TRIP_TAIL while every shard pauses
         self.canary: Canary | None = None
         self.app_seen = False      # the last probe saw the application (a transaction in flight or a statement)
+        self.appeared = False      # ...and since one that saw none, it showed up: measured alone at once
         self.confirming_from: tuple | None = None  # the baselines before a jump, while a second probe confirms it
         self.probed_at = 0.0
         self.last_logged, self.last_reason, self.high_batch = 0.0, "", 0
@@ -240,7 +241,7 @@ class Controller:
     def _probe(self) -> None:
         """Pause every shard; measure the application alone for probe_seconds; that is the new baseline."""
         seconds = self.throttle.probe_seconds
-        self.rechecked, self.recheck_off = self.recheck_off, False
+        self.rechecked, self.recheck_off, self.appeared = self.recheck_off, False, False
         self.probing.set()
         try:
             self.conn.execute(self.queries.START_PROBE, (seconds + SETTLE_S, self.run_id))
@@ -334,6 +335,12 @@ class Controller:
         self.trips.append(self.canary.take())
         tx_ms = self._transaction_ms()
         rows_per_s = self._rows_per_s()
+        # nobody to protect: no application at the last probe, and no signal of the user's (external, CPU pressure)
+        nobody = self.probed_at != 0.0 and not self.app_seen and not self.appeared and \
+            figures["external"] is None and figures["cpu_pressure_ratio"] is None
+        if nobody and (figures["ages"] or latency_ms is not None):
+            self._application_showed_up()
+            nobody = False
         target = self.conn.execute("SELECT target_ratio FROM airmigrate.pacing WHERE run_id = %s",
                                    (self.run_id,)).fetchone()
         if target and target[0] is not None:
@@ -344,11 +351,13 @@ class Controller:
             round_trip_ratio=self._round_trip_ratio(),
             blocked=figures["blocked"], runnable_ratio=figures["runnable_ratio"],
             cpu_pressure_ratio=figures["cpu_pressure_ratio"], external=figures["external"],
-            working=self._worked(rows_per_s), rechecked=self.rechecked)
+            working=self._worked(rows_per_s), rechecked=self.rechecked, nobody=nobody)
         if not reading.blocked and self.probed_at == 0.0:
             budget, reason = self.duty.budget, "holding at the start share: no baseline yet"
+        elif not reading.blocked and self.appeared:
+            budget, reason = self.duty.budget, "holding at the start share: an application showed up, measuring it"
         elif not reading.impacts() and (self.baseline_tx_ms or self.baseline_ms or self.baseline_trip_ms) and \
-                not reading.blocked and \
+                not reading.blocked and not nobody and \
                 len(self.ages) < 2:
             budget, reason = self.duty.budget, "holding: measuring the application's latency"  # just after a probe
         else:
@@ -381,16 +390,26 @@ class Controller:
         re-measured (a pause of probe_seconds) rather than trusted. Likewise the application reading faster with
         us than alone for OFF_AFTER decisions (the baseline was taken at a slow moment, or its load fell): the
         controller holds meanwhile, as growing against it runs unprotected; the figure measured again is trusted
-        (Reading.rechecked). At most every REPROBE_AFTER_S."""
+        (Reading.rechecked). And an application showing up after a probe that saw none (_application_showed_up).
+        At most every REPROBE_AFTER_S."""
         over = held is not None and self.duty.target is not None and held > self.duty.target
         self.over_streak = self.over_streak + 1 if over else 0
         self.off_streak = self.off_streak + 1 if baseline_off else 0
-        stale = self.over_streak >= STALE_AFTER or self.off_streak >= OFF_AFTER
+        stale = self.over_streak >= STALE_AFTER or self.off_streak >= OFF_AFTER or self.appeared
         if stale and time.monotonic() - self.probed_at >= REPROBE_AFTER_S:
             self.recheck_off = self.off_streak >= OFF_AFTER
             self.over_streak = self.off_streak = 0
             return True
         return False
+
+    def _application_showed_up(self) -> None:
+        """A transaction in flight or statements counted after a probe that saw no application: the run went to
+        its ceiling with nothing to protect, and now something is there. Back to the start share and slow start,
+        as at a run's start, and measured alone as soon as REPROBE_AFTER_S allows (Controller._stale_baseline)."""
+        self.appeared = True
+        self.duty.restart()
+        log.info("pacing: an application showed up (transactions or statements where the last probe saw none): "
+                 "back to the start share, measuring it alone")
 
     def _hint_more_shards(self, reason: str) -> None:
         """A shard is only worth adding when the duty cycle is at its ceiling and the application is still
