@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import pwd
 import shutil
@@ -298,3 +299,30 @@ class Application(threading.Thread):
         return result
 
 
+# ------------------------------------------------------------------------------------------- rounds of variants
+
+def rounds_arguments(variants: list[str], phase_s: float, rounds: int) -> argparse.Namespace:
+    """The command line of the scripts that run their variants in turn, round after round, beside the application
+    (monitor_cost.py, start_cost.py); `variants` are those --variants may name, all of them by default."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", type=int, default=30)
+    parser.add_argument("--phase-s", type=float, default=phase_s)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--busy", type=float, default=0.6, help="busy phase rate, share of the max (0.6)")
+    parser.add_argument("--variants", default=",".join(variants), help="comma-separated, of: " + ", ".join(variants))
+    parser.add_argument("--data-parent")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def started_application(cluster: Cluster, workdir: Path, args: argparse.Namespace) -> Application:
+    """The bench database at --scale and the application on it, started: quiet at 30% of its maximum, busy at
+    --busy, in phases of --phase-s."""
+    create_bench_db(cluster, args.scale)
+    app = Application(cluster, workdir, 8, 100, args.phase_s)
+    max_tps = app.max_rate(5)
+    app.rates = {"quiet": max_tps * 0.3, "busy": max_tps * args.busy}
+    say(f"application alone {max_tps:,.0f} tps; quiet {app.rates['quiet']:,.0f} busy {app.rates['busy']:,.0f}; "
+        f"load {os.getloadavg()[0]:.2f}")
+    app.begin()
+    return app

@@ -20,7 +20,6 @@ is a test: it is how the canary's period was chosen (bench/README.md).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -32,7 +31,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_pg import BENCH_DB, Application, Cluster, create_bench_db, say
+from bench_pg import (
+    BENCH_DB,
+    Application,
+    Cluster,
+    rounds_arguments,
+    say,
+    started_application,
+)
 from bench_shards import MIGRATIONS, prepare_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,28 +86,14 @@ def start_worker(url: str, run_id: int, shards: int, canary_s: float, log: Path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--scale", type=int, default=30)
-    parser.add_argument("--phase-s", type=float, default=10)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--busy", type=float, default=0.6, help="busy phase rate, share of the max (0.6)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS))
-    parser.add_argument("--data-parent")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = rounds_arguments(list(VARIANTS), phase_s=10, rounds=6)
     if args.worker:
         return worker(json.loads(args.worker))
     cluster = Cluster(args.data_parent).start()
     workdir = Path(tempfile.mkdtemp(prefix="airmigrate-monitor-cost-"))
     try:
-        create_bench_db(cluster, args.scale)
+        app = started_application(cluster, workdir, args)
         url = cluster.url(BENCH_DB)
-        app = Application(cluster, workdir, 8, 100, args.phase_s)
-        max_tps = app.max_rate(5)
-        app.rates = {"quiet": max_tps * 0.3, "busy": max_tps * args.busy}
-        say(f"application alone {max_tps:,.0f} tps; quiet {app.rates['quiet']:,.0f} busy {app.rates['busy']:,.0f}; "
-            f"load {os.getloadavg()[0]:.2f}")
-        app.begin()
         run_id, shards = prepare_run(url, FOLDER)  # one run for every pacer: it never writes a row
         variants = {name: VARIANTS[name] for name in ["alone", *args.variants.split(",")]}
         cycles = []

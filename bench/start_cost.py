@@ -30,7 +30,6 @@ here is a test.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -42,7 +41,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_pg import BENCH_DB, Application, Cluster, create_bench_db, say, sql
+from bench_pg import (
+    BENCH_DB,
+    Application,
+    Cluster,
+    rounds_arguments,
+    say,
+    sql,
+    started_application,
+)
 from bench_shards import MIGRATIONS, prepare_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,28 +176,14 @@ def start_shards(url: str, run_id: int, shards: int, variant: str, logdir: Path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--scale", type=int, default=30)
-    parser.add_argument("--phase-s", type=float, default=5)
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--busy", type=float, default=0.6, help="busy phase rate, share of the max (0.6)")
-    parser.add_argument("--variants", default=",".join(VARIANTS[1:]), help="comma-separated, of: "
-                        + ", ".join(VARIANTS[1:]))
-    parser.add_argument("--data-parent")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = rounds_arguments(list(VARIANTS[1:]), phase_s=5, rounds=8)
     if args.worker:
         return worker(json.loads(args.worker))
     cluster = Cluster(args.data_parent).start()
     workdir = Path(tempfile.mkdtemp(prefix="airmigrate-start-cost-"))
     try:
-        create_bench_db(cluster, args.scale)
+        app = started_application(cluster, workdir, args)
         url = cluster.url(BENCH_DB)
-        app = Application(cluster, workdir, 8, 100, args.phase_s)
-        max_tps = app.max_rate(5)
-        app.rates = {"quiet": max_tps * 0.3, "busy": max_tps * args.busy}
-        say(f"application alone {max_tps:,.0f} tps; quiet {app.rates['quiet']:,.0f}; load {os.getloadavg()[0]:.2f}")
-        app.begin()
         run_id, shards = prepare_run(url, FOLDER)  # one run; its pacing row is reset before each start
         variants = ["alone", *args.variants.split(",")]
         cycles = []
