@@ -10,6 +10,8 @@ every variant alike:
 
   alone          the application alone
   protect        a protected run (app_latency_ratio 1.5, two shards) as it is
+  controller's own connection  the same, the leader's controller on a connection of its own, as before session
+                 16 (now it uses its pacer's: one fewer at the start)
   late canary    the same, its round-trip canary started just before the first probe instead of with the
                  controller (one backend fewer, and no trips, in the first seconds)
   small first    the same, its first batches a quarter of the size (500 rows instead of 2,000: the first ones
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -54,8 +57,8 @@ from bench_shards import MIGRATIONS, prepare_run
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = MIGRATIONS / "9005_bench_protect_150"
-VARIANTS = ("alone", "protect", "late canary", "small first", "pacer only", "connections only", "loop 1000/100ms",
-            "loop 2000/50ms", "loop 1000/100ms cold")
+VARIANTS = ("alone", "protect", "controller's own connection", "late canary", "small first", "pacer only",
+            "connections only", "loop 1000/100ms", "loop 2000/50ms", "loop 1000/100ms cold")
 FIRST_S = 2.0
 
 
@@ -64,7 +67,14 @@ def patch(variant: str) -> None:
     from airmigrate.pacing import pacer, signals
     from airmigrate.stages.backfill import tuning
 
-    if variant == "late canary":
+    if variant == "controller's own connection":
+        init = pacer.Controller.__init__
+
+        def own_connection(self, target, run_id, throttle, ratio, shards, conn=None):
+            init(self, target, run_id, throttle, ratio, shards)
+
+        pacer.Controller.__init__ = own_connection
+    elif variant == "late canary":
         class LateCanary(signals.Canary):
             """Starts its thread half a second before the first probe (FIRST_PROBE_S), not with the controller."""
 
@@ -166,7 +176,7 @@ def start_shards(url: str, run_id: int, shards: int, variant: str, logdir: Path)
     for shard in range(1 if variant.startswith("loop") or variant == "connections only" else shards):
         job = json.dumps({"url": url, "folder": str(FOLDER), "run_id": run_id, "shard": shard, "shards": shards,
                           "variant": variant,
-                          "log": str(logdir / f"{variant.replace(' ', '_').replace('/', '-')}.shard{shard}.log")})
+                          "log": str(logdir / f"{re.sub('[^a-z0-9]+', '_', variant)}.shard{shard}.log")})
         procs.append(subprocess.Popen([sys.executable, __file__, "--worker", job], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True))
     for proc in procs:
@@ -215,7 +225,7 @@ def report(app: Application, cycles: list, phase_s: float, variants: list[str]) 
         for name, (lo, hi) in (("first", (0, FIRST_S)), ("rest", (FIRST_S, phase_s))):
             p99[rnd, variant, name] = app.window(cycle + lo, cycle + hi)["quiet"]["p99_ms"]
     rounds = sorted({rnd for rnd, _, _ in cycles})
-    print(f"{'variant':20} {'window':14} | {'p99 ms, median (lowest-highest)':>31} | {'ratio to alone, median':>22} "
+    print(f"{'variant':28} {'window':14} | {'p99 ms, median (lowest-highest)':>31} | {'ratio to alone, median':>22} "
           "| lowest-highest")
     for variant in variants:
         for name, label in (("first", f"first {FIRST_S:g} s"), ("rest", "rest of quiet")):
@@ -224,7 +234,7 @@ def report(app: Application, cycles: list, phase_s: float, variants: list[str]) 
                       if p99.get((r, variant, name)) and p99.get((r, "alone", name))]
             if ms and ratios:
                 spread = f"{statistics.median(ms):.2f} ({min(ms):.2f}-{max(ms):.2f})"
-                print(f"{variant:20} {label:14} | {spread:>31} | {statistics.median(ratios):22.2f} | "
+                print(f"{variant:28} {label:14} | {spread:>31} | {statistics.median(ratios):22.2f} | "
                       f"{min(ratios):.2f}-{max(ratios):.2f}")
 
 

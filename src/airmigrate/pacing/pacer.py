@@ -112,7 +112,7 @@ class Pacer:
 
     def _try_to_lead(self) -> None:
         if self.leader is None and self.conn.execute(self.queries.TRY_LEAD, (self.run_id,)).fetchone()[0]:
-            self.leader = Controller(self.target, self.run_id, self.throttle, self.ratio, self.shards)
+            self.leader = Controller(self.target, self.run_id, self.throttle, self.ratio, self.shards, self.conn)
             self.leader.start()
 
     # -- between batches ---------------------------------------------------------------------------------
@@ -161,10 +161,13 @@ class Pacer:
 
 
 class Controller:
-    """The leader's thread: signals in, budget out."""
+    """The leader's thread: signals in, budget out. On `conn`, the leading pacer's own connection when given (idle
+    once it leads, and the session holding the leader's lock): a run opens one connection fewer, at its start, where
+    six opened at once cost the application 1.37x its p99 over two seconds (bench/README.md "Session 16"; the
+    difference one fewer makes is under that bench's noise)."""
 
-    def __init__(self, target: Target, run_id: int, throttle, ratio: float, shards: int):
-        self.target, self.run_id, self.throttle = target, run_id, throttle
+    def __init__(self, target: Target, run_id: int, throttle, ratio: float, shards: int, conn=None):
+        self.target, self.run_id, self.throttle, self.shared_conn = target, run_id, throttle, conn
         self.duty = DutyCycle(ratio, ceiling=float(shards), external_max=throttle.external_max)
         self.probing, self.stopped = threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"airmigrate-pacer-{run_id}", daemon=True)
@@ -186,7 +189,7 @@ class Controller:
         self.warned_out_of_reach, self.baseline_off = False, False
 
     def start(self) -> None:
-        self.conn = own_connection(self.target)
+        self.conn = self.shared_conn or own_connection(self.target)
         self.queries = engines.of(self.conn).pacing_sql()
         throttle = self.throttle
         cpus = throttle.cpus or default_cpus(self.conn, self.target.host)
@@ -203,7 +206,8 @@ class Controller:
             self.canary.stop()
         if self.thread.is_alive():
             self.thread.join(timeout=30)
-        self.conn.close()
+        if self.conn is not self.shared_conn:
+            self.conn.close()
 
     def _run(self) -> None:
         try:
