@@ -149,6 +149,25 @@ def test_with_no_application_to_protect_the_ceiling_and_one_showing_up_starts_ov
     assert duty.decide(Reading(transaction_ratio=1.0))[1] == "under target, starting: x2"
 
 
+def test_one_probe_that_misses_a_light_application_does_not_make_it_nobody():
+    """A probe of a second can miss an application of short, sparse transactions: "nobody to protect" needs the
+    probe to see none and no decision since the probe before it to have seen one; a signal of the user's (an
+    external query, CPU pressure) is never overruled by it."""
+    from airmigrate.pacing.pacer import Controller
+    from airmigrate.spec import Throttle
+
+    paced = Controller(None, 1, Throttle(), 1.25, 1)
+    paced.probed_at = 1.0
+    assert paced._nobody_to_protect(), "a probe that saw none, and none seen before it"
+    paced.seen_before = True
+    assert not paced._nobody_to_protect(), "seen between the last two probes: this probe missed it"
+    paced.seen_before, paced.seen_between = False, True
+    assert not paced._nobody_to_protect(), "seen since the probe"
+    paced.seen_between = False
+    assert not Controller(None, 1, Throttle(external_query="SELECT 1", external_max=5), 1.25, 1)._nobody_to_protect()
+    assert not Controller(None, 1, Throttle(cpu_pressure=True), 1.25, 1)._nobody_to_protect()
+
+
 def test_the_canarys_own_trip_stands_in_for_the_applications_time_only_when_a_probe_saw_an_application():
     """Without a tail age (too few transactions in flight) the canary's paused trip is the scale, but only when
     the application was there: with none, its noise read 1.3-1.5x and a paced rollback crawled at the floor."""

@@ -180,6 +180,8 @@ class Controller:
         self.canary: Canary | None = None
         self.app_seen = False      # the last probe saw the application (a transaction in flight or a statement)
         self.appeared = False      # ...and since one that saw none, it showed up: measured alone at once
+        self.seen_between = False  # a decision since the last probe saw the application (ages or statements)
+        self.seen_before = False   # ...and before it: a probe that misses a light application is not "nobody"
         self.confirming_from: tuple | None = None  # the baselines before a jump, while a second probe confirms it
         self.probed_at = 0.0
         self.last_logged, self.last_reason, self.high_batch = 0.0, "", 0
@@ -246,6 +248,7 @@ class Controller:
         """Pause every shard; measure the application alone for probe_seconds; that is the new baseline."""
         seconds = self.throttle.probe_seconds
         self.rechecked, self.recheck_off, self.appeared = self.recheck_off, False, False
+        self.seen_before, self.seen_between = self.seen_between, False
         self.probing.set()
         try:
             self.conn.execute(self.queries.START_PROBE, (seconds + SETTLE_S, self.run_id))
@@ -339,10 +342,10 @@ class Controller:
         self.trips.append(self.canary.take())
         tx_ms = self._transaction_ms()
         rows_per_s = self._rows_per_s()
-        # nobody to protect: no application at the last probe, and no signal of the user's (external, CPU pressure)
-        nobody = self.probed_at != 0.0 and not self.app_seen and not self.appeared and \
-            figures["external"] is None and figures["cpu_pressure_ratio"] is None
-        if nobody and (figures["ages"] or latency_ms is not None):
+        seen = bool(figures["ages"]) or latency_ms is not None
+        nobody = self._nobody_to_protect()
+        self.seen_between = self.seen_between or seen
+        if nobody and seen:
             self._application_showed_up()
             nobody = False
         target = self.conn.execute("SELECT target_ratio FROM airmigrate.pacing WHERE run_id = %s",
@@ -352,7 +355,7 @@ class Controller:
         reading = Reading(
             transaction_ratio=tx_ms / self.baseline_tx_ms if tx_ms is not None and self.baseline_tx_ms else None,
             latency_ratio=latency_ms / self.baseline_ms if latency_ms is not None and self.baseline_ms else None,
-            round_trip_ratio=self._round_trip_ratio(),
+            round_trip_ratio=None if nobody else self._round_trip_ratio(),
             blocked=figures["blocked"], runnable_ratio=figures["runnable_ratio"],
             cpu_pressure_ratio=figures["cpu_pressure_ratio"], external=figures["external"],
             working=self._worked(rows_per_s), rechecked=self.rechecked, nobody=nobody)
@@ -405,6 +408,15 @@ class Controller:
             self.over_streak = self.off_streak = 0
             return True
         return False
+
+    def _nobody_to_protect(self) -> bool:
+        """No application to protect: the last probe saw none, no decision since the probe before it did (a probe
+        of a second can miss a light application: 20 transactions a second of 1 ms escape 40 samples nearly every
+        other time, and one such miss must not put the run at full speed), and no signal of the user's is set
+        (an external query or URL, CPU pressure: the user paces by those)."""
+        throttle = self.throttle
+        return self.probed_at != 0.0 and not self.app_seen and not self.appeared and not self.seen_before and \
+            not self.seen_between and not (throttle.external_query or throttle.external_url or throttle.cpu_pressure)
 
     def _application_showed_up(self) -> None:
         """A transaction in flight or statements counted after a probe that saw no application: the run went to
