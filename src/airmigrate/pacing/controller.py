@@ -13,8 +13,8 @@ The rules, tuned on bench/backfill_bench.py against an application with a fixed 
   steeply at the low end: on two cores a loop working a tenth of its time read 1.9x). The memory is forgotten at
   a new baseline that finds the application alone as fast as before or faster (its load fell: the old knee no
   longer applies), kept when slower.
-- no application at all (the last probe saw no transaction in flight and no statement): the ceiling, nothing to
-  protect (a test database, a quiet night window); one showing up later (a transaction in flight, statements
+- no application at all (the last probe saw no transaction in flight and no statement, nor did any decision since
+  the probe before it): the ceiling, nothing to protect (a test database, a quiet night window); one showing up later (a transaction in flight, statements
   counted) puts the run back to the start share and slow start, and the pacer measures it alone at once;
 - the application faster with us than alone (FASTER of its baseline or less): the baseline is off, taken at a
   slow moment or before its load fell; hold, and the pacer measures it again (once: a second figure is trusted);
