@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import pwd
 import shutil
 import signal
@@ -326,3 +327,19 @@ def started_application(cluster: Cluster, workdir: Path, args: argparse.Namespac
         f"load {os.getloadavg()[0]:.2f}")
     app.begin()
     return app
+
+
+def print_ratios(p99: dict, rounds: list, variants, windows: list[tuple[str, str]], width: int = 12) -> None:
+    """Per variant and window (key, label): the median over rounds of the application's p99 (lowest-highest) and
+    of its ratio to the same round's `alone` over the same window. `p99`: (round, variant, window key) -> ms."""
+    print(f"{'variant':{width}} {'window':14} | {'p99 ms, median (lowest-highest)':>31} | "
+          f"{'ratio to alone, median':>22} | lowest-highest")
+    for variant in variants:
+        for key, label in windows:
+            ms = [p99[r, variant, key] for r in rounds if p99.get((r, variant, key))]
+            ratios = [p99[r, variant, key] / p99[r, "alone", key] for r in rounds
+                      if p99.get((r, variant, key)) and p99.get((r, "alone", key))]
+            if ms and ratios:
+                spread = f"{statistics.median(ms):.2f} ({min(ms):.2f}-{max(ms):.2f})"
+                print(f"{variant:{width}} {label:14} | {spread:>31} | {statistics.median(ratios):22.2f} | "
+                      f"{min(ratios):.2f}-{max(ratios):.2f}")

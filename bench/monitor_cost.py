@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from bench_pg import (
     BENCH_DB,
     Application,
     Cluster,
+    print_ratios,
     rounds_arguments,
     say,
     started_application,
@@ -125,17 +125,7 @@ def report(app: Application, cycles: list, phase_s: float, variants: dict) -> No
             start = cycle + n * phase_s + 1  # a second in: the phase's start is a pgbench start
             p99[rnd, name, kind] = app.window(start, cycle + (n + 1) * phase_s)[kind]["p99_ms"]
     rounds = sorted({rnd for rnd, _, _ in cycles})
-    print(f"{'variant':12} {'phase':5} | {'p99 ms, median (lowest-highest)':>31} | {'ratio to alone, median':>22} | "
-          "lowest-highest")
-    for name in variants:
-        for kind in ("quiet", "busy"):
-            ms = [p99[r, name, kind] for r in rounds if p99.get((r, name, kind))]
-            ratios = [p99[r, name, kind] / p99[r, "alone", kind] for r in rounds
-                      if p99.get((r, name, kind)) and p99.get((r, "alone", kind))]
-            if ms and ratios:
-                spread = f"{statistics.median(ms):.2f} ({min(ms):.2f}-{max(ms):.2f})"
-                print(f"{name:12} {kind:5} | {spread:>31} | {statistics.median(ratios):22.2f} | "
-                      f"{min(ratios):.2f}-{max(ratios):.2f}")
+    print_ratios(p99, rounds, variants, [("quiet", "quiet"), ("busy", "busy")])
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ from bench_pg import (
     BENCH_DB,
     Application,
     Cluster,
+    print_ratios,
     rounds_arguments,
     say,
     sql,
@@ -225,17 +225,7 @@ def report(app: Application, cycles: list, phase_s: float, variants: list[str]) 
         for name, (lo, hi) in (("first", (0, FIRST_S)), ("rest", (FIRST_S, phase_s))):
             p99[rnd, variant, name] = app.window(cycle + lo, cycle + hi)["quiet"]["p99_ms"]
     rounds = sorted({rnd for rnd, _, _ in cycles})
-    print(f"{'variant':28} {'window':14} | {'p99 ms, median (lowest-highest)':>31} | {'ratio to alone, median':>22} "
-          "| lowest-highest")
-    for variant in variants:
-        for name, label in (("first", f"first {FIRST_S:g} s"), ("rest", "rest of quiet")):
-            ms = [p99[r, variant, name] for r in rounds if p99.get((r, variant, name))]
-            ratios = [p99[r, variant, name] / p99[r, "alone", name] for r in rounds
-                      if p99.get((r, variant, name)) and p99.get((r, "alone", name))]
-            if ms and ratios:
-                spread = f"{statistics.median(ms):.2f} ({min(ms):.2f}-{max(ms):.2f})"
-                print(f"{variant:28} {label:14} | {spread:>31} | {statistics.median(ratios):22.2f} | "
-                      f"{min(ratios):.2f}-{max(ratios):.2f}")
+    print_ratios(p99, rounds, variants, [("first", f"first {FIRST_S:g} s"), ("rest", "rest of quiet")], width=28)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from airmigrate import db
 from airmigrate.engines.postgres import ddl
 from airmigrate.errors import TransientError
 
+from polling import wait_for
 from scratch import scratch_cluster
 
 LOCK_TIMEOUT_MS = 300
@@ -33,18 +34,6 @@ ROWS = 100_000  # ~1,600 heap pages: at 0.1-0.4 s a page the autovacuum needs ma
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-def wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.1):
-    """Poll until condition() is truthy (returns it), or fail naming what we waited for."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)
-
 
 @pytest.fixture(scope="module")
 def scratch_pg():

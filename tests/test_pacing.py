@@ -21,15 +21,16 @@ import psycopg
 import pytest
 import yaml
 from psycopg import sql
+from polling import wait_for
 from scratch import scratch_cluster
 
 from airmigrate.db import connect
 from airmigrate.engines.postgres import pacing_sql
 from airmigrate.pacing import controller
 from airmigrate.pacing.controller import FLOOR, DutyCycle, Reading, percentile, shard_duty, sleep_after
-from airmigrate.pacing.pacer import Pacer, pooled_percentile
+from airmigrate.pacing.pacer import MIN_TRIPS, OFF_AFTER, STALE_AFTER, Controller, Pacer, pooled_percentile
 from airmigrate.pacing.signals import Canary
-from airmigrate.spec import load_migration
+from airmigrate.spec import Throttle, load_migration
 from airmigrate.stages import backfill, backup, preflight, schema_change
 from airmigrate.stages.backfill.tuning import BatchSizer
 
@@ -153,9 +154,6 @@ def test_one_probe_that_misses_a_light_application_does_not_make_it_nobody():
     """A probe of a second can miss an application of short, sparse transactions: "nobody to protect" needs the
     probe to see none and no decision since the probe before it to have seen one; a signal of the user's (an
     external query, CPU pressure) is never overruled by it."""
-    from airmigrate.pacing.pacer import Controller
-    from airmigrate.spec import Throttle
-
     paced = Controller(None, 1, Throttle(), 1.25, 1)
     paced.probed_at = 1.0
     assert paced._nobody_to_protect(), "a probe that saw none, and none seen before it"
@@ -171,9 +169,6 @@ def test_one_probe_that_misses_a_light_application_does_not_make_it_nobody():
 def test_the_canarys_own_trip_stands_in_for_the_applications_time_only_when_a_probe_saw_an_application():
     """Without a tail age (too few transactions in flight) the canary's paused trip is the scale, but only when
     the application was there: with none, its noise read 1.3-1.5x and a paced rollback crawled at the floor."""
-    from airmigrate.pacing.pacer import MIN_TRIPS, Controller
-    from airmigrate.spec import Throttle
-
     paced = Controller(None, 1, Throttle(), 1.25, 1)
     paced.baseline_trip_ms, paced.baseline_tx_ms = 0.4, None
     paced.trips.extend([[0.4] * MIN_TRIPS, [0.4] * (MIN_TRIPS - 3) + [0.8] * 3])  # a p99 of 0.8 ms: noise
@@ -488,14 +483,6 @@ def _pacing_row(target, run_id, saying: str | None = None):
     return row if saying is None or (row and saying in (row[1] or "")) else None
 
 
-def _wait_for(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while not (value := condition()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-    return value
-
-
 def test_a_run_with_no_application_goes_to_the_ceiling_and_starts_over_when_one_shows_up(paced_db, tmp_path):
     """The closed loop on a real server: the first probe sees no application, so the budget is the ceiling
     (no slow start for nobody); the application starts, the pacer sees its transactions, goes back to the start
@@ -506,15 +493,15 @@ def test_a_run_with_no_application_goes_to_the_ceiling_and_starts_over_when_one_
                       .replace("application_name=airmigrate", "application_name=shop"))
     with Pacer(paced_db, run_id, migration.spec.backfill.throttle, shards=2) as pacer:
         assert pacer.leader is not None
-        alone = _wait_for(lambda: _pacing_row(paced_db, run_id, "no application"),
+        alone = wait_for(lambda: _pacing_row(paced_db, run_id, "no application"),
                           120, f"never at the ceiling with nobody to protect: {_pacing_row(paced_db, run_id)}")
         assert alone[0] == pytest.approx(2.0), alone
         app.start()
         try:
-            back = _wait_for(lambda: _pacing_row(paced_db, run_id, "showed up"),
+            back = wait_for(lambda: _pacing_row(paced_db, run_id, "showed up"),
                              120, f"the application was not seen: {_pacing_row(paced_db, run_id)}")
             assert back[0] == pytest.approx(max(controller.FLOOR, controller.START * 2)), back
-            _wait_for(lambda: pacer.leader.app_seen, 120, "the application was never measured alone")
+            wait_for(lambda: pacer.leader.app_seen, 120, "the application was never measured alone")
             assert not pacer.leader.appeared
         finally:
             app.stop.set()
@@ -567,9 +554,6 @@ def test_a_baseline_is_measured_again_when_the_signal_stays_over_target_although
     """Over target three decisions running while the budget shrinks: the application's own load has likely risen
     (a busy phase), so the pacer re-measures it instead of starving the backfill against a stale baseline; not
     more often than REPROBE_AFTER_S."""
-    from airmigrate.pacing.pacer import OFF_AFTER, STALE_AFTER, Controller
-    from airmigrate.spec import Throttle
-
     controller = Controller(None, 1, Throttle(), 1.25, 1)
     controller.probed_at = -1e9
     assert [controller._stale_baseline(3.0) for _ in range(STALE_AFTER)] == [False] * (STALE_AFTER - 1) + [True]

@@ -14,8 +14,9 @@ The rules, tuned on bench/backfill_bench.py against an application with a fixed 
   a new baseline that finds the application alone as fast as before or faster (its load fell: the old knee no
   longer applies), kept when slower.
 - no application at all (the last probe saw no transaction in flight and no statement, nor did any decision since
-  the probe before it): the ceiling, nothing to protect (a test database, a quiet night window); one showing up later (a transaction in flight, statements
-  counted) puts the run back to the start share and slow start, and the pacer measures it alone at once;
+  the probe before it): the ceiling, nothing to protect (a test database, a quiet night window); one showing up
+  later (a transaction in flight, statements counted) puts the run back to the start share and slow start, and the
+  pacer measures it alone at once;
 - the application faster with us than alone (FASTER of its baseline or less): the baseline is off, taken at a
   slow moment or before its load fell; hold, and the pacer measures it again (once: a second figure is trusted);
 - damping: the signal pools the last two decisions' samples at least, and the decision after a cut never
@@ -57,7 +58,7 @@ class Reading:
     external: float | None = None           # throttle-query / throttle-url value
     working: bool = True                    # the backfill did work in the last interval
     rechecked: bool = False                 # the baseline was measured again because it read off: trust it
-    nobody: bool = False                    # the last probe saw no application (no transaction, no statement)
+    nobody: bool = False                    # no application to protect (Controller._nobody_to_protect)
 
     @property
     def baseline_off(self) -> bool:
@@ -130,7 +131,8 @@ class DutyCycle:
     def restart(self) -> None:
         """An application showed up after a probe that saw none: met as at a run's start (the start share, slow
         start, no knee remembered) until a probe measures it alone."""
-        self.budget, self.too_much, self.cuts, self.cut_last = starting_budget(self.target, self.ceiling), None, 0, False
+        self.budget = starting_budget(self.target, self.ceiling)
+        self.too_much, self.cuts, self.cut_last = None, 0, False
 
     def forget_limit(self) -> None:
         """A new baseline: the load changed, so the old knee no longer applies."""

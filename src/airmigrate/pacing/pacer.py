@@ -415,8 +415,9 @@ class Controller:
         other time, and one such miss must not put the run at full speed), and no signal of the user's is set
         (an external query or URL, CPU pressure: the user paces by those)."""
         throttle = self.throttle
-        return self.probed_at != 0.0 and not self.app_seen and not self.appeared and not self.seen_before and \
-            not self.seen_between and not (throttle.external_query or throttle.external_url or throttle.cpu_pressure)
+        # `appeared` needs no test of its own: it is set only with seen_between, and both are cleared by a probe
+        return self.probed_at != 0.0 and not self.app_seen and not self.seen_before and not self.seen_between and \
+            not (throttle.external_query or throttle.external_url or throttle.cpu_pressure)
 
     def _application_showed_up(self) -> None:
         """A transaction in flight or statements counted after a probe that saw no application: the run went to
