@@ -187,16 +187,24 @@ def test_an_application_session_waiting_on_a_shards_lock_is_blocked_after_sample
 def test_a_probe_sees_an_application_transaction_that_began_during_it(target):
     """The probe's baseline is what the application's transactions look like while every shard pauses. Sampled
     every 25 ms as on PostgreSQL, InnoDB's information_schema cache (refilled only after 0.1 s unread) froze at the
-    probe's first sample: a transaction begun since never showed (and one ended since kept growing older)."""
+    probe's first sample: a transaction begun since never showed (and one ended since kept growing older).
+    That cache is the server's: another client reading it more often than every 0.1 s freezes it for everyone (in
+    the suite, another test's; a reader every 50 ms beside this test failed it every time). So up to three probes
+    of 2 s each: the probe that froze the cache itself fails all three."""
     reader, app = own_connection(target), db.connect(target)
     controller = pacer.Controller(target, 0, Throttle(), 1.5, 1)
     controller.queries, controller.sampler = QUERIES, Sampler(reader, cpus=2)
-    opened = threading.Timer(0.5, lambda: app.execute("UPDATE t SET b = 2 WHERE id = 500"))
+    tries = []
     try:
-        opened.start()
-        ages = controller._sample_alone(2.0)
-        opened.join()
-        assert ages and max(ages) >= 1000, f"the application's transaction, open for 1.5 s by the end: {ages}"
+        for _ in range(3):
+            opened = threading.Timer(0.5, lambda: app.execute("UPDATE t SET b = 2 WHERE id = 500"))
+            opened.start()
+            tries.append(controller._sample_alone(2.0))
+            opened.join()
+            app.rollback()
+            if tries[-1] and max(tries[-1]) >= 1000:
+                break
+        assert tries[-1] and max(tries[-1]) >= 1000, f"the application's transaction, open for 1.5 s: {tries}"
     finally:
         app.rollback()
         for conn in (app, reader):
