@@ -27,8 +27,17 @@ from scratch import scratch_cluster
 from airmigrate.db import connect
 from airmigrate.engines.postgres import pacing_sql
 from airmigrate.pacing import controller
-from airmigrate.pacing.controller import FLOOR, DutyCycle, Reading, percentile, shard_duty, sleep_after
-from airmigrate.pacing.pacer import MIN_TRIPS, OFF_AFTER, STALE_AFTER, Controller, Pacer, pooled_percentile
+from airmigrate.pacing import pacer as pacer_module
+from airmigrate.pacing.controller import (
+    FLOOR,
+    DutyCycle,
+    Reading,
+    percentile,
+    pooled_percentile,
+    shard_duty,
+    sleep_after,
+)
+from airmigrate.pacing.pacer import MIN_TRIPS, OFF_AFTER, STALE_AFTER, Controller, Pacer
 from airmigrate.pacing.signals import Canary
 from airmigrate.spec import Throttle, load_migration
 from airmigrate.stages import backfill, backup, preflight, schema_change
@@ -474,6 +483,40 @@ def test_every_shard_of_a_protected_run_starts_at_the_start_share_not_only_the_l
         assert follower.budget == pytest.approx(row[0])
         # a 0.01 s batch at a twentieth of two shards' ceiling: each shard works 5% of its time
         assert controller.sleep_after(0.01, controller.shard_duty(follower.budget, 2)) == pytest.approx(0.19)
+
+
+def test_when_the_leaders_connection_is_killed_another_shard_leads_and_the_old_one_follows_it(
+        paced_db, tmp_path, monkeypatch, caplog):
+    """The leader's controller runs on its pacer's connection, the session that holds the leader's lock. Killed,
+    the controller stops and the server frees the lock; the shard that led must not go on at the dead controller's
+    last budget, blind to the new leader's probes: it follows the shared row on a new connection. A lone shard
+    leads again (after LEAD_AGAIN_AFTER_S, 0 here)."""
+    migration = _migration(tmp_path, ratio=1.5)
+    run_id = _prepare(paced_db, migration)
+    throttle = migration.spec.backfill.throttle
+
+    def kill_leaders_connection(pacer) -> None:
+        with connect(paced_db, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pacer.conn.info.backend_pid,))
+        wait_for(lambda: not pacer.leader.thread.is_alive(), 60, "the controller to stop on its killed connection")
+
+    with Pacer(paced_db, run_id, throttle, shards=2) as first, Pacer(paced_db, run_id, throttle, shards=2) as second:
+        old, other = (first, second) if first.leader is not None else (second, first)
+        kill_leaders_connection(old)
+        assert "pacing stopped" in caplog.text
+        old._refresh()
+        assert old.leader is None, "the stopped leader is dropped"
+        wait_for(lambda: other._refresh(force=True) and other.leader is not None, 60, "the other shard to lead")
+        # the new leader's first probe pauses every shard: the old leader sees it through the shared row
+        wait_for(lambda: old._refresh(force=True) and old._probing(), 60, "the old leader to see the new one's probe")
+        assert old.leader is None, "one leader a run"
+    monkeypatch.setattr(pacer_module, "LEAD_AGAIN_AFTER_S", 0.0)
+    with Pacer(paced_db, run_id, throttle, shards=1) as alone:
+        stopped = alone.leader
+        kill_leaders_connection(alone)
+        alone._refresh()
+        assert alone.leader is not None and alone.leader is not stopped and alone.leader.thread.is_alive(), \
+            "a lone shard leads again on a new connection"
 
 
 def _pacing_row(target, run_id, saying: str | None = None):

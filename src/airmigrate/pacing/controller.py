@@ -30,6 +30,7 @@ Pure logic, no database: the signals come in as a :class:`Reading`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 FLOOR = 0.02       # never stop completely: a backfill that never moves is a different kind of outage
@@ -233,3 +234,14 @@ def percentile(values: list[float], share: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def pooled_percentile(windows: Sequence[list[float]], share: float, minimum: int) -> float | None:
+    """The `share` quantile over the newest windows: two at least (damping), more until `minimum` values are
+    pooled, None if there are never that many."""
+    pooled: list[float] = []
+    for n, values in enumerate(reversed(windows)):
+        pooled += values
+        if n >= 1 and len(pooled) >= minimum:
+            break
+    return percentile(pooled, share) if len(pooled) >= minimum else None

@@ -26,6 +26,7 @@ from airmigrate.pacing.controller import (
     Reading,
     baseline_jumped,
     percentile,
+    pooled_percentile,
     shard_duty,
     sleep_after,
     slower_alone,
@@ -54,6 +55,8 @@ CANARY_S = 0.01       # the round-trip canary's period (100 a second: ~0.5% of o
 TRIP_TAIL = 0.99      # the quantile of its round trips compared (the application's p99 is the harm we bound)
 MIN_TRIPS = 150       # round trips pooled for that figure (p99 of fewer is the largest one)
 OUT_OF_REACH_AFTER = 30  # decisions in a row over target at the floor before the run says the target is out of reach
+LEAD_AGAIN_AFTER_S = 10.0  # a pacer whose leader stopped waits this long before it leads again (a failing leader
+                           # would otherwise start over every second; another shard may lead meanwhile)
 
 UNSET = object()
 
@@ -76,7 +79,7 @@ class Pacer:
         # a second, and a row written with the full ceiling had it run flat out until then (the bench: the first
         # two seconds of a protected run read 2.5-7x the application's p99, with one shard batching non-stop)
         self.budget = starting_budget(self.ratio, float(self.shards))
-        self.probe_until, self.read_at = 0.0, 0.0
+        self.probe_until, self.read_at, self.lead_from = 0.0, 0.0, 0.0
 
     def batch_seconds(self, asked: float) -> float:
         """The batches' target duration: while pacing, at most the throttle's lock_hold_s. The duty cycle
@@ -105,13 +108,13 @@ class Pacer:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.leader:
-            self.leader.stop()
-        if self.conn is not None:
+        stopped = self.leader.stop() if self.leader else True
+        if self.conn is not None and stopped:  # a leader's thread still running may still use it
             self.conn.close()
 
     def _try_to_lead(self) -> None:
-        if self.leader is None and self.conn.execute(self.queries.TRY_LEAD, (self.run_id,)).fetchone()[0]:
+        if self.leader is None and time.monotonic() >= self.lead_from and \
+                self.conn.execute(self.queries.TRY_LEAD, (self.run_id,)).fetchone()[0]:
             self.leader = Controller(self.target, self.run_id, self.throttle, self.ratio, self.shards, self.conn)
             self.leader.start()
 
@@ -147,9 +150,12 @@ class Pacer:
 
     def _refresh(self, force: bool = False) -> bool:
         """The shared budget: from the leader in this process, else from the row (at most once a second)."""
-        if self.leader is not None:
+        if self.leader is not None and self.leader.thread.is_alive():
             self.budget = self.leader.duty.budget
             return True
+        if self.leader is not None:
+            self._drop_stopped_leader()
+            force = True
         if not force and time.monotonic() - self.read_at < READ_EVERY_S:
             return False
         self.read_at = time.monotonic()
@@ -158,6 +164,19 @@ class Pacer:
             self.budget, self.probe_until = float(row[0]), float(row[1] or 0)
         self._try_to_lead()  # the leader finished: take over
         return True
+
+    def _drop_stopped_leader(self) -> None:
+        """The leader's thread ended (it logged why: its connection killed, the server restarted, a failure of its
+        own). Its connection is this pacer's and held the leader's lock: a new one, so the lock is free for any
+        shard and this one follows the shared row (kept at the dead leader's last budget, it would not see the new
+        leader's probes or cuts)."""
+        self.leader.stop()
+        self.leader, self.lead_from = None, time.monotonic() + LEAD_AGAIN_AFTER_S
+        try:
+            self.conn.close()
+        except Exception as exc:  # already broken: nothing to close
+            log.debug("closing the old leader's connection: %s", exc)
+        self.conn = own_connection(self.target)
 
 
 class Controller:
@@ -202,14 +221,17 @@ class Controller:
         self.canary = Canary(lambda: own_connection(self.target, "airmigrate-canary"), CANARY_S).start()
         self.thread.start()
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Stop the thread; False when it did not end within 30 s (its connection is then left open for it)."""
         self.stopped.set()
         if self.canary is not None:
             self.canary.stop()
         if self.thread.is_alive():
             self.thread.join(timeout=30)
-        if self.conn is not self.shared_conn:
+        stopped = not self.thread.is_alive()
+        if self.conn is not self.shared_conn and stopped:
             self.conn.close()
+        return stopped
 
     def _run(self) -> None:
         try:
@@ -485,13 +507,3 @@ def own_connection(target: Target, application_name: str | None = None):
     engines.of(conn).pacing_sql().mark_own_session(conn, application_name or "airmigrate pacer")
     return conn
 
-
-def pooled_percentile(windows: deque, share: float, minimum: int) -> float | None:
-    """The `share` quantile over the newest windows: two at least (damping), more until `minimum` values are
-    pooled, None if there are never that many."""
-    pooled: list[float] = []
-    for n, values in enumerate(reversed(windows)):
-        pooled += values
-        if n >= 1 and len(pooled) >= minimum:
-            break
-    return percentile(pooled, share) if len(pooled) >= minimum else None
