@@ -1,8 +1,7 @@
 """What the MySQL / MariaDB server tests share: the server (AIRMIGRATE_TEST_MYSQL_URL, else 127.0.0.1:3306 as
 root), the one-line skip of a whole module when it does not answer, a scratch database per test
 (:func:`scratch_database`), a table of n rows made by the server itself (a cross join of digits: no round trip
-per row), the md5 of a query's rows (:func:`rows_md5`), waiting on a condition (:func:`wait_for`), and the
-application meanwhile (:class:`Writer`, in a process of its own)."""
+per row), the md5 of a query's rows (:func:`rows_md5`), and the application meanwhile (:class:`Writer`, in a process of its own)."""
 
 from __future__ import annotations
 
@@ -18,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from polling import wait_for
 
 from airmigrate import db, state
 from airmigrate.engines import sql
@@ -132,19 +132,6 @@ def rows_md5(target: Target, query: str) -> str:
     return hashlib.md5("".join(f"{c}:{n}:{h};" for c, n, h in chunks).encode()).hexdigest()
 
 
-def wait_for(condition, timeout: float = 30.0, what: str = "condition", interval: float = 0.05):
-    """What `condition()` returns once it is truthy, asked every `interval` seconds; an AssertionError naming
-    `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = condition()
-        if found:
-            return found
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
-
-
 @contextmanager
 def dialect_asked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Each answer :func:`dialect.flavor` gave in this process meanwhile: every choice between MariaDB's and MySQL
@@ -201,7 +188,7 @@ class Writer:
         on)."""
         self._process = FORK.Process(target=self._run, daemon=True, name="application")
         self._process.start()
-        wait_for(lambda: self.calls or self._failures.value or not self._process.is_alive(), timeout=60,
+        wait_for(lambda: self.calls or self._failures.value or not self._process.is_alive(), timeout_s=60,
                  what="the application's first statement")
         return self
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 
-def wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.1):
+def wait_for(condition, timeout_s: float = 30.0, what: str = "a condition", interval_s: float = 0.1):
     """Poll until condition() is truthy (returns it), or fail naming what we waited for."""
     deadline = time.monotonic() + timeout_s
     while True:

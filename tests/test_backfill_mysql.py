@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mysql_support import URL, Writer, begin_backfill, dialect_asked, scratch_database, skip_without_server, wait_for
+from mysql_support import URL, Writer, begin_backfill, dialect_asked, scratch_database, skip_without_server
+from polling import wait_for
 
 from airmigrate import control, db, state
 from airmigrate.engines.target import Target

@@ -11,18 +11,11 @@ import pytest
 
 from airmigrate import control, state
 from airmigrate.db import connect
+from polling import wait_for
 from test_backfill import batches, prepare, scalar, write_migration
 
 SLOW = ("WITH pause AS (SELECT pg_sleep(0.3)) UPDATE users SET touched = touched + 1 FROM pause "
         "WHERE id BETWEEN %(lo)s AND %(hi)s")
-
-
-def _wait(predicate, what, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _succeeded(target, run_id):
@@ -42,7 +35,7 @@ def test_pause_resume_resize_and_cancel_a_running_backfill(fresh_db, tmp_path, m
 
     first = threading.Thread(target=shard, args=("first",))
     first.start()
-    _wait(lambda: _succeeded(fresh_db, run_id) >= 2, "a few batches")
+    wait_for(lambda: _succeeded(fresh_db, run_id) >= 2, 60, "a few batches")
     with connect(fresh_db, autocommit=True) as conn:
         said = control.act(conn, migration.id, "pause", actor="alice")
     first.join(timeout=30)
@@ -59,7 +52,7 @@ def test_pause_resume_resize_and_cancel_a_running_backfill(fresh_db, tmp_path, m
         control.act(conn, migration.id, "batch_size", actor="bob", value=2000)
     second = threading.Thread(target=shard, args=("second",))
     second.start()
-    _wait(lambda: any(b[3] == 2000 for b in batches(fresh_db, run_id)), "batches of the new size")
+    wait_for(lambda: any(b[3] == 2000 for b in batches(fresh_db, run_id)), 60, "batches of the new size")
     with connect(fresh_db, autocommit=True) as conn:
         control.act(conn, migration.id, "cancel", actor="carol")
     second.join(timeout=30)

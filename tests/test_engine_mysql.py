@@ -11,7 +11,8 @@ import threading
 import time
 
 import pytest
-from mysql_support import URL, drop_database, fresh_database, skip_without_server, wait_for
+from mysql_support import URL, drop_database, fresh_database, skip_without_server
+from polling import wait_for
 
 from airmigrate import db, engines
 from airmigrate.engines import base, sql

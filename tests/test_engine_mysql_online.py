@@ -10,7 +10,8 @@ import threading
 import time
 
 import pytest
-from mysql_support import URL, drop_database, fill, fresh_database, rows_of, skip_without_server, wait_for
+from mysql_support import URL, drop_database, fill, fresh_database, rows_of, skip_without_server
+from polling import wait_for
 
 from airmigrate import db, engines, plan
 from airmigrate.errors import PreflightError, TransientError

@@ -13,7 +13,8 @@ import time
 
 import psutil
 import pytest
-from mysql_support import URL, Writer, drop_database, fill, fresh_database, rows_of, skip_without_server, wait_for
+from mysql_support import URL, Writer, drop_database, fill, fresh_database, rows_of, skip_without_server
+from polling import wait_for
 
 from airmigrate import db, engines
 from airmigrate.engines.base import Executor

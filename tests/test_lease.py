@@ -20,6 +20,7 @@ from airmigrate.db import connect
 from airmigrate.spec import load_migration
 from airmigrate.stages import backfill, preflight, schema_change
 from conftest import table_checksum
+from polling import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -99,13 +100,6 @@ def batches(target, status: str = "succeeded") -> dict[int, object]:
                                  (status,)).fetchall())
 
 
-def wait_for(condition, what: str, limit_s: float = 300):
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def runs(target) -> list[tuple]:
     with connect(target) as conn:
         return conn.execute("SELECT run_id, direction, status FROM airmigrate.runs ORDER BY run_id").fetchall()
@@ -130,7 +124,7 @@ def test_a_second_run_refuses_naming_the_first_and_a_waiting_migrate_does_nothin
         fresh_db, slower_migrations, own_metadata, tmp_path, pg_server, template_db):
     second_home, third_home = own_metadata(tmp_path / "second"), own_metadata(tmp_path / "third")
     first = start(fresh_db, slower_migrations, "run", SLOW)
-    wait_for(lambda: len(batches(fresh_db)) >= 1, "the first runner's backfill")
+    wait_for(lambda: len(batches(fresh_db)) >= 1, 300, "the first runner's backfill")
     second = start(fresh_db, slower_migrations, "run", SLOW, **second_home)
     third = start(fresh_db, slower_migrations, "migrate", "--wait", "600", **third_home)
     code1, out1 = finish(first)
@@ -161,7 +155,7 @@ def test_a_dag_run_and_a_cli_run_at_once(fresh_db, slower_migrations, own_metada
             "raise SystemExit(0 if str(dagrun.state) == 'success' else 1)\n")
     dag_run = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: len(batches(fresh_db)) >= 1 or dag_run.poll() is not None, "the DAG run's backfill")
+    wait_for(lambda: len(batches(fresh_db)) >= 1 or dag_run.poll() is not None, 300, "the DAG run's backfill")
     if not batches(fresh_db):
         pytest.fail(f"the DAG run ended before its first batch: {finish(dag_run)}")
     cli = start(fresh_db, slow_migrations, "run", SLOW, **cli_home)
@@ -214,7 +208,7 @@ def test_a_cancelled_run_that_never_lets_go_is_refused_after_the_wait_saying_so(
 def test_kill_9_of_the_owner_then_a_second_runner_takes_over_and_redoes_nothing(fresh_db, killable_migrations):
     slow_migrations = killable_migrations
     first = start(fresh_db, slow_migrations, "run", SLOW)
-    wait_for(lambda: len(batches(fresh_db)) >= 3, "three batches")
+    wait_for(lambda: len(batches(fresh_db)) >= 3, 300, "three batches")
     os.kill(first.pid, signal.SIGKILL)
     first.communicate()
     before = batches(fresh_db)
@@ -234,7 +228,7 @@ def test_kill_9_of_the_owner_then_a_second_runner_takes_over_and_redoes_nothing(
 def test_ctrl_c_stops_at_a_batch_boundary_leaves_it_resumable_and_exits_130(fresh_db, killable_migrations):
     slow_migrations = killable_migrations
     first = start(fresh_db, slow_migrations, "run", SLOW, "--approve")
-    wait_for(lambda: len(batches(fresh_db)) >= 3, "three batches")
+    wait_for(lambda: len(batches(fresh_db)) >= 3, 300, "three batches")
     first.send_signal(signal.SIGINT)
     code, out = finish(first)
     assert code == 130, out

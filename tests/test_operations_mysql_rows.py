@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 from mysql_support import (OPERATION_ROWS, URL, Writer, assert_unharmed, fill, rows_md5, scratch_database,
-                           skip_without_server, switch, wait_for)
+                           skip_without_server, switch)
+from polling import wait_for
 
 from airmigrate import db, state
 from airmigrate.engines.mysql.state_names import state_database

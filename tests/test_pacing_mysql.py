@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mysql_support import URL, Writer, drop_database, fill, fresh_database, skip_without_server, wait_for
+from mysql_support import URL, Writer, drop_database, fill, fresh_database, skip_without_server
+from polling import wait_for
 
 from airmigrate import db, engines, state
 from airmigrate.engines.target import Target
@@ -81,21 +82,21 @@ def test_the_signals_see_the_applications_transactions_and_waits_on_our_locks_an
         app.execute("UPDATE t SET b = 2 WHERE id = 500")                 # the application's open transaction
         app_id = app.info.backend_pid
         # an application transaction held open shows its age (one-second trx_started, refined by each sample)
-        ages = wait_for(lambda: (read := activity.read()[2]) and max(read) >= 1500 and read, timeout=30,
-                        what="the application's transaction to show an age of 1.5 s", interval=SAMPLE_S)
+        ages = wait_for(lambda: (read := activity.read()[2]) and max(read) >= 1500 and read, timeout_s=30,
+                        what="the application's transaction to show an age of 1.5 s", interval_s=SAMPLE_S)
         assert len(ages) == 1, f"only the application's transaction, not ours (older, still open): {ages}"
         # a statement outside a transaction block counts by its time in the command; ours never
         _in_background(ours_sleeping, "SELECT SLEEP(30)")
         _in_background(app_sleeping, "SELECT SLEEP(30)")
         wait_for(lambda: len(activity.read()[2]) == 2, what="the application's SELECT SLEEP among the ages",
-                 interval=SAMPLE_S)
+                 interval_s=SAMPLE_S)
         # the application waiting on a row we hold: seen, by its session id; waiting on its own rows: not ours
         # (a wait counts on any database of the server: other tests' sessions waiting on their own shards may show
         # too, so this test looks at its own sessions only)
         mine = {c.info.backend_pid for c in (ours, app, app_waiting, ours_sleeping, app_sleeping)}
         waiter = _in_background(app_waiting, "UPDATE t SET b = 3 WHERE id = 1")
         waiting = wait_for(lambda: set(activity.read()[1]) & mine, what="the application's lock wait on our row",
-                           interval=SAMPLE_S)
+                           interval_s=SAMPLE_S)
         assert waiting == {app_waiting.info.backend_pid}
         sampler = Sampler(reader, cpus=2)
         assert sampler.statements is None and "performance_schema is off" in sampler.missing_statements or \
@@ -105,13 +106,13 @@ def test_the_signals_see_the_applications_transactions_and_waits_on_our_locks_an
         waiter.join(timeout=30)
         # information_schema's InnoDB tables are a snapshot refreshed at most ten times a second
         wait_for(lambda: not set(activity.read()[1]) & mine, what="nobody waiting on us once our lock is gone",
-                 interval=SAMPLE_S)
+                 interval_s=SAMPLE_S)
         app_waiting.rollback()
         _in_background(app_waiting, "UPDATE t SET b = 4 WHERE id = 500")     # now on the application's own row
         wait_for(lambda: app_id in {row[0] for row in reader.execute(
             "SELECT r.trx_mysql_thread_id FROM information_schema.INNODB_LOCK_WAITS w JOIN information_schema."
             "INNODB_TRX r ON r.trx_id = w.blocking_trx_id").fetchall()}, what="a wait on the application's row",
-            interval=SAMPLE_S)
+            interval_s=SAMPLE_S)
         assert not set(activity.read()[1]) & mine, "the application waiting on itself is not our doing"
     finally:
         for sleeping in (ours_sleeping, app_sleeping):
@@ -140,7 +141,7 @@ def test_the_canary_commits_a_write_of_its_own_each_trip_and_is_never_the_applic
     canary = signals.Canary(lambda: own_connection(target, "airmigrate-canary"), 0.01).start()
     try:
         trips: list[float] = []
-        wait_for(lambda: len(trips.__iadd__(canary.take())) >= 30, timeout=120, what="30 canary trips")
+        wait_for(lambda: len(trips.__iadd__(canary.take())) >= 30, timeout_s=120, what="30 canary trips")
         with db.connect(target, autocommit=True) as conn:
             written = conn.execute("SELECT COALESCE(SUM(trips), 0) FROM airmigrate.canary").fetchone()[0]
             ours = conn.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND "
@@ -176,7 +177,7 @@ def test_an_application_session_waiting_on_a_shards_lock_is_blocked_after_sample
         waiter.join(timeout=30)
         # The cache is the server's: other readers (another test's pacer) reading it within 0.1 s of each other
         # keep it frozen for everyone, so the sample that first reads the end may come later than the next one.
-        wait_for(lambda: _sample_every_period(sampler, 1, app_id) == [0], timeout=60, what="the ended wait gone")
+        wait_for(lambda: _sample_every_period(sampler, 1, app_id) == [0], timeout_s=60, what="the ended wait gone")
         assert _sample_every_period(sampler, 2, app_id) == [0, 0], "the wait ended: it stays gone"
     finally:
         app.rollback()
@@ -275,9 +276,9 @@ def test_a_paced_backfill_slows_down_while_the_application_is_hurt_and_speeds_up
     done, phases = threading.Event(), {}
 
     def switch_harm_off():
-        wait_for(lambda: any("over target" in d[3] for d in _decisions(target, run_id)), timeout=120,
+        wait_for(lambda: any("over target" in d[3] for d in _decisions(target, run_id)), timeout_s=120,
                  what="the pacer to cut while the application is hurt")
-        wait_for(lambda: len(_decisions(target, run_id)) >= 20, timeout=120, what="twenty decisions")
+        wait_for(lambda: len(_decisions(target, run_id)) >= 20, timeout_s=120, what="twenty decisions")
         with db.connect(target, autocommit=True) as conn:
             conn.execute("UPDATE harm SET on_ = FALSE")
         phases["off_at"], phases["off_mono"] = _server_now(target), time.monotonic()
@@ -365,7 +366,7 @@ def _start_server(folder: Path, port: int, server_id: int, performance_schema: b
             return True
         except Exception:
             return server.poll() is not None  # died: the assertion below says so
-    wait_for(answers, timeout=300, what=f"the scratch MariaDB on port {port}")
+    wait_for(answers, timeout_s=300, what=f"the scratch MariaDB on port {port}")
     assert server.poll() is None, f"the scratch MariaDB on port {port} did not start"
     return server
 
@@ -392,7 +393,7 @@ def primary_and_replica(tmp_path):
             conn.execute("CREATE DATABASE shop")
             conn.execute("CREATE TABLE shop.orders (id INT PRIMARY KEY) ENGINE = InnoDB")
         wait_for(lambda: _scalar(replica, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
-                                          "'shop'"), timeout=120, what="the replica to apply the primary's table")
+                                          "'shop'"), timeout_s=120, what="the replica to apply the primary's table")
         yield primary, replica
     finally:
         for server in servers:
@@ -416,17 +417,17 @@ def test_the_replicas_lag_is_read_on_each_replica_and_pauses_the_shard_over_the_
         try:
             holder.execute("LOCK TABLES shop.orders WRITE")      # the replica's SQL thread waits behind it
             conn.execute("INSERT INTO shop.orders VALUES (1)")
-            problem = wait_for(lambda: tuning.health_problem(conn, throttle, "shop.orders"), timeout=120,
+            problem = wait_for(lambda: tuning.health_problem(conn, throttle, "shop.orders"), timeout_s=120,
                                what="the replica's lag over 1.5 s")
             assert problem.startswith("replication lag ") and problem.endswith("> limit 1.5s"), problem
         finally:
             holder.execute("UNLOCK TABLES")
             holder.close()
-        wait_for(lambda: tuning.health_problem(conn, throttle, "shop.orders") is None, timeout=120,
+        wait_for(lambda: tuning.health_problem(conn, throttle, "shop.orders") is None, timeout_s=120,
                  what="the replica to catch up")
         with db.connect(replica, autocommit=True) as stopper:
             stopper.execute("STOP SLAVE")
-        problem = wait_for(lambda: tuning.health_problem(conn, throttle, "shop.orders"), timeout=30,
+        problem = wait_for(lambda: tuning.health_problem(conn, throttle, "shop.orders"), timeout_s=30,
                            what="a stopped replica to pause the shard")
         assert "unknown (a replica's replication is stopped)" in problem
         not_a_replica = Throttle(replicas=(f"127.0.0.1:{PRIMARY_PORT}",))
