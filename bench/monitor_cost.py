@@ -8,7 +8,7 @@ every variant alike:
 
   alone          the application alone
   pacer          a protected run's pacer (app_latency_ratio 1.5, two shards) as it is: canary 100 a second
-  canary 20/s    the same with the canary five times slower (pacer.CANARY_S = 0.05)
+  canary 20/s    the same with the canary five times slower (leader.CANARY_S = 0.05)
   no canary      the same without the canary (its figures are then missing from every decision)
 
 The pacer runs in its own process, started and imported before the cycle, and sits between batches that never
@@ -53,7 +53,7 @@ def worker(job: dict) -> None:
     sys.path.insert(0, str(ROOT / "src"))
     logging.basicConfig(filename=job["log"], level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from airmigrate.db import Target
-    from airmigrate.pacing import pacer, signals
+    from airmigrate.pacing import leader, pacer, signals
     from airmigrate.spec import load_migration
 
     class NoCanary(signals.Canary):
@@ -63,9 +63,9 @@ def worker(job: dict) -> None:
             return self
 
     if job["canary_s"]:
-        pacer.CANARY_S = job["canary_s"]
+        leader.CANARY_S = job["canary_s"]
     else:
-        pacer.Canary = NoCanary
+        leader.Canary = NoCanary
     target, migration = Target.from_url(job["url"]), load_migration(job["folder"])
     print("READY", flush=True)
     deadline = float(sys.stdin.readline())

@@ -115,9 +115,9 @@ job = json.loads(sys.argv[1])
 logging.basicConfig(level=logging.INFO if job["log"] else logging.WARNING, filename=job["log"] or None)
 from airmigrate.engines.target import Target
 from airmigrate.spec import load_migration
-from airmigrate.pacing import pacer
+from airmigrate.pacing import leader
 from airmigrate.stages import backfill
-pacer.CANARY_S = job["canary_s"] or pacer.CANARY_S
+leader.CANARY_S = job["canary_s"] or leader.CANARY_S
 target, migration = Target.from_url(job["url"]), load_migration(job["folder"])
 print("READY", flush=True)
 deadline = float(sys.stdin.readline())

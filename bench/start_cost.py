@@ -64,16 +64,16 @@ FIRST_S = 2.0
 
 def patch(variant: str) -> None:
     """The variant's change, made in the shard process before it starts."""
-    from airmigrate.pacing import pacer, signals
+    from airmigrate.pacing import leader, signals
     from airmigrate.stages.backfill import tuning
 
     if variant == "controller's own connection":
-        init = pacer.Controller.__init__
+        init = leader.Controller.__init__
 
         def own_connection(self, target, run_id, throttle, ratio, shards, conn=None):
             init(self, target, run_id, throttle, ratio, shards)
 
-        pacer.Controller.__init__ = own_connection
+        leader.Controller.__init__ = own_connection
     elif variant == "late canary":
         class LateCanary(signals.Canary):
             """Starts its thread half a second before the first probe (FIRST_PROBE_S), not with the controller."""
@@ -84,11 +84,11 @@ def patch(variant: str) -> None:
 
             def take(self) -> list[float]:
                 if not self.thread.is_alive() and not self.stopped.is_set() and \
-                        time.monotonic() - self.born >= pacer.FIRST_PROBE_S - 0.5:
+                        time.monotonic() - self.born >= leader.FIRST_PROBE_S - 0.5:
                     self.thread.start()
                 return super().take()
 
-        pacer.Canary = LateCanary
+        leader.Canary = LateCanary
     elif variant == "small first":
         aimed = tuning.BatchSizer.aimed.__func__
 

@@ -37,7 +37,8 @@ from airmigrate.pacing.controller import (
     shard_duty,
     sleep_after,
 )
-from airmigrate.pacing.pacer import MIN_TRIPS, OFF_AFTER, STALE_AFTER, Controller, Pacer
+from airmigrate.pacing.leader import MIN_TRIPS, OFF_AFTER, STALE_AFTER, Controller
+from airmigrate.pacing.pacer import Pacer
 from airmigrate.pacing.signals import Canary
 from airmigrate.spec import Throttle, load_migration
 from airmigrate.stages import backfill, backup, preflight, schema_change
@@ -517,6 +518,36 @@ def test_when_the_leaders_connection_is_killed_another_shard_leads_and_the_old_o
         alone._refresh()
         assert alone.leader is not None and alone.leader is not stopped and alone.leader.thread.is_alive(), \
             "a lone shard leads again on a new connection"
+
+
+def test_a_new_leader_goes_on_at_full_speed_where_the_last_saw_nobody_and_starts_over_otherwise(
+        paced_db, tmp_path, caplog):
+    """`airmigrate run` runs a run's shards one after another (dag.test()), `migrate` one run after another:
+    each leads in turn, and each spent two seconds at the start share before its first probe found, again, nobody
+    to protect. Where the newest leader's decision on the database, under a probe period ago, was "nobody", the
+    next goes on from it at the ceiling; where it was protecting an application, or long ago, the next starts over
+    at the start share."""
+    caplog.set_level(logging.INFO, logger="airmigrate.pacing")
+    migration = _migration(tmp_path, ratio=1.5)
+    run_id = _prepare(paced_db, migration)
+    throttle = migration.spec.backfill.throttle
+    with Pacer(paced_db, run_id, throttle, shards=2):
+        wait_for(lambda: _pacing_row(paced_db, run_id, "no application"), 120, "the first leader to see nobody")
+    with Pacer(paced_db, run_id, throttle, shards=2) as second:
+        assert second.leader is not None
+        wait_for(lambda: "the last leader on this database saw no application" in caplog.text, 30, "the new leader going on")
+        second._refresh()
+        assert second.budget == pytest.approx(2.0), "at the ceiling before a probe of its own"
+    start = max(controller.FLOOR, controller.START * 2)
+    for change in ("reason = 'under target: +0.10'", "updated_at = clock_timestamp() - interval '1 hour'"):
+        with connect(paced_db, autocommit=True) as conn:
+            conn.execute("UPDATE airmigrate.pacing SET reason = %s, updated_at = clock_timestamp() WHERE run_id = %s",
+                         (controller.NOBODY, run_id))
+            conn.execute(f"UPDATE airmigrate.pacing SET {change} WHERE run_id = %s", (run_id,))
+        with Pacer(paced_db, run_id, throttle, shards=2) as again:
+            wait_for(lambda: _pacing_row(paced_db, run_id, "no baseline yet"), 30, f"a first decision ({change})")
+            again._refresh()
+            assert again.budget == pytest.approx(start), f"starts over at the start share when {change}"
 
 
 def _pacing_row(target, run_id, saying: str | None = None):

@@ -23,8 +23,8 @@ from polling import wait_for
 from airmigrate import db, engines, state
 from airmigrate.engines.target import Target
 from airmigrate.errors import AirmigrateError
-from airmigrate.pacing import pacer, signals
-from airmigrate.pacing.pacer import own_connection
+from airmigrate.pacing import controller, leader, pacer, signals
+from airmigrate.pacing.leader import own_connection
 from airmigrate.pacing.signals import Sampler
 from airmigrate.spec import Throttle, load_migration
 from airmigrate.stages import backfill
@@ -193,7 +193,7 @@ def test_a_probe_sees_an_application_transaction_that_began_during_it(target):
     the suite, another test's; a reader every 50 ms beside this test failed it every time). So up to three probes
     of 2 s each: the probe that froze the cache itself fails all three."""
     reader, app = own_connection(target), db.connect(target)
-    controller = pacer.Controller(target, 0, Throttle(), 1.5, 1)
+    controller = leader.Controller(target, 0, Throttle(), 1.5, 1)
     controller.queries, controller.sampler = QUERIES, Sampler(reader, cpus=2)
     tries = []
     try:
@@ -210,6 +210,29 @@ def test_a_probe_sees_an_application_transaction_that_began_during_it(target):
         app.rollback()
         for conn in (app, reader):
             conn.close()
+
+
+def test_a_new_leader_goes_on_at_full_speed_where_the_last_saw_nobody(target, tmp_path):
+    """The engine's LAST_DECISION (the last leader's reason and its age): a shard leading after one that saw no
+    application to protect goes on at the ceiling (test_pacing has the whole rule on PostgreSQL)."""
+    migration = _migration(tmp_path, target, "UPDATE t SET b = a WHERE id BETWEEN %(lo)s AND %(hi)s", batch_size=20)
+    run_id = _begin(target, migration)
+    with db.connect(target) as conn:
+        conn.execute("INSERT INTO airmigrate.pacing (run_id, budget, target_ratio, reason) VALUES (%s, 1, 1.5, %s)",
+                     (run_id, controller.NOBODY))
+        conn.commit()
+    with pacer.Pacer(target, run_id, migration.spec.backfill.throttle, shards=1) as pace:
+        assert pace.leader is not None
+        first = wait_for(lambda: _first_decision(target, run_id), 30, "the new leader's first decision")
+    assert first == (1.0, controller.NOBODY), "at the ceiling from its first decision, before a probe of its own"
+
+
+def _first_decision(target, run_id: int) -> tuple | None:
+    with db.connect(target) as conn:
+        row = conn.execute("SELECT budget, decision FROM airmigrate.pacing_log WHERE run_id = %s ORDER BY id LIMIT 1",
+                           (run_id,)).fetchone()
+        conn.rollback()
+    return None if row is None else (float(row[0]), row[1])
 
 
 # -- the closed loop ------------------------------------------------------------------------------------------
@@ -263,7 +286,7 @@ def test_a_paced_backfill_slows_down_while_the_application_is_hurt_and_speeds_up
                                                                                                 monkeypatch):
     # MySQL's own signal only: the round-trip canary (engine-neutral, tested on PostgreSQL) reads the machine's load
     # as much as the application's harm, and this machine is shared (at load 10 it read 5-10x with no harm at all)
-    monkeypatch.setattr(pacer, "MIN_TRIPS", 10**9)
+    monkeypatch.setattr(leader, "MIN_TRIPS", 10**9)
     # 50 ms a batch (one SLEEP per batch, not per row): the application's statement is 10x slower meanwhile
     migration = _migration(tmp_path, target, "UPDATE t JOIN (SELECT SLEEP(0.05) AS z) s SET t.b = t.a * 2 + s.z "
                                              "WHERE t.id BETWEEN %(lo)s AND %(hi)s", batch_size=20)

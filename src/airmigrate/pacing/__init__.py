@@ -2,7 +2,8 @@
 
 :mod:`.controller` is the duty-cycle logic (pure), :mod:`.signals` reads the application's impact from the
 database through the engine's ``pacing_sql`` (``Engine.pacing_sql()``: PostgreSQL's statistics views, MySQL's
-information_schema and performance_schema), :mod:`.pacer` runs them for a shard. The batch size (the inner loop) stays in
+information_schema and performance_schema), :mod:`.pacer` is a shard's side (the shared budget, its pauses) and :mod:`.leader` the one shard's thread that
+runs them for the run. The batch size (the inner loop) stays in
 :mod:`airmigrate.stages.backfill.tuning`.
 """
 

@@ -43,6 +43,7 @@ JUMP = 1.5         # a baseline this much slower than the last is measured again
 FASTER = 1 / JUMP  # an application this much faster with us than alone: the baseline is off (Reading.baseline_off)
 RISING = 1.1       # just after a cut, the signal must rise by this much to be cut again (noise is not rising)
 DECREASE = MIN_CUT  # kept for callers that name the old constant
+NOBODY = "full speed: the last probe saw no application to protect"  # the decision's reason (airmigrate.pacing)
 
 
 @dataclass
@@ -116,7 +117,7 @@ class DutyCycle:
         self.pinned = 0
         if reading.nobody:
             self.budget, self.cut_last = self.ceiling, False
-            return self.budget, "full speed: the last probe saw no application to protect"
+            return self.budget, NOBODY
         cut_last, self.cut_last = self.cut_last, False
         if cut_last:
             return self.budget, "holding: the last cut is not in the signal yet"

@@ -60,6 +60,9 @@ SHARED_BUDGET = ("SELECT budget, TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00
 START_PROBE = f"UPDATE airmigrate.pacing SET probe_until = {NOW} + INTERVAL ROUND(%s * 1000000) MICROSECOND " \
               "WHERE run_id = %s"
 SET_BUDGET = f"UPDATE airmigrate.pacing SET budget = %s, reason = %s, updated_at = {NOW} WHERE run_id = %s"
+# the newest decision of any run's leader on this database, and its age in seconds
+LAST_DECISION = (f"SELECT reason, TIMESTAMPDIFF(MICROSECOND, updated_at, {NOW}) / 1e6 FROM airmigrate.pacing "
+                 "WHERE reason IS NOT NULL ORDER BY updated_at DESC LIMIT 1")
 ROWS_LAST_SECOND = (
     f"SELECT MAX(batch_no), COALESCE(SUM(CASE WHEN finished_at > {NOW} - INTERVAL 1 SECOND THEN `rows` END), 0) "
     "FROM airmigrate.batches WHERE run_id = %s AND batch_no >= %s AND status = 'succeeded'")

@@ -24,6 +24,9 @@ START_PROBE = ("UPDATE airmigrate.pacing SET probe_until = clock_timestamp() + m
                "secs => %s) WHERE run_id = %s")
 SET_BUDGET = ("UPDATE airmigrate.pacing SET budget = %s, reason = %s, updated_at = clock_timestamp() "
               "WHERE run_id = %s")
+# the newest decision of any run's leader on this database, and its age in seconds
+LAST_DECISION = ("SELECT reason, extract(epoch FROM clock_timestamp() - updated_at) FROM airmigrate.pacing "
+                 "WHERE reason IS NOT NULL ORDER BY updated_at DESC LIMIT 1")
 ROWS_LAST_SECOND = (
     "SELECT max(batch_no), coalesce(sum(rows) FILTER (WHERE finished_at > clock_timestamp() - interval "
     "'1 second'), 0) FROM airmigrate.batches WHERE run_id = %s AND batch_no >= %s AND status = 'succeeded'")
