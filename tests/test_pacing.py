@@ -535,7 +535,8 @@ def test_a_new_leader_goes_on_at_full_speed_where_the_last_saw_nobody_and_starts
         wait_for(lambda: _pacing_row(paced_db, run_id, "no application"), 120, "the first leader to see nobody")
     with Pacer(paced_db, run_id, throttle, shards=2) as second:
         assert second.leader is not None
-        wait_for(lambda: "the last leader on this database saw no application" in caplog.text, 30, "the new leader going on")
+        wait_for(lambda: "the last leader on this database saw no application" in caplog.text, 30,
+                 "the new leader going on")
         second._refresh()
         assert second.budget == pytest.approx(2.0), "at the ceiling before a probe of its own"
     start = max(controller.FLOOR, controller.START * 2)

@@ -2,9 +2,9 @@
 
 :mod:`.controller` is the duty-cycle logic (pure), :mod:`.signals` reads the application's impact from the
 database through the engine's ``pacing_sql`` (``Engine.pacing_sql()``: PostgreSQL's statistics views, MySQL's
-information_schema and performance_schema), :mod:`.pacer` is a shard's side (the shared budget, its pauses) and :mod:`.leader` the one shard's thread that
-runs them for the run. The batch size (the inner loop) stays in
-:mod:`airmigrate.stages.backfill.tuning`.
+information_schema and performance_schema), :mod:`.leader` runs them in one shard's thread for the whole run, and
+:mod:`.pacer` is every shard's side (the shared budget, its pauses, taking the lead over). The batch size (the inner
+loop) stays in :mod:`airmigrate.stages.backfill.tuning`.
 """
 
 from airmigrate.pacing.pacer import UNSET, Pacer
