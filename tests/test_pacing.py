@@ -545,10 +545,10 @@ def test_a_new_leader_goes_on_at_full_speed_where_the_last_saw_nobody_and_starts
             conn.execute("UPDATE airmigrate.pacing SET reason = %s, updated_at = clock_timestamp() WHERE run_id = %s",
                          (controller.NOBODY, run_id))
             conn.execute(f"UPDATE airmigrate.pacing SET {change} WHERE run_id = %s", (run_id,))
-        with Pacer(paced_db, run_id, throttle, shards=2) as again:
-            wait_for(lambda: _pacing_row(paced_db, run_id, "no baseline yet"), 30, f"a first decision ({change})")
-            again._refresh()
-            assert again.budget == pytest.approx(start), f"starts over at the start share when {change}"
+        with Pacer(paced_db, run_id, throttle, shards=2):
+            first = wait_for(lambda: _pacing_row(paced_db, run_id, "no baseline yet"), 30,
+                             f"a first decision ({change})")
+        assert first[0] == pytest.approx(start), f"starts over at the start share when {change}"
 
 
 def _pacing_row(target, run_id, saying: str | None = None):
