@@ -528,7 +528,7 @@ def test_a_new_leader_goes_on_at_full_speed_where_the_last_saw_nobody_and_starts
     next goes on from it at the ceiling; where it was protecting an application, or long ago, the next starts over
     at the start share."""
     caplog.set_level(logging.INFO, logger="airmigrate.pacing")
-    migration = _migration(tmp_path, ratio=1.5)
+    migration = _migration(tmp_path, ratio=1.5, probe_every_s=60)  # "under a probe period ago" on a busy machine
     run_id = _prepare(paced_db, migration)
     throttle = migration.spec.backfill.throttle
     with Pacer(paced_db, run_id, throttle, shards=2):

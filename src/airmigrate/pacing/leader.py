@@ -146,12 +146,11 @@ class Controller:
         an eighth of their time so). When the newest decision of any leader on this database, under a probe period
         ago, was that nobody is there (the application is the database's, not a run's), this one goes on from it:
         at the ceiling, that probe taken as its own (an application showing up is then met as after any such
-        probe: _application_showed_up). Not when this run paces by a signal of the user's (_nobody_to_protect)."""
-        throttle = self.throttle
-        if throttle.external_query or throttle.external_url or throttle.cpu_pressure:
+        probe: _application_showed_up). Not when this run paces by a signal of the user's (_paced_by_users_signal)."""
+        if self._paced_by_users_signal():
             return False
         row = self.conn.execute(self.queries.LAST_DECISION).fetchone()
-        if not row or row[0] != NOBODY or row[1] is None or float(row[1]) > throttle.probe_every_s:
+        if not row or row[0] != NOBODY or row[1] is None or float(row[1]) > self.throttle.probe_every_s:
             return False
         self.duty.budget, self.probed_at = self.duty.ceiling, max(1e-3, time.monotonic() - float(row[1]))
         log.info("pacing: the last leader on this database saw no application to protect %.1f s ago: going on at full "
@@ -328,10 +327,15 @@ class Controller:
         of a second can miss a light application: 20 transactions a second of 1 ms escape 40 samples nearly every
         other time, and one such miss must not put the run at full speed), and no signal of the user's is set
         (an external query or URL, CPU pressure: the user paces by those)."""
-        throttle = self.throttle
         # `appeared` needs no test of its own: it is set only with seen_between, and both are cleared by a probe
         return self.probed_at != 0.0 and not self.app_seen and not self.seen_before and not self.seen_between and \
-            not (throttle.external_query or throttle.external_url or throttle.cpu_pressure)
+            not self._paced_by_users_signal()
+
+    def _paced_by_users_signal(self) -> bool:
+        """The spec sets a signal of the user's (an external query or URL, CPU pressure): the user paces by it, so
+        no absence of an application seen by ours puts the run at full speed."""
+        throttle = self.throttle
+        return bool(throttle.external_query or throttle.external_url or throttle.cpu_pressure)
 
     def _application_showed_up(self) -> None:
         """A transaction in flight or statements counted after a probe that saw no application: the run went to
