@@ -91,8 +91,7 @@ def test_the_signals_see_the_applications_transactions_and_waits_on_our_locks_an
         wait_for(lambda: len(activity.read()[2]) == 2, what="the application's SELECT SLEEP among the ages",
                  interval_s=SAMPLE_S)
         # the application waiting on a row we hold: seen, by its session id; waiting on its own rows: not ours
-        # (a wait counts on any database of the server: other tests' sessions waiting on their own shards may show
-        # too, so this test looks at its own sessions only)
+        # (the waiting session may be connected to any database; the blocker is a session of ours on this one)
         mine = {c.info.backend_pid for c in (ours, app, app_waiting, ours_sleeping, app_sleeping)}
         waiter = _in_background(app_waiting, "UPDATE t SET b = 3 WHERE id = 1")
         waiting = wait_for(lambda: set(activity.read()[1]) & mine, what="the application's lock wait on our row",
@@ -121,10 +120,35 @@ def test_the_signals_see_the_applications_transactions_and_waits_on_our_locks_an
             conn.close()
 
 
+def test_a_wait_on_a_session_of_ours_on_another_database_is_that_databases_harm_not_this_ones(target):
+    """A named lock and a row lock are the server's, so the lock waits are too: a run on another database (its shard
+    holding a row its own application waits on) must not slow this run down, which cannot help it. Seen by a pacer
+    on that database, not by one on this (a test's failure in CI: another test's writer waiting on its own shard
+    halved this test's leader)."""
+    other = fresh_database(f"am_pace_{uuid.uuid4().hex[:4]}")
+    try:
+        fill(other, "t", 10)
+        here, there = QUERIES.activity(own_connection(target)), QUERIES.activity(own_connection(other))
+        shard, app = db.connect(other), db.connect(other)
+        try:
+            QUERIES.mark_own_session(shard, "airmigrate shard")
+            shard.execute("UPDATE t SET a = a WHERE id = 1")                 # the other run's batch, holding row 1
+            _in_background(app, "UPDATE t SET a = a WHERE id = 1")          # its application, waiting on it
+            app_id = app.info.backend_pid
+            wait_for(lambda: app_id in there.read()[1], what="the other database's pacer seeing its application wait",
+                     interval_s=SAMPLE_S)
+            assert app_id not in here.read()[1], "a wait on another database's run is not this run's harm"
+        finally:
+            shard.rollback()
+            for conn in (shard, app, here.conn, there.conn):
+                conn.close()
+    finally:
+        drop_database(other)
+
+
 def _sample_every_period(sampler: Sampler, count: int, session: int) -> list[int]:
     """`count` samples the way the pacer takes them: one, then SAMPLE_S of nothing, and again; 1 where `session`
-    was counted blocked. (Only that session: the lock waits are the server's, and another test's application
-    waiting on another test's shard is counted too, as it should be: harm to an application is harm.)"""
+    was counted blocked."""
     blocked = []
     for _ in range(count):
         sampler.sample()

@@ -95,20 +95,23 @@ SESSIONS = (
     "FROM information_schema.PROCESSLIST p LEFT JOIN information_schema.INNODB_TRX t "
     "ON t.trx_mysql_thread_id = p.ID WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID() "
     f"AND (p.COMMAND IN ('Query', 'Execute') OR {WROTE})")
-# 'w': the application's sessions waiting on a lock a session of ours holds (any database), the rest NULL
+# 'w': the application's sessions (connected to any database) waiting on a lock that a session of ours on this
+# database holds, the rest NULL. The blocker's database matters: another run on another database of the same server
+# (its own application waiting on it) is not this run's harm (PostgreSQL's locks are per database already).
+BLOCKER_HERE = "JOIN information_schema.PROCESSLIST bp ON bp.ID = b.trx_mysql_thread_id AND bp.DB = DATABASE()"
 LOCK_WAITS = {
     "information_schema": (
         "SELECT DISTINCT 'w', r.trx_mysql_thread_id, NULL, NULL, NULL, NULL, NULL, NULL "
         "FROM information_schema.INNODB_LOCK_WAITS w "
         "JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id "
         "JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id "
-        f"WHERE {ours('b.trx_mysql_thread_id')} AND NOT {ours('r.trx_mysql_thread_id')}"),
+        f"{BLOCKER_HERE} WHERE {ours('b.trx_mysql_thread_id')} AND NOT {ours('r.trx_mysql_thread_id')}"),
     "performance_schema": (
         "SELECT DISTINCT 'w', r.trx_mysql_thread_id, NULL, NULL, NULL, NULL, NULL, NULL "
         "FROM performance_schema.data_lock_waits w "
         "JOIN information_schema.INNODB_TRX r ON r.trx_id = w.REQUESTING_ENGINE_TRANSACTION_ID "
         "JOIN information_schema.INNODB_TRX b ON b.trx_id = w.BLOCKING_ENGINE_TRANSACTION_ID "
-        f"WHERE {ours('b.trx_mysql_thread_id')} AND NOT {ours('r.trx_mysql_thread_id')}"),
+        f"{BLOCKER_HERE} WHERE {ours('b.trx_mysql_thread_id')} AND NOT {ours('r.trx_mysql_thread_id')}"),
 }
 # the application's statements per session: time (ms) and calls since each connected (performance_schema)
 STATEMENTS = (
