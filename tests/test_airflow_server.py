@@ -51,7 +51,7 @@ def airflow(target, tmp_path_factory, airflow_metadata):
                           # the migrate chain looks at the run it triggered every second (10 s by default)
                           extra_env={"AIRMIGRATE_MIGRATIONS_DIR": str(migrations), "AIRMIGRATE_MIGRATE_POKE_S": "1"},
                           metadata_url=airflow_metadata())
-    server.start(timeout=420)
+    server.start(timeout=420, migrate=False)  # airflow_metadata() is migrated already
     yield server
     server.stop()
 

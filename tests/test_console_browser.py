@@ -109,7 +109,7 @@ def airflow(browser, target, tmp_path_factory, airflow_metadata):
                           extra_env={"AIRMIGRATE_MIGRATIONS_DIR": str(migrations),
                                      "AIRMIGRATE_VAR_DIR": str(tmp_path_factory.mktemp("var"))},
                           metadata_url=airflow_metadata(), users={"viewer": "viewer"})
-    server.start(timeout=420)
+    server.start(timeout=420, migrate=False)  # airflow_metadata() is migrated already
     yield server
     server.stop()
 

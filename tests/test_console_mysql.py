@@ -218,7 +218,7 @@ def airflow(mariadb, project, tmp_path_factory, airflow_metadata):
                                      "AIRMIGRATE_EXPECTATIONS_DIR": str(project["expectations"]),
                                      "AIRMIGRATE_VAR_DIR": str(project["var"])},
                           metadata_url=airflow_metadata())
-    server.start(timeout=420)
+    server.start(timeout=420, migrate=False)  # airflow_metadata() is migrated already
     yield server
     server.stop()
 

@@ -3,6 +3,7 @@ subprocesses, each with an Airflow metadata database of its own, as two CI pipel
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from airmigrate import control, devdb, lease, state
-from airmigrate.airflow.local import migrate_metadata
 from airmigrate.db import connect
 from airmigrate.spec import load_migration
 from airmigrate.stages import backfill, preflight, schema_change
@@ -46,24 +46,54 @@ def slow_migrations(tmp_path) -> Path:
 
 
 BATCHES = 30  # in killable_migrations: 30,000 rows in batches of 1,000
+GATE = 4217  # the advisory lock key the batches of killable_migrations and gated_migrations look at
 
 
 @pytest.fixture
 def killable_migrations(slow_migrations) -> Path:
-    """1,000-row batches (30 of them, ~10 s): the kill -9 and Ctrl-C tests stop the first runner after three, and
-    a second runner does the rest; 60 made the second run twice as long, proving nothing more."""
+    """1,000-row batches (30 of them), each sleeping a quarter of a second while the test holds the gate (~10 s):
+    the kill -9 and Ctrl-C tests stop the first runner after three, open the gate, and a second runner does the
+    rest at full speed; 60 made the second run twice as long, proving nothing more."""
     spec = slow_migrations / SLOW / "migration.yaml"
     spec.write_text(spec.read_text().replace("batch_size: 500", "batch_size: 1000"))
+    backfill = slow_migrations / SLOW / "backfill.sql"
+    backfill.write_text(backfill.read_text().replace(
+        "pg_sleep(0.25)", f"pg_sleep(CASE WHEN pg_try_advisory_xact_lock_shared({GATE}) THEN 0 ELSE 0.25 END)"))
     return slow_migrations
 
 
 @pytest.fixture
-def slower_migrations(slow_migrations) -> Path:
-    """Half a second a batch (~30 s of backfill): long enough for two more runners to start beside it on a busy
-    machine."""
-    backfill = slow_migrations / SLOW / "backfill.sql"
-    backfill.write_text(backfill.read_text().replace("pg_sleep(0.25)", "pg_sleep(0.5)"))
+def gated_migrations(slow_migrations) -> Path:
+    """Batches that wait at a gate instead of sleeping: each takes an advisory lock shared, and the test holds it
+    exclusive (:func:`gate`) for as long as it needs other runners started beside the first, however slow the
+    machine; then the backfill runs at full speed. (Half a second a batch, ~30 s of backfill, was the margin
+    before: it made these the suite's slowest tests, and a slow enough machine could still outrun it.) The
+    spec's lock_timeout, which a batch's own lock waits obey, is raised so the wait at the gate is not a failure."""
+    folder = slow_migrations / SLOW
+    backfill = folder / "backfill.sql"
+    backfill.write_text(backfill.read_text().replace("pg_sleep(0.25)", f"pg_advisory_xact_lock_shared({GATE})"))
+    spec = folder / "migration.yaml"
+    spec.write_text(spec.read_text() + "lock_timeout_ms: 600000\n")
     return slow_migrations
+
+
+@contextlib.contextmanager
+def gate(target):
+    """Hold the gate shut: gated batches wait for it (see gated_migrations)."""
+    with connect(target, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (GATE,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (GATE,))
+
+
+def at_gate(target) -> int:
+    """How many batches wait at the gate."""
+    with connect(target) as conn:
+        return conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                            "AND classid = 0 AND objid = %s AND database = (SELECT oid FROM pg_database "
+                            "WHERE datname = current_database())", (GATE,)).fetchone()[0]
 
 
 @pytest.fixture
@@ -72,8 +102,7 @@ def own_metadata(airflow_metadata):
     def make(home: Path) -> dict:
         env = {**os.environ, "AIRFLOW_HOME": str(home),
                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_metadata()}
-        home.mkdir(parents=True, exist_ok=True)
-        migrate_metadata(env)
+        home.mkdir(parents=True, exist_ok=True)  # the database: a copy of a migrated one already
         return {"AIRFLOW_HOME": env["AIRFLOW_HOME"],
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]}
     return make
@@ -92,6 +121,27 @@ def finish(proc: subprocess.Popen) -> tuple[int, str]:
     return proc.returncode, out[-5000:] + err[-5000:]
 
 
+class Watched:
+    """A runner whose output is read as it comes, so a test can wait on a line it prints (a Popen's pipes are
+    read by communicate() only at the end)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.out, self.err = proc, [], []
+        self.readers = [threading.Thread(target=lambda s=stream, into=into: into.extend(s), daemon=True)
+                        for stream, into in ((proc.stdout, self.out), (proc.stderr, self.err))]
+        for reader in self.readers:
+            reader.start()
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in [*self.out, *self.err])
+
+    def finish(self) -> tuple[int, str]:
+        self.proc.wait(timeout=600)
+        for reader in self.readers:
+            reader.join(timeout=60)
+        return self.proc.returncode, "".join(self.out)[-5000:] + "".join(self.err)[-5000:]
+
+
 def batches(target, status: str = "succeeded") -> dict[int, object]:
     with connect(target) as conn:
         if conn.execute("SELECT to_regclass('airmigrate.batches')").fetchone()[0] is None:
@@ -105,12 +155,12 @@ def runs(target) -> list[tuple]:
         return conn.execute("SELECT run_id, direction, status FROM airmigrate.runs ORDER BY run_id").fetchall()
 
 
-def reference_checksum(pg_server, template_db, name: str) -> str:
+def reference_checksum(pg_server, template_db, name: str, migrations: Path) -> str:
     """The same migration by a single runner with nothing in its way (the stages called directly, at full speed:
     pacing changes when batches run, not what they write)."""
     target = devdb.recreate_database(pg_server, name, template=template_db)
     try:
-        migration = load_migration(FIXTURES / "migrations" / SLOW)
+        migration = load_migration(migrations / SLOW)
         run_id = preflight.preflight(target, migration)["run_id"]
         schema_change.schema_change(target, migration, run_id)
         backfill.start_backfill(target, migration, run_id, 50_000)
@@ -121,15 +171,18 @@ def reference_checksum(pg_server, template_db, name: str) -> str:
 
 
 def test_a_second_run_refuses_naming_the_first_and_a_waiting_migrate_does_nothing_twice(
-        fresh_db, slower_migrations, own_metadata, tmp_path, pg_server, template_db):
+        fresh_db, gated_migrations, own_metadata, tmp_path, pg_server, template_db):
     second_home, third_home = own_metadata(tmp_path / "second"), own_metadata(tmp_path / "third")
-    first = start(fresh_db, slower_migrations, "run", SLOW)
-    wait_for(lambda: len(batches(fresh_db)) >= 1, 300, "the first runner's backfill")
-    second = start(fresh_db, slower_migrations, "run", SLOW, **second_home)
-    third = start(fresh_db, slower_migrations, "migrate", "--wait", "600", **third_home)
-    code1, out1 = finish(first)
-    code2, out2 = finish(second)
-    code3, out3 = finish(third)
+    with gate(fresh_db):
+        first = Watched(start(fresh_db, gated_migrations, "run", SLOW))
+        wait_for(lambda: at_gate(fresh_db) or first.proc.poll() is not None, 300, "the first runner's first batch")
+        second = start(fresh_db, gated_migrations, "run", SLOW, **second_home)
+        third = Watched(start(fresh_db, gated_migrations, "migrate", "--wait", "600", **third_home))
+        code2, out2 = finish(second)
+        wait_for(lambda: third.said("waiting up to 600 s") or third.proc.poll() is not None, 300,
+                 "the waiting migrate to say it waits")
+    code1, out1 = first.finish()
+    code3, out3 = third.finish()
     assert code1 == 0, out1
     assert code2 == lease.EXIT_BUSY, out2
     assert f"{SLOW} is being run by airmigrate run" in out2 and "refused at once" in out2, out2
@@ -141,26 +194,27 @@ def test_a_second_run_refuses_naming_the_first_and_a_waiting_migrate_does_nothin
     with connect(fresh_db) as conn:
         assert conn.execute("SELECT status FROM airmigrate.history").fetchall() == [("applied",)]
         assert conn.execute("SELECT max(attempts) FROM airmigrate.batches").fetchone()[0] == 1
-    assert table_checksum(fresh_db) == reference_checksum(pg_server, template_db, f"{fresh_db.dbname}_ref")
+    assert table_checksum(fresh_db) == reference_checksum(pg_server, template_db, f"{fresh_db.dbname}_ref",
+                                                          gated_migrations)
 
 
-def test_a_dag_run_and_a_cli_run_at_once(fresh_db, slower_migrations, own_metadata, tmp_path):
+def test_a_dag_run_and_a_cli_run_at_once(fresh_db, gated_migrations, own_metadata, tmp_path):
     """An Airflow DAG run (tasks holding the lease shared, with a heartbeat) against a CLI run."""
-    slow_migrations, cli_home = slower_migrations, own_metadata(tmp_path / "cli")
-    env = {**os.environ, "AIRMIGRATE_TARGET_URL": fresh_db.url(), "AIRMIGRATE_MIGRATIONS_DIR": str(slow_migrations),
+    cli_home = own_metadata(tmp_path / "cli")
+    env = {**os.environ, "AIRMIGRATE_TARGET_URL": fresh_db.url(), "AIRMIGRATE_MIGRATIONS_DIR": str(gated_migrations),
            "AIRMIGRATE_EXPECTATIONS_DIR": str(FIXTURES / "expectations"),
            "AIRFLOW_CONN_AIRMIGRATE_TARGET": fresh_db.airflow_uri()}
     code = ("from airmigrate.airflow.runner import run_dag\n"
             f"dagrun = run_dag({SLOW!r})\n"
             "raise SystemExit(0 if str(dagrun.state) == 'success' else 1)\n")
-    dag_run = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: len(batches(fresh_db)) >= 1 or dag_run.poll() is not None, 300, "the DAG run's backfill")
-    if not batches(fresh_db):
-        pytest.fail(f"the DAG run ended before its first batch: {finish(dag_run)}")
-    cli = start(fresh_db, slow_migrations, "run", SLOW, **cli_home)
-    code_cli, out_cli = finish(cli)
-    code_dag, out_dag = finish(dag_run)
+    with gate(fresh_db):
+        dag_run = Watched(subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True))  # read as it logs: a full pipe stops it
+        wait_for(lambda: at_gate(fresh_db) or dag_run.proc.poll() is not None, 300, "the DAG run's first batch")
+        if not at_gate(fresh_db):
+            pytest.fail(f"the DAG run ended before its first batch: {dag_run.finish()}")
+        code_cli, out_cli = finish(start(fresh_db, gated_migrations, "run", SLOW, **cli_home))
+    code_dag, out_dag = dag_run.finish()
     assert code_dag == 0, out_dag
     assert code_cli == lease.EXIT_BUSY, out_cli
     assert "Airflow DAG run" in out_cli or "airmigrate task" in out_cli, out_cli
@@ -207,10 +261,11 @@ def test_a_cancelled_run_that_never_lets_go_is_refused_after_the_wait_saying_so(
 
 def test_kill_9_of_the_owner_then_a_second_runner_takes_over_and_redoes_nothing(fresh_db, killable_migrations):
     slow_migrations = killable_migrations
-    first = start(fresh_db, slow_migrations, "run", SLOW)
-    wait_for(lambda: len(batches(fresh_db)) >= 3, 300, "three batches")
-    os.kill(first.pid, signal.SIGKILL)
-    first.communicate()
+    with gate(fresh_db):
+        first = start(fresh_db, slow_migrations, "run", SLOW)
+        wait_for(lambda: len(batches(fresh_db)) >= 3, 300, "three batches")
+        os.kill(first.pid, signal.SIGKILL)
+        first.communicate()
     before = batches(fresh_db)
     assert 3 <= len(before) < BATCHES, "the kill must land in the middle of the backfill"
     code, out = finish(start(fresh_db, slow_migrations, "run", SLOW))
@@ -227,10 +282,11 @@ def test_kill_9_of_the_owner_then_a_second_runner_takes_over_and_redoes_nothing(
 
 def test_ctrl_c_stops_at_a_batch_boundary_leaves_it_resumable_and_exits_130(fresh_db, killable_migrations):
     slow_migrations = killable_migrations
-    first = start(fresh_db, slow_migrations, "run", SLOW, "--approve")
-    wait_for(lambda: len(batches(fresh_db)) >= 3, 300, "three batches")
-    first.send_signal(signal.SIGINT)
-    code, out = finish(first)
+    with gate(fresh_db):
+        first = start(fresh_db, slow_migrations, "run", SLOW, "--approve")
+        wait_for(lambda: len(batches(fresh_db)) >= 3, 300, "three batches")
+        first.send_signal(signal.SIGINT)
+        code, out = finish(first)
     assert code == 130, out
     assert "interrupted by SIGINT" in out and f"Resume: `airmigrate run {SLOW}`" in out, out
     assert f"airmigrate run {SLOW} --rollback" in out
