@@ -11,6 +11,7 @@ import pytest
 
 from airmigrate import control, state
 from airmigrate.db import connect
+from airmigrate.spec import load_migration
 from polling import wait_for
 from test_backfill import batches, prepare, scalar, write_migration
 
@@ -101,3 +102,28 @@ def test_actions_show_in_the_run_report(fresh_db, tmp_path, monkeypatch):
     assert "Actions taken on this run" in html and "batch size set to 800 rows" in html
     assert "erin &lt;script&gt;" in html and "<script>" not in html.split("</style>")[-1]
     assert "| batch_size | dana | batch size set to 800 rows |" in md
+
+
+def test_a_pacing_target_set_between_the_plan_and_the_first_shard_is_taken_and_kept(fresh_db, tmp_path):
+    """The console shows the backfill from its plan on; a new target set before any shard's pacer started was
+    refused ("the pacer is not running") until the plan wrote the run's shared row. The shard keeps it; a run at
+    full speed (app_latency_ratio: null for this run) still refuses one, which nothing would use."""
+    from airmigrate.stages import backfill
+
+    migration = write_migration(tmp_path, adaptive=False, throttle={"app_latency_ratio": 2.0, "probe_every_s": 60})
+    run_id = prepare(fresh_db, migration, batch_size=500)
+    with connect(fresh_db, autocommit=True) as conn:
+        said = control.act(conn, migration.id, "app_latency_ratio", actor="alice", value=3.0)
+    assert "pacing target set to 3.0x" in said
+    assert backfill.run_shard(fresh_db, migration, run_id)["stopped"] is False
+    assert scalar(fresh_db, "SELECT target_ratio FROM airmigrate.pacing WHERE run_id = %s", (run_id,)) == 3.0
+
+    (tmp_path / "unpaced").mkdir()
+    folder = write_migration(tmp_path / "unpaced", adaptive=False, throttle={"app_latency_ratio": 2.0}).folder
+    unpaced = load_migration(folder.rename(folder.with_name("0071_unpaced")))
+    with connect(fresh_db, autocommit=True) as conn:
+        state.ensure_schema(conn)
+        other, _ = state.begin_run(conn, unpaced.id, "up", None)
+    backfill.start_backfill(fresh_db, unpaced, other, app_latency_ratio=None)
+    with connect(fresh_db, autocommit=True) as conn, pytest.raises(control.ControlError, match="not running"):
+        control.act(conn, unpaced.id, "app_latency_ratio", actor="alice", value=3.0)

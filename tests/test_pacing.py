@@ -334,11 +334,13 @@ def _migration(tmp_path, ratio, batch_work_s=0.1, **throttle):
     return load_migration(folder)
 
 
-def _prepare(target, migration) -> int:
+def _prepare(target, migration, shards: int | None = None) -> int:
+    """The stages before the backfill's shards; `shards`: how many the test's pacers say run (the plan writes the
+    run's shared pacing row with their start share)."""
     run_id = preflight.preflight(target, migration)["run_id"]
     backup.backup(target, migration, run_id)
     schema_change.schema_change(target, migration, run_id)
-    backfill.start_backfill(target, migration, run_id)
+    backfill.start_backfill(target, migration, run_id, shards=shards)
     return run_id
 
 
@@ -472,7 +474,7 @@ def test_every_shard_of_a_protected_run_starts_at_the_start_share_not_only_the_l
     """A shard that does not lead reads the shared budget at most once a second: the row must hold the start
     share from the start (it held the ceiling: the bench's first two seconds had one shard batching non-stop)."""
     migration = _migration(tmp_path, ratio=1.5)
-    run_id = _prepare(paced_db, migration)
+    run_id = _prepare(paced_db, migration, shards=2)
     with Pacer(paced_db, run_id, migration.spec.backfill.throttle, shards=2) as first, \
             Pacer(paced_db, run_id, migration.spec.backfill.throttle, shards=2) as second:
         follower = second if first.leader is not None else first

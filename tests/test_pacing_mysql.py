@@ -242,8 +242,8 @@ def test_a_new_leader_goes_on_at_full_speed_where_the_last_saw_nobody(target, tm
     migration = _migration(tmp_path, target, "UPDATE t SET b = a WHERE id BETWEEN %(lo)s AND %(hi)s", batch_size=20)
     run_id = _begin(target, migration)
     with db.connect(target) as conn:
-        conn.execute("INSERT INTO airmigrate.pacing (run_id, budget, target_ratio, reason) VALUES (%s, 1, 1.5, %s)",
-                     (run_id, controller.NOBODY))
+        conn.execute("UPDATE airmigrate.pacing SET budget = 1, reason = %s, updated_at = UTC_TIMESTAMP(6) "
+                     "WHERE run_id = %s", (controller.NOBODY, run_id))  # the plan wrote the row
         conn.commit()
     with pacer.Pacer(target, run_id, migration.spec.backfill.throttle, shards=1) as pace:
         assert pace.leader is not None

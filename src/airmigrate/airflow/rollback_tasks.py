@@ -41,8 +41,10 @@ def restore_plan_task(target, migration):
     """The copy-back's cursor, and one mapped shard per `shards` param (like the backfill's plan task)."""
     params = _params()
     _skip_if_dry_run(migration, "the copy-back")
-    rollback.start_restore(target, migration, current_run(target, migration, "down"), params.get("batch_size"))
-    return list(range(int(params.get("shards") or migration.spec.shards)))
+    shards = int(params.get("shards") or migration.spec.shards)
+    rollback.start_restore(target, migration, current_run(target, migration, "down"), params.get("batch_size"),
+                           shards=shards, **_pacing_override(params))
+    return list(range(shards))
 
 
 @stage_task("down")

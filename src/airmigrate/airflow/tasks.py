@@ -271,8 +271,10 @@ def schema_change_task(target, migration):
 def plan_backfill_task(target, migration):
     _skip_if_applied(migration, "the backfill")
     params = _params()
-    backfill.start_backfill(target, migration, current_run(target, migration), params.get("batch_size"))
-    return list(range(int(params.get("shards") or migration.spec.shards)))
+    shards = int(params.get("shards") or migration.spec.shards)
+    backfill.start_backfill(target, migration, current_run(target, migration), params.get("batch_size"),
+                            shards=shards, **_pacing_override(params))
+    return list(range(shards))
 
 
 @stage_task()

@@ -7,6 +7,6 @@ information_schema and performance_schema), :mod:`.leader` runs them in one shar
 loop) stays in :mod:`airmigrate.stages.backfill.tuning`.
 """
 
-from airmigrate.pacing.pacer import UNSET, Pacer
+from airmigrate.pacing.pacer import UNSET, Pacer, open_shared_row
 
-__all__ = ["Pacer", "UNSET"]
+__all__ = ["Pacer", "UNSET", "open_shared_row"]

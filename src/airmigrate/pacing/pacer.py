@@ -24,17 +24,33 @@ LEAD_AGAIN_AFTER_S = 10.0  # a pacer whose leader stopped waits this long before
 UNSET = object()
 
 
+def paced(throttle, app_latency_ratio=UNSET) -> tuple[Throttle | None, float | None]:
+    """(throttle, the target ratio or None at full speed) from the spec's throttle and a run's override."""
+    if throttle is None and app_latency_ratio not in (UNSET, None):
+        throttle = Throttle()  # `throttle: null` in the spec, a ratio asked for this run
+    ratio = getattr(throttle, "app_latency_ratio", None) if app_latency_ratio is UNSET else app_latency_ratio
+    return throttle, ratio if throttle is not None else None
+
+
+def open_shared_row(conn, run_id: int, throttle, shards: int, app_latency_ratio=UNSET) -> None:
+    """The run's shared row, written before any shard starts (the backfill's plan) when the run paces: the
+    console takes a new target from the moment it shows the backfill. Only the shards' pacers wrote it before,
+    and a target set between the plan and the first shard's start was refused as "the pacer is not running".
+    A shard's pacer writes it again on entry; a target set from the console meanwhile is kept (START_RUN)."""
+    _, ratio = paced(throttle, app_latency_ratio)
+    if ratio is not None:
+        conn.execute(engines.of(conn).pacing_sql().START_RUN,
+                     (run_id, starting_budget(ratio, float(max(1, shards))), ratio))
+
+
 class Pacer:
     """Per shard. `with Pacer(...) as pacer:` around the batch loop; `pacer.before_batch()` waits out a
     probe, `pacer.after_batch(seconds)` sleeps what the duty cycle asks."""
 
     def __init__(self, target: Target, run_id: int, throttle, shards: int = 1, app_latency_ratio=UNSET,
                  session=None):
-        if throttle is None and app_latency_ratio not in (UNSET, None):
-            throttle = Throttle()  # `throttle: null` in the spec, a ratio asked for this run
-        self.target, self.run_id, self.throttle, self.shards = target, run_id, throttle, max(1, shards)
-        ratio = getattr(throttle, "app_latency_ratio", None) if app_latency_ratio is UNSET else app_latency_ratio
-        self.ratio = ratio if throttle is not None else None
+        self.throttle, self.ratio = paced(throttle, app_latency_ratio)
+        self.target, self.run_id, self.shards = target, run_id, max(1, shards)
         self.enabled = self.ratio is not None
         self.conn, self.session = None, session  # `session`: the shard's connection (marked ours on entry)
         self.leader: Controller | None = None

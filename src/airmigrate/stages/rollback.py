@@ -91,9 +91,11 @@ def down(target: Target, migration: Migration, run_id: int) -> list[str]:
                      join_sql(None, backfill.sync_trigger_sql(migration)[1]) + join_sql(migration.down_sql, steps))
 
 
-def start_restore(target: Target, migration: Migration, run_id: int, batch_size: int | None = None) -> int:
-    """Open the copy-back's cursor (the backfill engine's, for this rollback run). Returns estimated batches."""
-    return backfill.start_backfill(target, migration, run_id, batch_size, direction="down")
+def start_restore(target: Target, migration: Migration, run_id: int, batch_size: int | None = None,
+                  **pacing) -> int:
+    """Open the copy-back's cursor (the backfill engine's, for this rollback run; `pacing`: start_backfill's
+    shards and app_latency_ratio). Returns estimated batches."""
+    return backfill.start_backfill(target, migration, run_id, batch_size, direction="down", **pacing)
 
 
 def restore_shard(target: Target, migration: Migration, run_id: int, shard: int = 0, retry_failed: bool = False,

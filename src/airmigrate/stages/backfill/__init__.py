@@ -29,7 +29,7 @@ from airmigrate.db import Target, connect, estimate_rows, set_timeouts
 from airmigrate.engines import base, sql
 from airmigrate.errors import BackfillError, SpecError
 from airmigrate.operations.base import on_record
-from airmigrate.pacing import UNSET, Pacer
+from airmigrate.pacing import UNSET, Pacer, open_shared_row
 from airmigrate.spec import BackfillSpec, Migration
 from airmigrate.stages.backfill.keys import Key
 from airmigrate.stages.backfill.shares import one_shard_note
@@ -92,9 +92,10 @@ def batch_statements(conn, migration: Migration, direction: str, run_id: int) ->
 # -- start --------------------------------------------------------------------------------------------
 
 def start_backfill(target: Target, migration: Migration, run_id: int, batch_size: int | None = None,
-                   direction: str = "up") -> int:
-    """Open the run's cursor (once; a resumed run keeps its position) and install the sync trigger.
-    Returns the estimated number of batches."""
+                   direction: str = "up", shards: int | None = None, app_latency_ratio=UNSET) -> int:
+    """Open the run's cursor (once; a resumed run keeps its position), install the sync trigger and, when the
+    run paces (the spec's throttle, or `app_latency_ratio` for this run), its shared pacing row. Returns the
+    estimated number of batches."""
     spec = migration.spec
     size = batch_size or spec.batch_size
     with connect(target, autocommit=True) as conn:
@@ -105,6 +106,8 @@ def start_backfill(target: Target, migration: Migration, run_id: int, batch_size
         walked = walk_key(conn, migration, direction, run_id)
         estimated = estimate_rows(conn, walked.schema, walked.table)
         conn.execute(engines.of(conn).state_sql().OPEN_CURSOR, (run_id, size, estimated))
+        throttle, ratio = pacing_of(conn, settings_of(migration).throttle, app_latency_ratio)
+        open_shared_row(conn, run_id, throttle, shards or spec.shards, ratio)
         # a new trigger of a paused or cancelled run means: go on
         conn.execute("UPDATE airmigrate.controls SET paused = false, cancelled = false WHERE run_id = %s "
                      "AND (paused OR cancelled)", (run_id,))
