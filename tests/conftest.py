@@ -56,6 +56,9 @@ def _prepare_airflow_home() -> None:
         "AIRMIGRATE_MIGRATIONS_DIR": str(ROOT / "migrations"),
         "AIRMIGRATE_EXPECTATIONS_DIR": str(ROOT / "expectations"),
         "AIRMIGRATE_VAR_DIR": str(VAR / "test-run" / WORKER),
+        # one cache for every test's var dir (a cold GX registry is a ~4 s subprocess each time a test's own var
+        # dir is new); test_validation's cache tests unset it
+        "AIRMIGRATE_CACHE_DIR": str(VAR / "test-cache"),
         "AIRMIGRATE_DOCS_DIR": str(VAR / "test-run" / WORKER / "docs"),  # not the project's docs/schema
     })
     os.environ.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)

@@ -41,6 +41,13 @@ def var_dir() -> Path:
     return Path(os.environ.get("AIRMIGRATE_VAR_DIR", project_root() / "var"))
 
 
+def cache_dir() -> Path:
+    """What airmigrate computes once and keeps (Great Expectations' expectation types, Alembic revisions' SQL):
+    AIRMIGRATE_CACHE_DIR, else var/cache. Every entry is checked against what it was computed from, so one
+    cache may serve several var dirs (the test suite shares one: each cold GX registry read costs ~4 s)."""
+    return Path(os.environ.get("AIRMIGRATE_CACHE_DIR", var_dir() / "cache"))
+
+
 def docs_dir() -> Path:
     """Schema documentation and its CHANGELOG.md (in the project, to be committed with the migrations)."""
     return Path(os.environ.get("AIRMIGRATE_DOCS_DIR", project_root() / "docs" / "schema"))

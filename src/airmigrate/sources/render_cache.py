@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def folder() -> Path:
-    return settings.var_dir() / "cache" / "sources"
+    return settings.cache_dir() / "sources"
 
 
 def _entry(key: dict) -> Path:

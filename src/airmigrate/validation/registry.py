@@ -2,7 +2,7 @@
 
 Importing great_expectations costs 5-6 s, too slow for the dag-processor. The names come from GX's own
 registry (``great_expectations.expectations.registry``) once: read in a subprocess (or in this process
-when GX is already imported) and cached as JSON under the var dir, keyed by the installed GX version,
+when GX is already imported) and cached as JSON under the cache dir (settings.cache_dir), keyed by the installed GX version,
 so an upgrade re-reads the registry and parsing a DAG file only reads a small file.
 """
 
@@ -39,7 +39,7 @@ def gx_version() -> str:
 
 
 def cache_file(version: str | None = None) -> Path:
-    return settings.var_dir() / "cache" / f"gx-expectation-types-{version or gx_version()}.json"
+    return settings.cache_dir() / f"gx-expectation-types-{version or gx_version()}.json"
 
 
 def registered_in_process() -> list[str]:
