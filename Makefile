@@ -3,10 +3,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# pytest workers: 2 on this 2-core machine. 3 measured (2026-12-05, alone, `--dist loadgroup`): 713 tests in 1,309 s
-# against 1,277 s with 2, load average 4-5, and one timing test failed (test_pacing_mysql): the waits overlap
-# CPU work already, a third worker only shares the two cores
-TEST_WORKERS ?= 2
+# pytest workers: 3 on this 2-core machine. Measured 2026-12-06 on one machine, clean clones of the same code:
+# 2 workers 1,469 s with the cores 26% idle (vmstat: the tests wait on Airflow's loops, subprocesses, servers),
+# 3 workers 1,245 s, 9% idle, green. (2026-12-05, another machine: 3 were 1,309 s against 1,277 s with 2.)
+# `make check` is CPU only: 2.
+TEST_WORKERS ?= 3
+CHECK_WORKERS ?= 2
 
 .PHONY: setup demo stop test check lint airflow clean
 
@@ -39,7 +41,7 @@ test: setup lint
 # The inner loop, no servers, under a minute: the import contracts, the lint of the project's migrations and
 # every test that needs neither a database server nor Airflow's metadata database.
 check: setup lint
-	AIRMIGRATE_CHECK=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) -q -p no:cacheprovider
+	AIRMIGRATE_CHECK=1 $(BIN)/python -m pytest -n $(CHECK_WORKERS) -q -p no:cacheprovider
 
 # The architecture's import contracts (pyproject.toml [tool.importlinter]) and the project's own migrations.
 lint: setup
