@@ -2,8 +2,8 @@
 
 Importing great_expectations costs 5-6 s, too slow for the dag-processor. The names come from GX's own
 registry (``great_expectations.expectations.registry``) once: read in a subprocess (or in this process
-when GX is already imported) and cached as JSON under the cache dir (settings.cache_dir), keyed by the installed GX version,
-so an upgrade re-reads the registry and parsing a DAG file only reads a small file.
+when GX is already imported) and cached as JSON under the cache dir (settings.cache_dir), keyed by the
+installed GX version, so an upgrade re-reads the registry and parsing a DAG file only reads a small file.
 """
 
 from __future__ import annotations
